@@ -1,0 +1,338 @@
+//! Bad input: every case fails with a non-zero exit and a short, clear
+//! message naming the thing, and leaves the repository valid.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::env::*;
+
+/// Longest acceptable error output (lines on stderr) for a user error.
+const MAX_ERROR_LINES: usize = 4;
+
+#[track_caller]
+fn assert_repo_valid(env: &TestEnv) {
+    let out = env.check(true);
+    assert!(out.ok(), "the repository must still be valid after the failed command\n{out}");
+}
+
+/// A repository with one small snapshot.
+fn env_with_snapshot() -> (TestEnv, PathBuf) {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    write_file(&src.join("a.txt"), b"alpha");
+    write_file(&src.join("sub/b.txt"), b"beta");
+    write_random_file(&src.join("c.bin"), 300 * KIB, 5);
+    env.backup(&[&src]);
+    (env, src)
+}
+
+fn empty_dir(env: &TestEnv) -> PathBuf {
+    let t = env.unique_path("restore");
+    fs::create_dir(&t).unwrap();
+    t
+}
+
+fn restore_args(target: &Path, snapshot: &str) -> Vec<OsString> {
+    vec!["restore".into(), snapshot.into(), "--target".into(), target.into(), "--quiet".into()]
+}
+
+#[test]
+fn restore_with_wrong_identity() {
+    let (env, _src) = env_with_snapshot();
+    let other = env.home.join("other-operator.key");
+    env.generate_identity(&other);
+    let target = empty_dir(&env);
+    let mut args = restore_args(&target, "latest");
+    args.extend(env.repo_flags());
+    args.extend(["--identity".into(), other.clone().into_os_string()]);
+    let out = env.run(args);
+    out.expect_failure().expect_short_stderr(MAX_ERROR_LINES);
+    let lower = out.stderr.to_lowercase();
+    assert!(
+        out.stderr.contains(other.to_str().unwrap()) || lower.contains("identity"),
+        "the error should say that this identity cannot decrypt the repository (name the identity)\n{out}"
+    );
+    assert!(regular_files(&target).is_empty(), "nothing may be restored with a wrong identity");
+    assert_repo_valid(&env);
+}
+
+#[test]
+fn restore_with_agent_key_only_asks_for_identity() {
+    let (env, _src) = env_with_snapshot();
+    let target = empty_dir(&env);
+    let mut args = restore_args(&target, "latest");
+    args.extend(env.repo_flags());
+    let out = env.run(args);
+    out.expect_failure().expect_short_stderr(MAX_ERROR_LINES).expect_stderr_contains("identity");
+    assert!(regular_files(&target).is_empty(), "nothing may be restored without the identity");
+
+    // ls needs the identity too.
+    let out = env.agent(["ls", "latest", "--quiet"]);
+    out.expect_failure().expect_short_stderr(MAX_ERROR_LINES).expect_stderr_contains("identity");
+    assert_repo_valid(&env);
+}
+
+#[test]
+fn missing_agent_key_file() {
+    let (env, src) = env_with_snapshot();
+    let missing = env.home.join("no-such-agent.key");
+    let out = env.run([
+        OsStr::new("backup"),
+        src.as_os_str(),
+        "--quiet".as_ref(),
+        "--repo".as_ref(),
+        env.repo.as_os_str(),
+        "--agent-key".as_ref(),
+        missing.as_os_str(),
+        "--catalog".as_ref(),
+        env.catalog.as_os_str(),
+    ]);
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains(missing.to_str().unwrap());
+
+    // The same through the environment variable.
+    let out = env.run_with_env(
+        [OsStr::new("backup"), src.as_os_str(), "--quiet".as_ref(), "--repo".as_ref(), env.repo.as_os_str()],
+        &[("COFFER_AGENT_KEY", missing.as_os_str()), ("COFFER_CATALOG", env.catalog.as_os_str())],
+    );
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains(missing.to_str().unwrap());
+    assert_eq!(env.snapshots().len(), 1, "no snapshot may be added");
+    assert_repo_valid(&env);
+}
+
+#[test]
+fn agent_key_with_loose_mode_is_refused() {
+    let (env, src) = env_with_snapshot();
+    chmod(&env.agent_key, 0o644);
+    let out = env.backup_raw(&[&src], &["--quiet"]);
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains(env.agent_key.to_str().unwrap())
+        .expect_stderr_contains_any(&["chmod", "0600", "600"]);
+    chmod(&env.agent_key, 0o600);
+    assert_eq!(env.snapshots().len(), 1, "no snapshot may be added with a refused key");
+    assert_repo_valid(&env);
+}
+
+// ---------------------------------------------------------------------------
+// Profiles
+// ---------------------------------------------------------------------------
+
+/// A valid profile (relative paths, relative to the profile's folder), with
+/// `extra` inserted as line 6.
+fn profile_text(extra: &str) -> String {
+    format!(
+        "name = \"demo\"\n\
+         sources = [\"src\"]\n\
+         repository = \"repo\"\n\
+         agent_key = \"home/agent.key\"\n\
+         catalog = \"home/catalog.sqlite\"\n\
+         {extra}\n\
+         compression = 3\n"
+    )
+}
+
+fn run_profile(env: &TestEnv, text: &str) -> (Output, PathBuf) {
+    let profile = env.unique_path("profile").with_extension("toml");
+    fs::write(&profile, text).unwrap();
+    let out = env.run([OsStr::new("backup"), "--quiet".as_ref(), "--profile".as_ref(), profile.as_os_str()]);
+    (out, profile)
+}
+
+#[test]
+fn valid_profile_backs_up_its_sources() {
+    let (env, src) = env_with_snapshot();
+    let (out, _) = run_profile(&env, &profile_text("# nothing extra"));
+    out.expect_ok();
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 2, "the profile backup adds a snapshot");
+    assert_eq!(str_field(&snaps[1], "profile"), "demo", "snapshot profile name: {}", snaps[1]);
+    let paths: Vec<&str> = snaps[1]["paths"].as_array().unwrap().iter().map(|p| normalize_reported(p.as_str().unwrap())).collect();
+    assert_eq!(paths, vec![stored_form(&src).to_str().unwrap()], "profile sources are relative to the profile's folder");
+}
+
+#[test]
+fn profile_with_syntax_error_names_file_and_line() {
+    let (env, _src) = env_with_snapshot();
+    let text = "name = \"demo\"\nsources = [\"src\"]\n# a comment\nrepository = \"repo\nagent_key = \"home/agent.key\"\n";
+    let (out, profile) = run_profile(&env, text);
+    out.expect_failure().expect_short_stderr(6);
+    assert!(matches!(out.code, Some(1) | Some(2)), "exit code 1 or 2 expected\n{out}");
+    out.expect_stderr_contains(profile.to_str().unwrap()).expect_stderr_contains("line 4");
+    assert_eq!(env.snapshots().len(), 1);
+    assert_repo_valid(&env);
+}
+
+#[test]
+fn profile_with_unknown_key_names_key_and_line() {
+    let (env, _src) = env_with_snapshot();
+    let (out, profile) = run_profile(&env, &profile_text("colour = \"blue\""));
+    out.expect_failure().expect_short_stderr(6);
+    assert!(matches!(out.code, Some(1) | Some(2)), "exit code 1 or 2 expected\n{out}");
+    out.expect_stderr_contains(profile.to_str().unwrap())
+        .expect_stderr_contains("colour")
+        .expect_stderr_contains("line 6");
+    assert_eq!(env.snapshots().len(), 1);
+    assert_repo_valid(&env);
+}
+
+#[test]
+fn profile_with_bad_value_names_key_and_line() {
+    let (env, _src) = env_with_snapshot();
+    let text = profile_text("# compression below is out of range").replace("compression = 3", "compression = 42");
+    let (out, profile) = run_profile(&env, &text);
+    out.expect_failure().expect_short_stderr(6);
+    out.expect_stderr_contains(profile.to_str().unwrap())
+        .expect_stderr_contains("compression")
+        .expect_stderr_contains("line 7");
+    assert_eq!(env.snapshots().len(), 1);
+    assert_repo_valid(&env);
+}
+
+// ---------------------------------------------------------------------------
+// Unreadable source files, full disk, unknown snapshot, bad flags
+// ---------------------------------------------------------------------------
+
+/// Tests run as root, who can read any file. The backup runs as root without
+/// CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH, so a mode-000 file (and a mode-000
+/// directory) is really unreadable to it.
+#[test]
+fn unreadable_source_file_is_listed_and_snapshot_still_created() {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    write_file(&src.join("readable.txt"), b"fine");
+    write_random_file(&src.join("readable.bin"), 200 * KIB, 8);
+    write_file(&src.join("secret-unreadable.txt"), b"you cannot read me");
+    chmod(&src.join("secret-unreadable.txt"), 0o000);
+    write_file(&src.join("closed-dir/inside.txt"), b"behind a closed door");
+    chmod(&src.join("closed-dir"), 0o000);
+
+    let mut args: Vec<OsString> = vec!["backup".into(), src.clone().into(), "--json".into()];
+    args.extend(env.repo_flags());
+    let mut cmd = env.command(&args);
+    drop_dac_capabilities(&mut cmd);
+    let out = run_command(cmd, "coffer backup (without CAP_DAC_*)".into(), command_timeout());
+    out.expect_code(3);
+    out.expect_stderr_contains("secret-unreadable.txt");
+    let summary = out.json();
+    let skipped: Vec<String> = summary["skipped"]
+        .as_array()
+        .unwrap_or_else(|| panic!("skipped must be an array\n{out}"))
+        .iter()
+        .map(|s| {
+            assert!(s["error"].as_str().map(|e| !e.is_empty()).unwrap_or(false), "skipped entry without error: {s}");
+            s["path"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(
+        skipped.iter().any(|p| p.ends_with("secret-unreadable.txt")),
+        "skipped must list the unreadable file: {skipped:?}"
+    );
+    assert!(
+        skipped.iter().any(|p| p.contains("closed-dir")),
+        "skipped must list the unreadable directory: {skipped:?}"
+    );
+    assert!(
+        !skipped.iter().any(|p| p.contains("readable.txt") && !p.contains("unreadable")),
+        "a readable file was skipped: {skipped:?}"
+    );
+
+    let snaps = env.snapshots();
+    assert_eq!(snaps.len(), 1, "the snapshot must be created despite the unreadable file");
+    assert_eq!(str_field(&snaps[0], "id"), str_field(&summary, "snapshot"));
+    let target = env.restore("latest");
+    let restored = restored_path(&target, &src);
+    for rel in ["readable.txt", "readable.bin"] {
+        let (s, d) = (src.join(rel), restored.join(rel));
+        let diffs = compare_entry(
+            Path::new(rel),
+            &s,
+            &fs::symlink_metadata(&s).unwrap(),
+            &d,
+            &fs::symlink_metadata(&d).unwrap_or_else(|e| panic!("{rel} not restored: {e}")),
+        );
+        assert!(diffs.is_empty(), "{diffs:?}");
+    }
+    let leaked = restored.join("secret-unreadable.txt");
+    if leaked.exists() {
+        assert_ne!(fs::read(&leaked).unwrap(), b"you cannot read me", "impossible: unreadable content restored");
+    }
+    assert_repo_valid(&env);
+}
+
+/// Restore into a 2 MiB tmpfs of 8 MiB of data. (Falls back to RLIMIT_FSIZE
+/// on the child when mounting is not permitted.)
+#[test]
+fn restore_to_full_disk_fails_clearly() {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    for i in 0..4 {
+        write_random_file(&src.join(format!("big-{i}.bin")), 2 * MIB, 70 + i);
+    }
+    env.backup(&[&src]);
+
+    let small = env.path("small-disk");
+    let mount = TmpfsMount::mount(&small, 2 * MIB);
+    let target = small.join("target");
+    fs::create_dir_all(&target).unwrap();
+    let mut args = restore_args(&target, "latest");
+    args.extend(env.operator_flags());
+    let mut cmd = env.command(&args);
+    if mount.is_none() {
+        eprintln!("restore_to_full_disk_fails_clearly: tmpfs not available, using RLIMIT_FSIZE = 2 MiB");
+        limit_file_size(&mut cmd, 2 * MIB);
+    }
+    let out = run_command(cmd, "coffer restore latest (to a 2 MiB file system)".into(), command_timeout());
+    out.expect_failure().expect_short_stderr(MAX_ERROR_LINES);
+    out.expect_stderr_contains_any(&["no space", "space left", "disk full", "file too large", "too large"]);
+    drop(mount);
+    assert_repo_valid(&env);
+}
+
+#[test]
+fn unknown_snapshot_id() {
+    let (env, _src) = env_with_snapshot();
+    let target = empty_dir(&env);
+    let out = env.operator(restore_args(&target, "deadbeef"));
+    out.expect_failure().expect_short_stderr(MAX_ERROR_LINES).expect_stderr_contains("deadbeef");
+    // Fewer than 4 hex digits is not a valid prefix.
+    let id = str_field(&env.snapshots()[0], "id").to_string();
+    let out = env.operator(restore_args(&target, &id[..3]));
+    out.expect_failure().expect_short_stderr(MAX_ERROR_LINES);
+    assert!(regular_files(&target).is_empty());
+    assert_repo_valid(&env);
+}
+
+#[test]
+fn missing_repository() {
+    let (env, src) = env_with_snapshot();
+    let nowhere = env.path("no-such-repo");
+    let out = env.run([
+        OsStr::new("backup"),
+        src.as_os_str(),
+        "--quiet".as_ref(),
+        "--repo".as_ref(),
+        nowhere.as_os_str(),
+        "--agent-key".as_ref(),
+        env.agent_key.as_os_str(),
+        "--catalog".as_ref(),
+        env.catalog.as_os_str(),
+    ]);
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains(nowhere.to_str().unwrap());
+    assert!(!nowhere.exists(), "backup must not create a repository implicitly");
+    assert_repo_valid(&env);
+}
+
+#[test]
+fn bad_flag_is_a_usage_error() {
+    let env = TestEnv::new();
+    let out = env.run(["backup", "--no-such-flag"]);
+    out.expect_code(2);
+    out.expect_stderr_contains("--no-such-flag");
+}

@@ -1,0 +1,217 @@
+//! Crash safety: `coffer backup` killed with SIGKILL at random points leaves a
+//! valid repository, the next run is not blocked by the dead writer's lock,
+//! it reuses what was already uploaded, and the final snapshot restores
+//! exactly.
+//!
+//! Knobs (environment): COFFER_CRASH_MIB (data size, default 80),
+//! COFFER_CRASH_SEED (default 0xC0FFEE), COFFER_CRASH_KILLS (default 12).
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::env::*;
+
+enum Outcome {
+    /// Killed while running, after this long.
+    Killed(Duration),
+    /// Exited by itself before the kill.
+    Finished(Output),
+}
+
+/// Starts `backup SRC` and SIGKILLs it after `delay` unless it exits first.
+fn backup_killed_after(env: &TestEnv, src: &Path, delay: Duration, label: &str) -> Outcome {
+    let mut args: Vec<OsString> = vec!["backup".into(), src.as_os_str().to_owned(), "--json".into()];
+    args.extend(env.repo_flags());
+    let (mut child, out_path, err_path) = spawn_background(env, &args, label);
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let stdout = fs::read(&out_path).unwrap_or_default();
+            let stderr = fs::read(&err_path).unwrap_or_default();
+            return Outcome::Finished(Output::from_status(
+                format!("coffer backup {} (background, {label})", src.display()),
+                status,
+                stdout,
+                stderr,
+                start.elapsed(),
+            ));
+        }
+        if start.elapsed() >= delay {
+            child.kill().expect("SIGKILL coffer");
+            child.wait().unwrap();
+            return Outcome::Killed(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn env_u64(var: &str, default: u64) -> u64 {
+    std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+#[test]
+fn killed_backups_leave_valid_repository_and_reuse_uploads() {
+    let total = env_u64("COFFER_CRASH_MIB", 80) * MIB;
+    let kills = env_u64("COFFER_CRASH_KILLS", 12) as usize;
+    let (mut rng, seed) = seeded_rng("COFFER_CRASH_SEED", 0xC0FFEE);
+    let ctx = format!("(seed {seed}, data {}, COFFER_CRASH_SEED to reproduce)", mib(total));
+
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    let randoms = make_mixed_dataset(&src, total, seed);
+
+    // One clean backup in a separate repository: its duration spreads the
+    // kills, its size bounds the crashed repository's.
+    let (clean_time, clean_size) = {
+        let reference = TestEnv::with_repo();
+        let start = Instant::now();
+        reference.backup(&[&src]);
+        (start.elapsed(), reference.repo_size())
+    };
+    eprintln!("crash test {ctx}: clean backup {clean_time:.2?}, repository {}", mib(clean_size));
+
+    // Phase 1: kills at increasing random points, with no completed backup in
+    // between: every run must start (no stale-lock refusal), leave a valid
+    // repository, and build on what the previous runs uploaded.
+    let phase1 = (kills * 7).div_ceil(12);
+    let mut delays: Vec<f64> = (0..phase1).map(|_| rng.gen_range(0.03..0.97)).collect();
+    delays.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let mut log = Vec::new();
+    let mut completed = false;
+    let mut killed_count = 0;
+    for (i, frac) in delays.iter().enumerate() {
+        let delay = clean_time.mul_f64(*frac);
+        match backup_killed_after(&env, &src, delay, &format!("phase1-{i}")) {
+            Outcome::Killed(after) => {
+                killed_count += 1;
+                log.push(format!("phase 1 #{i}: killed after {after:.2?}"));
+            }
+            Outcome::Finished(out) => {
+                assert!(
+                    out.ok(),
+                    "phase 1 #{i}: backup after a killed backup failed instead of taking over the dead \
+                     writer's lock / resuming {ctx}\n{out}"
+                );
+                log.push(format!("phase 1 #{i}: finished before the kill at {delay:.2?} ({:.2?})", out.elapsed));
+                completed = true;
+            }
+        }
+        let check = env.check(true);
+        assert!(
+            check.ok(),
+            "phase 1 #{i}: `check --read-data` after a killed backup must pass {ctx}\n{}\n{check}",
+            log.join("\n")
+        );
+        let n = env.snapshots().len();
+        assert_eq!(
+            n,
+            completed as usize,
+            "phase 1 #{i}: a killed backup must not leave a snapshot {ctx}\n{}",
+            log.join("\n")
+        );
+        log.push(format!("   repository now {}", mib(env.repo_size())));
+        if completed {
+            break;
+        }
+    }
+    assert!(killed_count >= 2, "phase 1: too few backups were actually killed mid-run {ctx}\n{}", log.join("\n"));
+
+    if !completed {
+        let start = Instant::now();
+        let out = env.backup_raw(&[&src], &[]);
+        assert!(
+            out.ok(),
+            "the backup after {killed_count} killed backups failed {ctx}\n{}\n{out}",
+            log.join("\n")
+        );
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed < clean_time * 3 + Duration::from_secs(60),
+            "the backup after killed backups took {elapsed:.2?} (clean: {clean_time:.2?}): blocked by a stale lock? {ctx}"
+        );
+        log.push(format!("phase 1: completing backup took {elapsed:.2?}"));
+    }
+    let target = env.restore("latest");
+    assert_trees_equal(&src, &restored_path(&target, &src));
+    fs::remove_dir_all(&target).unwrap();
+    let size = env.repo_size();
+    assert!(
+        size < 2 * clean_size,
+        "after {killed_count} killed backups and one completed backup the repository holds {} but one clean \
+         backup is {}: uploads of killed runs were not reused (or their leftovers not cleaned) {ctx}\n{}\nfiles:\n{}",
+        mib(size),
+        mib(clean_size),
+        log.join("\n"),
+        list_files(&env.repo).iter().map(|(p, s)| format!("  {p} {s}")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(!env.repo.join("lock").exists(), "the lock must be released after a completed backup");
+
+    // Phase 2: kills during incremental backups that follow complete ones;
+    // after each, a new backup completes.
+    let mut mutated = 0u64;
+    for j in 0..kills.saturating_sub(phase1) {
+        // New work: one large random file rewritten, a log appended, new files.
+        let victim = &randoms[j % randoms.len()];
+        let len = fs::metadata(victim).unwrap().len();
+        write_random_file(victim, len, seed ^ (0x1000 + j as u64));
+        mutated += len;
+        let log_file = src.join("logs").join("app00.log");
+        let mut content = fs::read(&log_file).unwrap();
+        content.extend(compressible_bytes(256 * KIB as usize, seed + j as u64));
+        fs::write(&log_file, &content).unwrap();
+        mutated += 256 * KIB;
+        for k in 0..20 {
+            write_file(&src.join(format!("new-{j}/f{k}.dat")), &random_bytes(4000, seed + (j * 100 + k) as u64));
+        }
+        mutated += 80_000;
+
+        let before = env.snapshots().len();
+        let delay = clean_time.mul_f64(rng.gen_range(0.02..0.5));
+        let finished = match backup_killed_after(&env, &src, delay, &format!("phase2-{j}")) {
+            Outcome::Killed(after) => {
+                log.push(format!("phase 2 #{j}: killed after {after:.2?}"));
+                false
+            }
+            Outcome::Finished(out) => {
+                assert!(out.ok(), "phase 2 #{j}: backup failed {ctx}\n{out}");
+                log.push(format!("phase 2 #{j}: finished before the kill at {delay:.2?}"));
+                true
+            }
+        };
+        let check = env.check(true);
+        assert!(
+            check.ok(),
+            "phase 2 #{j}: `check --read-data` after a killed incremental backup must pass {ctx}\n{}\n{check}",
+            log.join("\n")
+        );
+        assert_eq!(env.snapshots().len(), before + finished as usize, "phase 2 #{j}: snapshot count after the kill");
+        let start = Instant::now();
+        let out = env.backup_raw(&[&src], &[]);
+        assert!(out.ok(), "phase 2 #{j}: the backup after a killed backup failed {ctx}\n{}\n{out}", log.join("\n"));
+        assert!(
+            start.elapsed() < clean_time * 3 + Duration::from_secs(60),
+            "phase 2 #{j}: backup after a kill took {:.2?}: blocked by a stale lock? {ctx}",
+            start.elapsed()
+        );
+        assert_eq!(env.snapshots().len(), before + finished as usize + 1, "phase 2 #{j}: snapshot count");
+    }
+
+    let target = env.restore("latest");
+    assert_trees_equal(&src, &restored_path(&target, &src));
+    let size = env.repo_size();
+    let bound = 2 * (clean_size + mutated);
+    assert!(
+        size < bound,
+        "final repository {} exceeds 2 x (clean backup {} + changed data {}) {ctx}\n{}",
+        mib(size),
+        mib(clean_size),
+        mib(mutated),
+        log.join("\n")
+    );
+    env.check(true).expect_ok();
+    eprintln!("crash test log {ctx}:\n{}", log.join("\n"));
+}

@@ -1,0 +1,10 @@
+//! Integration tests: they drive the real `coffer` binary in a clean
+//! environment, against the contract in docs/CLI.md.
+
+mod env;
+
+mod bad_input;
+mod crash;
+mod dedup;
+mod roundtrip;
+mod tamper;
