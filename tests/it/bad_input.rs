@@ -13,7 +13,10 @@ const MAX_ERROR_LINES: usize = 4;
 #[track_caller]
 fn assert_repo_valid(env: &TestEnv) {
     let out = env.check(true);
-    assert!(out.ok(), "the repository must still be valid after the failed command\n{out}");
+    assert!(
+        out.ok(),
+        "the repository must still be valid after the failed command\n{out}"
+    );
 }
 
 /// A repository with one small snapshot.
@@ -34,7 +37,13 @@ fn empty_dir(env: &TestEnv) -> PathBuf {
 }
 
 fn restore_args(target: &Path, snapshot: &str) -> Vec<OsString> {
-    vec!["restore".into(), snapshot.into(), "--target".into(), target.into(), "--quiet".into()]
+    vec![
+        "restore".into(),
+        snapshot.into(),
+        "--target".into(),
+        target.into(),
+        "--quiet".into(),
+    ]
 }
 
 #[test]
@@ -53,7 +62,10 @@ fn restore_with_wrong_identity() {
         out.stderr.contains(other.to_str().unwrap()) || lower.contains("identity"),
         "the error should say that this identity cannot decrypt the repository (name the identity)\n{out}"
     );
-    assert!(regular_files(&target).is_empty(), "nothing may be restored with a wrong identity");
+    assert!(
+        regular_files(&target).is_empty(),
+        "nothing may be restored with a wrong identity"
+    );
     assert_repo_valid(&env);
 }
 
@@ -64,12 +76,19 @@ fn restore_with_agent_key_only_asks_for_identity() {
     let mut args = restore_args(&target, "latest");
     args.extend(env.repo_flags());
     let out = env.run(args);
-    out.expect_failure().expect_short_stderr(MAX_ERROR_LINES).expect_stderr_contains("identity");
-    assert!(regular_files(&target).is_empty(), "nothing may be restored without the identity");
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains("identity");
+    assert!(
+        regular_files(&target).is_empty(),
+        "nothing may be restored without the identity"
+    );
 
     // ls needs the identity too.
     let out = env.agent(["ls", "latest", "--quiet"]);
-    out.expect_failure().expect_short_stderr(MAX_ERROR_LINES).expect_stderr_contains("identity");
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains("identity");
     assert_repo_valid(&env);
 }
 
@@ -94,8 +113,17 @@ fn missing_agent_key_file() {
 
     // The same through the environment variable.
     let out = env.run_with_env(
-        [OsStr::new("backup"), src.as_os_str(), "--quiet".as_ref(), "--repo".as_ref(), env.repo.as_os_str()],
-        &[("COFFER_AGENT_KEY", missing.as_os_str()), ("COFFER_CATALOG", env.catalog.as_os_str())],
+        [
+            OsStr::new("backup"),
+            src.as_os_str(),
+            "--quiet".as_ref(),
+            "--repo".as_ref(),
+            env.repo.as_os_str(),
+        ],
+        &[
+            ("COFFER_AGENT_KEY", missing.as_os_str()),
+            ("COFFER_CATALOG", env.catalog.as_os_str()),
+        ],
     );
     out.expect_failure()
         .expect_short_stderr(MAX_ERROR_LINES)
@@ -114,7 +142,11 @@ fn agent_key_with_loose_mode_is_refused() {
         .expect_stderr_contains(env.agent_key.to_str().unwrap())
         .expect_stderr_contains_any(&["chmod", "0600", "600"]);
     chmod(&env.agent_key, 0o600);
-    assert_eq!(env.snapshots().len(), 1, "no snapshot may be added with a refused key");
+    assert_eq!(
+        env.snapshots().len(),
+        1,
+        "no snapshot may be added with a refused key"
+    );
     assert_repo_valid(&env);
 }
 
@@ -139,7 +171,12 @@ fn profile_text(extra: &str) -> String {
 fn run_profile(env: &TestEnv, text: &str) -> (Output, PathBuf) {
     let profile = env.unique_path("profile").with_extension("toml");
     fs::write(&profile, text).unwrap();
-    let out = env.run([OsStr::new("backup"), "--quiet".as_ref(), "--profile".as_ref(), profile.as_os_str()]);
+    let out = env.run([
+        OsStr::new("backup"),
+        "--quiet".as_ref(),
+        "--profile".as_ref(),
+        profile.as_os_str(),
+    ]);
     (out, profile)
 }
 
@@ -150,9 +187,23 @@ fn valid_profile_backs_up_its_sources() {
     out.expect_ok();
     let snaps = env.snapshots();
     assert_eq!(snaps.len(), 2, "the profile backup adds a snapshot");
-    assert_eq!(str_field(&snaps[1], "profile"), "demo", "snapshot profile name: {}", snaps[1]);
-    let paths: Vec<&str> = snaps[1]["paths"].as_array().unwrap().iter().map(|p| normalize_reported(p.as_str().unwrap())).collect();
-    assert_eq!(paths, vec![stored_form(&src).to_str().unwrap()], "profile sources are relative to the profile's folder");
+    assert_eq!(
+        str_field(&snaps[1], "profile"),
+        "demo",
+        "snapshot profile name: {}",
+        snaps[1]
+    );
+    let paths: Vec<&str> = snaps[1]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| normalize_reported(p.as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![stored_form(&src).to_str().unwrap()],
+        "profile sources are relative to the profile's folder"
+    );
 }
 
 #[test]
@@ -161,8 +212,12 @@ fn profile_with_syntax_error_names_file_and_line() {
     let text = "name = \"demo\"\nsources = [\"src\"]\n# a comment\nrepository = \"repo\nagent_key = \"home/agent.key\"\n";
     let (out, profile) = run_profile(&env, text);
     out.expect_failure().expect_short_stderr(6);
-    assert!(matches!(out.code, Some(1) | Some(2)), "exit code 1 or 2 expected\n{out}");
-    out.expect_stderr_contains(profile.to_str().unwrap()).expect_stderr_contains("line 4");
+    assert!(
+        matches!(out.code, Some(1) | Some(2)),
+        "exit code 1 or 2 expected\n{out}"
+    );
+    out.expect_stderr_contains(profile.to_str().unwrap())
+        .expect_stderr_contains("line 4");
     assert_eq!(env.snapshots().len(), 1);
     assert_repo_valid(&env);
 }
@@ -172,7 +227,10 @@ fn profile_with_unknown_key_names_key_and_line() {
     let (env, _src) = env_with_snapshot();
     let (out, profile) = run_profile(&env, &profile_text("colour = \"blue\""));
     out.expect_failure().expect_short_stderr(6);
-    assert!(matches!(out.code, Some(1) | Some(2)), "exit code 1 or 2 expected\n{out}");
+    assert!(
+        matches!(out.code, Some(1) | Some(2)),
+        "exit code 1 or 2 expected\n{out}"
+    );
     out.expect_stderr_contains(profile.to_str().unwrap())
         .expect_stderr_contains("colour")
         .expect_stderr_contains("line 6");
@@ -183,7 +241,8 @@ fn profile_with_unknown_key_names_key_and_line() {
 #[test]
 fn profile_with_bad_value_names_key_and_line() {
     let (env, _src) = env_with_snapshot();
-    let text = profile_text("# compression below is out of range").replace("compression = 3", "compression = 42");
+    let text = profile_text("# compression below is out of range")
+        .replace("compression = 3", "compression = 42");
     let (out, profile) = run_profile(&env, &text);
     out.expect_failure().expect_short_stderr(6);
     out.expect_stderr_contains(profile.to_str().unwrap())
@@ -215,7 +274,11 @@ fn unreadable_source_file_is_listed_and_snapshot_still_created() {
     args.extend(env.repo_flags());
     let mut cmd = env.command(&args);
     drop_dac_capabilities(&mut cmd);
-    let out = run_command(cmd, "coffer backup (without CAP_DAC_*)".into(), command_timeout());
+    let out = run_command(
+        cmd,
+        "coffer backup (without CAP_DAC_*)".into(),
+        command_timeout(),
+    );
     out.expect_code(3);
     out.expect_stderr_contains("secret-unreadable.txt");
     let summary = out.json();
@@ -224,7 +287,10 @@ fn unreadable_source_file_is_listed_and_snapshot_still_created() {
         .unwrap_or_else(|| panic!("skipped must be an array\n{out}"))
         .iter()
         .map(|s| {
-            assert!(s["error"].as_str().map(|e| !e.is_empty()).unwrap_or(false), "skipped entry without error: {s}");
+            assert!(
+                s["error"].as_str().map(|e| !e.is_empty()).unwrap_or(false),
+                "skipped entry without error: {s}"
+            );
             s["path"].as_str().unwrap().to_string()
         })
         .collect();
@@ -237,12 +303,18 @@ fn unreadable_source_file_is_listed_and_snapshot_still_created() {
         "skipped must list the unreadable directory: {skipped:?}"
     );
     assert!(
-        !skipped.iter().any(|p| p.contains("readable.txt") && !p.contains("unreadable")),
+        !skipped
+            .iter()
+            .any(|p| p.contains("readable.txt") && !p.contains("unreadable")),
         "a readable file was skipped: {skipped:?}"
     );
 
     let snaps = env.snapshots();
-    assert_eq!(snaps.len(), 1, "the snapshot must be created despite the unreadable file");
+    assert_eq!(
+        snaps.len(),
+        1,
+        "the snapshot must be created despite the unreadable file"
+    );
     assert_eq!(str_field(&snaps[0], "id"), str_field(&summary, "snapshot"));
     let target = env.restore("latest");
     let restored = restored_path(&target, &src);
@@ -259,7 +331,11 @@ fn unreadable_source_file_is_listed_and_snapshot_still_created() {
     }
     let leaked = restored.join("secret-unreadable.txt");
     if leaked.exists() {
-        assert_ne!(fs::read(&leaked).unwrap(), b"you cannot read me", "impossible: unreadable content restored");
+        assert_ne!(
+            fs::read(&leaked).unwrap(),
+            b"you cannot read me",
+            "impossible: unreadable content restored"
+        );
     }
     assert_repo_valid(&env);
 }
@@ -283,12 +359,24 @@ fn restore_to_full_disk_fails_clearly() {
     args.extend(env.operator_flags());
     let mut cmd = env.command(&args);
     if mount.is_none() {
-        eprintln!("restore_to_full_disk_fails_clearly: tmpfs not available, using RLIMIT_FSIZE = 2 MiB");
+        eprintln!(
+            "restore_to_full_disk_fails_clearly: tmpfs not available, using RLIMIT_FSIZE = 2 MiB"
+        );
         limit_file_size(&mut cmd, 2 * MIB);
     }
-    let out = run_command(cmd, "coffer restore latest (to a 2 MiB file system)".into(), command_timeout());
+    let out = run_command(
+        cmd,
+        "coffer restore latest (to a 2 MiB file system)".into(),
+        command_timeout(),
+    );
     out.expect_failure().expect_short_stderr(MAX_ERROR_LINES);
-    out.expect_stderr_contains_any(&["no space", "space left", "disk full", "file too large", "too large"]);
+    out.expect_stderr_contains_any(&[
+        "no space",
+        "space left",
+        "disk full",
+        "file too large",
+        "too large",
+    ]);
     drop(mount);
     assert_repo_valid(&env);
 }
@@ -298,7 +386,9 @@ fn unknown_snapshot_id() {
     let (env, _src) = env_with_snapshot();
     let target = empty_dir(&env);
     let out = env.operator(restore_args(&target, "deadbeef"));
-    out.expect_failure().expect_short_stderr(MAX_ERROR_LINES).expect_stderr_contains("deadbeef");
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains("deadbeef");
     // Fewer than 4 hex digits is not a valid prefix.
     let id = str_field(&env.snapshots()[0], "id").to_string();
     let out = env.operator(restore_args(&target, &id[..3]));
@@ -325,7 +415,10 @@ fn missing_repository() {
     out.expect_failure()
         .expect_short_stderr(MAX_ERROR_LINES)
         .expect_stderr_contains(nowhere.to_str().unwrap());
-    assert!(!nowhere.exists(), "backup must not create a repository implicitly");
+    assert!(
+        !nowhere.exists(),
+        "backup must not create a repository implicitly"
+    );
     assert_repo_valid(&env);
 }
 

@@ -24,7 +24,8 @@ enum Outcome {
 
 /// Starts `backup SRC` and SIGKILLs it after `delay` unless it exits first.
 fn backup_killed_after(env: &TestEnv, src: &Path, delay: Duration, label: &str) -> Outcome {
-    let mut args: Vec<OsString> = vec!["backup".into(), src.as_os_str().to_owned(), "--json".into()];
+    let mut args: Vec<OsString> =
+        vec!["backup".into(), src.as_os_str().to_owned(), "--json".into()];
     args.extend(env.repo_flags());
     let (mut child, out_path, err_path) = spawn_background(env, &args, label);
     let start = Instant::now();
@@ -50,7 +51,10 @@ fn backup_killed_after(env: &TestEnv, src: &Path, delay: Duration, label: &str) 
 }
 
 fn env_u64(var: &str, default: u64) -> u64 {
-    std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 #[test]
@@ -58,7 +62,10 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
     let total = env_u64("COFFER_CRASH_MIB", 80) * MIB;
     let kills = env_u64("COFFER_CRASH_KILLS", 12) as usize;
     let (mut rng, seed) = seeded_rng("COFFER_CRASH_SEED", 0xC0FFEE);
-    let ctx = format!("(seed {seed}, data {}, COFFER_CRASH_SEED to reproduce)", mib(total));
+    let ctx = format!(
+        "(seed {seed}, data {}, COFFER_CRASH_SEED to reproduce)",
+        mib(total)
+    );
 
     let env = TestEnv::with_repo();
     let src = env.path("src");
@@ -72,7 +79,10 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
         reference.backup(&[&src]);
         (start.elapsed(), reference.repo_size())
     };
-    eprintln!("crash test {ctx}: clean backup {clean_time:.2?}, repository {}", mib(clean_size));
+    eprintln!(
+        "crash test {ctx}: clean backup {clean_time:.2?}, repository {}",
+        mib(clean_size)
+    );
 
     // Phase 1: kills at increasing random points, with no completed backup in
     // between: every run must start (no stale-lock refusal), leave a valid
@@ -96,7 +106,10 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
                     "phase 1 #{i}: backup after a killed backup failed instead of taking over the dead \
                      writer's lock / resuming {ctx}\n{out}"
                 );
-                log.push(format!("phase 1 #{i}: finished before the kill at {delay:.2?} ({:.2?})", out.elapsed));
+                log.push(format!(
+                    "phase 1 #{i}: finished before the kill at {delay:.2?} ({:.2?})",
+                    out.elapsed
+                ));
                 completed = true;
             }
         }
@@ -118,7 +131,11 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
             break;
         }
     }
-    assert!(killed_count >= 2, "phase 1: too few backups were actually killed mid-run {ctx}\n{}", log.join("\n"));
+    assert!(
+        killed_count >= 2,
+        "phase 1: too few backups were actually killed mid-run {ctx}\n{}",
+        log.join("\n")
+    );
 
     if !completed {
         let start = Instant::now();
@@ -146,9 +163,16 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
         mib(size),
         mib(clean_size),
         log.join("\n"),
-        list_files(&env.repo).iter().map(|(p, s)| format!("  {p} {s}")).collect::<Vec<_>>().join("\n")
+        list_files(&env.repo)
+            .iter()
+            .map(|(p, s)| format!("  {p} {s}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    assert!(!env.repo.join("lock").exists(), "the lock must be released after a completed backup");
+    assert!(
+        !env.repo.join("lock").exists(),
+        "the lock must be released after a completed backup"
+    );
 
     // Phase 2: kills during incremental backups that follow complete ones;
     // after each, a new backup completes.
@@ -165,7 +189,10 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
         fs::write(&log_file, &content).unwrap();
         mutated += 256 * KIB;
         for k in 0..20 {
-            write_file(&src.join(format!("new-{j}/f{k}.dat")), &random_bytes(4000, seed + (j * 100 + k) as u64));
+            write_file(
+                &src.join(format!("new-{j}/f{k}.dat")),
+                &random_bytes(4000, seed + (j * 100 + k) as u64),
+            );
         }
         mutated += 80_000;
 
@@ -178,7 +205,9 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
             }
             Outcome::Finished(out) => {
                 assert!(out.ok(), "phase 2 #{j}: backup failed {ctx}\n{out}");
-                log.push(format!("phase 2 #{j}: finished before the kill at {delay:.2?}"));
+                log.push(format!(
+                    "phase 2 #{j}: finished before the kill at {delay:.2?}"
+                ));
                 true
             }
         };
@@ -188,16 +217,28 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
             "phase 2 #{j}: `check --read-data` after a killed incremental backup must pass {ctx}\n{}\n{check}",
             log.join("\n")
         );
-        assert_eq!(env.snapshots().len(), before + finished as usize, "phase 2 #{j}: snapshot count after the kill");
+        assert_eq!(
+            env.snapshots().len(),
+            before + finished as usize,
+            "phase 2 #{j}: snapshot count after the kill"
+        );
         let start = Instant::now();
         let out = env.backup_raw(&[&src], &[]);
-        assert!(out.ok(), "phase 2 #{j}: the backup after a killed backup failed {ctx}\n{}\n{out}", log.join("\n"));
+        assert!(
+            out.ok(),
+            "phase 2 #{j}: the backup after a killed backup failed {ctx}\n{}\n{out}",
+            log.join("\n")
+        );
         assert!(
             start.elapsed() < clean_time * 3 + Duration::from_secs(60),
             "phase 2 #{j}: backup after a kill took {:.2?}: blocked by a stale lock? {ctx}",
             start.elapsed()
         );
-        assert_eq!(env.snapshots().len(), before + finished as usize + 1, "phase 2 #{j}: snapshot count");
+        assert_eq!(
+            env.snapshots().len(),
+            before + finished as usize + 1,
+            "phase 2 #{j}: snapshot count"
+        );
     }
 
     let target = env.restore("latest");

@@ -26,7 +26,11 @@ fn assert_small_increment(second: &serde_json::Value, data_bytes: u64, what: &st
 }
 
 fn delete_catalog(path: &Path) {
-    assert!(path.exists(), "the catalog {} should exist after a backup", path.display());
+    assert!(
+        path.exists(),
+        "the catalog {} should exist after a backup",
+        path.display()
+    );
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
@@ -47,12 +51,20 @@ fn unchanged_second_backup_adds_almost_nothing() {
         first_added >= total * 9 / 10,
         "first backup: data_added {first_added} should be about the data size {total}\n{first}"
     );
-    assert_eq!(u64_field(&first, "bytes"), total, "backup bytes = total size of files: {first}");
+    assert_eq!(
+        u64_field(&first, "bytes"),
+        total,
+        "backup bytes = total size of files: {first}"
+    );
 
     let second = env.backup(&[&src]);
     assert_small_increment(&second, total, "second backup of unchanged data");
     assert_eq!(u64_field(&second, "files_new"), 0, "no new files: {second}");
-    assert_eq!(u64_field(&second, "files_changed"), 0, "no changed files: {second}");
+    assert_eq!(
+        u64_field(&second, "files_changed"),
+        0,
+        "no changed files: {second}"
+    );
     assert_eq!(
         u64_field(&second, "files_unchanged"),
         u64_field(&second, "files"),
@@ -85,7 +97,11 @@ fn insert_in_middle_of_large_file_adds_about_one_chunk() {
     set_mtime(&file, 1_700_000_123, 456);
 
     let second = env.backup(&[&src]);
-    assert_eq!(u64_field(&second, "files_changed"), 1, "one changed file: {second}");
+    assert_eq!(
+        u64_field(&second, "files_changed"),
+        1,
+        "one changed file: {second}"
+    );
     let data_added = u64_field(&second, "data_added");
     let stored_added = u64_field(&second, "stored_added");
     assert!(
@@ -93,7 +109,10 @@ fn insert_in_middle_of_large_file_adds_about_one_chunk() {
         "10 bytes inserted into a 64 MiB file added {} of new data (expected about one or two chunks, < 16 MiB)\n{second}",
         mib(data_added)
     );
-    assert!(data_added > 0, "the changed region must be stored: {second}");
+    assert!(
+        data_added > 0,
+        "the changed region must be stored: {second}"
+    );
     assert!(
         stored_added < 17 * MIB,
         "10 bytes inserted into a 64 MiB file stored {} (expected < 17 MiB)\n{second}",
@@ -114,7 +133,11 @@ fn backup_without_catalog_dedups_against_repository() {
     delete_catalog(&env.catalog);
     let second = env.backup(&[&src]);
     assert_small_increment(&second, total, "backup after deleting the catalog");
-    assert!(env.catalog.exists(), "the catalog should be recreated at {}", env.catalog.display());
+    assert!(
+        env.catalog.exists(),
+        "the catalog should be recreated at {}",
+        env.catalog.display()
+    );
 
     // Twice, with a change, to be sure the recreated catalog works.
     write_file(&src.join("new-after-catalog-loss.txt"), b"new");
@@ -138,7 +161,11 @@ fn catalog_rebuild_restores_file_cache() {
 
     delete_catalog(&env.catalog);
     env.operator(["catalog", "rebuild"]).expect_ok();
-    assert!(env.catalog.exists(), "catalog rebuild should write {}", env.catalog.display());
+    assert!(
+        env.catalog.exists(),
+        "catalog rebuild should write {}",
+        env.catalog.display()
+    );
     let second = env.backup(&[&src]);
     assert_small_increment(&second, total, "backup after catalog rebuild");
     assert_eq!(

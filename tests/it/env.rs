@@ -121,7 +121,11 @@ impl Output {
     /// lines of context/hint), not a dump.
     #[track_caller]
     pub fn expect_short_stderr(&self, max_lines: usize) -> &Self {
-        let lines: Vec<&str> = self.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
         assert!(
             !lines.is_empty(),
             "expected an error message on stderr, got nothing\n{self}"
@@ -432,7 +436,12 @@ impl TestEnv {
 
     /// `key generate --output FILE`; returns the printed recipient.
     pub fn generate_identity(&self, file: &Path) -> String {
-        let out = self.run([OsStr::new("key"), "generate".as_ref(), "--output".as_ref(), file.as_os_str()]);
+        let out = self.run([
+            OsStr::new("key"),
+            "generate".as_ref(),
+            "--output".as_ref(),
+            file.as_os_str(),
+        ]);
         out.expect_ok();
         let recipient = out.stdout.trim().to_string();
         assert!(
@@ -444,7 +453,12 @@ impl TestEnv {
             .permissions()
             .mode()
             & 0o777;
-        assert_eq!(mode, 0o600, "identity file {} must have mode 0600, has {mode:o}", file.display());
+        assert_eq!(
+            mode,
+            0o600,
+            "identity file {} must have mode 0600, has {mode:o}",
+            file.display()
+        );
         recipient
     }
 
@@ -461,12 +475,21 @@ impl TestEnv {
         ]);
         out.expect_ok();
         let mode = fs::metadata(&self.agent_key)
-            .unwrap_or_else(|e| panic!("init did not write the agent key {}: {e}\n{out}", self.agent_key.display()))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "init did not write the agent key {}: {e}\n{out}",
+                    self.agent_key.display()
+                )
+            })
             .permissions()
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600, "agent key must have mode 0600, has {mode:o}");
-        assert!(self.repo.join("config").is_file(), "init must write {}/config\n{out}", self.repo.display());
+        assert!(
+            self.repo.join("config").is_file(),
+            "init must write {}/config\n{out}",
+            self.repo.display()
+        );
     }
 
     /// `backup PATHS --json` as the agent; expects exit 0 and returns the JSON.
@@ -593,12 +616,20 @@ pub fn check_backup_json(v: &Value, out: &Output) {
         snap.len() == 64 && snap.bytes().all(|b| b.is_ascii_hexdigit()),
         "backup --json: \"snapshot\" must be 64 hex digits\n{out}"
     );
-    assert!(v.get("skipped").map(Value::is_array).unwrap_or(false), "backup --json: \"skipped\" must be an array\n{out}");
     assert!(
-        v.get("changed_during_backup").map(Value::is_array).unwrap_or(false),
+        v.get("skipped").map(Value::is_array).unwrap_or(false),
+        "backup --json: \"skipped\" must be an array\n{out}"
+    );
+    assert!(
+        v.get("changed_during_backup")
+            .map(Value::is_array)
+            .unwrap_or(false),
         "backup --json: \"changed_during_backup\" must be an array\n{out}"
     );
-    assert!(v.get("seconds").map(Value::is_number).unwrap_or(false), "backup --json: \"seconds\" must be a number\n{out}");
+    assert!(
+        v.get("seconds").map(Value::is_number).unwrap_or(false),
+        "backup --json: \"seconds\" must be a number\n{out}"
+    );
 }
 
 pub fn u64_field(v: &Value, key: &str) -> u64 {
@@ -658,7 +689,11 @@ pub fn list_files(dir: &Path) -> Vec<(String, u64)> {
                 walk(base, &e.path(), v);
             } else {
                 v.push((
-                    e.path().strip_prefix(base).unwrap().to_string_lossy().into_owned(),
+                    e.path()
+                        .strip_prefix(base)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
                     md.len(),
                 ));
             }
@@ -681,18 +716,43 @@ fn cpath(p: &Path) -> CString {
 /// symlink is not followed). The access time is left alone.
 pub fn set_mtime(path: &Path, secs: i64, nanos: u32) {
     let times = [
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: nanos as _ },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: secs as libc::time_t,
+            tv_nsec: nanos as _,
+        },
     ];
     let c = cpath(path);
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    assert_eq!(rc, 0, "utimensat {}: {}", path.display(), std::io::Error::last_os_error());
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "utimensat {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 pub fn mkfifo(path: &Path, mode: u32) {
     let c = cpath(path);
     let rc = unsafe { libc::mkfifo(c.as_ptr(), mode as libc::mode_t) };
-    assert_eq!(rc, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "mkfifo {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 pub fn lchown(path: &Path, uid: u32, gid: u32) {
@@ -737,8 +797,26 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 /// still differ from seed to seed, so they do not deduplicate across files.
 pub fn compressible_bytes(len: usize, seed: u64) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "GET", "POST", "/index.html", "/api/v1/items", "200", "404", "500", "user", "session", "ok",
-        "timeout", "backup", "coffer", "chunk", "pack", "index", "info", "warn", "error", "debug",
+        "GET",
+        "POST",
+        "/index.html",
+        "/api/v1/items",
+        "200",
+        "404",
+        "500",
+        "user",
+        "session",
+        "ok",
+        "timeout",
+        "backup",
+        "coffer",
+        "chunk",
+        "pack",
+        "index",
+        "info",
+        "warn",
+        "error",
+        "debug",
     ];
     let mut rng = StdRng::seed_from_u64(seed);
     let mut v = Vec::with_capacity(len + 128);
@@ -785,10 +863,16 @@ impl TmpfsMount {
             )
         };
         if rc != 0 {
-            eprintln!("note: cannot mount tmpfs at {}: {}", path.display(), std::io::Error::last_os_error());
+            eprintln!(
+                "note: cannot mount tmpfs at {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            );
             return None;
         }
-        Some(TmpfsMount { path: path.to_path_buf() })
+        Some(TmpfsMount {
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -824,7 +908,10 @@ pub fn drop_dac_capabilities(cmd: &mut Command) {
 pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
     unsafe {
         cmd.pre_exec(move || {
-            let lim = libc::rlimit { rlim_cur: bytes as libc::rlim_t, rlim_max: bytes as libc::rlim_t };
+            let lim = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
             if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -835,7 +922,11 @@ pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
 
 /// Starts coffer in the background with output going to files (for the crash
 /// test, which kills it).
-pub fn spawn_background(env: &TestEnv, args: &[OsString], log_stem: &str) -> (Child, PathBuf, PathBuf) {
+pub fn spawn_background(
+    env: &TestEnv,
+    args: &[OsString],
+    log_stem: &str,
+) -> (Child, PathBuf, PathBuf) {
     let out_path = env.unique_path(&format!("{log_stem}.stdout"));
     let err_path = env.unique_path(&format!("{log_stem}.stderr"));
     let mut cmd = env.command(args);
@@ -862,8 +953,13 @@ pub struct EntryInfo {
 pub fn walk_tree(root: &Path) -> BTreeMap<PathBuf, fs::Metadata> {
     let mut map = BTreeMap::new();
     fn walk(root: &Path, rel: PathBuf, map: &mut BTreeMap<PathBuf, fs::Metadata>) {
-        let full = if rel.as_os_str().is_empty() { root.to_path_buf() } else { root.join(&rel) };
-        let md = fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("lstat {}: {e}", full.display()));
+        let full = if rel.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
+        let md =
+            fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("lstat {}: {e}", full.display()));
         let is_dir = md.is_dir();
         map.insert(rel.clone(), md);
         if is_dir {
@@ -923,7 +1019,11 @@ pub fn compare_entry(
     let mut diffs = Vec::new();
     let name = show(rel);
     if a.file_type() != b.file_type() {
-        diffs.push(format!("{name}: type differs: source is a {}, restored is a {}", kind_name(a), kind_name(b)));
+        diffs.push(format!(
+            "{name}: type differs: source is a {}, restored is a {}",
+            kind_name(a),
+            kind_name(b)
+        ));
         return diffs;
     }
     if !a.file_type().is_symlink() && a.mode() & 0o7777 != b.mode() & 0o7777 {
@@ -957,14 +1057,24 @@ pub fn compare_entry(
         let ta = fs::read_link(src).unwrap();
         let tb = fs::read_link(dst).unwrap();
         if ta != tb {
-            diffs.push(format!("{name}: symlink target differs: source {:?}, restored {:?}", ta, tb));
+            diffs.push(format!(
+                "{name}: symlink target differs: source {:?}, restored {:?}",
+                ta, tb
+            ));
         }
     }
     if a.file_type().is_file() {
         if a.len() != b.len() {
-            diffs.push(format!("{name}: size differs: source {} bytes, restored {} bytes", a.len(), b.len()));
+            diffs.push(format!(
+                "{name}: size differs: source {} bytes, restored {} bytes",
+                a.len(),
+                b.len()
+            ));
         } else if let Some(off) = first_difference(src, dst) {
-            diffs.push(format!("{name}: contents differ (first difference at byte offset {off}, size {})", a.len()));
+            diffs.push(format!(
+                "{name}: contents differ (first difference at byte offset {off}, size {})",
+                a.len()
+            ));
         }
     }
     diffs
@@ -1019,20 +1129,36 @@ pub fn compare_trees(src: &Path, dst: &Path) -> Vec<String> {
     let b = walk_tree(dst);
     for rel in a.keys() {
         if !b.contains_key(rel) {
-            diffs.push(format!("{}: missing from the restored tree ({})", show(rel), kind_name(&a[rel])));
+            diffs.push(format!(
+                "{}: missing from the restored tree ({})",
+                show(rel),
+                kind_name(&a[rel])
+            ));
         }
     }
     for rel in b.keys() {
         if !a.contains_key(rel) {
-            diffs.push(format!("{}: extra in the restored tree ({})", show(rel), kind_name(&b[rel])));
+            diffs.push(format!(
+                "{}: extra in the restored tree ({})",
+                show(rel),
+                kind_name(&b[rel])
+            ));
         }
     }
     let mut src_to_dst: HashMap<(u64, u64), (u64, PathBuf)> = HashMap::new();
     let mut dst_to_src: HashMap<(u64, u64), ((u64, u64), PathBuf)> = HashMap::new();
     for (rel, ma) in &a {
         let Some(mb) = b.get(rel) else { continue };
-        let ps = if rel.as_os_str().is_empty() { src.to_path_buf() } else { src.join(rel) };
-        let pd = if rel.as_os_str().is_empty() { dst.to_path_buf() } else { dst.join(rel) };
+        let ps = if rel.as_os_str().is_empty() {
+            src.to_path_buf()
+        } else {
+            src.join(rel)
+        };
+        let pd = if rel.as_os_str().is_empty() {
+            dst.to_path_buf()
+        } else {
+            dst.join(rel)
+        };
         diffs.extend(compare_entry(rel, &ps, ma, &pd, mb));
         // Hard-link structure: same inode in the restored tree iff same inode
         // in the source tree (directories excluded).
@@ -1078,7 +1204,11 @@ pub fn assert_trees_equal(src: &Path, dst: &Path) {
             dst.display(),
             src.display(),
             diffs.len(),
-            shown.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n  "),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  "),
             if diffs.len() > 60 { "\n  ..." } else { "" }
         );
     }
@@ -1121,7 +1251,10 @@ pub fn make_mixed_dataset(dir: &Path, total: u64, seed: u64) -> Vec<PathBuf> {
     let mut used = 0;
     let mut i = 0;
     while used < random_budget {
-        let len = rng.gen_range(MIB..=6 * MIB).min(random_budget - used).max(1);
+        let len = rng
+            .gen_range(MIB..=6 * MIB)
+            .min(random_budget - used)
+            .max(1);
         let p = dir.join("random").join(format!("r{i:03}.bin"));
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         write_random_file(&p, len, rng.next_u64());
@@ -1132,7 +1265,10 @@ pub fn make_mixed_dataset(dir: &Path, total: u64, seed: u64) -> Vec<PathBuf> {
     used = 0;
     i = 0;
     while used < compressible_budget {
-        let len = rng.gen_range(256 * KIB..=4 * MIB).min(compressible_budget - used).max(1);
+        let len = rng
+            .gen_range(256 * KIB..=4 * MIB)
+            .min(compressible_budget - used)
+            .max(1);
         let p = dir.join("logs").join(format!("app{i:02}.log"));
         write_compressible_file(&p, len as usize, rng.next_u64());
         used += len;

@@ -28,7 +28,11 @@ pub struct Attr {
 
 impl Attr {
     pub fn new() -> Attr {
-        Attr { mode: None, owner: None, mtime: None }
+        Attr {
+            mode: None,
+            owner: None,
+            mtime: None,
+        }
     }
     pub fn mode(mut self, m: u32) -> Attr {
         self.mode = Some(m);
@@ -49,10 +53,15 @@ impl Attr {
 /// clears set-id bits), then mode, then mtime.
 pub fn finish_tree(root: &Path, attrs: &[(PathBuf, Attr)]) {
     for rel in walk_tree(root).into_keys() {
-        let p = if rel.as_os_str().is_empty() { root.to_path_buf() } else { root.join(&rel) };
+        let p = if rel.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
         let h = blake3::hash(rel.as_os_str().as_bytes());
         let b = h.as_bytes();
-        let secs = 1_500_000_000 + (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) % 200_000_000) as i64;
+        let secs =
+            1_500_000_000 + (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) % 200_000_000) as i64;
         let nanos = u32::from_le_bytes([b[4], b[5], b[6], b[7]]) % 1_000_000_000;
         set_mtime(&p, secs, nanos);
     }
@@ -88,11 +97,17 @@ fn build_all_kinds(src: &Path) -> Vec<PathBuf> {
     let p = |rel: &str| src.join(rel);
 
     write_file(&p("plain.txt"), b"hello, coffer\n");
-    attrs.push((p("plain.txt"), Attr::new().mode(0o644).mtime(1_600_000_000, 123_456_789)));
+    attrs.push((
+        p("plain.txt"),
+        Attr::new().mode(0o644).mtime(1_600_000_000, 123_456_789),
+    ));
     write_file(&p("empty"), b"");
     attrs.push((p("empty"), Attr::new().mode(0o600)));
     write_random_file(&p("big-random.bin"), 3 * MIB + 12345, 1);
-    attrs.push((p("big-random.bin"), Attr::new().mode(0o640).owner(1000, 1000)));
+    attrs.push((
+        p("big-random.bin"),
+        Attr::new().mode(0o640).owner(1000, 1000),
+    ));
     write_file(&p("big-zeros.bin"), &vec![0u8; 2 * MIB as usize]);
     write_compressible_file(&p("log.txt"), (1536 * KIB) as usize, 2);
     write_file(&p("setuid-bin"), b"#!/bin/sh\necho hi\n");
@@ -102,12 +117,18 @@ fn build_all_kinds(src: &Path) -> Vec<PathBuf> {
     write_file(&p("no-permissions"), b"root can still read me");
     attrs.push((p("no-permissions"), Attr::new().mode(0o000)));
     write_file(&p("nobody-owned"), b"owned by nobody");
-    attrs.push((p("nobody-owned"), Attr::new().owner(65534, 65534).mode(0o604)));
+    attrs.push((
+        p("nobody-owned"),
+        Attr::new().owner(65534, 65534).mode(0o604),
+    ));
     // Times outside the usual range: before 1970, after 2038, whole seconds.
     write_file(&p("old-file"), b"from 1960");
     attrs.push((p("old-file"), Attr::new().mtime(-315_619_200, 500_000_000)));
     write_file(&p("future-file"), b"from 2200");
-    attrs.push((p("future-file"), Attr::new().mtime(7_258_118_400, 999_999_999)));
+    attrs.push((
+        p("future-file"),
+        Attr::new().mtime(7_258_118_400, 999_999_999),
+    ));
     write_file(&p("whole-second"), b"x");
     attrs.push((p("whole-second"), Attr::new().mtime(1_000_000_000, 0)));
 
@@ -130,7 +151,12 @@ fn build_all_kinds(src: &Path) -> Vec<PathBuf> {
     std::os::unix::fs::symlink("a/b", p("link-dir")).unwrap();
     std::os::unix::fs::symlink(os(b"odd \n target \xff\xfe"), p("link-odd")).unwrap();
     std::os::unix::fs::symlink("../../plain.txt", p("a/b/link-up")).unwrap();
-    attrs.push((p("link-rel"), Attr::new().owner(1234, 5678).mtime(1_234_567_890, 987_654_321)));
+    attrs.push((
+        p("link-rel"),
+        Attr::new()
+            .owner(1234, 5678)
+            .mtime(1_234_567_890, 987_654_321),
+    ));
     attrs.push((p("link-dangling"), Attr::new().mtime(1_111_111_111, 1)));
 
     // Hard links: a group of three across directories, and a pair.
@@ -180,7 +206,11 @@ fn build_all_kinds(src: &Path) -> Vec<PathBuf> {
 
     attrs.push((src.to_path_buf(), Attr::new().mode(0o750)));
     finish_tree(src, &attrs);
-    vec![PathBuf::from("hl1"), PathBuf::from("a/hl2"), PathBuf::from("dir-readonly/hl3")]
+    vec![
+        PathBuf::from("hl1"),
+        PathBuf::from("a/hl2"),
+        PathBuf::from("dir-readonly/hl3"),
+    ]
 }
 
 #[test]
@@ -204,7 +234,12 @@ fn roundtrip_every_entry_kind() {
 
     // ls --json: types, sizes and modes as documented.
     let stored = stored_form(&src);
-    let out = env.operator([OsStr::new("ls"), "latest".as_ref(), stored.as_os_str(), "--json".as_ref()]);
+    let out = env.operator([
+        OsStr::new("ls"),
+        "latest".as_ref(),
+        stored.as_os_str(),
+        "--json".as_ref(),
+    ]);
     out.expect_ok();
     let entries = match out.json() {
         Value::Array(a) => a,
@@ -221,22 +256,46 @@ fn roundtrip_every_entry_kind() {
     };
     let t = |rel: &str| str_field(find(rel), "type").to_string();
     assert_eq!(t("plain.txt"), "file", "ls type of a regular file");
-    assert_eq!(u64_field(find("plain.txt"), "size"), 14, "ls size of plain.txt");
-    assert_eq!(u64_field(find("big-random.bin"), "size"), 3 * MIB + 12345, "ls size of big-random.bin");
-    assert_eq!(u64_field(find("plain.txt"), "mode") & 0o7777, 0o644, "ls mode of plain.txt");
-    assert_eq!(u64_field(find("setuid-bin"), "mode") & 0o7777, 0o4755, "ls mode of setuid-bin");
+    assert_eq!(
+        u64_field(find("plain.txt"), "size"),
+        14,
+        "ls size of plain.txt"
+    );
+    assert_eq!(
+        u64_field(find("big-random.bin"), "size"),
+        3 * MIB + 12345,
+        "ls size of big-random.bin"
+    );
+    assert_eq!(
+        u64_field(find("plain.txt"), "mode") & 0o7777,
+        0o644,
+        "ls mode of plain.txt"
+    );
+    assert_eq!(
+        u64_field(find("setuid-bin"), "mode") & 0o7777,
+        0o4755,
+        "ls mode of setuid-bin"
+    );
     assert_eq!(t("dir-empty"), "dir", "ls type of a directory");
     assert_eq!(t("link-rel"), "symlink", "ls type of a symlink");
-    assert_eq!(t("link-dangling"), "symlink", "ls type of a dangling symlink");
+    assert_eq!(
+        t("link-dangling"),
+        "symlink",
+        "ls type of a dangling symlink"
+    );
     assert_eq!(t("fifo"), "fifo", "ls type of a fifo");
     let hl_types: Vec<String> = hardlinks.iter().map(|h| t(h.to_str().unwrap())).collect();
     assert!(
-        hl_types.iter().all(|t| t == "file" || t == "hardlink") && hl_types.iter().any(|t| t == "hardlink"),
+        hl_types.iter().all(|t| t == "file" || t == "hardlink")
+            && hl_types.iter().any(|t| t == "hardlink"),
         "ls types of a hard-link group should be file/hardlink with at least one hardlink, got {hl_types:?}"
     );
     for e in &entries {
         let m = str_field(e, "mtime");
-        assert!(m.len() >= 20 && m.as_bytes()[4] == b'-' && m.contains('T'), "ls mtime is not RFC 3339: {e}");
+        assert!(
+            m.len() >= 20 && m.as_bytes()[4] == b'-' && m.contains('T'),
+            "ls mtime is not RFC 3339: {e}"
+        );
     }
 
     // snapshots --json shape.
@@ -244,14 +303,40 @@ fn roundtrip_every_entry_kind() {
     assert_eq!(snaps.len(), 1, "one snapshot expected: {snaps:?}");
     let s = &snaps[0];
     let id = str_field(s, "id");
-    assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "snapshot id: {s}");
-    assert_eq!(str_field(s, "short_id"), &id[..8], "short_id is the first 8 hex digits: {s}");
-    assert_eq!(id, str_field(&summary, "snapshot"), "backup --json snapshot id matches snapshots --json");
-    let paths: Vec<&str> = s["paths"].as_array().expect("paths array").iter().map(|p| normalize_reported(p.as_str().unwrap())).collect();
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "snapshot id: {s}"
+    );
+    assert_eq!(
+        str_field(s, "short_id"),
+        &id[..8],
+        "short_id is the first 8 hex digits: {s}"
+    );
+    assert_eq!(
+        id,
+        str_field(&summary, "snapshot"),
+        "backup --json snapshot id matches snapshots --json"
+    );
+    let paths: Vec<&str> = s["paths"]
+        .as_array()
+        .expect("paths array")
+        .iter()
+        .map(|p| normalize_reported(p.as_str().unwrap()))
+        .collect();
     assert_eq!(paths, vec![stored.to_str().unwrap()], "snapshot paths: {s}");
-    assert_eq!(u64_field(s, "files"), u64_field(&summary, "files"), "files count in snapshots vs backup");
-    assert!(s["time"].as_str().map(|t| t.contains('T')).unwrap_or(false), "snapshot time is RFC 3339: {s}");
-    assert!(s["host"].is_string() && s["profile"].is_string(), "host/profile strings: {s}");
+    assert_eq!(
+        u64_field(s, "files"),
+        u64_field(&summary, "files"),
+        "files count in snapshots vs backup"
+    );
+    assert!(
+        s["time"].as_str().map(|t| t.contains('T')).unwrap_or(false),
+        "snapshot time is RFC 3339: {s}"
+    );
+    assert!(
+        s["host"].is_string() && s["profile"].is_string(),
+        "host/profile strings: {s}"
+    );
     u64_field(s, "bytes");
     u64_field(s, "dirs");
     u64_field(s, "tree_blobs");
@@ -281,10 +366,21 @@ fn roundtrip_old_and_new_snapshots() {
     fs::remove_file(src.join("gone.txt")).unwrap();
     write_file(&src.join("new.txt"), b"new");
     let second = env.backup(&[&src]);
-    assert_ne!(str_field(&first, "snapshot"), str_field(&second, "snapshot"));
+    assert_ne!(
+        str_field(&first, "snapshot"),
+        str_field(&second, "snapshot")
+    );
     assert_eq!(u64_field(&second, "files_new"), 1, "one new file: {second}");
-    assert_eq!(u64_field(&second, "files_changed"), 1, "one changed file: {second}");
-    assert_eq!(u64_field(&second, "files_unchanged"), 2, "two unchanged files: {second}");
+    assert_eq!(
+        u64_field(&second, "files_changed"),
+        1,
+        "one changed file: {second}"
+    );
+    assert_eq!(
+        u64_field(&second, "files_unchanged"),
+        2,
+        "two unchanged files: {second}"
+    );
 
     let t = env.restore("latest");
     assert_trees_equal(&src, &restored_path(&t, &src));
@@ -296,7 +392,11 @@ fn roundtrip_old_and_new_snapshots() {
     assert_trees_equal(&old_copy, &restored_old);
     let snaps = env.snapshots();
     assert_eq!(snaps.len(), 2);
-    assert_eq!(str_field(&snaps[0], "id"), str_field(&first, "snapshot"), "snapshots are listed oldest first");
+    assert_eq!(
+        str_field(&snaps[0], "id"),
+        str_field(&first, "snapshot"),
+        "snapshots are listed oldest first"
+    );
 }
 
 /// `restore --include` restores only matching entries; `ls PATH` lists only
@@ -318,10 +418,14 @@ fn restore_include_and_ls_path() {
     let target = env.unique_path("restore");
     fs::create_dir(&target).unwrap();
     let pattern = format!("{stored_str}/*.txt");
-    env.restore_raw("latest", &target, &["--include".as_ref(), pattern.as_ref()]).expect_ok();
+    env.restore_raw("latest", &target, &["--include".as_ref(), pattern.as_ref()])
+        .expect_ok();
     let out = restored_path(&target, &src);
     let got = regular_files(&out);
-    let want: BTreeSet<PathBuf> = ["keep1.txt", "keep2.txt"].iter().map(PathBuf::from).collect();
+    let want: BTreeSet<PathBuf> = ["keep1.txt", "keep2.txt"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
     assert_eq!(got, want, "--include {pattern:?} restored the wrong files");
     for f in &want {
         let diffs = compare_entry(
@@ -338,11 +442,14 @@ fn restore_include_and_ls_path() {
     let target = env.unique_path("restore");
     fs::create_dir(&target).unwrap();
     let pattern = format!("/{stored_str}/sub/deeper/inner.dat");
-    env.restore_raw("latest", &target, &["--include".as_ref(), pattern.as_ref()]).expect_ok();
+    env.restore_raw("latest", &target, &["--include".as_ref(), pattern.as_ref()])
+        .expect_ok();
     let got = regular_files(&restored_path(&target, &src));
     assert_eq!(
         got,
-        [PathBuf::from("sub/deeper/inner.dat")].into_iter().collect(),
+        [PathBuf::from("sub/deeper/inner.dat")]
+            .into_iter()
+            .collect(),
         "--include {pattern:?} restored the wrong files"
     );
 
@@ -358,16 +465,23 @@ fn restore_include_and_ls_path() {
         .map(|e| normalize_reported(str_field(e, "path")).to_string())
         .collect();
     assert!(
-        paths.iter().any(|p| p.ends_with("sub/deeper/inner.dat")) && paths.iter().any(|p| p.ends_with("sub/skip.dat")),
+        paths.iter().any(|p| p.ends_with("sub/deeper/inner.dat"))
+            && paths.iter().any(|p| p.ends_with("sub/skip.dat")),
         "ls {sub} must list the entries under it: {paths:?}"
     );
     assert!(
-        !paths.iter().any(|p| p.ends_with("keep1.txt") || p.ends_with("skip.bin")),
+        !paths
+            .iter()
+            .any(|p| p.ends_with("keep1.txt") || p.ends_with("skip.bin")),
         "ls {sub} lists entries outside it: {paths:?}"
     );
     let out2 = env.operator(["ls", "latest", &format!("/{sub}"), "--json"]);
     out2.expect_ok();
-    assert_eq!(out2.json(), entries, "ls with a leading '/' must list the same entries");
+    assert_eq!(
+        out2.json(),
+        entries,
+        "ls with a leading '/' must list the same entries"
+    );
 }
 
 /// The repository layout of docs/CLI.md; pack names are the BLAKE3 of the
@@ -380,7 +494,10 @@ fn repository_layout_and_confidentiality() {
     let marker_name = "secret-name-Zq7XvK2pW9";
     let marker_content = b"secret-content-Hf83LmQa0T secret-content-Hf83LmQa0T";
     write_file(&src.join(marker_name), marker_content);
-    write_file(&src.join("plain-dir-Qm4Xz/file"), &marker_content.repeat(1000));
+    write_file(
+        &src.join("plain-dir-Qm4Xz/file"),
+        &marker_content.repeat(1000),
+    );
     write_random_file(&src.join("random.bin"), 2 * MIB, 11);
     finish_tree(&src, &[]);
 
@@ -403,27 +520,48 @@ fn repository_layout_and_confidentiality() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".sqlite"))
         .collect();
-    assert_eq!(sqlite.len(), 1, "expected one <repository id>.sqlite in COFFER_CACHE_DIR, found {sqlite:?}");
+    assert_eq!(
+        sqlite.len(),
+        1,
+        "expected one <repository id>.sqlite in COFFER_CACHE_DIR, found {sqlite:?}"
+    );
     let repo_id = sqlite[0].trim_end_matches(".sqlite");
     assert!(
         config.to_string().contains(repo_id),
         "the catalog file name {:?} should be the repository id found in config {config}",
         sqlite[0]
     );
-    assert!(!env.catalog.exists(), "nothing should be written to the --catalog path when it is not given");
+    assert!(
+        !env.catalog.exists(),
+        "nothing should be written to the --catalog path when it is not given"
+    );
 
-    let is_hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let is_hex64 =
+        |s: &str| s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     assert!(env.repo.join("keyring").is_file(), "keyring missing");
-    assert!(!env.repo.join("lock").exists(), "the lock must be released after a backup");
+    assert!(
+        !env.repo.join("lock").exists(),
+        "the lock must be released after a backup"
+    );
     let packs = env.packs();
     assert!(!packs.is_empty(), "no packs under data/");
     for (key, path, _) in &packs {
         let parts: Vec<&str> = key.split('/').collect();
-        assert!(parts.len() == 3 && is_hex64(parts[2]) && parts[1] == &parts[2][..2], "bad pack object name {key}");
+        assert!(
+            parts.len() == 3 && is_hex64(parts[2]) && parts[1] == &parts[2][..2],
+            "bad pack object name {key}"
+        );
         let hash = blake3::hash(&fs::read(path).unwrap()).to_hex().to_string();
-        assert_eq!(hash, parts[2], "pack {key}: name must be the BLAKE3 of its bytes");
+        assert_eq!(
+            hash, parts[2],
+            "pack {key}: name must be the BLAKE3 of its bytes"
+        );
     }
-    assert_eq!(packs.len() as u64, u64_field(&summary, "packs_added"), "packs_added vs packs under data/");
+    assert_eq!(
+        packs.len() as u64,
+        u64_field(&summary, "packs_added"),
+        "packs_added vs packs under data/"
+    );
     let stored: u64 = packs.iter().map(|p| p.2).sum();
     assert!(
         u64_field(&summary, "stored_added") >= stored,
@@ -434,18 +572,33 @@ fn repository_layout_and_confidentiality() {
         .expect("index/ exists")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(!index.is_empty() && index.iter().all(|n| is_hex64(n)), "index objects: {index:?}");
+    assert!(
+        !index.is_empty() && index.iter().all(|n| is_hex64(n)),
+        "index objects: {index:?}"
+    );
     let snap_objects: BTreeSet<String> = fs::read_dir(env.repo.join("snapshots"))
         .expect("snapshots/ exists")
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    let listed: BTreeSet<String> = env.snapshots().iter().map(|s| str_field(s, "id").to_string()).collect();
-    assert_eq!(snap_objects, listed, "snapshots/<id> objects vs snapshots --json ids");
+    let listed: BTreeSet<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| str_field(s, "id").to_string())
+        .collect();
+    assert_eq!(
+        snap_objects, listed,
+        "snapshots/<id> objects vs snapshots --json ids"
+    );
 
     // Nothing readable leaks into the repository.
     for (rel, _) in list_files(&env.repo) {
         let bytes = fs::read(env.repo.join(&rel)).unwrap();
-        for needle in [marker_name.as_bytes(), &marker_content[..24], b"plain-dir-Qm4Xz", src.as_os_str().as_bytes()] {
+        for needle in [
+            marker_name.as_bytes(),
+            &marker_content[..24],
+            b"plain-dir-Qm4Xz",
+            src.as_os_str().as_bytes(),
+        ] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "repository object {rel} contains plaintext {:?}",
@@ -569,11 +722,28 @@ fn entry() -> impl Strategy<Value = EntrySpec> {
         any::<Index>(),
         name(),
         kind(),
-        proptest::sample::select(vec![0o644u32, 0o600, 0o755, 0o700, 0o400, 0o000, 0o640, 0o777, 0o4755, 0o2755, 0o1777, 0o555, 0o511]),
-        proptest::sample::select(vec![(0u32, 0u32), (0, 0), (1000, 1000), (65534, 65534), (12345, 54321), (1, 2)]),
+        proptest::sample::select(vec![
+            0o644u32, 0o600, 0o755, 0o700, 0o400, 0o000, 0o640, 0o777, 0o4755, 0o2755, 0o1777,
+            0o555, 0o511,
+        ]),
+        proptest::sample::select(vec![
+            (0u32, 0u32),
+            (0, 0),
+            (1000, 1000),
+            (65534, 65534),
+            (12345, 54321),
+            (1, 2),
+        ]),
         mtime(),
     )
-        .prop_map(|(parent, name, kind, mode, owner, mtime)| EntrySpec { parent, name, kind, mode, owner, mtime })
+        .prop_map(|(parent, name, kind, mode, owner, mtime)| EntrySpec {
+            parent,
+            name,
+            kind,
+            mode,
+            owner,
+            mtime,
+        })
 }
 
 fn tree_spec() -> impl Strategy<Value = TreeSpec> {
@@ -592,7 +762,11 @@ fn tree_spec() -> impl Strategy<Value = TreeSpec> {
         ),
         proptest::sample::select(vec![0o755u32, 0o700, 0o750, 0o555]),
     )
-        .prop_map(|(entries, deep, root_mode)| TreeSpec { entries, deep, root_mode })
+        .prop_map(|(entries, deep, root_mode)| TreeSpec {
+            entries,
+            deep,
+            root_mode,
+        })
 }
 
 /// Creates the tree described by `spec` under `root` (which must exist).
@@ -611,7 +785,9 @@ fn materialize(root: &Path, spec: &TreeSpec) {
             name.extend_from_slice(format!("~{i}").as_bytes());
             path = parent.join(OsStr::from_bytes(&name));
         }
-        let mut attr = Attr::new().owner(e.owner.0, e.owner.1).mtime(e.mtime.0, e.mtime.1);
+        let mut attr = Attr::new()
+            .owner(e.owner.0, e.owner.1)
+            .mtime(e.mtime.0, e.mtime.1);
         match &e.kind {
             Kind::Dir => {
                 fs::create_dir(&path).unwrap();
@@ -626,17 +802,29 @@ fn materialize(root: &Path, spec: &TreeSpec) {
                         0
                     }
                     Content::Random { len, seed } => {
-                        let len = if *len > big_budget { len % (64 * KIB) } else { *len };
+                        let len = if *len > big_budget {
+                            len % (64 * KIB)
+                        } else {
+                            *len
+                        };
                         write_random_file(&path, len, *seed);
                         len
                     }
                     Content::Compressible { len, seed } => {
-                        let len = if *len > big_budget { len % (64 * KIB) } else { *len };
+                        let len = if *len > big_budget {
+                            len % (64 * KIB)
+                        } else {
+                            *len
+                        };
                         write_compressible_file(&path, len as usize, *seed);
                         len
                     }
                     Content::Zeros(len) => {
-                        let len = if *len > big_budget { len % (64 * KIB) } else { *len };
+                        let len = if *len > big_budget {
+                            len % (64 * KIB)
+                        } else {
+                            *len
+                        };
                         write_file(&path, &vec![0u8; len as usize]);
                         len
                     }
@@ -651,7 +839,9 @@ fn materialize(root: &Path, spec: &TreeSpec) {
                         let to = idx.get(&all);
                         relative_link(&parent, to).into_os_string()
                     }
-                    LinkTarget::ExistingAbs(idx) if !all.is_empty() => idx.get(&all).clone().into_os_string(),
+                    LinkTarget::ExistingAbs(idx) if !all.is_empty() => {
+                        idx.get(&all).clone().into_os_string()
+                    }
                     LinkTarget::Dangling(b) => os(b),
                     _ => OsString::from("nothing-here"),
                 };
@@ -692,7 +882,10 @@ fn materialize(root: &Path, spec: &TreeSpec) {
     write_file(&deep.join("bottom"), b"the bottom of a deep path");
     std::os::unix::fs::symlink("../../../..", deep.join("up")).unwrap();
 
-    attrs.push((root.to_path_buf(), Attr::new().mode(spec.root_mode).mtime(1_650_000_000, 42)));
+    attrs.push((
+        root.to_path_buf(),
+        Attr::new().mode(spec.root_mode).mtime(1_650_000_000, 42),
+    ));
     finish_tree(root, &attrs);
 }
 

@@ -30,7 +30,11 @@ fn fixture() -> Fixture {
     let env = TestEnv::with_repo();
     let src = env.path("src");
     for i in 0..FILES {
-        write_random_file(&src.join(format!("file-{i:02}.bin")), FILE_SIZE, 9000 + i as u64);
+        write_random_file(
+            &src.join(format!("file-{i:02}.bin")),
+            FILE_SIZE,
+            9000 + i as u64,
+        );
     }
     write_file(&src.join("small-a.txt"), b"small file a");
     write_file(&src.join("small-b.txt"), b"small file b");
@@ -45,11 +49,23 @@ fn fixture() -> Fixture {
     eprintln!(
         "tamper: {} packs: {}",
         packs.len(),
-        packs.iter().map(|p| format!("{} ({})", p.0, mib(p.2))).collect::<Vec<_>>().join(", ")
+        packs
+            .iter()
+            .map(|p| format!("{} ({})", p.0, mib(p.2)))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let original = fs::read(&pack_path).unwrap();
     let mode = fs::metadata(&pack_path).unwrap().permissions().mode();
-    Fixture { env, src, short_id, key, pack_path, original, mode }
+    Fixture {
+        env,
+        src,
+        short_id,
+        key,
+        pack_path,
+        original,
+        mode,
+    }
 }
 
 impl Fixture {
@@ -62,13 +78,17 @@ impl Fixture {
         fs::write(&self.pack_path, &self.original).unwrap();
         fs::set_permissions(&self.pack_path, fs::Permissions::from_mode(self.mode)).unwrap();
     }
-
 }
 
 /// `check` of a damaged repository: exit 4, the damaged pack and the
 /// snapshot named in JSON and text output. Returns the affected files
 /// reported (stored form, without a leading '/').
-fn expect_check_reports(fx: &Fixture, read_data: bool, what: &str, missing: bool) -> BTreeSet<String> {
+fn expect_check_reports(
+    fx: &Fixture,
+    read_data: bool,
+    what: &str,
+    missing: bool,
+) -> BTreeSet<String> {
     let env = &fx.env;
     let mut args = vec!["check", "--json"];
     if read_data {
@@ -77,10 +97,23 @@ fn expect_check_reports(fx: &Fixture, read_data: bool, what: &str, missing: bool
     let out = env.operator(&args);
     out.expect_code(4);
     let report = out.json();
-    assert_eq!(report["ok"], Value::Bool(false), "{what}: check --json must say ok: false\n{out}");
-    let problems = report["problems"].as_array().unwrap_or_else(|| panic!("{what}: problems must be an array\n{out}"));
-    let mine: Vec<&Value> = problems.iter().filter(|p| p["object"].as_str() == Some(fx.key.as_str())).collect();
-    assert!(!mine.is_empty(), "{what}: no problem names the damaged pack {}\n{out}", fx.key);
+    assert_eq!(
+        report["ok"],
+        Value::Bool(false),
+        "{what}: check --json must say ok: false\n{out}"
+    );
+    let problems = report["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: problems must be an array\n{out}"));
+    let mine: Vec<&Value> = problems
+        .iter()
+        .filter(|p| p["object"].as_str() == Some(fx.key.as_str()))
+        .collect();
+    assert!(
+        !mine.is_empty(),
+        "{what}: no problem names the damaged pack {}\n{out}",
+        fx.key
+    );
     for p in problems {
         let obj = p["object"].as_str().unwrap_or("");
         assert!(
@@ -91,7 +124,9 @@ fn expect_check_reports(fx: &Fixture, read_data: bool, what: &str, missing: bool
     let mut files = BTreeSet::new();
     let mut snaps = BTreeSet::new();
     for p in &mine {
-        let text = p["problem"].as_str().unwrap_or_else(|| panic!("{what}: problem text missing: {p}"));
+        let text = p["problem"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: problem text missing: {p}"));
         assert!(!text.is_empty());
         if missing {
             let t = text.to_lowercase();
@@ -100,10 +135,16 @@ fn expect_check_reports(fx: &Fixture, read_data: bool, what: &str, missing: bool
                 "{what}: the problem should say the pack is missing: {p}"
             );
         }
-        for s in p["snapshots"].as_array().unwrap_or_else(|| panic!("{what}: snapshots must be an array: {p}")) {
+        for s in p["snapshots"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: snapshots must be an array: {p}"))
+        {
             snaps.insert(s.as_str().unwrap().to_string());
         }
-        for f in p["files"].as_array().unwrap_or_else(|| panic!("{what}: files must be an array: {p}")) {
+        for f in p["files"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: files must be an array: {p}"))
+        {
             files.insert(normalize_reported(f.as_str().unwrap()).to_string());
         }
     }
@@ -112,7 +153,10 @@ fn expect_check_reports(fx: &Fixture, read_data: bool, what: &str, missing: bool
         "{what}: the problem must name the affected snapshot {} (got {snaps:?})\n{out}",
         fx.short_id
     );
-    assert!(!files.is_empty(), "{what}: the problem must name the affected files\n{out}");
+    assert!(
+        !files.is_empty(),
+        "{what}: the problem must name the affected files\n{out}"
+    );
     let stored = stored_form(&fx.src);
     for f in &files {
         assert!(
@@ -130,13 +174,25 @@ fn expect_check_reports(fx: &Fixture, read_data: bool, what: &str, missing: bool
     let out = env.operator(&args);
     out.expect_code(4);
     let all = out.all_output();
-    assert!(all.contains(&fx.key), "{what}: check output must name {}\n{out}", fx.key);
-    assert!(all.contains(&fx.short_id), "{what}: check output must name snapshot {}\n{out}", fx.short_id);
+    assert!(
+        all.contains(&fx.key),
+        "{what}: check output must name {}\n{out}",
+        fx.key
+    );
+    assert!(
+        all.contains(&fx.short_id),
+        "{what}: check output must name snapshot {}\n{out}",
+        fx.short_id
+    );
 
     // The agent (no identity) finds it as well: packs are named by their hash.
     let out = env.agent(&args);
     out.expect_code(4);
-    assert!(out.all_output().contains(&fx.key), "{what}: check as the agent must name {}\n{out}", fx.key);
+    assert!(
+        out.all_output().contains(&fx.key),
+        "{what}: check as the agent must name {}\n{out}",
+        fx.key
+    );
     files
 }
 
@@ -149,7 +205,10 @@ fn expect_partial_restore(fx: &Fixture, affected: &BTreeSet<String>, what: &str)
     let out = env.restore_raw("latest", &target, &[]);
     out.expect_failure();
     for f in affected {
-        assert!(out.stderr.contains(f.as_str()), "{what}: restore must name the damaged file {f}\n{out}");
+        assert!(
+            out.stderr.contains(f.as_str()),
+            "{what}: restore must name the damaged file {f}\n{out}"
+        );
     }
     let stored = stored_form(&fx.src);
     let restored_root = restored_path(&target, &fx.src);
@@ -164,7 +223,10 @@ fn expect_partial_restore(fx: &Fixture, affected: &BTreeSet<String>, what: &str)
         let s = fx.src.join(&rel);
         let d = restored_root.join(&rel);
         let md = fs::symlink_metadata(&d).unwrap_or_else(|e| {
-            panic!("{what}: {} was not reported damaged but was not restored ({e})\n{out}", rel.display())
+            panic!(
+                "{what}: {} was not reported damaged but was not restored ({e})\n{out}",
+                rel.display()
+            )
         });
         let diffs = compare_entry(&rel, &s, &fs::symlink_metadata(&s).unwrap(), &d, &md);
         assert!(
@@ -181,7 +243,9 @@ fn expect_partial_restore(fx: &Fixture, affected: &BTreeSet<String>, what: &str)
         affected.len()
     );
     if intact == 0 {
-        eprintln!("{what}: note: every file was affected by one pack; the 'others restored' part is vacuous");
+        eprintln!(
+            "{what}: note: every file was affected by one pack; the 'others restored' part is vacuous"
+        );
     }
     fs::remove_dir_all(&target).unwrap();
 }
@@ -214,7 +278,12 @@ fn damaged_packs_are_found_and_contained() {
             Box::new(|p: &Path| {
                 fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
                 let len = fs::metadata(p).unwrap().len();
-                fs::OpenOptions::new().write(true).open(p).unwrap().set_len(len / 2).unwrap();
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap();
             }),
             true,
             false,
@@ -227,7 +296,9 @@ fn damaged_packs_are_found_and_contained() {
         ),
     ];
     for (what, damage, read_data, missing) in scenarios {
-        let r = catch_unwind(AssertUnwindSafe(|| scenario(&fx, what, damage, read_data, missing)));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            scenario(&fx, what, damage, read_data, missing)
+        }));
         fx.repair();
         if let Err(e) = r {
             let msg = e
@@ -240,8 +311,15 @@ fn damaged_packs_are_found_and_contained() {
         // Repaired: the repository is whole again.
         let out = fx.env.check(true);
         if !out.ok() {
-            failures.push(format!("{what}: after putting the original pack back, check --read-data fails:\n{out}"));
+            failures.push(format!(
+                "{what}: after putting the original pack back, check --read-data fails:\n{out}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of 3 damage scenarios failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of 3 damage scenarios failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
