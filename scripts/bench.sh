@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# Benchmark: coffer vs restic on the same data, in the same run.
+#
+# usage: scripts/bench.sh            (from anywhere; all settings via env)
+#
+#   BENCH_DIR      work dir (default /tmp/coffer-bench): data set, repositories,
+#                  caches, restores, results.md all live here
+#   BENCH_ONLY     both | coffer | restic   (default both)
+#   COFFER_SHARED  the project's shared/ dir (default: <repo root>/../shared)
+#   REAL_MIB, RAND_MIB, LOG_MIB   passed to make-dataset.sh (small values = quick run)
+#   BENCH_KEEP     1 = keep the restored trees (default: deleted once verified)
+#
+# What it does, in order:
+#   0. installs restic and GNU time if missing; builds coffer (cargo build --release)
+#   1. builds the pristine data set once ($BENCH_DIR/dataset, reused while the
+#      generator parameters are the same: its real/ part depends on /usr, so it
+#      must not be rebuilt between runs), then copies it to $BENCH_DIR/data,
+#      which this run backs up and mutates
+#   2. measures the machine bound: tar | zstd -3 -T2 (this also warms the page cache)
+#   3. coffer and restic, alternately on the same data state:
+#      first backup, unchanged re-backup, mutate-dataset.sh round 1, backup,
+#      full restore of the latest snapshot (verified with diff -r + metadata)
+#   4. prints a Markdown table and writes it to $BENCH_DIR/results.md
+#
+# Fairness notes: page caches are never dropped (both tools see warm data);
+# every run starts with empty repositories and empty caches (restic's
+# --cache-dir and coffer's --catalog both live inside $BENCH_DIR); the tool
+# that goes first alternates from step to step.
+set -euo pipefail
+export LC_ALL=C
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED=${COFFER_SHARED:-$ROOT/../shared}
+BENCH=$SHARED/bench
+W=${BENCH_DIR:-/tmp/coffer-bench}
+ONLY=${BENCH_ONLY:-both}
+case $ONLY in both|coffer|restic) ;; *) echo "BENCH_ONLY must be both, coffer or restic" >&2; exit 2 ;; esac
+want() { [ "$ONLY" = both ] || [ "$ONLY" = "$1" ]; }
+log() { printf '\n== %s\n' "$*" >&2; }
+die() { printf '\nBENCH FAILED: %s\n' "$*" >&2; exit 1; }
+
+[ -x "$BENCH/make-dataset.sh" ] || die "no $BENCH/make-dataset.sh (set COFFER_SHARED)"
+
+# --- 0. tools ----------------------------------------------------------------
+missing=()
+want restic && ! command -v restic >/dev/null && missing+=(restic)
+[ -x /usr/bin/time ] || missing+=(time)          # GNU time for wall + peak RSS
+command -v zstd >/dev/null || missing+=(zstd)    # machine bound
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  log "installing ${missing[*]}"
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
+fi
+
+if want coffer; then
+  log "cargo build --release"
+  (cd "$ROOT" && cargo build --release)
+  COFFER=$ROOT/target/release/coffer
+  [ -x "$COFFER" ] || die "no $COFFER after cargo build --release"
+fi
+
+# --- 1. data set ---------------------------------------------------------------
+mkdir -p "$W"
+W=$(cd "$W" && pwd)
+params="REAL_MIB=${REAL_MIB:-1536} RAND_MIB=${RAND_MIB:-300} LOG_MIB=${LOG_MIB:-500}"
+if [ ! -f "$W/dataset.params" ] || [ "$(cat "$W/dataset.params")" != "$params" ]; then
+  log "building data set ($params); this takes a while"
+  rm -rf "$W/dataset" "$W/dataset.manifest" "$W/dataset.filelist" "$W/dataset.params"
+  env $params "$BENCH/make-dataset.sh" "$W/dataset" >&2
+  echo "$params" > "$W/dataset.params"   # written last: marks a complete data set
+fi
+
+# Fresh state for this run: the working copy, repositories, caches, restores.
+DATA=$W/data
+rm -rf "$DATA" "$W/coffer" "$W/restic" "$W/restore-coffer" "$W/restore-restic" "$W/raw"
+log "copying data set to $DATA"
+cp -a "$W/dataset" "$DATA"
+mkdir -p "$W/coffer" "$W/restic" "$W/raw"
+nfiles=$(find "$DATA" -type f | wc -l)
+nbytes=$(du -sb "$DATA" | cut -f1)
+
+# --- 2. machine bound ------------------------------------------------------------
+log "machine bound: tar | zstd -3 -T2"
+sync   # flush the copy's dirty pages now, not during a measurement
+# warm the page cache, so both tools start equal ("| cat": GNU tar reads nothing when writing to /dev/null)
+tar -cf - -C "$W" data | cat > /dev/null
+/usr/bin/time -f '%e' -o "$W/raw/zstd.time" bash -c "tar -cf - -C '$W' data | zstd -q -3 -T2 > /dev/null"
+ZSTD_S=$(tail -n1 "$W/raw/zstd.time")
+
+# --- measuring -------------------------------------------------------------------
+declare -A T M          # T[tool.step] = wall seconds, M[tool.step] = peak RSS KiB
+declare -A FAILED       # FAILED[tool] = the step it failed in + its stderr; it then sits out
+# run TOOL STEP CMD...: times CMD with GNU time. A failure is recorded, not fatal,
+# so the other tool's figures are still reported; the script exits 1 at the end.
+run() {
+  local tool=$1 step=$2; shift 2
+  local out=$W/raw/$tool.$step
+  [ -z "${FAILED[$tool]:-}" ] || return 1
+  log "$tool: $step"
+  sync   # the previous step's writes are flushed here, not billed to this one
+  if ! /usr/bin/time -f '%e %M' -o "$out.time" "$@" > "$out.out" 2> "$out.err"; then
+    FAILED[$tool]="step '$step' failed ($(grep -m1 -o 'exit.*status [0-9]*' "$out.time" || echo killed)): $* -- stderr: $(tail -c 2000 "$out.err")"
+    printf '\n!!! %s FAILED in step %s: %s\n' "$tool" "$step" "$*" >&2
+    cat "$out.err" >&2
+    return 1
+  fi
+  read -r T[$tool.$step] M[$tool.$step] < <(tail -n1 "$out.time")
+  echo "   ${T[$tool.$step]} s, $((M[$tool.$step] / 1024)) MiB peak RSS" >&2
+}
+
+# coffer: operator identity + agent key; the catalog (its local cache) lives in $W.
+C=$W/coffer
+export COFFER_CACHE_DIR=$C/cache   # belt and braces: nothing goes to ~/.cache
+coffer_setup() {
+  run coffer keygen "$COFFER" key generate --output "$C/operator.key" || return 1
+  run coffer init "$COFFER" init --repo "$C/repo" --recipient "$(tail -n1 "$W/raw/coffer.keygen.out")" --agent-key "$C/agent.key"
+}
+coffer_backup()  { run coffer "$1" "$COFFER" backup --repo "$C/repo" --agent-key "$C/agent.key" --catalog "$C/catalog.sqlite" --quiet "$DATA"; }
+coffer_restore() { run coffer restore "$COFFER" restore latest --repo "$C/repo" --identity "$C/operator.key" --catalog "$C/catalog.sqlite" --target "$W/restore-coffer" --quiet; }
+
+# restic: repository format 2 (needed for compression), cache inside $W.
+R=$W/restic
+export RESTIC_PASSWORD=coffer-bench
+RESTIC=(restic --repo "$R/repo" --cache-dir "$R/cache" --compression auto)
+restic_setup()   { run restic init "${RESTIC[@]}" init --repository-version 2; }
+restic_backup()  { run restic "$1" "${RESTIC[@]}" backup --quiet "$DATA"; }
+restic_restore() { run restic restore "${RESTIC[@]}" restore latest --target "$W/restore-restic" --quiet; }
+
+TOOLS=(); want coffer && TOOLS+=(coffer); want restic && TOOLS+=(restic)
+# each step: the order of the tools alternates (first, then reversed)
+both() {
+  local fn=$1 arg=${2:-} order=("${TOOLS[@]}")
+  [ "${#TOOLS[@]}" -eq 2 ] && [ "$((STEPNO++ % 2))" -eq 1 ] && order=("${TOOLS[1]}" "${TOOLS[0]}")
+  for t in "${order[@]}"; do "${t}_$fn" $arg || true; done   # failures: see run()
+}
+STEPNO=0
+
+# verify TOOL: the restored tree must equal $DATA (content, and per file: size, mode, mtime).
+BAD=(); VERIFIED=()
+verify() {
+  local tool=$1 got=$W/restore-$1${DATA}
+  [ -z "${FAILED[$tool]:-}" ] || return 0
+  log "$tool: verifying restore ($got)"
+  if [ ! -d "$got" ]; then BAD+=("$tool: restore has no $got"); return; fi
+  if ! diff -rq "$DATA" "$got" > "$W/raw/$tool.diff" 2>&1; then
+    BAD+=("$tool: restored content differs (diff -rq: $(wc -l < "$W/raw/$tool.diff") lines, $W/raw/$tool.diff)")
+  fi
+  # files only (directory mtimes are touched by the restore itself in some tools);
+  # mtime compared to the second
+  meta() { (cd "$1" && find . ! -type d -printf '%y %P %m %s %T@\n' | sed -E 's/\.[0-9]+$//' | sort); }
+  if ! diff <(meta "$DATA") <(meta "$got") > "$W/raw/$tool.meta.diff"; then
+    BAD+=("$tool: restored metadata (type/mode/size/mtime) differs ($W/raw/$tool.meta.diff)")
+  fi
+  [ "${#BAD[@]}" -gt 0 ] && [[ "${BAD[-1]}" == "$tool:"* ]] || VERIFIED+=("$tool")
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$W/restore-$tool"
+}
+
+# --- 3. the runs ---------------------------------------------------------------------
+for t in "${TOOLS[@]}"; do "${t}_setup" || true; mkdir "$W/restore-$t"; done   # empty restore targets
+both backup first
+both backup nochange
+log "mutate-dataset.sh round 1"
+"$BENCH/mutate-dataset.sh" "$DATA" 1 >&2
+both backup mutated
+both restore
+for t in "${TOOLS[@]}"; do verify "$t"; done
+
+declare -A SIZE PEAK
+for t in "${TOOLS[@]}"; do
+  [ -z "${FAILED[$t]:-}" ] || continue
+  [ -d "$W/$t/repo" ] || { FAILED[$t]="no repository at $W/$t/repo"; continue; }
+  SIZE[$t]=$(du -sb "$W/$t/repo" | cut -f1)
+  p=0; for s in first nochange mutated restore; do [ "${M[$t.$s]}" -gt $p ] && p=${M[$t.$s]}; done
+  PEAK[$t]=$p
+done
+
+# --- 4. report ---------------------------------------------------------------------------
+# row LABEL KIND COFFER RESTIC TARGET   (KIND: s = seconds, b = bytes, k = KiB)
+fmt() {
+  [ -n "$2" ] || { echo "-"; return; }
+  case $1 in
+    s) printf '%.2f s' "$2" ;;
+    b) awk -v v="$2" 'BEGIN{printf "%.1f MiB", v/1048576}' ;;
+    k) awk -v v="$2" 'BEGIN{printf "%.0f MiB", v/1024}' ;;
+  esac
+}
+row() {
+  local label=$1 kind=$2 c=$3 r=$4 target=$5 ratio="-" met="-"
+  if [ -n "$c" ] && [ -n "$r" ]; then
+    ratio=$(awk -v c="$c" -v r="$r" 'BEGIN{ if (r > 0) printf "%.2f", c/r; else print "inf" }')
+    met=$(awk -v x="$ratio" -v t="$target" 'BEGIN{ print (x != "inf" && x <= t) ? "yes" : "**no**" }')
+  fi
+  echo "| $label | $(fmt "$kind" "$c") | $(fmt "$kind" "$r") | $ratio | ≤ $target | $met |"
+}
+val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did not run
+
+{
+  echo "# coffer vs restic — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores"
+  echo
+  echo "Data set: $nfiles files, $(fmt b "$nbytes") ($params), page cache warm."
+  echo "restic $(want restic && restic version | cut -d' ' -f2 || echo '-'): \`--compression auto\`, repository format 2, cache \`--cache-dir $R/cache\` (empty at start)."
+  echo "coffer: \`$(want coffer && git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '-')\`, catalog \`$C/catalog.sqlite\` (empty at start)."
+  echo
+  echo "| step | coffer | restic | ratio coffer/restic | target ratio | met |"
+  echo "|---|---|---|---|---|---|"
+  row "first backup"          s "$(val T coffer.first)"    "$(val T restic.first)"    0.55
+  row "backup, no change"     s "$(val T coffer.nochange)" "$(val T restic.nochange)" 0.15
+  row "backup after mutation" s "$(val T coffer.mutated)"  "$(val T restic.mutated)"  0.8
+  row "full restore"          s "$(val T coffer.restore)"  "$(val T restic.restore)"  0.6
+  row "repository size"       b "$(val SIZE coffer)"       "$(val SIZE restic)"       0.95
+  row "peak memory (max RSS)" k "$(val PEAK coffer)"       "$(val PEAK restic)"       0.5
+  echo
+  echo "Machine bound \`tar -cf - data | zstd -3 -T2 > /dev/null\`: $(fmt s "$ZSTD_S")."
+  if [ -n "${T[coffer.first]:-}" ]; then
+    awk -v c="${T[coffer.first]}" -v z="$ZSTD_S" 'BEGIN{printf "coffer first backup = %.2f x the zstd -T2 bound.\n", c/z}'
+  fi
+  echo
+  echo "Per-step peak RSS (MiB):"
+  for t in "${TOOLS[@]}"; do
+    echo "- $t:$(for s in first nochange mutated restore; do [ -n "${M[$t.$s]:-}" ] && printf ' %s %d' "$s" $((M[$t.$s] / 1024)); done)"
+  done
+  for t in "${!FAILED[@]}"; do
+    echo
+    echo "**$t FAILED** in ${FAILED[$t]}"
+  done
+  if [ ${#BAD[@]} -gt 0 ]; then
+    echo
+    echo "**RESTORE VERIFICATION FAILED:**"
+    for b in "${BAD[@]}"; do echo "- $b"; done
+  fi
+  if [ ${#VERIFIED[@]} -gt 0 ]; then
+    echo
+    echo "Restores verified (${VERIFIED[*]}): diff -rq and per-file type/mode/size/mtime equal the data set."
+  fi
+} | tee "$W/results.md"
+
+if [ ${#BAD[@]} -gt 0 ]; then
+  printf '\n!!!!!!!! RESTORE MISMATCH !!!!!!!!\n' >&2
+  printf '%s\n' "${BAD[@]}" >&2
+fi
+[ ${#BAD[@]} -eq 0 ] && [ ${#FAILED[@]} -eq 0 ]   # exit status: 1 on any failure
