@@ -1,0 +1,549 @@
+//! The local catalog: a SQLite cache of the repository's index and snapshots,
+//! the file-metadata cache for incremental backups, job history and an audit
+//! log. Losing it costs time, never data: `catalog rebuild` recreates it.
+//! One connection, owned by one thread (the engine driver).
+
+use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
+use crate::repo::index::IndexFile;
+use crate::repo::pack::{BlobKind, PackEntry};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::Extent;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Bump when the schema changes: an older catalog is dropped and rebuilt.
+const SCHEMA_VERSION: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(
+        "catalog {path}: {source}; it is only a cache: delete it or run `coffer catalog rebuild`"
+    )]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("catalog {path}: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+/// Where a blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub entry: PackEntry,
+}
+
+/// What the file cache remembers of a file from an earlier backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedFile {
+    pub size: u64,
+    pub mtime: i64,
+    pub ctime: i64,
+    pub ino: u64,
+    pub content: Vec<Extent>,
+}
+
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn encode_extents(ext: &[Extent]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(ext.len() * 48);
+    for e in ext {
+        out.extend_from_slice(&e.blob.0);
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.length.to_le_bytes());
+    }
+    out
+}
+
+fn decode_extents(b: &[u8]) -> Option<Vec<Extent>> {
+    if b.len() % 48 != 0 {
+        return None;
+    }
+    Some(
+        b.chunks_exact(48)
+            .map(|c| Extent {
+                blob: BlobId(c[..32].try_into().unwrap_or([0; 32])),
+                offset: u64::from_le_bytes(c[32..40].try_into().unwrap_or([0; 8])),
+                length: u64::from_le_bytes(c[40..48].try_into().unwrap_or([0; 8])),
+            })
+            .collect(),
+    )
+}
+
+fn id32(v: Vec<u8>) -> Option<[u8; 32]> {
+    v.try_into().ok()
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog for repository `repo_id`. A catalog from
+    /// another repository or schema version is discarded and started afresh.
+    pub fn open(path: &Path, repo_id: &str) -> Result<Catalog, CatalogError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io {
+                path: path.to_path_buf(),
+                message: format!("cannot create its folder: {e}"),
+            })?;
+        }
+        let mut cat = Self::connect(path)?;
+        let (version, repo): (i64, Option<String>) = (
+            cat.conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(|e| cat.err(e))?,
+            cat.conn
+                .query_row("SELECT value FROM meta WHERE key = 'repository'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .unwrap_or(None),
+        );
+        if version != SCHEMA_VERSION || repo.as_deref().is_some_and(|r| r != repo_id) {
+            drop(cat);
+            Self::remove_files(path);
+            cat = Self::connect(path)?;
+        }
+        cat.create_schema(repo_id)?;
+        Ok(cat)
+    }
+
+    fn connect(path: &Path) -> Result<Catalog, CatalogError> {
+        let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cat = Catalog {
+            conn,
+            path: path.to_path_buf(),
+        };
+        cat.conn
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;")
+            .map_err(|e| cat.err(e))?;
+        // A file that is not SQLite shows up here, not at open.
+        let probe: Result<i64, _> =
+            cat.conn
+                .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
+        match probe {
+            Ok(_) => Ok(cat),
+            Err(e) => Err(cat.err(e)),
+        }
+    }
+
+    /// Deletes the catalog files (database, WAL, shared memory).
+    pub fn remove_files(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+
+    fn err(&self, source: rusqlite::Error) -> CatalogError {
+        CatalogError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn create_schema(&self, repo_id: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute_batch(&format!(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS indexes (id BLOB PRIMARY KEY);
+                 CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, size INTEGER NOT NULL, idx BLOB NOT NULL);
+                 CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, kind INTEGER NOT NULL,
+                     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL);
+                 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
+                     ctime INTEGER NOT NULL, ino INTEGER NOT NULL, content BLOB NOT NULL);
+                 CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, profile TEXT NOT NULL, started TEXT NOT NULL,
+                     seconds REAL NOT NULL, status TEXT NOT NULL, snapshot TEXT, files INTEGER, bytes INTEGER,
+                     added INTEGER, error TEXT);
+                 CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL,
+                     action TEXT NOT NULL, detail TEXT NOT NULL);
+                 INSERT OR REPLACE INTO meta (key, value) VALUES ('repository', '{repo_id}');
+                 PRAGMA user_version = {SCHEMA_VERSION};
+                 COMMIT;"
+            ))
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn known_indexes(&self) -> Result<HashSet<IndexId>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id FROM indexes")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        for r in rows {
+            if let Some(id) = id32(r.map_err(|e| self.err(e))?) {
+                out.insert(IndexId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records an index object and every blob it lists, in one transaction.
+    pub fn add_index(&mut self, id: &IndexId, index: &IndexFile) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            tx.execute(
+                "INSERT OR IGNORE INTO indexes (id) VALUES (?1)",
+                [&id.0[..]],
+            )
+            .map_err(err)?;
+            let mut pk = tx
+                .prepare("INSERT OR REPLACE INTO packs (id, size, idx) VALUES (?1, ?2, ?3)")
+                .map_err(err)?;
+            let mut bl = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO blobs (id, pack, kind, offset, length, raw_length)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err)?;
+            for p in &index.packs {
+                pk.execute(params![&p.id.0[..], p.size as i64, &id.0[..]])
+                    .map_err(err)?;
+                for b in &p.blobs {
+                    bl.execute(params![
+                        &b.id.0[..],
+                        &p.id.0[..],
+                        b.kind.code(),
+                        b.offset as i64,
+                        b.length as i64,
+                        b.raw_length as i64
+                    ])
+                    .map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Forgets an index object (it was removed from the repository).
+    pub fn remove_index(&mut self, id: &IndexId) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "DELETE FROM blobs WHERE pack IN (SELECT id FROM packs WHERE idx = ?1)",
+            [&id.0[..]],
+        )
+        .map_err(err)?;
+        tx.execute("DELETE FROM packs WHERE idx = ?1", [&id.0[..]])
+            .map_err(err)?;
+        tx.execute("DELETE FROM indexes WHERE id = ?1", [&id.0[..]])
+            .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Every known blob and where it is.
+    pub fn blobs(&self) -> Result<HashMap<BlobId, BlobLocation>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, pack, kind, offset, length, raw_length FROM blobs")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let (id, pack, kind, offset, length, raw) = r.map_err(|e| self.err(e))?;
+            let (Some(id), Some(pack), Some(kind)) =
+                (id32(id), id32(pack), BlobKind::from_code(kind))
+            else {
+                continue;
+            };
+            let id = BlobId(id);
+            out.insert(
+                id,
+                BlobLocation {
+                    pack: PackId(pack),
+                    entry: PackEntry {
+                        id,
+                        kind,
+                        offset: offset as u64,
+                        length: length as u64,
+                        raw_length: raw as u64,
+                    },
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Every pack the index knows, with its size.
+    pub fn packs(&self) -> Result<HashMap<PackId, u64>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, size FROM packs")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let (id, size) = r.map_err(|e| self.err(e))?;
+            if let Some(id) = id32(id) {
+                out.insert(PackId(id), size as u64);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn files(&self) -> Result<HashMap<Vec<u8>, CachedFile>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, size, mtime, ctime, ino, content FROM files")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let (path, size, mtime, ctime, ino, content) = r.map_err(|e| self.err(e))?;
+            if let Some(content) = decode_extents(&content) {
+                out.insert(
+                    path,
+                    CachedFile {
+                        size: size as u64,
+                        mtime,
+                        ctime,
+                        ino: ino as u64,
+                        content,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Upserts file-cache rows, in one transaction.
+    pub fn save_files<'a>(
+        &mut self,
+        files: impl IntoIterator<Item = (&'a [u8], &'a CachedFile)>,
+    ) -> Result<(), CatalogError> {
+        let path = self.path.clone();
+        let err = |source| CatalogError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut st = tx
+                .prepare(
+                    "INSERT OR REPLACE INTO files (path, size, mtime, ctime, ino, content)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(err)?;
+            for (p, f) in files {
+                st.execute(params![
+                    p,
+                    f.size as i64,
+                    f.mtime,
+                    f.ctime,
+                    f.ino as i64,
+                    encode_extents(&f.content)
+                ])
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    pub fn clear_files(&self) -> Result<(), CatalogError> {
+        self.conn
+            .execute("DELETE FROM files", [])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn put_snapshot(&self, id: &SnapshotId, snap: &Snapshot) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO snapshots (id, time, json) VALUES (?1, ?2, ?3)",
+                params![
+                    &id.0[..],
+                    snap.time.to_rfc3339(),
+                    serde_json::to_string(snap).unwrap_or_default()
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn snapshot_ids(&self) -> Result<HashSet<SnapshotId>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id FROM snapshots")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = HashSet::new();
+        for r in rows {
+            if let Some(id) = id32(r.map_err(|e| self.err(e))?) {
+                out.insert(SnapshotId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), CatalogError> {
+        self.conn
+            .execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Snapshots sorted by time, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, json FROM snapshots ORDER BY time, id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, json) = r.map_err(|e| self.err(e))?;
+            if let (Some(id), Ok(s)) = (id32(id), serde_json::from_str(&json)) {
+                out.push((SnapshotId(id), s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends to the job history.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_run(
+        &self,
+        profile: &str,
+        started: chrono::DateTime<chrono::Utc>,
+        seconds: f64,
+        status: &str,
+        snapshot: Option<&SnapshotId>,
+        files: u64,
+        bytes: u64,
+        added: u64,
+        error: Option<&str>,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (profile, started, seconds, status, snapshot, files, bytes, added, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    profile,
+                    started.to_rfc3339(),
+                    seconds,
+                    status,
+                    snapshot.map(|s| s.to_hex()),
+                    files as i64,
+                    bytes as i64,
+                    added as i64,
+                    error
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Appends to the audit log of operator actions.
+    pub fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO audit (time, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![chrono::Utc::now().to_rfc3339(), actor, action, detail],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extents_round_trip_and_reject_garbage() {
+        let ext = vec![
+            Extent {
+                blob: BlobId([7; 32]),
+                offset: 5,
+                length: 9,
+            },
+            Extent {
+                blob: BlobId([1; 32]),
+                offset: 0,
+                length: u64::MAX,
+            },
+        ];
+        assert_eq!(decode_extents(&encode_extents(&ext)).unwrap(), ext);
+        assert!(decode_extents(&[0; 47]).is_none());
+    }
+
+    #[test]
+    fn a_catalog_of_another_repository_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.sqlite");
+        let mut c = Catalog::open(&p, "aaa").unwrap();
+        let f = CachedFile {
+            size: 1,
+            mtime: 2,
+            ctime: 3,
+            ino: 4,
+            content: vec![],
+        };
+        c.save_files([(&b"x"[..], &f)]).unwrap();
+        drop(c);
+        assert_eq!(Catalog::open(&p, "aaa").unwrap().files().unwrap().len(), 1);
+        assert_eq!(Catalog::open(&p, "bbb").unwrap().files().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_file_that_is_not_sqlite_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.sqlite");
+        std::fs::write(&p, vec![0x55u8; 8192]).unwrap();
+        let e = Catalog::open(&p, "aaa")
+            .err()
+            .expect("garbage must not open");
+        assert!(e.to_string().contains("catalog rebuild"), "{e}");
+    }
+}

@@ -1,0 +1,162 @@
+//! `coffer backup`.
+
+use super::{Context, Exit, print_json};
+use crate::engine::backup::{BackupOptions, backup};
+use crate::repo::Repository;
+use crate::repo::keys::OperatorIdentity;
+use anyhow::{Result, anyhow};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Paths to back up (default: the profile's sources).
+    paths: Vec<PathBuf>,
+    /// Glob to leave out; without '/', matched against file names. Repeatable.
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+}
+
+/// The demo profile's first run: make an identity and a repository.
+fn auto_init(ctx: &Context) -> Result<()> {
+    let Some(profile) = ctx.profile.as_ref().filter(|p| p.auto_init) else {
+        return Ok(());
+    };
+    let store = ctx.store()?;
+    if store.stat(crate::repo::CONFIG_KEY)?.is_some() {
+        return Ok(());
+    }
+    let (Some(identity), Some(agent_key)) = (&ctx.identity, &ctx.agent_key) else {
+        return Err(anyhow!(
+            "auto_init needs `identity` and `agent_key` paths in the profile"
+        ));
+    };
+    let recipient = if identity.exists() {
+        ctx.load_identity(identity)?.identities[0].to_public()
+    } else {
+        OperatorIdentity::generate(identity, None)?
+    };
+    let (_, agent) = Repository::init(store, vec![recipient])?;
+    agent.save(agent_key)?;
+    if !ctx.quiet && !ctx.json {
+        eprintln!(
+            "first run of profile {}: created identity {}, agent key {} and repository {}",
+            profile.name,
+            identity.display(),
+            agent_key.display(),
+            ctx.repo_url()?
+        );
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
+    auto_init(ctx)?;
+    let profile = ctx.profile.as_ref();
+    let sources = if args.paths.is_empty() {
+        profile.map(|p| p.sources.clone()).unwrap_or_default()
+    } else {
+        args.paths
+    };
+    if sources.is_empty() {
+        return Err(anyhow!(
+            "nothing to back up: name paths, or use --profile with sources"
+        ));
+    }
+    let mut exclude = profile.map(|p| p.exclude.clone()).unwrap_or_default();
+    exclude.extend(args.exclude);
+    let opts = BackupOptions {
+        sources,
+        exclude,
+        host: args.host,
+        profile: profile
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| "cli".into()),
+        compression: profile.map(|p| p.compression).unwrap_or(3),
+    };
+    let repo = ctx.open_agent()?;
+    let mut catalog = ctx.open_catalog(&repo)?;
+    let bar = ctx.progress();
+    let cancel = AtomicBool::new(false);
+    let result = backup(&repo, &mut catalog, &opts, &bar, &cancel);
+    bar.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = catalog.record_run(
+                &opts.profile,
+                chrono::Utc::now(),
+                0.0,
+                "failed",
+                None,
+                0,
+                0,
+                0,
+                Some(&e.to_string()),
+            );
+            return Err(e.into());
+        }
+    };
+    let s = &report.summary;
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "snapshot": report.snapshot.to_hex(),
+            "files": s.files, "dirs": s.dirs, "bytes": s.bytes,
+            "files_new": s.files_new, "files_changed": s.files_changed, "files_unchanged": s.files_unchanged,
+            "data_added": s.data_added, "stored_added": s.stored_added, "packs_added": report.packs_added,
+            "skipped": report.skipped.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
+            "changed_during_backup": report.changed,
+            "seconds": s.seconds,
+        }))?;
+    } else if !ctx.quiet {
+        println!(
+            "snapshot {} saved: {} files, {} folders, {} ({} new, {} changed, {} unchanged files); added {} of data, {} stored, in {:.1}s",
+            report.snapshot.short(),
+            s.files,
+            s.dirs,
+            human(s.bytes),
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            human(s.data_added),
+            human(s.stored_added),
+            s.seconds
+        );
+    }
+    for path in &report.changed {
+        eprintln!(
+            "coffer: warning: {path} changed while it was read; stored as read, it will be read again next time"
+        );
+    }
+    for (path, err) in &report.skipped {
+        eprintln!("coffer: skipped {path}: {err}");
+    }
+    if report.skipped.is_empty() {
+        Ok(Exit::Success)
+    } else {
+        eprintln!(
+            "coffer: backup finished but {} item(s) could not be read (exit code 3)",
+            report.skipped.len()
+        );
+        Ok(Exit::Partial)
+    }
+}
+
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,138 @@
+//! `coffer key …` and `coffer init`.
+
+use super::{Context, Exit, print_json};
+use crate::repo::Repository;
+use crate::repo::keys::OperatorIdentity;
+use anyhow::{Context as _, Result, anyhow};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Write a new operator identity (mode 0600) and print its recipient.
+    Generate {
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Protect it with a passphrase (COFFER_PASSPHRASE or a prompt).
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Print the recipient (public key) of an identity.
+    Recipient,
+    /// Write the agent key file from the repository's keyring (operator).
+    ExportAgent {
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// An operator recipient (age1…); repeat for several operators.
+    #[arg(long = "recipient", short = 'r')]
+    recipients: Vec<String>,
+}
+
+fn read_passphrase() -> Result<String> {
+    if let Ok(p) = std::env::var("COFFER_PASSPHRASE") {
+        return Ok(p);
+    }
+    let a = rpassword::prompt_password("new passphrase: ")
+        .context("cannot read a passphrase; set COFFER_PASSPHRASE")?;
+    let b = rpassword::prompt_password("again: ").context("cannot read a passphrase")?;
+    if a != b {
+        return Err(anyhow!("the passphrases differ"));
+    }
+    if a.is_empty() {
+        return Err(anyhow!("empty passphrase"));
+    }
+    Ok(a)
+}
+
+pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
+    match cmd {
+        KeyCommand::Generate { output, passphrase } => {
+            let pass = if passphrase {
+                Some(read_passphrase()?)
+            } else {
+                None
+            };
+            let recipient = OperatorIdentity::generate(&output, pass)?;
+            if ctx.json {
+                print_json(
+                    &serde_json::json!({"identity": output, "recipient": recipient.to_string()}),
+                )?;
+            } else {
+                println!("{recipient}");
+                if !ctx.quiet {
+                    eprintln!(
+                        "identity written to {} (mode 0600). Keep it offline; give the line above to `coffer init --recipient`.",
+                        output.display()
+                    );
+                }
+            }
+        }
+        KeyCommand::Recipient => {
+            let path = ctx
+                .identity
+                .as_ref()
+                .ok_or_else(|| anyhow!("pass --identity FILE"))?;
+            for id in ctx.load_identity(path)?.identities {
+                println!("{}", id.to_public());
+            }
+        }
+        KeyCommand::ExportAgent { output } => {
+            let repo = ctx.open_operator()?;
+            let key = repo
+                .agent_key()
+                .ok_or_else(|| anyhow!("keyring holds no agent key"))?;
+            key.save(&output)?;
+            eprintln!("agent key written to {} (mode 0600)", output.display());
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {
+    let recipients = args
+        .recipients
+        .iter()
+        .map(|r| {
+            age::x25519::Recipient::from_str(r.trim()).map_err(|e| {
+                anyhow!("recipient {r:?} is not an age X25519 public key (age1…): {e}")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if recipients.is_empty() {
+        return Err(anyhow!(
+            "init needs at least one --recipient age1…; create one with `coffer key generate --output operator.key`"
+        ));
+    }
+    let agent_key_path = ctx
+        .agent_key
+        .clone()
+        .ok_or_else(|| anyhow!("init writes the agent key file: pass --agent-key FILE"))?;
+    if agent_key_path.exists() {
+        return Err(anyhow!(
+            "{} already exists; refusing to overwrite a key (choose another --agent-key path)",
+            agent_key_path.display()
+        ));
+    }
+    let store = ctx.store()?;
+    let (repo, agent) = Repository::init(store, recipients)?;
+    agent.save(&agent_key_path)?;
+    if ctx.json {
+        print_json(
+            &serde_json::json!({"repository": repo.store.location(), "id": repo.config.id, "agent_key": agent_key_path}),
+        )?;
+    } else if !ctx.quiet {
+        eprintln!(
+            "created repository {} at {}\nagent key written to {} (mode 0600): it can write backups, not read them",
+            repo.config.id,
+            repo.store.location(),
+            agent_key_path.display()
+        );
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,253 @@
+//! The command line: raw arguments ([`Cli`]) are resolved against the profile
+//! and the environment into a [`Context`]; each command lives in its own module.
+
+mod backup;
+mod inspect;
+mod keys;
+mod progress;
+mod restore;
+
+use crate::catalog::Catalog;
+use crate::config::Profile;
+use crate::repo::keys::{AgentKey, OperatorIdentity};
+use crate::repo::store::Store;
+use crate::repo::{RepoError, Repository};
+use anyhow::{Context as _, Result, anyhow};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes (documented in docs/CLI.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    /// A backup finished but could not read some files.
+    Partial = 3,
+    /// `check` found damage.
+    Damaged = 4,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "coffer",
+    version,
+    about = "Encrypted, deduplicating backups (zstd + age) to a local directory or S3"
+)]
+pub struct Cli {
+    /// A backup profile (TOML); command-line flags override it.
+    #[arg(long, global = true, env = "COFFER_PROFILE")]
+    profile: Option<PathBuf>,
+    /// Repository URL: file:///path or a plain path.
+    #[arg(long, global = true, env = "COFFER_REPO")]
+    repo: Option<String>,
+    /// The agent key file (written by `init`): writes backups, cannot read them.
+    #[arg(long, global = true, env = "COFFER_AGENT_KEY")]
+    agent_key: Option<PathBuf>,
+    /// The operator's age identity file (secret key).
+    #[arg(long, global = true, env = "COFFER_IDENTITY")]
+    identity: Option<PathBuf>,
+    /// The local catalog (a cache) to use.
+    #[arg(long, global = true, env = "COFFER_CATALOG")]
+    catalog: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Operator keys.
+    Key {
+        #[command(subcommand)]
+        command: keys::KeyCommand,
+    },
+    /// Create a repository for one or more operator recipients.
+    Init(keys::InitArgs),
+    /// Back up paths (or the profile's sources).
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots,
+    /// List the entries of a snapshot.
+    Ls(restore::LsArgs),
+    /// Restore a snapshot, or part of it, into a folder.
+    Restore(restore::RestoreArgs),
+    /// Verify the repository.
+    Check(inspect::CheckArgs),
+    /// The local catalog.
+    Catalog {
+        #[command(subcommand)]
+        command: inspect::CatalogCommand,
+    },
+}
+
+/// Everything a command needs, resolved once.
+pub struct Context {
+    pub profile: Option<Profile>,
+    pub repo_url: Option<String>,
+    pub agent_key: Option<PathBuf>,
+    pub identity: Option<PathBuf>,
+    pub catalog: Option<PathBuf>,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Context {
+    fn repo_url(&self) -> Result<&str> {
+        self.repo_url.as_deref().ok_or_else(|| {
+            anyhow!("no repository given: pass --repo URL, set COFFER_REPO, or use --profile")
+        })
+    }
+
+    fn store(&self) -> Result<Store> {
+        let url = self.repo_url()?;
+        let storage = crate::storage::open(url)?;
+        Ok(Store::new(storage).context("cannot start the I/O runtime")?)
+    }
+
+    fn load_identity(&self, path: &std::path::Path) -> Result<OperatorIdentity> {
+        Ok(OperatorIdentity::load(path, &|| {
+            if let Ok(p) = std::env::var("COFFER_PASSPHRASE") {
+                return Ok(p);
+            }
+            rpassword::prompt_password(format!("passphrase for {}: ", path.display())).map_err(|e| {
+                RepoError::KeyFile {
+                    path: path.display().to_string(),
+                    reason: format!("identity is passphrase-protected and no passphrase could be read ({e}); set COFFER_PASSPHRASE"),
+                }
+            })
+        })?)
+    }
+
+    /// Opens the repository as the operator (identity required).
+    pub fn open_operator(&self) -> Result<Repository> {
+        let Some(path) = &self.identity else {
+            let hint = if self.agent_key.is_some() {
+                " (the agent key can write backups but never read them)"
+            } else {
+                ""
+            };
+            return Err(anyhow!(
+                "this command needs the operator identity: pass --identity FILE or set COFFER_IDENTITY{hint}"
+            ));
+        };
+        let identity = self.load_identity(path)?;
+        Ok(Repository::open_operator(self.store()?, identity)?)
+    }
+
+    /// Opens the repository with the identity if given, else the agent key.
+    pub fn open_any(&self) -> Result<Repository> {
+        if self.identity.is_some() {
+            return self.open_operator();
+        }
+        self.open_agent()
+    }
+
+    pub fn open_agent(&self) -> Result<Repository> {
+        match &self.agent_key {
+            Some(path) => {
+                let key = AgentKey::load(path)?;
+                Ok(Repository::open_agent(self.store()?, &key)?)
+            }
+            None if self.identity.is_some() => self.open_operator(),
+            None => Err(anyhow!(
+                "no key given: pass --agent-key FILE (or --identity FILE), set COFFER_AGENT_KEY, or use --profile"
+            )),
+        }
+    }
+
+    /// The catalog path: flag, profile, then the cache folder.
+    pub fn catalog_path(&self, repo: &Repository) -> PathBuf {
+        if let Some(p) = &self.catalog {
+            return p.clone();
+        }
+        let dir = std::env::var_os("COFFER_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("coffer")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/coffer")))
+            .unwrap_or_else(|| PathBuf::from("/var/cache/coffer"));
+        dir.join(format!("{}.sqlite", repo.config.id))
+    }
+
+    pub fn open_catalog(&self, repo: &Repository) -> Result<Catalog> {
+        let path = self.catalog_path(repo);
+        Ok(Catalog::open(&path, &repo.config.id)?)
+    }
+
+    pub fn progress(&self) -> progress::Bar {
+        progress::Bar::new(!self.quiet && !self.json)
+    }
+}
+
+/// Renders an error with its causes on one line.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+pub fn run() -> Result<Exit> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            };
+            let _ = e.print();
+            return Ok(code);
+        }
+    };
+    let profile = cli.profile.as_deref().map(Profile::load).transpose()?;
+    let pick = |flag: Option<PathBuf>, from_profile: Option<&PathBuf>| {
+        flag.or_else(|| from_profile.cloned())
+    };
+    let ctx = Context {
+        repo_url: cli
+            .repo
+            .clone()
+            .or_else(|| profile.as_ref().map(|p| p.repository.clone())),
+        agent_key: pick(
+            cli.agent_key.clone(),
+            profile.as_ref().and_then(|p| p.agent_key.as_ref()),
+        ),
+        identity: pick(
+            cli.identity.clone(),
+            profile.as_ref().and_then(|p| p.identity.as_ref()),
+        ),
+        catalog: pick(
+            cli.catalog.clone(),
+            profile.as_ref().and_then(|p| p.catalog.as_ref()),
+        ),
+        json: cli.json,
+        quiet: cli.quiet,
+        profile,
+    };
+    match cli.command {
+        Command::Key { command } => keys::key(&ctx, command),
+        Command::Init(args) => keys::init(&ctx, args),
+        Command::Backup(args) => backup::run(&ctx, args),
+        Command::Snapshots => inspect::snapshots(&ctx),
+        Command::Ls(args) => restore::ls(&ctx, args),
+        Command::Restore(args) => restore::restore(&ctx, args),
+        Command::Check(args) => inspect::check(&ctx, args),
+        Command::Catalog { command } => inspect::catalog(&ctx, command),
+    }
+}
+
+/// Prints a JSON value on stdout.
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! Backup profiles (TOML). The file's shape is [`ProfileFile`]; what the
+//! engines use is the resolved [`Profile`] with absolute paths and checked values.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("profile {path} line {line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("profile {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("profile {path}: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileFile {
+    name: String,
+    sources: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    repository: String,
+    agent_key: Option<String>,
+    identity: Option<String>,
+    catalog: Option<String>,
+    #[serde(default = "default_level")]
+    compression: i32,
+    #[serde(default)]
+    auto_init: bool,
+    schedule: Option<ScheduleFile>,
+    retention: Option<RetentionFile>,
+}
+
+fn default_level() -> i32 {
+    3
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFile {
+    times: Option<Vec<String>>,
+    interval: Option<String>,
+    max_per_day: Option<u32>,
+    timezone: Option<String>,
+    jitter: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    keep_within: Option<String>,
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+}
+
+/// When the agent runs a profile.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScheduleKind {
+    /// Times of day, minutes after midnight.
+    Times(Vec<u32>),
+    Interval(chrono::Duration),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    pub kind: ScheduleKind,
+    pub max_per_day: u32,
+    pub timezone: String,
+    pub jitter: chrono::Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Retention {
+    pub keep_within: chrono::Duration,
+    pub keep_last: u32,
+    pub keep_hourly: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+}
+
+/// A checked profile with absolute paths.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub file: PathBuf,
+    pub name: String,
+    pub sources: Vec<PathBuf>,
+    pub exclude: Vec<String>,
+    pub repository: String,
+    pub agent_key: Option<PathBuf>,
+    pub identity: Option<PathBuf>,
+    pub catalog: Option<PathBuf>,
+    pub compression: i32,
+    pub auto_init: bool,
+    pub schedule: Schedule,
+    pub retention: Retention,
+}
+
+/// The hard cap of snapshots per day (the product promise).
+pub const MAX_PER_DAY: u32 = 6;
+
+/// Parses `30s`, `15m`, `4h`, `90d`, `2w`.
+pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30m, 4h or 90d"))?;
+    let d = match unit {
+        "s" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        "w" => chrono::Duration::weeks(n),
+        _ => return Err(format!("{s:?}: unit must be s, m, h, d or w")),
+    };
+    Ok(d)
+}
+
+fn parse_time_of_day(s: &str) -> Result<u32, String> {
+    let (h, m) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not a time like 02:30"))?;
+    let (h, m): (u32, u32) = (
+        h.parse().map_err(|_| format!("{s:?}: bad hour"))?,
+        m.parse().map_err(|_| format!("{s:?}: bad minute"))?,
+    );
+    if h > 23 || m > 59 {
+        return Err(format!("{s:?} is not a time of day"));
+    }
+    Ok(h * 60 + m)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Profile {
+    pub fn load(path: &Path) -> Result<Profile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.to_path_buf(),
+            message: format!("{e}; check the --profile path"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Profile, ConfigError> {
+        let raw: ProfileFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(1),
+            message: format!(
+                "{}; see the profile reference in README.md",
+                e.message().trim_end()
+            ),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base).unwrap_or(base);
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        if raw.name.is_empty()
+            || !raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(format!(
+                "name {:?}: use letters, digits, '-' and '_' only",
+                raw.name
+            )));
+        }
+        if raw.sources.is_empty() {
+            return Err(invalid(
+                "sources is empty; name at least one folder to back up".into(),
+            ));
+        }
+        if !(1..=19).contains(&raw.compression) {
+            return Err(invalid(format!(
+                "compression = {}: choose a zstd level from 1 to 19 (3 is a good default)",
+                raw.compression
+            )));
+        }
+        for g in &raw.exclude {
+            globset::Glob::new(g).map_err(|e| invalid(format!("exclude {g:?}: {e}")))?;
+        }
+        let repository = match raw.repository.strip_prefix("file://") {
+            Some(p) => format!("file://{}", resolve(p).display()),
+            None if raw.repository.contains("://") => raw.repository.clone(),
+            None => format!("file://{}", resolve(&raw.repository).display()),
+        };
+        let schedule = match raw.schedule {
+            None => Schedule {
+                kind: ScheduleKind::Interval(chrono::Duration::hours(4)),
+                max_per_day: MAX_PER_DAY,
+                timezone: "UTC".into(),
+                jitter: chrono::Duration::minutes(5),
+            },
+            Some(s) => {
+                let kind = match (s.times, s.interval) {
+                    (Some(t), None) => {
+                        let mut mins = t
+                            .iter()
+                            .map(|x| parse_time_of_day(x))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(|e| invalid(format!("schedule.times: {e}")))?;
+                        mins.sort_unstable();
+                        mins.dedup();
+                        if mins.is_empty() {
+                            return Err(invalid("schedule.times is empty".into()));
+                        }
+                        ScheduleKind::Times(mins)
+                    }
+                    (None, Some(i)) => {
+                        let d = parse_duration(&i)
+                            .map_err(|e| invalid(format!("schedule.interval: {e}")))?;
+                        if d < chrono::Duration::seconds(1) {
+                            return Err(invalid("schedule.interval must be at least 1s".into()));
+                        }
+                        ScheduleKind::Interval(d)
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "schedule: set exactly one of `times` or `interval`".into(),
+                        ));
+                    }
+                };
+                let max_per_day = s.max_per_day.unwrap_or(MAX_PER_DAY);
+                if max_per_day == 0 || max_per_day > MAX_PER_DAY {
+                    return Err(invalid(format!(
+                        "schedule.max_per_day = {max_per_day}: must be 1 to {MAX_PER_DAY}"
+                    )));
+                }
+                let timezone = s.timezone.unwrap_or_else(|| "UTC".into());
+                if timezone != "UTC" && timezone != "local" {
+                    return Err(invalid(format!(
+                        "schedule.timezone = {timezone:?}: use \"UTC\" or \"local\""
+                    )));
+                }
+                let jitter = match s.jitter {
+                    Some(j) => {
+                        parse_duration(&j).map_err(|e| invalid(format!("schedule.jitter: {e}")))?
+                    }
+                    None => chrono::Duration::minutes(5),
+                };
+                Schedule {
+                    kind,
+                    max_per_day,
+                    timezone,
+                    jitter,
+                }
+            }
+        };
+        let r = raw.retention.unwrap_or(RetentionFile {
+            keep_within: None,
+            keep_last: None,
+            keep_hourly: None,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+        });
+        let retention = Retention {
+            keep_within: match r.keep_within {
+                Some(k) => parse_duration(&k)
+                    .map_err(|e| invalid(format!("retention.keep_within: {e}")))?,
+                None => chrono::Duration::days(90),
+            },
+            keep_last: r.keep_last.unwrap_or(0),
+            keep_hourly: r.keep_hourly.unwrap_or(0),
+            keep_daily: r.keep_daily.unwrap_or(0),
+            keep_weekly: r.keep_weekly.unwrap_or(0),
+            keep_monthly: r.keep_monthly.unwrap_or(0),
+        };
+        Ok(Profile {
+            file: path.to_path_buf(),
+            name: raw.name,
+            sources: raw.sources.iter().map(|s| resolve(s)).collect(),
+            exclude: raw.exclude,
+            repository,
+            agent_key: raw.agent_key.as_deref().map(resolve),
+            identity: raw.identity.as_deref().map(resolve),
+            catalog: raw.catalog.as_deref().map(resolve),
+            compression: raw.compression,
+            auto_init: raw.auto_init,
+            schedule,
+            retention,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "web-1"
+sources = ["/srv", "data"]
+exclude = ["*.tmp"]
+repository = "repo"
+agent_key = "/etc/coffer/agent.key"
+
+[schedule]
+times = ["04:00", "00:00"]
+max_per_day = 2
+
+[retention]
+keep_within = "30d"
+keep_daily = 7
+"#;
+
+    #[test]
+    fn a_good_profile_resolves_paths_and_values() {
+        let p = Profile::parse(GOOD, Path::new("/etc/coffer/profiles/web.toml")).unwrap();
+        assert_eq!(p.sources[1], PathBuf::from("/etc/coffer/profiles/data"));
+        assert_eq!(p.repository, "file:///etc/coffer/profiles/repo");
+        assert_eq!(p.schedule.kind, ScheduleKind::Times(vec![0, 240]));
+        assert_eq!(p.retention.keep_within, chrono::Duration::days(30));
+        assert_eq!(p.retention.keep_daily, 7);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line() {
+        let text = GOOD.replace("keep_daily = 7", "keep_dialy = 7");
+        let e = Profile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 15") && e.contains("keep_dialy"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_hint() {
+        for (from, to, want) in [
+            ("max_per_day = 2", "max_per_day = 9", "1 to 6"),
+            (
+                "keep_within = \"30d\"",
+                "keep_within = \"30 days\"",
+                "keep_within",
+            ),
+            (
+                "times = [\"04:00\", \"00:00\"]",
+                "times = [\"25:00\"]",
+                "schedule.times",
+            ),
+        ] {
+            let e = Profile::parse(&GOOD.replace(from, to), Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}

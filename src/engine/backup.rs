@@ -1,0 +1,825 @@
+//! Backup: walk → read/chunk/hash → dedup → compress/seal → pack → upload,
+//! then index, then the snapshot that commits it (docs/FORMAT.md, "Write order").
+
+use super::walk::{self, Excludes, Node, WalkItem};
+use super::{Progress, adopt_orphan_packs, sync_index};
+use crate::catalog::{BlobLocation, CachedFile, Catalog};
+use crate::repo::Repository;
+use crate::repo::chunker::{Chunker, Splitter};
+use crate::repo::ids::{BlobId, IndexId, SnapshotId};
+use crate::repo::index::{IndexFile, IndexedPack};
+use crate::repo::lock::{RepoLock, hostname};
+use crate::repo::pack::{BlobKind, PackBuilder, SealedBlob, seal_blob};
+use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::tree::{Entry, EntryKind, Extent};
+use crate::{Error, Result};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+pub struct BackupOptions {
+    pub sources: Vec<PathBuf>,
+    pub exclude: Vec<String>,
+    pub host: Option<String>,
+    pub profile: String,
+    pub compression: i32,
+}
+
+#[derive(Debug)]
+pub struct BackupReport {
+    pub snapshot: SnapshotId,
+    pub summary: Summary,
+    pub packs_added: u64,
+    /// Files or folders that could not be read: (path, reason).
+    pub skipped: Vec<(String, String)>,
+    /// Files that changed while they were read (stored as read).
+    pub changed: Vec<String>,
+    pub orphans_adopted: usize,
+}
+
+/// Files below this size are bundled with their neighbours into one blob, so
+/// tens of thousands of small files do not each pay a blob's fixed cost.
+fn small_file_limit(repo: &Repository) -> u64 {
+    repo.config.data_chunks.min as u64
+}
+
+/// In-flight files the driver lets run ahead of the one it waits for.
+const WINDOW: usize = 512;
+/// Packs uploaded concurrently.
+const UPLOADS_IN_FLIGHT: usize = 4;
+/// Packs per intermediate index object, so a cut-off backup loses little.
+const PACKS_PER_INDEX: usize = 32;
+const LEASE_MINUTES: i64 = 30;
+
+/// Blobs known to exist (repository) or already queued in this run.
+struct Dedup {
+    known: HashMap<BlobId, BlobLocation>,
+    queued: Mutex<HashSet<BlobId>>,
+}
+
+impl Dedup {
+    /// True if the caller should store this blob (first to ask, not in the repository).
+    fn claim(&self, id: &BlobId) -> bool {
+        !self.known.contains_key(id)
+            && self
+                .queued
+                .lock()
+                .map(|mut q| q.insert(*id))
+                .unwrap_or(false)
+    }
+}
+
+struct PlainBlob {
+    id: BlobId,
+    kind: BlobKind,
+    data: Vec<u8>,
+}
+
+struct FileJob {
+    seq: u64,
+    abs: PathBuf,
+    meta: std::fs::Metadata,
+}
+
+enum FileContent {
+    Chunked(Vec<Extent>, u64),
+    Inline(Vec<u8>),
+}
+
+struct FileDone {
+    seq: u64,
+    result: std::result::Result<(FileContent, bool), String>,
+}
+
+/// One entry waiting to be written to the file list, in walk order.
+struct Slot {
+    entry: Entry,
+    /// The file-cache row to save once the entry is final (read files only).
+    cache: bool,
+    state: SlotState,
+}
+
+enum SlotState {
+    Ready,
+    Reading,
+    Failed,
+    /// Inline data arrived; waits for its place in a bundle.
+    Inline(Vec<u8>),
+    /// In bundle number n at this offset; waits for the bundle to close.
+    Bundled(u64),
+}
+
+fn nanos(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+fn entry_of(node: &Node) -> Option<Entry> {
+    let m = &node.meta;
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_char_device() {
+        EntryKind::Chardev
+    } else if ft.is_block_device() {
+        EntryKind::Blockdev
+    } else {
+        return None; // sockets: recreated by their servers, not backed up
+    };
+    let target = if kind == EntryKind::Symlink {
+        use std::os::unix::ffi::OsStrExt;
+        Some(
+            std::fs::read_link(&node.abs)
+                .ok()?
+                .as_os_str()
+                .as_bytes()
+                .to_vec(),
+        )
+    } else {
+        None
+    };
+    Some(Entry {
+        path: node.rel.clone(),
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: nanos(m.mtime(), m.mtime_nsec()),
+        ctime: nanos(m.ctime(), m.ctime_nsec()),
+        ino: m.ino(),
+        size: if kind == EntryKind::File { m.len() } else { 0 },
+        content: Vec::new(),
+        target,
+        rdev: if matches!(kind, EntryKind::Chardev | EntryKind::Blockdev) {
+            m.rdev()
+        } else {
+            0
+        },
+    })
+}
+
+/// Reads, chunks and hashes one file; new chunks go to the sealers.
+fn read_file(
+    job: &FileJob,
+    chunker: &Chunker,
+    small: u64,
+    dedup: &Dedup,
+    keys: &crate::repo::keys::Keys,
+    seal_tx: &Sender<PlainBlob>,
+    progress: &dyn Progress,
+    read_bytes: &AtomicU64,
+) -> std::result::Result<(FileContent, bool), String> {
+    let f = std::fs::File::open(&job.abs).map_err(|e| e.to_string())?;
+    let before = &job.meta;
+    let content = if before.len() < small {
+        let mut data = Vec::with_capacity(before.len() as usize);
+        (&f).take(small)
+            .read_to_end(&mut data)
+            .map_err(|e| e.to_string())?;
+        progress.advance(data.len() as u64);
+        read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        FileContent::Inline(data)
+    } else {
+        let mut extents = Vec::new();
+        let total = chunker
+            .split_reader::<_, std::io::Error>(&f, |chunk| {
+                let id = keys.blob_id(&chunk);
+                let len = chunk.len() as u64;
+                extents.push(Extent {
+                    blob: id,
+                    offset: 0,
+                    length: len,
+                });
+                progress.advance(len);
+                read_bytes.fetch_add(len, Ordering::Relaxed);
+                if dedup.claim(&id) {
+                    seal_tx
+                        .send(PlainBlob {
+                            id,
+                            kind: BlobKind::Data,
+                            data: chunk,
+                        })
+                        .map_err(|_| std::io::Error::other("backup is stopping"))?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        FileContent::Chunked(extents, total)
+    };
+    let read_len = match &content {
+        FileContent::Inline(d) => d.len() as u64,
+        FileContent::Chunked(_, n) => *n,
+    };
+    let after = f.metadata().map_err(|e| e.to_string())?;
+    let changed = read_len != before.len()
+        || after.len() != before.len()
+        || after.mtime() != before.mtime()
+        || after.mtime_nsec() != before.mtime_nsec()
+        || after.ctime() != before.ctime()
+        || after.ctime_nsec() != before.ctime_nsec();
+    Ok((content, changed))
+}
+
+/// Output of the packer thread.
+#[derive(Default)]
+struct PackerOut {
+    indexes: Vec<(IndexId, IndexFile)>,
+    packs: u64,
+    stored: u64,
+}
+
+/// Assembles sealed blobs into packs, uploads them (bounded in flight), and
+/// writes an index object after every PACKS_PER_INDEX uploaded packs.
+fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<PackerOut> {
+    let mut out = PackerOut::default();
+    let mut builder = PackBuilder::default();
+    let mut uploading: VecDeque<(tokio::task::JoinHandle<_>, IndexedPack)> = VecDeque::new();
+    let mut uploaded: Vec<IndexedPack> = Vec::new();
+    let target = repo.config.pack_size as usize;
+
+    let flush_index = |uploaded: &mut Vec<IndexedPack>, out: &mut PackerOut| -> Result<()> {
+        if uploaded.is_empty() {
+            return Ok(());
+        }
+        let index = IndexFile {
+            packs: std::mem::take(uploaded),
+        };
+        let id = repo.write_index(&index)?;
+        out.indexes.push((id, index));
+        Ok(())
+    };
+    let finish_pack = |builder: PackBuilder,
+                       uploading: &mut VecDeque<(tokio::task::JoinHandle<_>, IndexedPack)>,
+                       out: &mut PackerOut|
+     -> Result<()> {
+        let (id, bytes, blobs) = builder.finish(&repo.keys);
+        let size = bytes.len() as u64;
+        out.packs += 1;
+        out.stored += size;
+        let handle = repo.store.spawn_put(id.key(), Bytes::from(bytes));
+        uploading.push_back((handle, IndexedPack { id, size, blobs }));
+        Ok(())
+    };
+
+    for blob in rx.iter() {
+        builder.add(blob);
+        if builder.len() >= target {
+            finish_pack(std::mem::take(&mut builder), &mut uploading, &mut out)?;
+            while uploading.len() >= UPLOADS_IN_FLIGHT {
+                if let Some((h, p)) = uploading.pop_front() {
+                    repo.store.join(h)?;
+                    uploaded.push(p);
+                }
+            }
+            if uploaded.len() >= PACKS_PER_INDEX {
+                flush_index(&mut uploaded, &mut out)?;
+            }
+        }
+    }
+    if !builder.is_empty() {
+        finish_pack(builder, &mut uploading, &mut out)?;
+    }
+    while let Some((h, p)) = uploading.pop_front() {
+        repo.store.join(h)?;
+        uploaded.push(p);
+    }
+    flush_index(&mut uploaded, &mut out)?;
+    Ok(out)
+}
+
+pub fn backup(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<BackupReport> {
+    let started = std::time::Instant::now();
+    let start_time = chrono::Utc::now();
+    let mut sources = Vec::new();
+    for s in &opts.sources {
+        let abs = std::path::absolute(s).map_err(|e| Error::io(s, e))?;
+        let abs: PathBuf = abs.components().collect(); // drops `.` and trailing `/`
+        std::fs::symlink_metadata(&abs).map_err(|e| {
+            Error::Invalid(format!(
+                "source {}: {e}; check the path in the profile or command line",
+                abs.display()
+            ))
+        })?;
+        sources.push(abs);
+    }
+    if sources.is_empty() {
+        return Err(Error::Invalid(
+            "nothing to back up: name at least one path".into(),
+        ));
+    }
+    let excludes = Excludes::new(&opts.exclude).map_err(Error::Invalid)?;
+    let mut lock = RepoLock::acquire(
+        &repo.store,
+        &repo.keys,
+        chrono::Duration::minutes(LEASE_MINUTES),
+    )?;
+    let result = run(
+        repo, catalog, opts, &sources, &excludes, progress, cancel, &mut lock,
+    );
+    // Release even on failure; a release error must not hide the real one.
+    let released = lock.release(&repo.store, &repo.keys);
+    let mut report = result?;
+    released?;
+    report.summary.seconds = started.elapsed().as_secs_f64();
+    let _ = catalog.record_run(
+        &opts.profile,
+        start_time,
+        report.summary.seconds,
+        if report.skipped.is_empty() {
+            "ok"
+        } else {
+            "partial"
+        },
+        Some(&report.snapshot),
+        report.summary.files,
+        report.summary.bytes,
+        report.summary.stored_added,
+        None,
+    );
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &BackupOptions,
+    sources: &[PathBuf],
+    excludes: &Excludes,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+    lock: &mut RepoLock,
+) -> Result<BackupReport> {
+    progress.phase("index", None);
+    let mut known = sync_index(repo, catalog)?;
+    let orphans_adopted = adopt_orphan_packs(repo, catalog)?;
+    if orphans_adopted > 0 {
+        known = catalog.blobs()?;
+    }
+    let file_cache = catalog.files()?;
+    let dedup = Dedup {
+        known,
+        queued: Mutex::new(HashSet::new()),
+    };
+    let seed = repo.keys.chunker_seed();
+    let data_chunker = Chunker::new(repo.config.data_chunks, seed);
+    let meta_chunker = Chunker::new(repo.config.meta_chunks, seed);
+    let small = small_file_limit(repo);
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 8);
+    let read_bytes = AtomicU64::new(0);
+
+    let (walk_tx, walk_rx) = bounded::<WalkItem>(4096);
+    let (job_tx, job_rx) = unbounded::<FileJob>();
+    let (done_tx, done_rx) = unbounded::<FileDone>();
+    let (seal_tx, seal_rx) = bounded::<PlainBlob>(workers * 2);
+    let (pack_tx, pack_rx) = bounded::<SealedBlob>(workers * 2);
+
+    progress.phase("backup", None);
+    std::thread::scope(|s| -> Result<BackupReport> {
+        std::thread::Builder::new()
+            .name("walker".into())
+            .stack_size(64 << 20)
+            .spawn_scoped(s, move || {
+                walk::walk(sources, excludes, &walk_tx);
+            })
+            .map_err(|e| Error::Invalid(format!("cannot start walker: {e}")))?;
+        for _ in 0..workers {
+            let (job_rx, done_tx, seal_tx) = (job_rx.clone(), done_tx.clone(), seal_tx.clone());
+            let (dedup, chunker, read_bytes) = (&dedup, &data_chunker, &read_bytes);
+            s.spawn(move || {
+                for job in job_rx.iter() {
+                    let result = read_file(
+                        &job, chunker, small, dedup, &repo.keys, &seal_tx, progress, read_bytes,
+                    );
+                    if done_tx
+                        .send(FileDone {
+                            seq: job.seq,
+                            result,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+        for _ in 0..workers {
+            let (seal_rx, pack_tx) = (seal_rx.clone(), pack_tx.clone());
+            let level = opts.compression;
+            s.spawn(move || {
+                for b in seal_rx.iter() {
+                    let sealed = seal_blob(&repo.keys, b.kind, b.id, &b.data, level);
+                    if pack_tx.send(sealed).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((job_rx, done_tx, seal_rx, pack_tx));
+        let packer_handle = s.spawn(move || packer(repo, pack_rx));
+
+        let mut d = Driver {
+            repo,
+            dedup: &dedup,
+            seal_tx,
+            splitter: Splitter::new(meta_chunker.clone()),
+            tree: Vec::new(),
+            refs: HashSet::new(),
+            pending: VecDeque::new(),
+            base: 0,
+            cursor: 0,
+            bundle: Vec::new(),
+            bundle_no: 0,
+            bundles: HashMap::new(),
+            summary: Summary::default(),
+            skipped: Vec::new(),
+            changed: Vec::new(),
+            new_cache: Vec::new(),
+            hardlinks: HashMap::new(),
+            line: Vec::new(),
+        };
+        let driven = d.drive(walk_rx, &job_tx, &done_rx, &file_cache, small, cancel, lock);
+        drop(job_tx);
+        // On failure, hang up so every stage stops, then report the first cause.
+        let finished = driven.and_then(|()| d.finish(&meta_chunker));
+        let Driver {
+            seal_tx,
+            summary,
+            skipped,
+            changed,
+            new_cache,
+            ..
+        } = d;
+        drop(seal_tx);
+        let packed = packer_handle
+            .join()
+            .map_err(|_| Error::Invalid("packer thread panicked".into()))?;
+        let (tree, refs) = finished?;
+        let packed = packed?;
+
+        // Commit: indexes are written; now the snapshot, last.
+        let mut summary = summary;
+        summary.stored_added = packed.stored;
+        summary.data_added = packed
+            .indexes
+            .iter()
+            .flat_map(|(_, i)| i.packs.iter())
+            .flat_map(|p| p.blobs.iter())
+            .filter(|b| b.kind == BlobKind::Data)
+            .map(|b| b.raw_length)
+            .sum();
+        summary.skipped = skipped.len() as u64;
+        let snap = Snapshot {
+            time: chrono::Utc::now(),
+            host: opts.host.clone().unwrap_or_else(hostname),
+            profile: opts.profile.clone(),
+            paths: sources.iter().map(|p| p.display().to_string()).collect(),
+            tree,
+            refs,
+            summary: summary.clone(),
+        };
+        let snapshot = repo.write_snapshot(&snap)?;
+
+        // The catalog follows the repository; failures here cost only time.
+        for (id, index) in &packed.indexes {
+            catalog.add_index(id, index)?;
+        }
+        catalog.put_snapshot(&snapshot, &snap)?;
+        catalog.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
+        Ok(BackupReport {
+            snapshot,
+            summary,
+            packs_added: packed.packs,
+            skipped,
+            changed,
+            orphans_adopted,
+        })
+    })
+}
+
+/// The driver: consumes the walk in order, keeps the file list in order while
+/// files are read out of order, bundles small files, and writes the file list.
+struct Driver<'a> {
+    repo: &'a Repository,
+    dedup: &'a Dedup,
+    seal_tx: Sender<PlainBlob>,
+    splitter: Splitter,
+    tree: Vec<BlobId>,
+    refs: HashSet<BlobId>,
+    pending: VecDeque<Slot>,
+    /// Sequence number of pending[0].
+    base: u64,
+    /// Index in `pending` of the first slot not yet placed in a bundle.
+    cursor: usize,
+    bundle: Vec<u8>,
+    bundle_no: u64,
+    bundles: HashMap<u64, BlobId>,
+    summary: Summary,
+    skipped: Vec<(String, String)>,
+    changed: Vec<String>,
+    new_cache: Vec<(Vec<u8>, CachedFile)>,
+    hardlinks: HashMap<(u64, u64), Vec<u8>>,
+    line: Vec<u8>,
+}
+
+impl Driver<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn drive(
+        &mut self,
+        walk_rx: Receiver<WalkItem>,
+        job_tx: &Sender<FileJob>,
+        done_rx: &Receiver<FileDone>,
+        cache: &HashMap<Vec<u8>, CachedFile>,
+        small: u64,
+        cancel: &AtomicBool,
+        lock: &mut RepoLock,
+    ) -> Result<()> {
+        let mut reading = 0usize;
+        for item in walk_rx.iter() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            lock.refresh_if_due(&self.repo.store, &self.repo.keys)?;
+            let node = match item {
+                WalkItem::Node(n) => n,
+                WalkItem::Skipped { path, error } => {
+                    self.skipped.push((path, error));
+                    continue;
+                }
+            };
+            let Some(mut entry) = entry_of(&node) else {
+                continue;
+            };
+            let seq = self.base + self.pending.len() as u64;
+            let mut state = SlotState::Ready;
+            let mut cache_row = false;
+            match entry.kind {
+                EntryKind::Dir => self.summary.dirs += 1,
+                EntryKind::File => {
+                    self.summary.files += 1;
+                    self.summary.bytes += entry.size;
+                    let m = &node.meta;
+                    if m.nlink() > 1 {
+                        let key = (m.dev(), m.ino());
+                        if let Some(first) = self.hardlinks.get(&key) {
+                            entry.kind = EntryKind::Hardlink;
+                            entry.target = Some(first.clone());
+                            entry.size = 0;
+                            self.summary.bytes -= m.len();
+                            self.pending.push_back(Slot {
+                                entry,
+                                cache: false,
+                                state,
+                            });
+                            self.advance()?;
+                            continue;
+                        }
+                        self.hardlinks.insert(key, entry.path.clone());
+                    }
+                    let hit = cache.get(&entry.path).filter(|c| {
+                        c.size == entry.size
+                            && c.mtime == entry.mtime
+                            && c.ctime == entry.ctime
+                            && c.ino == entry.ino
+                            && c.content
+                                .iter()
+                                .all(|x| self.dedup.known.contains_key(&x.blob))
+                    });
+                    if let Some(c) = hit {
+                        self.summary.files_unchanged += 1;
+                        entry.content = c.content.clone();
+                    } else if entry.size == 0 {
+                        // Nothing to read; cached so the next run counts it unchanged.
+                        if cache.contains_key(&entry.path) {
+                            self.summary.files_changed += 1;
+                        } else {
+                            self.summary.files_new += 1;
+                        }
+                        cache_row = true;
+                    } else {
+                        if cache.contains_key(&entry.path) {
+                            self.summary.files_changed += 1;
+                        } else {
+                            self.summary.files_new += 1;
+                        }
+                        cache_row = true;
+                        state = SlotState::Reading;
+                        job_tx
+                            .send(FileJob {
+                                seq,
+                                abs: node.abs,
+                                meta: node.meta,
+                            })
+                            .map_err(|_| Error::Invalid("file readers stopped".into()))?;
+                        reading += 1;
+                    }
+                }
+                _ => {}
+            }
+            self.pending.push_back(Slot {
+                entry,
+                cache: cache_row,
+                state,
+            });
+            // Collect what is done; wait when too far ahead.
+            while let Ok(done) = done_rx.try_recv() {
+                reading -= 1;
+                self.complete(done, small);
+            }
+            while reading >= WINDOW || self.pending.len() > 4 * WINDOW && reading > 0 {
+                let done = done_rx
+                    .recv()
+                    .map_err(|_| Error::Invalid("file readers stopped".into()))?;
+                reading -= 1;
+                self.complete(done, small);
+            }
+            self.advance()?;
+        }
+        while reading > 0 {
+            let done = done_rx
+                .recv()
+                .map_err(|_| Error::Invalid("file readers stopped".into()))?;
+            reading -= 1;
+            self.complete(done, small);
+            self.advance()?;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        self.close_bundle()?;
+        self.advance()
+    }
+
+    fn complete(&mut self, done: FileDone, _small: u64) {
+        let Some(slot) = self.pending.get_mut((done.seq - self.base) as usize) else {
+            return;
+        };
+        match done.result {
+            Ok((content, changed)) => {
+                if changed {
+                    self.changed.push(slot.entry.path_display());
+                    slot.cache = false; // read it again next time
+                }
+                match content {
+                    FileContent::Chunked(extents, total) => {
+                        slot.entry.size = total;
+                        slot.entry.content = extents;
+                        slot.state = SlotState::Ready;
+                    }
+                    FileContent::Inline(data) => {
+                        slot.entry.size = data.len() as u64;
+                        slot.state = SlotState::Inline(data);
+                    }
+                }
+            }
+            Err(e) => {
+                self.skipped
+                    .push((format!("/{}", slot.entry.path_display()), e));
+                slot.state = SlotState::Failed;
+            }
+        }
+    }
+
+    /// Places inline files into bundles in walk order, then writes every
+    /// finished entry at the front of the queue to the file list.
+    fn advance(&mut self) -> Result<()> {
+        while self.cursor < self.pending.len() {
+            let slot = &mut self.pending[self.cursor];
+            match std::mem::replace(&mut slot.state, SlotState::Ready) {
+                SlotState::Inline(data) => {
+                    slot.entry.content = vec![Extent {
+                        blob: BlobId([0; 32]),
+                        offset: self.bundle.len() as u64,
+                        length: data.len() as u64,
+                    }];
+                    slot.state = SlotState::Bundled(self.bundle_no);
+                    self.bundle.extend_from_slice(&data);
+                    let cut_here = self.bundle.len() >= self.repo.config.data_chunks.avg
+                        || (self.bundle.len() >= self.repo.config.data_chunks.min
+                            && self.repo.keys.blob_id(&slot.entry.path).0[0] < 32);
+                    self.cursor += 1;
+                    if cut_here {
+                        self.close_bundle()?;
+                    }
+                }
+                SlotState::Reading => {
+                    slot.state = SlotState::Reading;
+                    break;
+                }
+                other => {
+                    slot.state = other;
+                    self.cursor += 1;
+                }
+            }
+        }
+        while let Some(front) = self.pending.front() {
+            match front.state {
+                SlotState::Reading | SlotState::Inline(_) => break,
+                SlotState::Bundled(n) if !self.bundles.contains_key(&n) => break,
+                _ => {}
+            }
+            let Some(mut slot) = self.pending.pop_front() else {
+                break;
+            };
+            self.base += 1;
+            self.cursor -= 1;
+            if let SlotState::Failed = slot.state {
+                // Skipped: reported, not in the snapshot (and its counts undone).
+                self.summary.files -= 1;
+                self.summary.bytes = self.summary.bytes.saturating_sub(slot.entry.size);
+                continue;
+            }
+            if let SlotState::Bundled(n) = slot.state {
+                let id = self.bundles[&n];
+                for x in &mut slot.entry.content {
+                    x.blob = id;
+                }
+            }
+            for x in &slot.entry.content {
+                self.refs.insert(x.blob);
+            }
+            if slot.cache {
+                self.new_cache.push((
+                    slot.entry.path.clone(),
+                    CachedFile {
+                        size: slot.entry.size,
+                        mtime: slot.entry.mtime,
+                        ctime: slot.entry.ctime,
+                        ino: slot.entry.ino,
+                        content: slot.entry.content.clone(),
+                    },
+                ));
+            }
+            self.line.clear();
+            slot.entry.write_line(&mut self.line);
+            let line = std::mem::take(&mut self.line);
+            for chunk in self.splitter.push(&line) {
+                let id = self.store_blob(BlobKind::Tree, chunk)?;
+                self.tree.push(id);
+            }
+            self.line = line;
+        }
+        Ok(())
+    }
+
+    fn close_bundle(&mut self) -> Result<()> {
+        if self.bundle.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.bundle);
+        let id = self.store_blob(BlobKind::Data, data)?;
+        self.bundles.insert(self.bundle_no, id);
+        self.bundle_no += 1;
+        Ok(())
+    }
+
+    fn store_blob(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<BlobId> {
+        let id = self.repo.keys.blob_id(&data);
+        if self.dedup.claim(&id) {
+            self.seal_tx
+                .send(PlainBlob { id, kind, data })
+                .map_err(|_| Error::Invalid("backup pipeline stopped".into()))?;
+        }
+        Ok(id)
+    }
+
+    /// Ends the file list and writes the reference list.
+    fn finish(&mut self, meta_chunker: &Chunker) -> Result<(Vec<BlobId>, Vec<BlobId>)> {
+        let splitter = std::mem::replace(&mut self.splitter, Splitter::new(meta_chunker.clone()));
+        for chunk in splitter.finish() {
+            let id = self.store_blob(BlobKind::Tree, chunk)?;
+            self.tree.push(id);
+        }
+        let mut refs: Vec<BlobId> = self.refs.drain().chain(self.tree.iter().copied()).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        let bytes: Vec<u8> = refs.iter().flat_map(|r| r.0).collect();
+        let mut ref_splitter = Splitter::new(meta_chunker.clone());
+        let mut chunks = ref_splitter.push(&bytes);
+        chunks.extend(ref_splitter.finish());
+        let mut ref_ids = Vec::new();
+        for chunk in chunks {
+            ref_ids.push(self.store_blob(BlobKind::Refs, chunk)?);
+        }
+        Ok((std::mem::take(&mut self.tree), ref_ids))
+    }
+}

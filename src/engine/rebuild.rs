@@ -1,0 +1,61 @@
+//! `catalog rebuild`: recreate the local cache from the repository alone.
+
+use super::{Progress, for_each_entry, sync_index, sync_snapshots};
+use crate::Result;
+use crate::catalog::{CachedFile, Catalog};
+use crate::repo::Repository;
+use crate::repo::tree::EntryKind;
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Debug, Default)]
+pub struct RebuildReport {
+    pub blobs: usize,
+    pub snapshots: usize,
+    /// File-cache rows restored from the newest snapshot of each profile (identity only).
+    pub files: usize,
+}
+
+pub fn rebuild(repo: &Repository, path: &Path, progress: &dyn Progress) -> Result<RebuildReport> {
+    Catalog::remove_files(path);
+    let mut catalog = Catalog::open(path, &repo.config.id)?;
+    progress.phase("index", None);
+    let blobs = sync_index(repo, &mut catalog)?;
+    progress.phase("snapshots", None);
+    let snaps = sync_snapshots(repo, &mut catalog)?;
+    let mut report = RebuildReport {
+        blobs: blobs.len(),
+        snapshots: snaps.len(),
+        files: 0,
+    };
+    if repo.keys.is_operator() {
+        // The newest snapshot per (host, profile) carries what the file cache needs.
+        let mut newest: HashMap<(&str, &str), &crate::repo::snapshot::Snapshot> = HashMap::new();
+        for (_, s) in &snaps {
+            newest.insert((s.host.as_str(), s.profile.as_str()), s);
+        }
+        progress.phase("file cache", Some(newest.len() as u64));
+        for snap in newest.values() {
+            let mut rows = Vec::new();
+            for_each_entry(repo, &blobs, snap, |e| {
+                if e.kind == EntryKind::File {
+                    rows.push((
+                        e.path,
+                        CachedFile {
+                            size: e.size,
+                            mtime: e.mtime,
+                            ctime: e.ctime,
+                            ino: e.ino,
+                            content: e.content,
+                        },
+                    ));
+                }
+                Ok(())
+            })?;
+            report.files += rows.len();
+            catalog.save_files(rows.iter().map(|(p, f)| (p.as_slice(), f)))?;
+            progress.advance(1);
+        }
+    }
+    Ok(report)
+}

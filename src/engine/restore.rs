@@ -1,0 +1,468 @@
+//! Restore: plan every file's pieces, fetch each needed blob once (grouped by
+//! pack, adjacent blobs in one ranged read, packs in parallel), write pieces
+//! in place, then set metadata (folders last, deepest first).
+
+use super::{Progress, for_each_entry};
+use crate::catalog::BlobLocation;
+use crate::repo::Repository;
+use crate::repo::ids::{BlobId, PackId};
+use crate::repo::pack::{PackEntry, open_blob};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::{Entry, EntryKind};
+use crate::{Error, Result};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Globs over snapshot paths (no leading `/`); empty means everything.
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+    /// Entries that could not be restored, with the reason.
+    pub failed: Vec<(String, String)>,
+    /// Entries restored without some metadata (e.g. devices when not root).
+    pub warnings: Vec<String>,
+}
+
+/// One piece of a file: `len` bytes at `blob_off` in a blob go to `file_off`.
+#[derive(Clone, Copy)]
+struct Piece {
+    file: usize,
+    file_off: u64,
+    blob_off: u64,
+    len: u64,
+}
+
+fn build_includes(patterns: &[String]) -> Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        let p = p.trim_start_matches('/');
+        let g = GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| Error::Invalid(format!("include {p:?}: {e}")))?;
+        b.add(g);
+    }
+    b.build()
+        .map(Some)
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// An entry is selected if it or one of its parents matches.
+fn selected(includes: &Option<GlobSet>, path: &[u8]) -> bool {
+    let Some(set) = includes else { return true };
+    let mut p: &[u8] = path;
+    loop {
+        if set.is_match(Path::new(OsStr::from_bytes(p))) {
+            return true;
+        }
+        match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => p = &p[..i],
+            None => return false,
+        }
+    }
+}
+
+/// Creates the folders leading to `rel` below `root`, refusing to go through
+/// anything that is not a real folder (a symlink planted in the target).
+struct DirMaker {
+    root: PathBuf,
+    verified: HashSet<Vec<u8>>,
+}
+
+impl DirMaker {
+    fn ensure(&mut self, rel_dir: &[u8]) -> std::result::Result<(), String> {
+        if rel_dir.is_empty() || self.verified.contains(rel_dir) {
+            return Ok(());
+        }
+        if let Some(i) = rel_dir.iter().rposition(|&b| b == b'/') {
+            self.ensure(&rel_dir[..i])?;
+        }
+        let abs = self.root.join(OsStr::from_bytes(rel_dir));
+        match std::fs::symlink_metadata(&abs) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format!(
+                    "{} exists and is not a folder; refusing to write through it",
+                    abs.display()
+                ));
+            }
+            Err(_) => std::fs::create_dir(&abs).map_err(|e| format!("{}: {e}", abs.display()))?,
+        }
+        self.verified.insert(rel_dir.to_vec());
+        Ok(())
+    }
+}
+
+fn parent_of(rel: &[u8]) -> &[u8] {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => &rel[..i],
+        None => &[],
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Sets times by path without following or opening anything (`utimensat`
+/// with `AT_SYMLINK_NOFOLLOW`): opening a restored fifo would block.
+fn set_times(path: &Path, mtime_ns: i64) -> std::io::Result<()> {
+    let t = filetime::FileTime::from_unix_time(
+        mtime_ns.div_euclid(1_000_000_000),
+        mtime_ns.rem_euclid(1_000_000_000) as u32,
+    );
+    filetime::set_symlink_file_times(path, t, t)
+}
+
+fn apply_metadata(path: &Path, e: &Entry, root: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let symlink = e.kind == EntryKind::Symlink;
+    if root {
+        std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))?;
+    }
+    if !symlink {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+    }
+    set_times(path, e.mtime)
+}
+
+pub fn restore(
+    repo: &Repository,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let includes = build_includes(&opts.include)?;
+    std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    let root = is_root();
+    let mut report = RestoreReport::default();
+
+    // Pass 1: the file list (selected entries only), in walk order.
+    let mut entries: Vec<Entry> = Vec::new();
+    for_each_entry(repo, blobs, snap, |e| {
+        if selected(&includes, &e.path) {
+            entries.push(e);
+        }
+        Ok(())
+    })?;
+
+    // Pass 2: folders, empty files, special files; plan the pieces per blob.
+    let mut dirs = DirMaker {
+        root: opts.target.clone(),
+        verified: HashSet::new(),
+    };
+    let mut plan: HashMap<BlobId, Vec<Piece>> = HashMap::new();
+    let mut failed: HashSet<usize> = HashSet::new();
+    let mut total_bytes = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        let abs = opts.target.join(e.path_os());
+        let made = dirs.ensure(parent_of(&e.path)).and_then(|()| match e.kind {
+            EntryKind::Dir => dirs.ensure(&e.path),
+            EntryKind::File => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&abs)
+                    .map_err(|err| format!("{}: {err}", abs.display()))?;
+                f.set_len(e.size)
+                    .map_err(|err| format!("{}: {err}", abs.display()))?;
+                let mut off = 0;
+                for x in &e.content {
+                    plan.entry(x.blob).or_default().push(Piece {
+                        file: i,
+                        file_off: off,
+                        blob_off: x.offset,
+                        len: x.length,
+                    });
+                    off += x.length;
+                }
+                total_bytes += e.size;
+                Ok(())
+            }
+            EntryKind::Fifo => {
+                let c = std::ffi::CString::new(abs.as_os_str().as_bytes())
+                    .map_err(|err| err.to_string())?;
+                let _ = std::fs::remove_file(&abs);
+                // SAFETY: c is a valid NUL-terminated path.
+                if unsafe { libc::mkfifo(c.as_ptr(), (e.mode & 0o777) as libc::mode_t) } != 0 {
+                    return Err(format!(
+                        "{}: {}",
+                        abs.display(),
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                Ok(())
+            }
+            EntryKind::Chardev | EntryKind::Blockdev => {
+                if !root {
+                    return Err("device files can only be restored as root".into());
+                }
+                let c = std::ffi::CString::new(abs.as_os_str().as_bytes())
+                    .map_err(|err| err.to_string())?;
+                let kind = if e.kind == EntryKind::Chardev {
+                    libc::S_IFCHR
+                } else {
+                    libc::S_IFBLK
+                };
+                let _ = std::fs::remove_file(&abs);
+                // SAFETY: c is a valid NUL-terminated path.
+                if unsafe {
+                    libc::mknod(
+                        c.as_ptr(),
+                        kind | (e.mode & 0o777) as libc::mode_t,
+                        e.rdev as libc::dev_t,
+                    )
+                } != 0
+                {
+                    return Err(format!(
+                        "{}: {}",
+                        abs.display(),
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                Ok(())
+            }
+            // Links come after the files they point to.
+            EntryKind::Symlink | EntryKind::Hardlink => Ok(()),
+        });
+        if let Err(reason) = made {
+            failed.insert(i);
+            report.failed.push((e.path_display(), reason));
+        }
+    }
+
+    // Pass 3: fetch and write, packs in parallel.
+    progress.phase("restore", Some(total_bytes));
+    let mut by_pack: HashMap<PackId, Vec<(PackEntry, Vec<Piece>)>> = HashMap::new();
+    for (blob, pieces) in plan {
+        match blobs.get(&blob) {
+            Some(loc) => by_pack
+                .entry(loc.pack)
+                .or_default()
+                .push((loc.entry, pieces)),
+            None => {
+                for p in pieces {
+                    if failed.insert(p.file) {
+                        report.failed.push((
+                            entries[p.file].path_display(),
+                            format!("blob {} is missing from the repository", blob.short()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let work: Mutex<Vec<(PackId, Vec<(PackEntry, Vec<Piece>)>)>> =
+        Mutex::new(by_pack.into_iter().collect());
+    let errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                loop {
+                    let Some((pack, mut items)) = work.lock().ok().and_then(|mut w| w.pop()) else {
+                        break;
+                    };
+                    items.sort_by_key(|(e, _)| e.offset);
+                    restore_pack(
+                        repo,
+                        &opts.target,
+                        &entries,
+                        &pack,
+                        &items,
+                        &errors,
+                        progress,
+                    );
+                }
+            });
+        }
+    });
+    for (file, reason) in errors.into_inner().unwrap_or_default() {
+        if failed.insert(file) {
+            report.failed.push((entries[file].path_display(), reason));
+        }
+    }
+
+    // Pass 4: links, then metadata; folders last, deepest first.
+    for (i, e) in entries.iter().enumerate() {
+        let abs = opts.target.join(e.path_os());
+        let res = match e.kind {
+            EntryKind::Symlink => {
+                let _ = std::fs::remove_file(&abs);
+                std::os::unix::fs::symlink(
+                    OsStr::from_bytes(e.target.as_deref().unwrap_or_default()),
+                    &abs,
+                )
+                .map_err(|err| format!("{}: {err}", abs.display()))
+            }
+            EntryKind::Hardlink => {
+                let src = opts
+                    .target
+                    .join(OsStr::from_bytes(e.target.as_deref().unwrap_or_default()));
+                let _ = std::fs::remove_file(&abs);
+                std::fs::hard_link(&src, &abs)
+                    .map_err(|err| format!("{}: link to {}: {err}", abs.display(), src.display()))
+            }
+            _ => Ok(()),
+        };
+        if let Err(reason) = res {
+            failed.insert(i);
+            report.failed.push((e.path_display(), reason));
+        }
+    }
+    for (i, e) in entries.iter().enumerate() {
+        if failed.contains(&i) {
+            if e.kind == EntryKind::File {
+                // Never leave a file with holes where damaged data was.
+                let _ = std::fs::remove_file(opts.target.join(e.path_os()));
+            }
+            continue;
+        }
+        match e.kind {
+            EntryKind::Dir => {
+                report.dirs += 1;
+                continue;
+            }
+            EntryKind::File => {
+                report.files += 1;
+                report.bytes += e.size;
+            }
+            EntryKind::Hardlink => {
+                report.links += 1;
+                continue; // shares the metadata of its first name
+            }
+            _ => report.links += u64::from(e.kind == EntryKind::Symlink),
+        }
+        if let Err(err) = apply_metadata(&opts.target.join(e.path_os()), e, root) {
+            report.warnings.push(format!(
+                "{}: metadata not restored: {err}",
+                e.path_display()
+            ));
+        }
+    }
+    for (i, e) in entries.iter().enumerate().rev() {
+        if e.kind == EntryKind::Dir && !failed.contains(&i) {
+            if let Err(err) = apply_metadata(&opts.target.join(e.path_os()), e, root) {
+                report.warnings.push(format!(
+                    "{}: metadata not restored: {err}",
+                    e.path_display()
+                ));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Reads the needed blobs of one pack, coalescing neighbours into one read.
+fn restore_pack(
+    repo: &Repository,
+    target: &Path,
+    entries: &[Entry],
+    pack: &PackId,
+    items: &[(PackEntry, Vec<Piece>)],
+    errors: &Mutex<Vec<(usize, String)>>,
+    progress: &dyn Progress,
+) {
+    const GAP: u64 = 256 * 1024;
+    const MAX_READ: u64 = 32 * 1024 * 1024;
+    let fail = |pieces: &[Piece], reason: &str| {
+        if let Ok(mut errs) = errors.lock() {
+            errs.extend(pieces.iter().map(|p| (p.file, reason.to_string())));
+        }
+    };
+    let mut i = 0;
+    while i < items.len() {
+        let start = items[i].0.offset;
+        let mut end = start + items[i].0.length;
+        let mut j = i + 1;
+        while j < items.len()
+            && items[j].0.offset <= end + GAP
+            && items[j].0.offset + items[j].0.length - start <= MAX_READ
+        {
+            end = end.max(items[j].0.offset + items[j].0.length);
+            j += 1;
+        }
+        match repo.store.get_range(&pack.key(), start, end - start) {
+            Err(e) => {
+                for (_, pieces) in &items[i..j] {
+                    fail(pieces, &e.to_string());
+                }
+            }
+            Ok(bytes) => {
+                for (entry, pieces) in &items[i..j] {
+                    let lo = (entry.offset - start) as usize;
+                    let Some(sealed) = bytes.get(lo..lo + entry.length as usize) else {
+                        fail(
+                            pieces,
+                            &format!("{} is shorter than its index says", pack.key()),
+                        );
+                        continue;
+                    };
+                    match open_blob(&repo.keys, entry, pack, sealed) {
+                        Err(e) => fail(pieces, &e.to_string()),
+                        Ok(plain) => {
+                            for p in pieces {
+                                let res = write_piece(target, &entries[p.file], &plain, p);
+                                if let Err(e) = res {
+                                    fail(std::slice::from_ref(p), &e);
+                                } else {
+                                    progress.advance(p.len);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        i = j;
+    }
+}
+
+fn write_piece(
+    target: &Path,
+    e: &Entry,
+    plain: &[u8],
+    p: &Piece,
+) -> std::result::Result<(), String> {
+    let end = p
+        .blob_off
+        .checked_add(p.len)
+        .filter(|&x| x <= plain.len() as u64)
+        .ok_or_else(|| {
+            format!(
+                "file list points outside blob ({} + {} > {})",
+                p.blob_off,
+                p.len,
+                plain.len()
+            )
+        })?;
+    let abs = target.join(e.path_os());
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&abs)
+        .map_err(|err| format!("{}: {err}", abs.display()))?;
+    f.write_all_at(&plain[p.blob_off as usize..end as usize], p.file_off)
+        .map_err(|err| format!("{}: {err}", abs.display()))
+}

@@ -1,0 +1,162 @@
+//! The walker: a deterministic pre-order walk (parents first, names sorted
+//! bytewise), so file lists of unchanged trees are byte-identical and dedup.
+
+use crossbeam_channel::Sender;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub struct Node {
+    pub abs: PathBuf,
+    /// Path relative to `/`, as stored in the snapshot.
+    pub rel: Vec<u8>,
+    pub meta: Metadata,
+}
+
+pub enum WalkItem {
+    Node(Node),
+    /// Something that could not be listed or examined; reported, not fatal.
+    Skipped {
+        path: String,
+        error: String,
+    },
+}
+
+/// Exclude globs: a pattern with `/` matches the absolute path, one without
+/// matches the file name anywhere.
+pub struct Excludes {
+    by_name: GlobSet,
+    by_path: GlobSet,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+        let mut by_name = GlobSetBuilder::new();
+        let mut by_path = GlobSetBuilder::new();
+        for p in patterns {
+            let g = GlobBuilder::new(p)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| format!("exclude {p:?}: {e}"))?;
+            if p.contains('/') {
+                by_path.add(g);
+            } else {
+                by_name.add(g);
+            }
+        }
+        Ok(Excludes {
+            by_name: by_name.build().map_err(|e| e.to_string())?,
+            by_path: by_path.build().map_err(|e| e.to_string())?,
+        })
+    }
+
+    fn excluded(&self, abs: &Path) -> bool {
+        abs.file_name().is_some_and(|n| self.by_name.is_match(n)) || self.by_path.is_match(abs)
+    }
+}
+
+pub fn rel_of(abs: &Path) -> Vec<u8> {
+    let b = abs.as_os_str().as_bytes();
+    b.strip_prefix(b"/").unwrap_or(b).to_vec()
+}
+
+/// Walks `sources` (absolute, normalised) in order, sending every node.
+/// Returns false if the receiver hung up (the backup is stopping).
+pub fn walk(sources: &[PathBuf], excludes: &Excludes, tx: &Sender<WalkItem>) -> bool {
+    let mut sources: Vec<&PathBuf> = sources.iter().collect();
+    sources.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+    sources.dedup();
+    let mut emitted_dirs: Vec<PathBuf> = Vec::new();
+    let mut done: Vec<&PathBuf> = Vec::new();
+    for src in sources {
+        // A source inside another source is already covered.
+        if done.iter().any(|d| src.starts_with(d)) {
+            continue;
+        }
+        done.push(src);
+        // Ancestors first, so a restore recreates them with their metadata.
+        let ancestors: Vec<&Path> = src
+            .ancestors()
+            .skip(1)
+            .filter(|a| a.parent().is_some())
+            .collect();
+        for anc in ancestors.into_iter().rev() {
+            if emitted_dirs.iter().any(|d| d == anc) {
+                continue;
+            }
+            emitted_dirs.push(anc.to_path_buf());
+            if !send_node(anc, tx) {
+                return false;
+            }
+        }
+        if !visit(src, excludes, tx) {
+            return false;
+        }
+    }
+    true
+}
+
+fn send_node(abs: &Path, tx: &Sender<WalkItem>) -> bool {
+    let item = match std::fs::symlink_metadata(abs) {
+        Ok(meta) => WalkItem::Node(Node {
+            abs: abs.to_path_buf(),
+            rel: rel_of(abs),
+            meta,
+        }),
+        Err(e) => WalkItem::Skipped {
+            path: abs.display().to_string(),
+            error: e.to_string(),
+        },
+    };
+    tx.send(item).is_ok()
+}
+
+fn visit(abs: &Path, excludes: &Excludes, tx: &Sender<WalkItem>) -> bool {
+    let meta = match std::fs::symlink_metadata(abs) {
+        Ok(m) => m,
+        Err(e) => {
+            return tx
+                .send(WalkItem::Skipped {
+                    path: abs.display().to_string(),
+                    error: e.to_string(),
+                })
+                .is_ok();
+        }
+    };
+    let is_dir = meta.is_dir();
+    let node = Node {
+        abs: abs.to_path_buf(),
+        rel: rel_of(abs),
+        meta,
+    };
+    if tx.send(WalkItem::Node(node)).is_err() {
+        return false;
+    }
+    if !is_dir {
+        return true;
+    }
+    let mut names: Vec<std::ffi::OsString> = match std::fs::read_dir(abs) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+        Err(e) => {
+            return tx
+                .send(WalkItem::Skipped {
+                    path: abs.display().to_string(),
+                    error: format!("cannot list folder: {e}"),
+                })
+                .is_ok();
+        }
+    };
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for name in names {
+        let child = abs.join(&name);
+        if excludes.excluded(&child) {
+            continue;
+        }
+        if !visit(&child, excludes, tx) {
+            return false;
+        }
+    }
+    true
+}

@@ -1,0 +1,19 @@
+//! The coffer binary: parse, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // A full disk may show up as SIGXFSZ under a file-size limit: get EFBIG instead.
+    // SAFETY: setting a signal to ignored has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    match coffer::cli::run() {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("coffer: error: {}", coffer::cli::render_error(&e));
+            ExitCode::from(coffer::cli::Exit::Failure as u8)
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The single-writer lock: one `lock` object made with the storage's
+//! create-only write, holding who took it and a lease. A writer refreshes its
+//! lease while it works; a lease that ran out, or a holder on this host whose
+//! process is gone, is stale and may be taken over.
+
+use super::RepoError;
+use super::keys::{Audience, Keys};
+use super::store::Store;
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const LOCK_KEY: &str = "lock";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LockInfo {
+    host: String,
+    pid: u32,
+    started: DateTime<Utc>,
+    expires: DateTime<Utc>,
+    nonce: u64,
+}
+
+/// A held lock. Call [`RepoLock::release`] when done; a dropped lock simply
+/// expires with its lease.
+pub struct RepoLock {
+    info: LockInfo,
+    lease: Duration,
+    refreshed: DateTime<Utc>,
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+impl RepoLock {
+    pub fn acquire(store: &Store, keys: &Keys, lease: Duration) -> Result<RepoLock, RepoError> {
+        let now = Utc::now();
+        let info = LockInfo {
+            host: hostname(),
+            pid: std::process::id(),
+            started: now,
+            expires: now + lease,
+            nonce: rand::random(),
+        };
+        for _ in 0..3 {
+            let sealed = Bytes::from(keys.seal(
+                Audience::Both,
+                &serde_json::to_vec(&info).unwrap_or_default(),
+            ));
+            if store.create(LOCK_KEY, sealed)? {
+                // Read back: if a racing taker deleted ours meanwhile, we lost.
+                if Self::read(store, keys)?.is_some_and(|held| held.nonce == info.nonce) {
+                    return Ok(RepoLock {
+                        info,
+                        lease,
+                        refreshed: now,
+                    });
+                }
+                continue;
+            }
+            let Some(held) = Self::read(store, keys)? else {
+                continue; // released between our attempt and the read
+            };
+            let stale = held.expires < Utc::now()
+                || (held.host == info.host && held.pid != info.pid && !process_alive(held.pid));
+            if !stale {
+                return Err(RepoError::Locked {
+                    host: held.host,
+                    pid: held.pid,
+                    since: held.started,
+                });
+            }
+            store.delete(LOCK_KEY)?;
+        }
+        Err(RepoError::Locked {
+            host: "another writer".into(),
+            pid: 0,
+            since: Utc::now(),
+        })
+    }
+
+    fn read(store: &Store, keys: &Keys) -> Result<Option<LockInfo>, RepoError> {
+        let bytes = match store.get(LOCK_KEY) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let plain = keys.open(&bytes, LOCK_KEY)?;
+        serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|e| RepoError::Corrupt {
+                object: LOCK_KEY.into(),
+                reason: format!("{e}; if no backup is running, delete the `lock` object"),
+            })
+    }
+
+    /// Extends the lease if a third of it has passed. Cheap to call often.
+    pub fn refresh_if_due(&mut self, store: &Store, keys: &Keys) -> Result<(), RepoError> {
+        let now = Utc::now();
+        if now - self.refreshed < self.lease / 3 {
+            return Ok(());
+        }
+        match Self::read(store, keys)? {
+            Some(held) if held.nonce == self.info.nonce => {}
+            _ => {
+                return Err(RepoError::Corrupt {
+                    object: LOCK_KEY.into(),
+                    reason: "our lock was taken over by another writer; stopping".into(),
+                });
+            }
+        }
+        self.info.expires = now + self.lease;
+        let sealed = keys.seal(
+            Audience::Both,
+            &serde_json::to_vec(&self.info).unwrap_or_default(),
+        );
+        store.put(LOCK_KEY, Bytes::from(sealed))?;
+        self.refreshed = now;
+        Ok(())
+    }
+
+    pub fn release(self, store: &Store, keys: &Keys) -> Result<(), RepoError> {
+        if Self::read(store, keys)?.is_some_and(|held| held.nonce == self.info.nonce) {
+            store.delete(LOCK_KEY)?;
+        }
+        Ok(())
+    }
+}

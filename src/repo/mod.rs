@@ -1,0 +1,375 @@
+//! The repository format (docs/FORMAT.md): what objects exist, how they are
+//! named, sealed and verified. No CLI, no catalog here.
+
+pub mod chunker;
+pub mod ids;
+pub mod index;
+pub mod keys;
+pub mod lock;
+pub mod pack;
+pub mod snapshot;
+pub mod store;
+pub mod tree;
+
+use crate::storage::StorageError;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use chunker::ChunkerParams;
+use ids::{IndexId, PackId, SnapshotId};
+use index::IndexFile;
+use keys::{AgentKey, Audience, Keys, OperatorIdentity};
+use pack::PackEntry;
+use serde::{Deserialize, Serialize};
+use snapshot::Snapshot;
+use store::Store;
+
+/// The newest format this build writes; it reads every version up to it.
+pub const FORMAT_VERSION: u32 = 1;
+pub const CONFIG_KEY: &str = "config";
+pub const KEYRING_KEY: &str = "keyring";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("no coffer repository at {location}; create one with `coffer init`")]
+    NotARepository { location: String },
+    #[error("a repository already exists at {location}")]
+    AlreadyExists { location: String },
+    #[error(
+        "repository at {location} has format version {version}; this coffer reads up to {FORMAT_VERSION}: upgrade coffer"
+    )]
+    UnsupportedVersion { location: String, version: u32 },
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error(
+        "the agent key belongs to repository {key_repo}, but {location} is repository {repo}; use that repository's agent key"
+    )]
+    KeyMismatch {
+        location: String,
+        key_repo: String,
+        repo: String,
+    },
+    #[error(
+        "{what} can only be read with the operator identity; pass --identity FILE (or COFFER_IDENTITY)"
+    )]
+    NeedIdentity { what: String },
+    #[error(
+        "cannot decrypt {what}: the identity is not a recipient of this repository; use the identity whose public key was given to `coffer init`"
+    )]
+    WrongKey { what: String },
+    #[error("{object} is corrupt: {reason}")]
+    Corrupt { object: String, reason: String },
+    #[error(
+        "repository is locked by {host} (pid {pid}) since {since}; wait for that backup to finish, or delete the `lock` object if it is certainly dead"
+    )]
+    Locked {
+        host: String,
+        pid: u32,
+        since: DateTime<Utc>,
+    },
+    #[error("snapshot {0} not found; list them with `coffer snapshots`")]
+    NoSuchSnapshot(String),
+    #[error("snapshot prefix {0} is ambiguous; give more digits")]
+    AmbiguousSnapshot(String),
+}
+
+/// The plaintext `config` object: enough to know what this is and how to read it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepoConfig {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub created: DateTime<Utc>,
+    pub data_chunks: ChunkerParams,
+    pub meta_chunks: ChunkerParams,
+    /// Packs are closed once they reach this many bytes.
+    pub pack_size: u64,
+}
+
+pub struct Repository {
+    pub store: Store,
+    pub keys: Keys,
+    pub config: RepoConfig,
+}
+
+impl Repository {
+    /// Creates a repository: `config`, then `keyring`. Returns the agent key.
+    pub fn init(
+        store: Store,
+        recipients: Vec<age::x25519::Recipient>,
+    ) -> Result<(Repository, AgentKey), RepoError> {
+        if store.stat(CONFIG_KEY)?.is_some() {
+            return Err(RepoError::AlreadyExists {
+                location: store.location(),
+            });
+        }
+        let config = RepoConfig {
+            format: "coffer".into(),
+            version: FORMAT_VERSION,
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            created: Utc::now(),
+            data_chunks: ChunkerParams::DATA,
+            meta_chunks: ChunkerParams::META,
+            pack_size: 16 * 1024 * 1024,
+        };
+        let agent = AgentKey::generate(config.id.clone(), recipients);
+        let keys = Keys::from_agent_key(&agent);
+        // The keyring lets an operator re-issue the agent key on a new server.
+        let keyring = keys.seal(Audience::Operator, agent.to_text().as_bytes());
+        store.put(KEYRING_KEY, Bytes::from(keyring))?;
+        let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
+        if !store.create(CONFIG_KEY, Bytes::from(json))? {
+            return Err(RepoError::AlreadyExists {
+                location: store.location(),
+            });
+        }
+        Ok((
+            Repository {
+                store,
+                keys,
+                config,
+            },
+            agent,
+        ))
+    }
+
+    fn read_config(store: &Store) -> Result<RepoConfig, RepoError> {
+        let raw = match store.get(CONFIG_KEY) {
+            Ok(r) => r,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotARepository {
+                    location: store.location(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        #[derive(Deserialize)]
+        struct Head {
+            format: String,
+            version: u32,
+        }
+        let corrupt = |reason: String| RepoError::Corrupt {
+            object: CONFIG_KEY.into(),
+            reason,
+        };
+        let head: Head = serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
+        if head.format != "coffer" {
+            return Err(corrupt(format!("format is {:?}, not coffer", head.format)));
+        }
+        if head.version > FORMAT_VERSION || head.version == 0 {
+            return Err(RepoError::UnsupportedVersion {
+                location: store.location(),
+                version: head.version,
+            });
+        }
+        let config: RepoConfig =
+            serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
+        config.data_chunks.validate().map_err(corrupt)?;
+        config.meta_chunks.validate().map_err(corrupt)?;
+        if !(1024 * 1024..=1024 * 1024 * 1024).contains(&config.pack_size) {
+            return Err(corrupt("pack_size out of range".into()));
+        }
+        Ok(config)
+    }
+
+    /// Opens with the agent key: can write and read bookkeeping, not contents.
+    pub fn open_agent(store: Store, agent: &AgentKey) -> Result<Repository, RepoError> {
+        let config = Self::read_config(&store)?;
+        if config.id != agent.repository_id {
+            return Err(RepoError::KeyMismatch {
+                location: store.location(),
+                key_repo: agent.repository_id.clone(),
+                repo: config.id,
+            });
+        }
+        Ok(Repository {
+            keys: Keys::from_agent_key(agent),
+            store,
+            config,
+        })
+    }
+
+    /// Opens with the operator identity: reads the keyring, can do everything.
+    pub fn open_operator(
+        store: Store,
+        identity: OperatorIdentity,
+    ) -> Result<Repository, RepoError> {
+        let config = Self::read_config(&store)?;
+        let sealed = store.get(KEYRING_KEY).map_err(|e| match e {
+            StorageError::NotFound { .. } => RepoError::Corrupt {
+                object: KEYRING_KEY.into(),
+                reason: "missing".into(),
+            },
+            e => e.into(),
+        })?;
+        let probe = Keys {
+            id_key: [0; 32],
+            recipients: vec![],
+            agent_recipient: age::x25519::Identity::generate().to_public(),
+            agent_identity: None,
+            operator: Some(identity),
+        };
+        let text = probe.open(&sealed, KEYRING_KEY)?;
+        let agent = AgentKey::parse(&String::from_utf8_lossy(&text), KEYRING_KEY)?;
+        if agent.repository_id != config.id {
+            return Err(RepoError::Corrupt {
+                object: KEYRING_KEY.into(),
+                reason: "keyring belongs to another repository".into(),
+            });
+        }
+        let mut keys = Keys::from_agent_key(&agent);
+        keys.operator = probe.operator;
+        Ok(Repository {
+            store,
+            keys,
+            config,
+        })
+    }
+
+    /// The agent key as stored in the keyring (operator only).
+    pub fn agent_key(&self) -> Option<AgentKey> {
+        Some(AgentKey {
+            repository_id: self.config.id.clone(),
+            id_key: self.keys.id_key,
+            agent_identity: self.keys.agent_identity.clone()?,
+            recipients: self.keys.recipients.clone(),
+        })
+    }
+
+    /// Seals a bookkeeping object and names it by the keyed hash of its plaintext.
+    fn put_object(&self, prefix: &str, value: &impl Serialize) -> Result<[u8; 32], RepoError> {
+        let json = serde_json::to_vec(value).unwrap_or_default();
+        let id = self.keys.object_hash(&json);
+        let compressed = zstd::bulk::compress(&json, 3).unwrap_or_default();
+        let sealed = self.keys.seal(Audience::Both, &compressed);
+        self.store.put(
+            &format!("{prefix}/{}", hex::encode(id)),
+            Bytes::from(sealed),
+        )?;
+        Ok(id)
+    }
+
+    fn get_object<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+        id: &[u8; 32],
+    ) -> Result<T, RepoError> {
+        let sealed = self.store.get(key)?;
+        let compressed = self.keys.open(&sealed, key)?;
+        let json = zstd::bulk::decompress(&compressed, 512 * 1024 * 1024).map_err(|e| {
+            RepoError::Corrupt {
+                object: key.into(),
+                reason: format!("zstd: {e}"),
+            }
+        })?;
+        if &self.keys.object_hash(&json) != id {
+            return Err(RepoError::Corrupt {
+                object: key.into(),
+                reason: "content does not match its name".into(),
+            });
+        }
+        serde_json::from_slice(&json).map_err(|e| RepoError::Corrupt {
+            object: key.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    pub fn write_index(&self, index: &IndexFile) -> Result<IndexId, RepoError> {
+        self.put_object("index", index).map(IndexId)
+    }
+
+    pub fn read_index(&self, id: &IndexId) -> Result<IndexFile, RepoError> {
+        self.get_object(&id.key(), &id.0)
+    }
+
+    pub fn list_indexes(&self) -> Result<Vec<IndexId>, RepoError> {
+        Ok(self
+            .store
+            .list("index/")?
+            .iter()
+            .filter_map(|o| IndexId::from_key(&o.key))
+            .collect())
+    }
+
+    pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId, RepoError> {
+        self.put_object("snapshots", snap).map(SnapshotId)
+    }
+
+    pub fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot, RepoError> {
+        self.get_object(&id.key(), &id.0)
+    }
+
+    pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>, RepoError> {
+        Ok(self
+            .store
+            .list("snapshots/")?
+            .iter()
+            .filter_map(|o| SnapshotId::from_key(&o.key))
+            .collect())
+    }
+
+    /// All packs in storage with their sizes.
+    pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>, RepoError> {
+        Ok(self
+            .store
+            .list("data/")?
+            .iter()
+            .filter_map(|o| PackId::from_key(&o.key).map(|id| (id, o.size)))
+            .collect())
+    }
+
+    /// Reads a pack's own blob list from its trailer (two ranged reads).
+    pub fn read_pack_trailer(&self, pack: &PackId, size: u64) -> Result<Vec<PackEntry>, RepoError> {
+        let key = pack.key();
+        if size < pack::FOOTER_LEN {
+            return Err(RepoError::Corrupt {
+                object: key,
+                reason: "shorter than a pack footer".into(),
+            });
+        }
+        let footer = self
+            .store
+            .get_range(&key, size - pack::FOOTER_LEN, pack::FOOTER_LEN)?;
+        let tlen = pack::parse_footer(pack, &footer)?;
+        if tlen + pack::FOOTER_LEN > size {
+            return Err(RepoError::Corrupt {
+                object: key,
+                reason: "trailer length exceeds the pack".into(),
+            });
+        }
+        let trailer = self
+            .store
+            .get_range(&key, size - pack::FOOTER_LEN - tlen, tlen)?;
+        pack::parse_trailer(&self.keys, pack, &trailer, size)
+    }
+
+    /// Reads and opens one blob (a ranged read of exactly its bytes).
+    pub fn read_blob(&self, pack: &PackId, entry: &PackEntry) -> Result<Vec<u8>, RepoError> {
+        let sealed = self
+            .store
+            .get_range(&pack.key(), entry.offset, entry.length)?;
+        pack::open_blob(&self.keys, entry, pack, &sealed)
+    }
+
+    /// Resolves `latest` or an id prefix among `snaps` (sorted by time).
+    pub fn resolve_snapshot<'a>(
+        snaps: &'a [(SnapshotId, Snapshot)],
+        spec: &str,
+    ) -> Result<&'a (SnapshotId, Snapshot), RepoError> {
+        if spec == "latest" {
+            return snaps
+                .last()
+                .ok_or_else(|| RepoError::NoSuchSnapshot(spec.into()));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut found = snaps
+            .iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_l));
+        match (found.next(), found.next()) {
+            (Some(s), None) if spec.len() >= 4 => Ok(s),
+            (Some(_), Some(_)) => Err(RepoError::AmbiguousSnapshot(spec.into())),
+            _ => Err(RepoError::NoSuchSnapshot(spec.into())),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Snapshot objects: the commit record of one backup, written last. Sealed to
+//! the operator and the agent: it holds no file names, only counts, the
+//! source paths, and the ids of the tree (file list) and refs blobs.
+
+use super::ids::BlobId;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    pub time: DateTime<Utc>,
+    pub host: String,
+    pub profile: String,
+    /// Source paths as given (absolute).
+    pub paths: Vec<String>,
+    /// The file list, in order (operator only).
+    pub tree: Vec<BlobId>,
+    /// The sorted list of every blob this snapshot needs, in order (agent-readable).
+    pub refs: Vec<BlobId>,
+    pub summary: Summary,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub bytes: u64,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unchanged: u64,
+    pub data_added: u64,
+    pub stored_added: u64,
+    pub skipped: u64,
+    pub seconds: f64,
+}

@@ -1,0 +1,83 @@
+//! A blocking facade over the async [`Storage`]: the engines are plain threads.
+
+use crate::storage::{ObjectInfo, Storage, StorageError};
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::Arc;
+
+pub struct Store {
+    storage: Arc<dyn Storage>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Store {
+    pub fn new(storage: Box<dyn Storage>) -> std::io::Result<Store> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(8)
+            .enable_all()
+            .thread_name("coffer-io")
+            .build()?;
+        Ok(Store {
+            storage: Arc::from(storage),
+            runtime,
+        })
+    }
+
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    fn run<T>(&self, f: impl Future<Output = T>) -> T {
+        self.runtime.block_on(f)
+    }
+
+    pub fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.run(self.storage.put(key, data))
+    }
+    pub fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
+        self.run(self.storage.create(key, data))
+    }
+    pub fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        self.run(self.storage.get(key))
+    }
+    pub fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
+        self.run(self.storage.get_range(key, offset, length))
+    }
+    pub fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.run(self.storage.stat(key))
+    }
+    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.run(self.storage.list(prefix))
+    }
+    pub fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.run(self.storage.delete(key))
+    }
+    pub fn exists(&self) -> Result<bool, StorageError> {
+        self.run(self.storage.exists())
+    }
+
+    /// Starts an upload in the background; the caller bounds how many are in flight.
+    pub fn spawn_put(
+        &self,
+        key: String,
+        data: Bytes,
+    ) -> tokio::task::JoinHandle<Result<(), StorageError>> {
+        let storage = self.storage.clone();
+        self.runtime
+            .spawn(async move { storage.put(&key, data).await })
+    }
+
+    /// Waits for a background upload.
+    pub fn join(
+        &self,
+        handle: tokio::task::JoinHandle<Result<(), StorageError>>,
+    ) -> Result<(), StorageError> {
+        self.run(handle).unwrap_or_else(|e| {
+            Err(StorageError::Unavailable {
+                location: self.location(),
+                message: format!("upload task failed: {e}"),
+            })
+        })
+    }
+}

@@ -1,0 +1,235 @@
+//! The embedded default: a repository in a local directory.
+//!
+//! `put` writes to a temporary file in the same directory, fsyncs it and renames
+//! it into place, so a crash never leaves a half-written object under its name.
+//! `create` uses `O_EXCL` on the final name after writing a temporary file and
+//! `link(2)`, which fails if the name exists: exclusive and atomic.
+
+use super::{ObjectInfo, Storage, StorageError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn err(&self, key: &str, e: std::io::Error) -> StorageError {
+        if e.kind() == ErrorKind::NotFound {
+            return StorageError::NotFound {
+                location: self.location(),
+                key: key.to_string(),
+            };
+        }
+        StorageError::Io {
+            location: self.location(),
+            key: key.to_string(),
+            message: e.to_string(),
+            transient: matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::TimedOut),
+            kind: Some(e.kind()),
+        }
+    }
+
+    /// Writes `data` to a fresh temporary file beside `final_path`, synced.
+    fn write_temp(&self, final_path: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
+        let dir = final_path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(
+            ".tmp-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let mut f = std::fs::File::create(&tmp)?;
+        let res = f.write_all(data).and_then(|_| f.sync_data());
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(tmp)
+    }
+
+    fn put_sync(&self, key: &str, data: &[u8]) -> std::io::Result<()> {
+        let path = self.path(key);
+        let tmp = self.write_temp(&path, data)?;
+        std::fs::rename(&tmp, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+
+    fn create_sync(&self, key: &str, data: &[u8]) -> std::io::Result<bool> {
+        let path = self.path(key);
+        let tmp = self.write_temp(&path, data)?;
+        let res = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match res {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list_sync(&self, prefix: &str) -> std::io::Result<Vec<ObjectInfo>> {
+        // Prefixes are folders in this format (`data/`, `index/`); walk below the
+        // deepest folder the prefix names and filter by the full prefix.
+        let folder = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![folder.to_string()];
+        while let Some(rel) = stack.pop() {
+            let dir = if rel.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(&rel)
+            };
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in rd {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with(".tmp-") {
+                    continue;
+                }
+                let key = if rel.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let ft = entry.file_type()?;
+                if ft.is_dir() {
+                    stack.push(key);
+                } else if ft.is_file() && key.starts_with(prefix) {
+                    out.push(ObjectInfo {
+                        key,
+                        size: entry.metadata()?.len(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+/// Runs blocking file I/O off the async executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Unavailable {
+            location: "local".into(),
+            message: format!("I/O task failed: {e}"),
+        })
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        let me = self.clone_handle();
+        let k = key.to_string();
+        blocking(move || me.put_sync(&k, &data))
+            .await?
+            .map_err(|e| self.err(key, e))
+    }
+
+    async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
+        let me = self.clone_handle();
+        let k = key.to_string();
+        blocking(move || me.create_sync(&k, &data))
+            .await?
+            .map_err(|e| self.err(key, e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let path = self.path(key);
+        blocking(move || std::fs::read(path))
+            .await?
+            .map(Bytes::from)
+            .map_err(|e| self.err(key, e))
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
+        let path = self.path(key);
+        let res = blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut f = std::fs::File::open(path)?;
+            f.seek(SeekFrom::Start(offset))?;
+            let mut buf = Vec::with_capacity(length as usize);
+            f.take(length).read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+        .await?
+        .map_err(|e| self.err(key, e))?;
+        if (res.len() as u64) < length {
+            return Err(StorageError::Io {
+                location: self.location(),
+                key: key.to_string(),
+                message: format!(
+                    "object is truncated: wanted {length} bytes at offset {offset}, got {}",
+                    res.len()
+                ),
+                transient: false,
+                kind: None,
+            });
+        }
+        Ok(Bytes::from(res))
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        let path = self.path(key);
+        match blocking(move || std::fs::metadata(path)).await? {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let me = self.clone_handle();
+        let p = prefix.to_string();
+        blocking(move || me.list_sync(&p))
+            .await?
+            .map_err(|e| self.err(prefix, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key);
+        match blocking(move || std::fs::remove_file(path)).await? {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(key, e)),
+        }
+    }
+
+    async fn exists(&self) -> Result<bool, StorageError> {
+        let root = self.root.clone();
+        Ok(blocking(move || root.is_dir()).await?)
+    }
+}
+
+impl LocalStorage {
+    fn clone_handle(&self) -> LocalStorage {
+        LocalStorage {
+            root: self.root.clone(),
+        }
+    }
+}

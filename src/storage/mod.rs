@@ -1,0 +1,86 @@
+//! Storage backends: move opaque bytes under string keys. Nothing here knows the
+//! repository format. Keys are `/`-separated relative names (`data/ab/ab12…`).
+
+mod local;
+
+pub use local::LocalStorage;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// A storage failure. `is_transient` tells the retry layer whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {key} not found in {location}")]
+    NotFound { location: String, key: String },
+    #[error("{location}: {key}: {message}")]
+    Io {
+        location: String,
+        key: String,
+        message: String,
+        transient: bool,
+        /// The OS error kind, when there is one (used to spot a full disk).
+        kind: Option<std::io::ErrorKind>,
+    },
+    #[error("{location}: {message}")]
+    Unavailable { location: String, message: String },
+}
+
+impl StorageError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+    /// Whether a retry can help (network faults, throttling); never for missing objects.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StorageError::Io { transient, .. } => *transient,
+            StorageError::Unavailable { .. } => true,
+            StorageError::NotFound { .. } => false,
+        }
+    }
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+/// The one storage interface. Implementations must make `put` atomic (a reader
+/// sees the whole object or none) and `create` exclusive (fails if the key exists).
+#[async_trait]
+pub trait Storage: Send + Sync {
+    /// Human-readable location for messages (`file:///srv/repo`, `s3://bucket/prefix`).
+    fn location(&self) -> String;
+    /// Stores `data` under `key`, replacing any existing object, atomically.
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError>;
+    /// Stores `data` only if `key` does not exist. Returns false if it existed.
+    async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError>;
+    /// Reads a whole object.
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError>;
+    /// Reads `length` bytes at `offset`; a short object is an error, never a short read.
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError>;
+    /// Size of an object, or None if missing.
+    async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError>;
+    /// All objects whose key starts with `prefix` (a folder such as `data/`).
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+    /// Removes an object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Whether the repository location exists at all (a directory, a bucket).
+    async fn exists(&self) -> Result<bool, StorageError>;
+}
+
+/// Opens the backend named by a repository URL: `file:///abs/path` or a plain path.
+pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        return Ok(Box::new(LocalStorage::new(path)));
+    }
+    if url.contains("://") {
+        return Err(StorageError::Unavailable {
+            location: url.to_string(),
+            message: "unsupported repository URL scheme; use file:///path (s3:// comes with the S3 backend)".into(),
+        });
+    }
+    Ok(Box::new(LocalStorage::new(url)))
+}
