@@ -62,7 +62,7 @@ fn encode_extents(ext: &[Extent]) -> Vec<u8> {
 }
 
 fn decode_extents(b: &[u8]) -> Option<Vec<Extent>> {
-    if b.len() % 48 != 0 {
+    if !b.len().is_multiple_of(48) {
         return None;
     }
     Some(

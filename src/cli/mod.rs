@@ -107,7 +107,7 @@ impl Context {
     fn store(&self) -> Result<Store> {
         let url = self.repo_url()?;
         let storage = crate::storage::open(url)?;
-        Ok(Store::new(storage).context("cannot start the I/O runtime")?)
+        Store::new(storage).context("cannot start the I/O runtime")
     }
 
     fn load_identity(&self, path: &std::path::Path) -> Result<OperatorIdentity> {

@@ -169,6 +169,7 @@ fn entry_of(node: &Node) -> Option<Entry> {
 }
 
 /// Reads, chunks and hashes one file; new chunks go to the sealers.
+#[allow(clippy::too_many_arguments)]
 fn read_file(
     job: &FileJob,
     chunker: &Chunker,

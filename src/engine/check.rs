@@ -116,11 +116,11 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         std::thread::scope(|s| {
             for _ in 0..2 {
                 s.spawn(|| {
-                    while let Some((pack, _)) = work.lock().ok().and_then(|mut w| w.pop()) {
-                        if let Some(bad) = read_pack(repo, &pack, blobs_ref) {
-                            if let Ok(mut f) = found.lock() {
-                                f.push(bad);
-                            }
+                    while let Some((pack, _)) = super::pop(&work) {
+                        if let Some(bad) = read_pack(repo, &pack, blobs_ref)
+                            && let Ok(mut f) = found.lock()
+                        {
+                            f.push(bad);
                         }
                         progress.advance(1);
                     }

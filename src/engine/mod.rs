@@ -27,6 +27,11 @@ pub trait Progress: Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// Takes one work item; the lock is released before the caller works on it.
+fn pop<T>(work: &std::sync::Mutex<Vec<T>>) -> Option<T> {
+    work.lock().ok()?.pop()
+}
+
 /// Brings the catalog's copy of the index up to date with the repository:
 /// reads index objects it has not seen, forgets ones that are gone.
 pub fn sync_index(

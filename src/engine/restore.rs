@@ -36,6 +36,9 @@ pub struct RestoreReport {
     pub warnings: Vec<String>,
 }
 
+/// The blobs needed from one pack, each with the pieces it feeds.
+type PackWork = (PackId, Vec<(PackEntry, Vec<Piece>)>);
+
 /// One piece of a file: `len` bytes at `blob_off` in a blob go to `file_off`.
 #[derive(Clone, Copy)]
 struct Piece {
@@ -271,8 +274,7 @@ pub fn restore(
             }
         }
     }
-    let work: Mutex<Vec<(PackId, Vec<(PackEntry, Vec<Piece>)>)>> =
-        Mutex::new(by_pack.into_iter().collect());
+    let work: Mutex<Vec<PackWork>> = Mutex::new(by_pack.into_iter().collect());
     let errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -281,10 +283,7 @@ pub fn restore(
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
-                loop {
-                    let Some((pack, mut items)) = work.lock().ok().and_then(|mut w| w.pop()) else {
-                        break;
-                    };
+                while let Some((pack, mut items)) = super::pop(&work) {
                     items.sort_by_key(|(e, _)| e.offset);
                     restore_pack(
                         repo,
@@ -363,13 +362,14 @@ pub fn restore(
         }
     }
     for (i, e) in entries.iter().enumerate().rev() {
-        if e.kind == EntryKind::Dir && !failed.contains(&i) {
-            if let Err(err) = apply_metadata(&opts.target.join(e.path_os()), e, root) {
-                report.warnings.push(format!(
-                    "{}: metadata not restored: {err}",
-                    e.path_display()
-                ));
-            }
+        if e.kind == EntryKind::Dir
+            && !failed.contains(&i)
+            && let Err(err) = apply_metadata(&opts.target.join(e.path_os()), e, root)
+        {
+            report.warnings.push(format!(
+                "{}: metadata not restored: {err}",
+                e.path_display()
+            ));
         }
     }
     Ok(report)

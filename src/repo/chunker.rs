@@ -36,9 +36,9 @@ impl ChunkerParams {
             && self.max <= 16 * 1024 * 1024
             && self.avg >= 256
             && self.avg <= 4 * 1024 * 1024
-            && self.min % 2 == 0
-            && self.avg % 2 == 0
-            && self.max % 2 == 0;
+            && self.min.is_multiple_of(2)
+            && self.avg.is_multiple_of(2)
+            && self.max.is_multiple_of(2);
         if ok {
             Ok(())
         } else {
