@@ -8,6 +8,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // Per-thread malloc arenas keep freed chunk buffers around; two arenas
+        // hold peak memory down with no measurable cost in speed.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
     match coffer::cli::run() {
         Ok(code) => ExitCode::from(code as u8),

@@ -19,6 +19,9 @@ pub struct BackupArgs {
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
     host: Option<String>,
+    /// zstd level 1..=19 (default: the profile's, else 2).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
+    compression: Option<i32>,
 }
 
 /// The demo profile's first run: make an identity and a repository.
@@ -76,7 +79,10 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
         profile: profile
             .map(|p| p.name.clone())
             .unwrap_or_else(|| "cli".into()),
-        compression: profile.map(|p| p.compression).unwrap_or(3),
+        compression: args
+            .compression
+            .or(profile.map(|p| p.compression))
+            .unwrap_or(crate::config::DEFAULT_COMPRESSION),
     };
     let repo = ctx.open_agent()?;
     let mut catalog = ctx.open_catalog(&repo)?;

@@ -37,8 +37,12 @@ struct ProfileFile {
     retention: Option<RetentionFile>,
 }
 
+/// zstd level 2: within 1.5% of level 3's size for about 30% less CPU on the
+/// benchmark data set (docs/PERFORMANCE.md).
+pub const DEFAULT_COMPRESSION: i32 = 2;
+
 fn default_level() -> i32 {
-    3
+    crate::config::DEFAULT_COMPRESSION
 }
 
 #[derive(Debug, Deserialize)]

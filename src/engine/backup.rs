@@ -9,11 +9,10 @@ use crate::repo::chunker::{Chunker, Splitter};
 use crate::repo::ids::{BlobId, IndexId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{RepoLock, hostname};
-use crate::repo::pack::{BlobKind, PackBuilder, SealedBlob, seal_blob};
+use crate::repo::pack::{BlobKind, PackWriter, SealedBlob, seal_blob};
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Entry, EntryKind, Extent};
 use crate::{Error, Result};
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
@@ -49,9 +48,9 @@ fn small_file_limit(repo: &Repository) -> u64 {
 }
 
 /// In-flight files the driver lets run ahead of the one it waits for.
-const WINDOW: usize = 512;
+const WINDOW: usize = 64;
 /// Packs uploaded concurrently.
-const UPLOADS_IN_FLIGHT: usize = 4;
+const UPLOADS_IN_FLIGHT: usize = 2;
 /// Packs per intermediate index object, so a cut-off backup loses little.
 const PACKS_PER_INDEX: usize = 32;
 const LEASE_MINUTES: i64 = 30;
@@ -239,14 +238,21 @@ struct PackerOut {
     stored: u64,
 }
 
-/// Assembles sealed blobs into packs, uploads them (bounded in flight), and
-/// writes an index object after every PACKS_PER_INDEX uploaded packs.
+/// Assembles sealed blobs into packs (spooled to disk, never held in
+/// memory), uploads them with a bounded number in flight, and writes an index
+/// object after every PACKS_PER_INDEX uploaded packs.
 fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<PackerOut> {
+    type Upload = (
+        tokio::task::JoinHandle<std::result::Result<(), crate::storage::StorageError>>,
+        IndexedPack,
+    );
     let mut out = PackerOut::default();
-    let mut builder = PackBuilder::default();
-    let mut uploading: VecDeque<(tokio::task::JoinHandle<_>, IndexedPack)> = VecDeque::new();
+    let spool = repo.store.spool_dir();
+    let spool_err = |e: std::io::Error| Error::io(&spool, e);
+    let mut writer: Option<PackWriter> = None;
+    let mut uploading: VecDeque<Upload> = VecDeque::new();
     let mut uploaded: Vec<IndexedPack> = Vec::new();
-    let target = repo.config.pack_size as usize;
+    let target = repo.config.pack_size;
 
     let flush_index = |uploaded: &mut Vec<IndexedPack>, out: &mut PackerOut| -> Result<()> {
         if uploaded.is_empty() {
@@ -259,43 +265,61 @@ fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<PackerOut> {
         out.indexes.push((id, index));
         Ok(())
     };
-    let finish_pack = |builder: PackBuilder,
-                       uploading: &mut VecDeque<(tokio::task::JoinHandle<_>, IndexedPack)>,
-                       out: &mut PackerOut|
-     -> Result<()> {
-        let (id, bytes, blobs) = builder.finish(&repo.keys);
-        let size = bytes.len() as u64;
-        out.packs += 1;
-        out.stored += size;
-        let handle = repo.store.spawn_put(id.key(), Bytes::from(bytes));
-        uploading.push_back((handle, IndexedPack { id, size, blobs }));
-        Ok(())
-    };
-
-    for blob in rx.iter() {
-        builder.add(blob);
-        if builder.len() >= target {
-            finish_pack(std::mem::take(&mut builder), &mut uploading, &mut out)?;
-            while uploading.len() >= UPLOADS_IN_FLIGHT {
-                if let Some((h, p)) = uploading.pop_front() {
-                    repo.store.join(h)?;
-                    uploaded.push(p);
+    let finish_pack =
+        |w: PackWriter, uploading: &mut VecDeque<Upload>, out: &mut PackerOut| -> Result<()> {
+            let p = w.finish(&repo.keys).map_err(spool_err)?;
+            out.packs += 1;
+            out.stored += p.size;
+            let handle = repo.store.spawn_put_file(p.id.key(), p.path);
+            uploading.push_back((
+                handle,
+                IndexedPack {
+                    id: p.id,
+                    size: p.size,
+                    blobs: p.entries,
+                },
+            ));
+            Ok(())
+        };
+    let result = (|| -> Result<()> {
+        for blob in rx.iter() {
+            let w = match writer.as_mut() {
+                Some(w) => w,
+                None => writer.insert(PackWriter::create(&spool).map_err(spool_err)?),
+            };
+            w.add(blob).map_err(spool_err)?;
+            if w.len() >= target {
+                if let Some(w) = writer.take() {
+                    finish_pack(w, &mut uploading, &mut out)?;
+                }
+                while uploading.len() >= UPLOADS_IN_FLIGHT {
+                    if let Some((h, p)) = uploading.pop_front() {
+                        repo.store.join(h)?;
+                        uploaded.push(p);
+                    }
+                }
+                if uploaded.len() >= PACKS_PER_INDEX {
+                    flush_index(&mut uploaded, &mut out)?;
                 }
             }
-            if uploaded.len() >= PACKS_PER_INDEX {
-                flush_index(&mut uploaded, &mut out)?;
-            }
         }
+        if let Some(w) = writer.take().filter(|w| !w.is_empty()) {
+            finish_pack(w, &mut uploading, &mut out)?;
+        }
+        while let Some((h, p)) = uploading.pop_front() {
+            repo.store.join(h)?;
+            uploaded.push(p);
+        }
+        flush_index(&mut uploaded, &mut out)
+    })();
+    if let Some(w) = writer.take() {
+        w.discard();
     }
-    if !builder.is_empty() {
-        finish_pack(builder, &mut uploading, &mut out)?;
+    // On failure, still wait for uploads in flight so no spool file is left.
+    for (h, _) in uploading {
+        let _ = repo.store.join(h);
     }
-    while let Some((h, p)) = uploading.pop_front() {
-        repo.store.join(h)?;
-        uploaded.push(p);
-    }
-    flush_index(&mut uploaded, &mut out)?;
-    Ok(out)
+    result.map(|()| out)
 }
 
 pub fn backup(
@@ -368,6 +392,8 @@ fn run(
     lock: &mut RepoLock,
 ) -> Result<BackupReport> {
     progress.phase("index", None);
+    // We hold the lock: temporary files in the repository are a killed writer's.
+    repo.store.remove_stale_temp()?;
     let mut known = sync_index(repo, catalog)?;
     let orphans_adopted = adopt_orphan_packs(repo, catalog)?;
     if orphans_adopted > 0 {
@@ -391,8 +417,8 @@ fn run(
     let (walk_tx, walk_rx) = bounded::<WalkItem>(4096);
     let (job_tx, job_rx) = unbounded::<FileJob>();
     let (done_tx, done_rx) = unbounded::<FileDone>();
-    let (seal_tx, seal_rx) = bounded::<PlainBlob>(workers * 2);
-    let (pack_tx, pack_rx) = bounded::<SealedBlob>(workers * 2);
+    let (seal_tx, seal_rx) = bounded::<PlainBlob>(workers);
+    let (pack_tx, pack_rx) = bounded::<SealedBlob>(workers);
 
     progress.phase("backup", None);
     std::thread::scope(|s| -> Result<BackupReport> {

@@ -101,25 +101,17 @@ impl Chunker {
         mut emit: impl FnMut(Vec<u8>) -> Result<(), E>,
     ) -> Result<u64, E> {
         let max = self.params.max;
-        let mut buf: Vec<u8> = Vec::with_capacity(2 * max);
+        // Room for one maximal chunk plus a read-ahead; cuts need `max` bytes.
+        let cap = max + max / 2;
+        let mut buf: Vec<u8> = Vec::with_capacity(cap);
         let mut eof = false;
         let mut total = 0u64;
         loop {
-            while !eof && buf.len() < max {
-                let len = buf.len();
-                buf.resize(2 * max, 0);
-                let n = loop {
-                    match reader.read(&mut buf[len..]) {
-                        Ok(n) => break n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            buf.truncate(len);
-                            return Err(e.into());
-                        }
-                    }
-                };
-                buf.truncate(len + n);
-                eof = n == 0;
+            if !eof && buf.len() < max {
+                // read_to_end reads into spare capacity without zeroing it.
+                let want = (cap - buf.len()) as u64;
+                let n = (&mut reader).take(want).read_to_end(&mut buf)?;
+                eof = (n as u64) < want;
             }
             if buf.is_empty() {
                 return Ok(total);

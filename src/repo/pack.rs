@@ -75,6 +75,49 @@ pub struct SealedBlob {
     pub bytes: Vec<u8>,
 }
 
+/// zstd level for data that does not compress (random, already compressed):
+/// still a standard frame, at a small fraction of the CPU cost of level 3.
+const INCOMPRESSIBLE_LEVEL: i32 = -7;
+
+/// A cheap guess whether `data` compresses: level 1 over three 4 KiB samples.
+fn looks_incompressible(data: &[u8]) -> bool {
+    const S: usize = 4096;
+    if data.len() < 16 * S {
+        return false;
+    }
+    let mid = data.len() / 2;
+    let samples = [&data[..S], &data[mid..mid + S], &data[data.len() - S..]];
+    let total: usize = samples
+        .iter()
+        .map(|s| zstd::bulk::compress(s, 1).map(|c| c.len()).unwrap_or(S))
+        .sum();
+    total * 100 >= 3 * S * 97
+}
+
+thread_local! {
+    /// One compression context per sealer thread and level: creating a
+    /// context per blob costs more than compressing a small one.
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn compress(data: &[u8], level: i32) -> Vec<u8> {
+    COMPRESSORS.with(|cell| {
+        let mut cs = cell.borrow_mut();
+        if !cs.iter().any(|(l, _)| *l == level) {
+            if let Ok(c) = zstd::bulk::Compressor::new(level) {
+                cs.push((level, c));
+            }
+        }
+        let out = cs
+            .iter_mut()
+            .find(|(l, _)| *l == level)
+            .and_then(|(_, c)| c.compress(data).ok());
+        // A level the library refuses falls back to the default level.
+        out.unwrap_or_else(|| zstd::bulk::compress(data, 3).unwrap_or_default())
+    })
+}
+
 /// Compresses and seals one blob (runs on the sealer pool).
 pub fn seal_blob(
     keys: &Keys,
@@ -83,10 +126,12 @@ pub fn seal_blob(
     plaintext: &[u8],
     level: i32,
 ) -> SealedBlob {
-    // zstd into a Vec cannot fail for valid levels; fall back to level 3 otherwise.
-    let compressed = zstd::bulk::compress(plaintext, level)
-        .or_else(|_| zstd::bulk::compress(plaintext, 3))
-        .unwrap_or_default();
+    let level = if looks_incompressible(plaintext) {
+        INCOMPRESSIBLE_LEVEL
+    } else {
+        level
+    };
+    let compressed = compress(plaintext, level);
     SealedBlob {
         id,
         kind,
@@ -119,46 +164,96 @@ pub fn open_blob(
     Ok(plain)
 }
 
-/// Accumulates sealed blobs into one pack.
-#[derive(Default)]
-pub struct PackBuilder {
-    buf: Vec<u8>,
+/// Writes one pack to a spool file as blobs arrive, hashing as it goes, so a
+/// pack never sits in memory whatever its size.
+pub struct PackWriter {
+    file: std::io::BufWriter<std::fs::File>,
+    path: std::path::PathBuf,
+    hasher: blake3::Hasher,
+    len: u64,
     entries: Vec<PackEntry>,
 }
 
-impl PackBuilder {
-    pub fn add(&mut self, blob: SealedBlob) {
+/// A finished pack in its spool file.
+pub struct SpooledPack {
+    pub id: PackId,
+    pub path: std::path::PathBuf,
+    pub size: u64,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    /// Starts a pack in a new hidden file in `dir`.
+    pub fn create(dir: &std::path::Path) -> std::io::Result<PackWriter> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!(
+            ".tmp-pack-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(PackWriter {
+            file: std::io::BufWriter::with_capacity(256 * 1024, file),
+            path,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+            entries: Vec::new(),
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.file.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn add(&mut self, blob: SealedBlob) -> std::io::Result<()> {
         self.entries.push(PackEntry {
             id: blob.id,
             kind: blob.kind,
-            offset: self.buf.len() as u64,
+            offset: self.len,
             length: blob.bytes.len() as u64,
             raw_length: blob.raw_length,
         });
-        self.buf.extend_from_slice(&blob.bytes);
+        self.write(&blob.bytes)
     }
 
-    pub fn len(&self) -> usize {
-        self.buf.len()
+    pub fn len(&self) -> u64 {
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Appends trailer and footer; returns the pack id, bytes and entries.
-    pub fn finish(mut self, keys: &Keys) -> (PackId, Vec<u8>, Vec<PackEntry>) {
+    /// Appends trailer and footer, syncs the file, and names the pack.
+    pub fn finish(mut self, keys: &Keys) -> std::io::Result<SpooledPack> {
         let json = serde_json::to_vec(&self.entries).unwrap_or_default();
         let trailer = keys.seal(
             Audience::Both,
             &zstd::bulk::compress(&json, 3).unwrap_or_default(),
         );
-        self.buf.extend_from_slice(&trailer);
-        self.buf
-            .extend_from_slice(&(trailer.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(FOOTER_MAGIC);
-        let id = PackId(*blake3::hash(&self.buf).as_bytes());
-        (id, self.buf, self.entries)
+        self.write(&trailer)?;
+        self.write(&(trailer.len() as u32).to_le_bytes())?;
+        self.write(FOOTER_MAGIC)?;
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        Ok(SpooledPack {
+            id: PackId(*self.hasher.finalize().as_bytes()),
+            path: self.path,
+            size: self.len,
+            entries: self.entries,
+        })
+    }
+
+    /// Gives up on this pack and removes its spool file.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

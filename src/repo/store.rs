@@ -53,6 +53,9 @@ impl Store {
     pub fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.run(self.storage.delete(key))
     }
+    pub fn remove_stale_temp(&self) -> Result<u64, StorageError> {
+        self.run(self.storage.remove_stale_temp())
+    }
     pub fn exists(&self) -> Result<bool, StorageError> {
         self.run(self.storage.exists())
     }
@@ -66,6 +69,27 @@ impl Store {
         let storage = self.storage.clone();
         self.runtime
             .spawn(async move { storage.put(&key, data).await })
+    }
+
+    /// Starts uploading a spool file in the background; the file is consumed.
+    pub fn spawn_put_file(
+        &self,
+        key: String,
+        path: std::path::PathBuf,
+    ) -> tokio::task::JoinHandle<Result<(), StorageError>> {
+        let storage = self.storage.clone();
+        self.runtime.spawn(async move {
+            let res = storage.put_file(&key, &path).await;
+            if res.is_err() {
+                let _ = tokio::fs::remove_file(&path).await;
+            }
+            res
+        })
+    }
+
+    /// Where pack spool files go for this storage.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.storage.spool_dir().unwrap_or_else(std::env::temp_dir)
     }
 
     /// Waits for a background upload.

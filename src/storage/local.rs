@@ -152,6 +152,58 @@ impl Storage for LocalStorage {
             .map_err(|e| self.err(key, e))
     }
 
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let me = self.clone_handle();
+        let (k, src) = (key.to_string(), path.to_path_buf());
+        blocking(move || -> std::io::Result<()> {
+            let dest = me.path(&k);
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            // Same file system: an atomic rename. Otherwise copy, then remove.
+            match std::fs::rename(&src, &dest) {
+                Ok(()) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                    let data = std::fs::read(&src)?;
+                    me.put_sync(&k, &data)?;
+                    std::fs::remove_file(&src)
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await?
+        .map_err(|e| self.err(key, e))
+    }
+
+    async fn remove_stale_temp(&self) -> Result<u64, StorageError> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut removed = 0;
+            let mut stack = vec![root];
+            while let Some(dir) = stack.pop() {
+                let Ok(rd) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in rd.flatten() {
+                    let path = entry.path();
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(path);
+                    } else if entry.file_name().as_encoded_bytes().starts_with(b".tmp-")
+                        && std::fs::remove_file(&path).is_ok()
+                    {
+                        removed += 1;
+                    }
+                }
+            }
+            removed
+        })
+        .await
+    }
+
+    fn spool_dir(&self) -> Option<PathBuf> {
+        Some(self.root.join("data"))
+    }
+
     async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
         let me = self.clone_handle();
         let k = key.to_string();

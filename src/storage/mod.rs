@@ -55,6 +55,19 @@ pub trait Storage: Send + Sync {
     fn location(&self) -> String;
     /// Stores `data` under `key`, replacing any existing object, atomically.
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError>;
+    /// Stores the file at `path` under `key`, consuming the file (moved or
+    /// deleted), so large objects never need to sit in memory.
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), StorageError>;
+    /// A folder where spool files are cheap to hand to `put_file` (the same
+    /// file system for a local repository); None means the system temp folder.
+    fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// Removes temporary files a killed writer left behind (call with the
+    /// writer lock held). Returns how many were removed.
+    async fn remove_stale_temp(&self) -> Result<u64, StorageError> {
+        Ok(0)
+    }
     /// Stores `data` only if `key` does not exist. Returns false if it existed.
     async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError>;
     /// Reads a whole object.
