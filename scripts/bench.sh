@@ -80,6 +80,8 @@ mkdir -p "$W/coffer" "$W/restic" "$W/raw"
 nfiles=$(find "$DATA" -type f | wc -l)
 nbytes=$(du -sb "$DATA" | cut -f1)
 
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
+
 # --- 2. machine bound ------------------------------------------------------------
 log "machine bound: tar | zstd -3 -T2"
 sync   # flush the copy's dirty pages now, not during a measurement
@@ -89,8 +91,8 @@ tar -cf - -C "$W" data | cat > /dev/null
 ZSTD_S=$(tail -n1 "$W/raw/zstd.time")
 
 # --- measuring -------------------------------------------------------------------
-declare -A T M          # T[tool.step] = wall seconds, M[tool.step] = peak RSS KiB
-declare -A FAILED       # FAILED[tool] = the step it failed in + its stderr; it then sits out
+declare -A T=() M=()   # T[tool.step] = wall seconds, M[tool.step] = peak RSS KiB
+declare -A FAILED=()   # FAILED[tool] = the step it failed in + its stderr; it then sits out
 # run TOOL STEP CMD...: times CMD with GNU time. A failure is recorded, not fatal,
 # so the other tool's figures are still reported; the script exits 1 at the end.
 run() {
@@ -166,7 +168,7 @@ both backup mutated
 both restore
 for t in "${TOOLS[@]}"; do verify "$t"; done
 
-declare -A SIZE PEAK
+declare -A SIZE=() PEAK=()
 for t in "${TOOLS[@]}"; do
   [ -z "${FAILED[$t]:-}" ] || continue
   [ -d "$W/$t/repo" ] || { FAILED[$t]="no repository at $W/$t/repo"; continue; }
@@ -199,6 +201,8 @@ val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did 
   echo "# coffer vs restic — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores"
   echo
   echo "Data set: $nfiles files, $(fmt b "$nbytes") ($params), page cache warm."
+  # other work on the box skews wall times: show it, so a noisy run is recognisable
+  echo "Load average (1 min) at start $LOAD0, at end $(cut -d' ' -f1 /proc/loadavg)."
   echo "restic $(want restic && restic version | cut -d' ' -f2 || echo '-'): \`--compression auto\`, repository format 2, cache \`--cache-dir $R/cache\` (empty at start)."
   echo "coffer: \`$(want coffer && git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '-')\`, catalog \`$C/catalog.sqlite\` (empty at start)."
   echo

@@ -104,10 +104,10 @@ thread_local! {
 fn compress(data: &[u8], level: i32) -> Vec<u8> {
     COMPRESSORS.with(|cell| {
         let mut cs = cell.borrow_mut();
-        if !cs.iter().any(|(l, _)| *l == level) {
-            if let Ok(c) = zstd::bulk::Compressor::new(level) {
-                cs.push((level, c));
-            }
+        if !cs.iter().any(|(l, _)| *l == level)
+            && let Ok(c) = zstd::bulk::Compressor::new(level)
+        {
+            cs.push((level, c));
         }
         let out = cs
             .iter_mut()

@@ -3,7 +3,7 @@
 //! it reuses what was already uploaded, and the final snapshot restores
 //! exactly.
 //!
-//! Knobs (environment): COFFER_CRASH_MIB (data size, default 80),
+//! Knobs (environment): COFFER_CRASH_MIB (data size, default 64),
 //! COFFER_CRASH_SEED (default 0xC0FFEE), COFFER_CRASH_KILLS (default 12).
 
 use std::ffi::OsString;
@@ -50,6 +50,22 @@ fn backup_killed_after(env: &TestEnv, src: &Path, delay: Duration, label: &str) 
     }
 }
 
+/// Size, pack count, and anything besides packs and the fixed objects.
+fn describe_repo(env: &TestEnv) -> String {
+    let files = list_files(&env.repo);
+    let packs = files.iter().filter(|(p, _)| p.starts_with("data/")).count();
+    let other: Vec<String> = files
+        .iter()
+        .filter(|(p, _)| !p.starts_with("data/") && p != "config" && p != "keyring")
+        .map(|(p, s)| format!("{p} ({s})"))
+        .collect();
+    format!(
+        "{}, {packs} packs, other: {}",
+        mib(env.repo_size()),
+        other.join(", ")
+    )
+}
+
 fn env_u64(var: &str, default: u64) -> u64 {
     std::env::var(var)
         .ok()
@@ -59,7 +75,7 @@ fn env_u64(var: &str, default: u64) -> u64 {
 
 #[test]
 fn killed_backups_leave_valid_repository_and_reuse_uploads() {
-    let total = env_u64("COFFER_CRASH_MIB", 80) * MIB;
+    let total = env_u64("COFFER_CRASH_MIB", 64) * MIB;
     let kills = env_u64("COFFER_CRASH_KILLS", 12) as usize;
     let (mut rng, seed) = seeded_rng("COFFER_CRASH_SEED", 0xC0FFEE);
     let ctx = format!(
@@ -126,7 +142,7 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
             "phase 1 #{i}: a killed backup must not leave a snapshot {ctx}\n{}",
             log.join("\n")
         );
-        log.push(format!("   repository now {}", mib(env.repo_size())));
+        log.push(format!("   repository now {}", describe_repo(&env)));
         if completed {
             break;
         }
@@ -174,43 +190,62 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
         "the lock must be released after a completed backup"
     );
 
+    // An unchanged backup: its duration is the fixed cost of a run.
+    let start = Instant::now();
+    let noop = env.backup(&[&src]);
+    let noop_time = start.elapsed();
+    assert_eq!(
+        u64_field(&noop, "files_changed") + u64_field(&noop, "files_new"),
+        0,
+        "{noop}"
+    );
+
     // Phase 2: kills during incremental backups that follow complete ones;
     // after each, a new backup completes.
     let mut mutated = 0u64;
     for j in 0..kills.saturating_sub(phase1) {
-        // New work: one large random file rewritten, a log appended, new files.
-        let victim = &randoms[j % randoms.len()];
-        let len = fs::metadata(victim).unwrap().len();
-        write_random_file(victim, len, seed ^ (0x1000 + j as u64));
-        mutated += len;
+        // New work: two large random files rewritten, a log appended, new files.
+        let mut round = 0u64;
+        for v in 0..2 {
+            let victim = &randoms[(2 * j + v) % randoms.len()];
+            let len = fs::metadata(victim).unwrap().len();
+            write_random_file(victim, len, seed ^ (0x1000 + (2 * j + v) as u64));
+            round += len;
+        }
         let log_file = src.join("logs").join("app00.log");
         let mut content = fs::read(&log_file).unwrap();
         content.extend(compressible_bytes(256 * KIB as usize, seed + j as u64));
         fs::write(&log_file, &content).unwrap();
-        mutated += 256 * KIB;
         for k in 0..20 {
             write_file(
                 &src.join(format!("new-{j}/f{k}.dat")),
                 &random_bytes(4000, seed + (j * 100 + k) as u64),
             );
         }
-        mutated += 80_000;
+        round += 256 * KIB + 80_000;
+        mutated += round;
 
         let before = env.snapshots().len();
-        let delay = clean_time.mul_f64(rng.gen_range(0.02..0.5));
+        // Spread the kill over the expected duration of this incremental run.
+        let expected = noop_time + clean_time.mul_f64(round as f64 / total as f64);
+        let delay = expected.mul_f64(rng.gen_range(0.1..1.1));
         let finished = match backup_killed_after(&env, &src, delay, &format!("phase2-{j}")) {
             Outcome::Killed(after) => {
-                log.push(format!("phase 2 #{j}: killed after {after:.2?}"));
+                log.push(format!(
+                    "phase 2 #{j}: killed after {after:.2?} (expected run {expected:.2?})"
+                ));
                 false
             }
             Outcome::Finished(out) => {
                 assert!(out.ok(), "phase 2 #{j}: backup failed {ctx}\n{out}");
                 log.push(format!(
-                    "phase 2 #{j}: finished before the kill at {delay:.2?}"
+                    "phase 2 #{j}: finished in {:.2?}, before the kill at {delay:.2?}",
+                    out.elapsed
                 ));
                 true
             }
         };
+        log.push(format!("   repository now {}", describe_repo(&env)));
         let check = env.check(true);
         assert!(
             check.ok(),

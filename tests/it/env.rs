@@ -775,6 +775,9 @@ pub fn write_file(path: &Path, data: &[u8]) {
 /// Writes `len` pseudo-random (incompressible) bytes from `seed`.
 pub fn write_random_file(path: &Path, len: u64, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).unwrap();
+    }
     let mut f = fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
     let mut buf = vec![0u8; MIB as usize];
     let mut left = len;
