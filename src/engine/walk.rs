@@ -114,21 +114,22 @@ fn send_node(abs: &Path, tx: &Sender<WalkItem>) -> bool {
 }
 
 fn visit(abs: &Path, excludes: &Excludes, tx: &Sender<WalkItem>) -> bool {
-    let meta = match std::fs::symlink_metadata(abs) {
-        Ok(m) => m,
-        Err(e) => {
-            return tx
-                .send(WalkItem::Skipped {
-                    path: abs.display().to_string(),
-                    error: e.to_string(),
-                })
-                .is_ok();
-        }
-    };
+    match std::fs::symlink_metadata(abs) {
+        Ok(meta) => visit_node(abs.to_path_buf(), meta, excludes, tx),
+        Err(e) => tx
+            .send(WalkItem::Skipped {
+                path: abs.display().to_string(),
+                error: e.to_string(),
+            })
+            .is_ok(),
+    }
+}
+
+fn visit_node(abs: PathBuf, meta: Metadata, excludes: &Excludes, tx: &Sender<WalkItem>) -> bool {
     let is_dir = meta.is_dir();
     let node = Node {
-        abs: abs.to_path_buf(),
-        rel: rel_of(abs),
+        rel: rel_of(&abs),
+        abs: abs.clone(),
         meta,
     };
     if tx.send(WalkItem::Node(node)).is_err() {
@@ -137,8 +138,8 @@ fn visit(abs: &Path, excludes: &Excludes, tx: &Sender<WalkItem>) -> bool {
     if !is_dir {
         return true;
     }
-    let mut names: Vec<std::ffi::OsString> = match std::fs::read_dir(abs) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect(),
+    let mut children: Vec<std::fs::DirEntry> = match std::fs::read_dir(&abs) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).collect(),
         Err(e) => {
             return tx
                 .send(WalkItem::Skipped {
@@ -148,13 +149,23 @@ fn visit(abs: &Path, excludes: &Excludes, tx: &Sender<WalkItem>) -> bool {
                 .is_ok();
         }
     };
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in names {
-        let child = abs.join(&name);
-        if excludes.excluded(&child) {
+    children.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    for child in children {
+        let path = child.path();
+        if excludes.excluded(&path) {
             continue;
         }
-        if !visit(&child, excludes, tx) {
+        // DirEntry::metadata is fstatat on the open folder: no path walk, no follow.
+        let ok = match child.metadata() {
+            Ok(meta) => visit_node(path, meta, excludes, tx),
+            Err(e) => tx
+                .send(WalkItem::Skipped {
+                    path: path.display().to_string(),
+                    error: e.to_string(),
+                })
+                .is_ok(),
+        };
+        if !ok {
             return false;
         }
     }
