@@ -429,3 +429,109 @@ fn bad_flag_is_a_usage_error() {
     out.expect_code(2);
     out.expect_stderr_contains("--no-such-flag");
 }
+
+/// A passphrase-protected identity: works with COFFER_PASSPHRASE; a wrong or
+/// missing passphrase is a clear error, not a hang or a crash.
+#[test]
+fn passphrase_protected_identity() {
+    let mut env = TestEnv::new();
+    let pass = OsStr::new("correct horse battery staple");
+    let out = env.run_with_env(
+        [
+            OsStr::new("key"),
+            "generate".as_ref(),
+            "--passphrase".as_ref(),
+            "--output".as_ref(),
+            env.identity.as_os_str(),
+        ],
+        &[("COFFER_PASSPHRASE", pass)],
+    );
+    out.expect_ok();
+    env.recipient = out.stdout.trim().to_string();
+    assert!(env.recipient.starts_with("age1"), "{out}");
+    let text = fs::read(&env.identity).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&text).contains("AGE-SECRET-KEY-"),
+        "a passphrase-protected identity must not hold the secret key in the clear"
+    );
+    env.init_repo();
+    let src = env.path("src");
+    write_file(&src.join("f.txt"), b"protected");
+    env.backup(&[&src]);
+
+    // `key recipient` with the passphrase prints the same recipient.
+    let out = env.run_with_env(
+        [
+            OsStr::new("key"),
+            "recipient".as_ref(),
+            "--identity".as_ref(),
+            env.identity.as_os_str(),
+        ],
+        &[("COFFER_PASSPHRASE", pass)],
+    );
+    out.expect_ok();
+    assert_eq!(out.stdout.trim(), env.recipient);
+
+    let restore = |vars: &[(&str, &OsStr)]| {
+        let target = empty_dir(&env);
+        let mut args = restore_args(&target, "latest");
+        args.extend(env.operator_flags());
+        (env.run_with_env(args, vars), target)
+    };
+    let (out, target) = restore(&[("COFFER_PASSPHRASE", pass)]);
+    out.expect_ok();
+    assert_trees_equal(&src, &restored_path(&target, &src));
+
+    let (out, _) = restore(&[("COFFER_PASSPHRASE", OsStr::new("wrong"))]);
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains("passphrase");
+
+    // No passphrase and no terminal (stdin is /dev/null): an error, no hang.
+    let (out, _) = restore(&[]);
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains("passphrase");
+    let out = env.run_with_env(
+        {
+            let mut a: Vec<OsString> = vec!["check".into()];
+            a.extend(env.operator_flags());
+            a
+        },
+        &[("COFFER_PASSPHRASE", pass)],
+    );
+    out.expect_ok();
+}
+
+/// A repository written by a newer coffer (higher format version) is refused
+/// with a message that says so; nothing is written to it.
+#[test]
+fn newer_repository_format_is_refused() {
+    let (env, src) = env_with_snapshot();
+    let config_path = env.repo.join("config");
+    let original = fs::read(&config_path).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let version = config
+        .get("version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or_else(|| panic!("config has no numeric \"version\": {config}"));
+    config["version"] = serde_json::Value::from(version + 1000);
+    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+
+    let out = env.agent(["snapshots", "--quiet"]);
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains("version");
+    let before = list_files(&env.repo);
+    let out = env.backup_raw(&[&src], &["--quiet"]);
+    out.expect_failure()
+        .expect_short_stderr(MAX_ERROR_LINES)
+        .expect_stderr_contains("version");
+    assert_eq!(
+        list_files(&env.repo),
+        before,
+        "a backup to a newer-format repository must not write to it"
+    );
+    fs::write(&config_path, &original).unwrap();
+    assert_repo_valid(&env);
+}

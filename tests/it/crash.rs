@@ -291,3 +291,75 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
     env.check(true).expect_ok();
     eprintln!("crash test log {ctx}:\n{}", log.join("\n"));
 }
+
+/// One writer at a time: while a backup runs, a second one is refused
+/// quickly with a message about the lock, and the first one completes.
+#[test]
+fn second_writer_is_refused_while_first_runs() {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    for i in 0..6 {
+        write_random_file(&src.join(format!("r{i}.bin")), 8 * MIB, 500 + i);
+    }
+    let other = env.path("other");
+    write_file(&other.join("x.txt"), b"second writer");
+
+    let mut args: Vec<OsString> = vec!["backup".into(), src.clone().into(), "--json".into()];
+    args.extend(env.repo_flags());
+    let (mut first, out_path, err_path) = spawn_background(&env, &args, "first-writer");
+    let lock = env.repo.join("lock");
+    let start = Instant::now();
+    while !lock.exists() {
+        if let Some(status) = first.try_wait().unwrap() {
+            panic!(
+                "the first backup ended ({status}) before its lock was seen\n{}",
+                String::from_utf8_lossy(&fs::read(&err_path).unwrap_or_default())
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no lock object appeared within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = env.backup_raw(&[&other], &["--quiet"]);
+    let first_still_running = first.try_wait().unwrap().is_none();
+    let deadline = Instant::now() + command_timeout();
+    let status = loop {
+        if let Some(s) = first.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = first.kill();
+            panic!("the first backup did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let first_out = Output::from_status(
+        "coffer backup (first writer)".into(),
+        status,
+        fs::read(&out_path).unwrap_or_default(),
+        fs::read(&err_path).unwrap_or_default(),
+        start.elapsed(),
+    );
+    first_out.expect_ok();
+    assert!(
+        first_still_running,
+        "the first backup finished before the second one returned; cannot judge the lock\n{second}"
+    );
+    second
+        .expect_failure()
+        .expect_stderr_contains("lock")
+        .expect_short_stderr(4);
+    assert!(
+        second.elapsed < Duration::from_secs(30),
+        "the refused writer should fail quickly, took {:.2?}",
+        second.elapsed
+    );
+    assert!(
+        !lock.exists(),
+        "the lock must be released after the first backup"
+    );
+    assert_eq!(env.snapshots().len(), 1);
+    env.check(false).expect_ok();
+}

@@ -935,3 +935,101 @@ proptest! {
         prop_assert!(files >= inodes.len() as u64 && files <= n_files, "backup files {} not in [{} inodes, {} names]", files, inodes.len(), n_files);
     }
 }
+
+/// Self-describing repository: on a "fresh machine" (new HOME, no catalog,
+/// no agent key), the identity alone lists and restores.
+#[test]
+fn restore_on_fresh_machine_with_identity_only() {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    make_mixed_dataset(&src, 3 * MIB, 77);
+    finish_tree(&src, &[]);
+    let summary = env.backup(&[&src]);
+
+    let fresh = TestEnv::new();
+    let identity = fresh.home.join("operator.key");
+    fs::copy(&env.identity, &identity).unwrap();
+    chmod(&identity, 0o600);
+    let base = |args: &[&OsStr]| -> Vec<OsString> {
+        let mut v: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
+        v.extend([
+            "--repo".into(),
+            env.repo.clone().into_os_string(),
+            "--identity".into(),
+            identity.clone().into_os_string(),
+        ]);
+        v
+    };
+    let out = fresh.run(base(&["snapshots".as_ref(), "--json".as_ref()]));
+    out.expect_ok();
+    let snaps = out.json();
+    assert_eq!(
+        snaps[0]["id"].as_str(),
+        Some(str_field(&summary, "snapshot")),
+        "the identity alone must list the snapshot\n{out}"
+    );
+    let target = fresh.unique_path("restore");
+    fs::create_dir(&target).unwrap();
+    fresh
+        .run(base(&[
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "--target".as_ref(),
+            target.as_os_str(),
+        ]))
+        .expect_ok();
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
+
+/// `--exclude` globs (a name glob at any depth, an absolute path), `--host`
+/// and `--tag-profile`.
+#[test]
+fn exclude_globs_host_and_profile_tag() {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    write_file(&src.join("keep.txt"), b"keep");
+    write_file(&src.join("a.tmp"), b"excluded by name");
+    write_file(&src.join("sub/b.tmp"), b"excluded by name, deeper");
+    write_file(&src.join("sub/keep.dat"), b"keep");
+    write_file(&src.join("cache/big.bin"), b"excluded by path");
+    write_file(
+        &src.join("other/cache/kept.bin"),
+        b"same name, other path: kept",
+    );
+    finish_tree(&src, &[]);
+    let cache = src.join("cache");
+    let out = env.agent([
+        OsStr::new("backup"),
+        src.as_os_str(),
+        "--json".as_ref(),
+        "--exclude".as_ref(),
+        "*.tmp".as_ref(),
+        "--exclude".as_ref(),
+        cache.as_os_str(),
+        "--host".as_ref(),
+        "test-host-1".as_ref(),
+        "--tag-profile".as_ref(),
+        "nightly".as_ref(),
+    ]);
+    out.expect_ok();
+    let target = env.restore("latest");
+    let got = regular_files(&restored_path(&target, &src));
+    let want: BTreeSet<PathBuf> = ["keep.txt", "sub/keep.dat", "other/cache/kept.bin"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(got, want, "excludes applied wrongly\n{out}");
+    let snaps = env.snapshots();
+    assert_eq!(
+        str_field(&snaps[0], "host"),
+        "test-host-1",
+        "--host: {}",
+        snaps[0]
+    );
+    assert_eq!(
+        str_field(&snaps[0], "profile"),
+        "nightly",
+        "--tag-profile: {}",
+        snaps[0]
+    );
+}

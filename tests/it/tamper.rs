@@ -325,3 +325,58 @@ fn damaged_packs_are_found_and_contained() {
         failures.join("\n\n")
     );
 }
+
+/// A flipped byte in an index object or a snapshot object is found by
+/// `check` (no --read-data needed: every object is authenticated).
+#[test]
+fn damaged_index_and_snapshot_objects_are_found() {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    write_random_file(&src.join("a.bin"), 300 * KIB, 1);
+    write_file(&src.join("b.txt"), b"bee");
+    env.backup(&[&src]);
+    env.check(false).expect_ok();
+
+    let mut failures = Vec::new();
+    for dir in ["index", "snapshots"] {
+        let entry = fs::read_dir(env.repo.join(dir))
+            .unwrap()
+            .next()
+            .unwrap_or_else(|| panic!("no object under {dir}/"))
+            .unwrap();
+        let path = entry.path();
+        let key = format!("{dir}/{}", entry.file_name().to_string_lossy());
+        let original = fs::read(&path).unwrap();
+        let mut bad = original.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x01;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, &bad).unwrap();
+        let out = env.operator(["check", "--json"]);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            out.expect_code(4);
+            let report = out.json();
+            let problems = report["problems"].as_array().cloned().unwrap_or_default();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p["object"].as_str() == Some(key.as_str())),
+                "check must name the damaged object {key}\n{out}"
+            );
+        }));
+        if let Err(e) = r {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("{key}: {msg}"));
+        }
+        fs::write(&path, &original).unwrap();
+        let out = env.check(false);
+        if !out.ok() {
+            failures.push(format!("after repairing {key}, check fails\n{out}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
