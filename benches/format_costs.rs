@@ -24,10 +24,11 @@ fn main() {
             let Ok(m) = e.metadata() else { continue };
             if m.is_dir() {
                 stack.push(e.path());
-            } else if m.is_file() && m.len() < limit {
-                if let Ok(data) = std::fs::read(e.path()) {
-                    files.push(data);
-                }
+            } else if m.is_file()
+                && m.len() < limit
+                && let Ok(data) = std::fs::read(e.path())
+            {
+                files.push(data);
             }
         }
     }
