@@ -180,14 +180,8 @@ pub fn restore(
         let made = dirs.ensure(parent_of(&e.path)).and_then(|()| match e.kind {
             EntryKind::Dir => dirs.ensure(&e.path),
             EntryKind::File => {
-                let f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&abs)
-                    .map_err(|err| format!("{}: {err}", abs.display()))?;
-                f.set_len(e.size)
-                    .map_err(|err| format!("{}: {err}", abs.display()))?;
+                // Created below, in parallel: file creation is most of a
+                // restore's system time.
                 let mut off = 0;
                 for x in &e.content {
                     plan.entry(x.blob).or_default().push(Piece {
@@ -253,6 +247,44 @@ pub fn restore(
         }
     }
 
+    // The plan now holds the pieces; free the lists before fetching.
+    for e in &mut entries {
+        e.content = Vec::new();
+    }
+
+    // Pass 2b: create the files, sized, on all cores.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8);
+    let files: Vec<usize> = (0..entries.len())
+        .filter(|i| entries[*i].kind == EntryKind::File && !failed.contains(i))
+        .collect();
+    let create_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for part in files.chunks(files.len().div_ceil(workers).max(1)) {
+            let (entries, create_errors, target) = (&entries, &create_errors, &opts.target);
+            s.spawn(move || {
+                for &i in part {
+                    let abs = target.join(entries[i].path_os());
+                    let made = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&abs)
+                        .and_then(|f| f.set_len(entries[i].size));
+                    if let (Err(err), Ok(mut errs)) = (made, create_errors.lock()) {
+                        errs.push((i, format!("{}: {err}", abs.display())));
+                    }
+                }
+            });
+        }
+    });
+    for (i, reason) in create_errors.into_inner().unwrap_or_default() {
+        failed.insert(i);
+        report.failed.push((entries[i].path_display(), reason));
+    }
+
     // Pass 3: fetch and write, packs in parallel.
     progress.phase("restore", Some(total_bytes));
     let mut by_pack: HashMap<PackId, Vec<(PackEntry, Vec<Piece>)>> = HashMap::new();
@@ -276,10 +308,6 @@ pub fn restore(
     }
     let work: Mutex<Vec<PackWork>> = Mutex::new(by_pack.into_iter().collect());
     let errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(2, 8);
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
@@ -386,7 +414,7 @@ fn restore_pack(
     progress: &dyn Progress,
 ) {
     const GAP: u64 = 256 * 1024;
-    const MAX_READ: u64 = 32 * 1024 * 1024;
+    const MAX_READ: u64 = 8 * 1024 * 1024;
     let fail = |pieces: &[Piece], reason: &str| {
         if let Ok(mut errs) = errors.lock() {
             errs.extend(pieces.iter().map(|p| (p.file, reason.to_string())));

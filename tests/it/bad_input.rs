@@ -340,14 +340,15 @@ fn unreadable_source_file_is_listed_and_snapshot_still_created() {
     assert_repo_valid(&env);
 }
 
-/// Restore into a 2 MiB tmpfs of 8 MiB of data. (Falls back to RLIMIT_FSIZE
-/// on the child when mounting is not permitted.)
+/// Restore into a 2 MiB tmpfs of 12 MiB of data (no single file fits). The
+/// disk being full is one problem: one clear message, not one per file.
+/// (Falls back to RLIMIT_FSIZE on the child when mounting is not permitted.)
 #[test]
 fn restore_to_full_disk_fails_clearly() {
     let env = TestEnv::with_repo();
     let src = env.path("src");
     for i in 0..4 {
-        write_random_file(&src.join(format!("big-{i}.bin")), 2 * MIB, 70 + i);
+        write_random_file(&src.join(format!("big-{i}.bin")), 3 * MIB, 70 + i);
     }
     env.backup(&[&src]);
 

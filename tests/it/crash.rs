@@ -135,13 +135,19 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
             "phase 1 #{i}: `check --read-data` after a killed backup must pass {ctx}\n{}\n{check}",
             log.join("\n")
         );
+        // A kill after the commit point (the snapshot object is written
+        // last) but before the process exited leaves a complete snapshot.
         let n = env.snapshots().len();
-        assert_eq!(
-            n,
-            completed as usize,
-            "phase 1 #{i}: a killed backup must not leave a snapshot {ctx}\n{}",
+        assert!(
+            n == completed as usize || (!completed && n == 1),
+            "phase 1 #{i}: {n} snapshots after a killed backup (expected 0, or 1 if it was killed after its \
+             commit) {ctx}\n{}",
             log.join("\n")
         );
+        if n == 1 && !completed {
+            log.push("   (killed after its snapshot was committed)".into());
+            completed = true;
+        }
         log.push(format!("   repository now {}", describe_repo(&env)));
         if completed {
             break;
@@ -252,10 +258,10 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
             "phase 2 #{j}: `check --read-data` after a killed incremental backup must pass {ctx}\n{}\n{check}",
             log.join("\n")
         );
-        assert_eq!(
-            env.snapshots().len(),
-            before + finished as usize,
-            "phase 2 #{j}: snapshot count after the kill"
+        let after_kill = env.snapshots().len();
+        assert!(
+            after_kill == before + 1 || (!finished && after_kill == before),
+            "phase 2 #{j}: {after_kill} snapshots after the kill, {before} before {ctx}"
         );
         let start = Instant::now();
         let out = env.backup_raw(&[&src], &[]);
@@ -271,7 +277,7 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
         );
         assert_eq!(
             env.snapshots().len(),
-            before + finished as usize + 1,
+            after_kill + 1,
             "phase 2 #{j}: snapshot count"
         );
     }
@@ -298,7 +304,7 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
 fn second_writer_is_refused_while_first_runs() {
     let env = TestEnv::with_repo();
     let src = env.path("src");
-    for i in 0..6 {
+    for i in 0..4 {
         write_random_file(&src.join(format!("r{i}.bin")), 8 * MIB, 500 + i);
     }
     let other = env.path("other");
@@ -320,10 +326,20 @@ fn second_writer_is_refused_while_first_runs() {
             start.elapsed() < Duration::from_secs(60),
             "no lock object appeared within 60 s"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
+    // Freeze the first writer while it holds the lock (it stays alive), so
+    // the outcome does not depend on how fast the first backup is.
+    let pid = first.id() as libc::pid_t;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let held = lock.exists();
     let second = env.backup_raw(&[&other], &["--quiet"]);
     let first_still_running = first.try_wait().unwrap().is_none();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(
+        held,
+        "the lock disappeared before the first writer was frozen; cannot judge"
+    );
     let deadline = Instant::now() + command_timeout();
     let status = loop {
         if let Some(s) = first.try_wait().unwrap() {
