@@ -6,5 +6,7 @@ mod env;
 mod bad_input;
 mod crash;
 mod dedup;
+mod golden;
+mod recovery;
 mod roundtrip;
 mod tamper;
