@@ -350,7 +350,7 @@ keep_daily = 7
         let e = Profile::parse(&text, Path::new("p.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 15") && e.contains("keep_dialy"), "{e}");
+        assert!(e.contains("line 14") && e.contains("keep_dialy"), "{e}");
     }
 
     #[test]

@@ -307,3 +307,30 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// File lists come from storage: any bytes must parse or fail, never panic.
+        #[test]
+        fn garbage_file_lists_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..5)) {
+            let mut p = TreeParser::default();
+            for c in &chunks {
+                if p.feed(c, "t").is_err() {
+                    break;
+                }
+            }
+        }
+
+        #[test]
+        fn json_shaped_garbage_never_panics(path in ".{0,40}", size in any::<u64>(), off in any::<u64>(), len in any::<u64>()) {
+            let line = serde_json::json!({"path": path, "type": "file", "mode": 420, "mtime": 0, "size": size,
+                "content": [["00".repeat(32), off, len]]}).to_string();
+            let _ = Entry::parse_line(line.as_bytes());
+        }
+    }
+}
