@@ -145,6 +145,20 @@ fn parse_time_of_day(s: &str) -> Result<u32, String> {
     Ok(h * 60 + m)
 }
 
+/// The line where `key = …` is first set, if it is.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    if key.is_empty() {
+        return None;
+    }
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
@@ -167,9 +181,24 @@ impl Profile {
                 e.message().trim_end()
             ),
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
+        // Messages start with the key they are about; point at its line.
+        let invalid = |message: String| {
+            let key = message
+                .split([' ', ':', '='])
+                .next()
+                .and_then(|k| k.rsplit('.').next())
+                .unwrap_or("");
+            match line_of_key(text, key) {
+                Some(line) => ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    line,
+                    message,
+                },
+                None => ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    message,
+                },
+            }
         };
         let base = path
             .parent()
@@ -356,7 +385,11 @@ keep_daily = 7
     #[test]
     fn bad_values_are_refused_with_a_hint() {
         for (from, to, want) in [
-            ("max_per_day = 2", "max_per_day = 9", "1 to 6"),
+            (
+                "max_per_day = 2",
+                "max_per_day = 9",
+                "line 10: schedule.max_per_day = 9: must be 1 to 6",
+            ),
             (
                 "keep_within = \"30d\"",
                 "keep_within = \"30 days\"",
