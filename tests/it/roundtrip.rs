@@ -954,7 +954,7 @@ fn restore_on_fresh_machine_with_identity_only() {
         let mut v: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
         v.extend([
             "--repo".into(),
-            env.repo.clone().into_os_string(),
+            format!("file://{}", env.repo.display()).into(),
             "--identity".into(),
             identity.clone().into_os_string(),
         ]);
@@ -979,6 +979,32 @@ fn restore_on_fresh_machine_with_identity_only() {
         ]))
         .expect_ok();
     assert_trees_equal(&src, &restored_path(&target, &src));
+
+    // The same through COFFER_REPO / COFFER_IDENTITY, with a plain path.
+    let target = fresh.unique_path("restore");
+    fs::create_dir(&target).unwrap();
+    fresh
+        .run_with_env(
+            [
+                OsStr::new("restore"),
+                "latest".as_ref(),
+                "--target".as_ref(),
+                target.as_os_str(),
+            ],
+            &[
+                ("COFFER_REPO", env.repo.as_os_str()),
+                ("COFFER_IDENTITY", identity.as_os_str()),
+            ],
+        )
+        .expect_ok();
+    assert_trees_equal(&src, &restored_path(&target, &src));
+
+    // check --json on a healthy repository.
+    let out = fresh.run(base(&["check".as_ref(), "--json".as_ref()]));
+    out.expect_ok();
+    let report = out.json();
+    assert_eq!(report["ok"], Value::Bool(true), "{out}");
+    assert_eq!(report["problems"], Value::Array(vec![]), "{out}");
 }
 
 /// `--exclude` globs (a name glob at any depth, an absolute path), `--host`
