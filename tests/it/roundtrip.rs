@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
@@ -1007,10 +1007,10 @@ fn restore_on_fresh_machine_with_identity_only() {
     assert_eq!(report["problems"], Value::Array(vec![]), "{out}");
 }
 
-/// `--exclude` globs (a name glob at any depth, an absolute path), `--host`
-/// and `--tag-profile`.
+/// `--exclude` globs (a name glob at any depth, an absolute path), `--host`,
+/// `--compression`.
 #[test]
-fn exclude_globs_host_and_profile_tag() {
+fn exclude_globs_host_and_compression() {
     let env = TestEnv::with_repo();
     let src = env.path("src");
     write_file(&src.join("keep.txt"), b"keep");
@@ -1034,8 +1034,8 @@ fn exclude_globs_host_and_profile_tag() {
         cache.as_os_str(),
         "--host".as_ref(),
         "test-host-1".as_ref(),
-        "--tag-profile".as_ref(),
-        "nightly".as_ref(),
+        "--compression".as_ref(),
+        "19".as_ref(),
     ]);
     out.expect_ok();
     let target = env.restore("latest");
@@ -1052,10 +1052,45 @@ fn exclude_globs_host_and_profile_tag() {
         "--host: {}",
         snaps[0]
     );
-    assert_eq!(
-        str_field(&snaps[0], "profile"),
-        "nightly",
-        "--tag-profile: {}",
-        snaps[0]
+}
+
+/// `key export-agent` (operator) re-provisions a server: the exported agent
+/// key (mode 0600) backs up into the same repository, and dedups against it.
+#[test]
+fn export_agent_key_reprovisions_a_server() {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    write_random_file(&src.join("data.bin"), MIB, 12);
+    env.backup(&[&src]);
+
+    let exported = env.home.join("exported-agent.key");
+    env.operator([
+        OsStr::new("key"),
+        "export-agent".as_ref(),
+        "--output".as_ref(),
+        exported.as_os_str(),
+    ])
+    .expect_ok();
+    let mode = fs::metadata(&exported).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "exported agent key must have mode 0600");
+    let out = env.run([
+        OsStr::new("backup"),
+        src.as_os_str(),
+        "--json".as_ref(),
+        "--repo".as_ref(),
+        env.repo.as_os_str(),
+        "--agent-key".as_ref(),
+        exported.as_os_str(),
+        "--catalog".as_ref(),
+        env.home.join("other-catalog.sqlite").as_os_str(),
+    ]);
+    out.expect_ok();
+    let summary = out.json();
+    assert!(
+        u64_field(&summary, "data_added") <= 64 * KIB,
+        "the exported key must produce the same chunk ids (dedup): {summary}"
     );
+    assert_eq!(env.snapshots().len(), 2);
+    let target = env.restore("latest");
+    assert_trees_equal(&src, &restored_path(&target, &src));
 }
