@@ -195,6 +195,12 @@ row() {
   fi
   echo "| $label | $(fmt "$kind" "$c") | $(fmt "$kind" "$r") | $ratio | ≤ $target | $met |"
 }
+# the commit measured; "+changes" if src/ or Cargo.* differ from it (target/ is ignored)
+coffer_rev() {
+  git -C "$ROOT" log -1 --format='%h' 2>/dev/null | tr -d '\n'
+  git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || printf '+changes'
+  return 0
+}
 val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did not run
 
 {
@@ -204,7 +210,7 @@ val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did 
   # other work on the box skews wall times: show it, so a noisy run is recognisable
   echo "Load average (1 min) at start $LOAD0, at end $(cut -d' ' -f1 /proc/loadavg)."
   echo "restic $(want restic && restic version | cut -d' ' -f2 || echo '-'): \`--compression auto\`, repository format 2, cache \`--cache-dir $R/cache\` (empty at start)."
-  echo "coffer: \`$(want coffer && git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '-')\`, catalog \`$C/catalog.sqlite\` (empty at start)."
+  echo "coffer: \`$(want coffer && coffer_rev || echo '-')\`, catalog \`$C/catalog.sqlite\` (empty at start)."
   echo
   echo "| step | coffer | restic | ratio coffer/restic | target ratio | met |"
   echo "|---|---|---|---|---|---|"
