@@ -19,6 +19,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{path}: {reason}: the restore target is full; free space there or restore to another --target (the repository is fine)"
+    )]
+    TargetFull { path: PathBuf, reason: String },
     #[error("{0}")]
     Invalid(String),
     #[error("interrupted")]

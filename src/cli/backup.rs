@@ -43,7 +43,11 @@ fn auto_init(ctx: &Context) -> Result<()> {
     } else {
         OperatorIdentity::generate(identity, None)?
     };
-    let (_, agent) = Repository::init(store, vec![recipient])?;
+    let (_, agent) = Repository::init(
+        store,
+        vec![recipient],
+        crate::repo::chunker::ChunkerParams::DATA,
+    )?;
     agent.save(agent_key)?;
     if !ctx.quiet && !ctx.json {
         eprintln!(

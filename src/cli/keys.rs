@@ -2,6 +2,7 @@
 
 use super::{Context, Exit, print_json};
 use crate::repo::Repository;
+use crate::repo::chunker::ChunkerParams;
 use crate::repo::keys::OperatorIdentity;
 use anyhow::{Context as _, Result, anyhow};
 use clap::{Args, Subcommand};
@@ -32,6 +33,12 @@ pub struct InitArgs {
     /// An operator recipient (age1…); repeat for several operators.
     #[arg(long = "recipient", short = 'r')]
     recipients: Vec<String>,
+    /// Average chunk size in KiB (min a quarter, max four times). Smaller
+    /// chunks store less after small in-place changes (databases), at more
+    /// blobs per GiB. Fixed for the repository's life.
+    #[arg(long, default_value_t = (ChunkerParams::DATA.avg / 1024) as u32,
+          value_parser = clap::value_parser!(u32).range(64..=4096))]
+    chunk_avg_kib: u32,
 }
 
 fn read_passphrase() -> Result<String> {
@@ -120,7 +127,8 @@ pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {
         ));
     }
     let store = ctx.store()?;
-    let (repo, agent) = Repository::init(store, recipients)?;
+    let avg = (args.chunk_avg_kib as usize * 1024) & !1;
+    let (repo, agent) = Repository::init(store, recipients, ChunkerParams::with_avg(avg))?;
     agent.save(&agent_key_path)?;
     if ctx.json {
         print_json(

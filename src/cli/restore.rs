@@ -144,7 +144,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
         Ok(Exit::Success)
     } else {
         eprintln!(
-            "coffer: error: {} entr{} of snapshot {} could not be restored (listed above); the others were restored. Run `coffer check --read-data` for details.",
+            "coffer: error: {} entr{} of snapshot {} could not be restored (listed above); the others were restored. If the reasons name the repository's data, `coffer check --read-data` tells what is damaged.",
             report.failed.len(),
             if report.failed.len() == 1 { "y" } else { "ies" },
             id.short()

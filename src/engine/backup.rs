@@ -43,9 +43,12 @@ pub struct BackupReport {
 
 /// Files below this size are bundled with their neighbours into one blob, so
 /// tens of thousands of small files do not each pay a blob's fixed cost.
-fn small_file_limit(repo: &Repository) -> u64 {
-    repo.config.data_chunks.min as u64
-}
+const SMALL_FILE: u64 = 256 * 1024;
+/// A bundle may close after this many bytes (where a keyed hash of the
+/// current path says so, so cut points survive neighbouring changes)…
+const BUNDLE_MIN: usize = 256 * 1024;
+/// …and always closes at this size.
+const BUNDLE_MAX: usize = 1024 * 1024;
 
 /// In-flight files the driver lets run ahead of the one it waits for.
 const WINDOW: usize = 64;
@@ -407,7 +410,7 @@ fn run(
     let seed = repo.keys.chunker_seed();
     let data_chunker = Chunker::new(repo.config.data_chunks, seed);
     let meta_chunker = Chunker::new(repo.config.meta_chunks, seed);
-    let small = small_file_limit(repo);
+    let small = SMALL_FILE;
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -740,8 +743,8 @@ impl Driver<'_> {
                     }];
                     slot.state = SlotState::Bundled(self.bundle_no);
                     self.bundle.extend_from_slice(&data);
-                    let cut_here = self.bundle.len() >= self.repo.config.data_chunks.avg
-                        || (self.bundle.len() >= self.repo.config.data_chunks.min
+                    let cut_here = self.bundle.len() >= BUNDLE_MAX
+                        || (self.bundle.len() >= BUNDLE_MIN
                             && self.repo.keys.blob_id(&slot.entry.path).0[0] < 32);
                     self.cursor += 1;
                     if cut_here {

@@ -78,19 +78,21 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     };
 
     let stored: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    let mut size_notes: HashMap<PackId, String> = HashMap::new();
     for (pack, size) in &packs {
         match stored.get(pack) {
             None => {
                 damaged.insert(pack.key(), ("missing from storage".into(), by_pack(pack)));
             }
             Some(s) if s != size => {
-                damaged.insert(
-                    pack.key(),
-                    (
-                        format!("size is {s} bytes, the index says {size} (truncated or altered)"),
-                        by_pack(pack),
-                    ),
-                );
+                let problem =
+                    format!("size is {s} bytes, the index says {size} (truncated or altered)");
+                if read_data {
+                    // Reading it tells exactly which blobs survive.
+                    size_notes.insert(*pack, problem);
+                } else {
+                    damaged.insert(pack.key(), (problem, by_pack(pack)));
+                }
             }
             _ => {}
         }
@@ -111,7 +113,7 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         progress.phase("read data", Some(todo.len() as u64));
         report.packs_read = todo.len();
         let work = Mutex::new(todo);
-        let found: Mutex<Vec<(String, String, HashSet<BlobId>)>> = Mutex::new(Vec::new());
+        let found: Mutex<Vec<(PackId, String, HashSet<BlobId>)>> = Mutex::new(Vec::new());
         let blobs_ref = &blobs;
         std::thread::scope(|s| {
             for _ in 0..2 {
@@ -127,8 +129,12 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                 });
             }
         });
-        for (object, problem, bad) in found.into_inner().unwrap_or_default() {
-            damaged.insert(object, (problem, bad));
+        for (pack, problem, bad) in found.into_inner().unwrap_or_default() {
+            let problem = match size_notes.get(&pack) {
+                Some(note) => format!("{note}; {problem}"),
+                None => problem,
+            };
+            damaged.insert(pack.key(), (problem, bad));
         }
     }
 
@@ -218,12 +224,12 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     Ok(report)
 }
 
-/// Downloads one pack and verifies it. Returns (object, problem, damaged blobs).
+/// Downloads one pack and verifies it. Returns (pack, problem, damaged blobs).
 fn read_pack(
     repo: &Repository,
     pack: &PackId,
     blobs: &HashMap<BlobId, BlobLocation>,
-) -> Option<(String, String, HashSet<BlobId>)> {
+) -> Option<(PackId, String, HashSet<BlobId>)> {
     let indexed: Vec<_> = blobs
         .values()
         .filter(|l| &l.pack == pack)
@@ -232,7 +238,7 @@ fn read_pack(
     let all: HashSet<BlobId> = indexed.iter().map(|e| e.id).collect();
     let bytes = match repo.store.get(&pack.key()) {
         Ok(b) => b,
-        Err(e) => return Some((pack.key(), e.to_string(), all)),
+        Err(e) => return Some((*pack, e.to_string(), all)),
     };
     let hash_ok = blake3::hash(&bytes).as_bytes() == &pack.0;
     // Blob by blob: with the identity every blob can be opened, so the damage
@@ -252,7 +258,7 @@ fn read_pack(
     }
     if hash_ok && bad.is_empty() {
         if let Err(e) = parse_pack(&repo.keys, pack, &bytes) {
-            return Some((pack.key(), e.to_string(), HashSet::new()));
+            return Some((*pack, e.to_string(), HashSet::new()));
         }
         return None;
     }
@@ -264,5 +270,5 @@ fn read_pack(
             bad.len()
         )
     };
-    Some((pack.key(), problem, bad))
+    Some((*pack, problem, bad))
 }

@@ -261,11 +261,16 @@ pub fn restore(
         .filter(|i| entries[*i].kind == EntryKind::File && !failed.contains(i))
         .collect();
     let create_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    let full = Full::default();
     std::thread::scope(|s| {
         for part in files.chunks(files.len().div_ceil(workers).max(1)) {
-            let (entries, create_errors, target) = (&entries, &create_errors, &opts.target);
+            let (entries, create_errors, target, full) =
+                (&entries, &create_errors, &opts.target, &full);
             s.spawn(move || {
                 for &i in part {
+                    if full.is_set() {
+                        break;
+                    }
                     let abs = target.join(entries[i].path_os());
                     let made = std::fs::OpenOptions::new()
                         .write(true)
@@ -274,12 +279,16 @@ pub fn restore(
                         .open(&abs)
                         .and_then(|f| f.set_len(entries[i].size));
                     if let (Err(err), Ok(mut errs)) = (made, create_errors.lock()) {
+                        full.note(&abs, &err);
                         errs.push((i, format!("{}: {err}", abs.display())));
                     }
                 }
             });
         }
     });
+    if let Some((path, reason)) = full.0.get().cloned() {
+        return Err(Error::TargetFull { path, reason });
+    }
     for (i, reason) in create_errors.into_inner().unwrap_or_default() {
         failed.insert(i);
         report.failed.push((entries[i].path_display(), reason));
@@ -321,11 +330,16 @@ pub fn restore(
                         &items,
                         &errors,
                         progress,
+                        &full,
                     );
                 }
             });
         }
     });
+    // A full target stops the restore with one message, not one per file.
+    if let Some((path, reason)) = full.0.into_inner() {
+        return Err(Error::TargetFull { path, reason });
+    }
     for (file, reason) in errors.into_inner().unwrap_or_default() {
         if failed.insert(file) {
             report.failed.push((entries[file].path_display(), reason));
@@ -412,6 +426,7 @@ fn restore_pack(
     items: &[(PackEntry, Vec<Piece>)],
     errors: &Mutex<Vec<(usize, String)>>,
     progress: &dyn Progress,
+    full: &Full,
 ) {
     const GAP: u64 = 256 * 1024;
     const MAX_READ: u64 = 8 * 1024 * 1024;
@@ -421,7 +436,7 @@ fn restore_pack(
         }
     };
     let mut i = 0;
-    while i < items.len() {
+    while i < items.len() && !full.is_set() {
         let start = items[i].0.offset;
         let mut end = start + items[i].0.length;
         let mut j = i + 1;
@@ -452,7 +467,7 @@ fn restore_pack(
                         Err(e) => fail(pieces, &e.to_string()),
                         Ok(plain) => {
                             for p in pieces {
-                                let res = write_piece(target, &entries[p.file], &plain, p);
+                                let res = write_piece(target, &entries[p.file], &plain, p, full);
                                 if let Err(e) = res {
                                     fail(std::slice::from_ref(p), &e);
                                 } else {
@@ -468,11 +483,35 @@ fn restore_pack(
     }
 }
 
+/// A write error that stops the whole restore: the target has no room left.
+fn is_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), StorageFull | QuotaExceeded | FileTooLarge)
+}
+
+/// The first "disk full" seen by any worker; once set, workers stop.
+#[derive(Default)]
+struct Full(std::sync::OnceLock<(PathBuf, String)>);
+
+impl Full {
+    fn note(&self, path: &Path, e: &std::io::Error) -> bool {
+        if is_full(e) {
+            let _ = self.0.set((path.to_path_buf(), e.to_string()));
+            return true;
+        }
+        false
+    }
+    fn is_set(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
+
 fn write_piece(
     target: &Path,
     e: &Entry,
     plain: &[u8],
     p: &Piece,
+    full: &Full,
 ) -> std::result::Result<(), String> {
     let end = p
         .blob_off
@@ -487,10 +526,12 @@ fn write_piece(
             )
         })?;
     let abs = target.join(e.path_os());
-    let f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .open(&abs)
-        .map_err(|err| format!("{}: {err}", abs.display()))?;
-    f.write_all_at(&plain[p.blob_off as usize..end as usize], p.file_off)
-        .map_err(|err| format!("{}: {err}", abs.display()))
+        .and_then(|f| f.write_all_at(&plain[p.blob_off as usize..end as usize], p.file_off))
+        .map_err(|err| {
+            full.note(&abs, &err);
+            format!("{}: {err}", abs.display())
+        })
 }

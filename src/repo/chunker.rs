@@ -15,11 +15,13 @@ pub struct ChunkerParams {
 }
 
 impl ChunkerParams {
-    /// File data: 1 MiB on average; see docs/FORMAT.md for the measurements.
+    /// File data: 256 KiB on average. An in-place page update re-stores one
+    /// chunk, so this is a third of what 1 MiB chunks cost after a typical
+    /// day of a server (docs/FORMAT.md has the measurements).
     pub const DATA: ChunkerParams = ChunkerParams {
-        min: 256 * 1024,
-        avg: 1024 * 1024,
-        max: 4 * 1024 * 1024,
+        min: 64 * 1024,
+        avg: 256 * 1024,
+        max: 1024 * 1024,
     };
     /// Metadata streams (file lists, reference lists): small, so a change in one
     /// directory re-stores little.
@@ -28,6 +30,15 @@ impl ChunkerParams {
         avg: 64 * 1024,
         max: 256 * 1024,
     };
+
+    /// Sizes around an average: a quarter of it to four times it.
+    pub fn with_avg(avg: usize) -> ChunkerParams {
+        ChunkerParams {
+            min: avg / 4,
+            avg,
+            max: avg * 4,
+        }
+    }
 
     pub fn validate(&self) -> Result<(), String> {
         let ok = self.min >= 64

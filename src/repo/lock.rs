@@ -19,6 +19,9 @@ struct LockInfo {
     started: DateTime<Utc>,
     expires: DateTime<Utc>,
     nonce: u64,
+    /// The holder's start time (clock ticks since boot), to tell a reused pid.
+    #[serde(default)]
+    start_ticks: Option<u64>,
 }
 
 /// A held lock. Call [`RepoLock::release`] when done; a dropped lock simply
@@ -40,10 +43,31 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+/// State and start time of a process, from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // starttime is field 22 of the whole line: the 20th after the state.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// Whether the lock holder still runs on this host: not gone, not a zombie,
+/// and not a new process that happens to have the same pid.
+fn process_alive(pid: u32, start_ticks: Option<u64>) -> bool {
+    match proc_stat(pid) {
+        Some((state, start)) => state != 'Z' && start_ticks.is_none_or(|t| t == start),
+        None if std::path::Path::new("/proc/self/stat").exists() => false,
+        None => {
+            // No procfs: signal 0 only checks that the pid exists.
+            // SAFETY: kill with signal 0 sends nothing.
+            let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+            rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+        }
+    }
 }
 
 impl RepoLock {
@@ -55,6 +79,7 @@ impl RepoLock {
             started: now,
             expires: now + lease,
             nonce: rand::random(),
+            start_ticks: proc_stat(std::process::id()).map(|(_, t)| t),
         };
         for _ in 0..3 {
             let sealed = Bytes::from(keys.seal(
@@ -76,7 +101,9 @@ impl RepoLock {
                 continue; // released between our attempt and the read
             };
             let stale = held.expires < Utc::now()
-                || (held.host == info.host && held.pid != info.pid && !process_alive(held.pid));
+                || (held.host == info.host
+                    && held.pid != info.pid
+                    && !process_alive(held.pid, held.start_ticks));
             if !stale {
                 return Err(RepoError::Locked {
                     host: held.host,
@@ -138,5 +165,38 @@ impl RepoLock {
             store.delete(LOCK_KEY)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_reused_pid_is_not() {
+        let me = std::process::id();
+        let (state, start) = proc_stat(me).expect("procfs");
+        assert_ne!(state, 'Z');
+        assert!(process_alive(me, Some(start)));
+        assert!(
+            !process_alive(me, Some(start + 1)),
+            "same pid, other start time"
+        );
+        assert!(!process_alive(u32::MAX - 1, None));
+    }
+
+    #[test]
+    fn a_zombie_holds_no_lock() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not yet reaped: a zombie once it has exited.
+        for _ in 0..200 {
+            if proc_stat(pid).is_some_and(|(s, _)| s == 'Z') {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid, None));
+        child.wait().unwrap();
     }
 }

@@ -98,6 +98,7 @@ impl Repository {
     pub fn init(
         store: Store,
         recipients: Vec<age::x25519::Recipient>,
+        data_chunks: ChunkerParams,
     ) -> Result<(Repository, AgentKey), RepoError> {
         if store.stat(CONFIG_KEY)?.is_some() {
             return Err(RepoError::AlreadyExists {
@@ -109,7 +110,7 @@ impl Repository {
             version: FORMAT_VERSION,
             id: hex::encode(rand::random::<[u8; 16]>()),
             created: Utc::now(),
-            data_chunks: ChunkerParams::DATA,
+            data_chunks,
             meta_chunks: ChunkerParams::META,
             pack_size: 16 * 1024 * 1024,
         };
