@@ -17,6 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct RestoreOptions {
     pub target: PathBuf,
@@ -252,13 +253,21 @@ pub fn restore(
         e.content = Vec::new();
     }
 
-    // Pass 2b: create the files, sized, on all cores.
+    // Pass 2b: create, on all cores, the files that are not written whole by
+    // one piece (those are created by their write, which saves a pass over
+    // tens of thousands of small files).
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(2, 8);
+    let mut piece_count = vec![0u32; entries.len()];
+    for p in plan.values().flatten() {
+        piece_count[p.file] += 1;
+    }
     let files: Vec<usize> = (0..entries.len())
-        .filter(|i| entries[*i].kind == EntryKind::File && !failed.contains(i))
+        .filter(|i| {
+            entries[*i].kind == EntryKind::File && piece_count[*i] != 1 && !failed.contains(i)
+        })
         .collect();
     let create_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let full = Full::default();
@@ -272,12 +281,12 @@ pub fn restore(
                         break;
                     }
                     let abs = target.join(entries[i].path_os());
+                    // The pieces cover the whole file, so writing them sets its size.
                     let made = std::fs::OpenOptions::new()
                         .write(true)
                         .create(true)
                         .truncate(true)
-                        .open(&abs)
-                        .and_then(|f| f.set_len(entries[i].size));
+                        .open(&abs);
                     if let (Err(err), Ok(mut errs)) = (made, create_errors.lock()) {
                         full.note(&abs, &err);
                         errs.push((i, format!("{}: {err}", abs.display())));
@@ -316,26 +325,32 @@ pub fn restore(
         }
     }
     let work: Mutex<Vec<PackWork>> = Mutex::new(by_pack.into_iter().collect());
-    let errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    let writer = Writer {
+        target: &opts.target,
+        entries: &entries,
+        piece_count: &piece_count,
+        finished: (0..entries.len()).map(|_| AtomicBool::new(false)).collect(),
+        root,
+        errors: Mutex::new(Vec::new()),
+        full,
+        progress,
+    };
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
                 while let Some((pack, mut items)) = super::pop(&work) {
                     items.sort_by_key(|(e, _)| e.offset);
-                    restore_pack(
-                        repo,
-                        &opts.target,
-                        &entries,
-                        &pack,
-                        &items,
-                        &errors,
-                        progress,
-                        &full,
-                    );
+                    restore_pack(repo, &writer, &pack, &items);
                 }
             });
         }
     });
+    let Writer {
+        finished,
+        errors,
+        full,
+        ..
+    } = writer;
     // A full target stops the restore with one message, not one per file.
     if let Some((path, reason)) = full.0.into_inner() {
         return Err(Error::TargetFull { path, reason });
@@ -389,6 +404,9 @@ pub fn restore(
             EntryKind::File => {
                 report.files += 1;
                 report.bytes += e.size;
+                if finished[i].load(Ordering::Relaxed) {
+                    continue;
+                }
             }
             EntryKind::Hardlink => {
                 report.links += 1;
@@ -417,26 +435,83 @@ pub fn restore(
     Ok(report)
 }
 
-/// Reads the needed blobs of one pack, coalescing neighbours into one read.
-fn restore_pack(
-    repo: &Repository,
-    target: &Path,
-    entries: &[Entry],
-    pack: &PackId,
-    items: &[(PackEntry, Vec<Piece>)],
-    errors: &Mutex<Vec<(usize, String)>>,
-    progress: &dyn Progress,
-    full: &Full,
-) {
-    const GAP: u64 = 256 * 1024;
-    const MAX_READ: u64 = 8 * 1024 * 1024;
-    let fail = |pieces: &[Piece], reason: &str| {
-        if let Ok(mut errs) = errors.lock() {
+/// What the fetch workers share: where and what to write, and what went wrong.
+struct Writer<'a> {
+    target: &'a Path,
+    entries: &'a [Entry],
+    piece_count: &'a [u32],
+    /// Files written whole by their single piece, metadata already set.
+    finished: Vec<AtomicBool>,
+    root: bool,
+    errors: Mutex<Vec<(usize, String)>>,
+    full: Full,
+    progress: &'a dyn Progress,
+}
+
+impl Writer<'_> {
+    fn fail(&self, pieces: &[Piece], reason: &str) {
+        if let Ok(mut errs) = self.errors.lock() {
             errs.extend(pieces.iter().map(|p| (p.file, reason.to_string())));
         }
-    };
+    }
+
+    /// Writes one piece. A file made of a single piece is created, written
+    /// and given its metadata through one open descriptor.
+    fn write(&self, plain: &[u8], p: &Piece) -> std::result::Result<(), String> {
+        let end = p
+            .blob_off
+            .checked_add(p.len)
+            .filter(|&x| x <= plain.len() as u64)
+            .ok_or_else(|| {
+                format!(
+                    "file list points outside blob ({} + {} > {})",
+                    p.blob_off,
+                    p.len,
+                    plain.len()
+                )
+            })?;
+        let e = &self.entries[p.file];
+        let abs = self.target.join(e.path_os());
+        let single = self.piece_count[p.file] == 1;
+        let data = &plain[p.blob_off as usize..end as usize];
+        let res = std::fs::OpenOptions::new()
+            .write(true)
+            .create(single)
+            .truncate(single)
+            .open(&abs)
+            .and_then(|f| {
+                f.write_all_at(data, p.file_off)?;
+                // Times before 1970 need the path call in the metadata pass.
+                if single && e.mtime >= 0 {
+                    set_metadata_fd(&f, e, self.root)?;
+                    self.finished[p.file].store(true, Ordering::Relaxed);
+                }
+                Ok(())
+            });
+        res.map_err(|err| {
+            self.full.note(&abs, &err);
+            format!("{}: {err}", abs.display())
+        })
+    }
+}
+
+/// fchown, fchmod, futimens: metadata without another path lookup.
+fn set_metadata_fd(f: &std::fs::File, e: &Entry, root: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if root {
+        std::os::unix::fs::fchown(f, Some(e.uid), Some(e.gid))?;
+    }
+    f.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o7777))?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(e.mtime.max(0) as u64);
+    f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
+}
+
+/// Reads the needed blobs of one pack, coalescing neighbours into one read.
+fn restore_pack(repo: &Repository, w: &Writer, pack: &PackId, items: &[(PackEntry, Vec<Piece>)]) {
+    const GAP: u64 = 256 * 1024;
+    const MAX_READ: u64 = 4 * 1024 * 1024;
     let mut i = 0;
-    while i < items.len() && !full.is_set() {
+    while i < items.len() && !w.full.is_set() {
         let start = items[i].0.offset;
         let mut end = start + items[i].0.length;
         let mut j = i + 1;
@@ -450,28 +525,26 @@ fn restore_pack(
         match repo.store.get_range(&pack.key(), start, end - start) {
             Err(e) => {
                 for (_, pieces) in &items[i..j] {
-                    fail(pieces, &e.to_string());
+                    w.fail(pieces, &e.to_string());
                 }
             }
             Ok(bytes) => {
                 for (entry, pieces) in &items[i..j] {
                     let lo = (entry.offset - start) as usize;
                     let Some(sealed) = bytes.get(lo..lo + entry.length as usize) else {
-                        fail(
+                        w.fail(
                             pieces,
                             &format!("{} is shorter than its index says", pack.key()),
                         );
                         continue;
                     };
                     match open_blob(&repo.keys, entry, pack, sealed) {
-                        Err(e) => fail(pieces, &e.to_string()),
+                        Err(e) => w.fail(pieces, &e.to_string()),
                         Ok(plain) => {
                             for p in pieces {
-                                let res = write_piece(target, &entries[p.file], &plain, p, full);
-                                if let Err(e) = res {
-                                    fail(std::slice::from_ref(p), &e);
-                                } else {
-                                    progress.advance(p.len);
+                                match w.write(&plain, p) {
+                                    Err(e) => w.fail(std::slice::from_ref(p), &e),
+                                    Ok(()) => w.progress.advance(p.len),
                                 }
                             }
                         }
@@ -504,34 +577,4 @@ impl Full {
     fn is_set(&self) -> bool {
         self.0.get().is_some()
     }
-}
-
-fn write_piece(
-    target: &Path,
-    e: &Entry,
-    plain: &[u8],
-    p: &Piece,
-    full: &Full,
-) -> std::result::Result<(), String> {
-    let end = p
-        .blob_off
-        .checked_add(p.len)
-        .filter(|&x| x <= plain.len() as u64)
-        .ok_or_else(|| {
-            format!(
-                "file list points outside blob ({} + {} > {})",
-                p.blob_off,
-                p.len,
-                plain.len()
-            )
-        })?;
-    let abs = target.join(e.path_os());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&abs)
-        .and_then(|f| f.write_all_at(&plain[p.blob_off as usize..end as usize], p.file_off))
-        .map_err(|err| {
-            full.note(&abs, &err);
-            format!("{}: {err}", abs.display())
-        })
 }

@@ -109,6 +109,7 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
     let mut log = Vec::new();
     let mut env;
     let mut completed;
+    let mut committed_by_kill = false;
     let mut killed_count;
     let mut attempt = 0;
     loop {
@@ -162,6 +163,7 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
             if n == 1 && !completed {
                 log.push("   (killed after its snapshot was committed)".into());
                 completed = true;
+                committed_by_kill = true;
             }
             log.push(format!("   repository now {}", describe_repo(&env)));
             if completed {
@@ -179,7 +181,9 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
         log.join("\n")
     );
 
-    if !completed {
+    // A run killed between its commit and its exit leaves its (stale) lock:
+    // the next backup must take it over, so run one more in that case too.
+    if !completed || committed_by_kill {
         let start = Instant::now();
         let out = env.backup_raw(&[&src], &[]);
         assert!(

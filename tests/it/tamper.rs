@@ -272,11 +272,14 @@ fn scenario(fx: &Fixture, what: &str, damage: impl Fn(&Path), read_data: bool, m
     expect_partial_restore(fx, &affected, what);
 }
 
+/// (description, how to damage the pack, check with --read-data, pack missing afterwards)
+type Scenario = (&'static str, Box<dyn Fn(&Path)>, bool, bool);
+
 #[test]
 fn damaged_packs_are_found_and_contained() {
     let fx = fixture();
     let mut failures = Vec::new();
-    let scenarios: Vec<(&str, Box<dyn Fn(&Path)>, bool, bool)> = vec![
+    let scenarios: Vec<Scenario> = vec![
         (
             "(a) one byte flipped in the middle of a pack",
             Box::new(|p: &Path| {
