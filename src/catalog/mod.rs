@@ -173,21 +173,25 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    pub fn known_indexes(&self) -> Result<HashSet<IndexId>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id FROM indexes")
-            .map_err(|e| self.err(e))?;
+    /// The 32-byte ids in the first column of `sql`'s rows.
+    fn ids(&self, sql: &str) -> Result<Vec<[u8; 32]>, CatalogError> {
+        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
             .map_err(|e| self.err(e))?;
-        let mut out = HashSet::new();
+        let mut out = Vec::new();
         for r in rows {
-            if let Some(id) = id32(r.map_err(|e| self.err(e))?) {
-                out.insert(IndexId(id));
-            }
+            out.extend(id32(r.map_err(|e| self.err(e))?));
         }
         Ok(out)
+    }
+
+    pub fn known_indexes(&self) -> Result<HashSet<IndexId>, CatalogError> {
+        Ok(self
+            .ids("SELECT id FROM indexes")?
+            .into_iter()
+            .map(IndexId)
+            .collect())
     }
 
     /// Records an index object and every blob it lists, in one transaction.
@@ -406,20 +410,11 @@ impl Catalog {
     }
 
     pub fn snapshot_ids(&self) -> Result<HashSet<SnapshotId>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id FROM snapshots")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = HashSet::new();
-        for r in rows {
-            if let Some(id) = id32(r.map_err(|e| self.err(e))?) {
-                out.insert(SnapshotId(id));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .ids("SELECT id FROM snapshots")?
+            .into_iter()
+            .map(SnapshotId)
+            .collect())
     }
 
     pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), CatalogError> {

@@ -676,20 +676,12 @@ impl Driver<'_> {
                 self.complete(done, small);
             }
             while reading >= WINDOW || self.pending.len() > 4 * WINDOW && reading > 0 {
-                let done = done_rx
-                    .recv()
-                    .map_err(|_| Error::Invalid("file readers stopped".into()))?;
-                reading -= 1;
-                self.complete(done, small);
+                self.wait_one(done_rx, &mut reading, small)?;
             }
             self.advance()?;
         }
         while reading > 0 {
-            let done = done_rx
-                .recv()
-                .map_err(|_| Error::Invalid("file readers stopped".into()))?;
-            reading -= 1;
-            self.complete(done, small);
+            self.wait_one(done_rx, &mut reading, small)?;
             self.advance()?;
         }
         if cancel.load(Ordering::Relaxed) {
@@ -697,6 +689,21 @@ impl Driver<'_> {
         }
         self.close_bundle()?;
         self.advance()
+    }
+
+    /// Blocks for the next finished file.
+    fn wait_one(
+        &mut self,
+        done_rx: &Receiver<FileDone>,
+        reading: &mut usize,
+        small: u64,
+    ) -> Result<()> {
+        let done = done_rx
+            .recv()
+            .map_err(|_| Error::Invalid("file readers stopped".into()))?;
+        *reading -= 1;
+        self.complete(done, small);
+        Ok(())
     }
 
     fn complete(&mut self, done: FileDone, _small: u64) {
