@@ -487,7 +487,7 @@ fn run(
             hardlinks: HashMap::new(),
             line: Vec::new(),
         };
-        let driven = d.drive(walk_rx, &job_tx, &done_rx, &file_cache, small, cancel, lock);
+        let driven = d.drive(walk_rx, &job_tx, &done_rx, &file_cache, cancel, lock);
         drop(job_tx);
         // On failure, hang up so every stage stops, then report the first cause.
         let finished = driven.and_then(|()| d.finish(&meta_chunker));
@@ -579,7 +579,6 @@ impl Driver<'_> {
         job_tx: &Sender<FileJob>,
         done_rx: &Receiver<FileDone>,
         cache: &HashMap<Vec<u8>, CachedFile>,
-        small: u64,
         cancel: &AtomicBool,
         lock: &mut RepoLock,
     ) -> Result<()> {
@@ -673,15 +672,15 @@ impl Driver<'_> {
             // Collect what is done; wait when too far ahead.
             while let Ok(done) = done_rx.try_recv() {
                 reading -= 1;
-                self.complete(done, small);
+                self.complete(done);
             }
             while reading >= WINDOW || self.pending.len() > 4 * WINDOW && reading > 0 {
-                self.wait_one(done_rx, &mut reading, small)?;
+                self.wait_one(done_rx, &mut reading)?;
             }
             self.advance()?;
         }
         while reading > 0 {
-            self.wait_one(done_rx, &mut reading, small)?;
+            self.wait_one(done_rx, &mut reading)?;
             self.advance()?;
         }
         if cancel.load(Ordering::Relaxed) {
@@ -692,21 +691,16 @@ impl Driver<'_> {
     }
 
     /// Blocks for the next finished file.
-    fn wait_one(
-        &mut self,
-        done_rx: &Receiver<FileDone>,
-        reading: &mut usize,
-        small: u64,
-    ) -> Result<()> {
+    fn wait_one(&mut self, done_rx: &Receiver<FileDone>, reading: &mut usize) -> Result<()> {
         let done = done_rx
             .recv()
             .map_err(|_| Error::Invalid("file readers stopped".into()))?;
         *reading -= 1;
-        self.complete(done, small);
+        self.complete(done);
         Ok(())
     }
 
-    fn complete(&mut self, done: FileDone, _small: u64) {
+    fn complete(&mut self, done: FileDone) {
         let Some(slot) = self.pending.get_mut((done.seq - self.base) as usize) else {
             return;
         };
