@@ -12,7 +12,7 @@ use crate::config::Profile;
 use crate::repo::keys::{AgentKey, OperatorIdentity};
 use crate::repo::store::Store;
 use crate::repo::{RepoError, Repository};
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -106,8 +106,12 @@ impl Context {
 
     fn store(&self) -> Result<Store> {
         let url = self.repo_url()?;
-        let storage = crate::storage::open(url)?;
-        Store::new(storage).context("cannot start the I/O runtime")
+        let s3 = self
+            .profile
+            .as_ref()
+            .map(|p| p.s3.clone())
+            .unwrap_or_default();
+        Ok(Store::open(url, &s3)?)
     }
 
     fn load_identity(&self, path: &std::path::Path) -> Result<OperatorIdentity> {

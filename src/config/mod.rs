@@ -35,6 +35,21 @@ struct ProfileFile {
     auto_init: bool,
     schedule: Option<ScheduleFile>,
     retention: Option<RetentionFile>,
+    s3: Option<S3File>,
+}
+
+/// `[s3]`: how to reach an `s3://` repository. Credentials come from the
+/// standard AWS chain (environment, shared files, instance metadata).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3File {
+    region: Option<String>,
+    endpoint: Option<String>,
+    path_style: Option<bool>,
+    ca_bundle: Option<String>,
+    #[serde(default)]
+    allow_insecure_http: bool,
+    max_attempts: Option<u32>,
 }
 
 /// zstd level 2: within 1.5% of level 3's size for about 30% less CPU on the
@@ -107,6 +122,7 @@ pub struct Profile {
     pub auto_init: bool,
     pub schedule: Schedule,
     pub retention: Retention,
+    pub s3: crate::storage::S3Options,
 }
 
 /// The hard cap of snapshots per day (the product promise).
@@ -326,7 +342,24 @@ impl Profile {
             keep_weekly: r.keep_weekly.unwrap_or(0),
             keep_monthly: r.keep_monthly.unwrap_or(0),
         };
+        let s3 = match raw.s3 {
+            None => crate::storage::S3Options::default(),
+            Some(f) => {
+                if let Some(n) = f.max_attempts.filter(|n| !(1..=20).contains(n)) {
+                    return Err(invalid(format!("max_attempts = {n}: choose 1 to 20")));
+                }
+                crate::storage::S3Options {
+                    region: f.region,
+                    endpoint: f.endpoint,
+                    path_style: f.path_style,
+                    ca_bundle: f.ca_bundle.as_deref().map(resolve),
+                    allow_insecure_http: f.allow_insecure_http,
+                    max_attempts: f.max_attempts.unwrap_or(0),
+                }
+            }
+        };
         Ok(Profile {
+            s3,
             file: path.to_path_buf(),
             name: raw.name,
             sources: raw.sources.iter().map(|s| resolve(s)).collect(),

@@ -10,17 +10,35 @@ pub struct Store {
     runtime: tokio::runtime::Runtime,
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, StorageError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .thread_name("coffer-io")
+        .build()
+        .map_err(|e| StorageError::Unavailable {
+            location: "coffer".into(),
+            message: format!("cannot start the I/O runtime: {e}"),
+        })
+}
+
 impl Store {
-    pub fn new(storage: Box<dyn Storage>) -> std::io::Result<Store> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(8)
-            .enable_all()
-            .thread_name("coffer-io")
-            .build()?;
+    /// Opens the storage a repository URL names (see [`crate::storage::open`]).
+    pub fn open(url: &str, s3: &crate::storage::S3Options) -> Result<Store, StorageError> {
+        let runtime = runtime()?;
+        let storage = runtime.block_on(crate::storage::open(url, s3))?;
         Ok(Store {
             storage: Arc::from(storage),
             runtime,
+        })
+    }
+
+    /// Wraps an already built backend (tests, decorators).
+    pub fn new(storage: Box<dyn Storage>) -> Result<Store, StorageError> {
+        Ok(Store {
+            storage: Arc::from(storage),
+            runtime: runtime()?,
         })
     }
 

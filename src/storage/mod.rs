@@ -2,8 +2,10 @@
 //! repository format. Keys are `/`-separated relative names (`data/ab/ab12…`).
 
 mod local;
+mod s3;
 
 pub use local::LocalStorage;
+pub use s3::{S3Options, S3Storage};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -84,15 +86,20 @@ pub trait Storage: Send + Sync {
     async fn exists(&self) -> Result<bool, StorageError>;
 }
 
-/// Opens the backend named by a repository URL: `file:///abs/path` or a plain path.
-pub fn open(url: &str) -> Result<Box<dyn Storage>, StorageError> {
+/// Opens the backend named by a repository URL: `s3://bucket/prefix`,
+/// `file:///abs/path`, or a plain path.
+pub async fn open(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, StorageError> {
+    if url.starts_with("s3://") {
+        return Ok(Box::new(S3Storage::connect(url, s3).await?));
+    }
     if let Some(path) = url.strip_prefix("file://") {
         return Ok(Box::new(LocalStorage::new(path)));
     }
     if url.contains("://") {
         return Err(StorageError::Unavailable {
             location: url.to_string(),
-            message: "unsupported repository URL scheme; use file:///path (s3:// comes with the S3 backend)".into(),
+            message: "unsupported repository URL; use s3://bucket/prefix, file:///path or a path"
+                .into(),
         });
     }
     Ok(Box::new(LocalStorage::new(url)))

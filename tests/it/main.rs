@@ -9,4 +9,6 @@ mod dedup;
 mod golden;
 mod recovery;
 mod roundtrip;
+mod s3;
+mod s3server;
 mod tamper;

@@ -1,0 +1,543 @@
+//! S3-compatible object storage over TLS, through `aws-sdk-s3`.
+//!
+//! Only `https` endpoints are used: a plain `http` endpoint is refused when the
+//! backend is built (unless explicitly allowed for a loopback test endpoint),
+//! and an interceptor refuses any non-https request as a second line of
+//! defence, since the SDK itself would happily talk plain HTTP.
+
+use super::{ObjectInfo, Storage, StorageError};
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_s3::config::{ConfigBag, Intercept, Region, RuntimeComponents};
+use aws_sdk_s3::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use std::path::{Path, PathBuf};
+
+/// Where and how to reach the bucket. Empty fields fall back to the standard
+/// AWS environment and configuration files.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    pub region: Option<String>,
+    /// A custom endpoint (non-AWS providers, tests); `AWS_ENDPOINT_URL_S3` /
+    /// `AWS_ENDPOINT_URL` when unset.
+    pub endpoint: Option<String>,
+    /// Path-style addressing; default: on for custom endpoints, off for AWS.
+    pub path_style: Option<bool>,
+    /// Extra trusted roots (PEM); `AWS_CA_BUNDLE` when unset.
+    pub ca_bundle: Option<PathBuf>,
+    /// Allow `http://` — only honoured for a loopback host.
+    pub allow_insecure_http: bool,
+    /// Attempts per request (SDK retry with exponential backoff and jitter).
+    pub max_attempts: u32,
+}
+
+pub struct S3Storage {
+    client: Client,
+    bucket: String,
+    /// Key prefix ending in `/`, or empty.
+    prefix: String,
+    endpoint: String,
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses any request that is not https, whatever the configuration says.
+#[derive(Debug)]
+struct HttpsOnly {
+    allow_loopback_http: bool,
+}
+
+impl Intercept for HttpsOnly {
+    fn name(&self) -> &'static str {
+        "coffer-https-only"
+    }
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let uri = context.request().uri();
+        if uri.starts_with("https://") {
+            return Ok(());
+        }
+        let host = uri
+            .strip_prefix("http://")
+            .and_then(|r| r.split(['/', '?']).next())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host))
+            .unwrap_or("");
+        if self.allow_loopback_http && is_loopback(host) {
+            return Ok(());
+        }
+        Err(format!("refusing to send a request over plain HTTP to {uri}").into())
+    }
+}
+
+/// Parses `s3://bucket/prefix`.
+pub fn parse_url(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("s3://").ok_or("not an s3:// URL")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !valid {
+        return Err(format!(
+            "{bucket:?} is not a valid bucket name (3-63 lowercase letters, digits, '-', '.'): use s3://bucket/prefix"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket.to_string(), prefix))
+}
+
+impl S3Storage {
+    pub async fn connect(url: &str, opts: &S3Options) -> Result<S3Storage, StorageError> {
+        let fail = |message: String| StorageError::Unavailable {
+            location: url.to_string(),
+            message,
+        };
+        let (bucket, prefix) = parse_url(url).map_err(fail)?;
+        let endpoint = opts
+            .endpoint
+            .clone()
+            .or_else(|| env_nonempty("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env_nonempty("AWS_ENDPOINT_URL"));
+        if let Some(ep) = &endpoint {
+            if let Some(rest) = ep.strip_prefix("http://") {
+                let host = rest.split(['/', ':']).next().unwrap_or("");
+                if !(opts.allow_insecure_http && is_loopback(host)) {
+                    return Err(fail(format!(
+                        "endpoint {ep} is plain HTTP; coffer only talks to storage over TLS: use https:// \
+                         (plain http is allowed only for a loopback test endpoint with allow_insecure_http)"
+                    )));
+                }
+            } else if !ep.starts_with("https://") {
+                return Err(fail(format!("endpoint {ep} must start with https://")));
+            }
+        }
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(r) = &opts.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        let sdk = loader.load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&sdk);
+        if sdk.region().is_none() {
+            // Custom providers often ignore the region; the SDK needs one.
+            b = b.region(Region::new("us-east-1"));
+        }
+        if let Some(ep) = &endpoint {
+            b = b.endpoint_url(ep.clone());
+        }
+        b = b.force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
+        let ca = opts
+            .ca_bundle
+            .clone()
+            .or_else(|| env_nonempty("AWS_CA_BUNDLE").map(PathBuf::from));
+        if let Some(ca) = ca {
+            b = b.http_client(https_client_with_ca(&ca).map_err(fail)?);
+        }
+        let attempts = if opts.max_attempts == 0 {
+            5
+        } else {
+            opts.max_attempts
+        };
+        b = b.retry_config(
+            aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(attempts),
+        );
+        b = b.interceptor(HttpsOnly {
+            allow_loopback_http: opts.allow_insecure_http,
+        });
+        let client = Client::from_conf(b.build());
+        Ok(S3Storage {
+            client,
+            bucket,
+            prefix,
+            endpoint: endpoint.unwrap_or_else(|| "AWS S3".into()),
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Turns an SDK error into a storage error that names the bucket and the fix.
+    fn error<E>(
+        &self,
+        key: &str,
+        e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> StorageError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let location = self.location();
+        let detail = DisplayErrorContext(&e).to_string();
+        if let SdkError::ServiceError(se) = &e {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("");
+            return match (status, code) {
+                (_, "NoSuchKey") | (404, "" | "NotFound") => StorageError::NotFound {
+                    location,
+                    key: key.to_string(),
+                },
+                (_, "NoSuchBucket") => StorageError::Io {
+                    location,
+                    key: key.to_string(),
+                    message: format!(
+                        "bucket {} does not exist; create it, or run `coffer init --create-bucket`",
+                        self.bucket
+                    ),
+                    transient: false,
+                    kind: None,
+                },
+                (
+                    _,
+                    "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "ExpiredToken"
+                    | "InvalidToken",
+                ) => StorageError::Io {
+                    location,
+                    key: key.to_string(),
+                    message: format!(
+                        "the credentials were refused ({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE"
+                    ),
+                    transient: false,
+                    kind: None,
+                },
+                (403, _) | (_, "AccessDenied") => StorageError::Io {
+                    location,
+                    key: key.to_string(),
+                    message: format!(
+                        "access denied to bucket {}; check the credentials and the bucket policy",
+                        self.bucket
+                    ),
+                    transient: false,
+                    kind: None,
+                },
+                (_, "QuotaExceeded" | "EntityTooLarge") => StorageError::Io {
+                    location,
+                    key: key.to_string(),
+                    message: format!(
+                        "the provider refused the upload ({code}): the quota is full; free space or raise it"
+                    ),
+                    transient: false,
+                    kind: None,
+                },
+                (s, _) => StorageError::Io {
+                    location,
+                    key: key.to_string(),
+                    message: format!("HTTP {s} {code}: {detail}"),
+                    transient: s >= 500 || s == 429 || code == "SlowDown",
+                    kind: None,
+                },
+            };
+        }
+        let tls = ["certificate", "UnknownIssuer", "InvalidCertificate", "tls"]
+            .iter()
+            .any(|w| detail.contains(w));
+        if tls {
+            // The SDK's chain is long; keep the rustls verdict.
+            let reason = detail
+                .find("invalid peer certificate")
+                .map(|i| {
+                    let rest = &detail[i..];
+                    let end = rest.find([')', ',', '(']).unwrap_or(rest.len());
+                    rest[..end].trim().to_string()
+                })
+                .unwrap_or_else(|| detail.chars().take(200).collect());
+            return StorageError::Io {
+                location,
+                key: key.to_string(),
+                message: format!(
+                    "TLS to {} failed ({reason}); if the endpoint uses a private CA, give its PEM file as ca_bundle in the profile's [s3] section (or AWS_CA_BUNDLE)",
+                    self.endpoint
+                ),
+                transient: false,
+                kind: None,
+            };
+        }
+        StorageError::Io {
+            location,
+            key: key.to_string(),
+            message: format!("cannot reach {}: {detail}", self.endpoint),
+            transient: !matches!(e, SdkError::ConstructionFailure(_)),
+            kind: None,
+        }
+    }
+}
+
+/// The SDK's https client, trusting the system roots plus the PEM file `ca`.
+fn https_client_with_ca(ca: &Path) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
+    use aws_smithy_http_client::tls;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(ca).map_err(|e| format!("ca_bundle {}: {e}", ca.display()))?;
+    // The SDK does not validate the PEM until the first connection (and then
+    // panics), so parse it here for a clean error.
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            format!(
+                "ca_bundle {}: not a PEM certificate file: {e}",
+                ca.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!("ca_bundle {}: no certificate in it", ca.display()));
+    }
+    let store = tls::TrustStore::default().with_pem_certificate(pem);
+    let ctx = tls::TlsContext::builder()
+        .with_trust_store(store)
+        .build()
+        .map_err(|e| format!("ca_bundle {}: {e}", ca.display()))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(ctx)
+        .build_https())
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .body(ByteStream::from(data))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(key, e))
+    }
+
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        // Streams the file from disk: a pack never sits in memory.
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| StorageError::Io {
+                location: self.location(),
+                key: key.to_string(),
+                message: format!("{}: {e}", path.display()),
+                transient: false,
+                kind: None,
+            })?;
+        let res = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .body(body)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(key, e));
+        if res.is_ok() {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        res
+    }
+
+    async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
+        let res = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .if_none_match("*")
+            .body(ByteStream::from(data))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se))
+                if se.raw().status().as_u16() == 412
+                    || matches!(
+                        se.err().code(),
+                        Some("PreconditionFailed" | "ConditionalRequestConflict")
+                    ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.error(key, e)),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        out.body
+            .collect()
+            .await
+            .map(|b| b.into_bytes())
+            .map_err(|e| StorageError::Io {
+                location: self.location(),
+                key: key.to_string(),
+                message: format!("download cut off: {e}"),
+                transient: true,
+                kind: None,
+            })
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .range(format!("bytes={}-{}", offset, offset + length - 1))
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map(|b| b.into_bytes())
+            .map_err(|e| StorageError::Io {
+                location: self.location(),
+                key: key.to_string(),
+                message: format!("download cut off: {e}"),
+                transient: true,
+                kind: None,
+            })?;
+        if bytes.len() as u64 != length {
+            return Err(StorageError::Io {
+                location: self.location(),
+                key: key.to_string(),
+                message: format!(
+                    "object is truncated: wanted {length} bytes at offset {offset}, got {}",
+                    bytes.len()
+                ),
+                transient: false,
+                kind: None,
+            });
+        }
+        Ok(bytes)
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(h) => Ok(Some(h.content_length().unwrap_or(0).max(0) as u64)),
+            Err(e) => match self.error(key, e) {
+                StorageError::NotFound { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(prefix, e))?;
+            for o in page.contents() {
+                let Some(k) = o.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                out.push(ObjectInfo {
+                    key: k.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match self.error(key, e) {
+                StorageError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            })
+    }
+
+    async fn exists(&self) -> Result<bool, StorageError> {
+        match self.client.head_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match self.error("", e) {
+                StorageError::NotFound { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_bad_buckets_are_refused() {
+        assert_eq!(
+            parse_url("s3://my-bucket").unwrap(),
+            ("my-bucket".into(), String::new())
+        );
+        assert_eq!(
+            parse_url("s3://my-bucket/hosts/web-1/").unwrap(),
+            ("my-bucket".into(), "hosts/web-1/".into())
+        );
+        assert!(parse_url("s3://My_Bucket/x").is_err());
+        assert!(parse_url("s3://ab").is_err());
+    }
+
+    #[test]
+    fn loopback_is_recognised() {
+        for h in ["localhost", "127.0.0.1", "127.3.2.1", "[::1]"] {
+            assert!(is_loopback(h), "{h}");
+        }
+        for h in ["example.com", "10.0.0.1", "192.168.1.1"] {
+            assert!(!is_loopback(h), "{h}");
+        }
+    }
+}

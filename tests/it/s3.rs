@@ -1,0 +1,280 @@
+//! S3 over TLS: the storage conformance suite on both backends, the CLI round
+//! trip against the in-process S3 server, and the refusals (plain http,
+//! untrusted certificate, wrong credentials, missing bucket).
+
+use crate::env::{Output, TestEnv, assert_trees_equal, random_bytes, restored_path, write_file};
+use crate::s3server::S3Server;
+use bytes::Bytes;
+use coffer::repo::store::Store;
+use coffer::storage::{LocalStorage, S3Options};
+use std::ffi::OsStr;
+
+/// The behaviour every backend must show (restic's backend test suite idea).
+fn conformance(store: &Store) {
+    let who = store.location();
+    assert!(store.exists().unwrap(), "{who}: exists");
+    assert!(
+        store.list("data/").unwrap().is_empty(),
+        "{who}: empty at start"
+    );
+    assert!(
+        store.get("config").unwrap_err().is_not_found(),
+        "{who}: missing object is NotFound"
+    );
+    assert_eq!(
+        store.stat("config").unwrap(),
+        None,
+        "{who}: stat of a missing object"
+    );
+
+    let big = Bytes::from(random_bytes(3 * 1024 * 1024 + 7, 1));
+    store.put("data/ab/abcdef", big.clone()).unwrap();
+    store.put("index/1", Bytes::from_static(b"one")).unwrap();
+    store.put("index/2", Bytes::from_static(b"two")).unwrap();
+    assert_eq!(store.get("data/ab/abcdef").unwrap(), big, "{who}: get");
+    assert_eq!(
+        store.stat("data/ab/abcdef").unwrap(),
+        Some(big.len() as u64)
+    );
+    assert_eq!(
+        store.get_range("data/ab/abcdef", 1000, 5000).unwrap(),
+        big.slice(1000..6000),
+        "{who}: ranged read"
+    );
+    assert!(
+        store
+            .get_range("data/ab/abcdef", big.len() as u64 - 10, 20)
+            .is_err(),
+        "{who}: a range past the end is an error, not a short read"
+    );
+    let keys: Vec<String> = store
+        .list("index/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["index/1", "index/2"], "{who}: list by prefix");
+    let data = store.list("data/").unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0].size, big.len() as u64, "{who}: listed size");
+
+    // Overwrite is atomic and complete; create is exclusive.
+    store.put("index/1", Bytes::from_static(b"uno")).unwrap();
+    assert_eq!(store.get("index/1").unwrap(), Bytes::from_static(b"uno"));
+    assert!(
+        store.create("lock", Bytes::from_static(b"a")).unwrap(),
+        "{who}: first create wins"
+    );
+    assert!(
+        !store.create("lock", Bytes::from_static(b"b")).unwrap(),
+        "{who}: second create loses"
+    );
+    assert_eq!(store.get("lock").unwrap(), Bytes::from_static(b"a"));
+
+    store.delete("lock").unwrap();
+    store.delete("lock").unwrap(); // deleting a missing object is fine
+    assert_eq!(store.stat("lock").unwrap(), None);
+    for o in store.list("").unwrap() {
+        store.delete(&o.key).unwrap();
+    }
+    assert!(
+        store.list("").unwrap().is_empty(),
+        "{who}: everything deleted"
+    );
+}
+
+fn s3_options(server: &S3Server) -> S3Options {
+    S3Options {
+        region: Some("us-east-1".into()),
+        endpoint: Some(server.endpoint()),
+        ca_bundle: Some(server.ca_pem.clone()),
+        max_attempts: 2,
+        ..S3Options::default()
+    }
+}
+
+#[test]
+fn both_backends_pass_the_conformance_suite() {
+    let env = TestEnv::new();
+    let dir = env.path("local-repo");
+    std::fs::create_dir_all(&dir).unwrap();
+    conformance(&Store::new(Box::new(LocalStorage::new(&dir))).unwrap());
+
+    let server = S3Server::start(&env.root);
+    server.create_bucket("conformance");
+    // Credentials come from the standard chain; give them to this process.
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", crate::s3server::ACCESS_KEY);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", crate::s3server::SECRET_KEY);
+    }
+    let store = Store::open("s3://conformance/hosts/web-1", &s3_options(&server)).unwrap();
+    conformance(&store);
+    // Two repositories share a bucket under different prefixes.
+    let other = Store::open("s3://conformance/hosts/web-2", &s3_options(&server)).unwrap();
+    other.put("config", Bytes::from_static(b"x")).unwrap();
+    assert!(
+        store.list("").unwrap().is_empty(),
+        "prefixes keep repositories apart"
+    );
+}
+
+fn o(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+/// Runs coffer with the server's AWS environment.
+fn run_s3(env: &TestEnv, server: &S3Server, args: &[&OsStr]) -> Output {
+    let vars = server.env();
+    let vars: Vec<(&str, &OsStr)> = vars.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    env.run_with_env(args, &vars)
+}
+
+#[test]
+fn backup_and_restore_over_tls_to_s3() {
+    let mut env = TestEnv::new();
+    env.recipient = env.generate_identity(&env.identity.clone());
+    let server = S3Server::start(&env.root);
+    server.create_bucket("backups");
+    let url = "s3://backups/fleet/web-1";
+    let flags: Vec<&OsStr> = vec![
+        o("--repo"),
+        o(url),
+        o("--agent-key"),
+        env.agent_key.as_os_str(),
+        o("--catalog"),
+        env.catalog.as_os_str(),
+    ];
+    let mut init = vec![o("init"), o("--recipient"), o(&env.recipient)];
+    init.extend(&flags);
+    run_s3(&env, &server, &init).expect_ok();
+
+    let src = env.source_dir("src");
+    write_file(&src.join("big.bin"), &random_bytes(6 * 1024 * 1024, 3));
+    for i in 0..50 {
+        write_file(
+            &src.join(format!("small/{i}.txt")),
+            format!("file {i}\n").as_bytes(),
+        );
+    }
+    std::os::unix::fs::symlink("big.bin", src.join("link")).unwrap();
+    let mut backup = vec![o("backup"), src.as_os_str(), o("--json")];
+    backup.extend(&flags);
+    run_s3(&env, &server, &backup).expect_ok();
+    let again = run_s3(&env, &server, &backup);
+    again.expect_ok();
+    assert_eq!(
+        again.json()["data_added"],
+        0,
+        "unchanged re-backup over S3 adds nothing\n{again}"
+    );
+
+    // Objects really are in the bucket under the prefix, and only ciphertext.
+    let packs = std::fs::read_dir(server.root.join("backups/fleet/web-1/data"))
+        .expect("packs under the prefix")
+        .count();
+    assert!(packs > 0);
+
+    let mut snaps = vec![o("snapshots"), o("--json")];
+    snaps.extend(&flags);
+    let listed = run_s3(&env, &server, &snaps);
+    listed.expect_ok();
+    assert_eq!(listed.json().as_array().map(Vec::len), Some(2), "{listed}");
+
+    let mut check = vec![
+        o("check"),
+        o("--read-data"),
+        o("--identity"),
+        env.identity.as_os_str(),
+    ];
+    check.extend(&flags);
+    run_s3(&env, &server, &check).expect_ok();
+
+    let target = env.path("restored");
+    let mut restore = vec![
+        o("restore"),
+        o("latest"),
+        o("--target"),
+        target.as_os_str(),
+        o("--identity"),
+        env.identity.as_os_str(),
+    ];
+    restore.extend(&flags);
+    run_s3(&env, &server, &restore).expect_ok();
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
+
+#[test]
+fn insecure_or_untrusted_endpoints_and_bad_credentials_are_refused() {
+    let env = TestEnv::new();
+    let server = S3Server::start(&env.root);
+    server.create_bucket("bk1");
+    let base = server.env();
+    env.run([
+        "key",
+        "generate",
+        "--output",
+        env.identity.to_str().unwrap(),
+    ])
+    .expect_ok();
+    let id = env.identity.to_str().unwrap();
+    // `snapshots` on s3://bk1/x with the server's environment, some variables
+    // changed (Some) or removed (None).
+    let run = |changes: &[(&'static str, Option<&str>)]| -> Output {
+        let mut vars: Vec<(&str, std::ffi::OsString)> = base
+            .iter()
+            .filter(|(k, _)| !changes.iter().any(|(c, _)| c == k))
+            .cloned()
+            .collect();
+        for (k, v) in changes {
+            if let Some(v) = v {
+                vars.push((k, (*v).into()));
+            }
+        }
+        let vars: Vec<(&str, &OsStr)> = vars.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        let out = env.run_with_env(
+            ["snapshots", "--repo", "s3://bk1/x", "--identity", id],
+            &vars,
+        );
+        println!("{changes:?} -> {}", out.stderr.trim());
+        out
+    };
+    let http = format!("http://127.0.0.1:{}", server.addr.port());
+    let out = run(&[("AWS_ENDPOINT_URL", Some(&http))]);
+    out.expect_failure();
+    out.expect_stderr_contains("plain HTTP");
+    let out = run(&[("AWS_ENDPOINT_URL", Some("http://example.com"))]);
+    out.expect_failure();
+    out.expect_stderr_contains("https://");
+
+    // Without our CA, the server's certificate does not chain to a trusted root.
+    let out = run(&[("AWS_CA_BUNDLE", None)]);
+    out.expect_failure();
+    out.expect_stderr_contains("ca_bundle");
+    out.expect_stderr_contains(&server.endpoint());
+
+    let out = run(&[("AWS_SECRET_ACCESS_KEY", Some("wrong-secret"))]);
+    out.expect_failure();
+    out.expect_stderr_contains("credentials");
+
+    let out = env.run_with_env(
+        [
+            "snapshots",
+            "--repo",
+            "s3://no-such-bucket/x",
+            "--identity",
+            id,
+        ],
+        &base
+            .iter()
+            .map(|(k, v)| (*k, v.as_os_str()))
+            .collect::<Vec<_>>(),
+    );
+    out.expect_failure();
+    out.expect_stderr_contains("no-such-bucket");
+
+    // An empty bucket is not a repository: say so, and how to make one.
+    let out = run(&[]);
+    out.expect_failure();
+    out.expect_stderr_contains("coffer init");
+}

@@ -1,0 +1,131 @@
+//! A real S3 protocol server (s3s + s3s-fs) over real TLS on 127.0.0.1,
+//! started inside the test process with a CA and certificate made at start.
+//! coffer (the child process) reaches it through the standard AWS variables.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const ACCESS_KEY: &str = "coffer-test-access";
+pub const SECRET_KEY: &str = "coffer-test-secret-key-0123456789";
+
+pub struct S3Server {
+    pub addr: SocketAddr,
+    /// Where s3s-fs keeps objects: `<root>/<bucket>/<key>`.
+    pub root: PathBuf,
+    /// The test CA (PEM) that signed the server certificate.
+    pub ca_pem: PathBuf,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl S3Server {
+    /// Starts a server storing under `dir/s3`, with the CA file in `dir`.
+    pub fn start(dir: &Path) -> S3Server {
+        let root = dir.join("s3");
+        std::fs::create_dir_all(&root).unwrap();
+
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "coffer test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf_params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let ca_pem = dir.join("test-ca.pem");
+        std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
+
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(leaf.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+            )
+            .unwrap();
+        // HTTP/1.1 only: with h2, error responses to HEAD carry a body and the
+        // client aborts the stream (shared/notes/s3-testing.md).
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fs = s3s_fs::FileSystem::new(&root).unwrap();
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = b.build();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            let http =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, service, http) = (acceptor.clone(), service.clone(), http.clone());
+                tokio::spawn(async move {
+                    // A client that rejects our certificate ends here: fine.
+                    let Ok(stream) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let _ = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        S3Server {
+            addr,
+            root,
+            ca_pem,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// Creates a bucket (a folder, for s3s-fs).
+    pub fn create_bucket(&self, name: &str) {
+        std::fs::create_dir_all(self.root.join(name)).unwrap();
+    }
+
+    /// The environment a coffer child needs to reach this server.
+    pub fn env(&self) -> Vec<(&'static str, OsString)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint().into()),
+            ("AWS_CA_BUNDLE", self.ca_pem.clone().into()),
+            // No instance-metadata probing in tests.
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
