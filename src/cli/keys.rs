@@ -33,6 +33,9 @@ pub struct InitArgs {
     /// An operator recipient (age1…); repeat for several operators.
     #[arg(long = "recipient", short = 'r')]
     recipients: Vec<String>,
+    /// Create the bucket if it does not exist (S3).
+    #[arg(long)]
+    create_bucket: bool,
     /// Average chunk size in KiB (min a quarter, max four times). Smaller
     /// chunks store less after small in-place changes (databases), at more
     /// blobs per GiB. Fixed for the repository's life.
@@ -127,6 +130,16 @@ pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {
         ));
     }
     let store = ctx.store()?;
+    let url = ctx.repo_url()?;
+    if !store.exists()? {
+        if args.create_bucket || !url.starts_with("s3://") {
+            store.create_location()?;
+        } else {
+            return Err(anyhow!(
+                "{url}: the bucket does not exist; create it, or pass --create-bucket"
+            ));
+        }
+    }
     let avg = (args.chunk_avg_kib as usize * 1024) & !1;
     let (repo, agent) = Repository::init(store, recipients, ChunkerParams::with_avg(avg))?;
     agent.save(&agent_key_path)?;

@@ -74,6 +74,9 @@ impl Store {
     pub fn remove_stale_temp(&self) -> Result<u64, StorageError> {
         self.run(self.storage.remove_stale_temp())
     }
+    pub fn create_location(&self) -> Result<(), StorageError> {
+        self.run(self.storage.create_location())
+    }
     pub fn exists(&self) -> Result<bool, StorageError> {
         self.run(self.storage.exists())
     }

@@ -272,6 +272,13 @@ impl Storage for LocalStorage {
         }
     }
 
+    async fn create_location(&self) -> Result<(), StorageError> {
+        let root = self.root.clone();
+        blocking(move || std::fs::create_dir_all(root))
+            .await?
+            .map_err(|e| self.err("", e))
+    }
+
     async fn exists(&self) -> Result<bool, StorageError> {
         let root = self.root.clone();
         Ok(blocking(move || root.is_dir()).await?)

@@ -84,6 +84,8 @@ pub trait Storage: Send + Sync {
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
     /// Whether the repository location exists at all (a directory, a bucket).
     async fn exists(&self) -> Result<bool, StorageError>;
+    /// Creates the location (a directory, a bucket).
+    async fn create_location(&self) -> Result<(), StorageError>;
 }
 
 /// Opens the backend named by a repository URL: `s3://bucket/prefix`,

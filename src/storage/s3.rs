@@ -502,6 +502,30 @@ impl Storage for S3Storage {
             })
     }
 
+    async fn create_location(&self) -> Result<(), StorageError> {
+        let mut req = self.client.create_bucket().bucket(&self.bucket);
+        // us-east-1 is the default and must not be named as a constraint.
+        let region = self.client.config().region().map(|r| r.to_string());
+        if let Some(r) = region.filter(|r| r != "us-east-1") {
+            req = req.create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+                        r.as_str(),
+                    ))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se))
+                if matches!(se.err().code(), Some("BucketAlreadyOwnedByYou")) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.error("", e)),
+        }
+    }
+
     async fn exists(&self) -> Result<bool, StorageError> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(true),

@@ -278,3 +278,30 @@ fn insecure_or_untrusted_endpoints_and_bad_credentials_are_refused() {
     out.expect_failure();
     out.expect_stderr_contains("coffer init");
 }
+
+#[test]
+fn init_on_a_missing_bucket_fails_unless_asked_to_create_it() {
+    let mut env = TestEnv::new();
+    env.recipient = env.generate_identity(&env.identity.clone());
+    let server = S3Server::start(&env.root);
+    let init = |extra: &[&str]| {
+        let mut args = vec![
+            o("init"),
+            o("--repo"),
+            o("s3://fresh-bucket/web-1"),
+            o("--recipient"),
+            o(&env.recipient),
+            o("--agent-key"),
+            env.agent_key.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|s| o(s)));
+        run_s3(&env, &server, &args)
+    };
+    let out = init(&[]);
+    out.expect_failure();
+    out.expect_stderr_contains("fresh-bucket");
+    out.expect_stderr_contains("--create-bucket");
+    assert!(!env.agent_key.exists(), "a failed init writes no agent key");
+    init(&["--create-bucket"]).expect_ok();
+    assert!(server.root.join("fresh-bucket/web-1/config").is_file());
+}
