@@ -7,6 +7,7 @@ mod bad_input;
 mod crash;
 mod dedup;
 mod golden;
+mod lock;
 mod recovery;
 mod roundtrip;
 mod s3;

@@ -12,6 +12,46 @@ use std::sync::Arc;
 pub const ACCESS_KEY: &str = "coffer-test-access";
 pub const SECRET_KEY: &str = "coffer-test-secret-key-0123456789";
 
+/// A CA made at test start, and a certificate it signed for 127.0.0.1 and
+/// localhost, written as PEM files into a folder.
+pub struct TestCerts {
+    pub ca_pem: PathBuf,
+    pub leaf_pem: PathBuf,
+    pub key_pem: PathBuf,
+    pub leaf_der: Vec<u8>,
+    pub key_der: Vec<u8>,
+}
+
+impl TestCerts {
+    pub fn new(dir: &Path) -> TestCerts {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "coffer test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf_params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+        let certs = TestCerts {
+            ca_pem: dir.join("test-ca.pem"),
+            leaf_pem: dir.join("test-server.pem"),
+            key_pem: dir.join("test-server.key"),
+            leaf_der: leaf.der().to_vec(),
+            key_der: leaf_key.serialize_der(),
+        };
+        std::fs::write(&certs.ca_pem, ca_cert.pem()).unwrap();
+        std::fs::write(&certs.leaf_pem, leaf.pem()).unwrap();
+        std::fs::write(&certs.key_pem, leaf_key.serialize_pem()).unwrap();
+        certs
+    }
+}
+
 pub struct S3Server {
     pub addr: SocketAddr,
     /// Where s3s-fs keeps objects: `<root>/<bucket>/<key>`.
@@ -27,31 +67,16 @@ impl S3Server {
         let root = dir.join("s3");
         std::fs::create_dir_all(&root).unwrap();
 
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "coffer test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        leaf_params
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-        let ca_pem = dir.join("test-ca.pem");
-        std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
-
+        let certs = TestCerts::new(dir);
+        let ca_pem = certs.ca_pem.clone();
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
             .with_single_cert(
-                vec![CertificateDer::from(leaf.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+                vec![CertificateDer::from(certs.leaf_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certs.key_der.clone())),
             )
             .unwrap();
         // HTTP/1.1 only: with h2, error responses to HEAD carry a body and the

@@ -1,0 +1,138 @@
+//! The single-writer lock against a server whose conditional create is
+//! atomic (moto; s3s-fs's is not, see shared/notes/s3-testing.md): racing
+//! writers, exactly one wins; a stale lease is taken over.
+//!
+//! moto must be installed (`.ci/run` does it): the test fails without it,
+//! unless COFFER_SKIP_MOTO=1 says to skip on purpose.
+
+use crate::s3server::TestCerts;
+use coffer::repo::RepoError;
+use coffer::repo::keys::{AgentKey, Keys};
+use coffer::repo::lock::RepoLock;
+use coffer::repo::store::Store;
+use coffer::storage::S3Options;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_moto(certs: &TestCerts) -> Option<Moto> {
+    let bin = std::env::var("COFFER_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    let spawned = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", "0", "-c"])
+        .arg(&certs.leaf_pem)
+        .arg("-k")
+        .arg(&certs.key_pem)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            if std::env::var("COFFER_SKIP_MOTO").as_deref() == Ok("1") {
+                eprintln!("moto_server not found ({e}): skipped because COFFER_SKIP_MOTO=1");
+                return None;
+            }
+            panic!(
+                "moto_server ({bin}) cannot be started: {e}. Install it: python3 -m venv .venv && \
+                 .venv/bin/pip install 'moto[server]==5.2.5', then COFFER_MOTO_SERVER=.venv/bin/moto_server"
+            );
+        }
+    };
+    // moto prints " * Running on https://127.0.0.1:PORT" on stderr.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("moto_server exited before it listened")
+            .unwrap();
+        if let Some(rest) = line.split("https://127.0.0.1:").nth(1) {
+            break rest.trim().trim_end_matches('/').parse::<u16>().unwrap();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Some(Moto { child, port })
+}
+
+#[test]
+fn racing_writers_on_s3_exactly_one_wins_and_a_stale_lease_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::new(dir.path());
+    let Some(moto) = start_moto(&certs) else {
+        return;
+    };
+    // SAFETY: set before this test starts any thread that reads them.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "moto");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "moto");
+    }
+    let opts = S3Options {
+        region: Some("us-east-1".into()),
+        endpoint: Some(format!("https://127.0.0.1:{}", moto.port)),
+        ca_bundle: Some(certs.ca_pem.clone()),
+        max_attempts: 3,
+        ..S3Options::default()
+    };
+    let store = Store::open("s3://lock-race/repo", &opts).unwrap();
+    store.create_location().unwrap();
+    let operator = age::x25519::Identity::generate();
+    let keys = Keys::from_agent_key(&AgentKey::generate(
+        "race".into(),
+        vec![operator.to_public()],
+    ));
+    let lease = chrono::Duration::minutes(30);
+
+    let results: Vec<Result<RepoLock, RepoError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| s.spawn(|| RepoLock::acquire(&store, &keys, lease)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        winners, 1,
+        "exactly one of 12 racing writers may hold the lock"
+    );
+    for r in &results {
+        if let Err(e) = r {
+            let msg = e.to_string();
+            assert!(
+                matches!(e, RepoError::Locked { .. })
+                    && msg.contains("repository is locked by")
+                    && msg.contains(" since "),
+                "a loser must be told who holds the lock since when: {msg}"
+            );
+        }
+    }
+    // A second writer while the first works: refused.
+    assert!(matches!(
+        RepoLock::acquire(&store, &keys, lease),
+        Err(RepoError::Locked { .. })
+    ));
+    for r in results.into_iter().flatten() {
+        r.release(&store, &keys).unwrap();
+    }
+    assert_eq!(
+        store.stat("lock").unwrap(),
+        None,
+        "release removes the lock"
+    );
+
+    // A writer that died with its lease run out: the next one takes over.
+    let dead = RepoLock::acquire(&store, &keys, chrono::Duration::seconds(-1)).unwrap();
+    std::mem::forget(dead);
+    let taker = RepoLock::acquire(&store, &keys, lease).expect("a stale lease is taken over");
+    taker.release(&store, &keys).unwrap();
+}
