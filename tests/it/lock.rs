@@ -2,8 +2,8 @@
 //! atomic (moto; s3s-fs's is not, see shared/notes/s3-testing.md): racing
 //! writers, exactly one wins; a stale lease is taken over.
 //!
-//! moto must be installed (`.ci/run` does it): the test fails without it,
-//! unless COFFER_SKIP_MOTO=1 says to skip on purpose.
+//! moto must be installed (`scripts/test.sh` does it): the test fails
+//! without it, unless COFFER_SKIP_MOTO=1 says to skip on purpose.
 
 use crate::s3server::TestCerts;
 use coffer::repo::RepoError;
@@ -44,8 +44,7 @@ fn start_moto(certs: &TestCerts) -> Option<Moto> {
                 return None;
             }
             panic!(
-                "moto_server ({bin}) cannot be started: {e}. Install it: python3 -m venv .venv && \
-                 .venv/bin/pip install 'moto[server]==5.2.5', then COFFER_MOTO_SERVER=.venv/bin/moto_server"
+                "moto_server ({bin}) cannot be started: {e}. Run the suite with scripts/test.sh, which installs it"
             );
         }
     };

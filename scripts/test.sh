@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the tests need
+# (the stock age, zstd and jq tools for the recovery test; moto, an S3 server
+# with an atomic conditional create, for the lock race test), then runs
+# `cargo test`. Extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for tool in age zstd jq; do
+  command -v "$tool" >/dev/null || need+=("$tool")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "test.sh: please install: ${need[*]} (apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
+
+venv=target/moto-venv
+if [ -z "${COFFER_MOTO_SERVER:-}" ]; then
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    mkdir -p target
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'moto[server]==5.2.5'
+  fi
+  export COFFER_MOTO_SERVER="$PWD/$venv/bin/moto_server"
+fi
+
+exec cargo test --locked "$@"
