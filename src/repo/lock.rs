@@ -100,6 +100,14 @@ impl RepoLock {
             let Some(held) = Self::read(store, keys)? else {
                 continue; // released between our attempt and the read
             };
+            if held.nonce == info.nonce {
+                // Our create went through but its answer was lost (retried).
+                return Ok(RepoLock {
+                    info,
+                    lease,
+                    refreshed: now,
+                });
+            }
             let stale = held.expires < Utc::now()
                 || (held.host == info.host
                     && held.pid != info.pid

@@ -1,10 +1,13 @@
 //! Storage backends: move opaque bytes under string keys. Nothing here knows the
 //! repository format. Keys are `/`-separated relative names (`data/ab/ab12…`).
 
+pub mod fault;
 mod local;
+mod retry;
 mod s3;
 
 pub use local::LocalStorage;
+pub use retry::Retry;
 pub use s3::{S3Options, S3Storage};
 
 use async_trait::async_trait;
@@ -90,7 +93,27 @@ pub trait Storage: Send + Sync {
 
 /// Opens the backend named by a repository URL: `s3://bucket/prefix`,
 /// `file:///abs/path`, or a plain path.
+/// Every backend is wrapped in [`Retry`]; `COFFER_FAULTS` (a fault drill,
+/// see [`fault::FaultPlan::parse`]) puts a fault injector beneath it.
 pub async fn open(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, StorageError> {
+    let mut bare = open_bare(url, s3).await?;
+    if let Ok(spec) = std::env::var("COFFER_FAULTS") {
+        let plan = fault::FaultPlan::parse(&spec).map_err(|message| StorageError::Unavailable {
+            location: url.to_string(),
+            message,
+        })?;
+        bare = Box::new(fault::Faulty::new(bare, plan));
+    }
+    Ok(Box::new(Retry::new(
+        bare,
+        5,
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(10),
+    )))
+}
+
+/// The backend alone, without retries.
+pub async fn open_bare(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, StorageError> {
     if url.starts_with("s3://") {
         return Ok(Box::new(S3Storage::connect(url, s3).await?));
     }

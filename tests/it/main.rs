@@ -6,6 +6,7 @@ mod env;
 mod bad_input;
 mod crash;
 mod dedup;
+mod faults;
 mod golden;
 mod lock;
 mod recovery;

@@ -1,0 +1,179 @@
+//! Fault injection for tests and drills: a storage wrapper that, on a seeded
+//! schedule, fails requests before or after doing them (a lost answer),
+//! delays them, cuts downloads off, or goes down for good after N requests.
+//! Every fault looks like what a real network does: a transient error.
+
+use super::{ObjectInfo, Storage, StorageError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Default)]
+pub struct FaultPlan {
+    pub seed: u64,
+    /// Share of requests that fail (half before, half after doing the work).
+    pub error_rate: f64,
+    /// Share of requests delayed by up to `max_delay`.
+    pub delay_rate: f64,
+    pub max_delay: Duration,
+    /// After this many requests, every request fails (storage down).
+    pub down_after: Option<u64>,
+}
+
+impl FaultPlan {
+    /// Parses `seed=3,error_rate=0.1,delay_rate=0.2,max_delay_ms=50,down_after=100`
+    /// (the `COFFER_FAULTS` variable: fault drills with the real binary).
+    pub fn parse(spec: &str) -> Result<FaultPlan, String> {
+        let mut plan = FaultPlan::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("COFFER_FAULTS: {part:?} is not key=value"))?;
+            let bad = format!("COFFER_FAULTS: bad value in {part:?}");
+            match k {
+                "seed" => plan.seed = v.parse().map_err(|_| bad)?,
+                "error_rate" => plan.error_rate = v.parse().map_err(|_| bad)?,
+                "delay_rate" => plan.delay_rate = v.parse().map_err(|_| bad)?,
+                "max_delay_ms" => {
+                    plan.max_delay = Duration::from_millis(v.parse().map_err(|_| bad)?)
+                }
+                "down_after" => plan.down_after = Some(v.parse().map_err(|_| bad)?),
+                _ => return Err(format!("COFFER_FAULTS: unknown key {k:?}")),
+            }
+        }
+        Ok(plan)
+    }
+}
+
+pub struct Faulty {
+    inner: Box<dyn Storage>,
+    plan: FaultPlan,
+    rng: Mutex<StdRng>,
+    requests: AtomicU64,
+    /// Faults injected so far (tests assert that faults really happened).
+    pub injected: Arc<AtomicU64>,
+}
+
+enum Fate {
+    Ok,
+    FailBefore,
+    FailAfter,
+}
+
+impl Faulty {
+    pub fn new(inner: Box<dyn Storage>, plan: FaultPlan) -> Faulty {
+        Faulty {
+            inner,
+            rng: Mutex::new(StdRng::seed_from_u64(plan.seed)),
+            plan,
+            requests: AtomicU64::new(0),
+            injected: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn fault(&self, what: &str) -> StorageError {
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        StorageError::Io {
+            location: self.inner.location(),
+            key: what.to_string(),
+            message: "connection reset by peer (injected)".into(),
+            transient: true,
+            kind: None,
+        }
+    }
+
+    async fn fate(&self) -> Fate {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        if self.plan.down_after.is_some_and(|d| n >= d) {
+            return Fate::FailBefore;
+        }
+        let (delay, fate) = {
+            let Ok(mut rng) = self.rng.lock() else {
+                return Fate::Ok;
+            };
+            let delay = (rng.r#gen::<f64>() < self.plan.delay_rate)
+                .then(|| self.plan.max_delay.mul_f64(rng.r#gen::<f64>()));
+            let r = rng.r#gen::<f64>();
+            let fate = if r < self.plan.error_rate / 2.0 {
+                Fate::FailBefore
+            } else if r < self.plan.error_rate {
+                Fate::FailAfter
+            } else {
+                Fate::Ok
+            };
+            (delay, fate)
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        fate
+    }
+
+    async fn apply<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        match self.fate().await {
+            Fate::FailBefore => Err(self.fault(what)),
+            Fate::FailAfter => {
+                // The work is done, the answer is lost (or a download is cut off).
+                let _ = op.await;
+                Err(self.fault(what))
+            }
+            Fate::Ok => op.await,
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for Faulty {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.spool_dir()
+    }
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.apply(key, self.inner.put(key, data)).await
+    }
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        match self.fate().await {
+            // An upload that fails must leave the spool file for the retry.
+            Fate::FailBefore | Fate::FailAfter => Err(self.fault(key)),
+            Fate::Ok => self.inner.put_file(key, path).await,
+        }
+    }
+    async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
+        self.apply(key, self.inner.create(key, data)).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        self.apply(key, self.inner.get(key)).await
+    }
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
+        self.apply(key, self.inner.get_range(key, offset, length))
+            .await
+    }
+    async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.apply(key, self.inner.stat(key)).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.apply(prefix, self.inner.list(prefix)).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.apply(key, self.inner.delete(key)).await
+    }
+    async fn remove_stale_temp(&self) -> Result<u64, StorageError> {
+        self.inner.remove_stale_temp().await
+    }
+    async fn exists(&self) -> Result<bool, StorageError> {
+        self.apply("", self.inner.exists()).await
+    }
+    async fn create_location(&self) -> Result<(), StorageError> {
+        self.inner.create_location().await
+    }
+}

@@ -1,0 +1,101 @@
+//! Retries transient storage errors with exponential backoff and full
+//! jitter. Only this layer reads `StorageError::is_transient`.
+
+use super::{ObjectInfo, Storage, StorageError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+pub struct Retry {
+    inner: Box<dyn Storage>,
+    attempts: u32,
+    base: Duration,
+    cap: Duration,
+}
+
+impl Retry {
+    /// `attempts` tries in all; waits grow from `base` and never exceed `cap`.
+    pub fn new(inner: Box<dyn Storage>, attempts: u32, base: Duration, cap: Duration) -> Retry {
+        Retry {
+            inner,
+            attempts: attempts.max(1),
+            base,
+            cap,
+        }
+    }
+
+    async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StorageError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match op().await {
+                Err(e) if e.is_transient() && attempt < self.attempts => {
+                    let exp = self.base.saturating_mul(1 << (attempt - 1).min(16));
+                    let wait = exp.min(self.cap).mul_f64(rand::random::<f64>());
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) if e.is_transient() => {
+                    return Err(StorageError::Unavailable {
+                        location: self.inner.location(),
+                        message: format!(
+                            "{e} (gave up after {attempt} attempts; the next run resumes)"
+                        ),
+                    });
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for Retry {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn spool_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.spool_dir()
+    }
+    async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.run(|| self.inner.put(key, data.clone())).await
+    }
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        // Backends keep the file when an upload fails, so a retry can send it again.
+        self.run(|| self.inner.put_file(key, path)).await
+    }
+    async fn remove_stale_temp(&self) -> Result<u64, StorageError> {
+        self.run(|| self.inner.remove_stale_temp()).await
+    }
+    async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
+        // A create whose answer was lost may have succeeded: the lock reads
+        // its object back to tell (repo::lock), so retrying here is safe.
+        self.run(|| self.inner.create(key, data.clone())).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        self.run(|| self.inner.get(key)).await
+    }
+    async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
+        self.run(|| self.inner.get_range(key, offset, length)).await
+    }
+    async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
+        self.run(|| self.inner.stat(key)).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.run(|| self.inner.list(prefix)).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.run(|| self.inner.delete(key)).await
+    }
+    async fn exists(&self) -> Result<bool, StorageError> {
+        self.run(|| self.inner.exists()).await
+    }
+    async fn create_location(&self) -> Result<(), StorageError> {
+        self.run(|| self.inner.create_location()).await
+    }
+}
