@@ -2,6 +2,7 @@
 //! and the environment into a [`Context`]; each command lives in its own module.
 
 mod backup;
+mod copy;
 mod inspect;
 mod keys;
 mod progress;
@@ -79,6 +80,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository.
     Check(inspect::CheckArgs),
+    /// Replicate the repository to a second storage (ciphertext only).
+    Copy(copy::CopyArgs),
     /// The local catalog.
     Catalog {
         #[command(subcommand)]
@@ -246,6 +249,7 @@ pub fn run() -> Result<Exit> {
         Command::Ls(args) => restore::ls(&ctx, args),
         Command::Restore(args) => restore::restore(&ctx, args),
         Command::Check(args) => inspect::check(&ctx, args),
+        Command::Copy(args) => copy::run(&ctx, args),
         Command::Catalog { command } => inspect::catalog(&ctx, command),
     }
 }

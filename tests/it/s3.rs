@@ -305,3 +305,64 @@ fn init_on_a_missing_bucket_fails_unless_asked_to_create_it() {
     init(&["--create-bucket"]).expect_ok();
     assert!(server.root.join("fresh-bucket/web-1/config").is_file());
 }
+
+#[test]
+fn copy_replicates_to_a_second_repository_that_restores_equal() {
+    let env = TestEnv::with_repo();
+    let server = S3Server::start(&env.root);
+    server.create_bucket("replica");
+    let src = env.source_dir("src");
+    write_file(&src.join("big.bin"), &random_bytes(5 * 1024 * 1024, 11));
+    write_file(&src.join("note.txt"), b"replicate me\n");
+    env.backup(&[&src]);
+
+    let mut copy = vec![o("copy"), o("--to"), o("s3://replica/copy"), o("--json")];
+    let flags = env.repo_flags();
+    copy.extend(flags.iter().map(|f| f.as_os_str()));
+    let first = run_s3(&env, &server, &copy);
+    first.expect_ok();
+    assert!(
+        first.json()["objects_copied"].as_u64().unwrap() > 3,
+        "{first}"
+    );
+    // Only what the target lacks is sent: a second copy sends nothing.
+    write_file(&src.join("later.txt"), b"a later file\n");
+    env.backup(&[&src]);
+    let second = run_s3(&env, &server, &copy);
+    second.expect_ok();
+    let sent = second.json()["objects_copied"].as_u64().unwrap();
+    assert!(
+        (1..=6).contains(&sent),
+        "the second copy sends only the new objects, sent {sent}\n{second}"
+    );
+
+    // The copy is a repository of its own: check and restore from it alone.
+    let on_copy = |args: &[&OsStr]| {
+        let mut a: Vec<&OsStr> = args.to_vec();
+        a.extend([
+            o("--repo"),
+            o("s3://replica/copy"),
+            o("--identity"),
+            env.identity.as_os_str(),
+            o("--catalog"),
+            o("copy.sqlite"),
+        ]);
+        run_s3(&env, &server, &a)
+    };
+    on_copy(&[o("check"), o("--read-data")]).expect_ok();
+    let target = env.path("from-copy");
+    on_copy(&[o("restore"), o("latest"), o("--target"), target.as_os_str()]).expect_ok();
+    assert_trees_equal(&src, &restored_path(&target, &src));
+
+    // A damaged pack in the source is not spread to the copy.
+    let pack = env.packs().into_iter().next().unwrap();
+    let mut bytes = std::fs::read(&pack.1).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&pack.1, bytes).unwrap();
+    let mut copy2 = vec![o("copy"), o("--to"), o("s3://replica/other")];
+    copy2.extend(flags.iter().map(|f| f.as_os_str()));
+    let out = run_s3(&env, &server, &copy2);
+    out.expect_failure();
+    out.expect_stderr_contains(&pack.0);
+}

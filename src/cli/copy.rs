@@ -1,0 +1,42 @@
+//! `coffer copy --to URL`.
+
+use super::{Context, Exit, print_json};
+use crate::engine::copy::copy;
+use crate::repo::store::Store;
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// The second repository's URL (s3://bucket/prefix, file:///path or a path).
+    #[arg(long)]
+    to: String,
+}
+
+pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
+    let repo = ctx.open_any()?;
+    let s3 = ctx
+        .profile
+        .as_ref()
+        .map(|p| p.s3.clone())
+        .unwrap_or_default();
+    let target = Store::open(&args.to, &s3)?;
+    let bar = ctx.progress();
+    let report = copy(&repo, &target, &bar).with_context(|| format!("copy to {}", args.to))?;
+    bar.finish();
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "to": target.location(), "objects_copied": report.objects_copied,
+            "bytes_copied": report.bytes_copied, "objects_present": report.objects_present,
+        }))?;
+    } else if !ctx.quiet {
+        println!(
+            "copied {} objects ({}) to {}; {} were already there",
+            report.objects_copied,
+            super::backup::human(report.bytes_copied),
+            target.location(),
+            report.objects_present
+        );
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,130 @@
+//! `copy`: replicate a repository to a second storage (another bucket,
+//! region or provider) at the ciphertext level. No key can read anything
+//! here; only what the target lacks is sent; every pack is verified against
+//! its name before it is sent; the target's `config` is written last, so an
+//! interrupted first copy is not yet a repository and the next run resumes.
+
+use super::Progress;
+use crate::Result;
+use crate::repo::ids::PackId;
+use crate::repo::lock::RepoLock;
+use crate::repo::store::Store;
+use crate::repo::{CONFIG_KEY, KEYRING_KEY, RepoError, Repository};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct CopyReport {
+    pub objects_copied: u64,
+    pub bytes_copied: u64,
+    /// Objects the target already had.
+    pub objects_present: u64,
+}
+
+/// Copies every object `target` lacks from `repo`'s storage.
+pub fn copy(repo: &Repository, target: &Store, progress: &dyn Progress) -> Result<CopyReport> {
+    // The target is this repository or nothing yet: never mix two repositories.
+    if let Ok(raw) = target.get(CONFIG_KEY) {
+        let id = serde_json::from_slice::<serde_json::Value>(&raw)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_string));
+        if id.as_deref() != Some(repo.config.id.as_str()) {
+            return Err(RepoError::KeyMismatch {
+                location: target.location(),
+                key_repo: repo.config.id.clone(),
+                repo: id.unwrap_or_else(|| "unknown".into()),
+            }
+            .into());
+        }
+    } else if !target.exists()? {
+        target.create_location()?;
+    }
+    let lock = RepoLock::acquire(target, &repo.keys, chrono::Duration::minutes(30))?;
+    let result = copy_objects(repo, target, progress);
+    let released = lock.release(target, &repo.keys);
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+fn copy_objects(repo: &Repository, target: &Store, progress: &dyn Progress) -> Result<CopyReport> {
+    let report = Mutex::new(CopyReport::default());
+    let copied = AtomicU64::new(0);
+    // Data, then index, then snapshots, then the config: each layer only
+    // refers to what is already there.
+    for prefix in ["data/", "index/", "snapshots/"] {
+        let have: HashSet<String> = target.list(prefix)?.into_iter().map(|o| o.key).collect();
+        let todo: Vec<_> = repo
+            .store
+            .list(prefix)?
+            .into_iter()
+            .filter(|o| !have.contains(&o.key))
+            .collect();
+        if let Ok(mut r) = report.lock() {
+            r.objects_present += have.len() as u64;
+        }
+        progress.phase(
+            prefix.trim_end_matches('/'),
+            Some(todo.iter().map(|o| o.size).sum()),
+        );
+        let work = Mutex::new(todo);
+        let first_error: Mutex<Option<crate::Error>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    while let Some(obj) = super::pop(&work) {
+                        let res = copy_one(repo, target, &obj.key);
+                        match res {
+                            Ok(n) => {
+                                copied.fetch_add(1, Ordering::Relaxed);
+                                if let Ok(mut r) = report.lock() {
+                                    r.bytes_copied += n;
+                                }
+                                progress.advance(n);
+                            }
+                            Err(e) => {
+                                if let Ok(mut f) = first_error.lock() {
+                                    f.get_or_insert(e);
+                                }
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().ok().flatten() {
+            return Err(e);
+        }
+    }
+    for key in [KEYRING_KEY, CONFIG_KEY] {
+        if target.stat(key)?.is_none() {
+            let n = copy_one(repo, target, key)?;
+            copied.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut r) = report.lock() {
+                r.bytes_copied += n;
+            }
+        }
+    }
+    let mut report = report.into_inner().unwrap_or_default();
+    report.objects_copied = copied.load(Ordering::Relaxed);
+    Ok(report)
+}
+
+/// Copies one object; a pack must hash to its name before it is sent on.
+fn copy_one(repo: &Repository, target: &Store, key: &str) -> Result<u64> {
+    let bytes = repo.store.get(key)?;
+    if let Some(pack) = PackId::from_key(key)
+        && blake3::hash(&bytes).as_bytes() != &pack.0
+    {
+        return Err(RepoError::Corrupt {
+            object: key.to_string(),
+            reason: "content does not match its name in the source; not copied (run `coffer check --read-data`)".into(),
+        }
+        .into());
+    }
+    let n = bytes.len() as u64;
+    target.put(key, bytes)?;
+    Ok(n)
+}
