@@ -50,6 +50,12 @@ struct S3File {
     #[serde(default)]
     allow_insecure_http: bool,
     max_attempts: Option<u32>,
+    storage_class: Option<String>,
+    server_side_encryption: Option<String>,
+    sse_kms_key_id: Option<String>,
+    upload_concurrency: Option<usize>,
+    #[serde(default)]
+    allowed_regions: Vec<String>,
 }
 
 /// zstd level 2: within 1.5% of level 3's size for about 30% less CPU on the
@@ -348,6 +354,27 @@ impl Profile {
                 if let Some(n) = f.max_attempts.filter(|n| !(1..=20).contains(n)) {
                     return Err(invalid(format!("max_attempts = {n}: choose 1 to 20")));
                 }
+                if let Some(n) = f.upload_concurrency.filter(|n| !(1..=64).contains(n)) {
+                    return Err(invalid(format!("upload_concurrency = {n}: choose 1 to 64")));
+                }
+                if let Some(c) = f
+                    .storage_class
+                    .as_deref()
+                    .filter(|c| matches!(*c, "GLACIER" | "DEEP_ARCHIVE"))
+                {
+                    return Err(invalid(format!(
+                        "storage_class = {c:?}: archive classes cannot be read back without a thaw; use STANDARD or STANDARD_IA"
+                    )));
+                }
+                if let Some(s) = f
+                    .server_side_encryption
+                    .as_deref()
+                    .filter(|s| !matches!(*s, "AES256" | "aws:kms"))
+                {
+                    return Err(invalid(format!(
+                        "server_side_encryption = {s:?}: use \"AES256\" or \"aws:kms\""
+                    )));
+                }
                 crate::storage::S3Options {
                     region: f.region,
                     endpoint: f.endpoint,
@@ -355,6 +382,11 @@ impl Profile {
                     ca_bundle: f.ca_bundle.as_deref().map(resolve),
                     allow_insecure_http: f.allow_insecure_http,
                     max_attempts: f.max_attempts.unwrap_or(0),
+                    storage_class: f.storage_class,
+                    server_side_encryption: f.server_side_encryption,
+                    sse_kms_key_id: f.sse_kms_key_id,
+                    upload_concurrency: f.upload_concurrency.unwrap_or(0),
+                    allowed_regions: f.allowed_regions,
                 }
             }
         };

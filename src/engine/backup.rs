@@ -52,8 +52,6 @@ const BUNDLE_MAX: usize = 1024 * 1024;
 
 /// In-flight files the driver lets run ahead of the one it waits for.
 const WINDOW: usize = 64;
-/// Packs uploaded concurrently.
-const UPLOADS_IN_FLIGHT: usize = 2;
 /// Packs per intermediate index object, so a cut-off backup loses little.
 const PACKS_PER_INDEX: usize = 32;
 const LEASE_MINUTES: i64 = 30;
@@ -295,7 +293,7 @@ fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<PackerOut> {
                 if let Some(w) = writer.take() {
                     finish_pack(w, &mut uploading, &mut out)?;
                 }
-                while uploading.len() >= UPLOADS_IN_FLIGHT {
+                while uploading.len() >= repo.store.upload_concurrency() {
                     if let Some((h, p)) = uploading.pop_front() {
                         repo.store.join(h)?;
                         uploaded.push(p);

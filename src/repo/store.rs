@@ -108,6 +108,11 @@ impl Store {
         })
     }
 
+    /// How many pack uploads the backend wants in flight.
+    pub fn upload_concurrency(&self) -> usize {
+        self.storage.upload_concurrency().clamp(1, 64)
+    }
+
     /// Where pack spool files go for this storage.
     pub fn spool_dir(&self) -> std::path::PathBuf {
         self.storage.spool_dir().unwrap_or_else(std::env::temp_dir)

@@ -138,6 +138,9 @@ impl Storage for Faulty {
     fn spool_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.spool_dir()
     }
+    fn upload_concurrency(&self) -> usize {
+        self.inner.upload_concurrency()
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.apply(key, self.inner.put(key, data)).await
     }

@@ -68,6 +68,10 @@ pub trait Storage: Send + Sync {
     fn spool_dir(&self) -> Option<std::path::PathBuf> {
         None
     }
+    /// How many pack uploads may be in flight.
+    fn upload_concurrency(&self) -> usize {
+        2
+    }
     /// Removes temporary files a killed writer left behind (call with the
     /// writer lock held). Returns how many were removed.
     async fn remove_stale_temp(&self) -> Result<u64, StorageError> {

@@ -62,6 +62,9 @@ impl Storage for Retry {
     fn spool_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.spool_dir()
     }
+    fn upload_concurrency(&self) -> usize {
+        self.inner.upload_concurrency()
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.run(|| self.inner.put(key, data.clone())).await
     }

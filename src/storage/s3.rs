@@ -31,10 +31,22 @@ pub struct S3Options {
     pub allow_insecure_http: bool,
     /// Attempts per request (SDK retry with exponential backoff and jitter).
     pub max_attempts: u32,
+    /// Storage class for new objects (e.g. STANDARD_IA); never an archive
+    /// class, which could not be restored from without a thaw.
+    pub storage_class: Option<String>,
+    /// Server-side encryption on top of age: "AES256" or "aws:kms".
+    pub server_side_encryption: Option<String>,
+    /// KMS key for "aws:kms".
+    pub sse_kms_key_id: Option<String>,
+    /// Pack uploads in flight (default 4).
+    pub upload_concurrency: usize,
+    /// If not empty, the bucket's region must be one of these (data residency).
+    pub allowed_regions: Vec<String>,
 }
 
 pub struct S3Storage {
     client: Client,
+    opts: S3Options,
     bucket: String,
     /// Key prefix ending in `/`, or empty.
     prefix: String,
@@ -164,12 +176,84 @@ impl S3Storage {
             allow_loopback_http: opts.allow_insecure_http,
         });
         let client = Client::from_conf(b.build());
-        Ok(S3Storage {
+        let storage = S3Storage {
             client,
+            opts: opts.clone(),
             bucket,
             prefix,
             endpoint: endpoint.unwrap_or_else(|| "AWS S3".into()),
+        };
+        if !opts.allowed_regions.is_empty() {
+            storage.check_residency().await?;
+        }
+        Ok(storage)
+    }
+
+    /// Refuses a bucket outside the allowed regions (data residency).
+    async fn check_residency(&self) -> Result<(), StorageError> {
+        let head = self.client.head_bucket().bucket(&self.bucket).send().await;
+        let region = match head {
+            Ok(h) if h.bucket_region().is_some() => h.bucket_region().map(str::to_string),
+            Ok(_) => None,
+            Err(e) => match self.error("", e) {
+                // A bucket that does not exist yet is checked when it is created.
+                StorageError::NotFound { .. } => return Ok(()),
+                other => return Err(other),
+            },
+        };
+        let region = match region {
+            Some(r) => r,
+            None => {
+                let loc = self
+                    .client
+                    .get_bucket_location()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .map_err(|e| self.error("", e))?;
+                // An empty location constraint means us-east-1.
+                loc.location_constraint()
+                    .map(|c| c.as_str().to_string())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "us-east-1".into())
+            }
+        };
+        if self.opts.allowed_regions.iter().any(|r| r == &region) {
+            return Ok(());
+        }
+        Err(StorageError::Io {
+            location: self.location(),
+            key: String::new(),
+            message: format!(
+                "bucket {} is in region {region}, which is not in allowed_regions {:?}; refusing to store data there",
+                self.bucket, self.opts.allowed_regions
+            ),
+            transient: false,
+            kind: None,
         })
+    }
+
+    /// A PutObject request with the profile's storage class and encryption.
+    fn put_request(
+        &self,
+        key: &str,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key));
+        if let Some(c) = &self.opts.storage_class {
+            req = req.storage_class(aws_sdk_s3::types::StorageClass::from(c.as_str()));
+        }
+        if let Some(s) = &self.opts.server_side_encryption {
+            req = req
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::from(s.as_str()));
+        }
+        if let Some(k) = &self.opts.sse_kms_key_id {
+            req = req.ssekms_key_id(k);
+        }
+        req
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -321,10 +405,7 @@ impl Storage for S3Storage {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+        self.put_request(key)
             .body(ByteStream::from(data))
             .send()
             .await
@@ -344,10 +425,7 @@ impl Storage for S3Storage {
                 kind: None,
             })?;
         let res = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+            .put_request(key)
             .body(body)
             .send()
             .await
@@ -361,10 +439,7 @@ impl Storage for S3Storage {
 
     async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
         let res = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+            .put_request(key)
             .if_none_match("*")
             .body(ByteStream::from(data))
             .send()
@@ -502,6 +577,14 @@ impl Storage for S3Storage {
             })
     }
 
+    fn upload_concurrency(&self) -> usize {
+        if self.opts.upload_concurrency == 0 {
+            4
+        } else {
+            self.opts.upload_concurrency
+        }
+    }
+
     async fn create_location(&self) -> Result<(), StorageError> {
         let mut req = self.client.create_bucket().bucket(&self.bucket);
         // us-east-1 is the default and must not be named as a constraint.
@@ -516,14 +599,15 @@ impl Storage for S3Storage {
             );
         }
         match req.send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(SdkError::ServiceError(se))
-                if matches!(se.err().code(), Some("BucketAlreadyOwnedByYou")) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(self.error("", e)),
+                if matches!(se.err().code(), Some("BucketAlreadyOwnedByYou")) => {}
+            Err(e) => return Err(self.error("", e)),
         }
+        if !self.opts.allowed_regions.is_empty() {
+            self.check_residency().await?;
+        }
+        Ok(())
     }
 
     async fn exists(&self) -> Result<bool, StorageError> {

@@ -8,7 +8,7 @@ mod crash;
 mod dedup;
 mod faults;
 mod golden;
-mod lock;
+mod moto;
 mod recovery;
 mod roundtrip;
 mod s3;

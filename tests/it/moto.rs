@@ -135,3 +135,39 @@ fn racing_writers_on_s3_exactly_one_wins_and_a_stale_lease_is_taken_over() {
     let taker = RepoLock::acquire(&store, &keys, lease).expect("a stale lease is taken over");
     taker.release(&store, &keys).unwrap();
 }
+
+#[test]
+fn a_bucket_outside_the_allowed_regions_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::new(dir.path());
+    let Some(moto) = start_moto(&certs) else {
+        return;
+    };
+    // SAFETY: set before this test starts any thread that reads them.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "moto");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "moto");
+    }
+    let opts = |region: &str, allowed: &[&str]| S3Options {
+        region: Some(region.into()),
+        endpoint: Some(format!("https://127.0.0.1:{}", moto.port)),
+        ca_bundle: Some(certs.ca_pem.clone()),
+        max_attempts: 2,
+        allowed_regions: allowed.iter().map(|s| s.to_string()).collect(),
+        ..S3Options::default()
+    };
+    Store::open("s3://london-data/x", &opts("eu-west-2", &[]))
+        .unwrap()
+        .create_location()
+        .unwrap();
+    let refused = Store::open(
+        "s3://london-data/x",
+        &opts("eu-west-2", &["eu-west-1", "eu-central-1"]),
+    );
+    let msg = refused.err().expect("eu-west-2 is not allowed").to_string();
+    assert!(
+        msg.contains("eu-west-2") && msg.contains("allowed_regions"),
+        "{msg}"
+    );
+    Store::open("s3://london-data/x", &opts("eu-west-2", &["eu-west-2"])).expect("allowed region");
+}
