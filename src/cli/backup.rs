@@ -145,6 +145,26 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
     for (path, err) in &report.skipped {
         eprintln!("coffer: skipped {path}: {err}");
     }
+    if let Some(to) = profile.and_then(|p| p.copy_to.as_ref()) {
+        let target = crate::repo::store::Store::open(
+            to,
+            &profile.map(|p| p.s3.clone()).unwrap_or_default(),
+        )?;
+        let copied = crate::engine::copy::copy(&repo, &target, &crate::engine::NoProgress).map_err(|e| {
+            anyhow!(
+                "snapshot {} is saved, but the copy to {to} failed: {e}; run `coffer copy --to {to}` to retry",
+                report.snapshot.short()
+            )
+        })?;
+        if !ctx.quiet && !ctx.json {
+            println!(
+                "copied {} new objects ({}) to {}",
+                copied.objects_copied,
+                human(copied.bytes_copied),
+                target.location()
+            );
+        }
+    }
     if report.skipped.is_empty() {
         Ok(Exit::Success)
     } else {

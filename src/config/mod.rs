@@ -33,6 +33,7 @@ struct ProfileFile {
     compression: i32,
     #[serde(default)]
     auto_init: bool,
+    copy_to: Option<String>,
     schedule: Option<ScheduleFile>,
     retention: Option<RetentionFile>,
     s3: Option<S3File>,
@@ -126,6 +127,8 @@ pub struct Profile {
     pub catalog: Option<PathBuf>,
     pub compression: i32,
     pub auto_init: bool,
+    /// A second repository every backup is replicated to.
+    pub copy_to: Option<String>,
     pub schedule: Schedule,
     pub retention: Retention,
     pub s3: crate::storage::S3Options,
@@ -390,7 +393,13 @@ impl Profile {
                 }
             }
         };
+        let copy_to = raw.copy_to.map(|u| match u.strip_prefix("file://") {
+            Some(p) => format!("file://{}", resolve(p).display()),
+            None if u.contains("://") => u,
+            None => format!("file://{}", resolve(&u).display()),
+        });
         Ok(Profile {
+            copy_to,
             s3,
             file: path.to_path_buf(),
             name: raw.name,

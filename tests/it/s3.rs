@@ -366,3 +366,56 @@ fn copy_replicates_to_a_second_repository_that_restores_equal() {
     out.expect_failure();
     out.expect_stderr_contains(&pack.0);
 }
+
+#[test]
+fn a_profile_with_copy_to_replicates_after_each_backup() {
+    let env = TestEnv::with_repo();
+    let server = S3Server::start(&env.root);
+    server.create_bucket("second");
+    let src = env.source_dir("src");
+    write_file(&src.join("a.txt"), b"kept in two places\n");
+    let profile = env.path("web.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "name = \"web\"\nsources = [{src:?}]\nrepository = {repo:?}\nagent_key = {key:?}\n\
+             catalog = {cat:?}\ncopy_to = \"s3://second/web\"\n\n[s3]\nca_bundle = {ca:?}\n",
+            src = src.display().to_string(),
+            repo = env.repo.display().to_string(),
+            key = env.agent_key.display().to_string(),
+            cat = env.catalog.display().to_string(),
+            ca = server.ca_pem.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = run_s3(
+        &env,
+        &server,
+        &[o("backup"), o("--profile"), profile.as_os_str()],
+    );
+    out.expect_ok();
+    assert!(out.stdout.contains("copied"), "{out}");
+    assert!(
+        server.root.join("second/web/config").is_file(),
+        "the copy is a repository"
+    );
+    let target = env.path("from-second");
+    run_s3(
+        &env,
+        &server,
+        &[
+            o("restore"),
+            o("latest"),
+            o("--target"),
+            target.as_os_str(),
+            o("--repo"),
+            o("s3://second/web"),
+            o("--identity"),
+            env.identity.as_os_str(),
+            o("--catalog"),
+            o("second.sqlite"),
+        ],
+    )
+    .expect_ok();
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
