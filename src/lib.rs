@@ -8,7 +8,8 @@
 //!   catalog.
 //! * [`repo`] is the repository format: ids, keys, chunking, packs, index,
 //!   snapshots, the lock. It knows nothing of the CLI.
-//! * [`storage`] moves opaque bytes (local directory now, S3 later) and knows
+//! * [`storage`] moves opaque bytes (a local directory, S3 over TLS; every
+//!   backend under one retry layer) and knows
 //!   nothing of the format.
 //! * [`catalog`] is the local SQLite cache.
 //!
