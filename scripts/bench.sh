@@ -9,6 +9,7 @@
 #   COFFER_SHARED  the project's shared/ dir (default: <repo root>/../shared)
 #   REAL_MIB, RAND_MIB, LOG_MIB   passed to make-dataset.sh (small values = quick run)
 #   BENCH_KEEP     1 = keep the restored trees (default: deleted once verified)
+#   BENCH_S3       0 = skip the S3 part (default 1)
 #
 # What it does, in order:
 #   0. installs restic and GNU time if missing; builds coffer (cargo build --release)
@@ -20,6 +21,9 @@
 #   3. coffer and restic, alternately on the same data state:
 #      first backup, unchanged re-backup, mutate-dataset.sh round 1, backup,
 #      full restore of the latest snapshot (verified with diff -r + metadata)
+#   3b. S3: both tools back up the same (unmutated) data to one local S3
+#      server over TLS (cargo run --example s3_server: s3s-fs behind rustls),
+#      counting the requests each sends
 #   4. prints a Markdown table and writes it to $BENCH_DIR/results.md
 #
 # Fairness notes: page caches are never dropped (both tools see warm data);
@@ -55,7 +59,7 @@ fi
 
 if want coffer; then
   log "cargo build --release"
-  (cd "$ROOT" && cargo build --release)
+  (cd "$ROOT" && cargo build --release && cargo build --release --example s3_server)
   COFFER=$ROOT/target/release/coffer
   [ -x "$COFFER" ] || die "no $COFFER after cargo build --release"
 fi
@@ -162,6 +166,42 @@ verify() {
 for t in "${TOOLS[@]}"; do "${t}_setup" || true; mkdir "$W/restore-$t"; done   # empty restore targets
 both backup first
 both backup nochange
+# --- 3b. S3 over TLS, same data, one local server ----------------------------------------
+declare -A REQ=() S3SIZE=()
+if [ "${BENCH_S3:-1}" = 1 ]; then
+  S3DIR=$W/s3srv
+  rm -rf "$S3DIR"; mkdir -p "$S3DIR"
+  ( exec "$ROOT/target/release/examples/s3_server" "$S3DIR" bench < <(sleep 100000) > "$S3DIR.info" 2>&1 ) &
+  S3PID=$!
+  trap 'kill $S3PID 2>/dev/null || true' EXIT
+  for _ in $(seq 50); do grep -q '^ca=' "$S3DIR.info" 2>/dev/null && break; sleep 0.1; done
+  EP=$(sed -n 's/^endpoint=//p' "$S3DIR.info"); CA=$(sed -n 's/^ca=//p' "$S3DIR.info")
+  [ -n "$EP" ] || die "the S3 server did not start: $(cat "$S3DIR.info")"
+  export AWS_ACCESS_KEY_ID=$(sed -n 's/^access_key=//p' "$S3DIR.info")
+  export AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_key=//p' "$S3DIR.info")
+  export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+  requests() { sleep 0.4; cat "$S3DIR/requests"; }   # the server writes it every 200 ms
+  s3run() {   # s3run TOOL CMD...: times it and counts its requests
+    local tool=$1 before; shift
+    before=$(requests)
+    run "$tool" s3first "$@" || return 1
+    REQ[$tool]=$(( $(requests) - before ))
+    S3SIZE[$tool]=$(du -sb "$S3DIR/s3/bench/$tool" | cut -f1)
+  }
+  RS3=(restic --repo "s3:$EP/bench/restic" --cacert "$CA" --cache-dir "$R/cache-s3" --compression auto)
+  if want restic; then
+    run restic s3init "${RS3[@]}" init --repository-version 2 && s3run restic "${RS3[@]}" backup --quiet "$DATA"
+  fi
+  if want coffer; then
+    CS3=(--repo s3://bench/coffer --agent-key "$C/agent-s3.key")
+    AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$CA run coffer s3init "$COFFER" init "${CS3[@]}" \
+        --recipient "$(tail -n1 "$W/raw/coffer.keygen.out")" &&
+      AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$CA s3run coffer "$COFFER" backup "${CS3[@]}" \
+        --catalog "$C/catalog-s3.sqlite" --quiet "$DATA"
+  fi
+  kill $S3PID 2>/dev/null || true
+fi
+
 log "mutate-dataset.sh round 1"
 "$BENCH/mutate-dataset.sh" "$DATA" 1 >&2
 both backup mutated
@@ -185,6 +225,7 @@ fmt() {
     s) printf '%.2f s' "$2" ;;
     b) awk -v v="$2" 'BEGIN{printf "%.1f MiB", v/1048576}' ;;
     k) awk -v v="$2" 'BEGIN{printf "%.0f MiB", v/1024}' ;;
+    n) printf '%s' "$2" ;;
   esac
 }
 row() {
@@ -221,6 +262,18 @@ val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did 
   row "full restore"          s "$(val T coffer.restore)"  "$(val T restic.restore)"  0.6
   row "repository size"       b "$(val SIZE coffer)"       "$(val SIZE restic)"       0.95
   row "peak memory (max RSS)" k "$(val PEAK coffer)"       "$(val PEAK restic)"       0.5
+  if [ "${BENCH_S3:-1}" = 1 ]; then
+    row "S3 first backup (TLS)" s "$(val T coffer.s3first)"  "$(val T restic.s3first)"  0.7
+    row "S3 requests, first backup" n "$(val REQ coffer)"    "$(val REQ restic)"        1.0
+    echo
+    for t in "${TOOLS[@]}"; do
+      [ -n "${REQ[$t]:-}" ] && [ -n "${S3SIZE[$t]:-}" ] &&
+        awk -v t="$t" -v r="${REQ[$t]}" -v b="${S3SIZE[$t]}" 'BEGIN{printf "%s: %d requests for %.1f MiB stored = %.0f requests per GiB stored\n", t, r, b/1048576, r/(b/1073741824)}'
+    done
+    if [ -n "${T[coffer.s3first]:-}" ] && [ -n "${T[coffer.first]:-}" ]; then
+      awk -v s="${T[coffer.s3first]}" -v l="${T[coffer.first]}" 'BEGIN{printf "coffer S3 throughput = %.2f x its local-directory throughput (target >= 0.8)\n", l/s}'
+    fi
+  fi
   echo
   echo "Machine bound \`tar -cf - data | zstd -3 -T2 > /dev/null\`: $(fmt s "$ZSTD_S")."
   if [ -n "${T[coffer.first]:-}" ]; then

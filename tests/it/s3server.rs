@@ -58,6 +58,8 @@ pub struct S3Server {
     pub root: PathBuf,
     /// The test CA (PEM) that signed the server certificate.
     pub ca_pem: PathBuf,
+    /// Requests served so far (benchmarks report requests per GiB).
+    pub requests: Arc<std::sync::atomic::AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -97,6 +99,8 @@ impl S3Server {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = requests.clone();
         runtime.spawn(async move {
             let http =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -105,13 +109,18 @@ impl S3Server {
                     continue;
                 };
                 let (acceptor, service, http) = (acceptor.clone(), service.clone(), http.clone());
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     // A client that rejects our certificate ends here: fine.
                     let Ok(stream) = acceptor.accept(socket).await else {
                         return;
                     };
+                    let counted = hyper::service::service_fn(move |req| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        hyper::service::Service::call(&service, req)
+                    });
                     let _ = http
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), counted)
                         .await;
                 });
             }
@@ -120,6 +129,7 @@ impl S3Server {
             addr,
             root,
             ca_pem,
+            requests,
             runtime: Some(runtime),
         }
     }
