@@ -390,6 +390,7 @@ impl Profile {
                     sse_kms_key_id: f.sse_kms_key_id,
                     upload_concurrency: f.upload_concurrency.unwrap_or(0),
                     allowed_regions: f.allowed_regions,
+                    multipart_threshold: 0,
                 }
             }
         };

@@ -42,7 +42,12 @@ pub struct S3Options {
     pub upload_concurrency: usize,
     /// If not empty, the bucket's region must be one of these (data residency).
     pub allowed_regions: Vec<String>,
+    /// Files larger than this go up as a multipart upload (default 64 MiB).
+    pub multipart_threshold: u64,
 }
+
+/// Multipart part size; S3 wants at least 5 MiB per part but the last.
+const PART_SIZE: u64 = 16 * 1024 * 1024;
 
 pub struct S3Storage {
     client: Client,
@@ -233,6 +238,93 @@ impl S3Storage {
         })
     }
 
+    /// Uploads a large file in parts streamed from disk; aborts on failure so
+    /// no orphan parts are billed.
+    async fn put_multipart(&self, key: &str, path: &Path, size: u64) -> Result<(), StorageError> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let full = self.full_key(key);
+        let mut create = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full);
+        if let Some(c) = &self.opts.storage_class {
+            create = create.storage_class(aws_sdk_s3::types::StorageClass::from(c.as_str()));
+        }
+        if let Some(s) = &self.opts.server_side_encryption {
+            create = create
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::from(s.as_str()));
+        }
+        let upload = create.send().await.map_err(|e| self.error(key, e))?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_string();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut offset = 0;
+            let mut number = 1;
+            while offset < size {
+                let len = PART_SIZE.min(size - offset);
+                let body = ByteStream::read_from()
+                    .path(path)
+                    .offset(offset)
+                    .length(aws_sdk_s3::primitives::Length::Exact(len))
+                    .build()
+                    .await
+                    .map_err(|e| StorageError::Io {
+                        location: self.location(),
+                        key: key.to_string(),
+                        message: format!("{}: {e}", path.display()),
+                        transient: false,
+                        kind: None,
+                    })?;
+                let part = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(&full)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| self.error(key, e))?;
+                parts.push(
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(part.e_tag().map(str::to_string))
+                        .build(),
+                );
+                offset += len;
+                number += 1;
+            }
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(key, e))
+        }
+        .await;
+        if result.is_err() {
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
     /// A PutObject request with the profile's storage class and encryption.
     fn put_request(
         &self,
@@ -414,6 +506,22 @@ impl Storage for S3Storage {
     }
 
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
+        let threshold = if self.opts.multipart_threshold == 0 {
+            64 << 20
+        } else {
+            self.opts.multipart_threshold
+        };
+        let size = tokio::fs::metadata(path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size > threshold {
+            let res = self.put_multipart(key, path, size).await;
+            if res.is_ok() {
+                let _ = tokio::fs::remove_file(path).await;
+            }
+            return res;
+        }
         // Streams the file from disk: a pack never sits in memory.
         let body = ByteStream::from_path(path)
             .await

@@ -161,8 +161,16 @@ fn backup_and_restore_over_tls_to_s3() {
     let mut backup = vec![o("backup"), src.as_os_str(), o("--json")];
     backup.extend(&flags);
     run_s3(&env, &server, &backup).expect_ok();
+    let before = server.requests.load(std::sync::atomic::Ordering::Relaxed);
     let again = run_s3(&env, &server, &backup);
     again.expect_ok();
+    let used = server.requests.load(std::sync::atomic::Ordering::Relaxed) - before;
+    // lock (create, read back, release), list index/data, the new file list
+    // pack, its index, the snapshot: a handful, not one per file.
+    assert!(
+        used <= 16,
+        "an unchanged re-backup over S3 took {used} requests"
+    );
     assert_eq!(
         again.json()["data_added"],
         0,
