@@ -77,6 +77,9 @@ impl Store {
     pub fn create_location(&self) -> Result<(), StorageError> {
         self.run(self.storage.create_location())
     }
+    pub fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        self.run(self.storage.delete_many(keys))
+    }
     pub fn exists(&self) -> Result<bool, StorageError> {
         self.run(self.storage.exists())
     }

@@ -170,6 +170,10 @@ impl Storage for Faulty {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.apply(key, self.inner.delete(key)).await
     }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        self.apply("delete_many", self.inner.delete_many(keys))
+            .await
+    }
     async fn remove_stale_temp(&self) -> Result<u64, StorageError> {
         self.inner.remove_stale_temp().await
     }

@@ -89,6 +89,13 @@ pub trait Storage: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Removes many objects (S3: batches of 1000 in one request each).
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        for k in keys {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
     /// Whether the repository location exists at all (a directory, a bucket).
     async fn exists(&self) -> Result<bool, StorageError>;
     /// Creates the location (a directory, a bucket).

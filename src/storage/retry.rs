@@ -95,6 +95,9 @@ impl Storage for Retry {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.run(|| self.inner.delete(key)).await
     }
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        self.run(|| self.inner.delete_many(keys)).await
+    }
     async fn exists(&self) -> Result<bool, StorageError> {
         self.run(|| self.inner.exists()).await
     }

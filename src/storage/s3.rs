@@ -685,6 +685,52 @@ impl Storage for S3Storage {
             })
     }
 
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for batch in keys.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(self.full_key(k)).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StorageError::Unavailable {
+                    location: self.location(),
+                    message: e.to_string(),
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StorageError::Unavailable {
+                    location: self.location(),
+                    message: e.to_string(),
+                })?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| self.error(&batch[0], e))?;
+            // Per-key failures come back in the body, not as an HTTP error.
+            if let Some(err) = out.errors().iter().find(|e| e.code() != Some("NoSuchKey")) {
+                return Err(StorageError::Io {
+                    location: self.location(),
+                    key: err.key().unwrap_or_default().to_string(),
+                    message: format!(
+                        "delete refused: {} {}",
+                        err.code().unwrap_or_default(),
+                        err.message().unwrap_or_default()
+                    ),
+                    transient: err.code() == Some("InternalError")
+                        || err.code() == Some("SlowDown"),
+                    kind: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn upload_concurrency(&self) -> usize {
         if self.opts.upload_concurrency == 0 {
             4
