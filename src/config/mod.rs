@@ -57,6 +57,7 @@ struct S3File {
     upload_concurrency: Option<usize>,
     #[serde(default)]
     allowed_regions: Vec<String>,
+    credentials_file: Option<String>,
 }
 
 /// zstd level 2: within 1.5% of level 3's size for about 30% less CPU on the
@@ -391,6 +392,7 @@ impl Profile {
                     upload_concurrency: f.upload_concurrency.unwrap_or(0),
                     allowed_regions: f.allowed_regions,
                     multipart_threshold: 0,
+                    credentials_file: f.credentials_file.as_deref().map(resolve),
                 }
             }
         };

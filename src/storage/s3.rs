@@ -44,6 +44,45 @@ pub struct S3Options {
     pub allowed_regions: Vec<String>,
     /// Files larger than this go up as a multipart upload (default 64 MiB).
     pub multipart_threshold: u64,
+    /// Static keys, by file (mode 0600, `aws_access_key_id = …` and
+    /// `aws_secret_access_key = …` lines, as in ~/.aws/credentials); unset =
+    /// the standard AWS chain.
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// Reads static keys from a credentials file, refusing one others can read.
+fn static_credentials(path: &Path) -> Result<aws_sdk_s3::config::Credentials, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("credentials_file {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "credentials_file {} is readable by others; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("credentials_file {}: {e}", path.display()))?;
+    let get = |name: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().trim_matches('"').to_string())
+    };
+    let (Some(id), Some(secret)) = (get("aws_access_key_id"), get("aws_secret_access_key")) else {
+        return Err(format!(
+            "credentials_file {}: needs aws_access_key_id and aws_secret_access_key lines",
+            path.display()
+        ));
+    };
+    Ok(aws_sdk_s3::config::Credentials::new(
+        id,
+        secret,
+        get("aws_session_token"),
+        None,
+        "coffer-credentials-file",
+    ))
 }
 
 /// Multipart part size; S3 wants at least 5 MiB per part but the last.
@@ -160,6 +199,9 @@ impl S3Storage {
         }
         if let Some(ep) = &endpoint {
             b = b.endpoint_url(ep.clone());
+        }
+        if let Some(file) = &opts.credentials_file {
+            b = b.credentials_provider(static_credentials(file).map_err(fail)?);
         }
         b = b.force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
         let ca = opts

@@ -281,6 +281,60 @@ fn insecure_or_untrusted_endpoints_and_bad_credentials_are_refused() {
     out.expect_failure();
     out.expect_stderr_contains("no-such-bucket");
 
+    // Static keys by file, from a profile: refused when others can read it,
+    // used (over the environment's wrong ones) when it is private.
+    let creds = env.path("s3.credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            crate::s3server::ACCESS_KEY,
+            crate::s3server::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let profile = env.path("p.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "name = \"p\"\nsources = [\"/tmp\"]\nrepository = \"s3://bk1/x\"\n\n[s3]\ncredentials_file = {:?}\n",
+            creds.display().to_string()
+        ),
+    )
+    .unwrap();
+    let with_profile = |vars: &[(&'static str, Option<&str>)]| {
+        let mut v: Vec<(&str, std::ffi::OsString)> = base
+            .iter()
+            .filter(|(k, _)| !vars.iter().any(|(c, _)| c == k))
+            .cloned()
+            .collect();
+        for (k, val) in vars {
+            if let Some(val) = val {
+                v.push((k, (*val).into()));
+            }
+        }
+        let v: Vec<(&str, &OsStr)> = v.iter().map(|(k, x)| (*k, x.as_os_str())).collect();
+        env.run_with_env(
+            [
+                "snapshots",
+                "--profile",
+                profile.to_str().unwrap(),
+                "--identity",
+                id,
+            ],
+            &v,
+        )
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = with_profile(&[]);
+    out.expect_failure();
+    out.expect_stderr_contains("chmod 600");
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = with_profile(&[("AWS_SECRET_ACCESS_KEY", Some("wrong-secret"))]);
+    out.expect_failure();
+    out.expect_stderr_contains("coffer init"); // authenticated: the bucket is just empty
+
     // An empty bucket is not a repository: say so, and how to make one.
     let out = run(&[]);
     out.expect_failure();
