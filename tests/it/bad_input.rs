@@ -20,8 +20,8 @@ fn assert_repo_valid(env: &TestEnv) {
 }
 
 /// A repository with one small snapshot.
-fn env_with_snapshot() -> (TestEnv, PathBuf) {
-    let env = TestEnv::with_repo();
+fn env_with_snapshot(backend: Backend) -> (TestEnv, PathBuf) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     write_file(&src.join("a.txt"), b"alpha");
     write_file(&src.join("sub/b.txt"), b"beta");
@@ -46,9 +46,8 @@ fn restore_args(target: &Path, snapshot: &str) -> Vec<OsString> {
     ]
 }
 
-#[test]
-fn restore_with_wrong_identity() {
-    let (env, _src) = env_with_snapshot();
+fn restore_with_wrong_identity(backend: Backend) {
+    let (env, _src) = env_with_snapshot(backend);
     let other = env.home.join("other-operator.key");
     env.generate_identity(&other);
     let target = empty_dir(&env);
@@ -69,9 +68,8 @@ fn restore_with_wrong_identity() {
     assert_repo_valid(&env);
 }
 
-#[test]
-fn restore_with_agent_key_only_asks_for_identity() {
-    let (env, _src) = env_with_snapshot();
+fn restore_with_agent_key_only_asks_for_identity(backend: Backend) {
+    let (env, _src) = env_with_snapshot(backend);
     let target = empty_dir(&env);
     let mut args = restore_args(&target, "latest");
     args.extend(env.repo_flags());
@@ -92,16 +90,18 @@ fn restore_with_agent_key_only_asks_for_identity() {
     assert_repo_valid(&env);
 }
 
+// Local only: about the agent key file, refused before the repository is
+// opened.
 #[test]
 fn missing_agent_key_file() {
-    let (env, src) = env_with_snapshot();
+    let (env, src) = env_with_snapshot(Backend::Local);
     let missing = env.home.join("no-such-agent.key");
     let out = env.run([
         OsStr::new("backup"),
         src.as_os_str(),
         "--quiet".as_ref(),
         "--repo".as_ref(),
-        env.repo.as_os_str(),
+        env.repo_url.as_os_str(),
         "--agent-key".as_ref(),
         missing.as_os_str(),
         "--catalog".as_ref(),
@@ -118,7 +118,7 @@ fn missing_agent_key_file() {
             src.as_os_str(),
             "--quiet".as_ref(),
             "--repo".as_ref(),
-            env.repo.as_os_str(),
+            env.repo_url.as_os_str(),
         ],
         &[
             ("COFFER_AGENT_KEY", missing.as_os_str()),
@@ -132,9 +132,11 @@ fn missing_agent_key_file() {
     assert_repo_valid(&env);
 }
 
+// Local only: about the agent key file's mode, refused before the
+// repository is opened.
 #[test]
 fn agent_key_with_loose_mode_is_refused() {
-    let (env, src) = env_with_snapshot();
+    let (env, src) = env_with_snapshot(Backend::Local);
     chmod(&env.agent_key, 0o644);
     let out = env.backup_raw(&[&src], &["--quiet"]);
     out.expect_failure()
@@ -180,10 +182,15 @@ fn run_profile(env: &TestEnv, text: &str) -> (Output, PathBuf) {
     (out, profile)
 }
 
-#[test]
-fn valid_profile_backs_up_its_sources() {
-    let (env, src) = env_with_snapshot();
-    let (out, _) = run_profile(&env, &profile_text("# nothing extra"));
+fn valid_profile_backs_up_its_sources(backend: Backend) {
+    let (env, src) = env_with_snapshot(backend);
+    let mut text = profile_text("# nothing extra");
+    if backend == Backend::S3 {
+        // The S3 server is reached through the AWS variables `command` sets.
+        let url = env.repo_url.to_str().unwrap();
+        text = text.replace("repository = \"repo\"", &format!("repository = \"{url}\""));
+    }
+    let (out, _) = run_profile(&env, &text);
     out.expect_ok();
     let snaps = env.snapshots();
     assert_eq!(snaps.len(), 2, "the profile backup adds a snapshot");
@@ -206,9 +213,12 @@ fn valid_profile_backs_up_its_sources() {
     );
 }
 
+// Local only (this and the next two): profile syntax and values, refused
+// while the profile is read, before any repository is opened. A valid
+// profile is run on both backends above.
 #[test]
 fn profile_with_syntax_error_names_file_and_line() {
-    let (env, _src) = env_with_snapshot();
+    let (env, _src) = env_with_snapshot(Backend::Local);
     let text = "name = \"demo\"\nsources = [\"src\"]\n# a comment\nrepository = \"repo\nagent_key = \"home/agent.key\"\n";
     let (out, profile) = run_profile(&env, text);
     out.expect_failure().expect_short_stderr(6);
@@ -224,7 +234,7 @@ fn profile_with_syntax_error_names_file_and_line() {
 
 #[test]
 fn profile_with_unknown_key_names_key_and_line() {
-    let (env, _src) = env_with_snapshot();
+    let (env, _src) = env_with_snapshot(Backend::Local);
     let (out, profile) = run_profile(&env, &profile_text("colour = \"blue\""));
     out.expect_failure().expect_short_stderr(6);
     assert!(
@@ -240,7 +250,7 @@ fn profile_with_unknown_key_names_key_and_line() {
 
 #[test]
 fn profile_with_bad_value_names_key_and_line() {
-    let (env, _src) = env_with_snapshot();
+    let (env, _src) = env_with_snapshot(Backend::Local);
     let text = profile_text("# compression below is out of range")
         .replace("compression = 3", "compression = 42");
     let (out, profile) = run_profile(&env, &text);
@@ -259,9 +269,8 @@ fn profile_with_bad_value_names_key_and_line() {
 /// Tests run as root, who can read any file. The backup runs as root without
 /// CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH, so a mode-000 file (and a mode-000
 /// directory) is really unreadable to it.
-#[test]
-fn unreadable_source_file_is_listed_and_snapshot_still_created() {
-    let env = TestEnv::with_repo();
+fn unreadable_source_file_is_listed_and_snapshot_still_created(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     write_file(&src.join("readable.txt"), b"fine");
     write_random_file(&src.join("readable.bin"), 200 * KIB, 8);
@@ -343,6 +352,7 @@ fn unreadable_source_file_is_listed_and_snapshot_still_created() {
 /// Restore into a 2 MiB tmpfs of 12 MiB of data (no single file fits). The
 /// disk being full is one problem: one clear message, not one per file.
 /// (Falls back to RLIMIT_FSIZE on the child when mounting is not permitted.)
+// Local only: about the restore target's file system, not the repository.
 #[test]
 fn restore_to_full_disk_fails_clearly() {
     let env = TestEnv::with_repo();
@@ -382,9 +392,8 @@ fn restore_to_full_disk_fails_clearly() {
     assert_repo_valid(&env);
 }
 
-#[test]
-fn unknown_snapshot_id() {
-    let (env, _src) = env_with_snapshot();
+fn unknown_snapshot_id(backend: Backend) {
+    let (env, _src) = env_with_snapshot(backend);
     let target = empty_dir(&env);
     let out = env.operator(restore_args(&target, "deadbeef"));
     out.expect_failure()
@@ -398,10 +407,9 @@ fn unknown_snapshot_id() {
     assert_repo_valid(&env);
 }
 
-#[test]
-fn missing_repository() {
-    let (env, src) = env_with_snapshot();
-    let nowhere = env.path("no-such-repo");
+fn missing_repository(backend: Backend) {
+    let (env, src) = env_with_snapshot(backend);
+    let (nowhere, nowhere_on_disk) = env.sibling_repo("no-such-repo");
     let out = env.run([
         OsStr::new("backup"),
         src.as_os_str(),
@@ -417,12 +425,13 @@ fn missing_repository() {
         .expect_short_stderr(MAX_ERROR_LINES)
         .expect_stderr_contains(nowhere.to_str().unwrap());
     assert!(
-        !nowhere.exists(),
+        !nowhere_on_disk.exists(),
         "backup must not create a repository implicitly"
     );
     assert_repo_valid(&env);
 }
 
+// Local only: a usage error, no repository involved.
 #[test]
 fn bad_flag_is_a_usage_error() {
     let env = TestEnv::new();
@@ -433,6 +442,7 @@ fn bad_flag_is_a_usage_error() {
 
 /// A passphrase-protected identity: works with COFFER_PASSPHRASE; a wrong or
 /// missing passphrase is a clear error, not a hang or a crash.
+// Local only: about the identity file and its passphrase.
 #[test]
 fn passphrase_protected_identity() {
     let mut env = TestEnv::new();
@@ -506,9 +516,8 @@ fn passphrase_protected_identity() {
 
 /// A repository written by a newer coffer (higher format version) is refused
 /// with a message that says so; nothing is written to it.
-#[test]
-fn newer_repository_format_is_refused() {
-    let (env, src) = env_with_snapshot();
+fn newer_repository_format_is_refused(backend: Backend) {
+    let (env, src) = env_with_snapshot(backend);
     let config_path = env.repo.join("config");
     let original = fs::read(&config_path).unwrap();
     let mut config: serde_json::Value = serde_json::from_slice(&original).unwrap();
@@ -517,7 +526,7 @@ fn newer_repository_format_is_refused() {
         .and_then(|v| v.as_u64())
         .unwrap_or_else(|| panic!("config has no numeric \"version\": {config}"));
     config["version"] = serde_json::Value::from(version + 1000);
-    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    env.replace_object("config", &serde_json::to_vec_pretty(&config).unwrap());
 
     let out = env.agent(["snapshots", "--quiet"]);
     out.expect_failure()
@@ -533,6 +542,18 @@ fn newer_repository_format_is_refused() {
         before,
         "a backup to a newer-format repository must not write to it"
     );
-    fs::write(&config_path, &original).unwrap();
+    env.replace_object("config", &original);
     assert_repo_valid(&env);
 }
+
+// Everything that reaches the repository runs on both backends; the tests
+// with a plain `#[test]` above are local only (see the comment on each).
+on_both_backends!(
+    restore_with_wrong_identity,
+    restore_with_agent_key_only_asks_for_identity,
+    valid_profile_backs_up_its_sources,
+    unreadable_source_file_is_listed_and_snapshot_still_created,
+    unknown_snapshot_id,
+    missing_repository,
+    newer_repository_format_is_refused,
+);

@@ -73,8 +73,7 @@ fn env_u64(var: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-#[test]
-fn killed_backups_leave_valid_repository_and_reuse_uploads() {
+fn killed_backups_leave_valid_repository_and_reuse_uploads(backend: Backend) {
     let total = env_u64("COFFER_CRASH_MIB", 64) * MIB;
     let kills = env_u64("COFFER_CRASH_KILLS", 12) as usize;
     let (mut rng, seed) = seeded_rng("COFFER_CRASH_SEED", 0xC0FFEE);
@@ -90,7 +89,7 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
     // One clean backup in a separate repository: its duration spreads the
     // kills, its size bounds the crashed repository's.
     let (mut clean_time, clean_size) = {
-        let reference = TestEnv::with_repo();
+        let reference = TestEnv::with_repo_on(backend);
         let start = Instant::now();
         reference.backup(&[&src]);
         (start.elapsed(), reference.repo_size())
@@ -114,7 +113,7 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        env = TestEnv::with_repo();
+        env = TestEnv::with_repo_on(backend);
         completed = false;
         killed_count = 0;
         let mut fastest = clean_time;
@@ -324,9 +323,8 @@ fn killed_backups_leave_valid_repository_and_reuse_uploads() {
 
 /// One writer at a time: while a backup runs, a second one is refused
 /// quickly with a message about the lock, and the first one completes.
-#[test]
-fn second_writer_is_refused_while_first_runs() {
-    let env = TestEnv::with_repo();
+fn second_writer_is_refused_while_first_runs(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     for i in 0..4 {
         write_random_file(&src.join(format!("r{i}.bin")), 8 * MIB, 500 + i);
@@ -403,3 +401,8 @@ fn second_writer_is_refused_while_first_runs() {
     assert_eq!(env.snapshots().len(), 1);
     env.check(false).expect_ok();
 }
+
+on_both_backends!(
+    killed_backups_leave_valid_repository_and_reuse_uploads,
+    second_writer_is_refused_while_first_runs,
+);

@@ -38,9 +38,8 @@ fn delete_catalog(path: &Path) {
     }
 }
 
-#[test]
-fn unchanged_second_backup_adds_almost_nothing() {
-    let env = TestEnv::with_repo();
+fn unchanged_second_backup_adds_almost_nothing(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     make_mixed_dataset(&src, 24 * MIB, 100);
     let total = dir_size(&src);
@@ -73,9 +72,8 @@ fn unchanged_second_backup_adds_almost_nothing() {
     assert_eq!(env.snapshots().len(), 2, "each backup makes a snapshot");
 }
 
-#[test]
-fn insert_in_middle_of_large_file_adds_about_one_chunk() {
-    let env = TestEnv::with_repo();
+fn insert_in_middle_of_large_file_adds_about_one_chunk(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     fs::create_dir(&src).unwrap();
     let size = 64 * MIB;
@@ -122,9 +120,8 @@ fn insert_in_middle_of_large_file_adds_about_one_chunk() {
     assert_trees_equal(&src, &restored_path(&target, &src));
 }
 
-#[test]
-fn backup_without_catalog_dedups_against_repository() {
-    let env = TestEnv::with_repo();
+fn backup_without_catalog_dedups_against_repository(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     make_mixed_dataset(&src, 24 * MIB, 200);
     let total = dir_size(&src);
@@ -151,9 +148,8 @@ fn backup_without_catalog_dedups_against_repository() {
 
 /// `catalog rebuild` with the identity recreates the file cache too: the next
 /// backup of unchanged data reads nothing.
-#[test]
-fn catalog_rebuild_restores_file_cache() {
-    let env = TestEnv::with_repo();
+fn catalog_rebuild_restores_file_cache(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     make_mixed_dataset(&src, 8 * MIB, 300);
     let total = dir_size(&src);
@@ -181,3 +177,10 @@ fn catalog_rebuild_restores_file_cache() {
     let third = env.backup(&[&src]);
     assert_small_increment(&third, total, "backup after catalog rebuild by the agent");
 }
+
+on_both_backends!(
+    unchanged_second_backup_adds_almost_nothing,
+    insert_in_middle_of_large_file_adds_about_one_chunk,
+    backup_without_catalog_dedups_against_repository,
+    catalog_rebuild_restores_file_cache,
+);

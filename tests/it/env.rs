@@ -22,6 +22,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::Value;
 
+use crate::s3server::S3Server;
+
 pub const COFFER: &str = env!("CARGO_BIN_EXE_coffer");
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * 1024;
@@ -280,25 +282,74 @@ fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<V
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Where a test environment keeps its repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A directory on the local file system.
+    Local,
+    /// `s3://BUCKET/repo` on an in-process S3 server (s3s-fs over TLS) owned
+    /// by the environment.
+    S3,
+}
+
+/// The bucket an S3 test environment keeps its repository in.
+pub const TEST_BUCKET: &str = "coffer-test";
+
+/// Generates, for each `name`, a module `name` with two tests, `local` and
+/// `s3`, that call `name(Backend::Local)` and `name(Backend::S3)`:
+/// `roundtrip::roundtrip_every_entry_kind::s3` and so on.
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn local() {
+                    super::$name($crate::env::Backend::Local)
+                }
+                #[test]
+                fn s3() {
+                    super::$name($crate::env::Backend::S3)
+                }
+            }
+        )+
+    };
+}
+pub(crate) use on_both_backends;
+
 /// One private world for a test: temp dir, HOME, caches, keys, repository.
 pub struct TestEnv {
     /// The canonical path of the temporary directory (owned by `_tmp`).
     pub root: PathBuf,
     pub home: PathBuf,
     pub cache_dir: PathBuf,
-    /// The repository directory (`init` is run by `with_repo`).
+    /// The repository directory (`init` is run by `with_repo`). On S3 this is
+    /// where the server keeps the repository's objects as plain files
+    /// (`<server root>/<bucket>/repo`), so damaging or measuring objects on
+    /// disk works the same on both backends.
     pub repo: PathBuf,
+    /// The repository as given to `--repo`: the path of `repo`, or its
+    /// `s3://` URL.
+    pub repo_url: OsString,
+    pub backend: Backend,
     pub agent_key: PathBuf,
     pub identity: PathBuf,
     pub catalog: PathBuf,
     /// The operator recipient (`age1...`) once an identity exists.
     pub recipient: String,
+    /// The S3 server of an S3 environment (dropped before the temp dir).
+    pub s3: Option<S3Server>,
     _tmp: tempfile::TempDir,
 }
 
 impl TestEnv {
-    /// A fresh environment without keys or repository.
+    /// A fresh environment without keys or repository (local backend).
     pub fn new() -> TestEnv {
+        TestEnv::new_on(Backend::Local)
+    }
+
+    /// A fresh environment without keys or repository; for S3, the server is
+    /// running and the (empty) bucket exists.
+    pub fn new_on(backend: Backend) -> TestEnv {
         let tmp = tempfile::Builder::new()
             .prefix("coffer-it-")
             .tempdir()
@@ -307,8 +358,23 @@ impl TestEnv {
         let home = root.join("home");
         let cache_dir = home.join(".cache").join("coffer");
         fs::create_dir_all(&cache_dir).unwrap();
+        let (repo, repo_url, s3) = match backend {
+            Backend::Local => (root.join("repo"), root.join("repo").into_os_string(), None),
+            Backend::S3 => {
+                let server = S3Server::start(&root);
+                server.create_bucket(TEST_BUCKET);
+                (
+                    server.root.join(TEST_BUCKET).join("repo"),
+                    format!("s3://{TEST_BUCKET}/repo").into(),
+                    Some(server),
+                )
+            }
+        };
         TestEnv {
-            repo: root.join("repo"),
+            repo,
+            repo_url,
+            backend,
+            s3,
             agent_key: home.join("agent.key"),
             identity: home.join("operator.key"),
             catalog: home.join("catalog.sqlite"),
@@ -323,10 +389,61 @@ impl TestEnv {
     /// A fresh environment with an operator identity, an initialised
     /// repository and its agent key.
     pub fn with_repo() -> TestEnv {
-        let mut env = TestEnv::new();
+        TestEnv::with_repo_on(Backend::Local)
+    }
+
+    /// `with_repo` with the repository on `backend`.
+    pub fn with_repo_on(backend: Backend) -> TestEnv {
+        let mut env = TestEnv::new_on(backend);
         env.recipient = env.generate_identity(&env.identity.clone());
         env.init_repo();
         env
+    }
+
+    /// The environment variables a coffer process needs to reach this
+    /// environment's repository (the S3 server's AWS_* variables; none for a
+    /// local repository). `command` adds them to every coffer run.
+    pub fn backend_env(&self) -> Vec<(&'static str, OsString)> {
+        self.s3.as_ref().map(S3Server::env).unwrap_or_default()
+    }
+
+    /// Another, not yet existing repository location next to this one:
+    /// (`--repo` argument, where its objects would be on disk).
+    pub fn sibling_repo(&self, name: &str) -> (OsString, PathBuf) {
+        match &self.s3 {
+            None => {
+                let p = self.root.join(name);
+                (p.clone().into_os_string(), p)
+            }
+            Some(server) => (
+                format!("s3://{TEST_BUCKET}/{name}").into(),
+                server.root.join(TEST_BUCKET).join(name),
+            ),
+        }
+    }
+
+    /// Replaces the repository object `key` with `bytes`, as a newer or
+    /// other writer would (a new upload, not damage at rest). Locally that is
+    /// writing the file. On S3 the file under the server's root is written and
+    /// the checksums s3s-fs stored at upload time are dropped, so the server
+    /// serves the new bytes as the object (a real upload would have stored
+    /// new checksums; the stale ones would make the client reject the body).
+    pub fn replace_object(&self, key: &str, bytes: &[u8]) {
+        let path = self.repo.join(key);
+        fs::write(&path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        if let Some(server) = &self.s3 {
+            let full_key = format!("repo/{key}");
+            let info = server.root.join(format!(
+                ".bucket-{}.object-{}.internal.json",
+                base64url(TEST_BUCKET.as_bytes()),
+                base64url(full_key.as_bytes())
+            ));
+            match fs::remove_file(&info) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("remove {}: {e}", info.display()),
+            }
+        }
     }
 
     /// A path inside the temp dir.
@@ -341,7 +458,8 @@ impl TestEnv {
     }
 
     /// A `Command` for coffer with a clean environment: only PATH, HOME,
-    /// XDG_CACHE_HOME and COFFER_CACHE_DIR (all inside the temp dir).
+    /// XDG_CACHE_HOME and COFFER_CACHE_DIR (all inside the temp dir), plus
+    /// the S3 server's variables for an S3 environment.
     pub fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -361,6 +479,7 @@ impl TestEnv {
             .env("RUST_BACKTRACE", "1")
             .env("RUST_LIB_BACKTRACE", "0")
             .current_dir(&self.root)
+            .envs(self.backend_env())
             .args(args);
         cmd
     }
@@ -396,7 +515,7 @@ impl TestEnv {
     pub fn repo_flags(&self) -> Vec<OsString> {
         vec![
             "--repo".into(),
-            self.repo.clone().into(),
+            self.repo_url.clone(),
             "--agent-key".into(),
             self.agent_key.clone().into(),
             "--catalog".into(),
@@ -467,7 +586,7 @@ impl TestEnv {
         let out = self.run([
             OsStr::new("init"),
             "--repo".as_ref(),
-            self.repo.as_os_str(),
+            self.repo_url.as_os_str(),
             "--recipient".as_ref(),
             self.recipient.as_ref(),
             "--agent-key".as_ref(),
@@ -702,6 +821,22 @@ pub fn list_files(dir: &Path) -> Vec<(String, u64)> {
     walk(dir, dir, &mut v);
     v.sort();
     v
+}
+
+/// URL-safe base64 without padding (how s3s-fs names its side files).
+fn base64url(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------

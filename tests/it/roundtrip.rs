@@ -213,9 +213,8 @@ fn build_all_kinds(src: &Path) -> Vec<PathBuf> {
     ]
 }
 
-#[test]
-fn roundtrip_every_entry_kind() {
-    let env = TestEnv::with_repo();
+fn roundtrip_every_entry_kind(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     fs::create_dir(&src).unwrap();
     let hardlinks = build_all_kinds(&src);
@@ -344,9 +343,8 @@ fn roundtrip_every_entry_kind() {
 
 /// A second snapshot of changed data restores to the new state, and the older
 /// snapshot (by id prefix) still restores to the old state.
-#[test]
-fn roundtrip_old_and_new_snapshots() {
-    let env = TestEnv::with_repo();
+fn roundtrip_old_and_new_snapshots(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     write_file(&src.join("keep.txt"), b"unchanged");
     write_file(&src.join("change.txt"), b"version 1");
@@ -401,9 +399,8 @@ fn roundtrip_old_and_new_snapshots() {
 
 /// `restore --include` restores only matching entries; `ls PATH` lists only
 /// entries under PATH; a leading `/` is accepted.
-#[test]
-fn restore_include_and_ls_path() {
-    let env = TestEnv::with_repo();
+fn restore_include_and_ls_path(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     write_file(&src.join("keep1.txt"), b"keep 1");
     write_file(&src.join("keep2.txt"), b"keep 2");
@@ -487,9 +484,8 @@ fn restore_include_and_ls_path() {
 /// The repository layout of docs/CLI.md; pack names are the BLAKE3 of the
 /// pack bytes; no file name or content appears in plaintext; the lock is
 /// released; the default catalog location is used when --catalog is absent.
-#[test]
-fn repository_layout_and_confidentiality() {
-    let env = TestEnv::with_repo();
+fn repository_layout_and_confidentiality(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     let marker_name = "secret-name-Zq7XvK2pW9";
     let marker_content = b"secret-content-Hf83LmQa0T secret-content-Hf83LmQa0T";
@@ -507,7 +503,7 @@ fn repository_layout_and_confidentiality() {
         src.as_os_str(),
         "--json".as_ref(),
         "--repo".as_ref(),
-        env.repo.as_os_str(),
+        env.repo_url.as_os_str(),
         "--agent-key".as_ref(),
         env.agent_key.as_os_str(),
     ]);
@@ -907,60 +903,116 @@ fn relative_link(from_dir: &Path, to: &Path) -> PathBuf {
     p
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("COFFER_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(12),
-        max_shrink_iters: 16,
-        failure_persistence: None,
-        .. ProptestConfig::default()
-    })]
+/// Cases for the generated-tree round trip: `COFFER_PROPTEST_CASES` or
+/// `default`.
+fn proptest_cases(default: u32) -> u32 {
+    std::env::var("COFFER_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
 
-    #[test]
-    fn roundtrip_generated_trees(spec in tree_spec()) {
-        let env = TestEnv::with_repo();
-        let src = env.path("src");
-        fs::create_dir(&src).unwrap();
-        materialize(&src, &spec);
+/// One generated tree backed up and restored on `backend`.
+fn generated_tree_roundtrips(backend: Backend, spec: &TreeSpec) -> Result<(), TestCaseError> {
+    let env = TestEnv::with_repo_on(backend);
+    let src = env.path("src");
+    fs::create_dir(&src).unwrap();
+    materialize(&src, spec);
 
-        let summary = env.backup(&[&src]);
-        let n_files = regular_files(&src).len() as u64;
-        prop_assert!(u64_field(&summary, "files") >= 1, "files count: {}", summary);
-        let _ = n_files;
-        let target = env.restore("latest");
-        let diffs = compare_trees(&src, &restored_path(&target, &src));
-        prop_assert!(diffs.is_empty(), "restored tree differs ({} differences):\n  {}", diffs.len(), diffs.iter().take(40).cloned().collect::<Vec<_>>().join("\n  "));
-        // The file-count matches what is in the tree (hard links may count once or per name).
-        let inodes: BTreeSet<u64> = walk_tree(&src).values().filter(|m| m.is_file()).map(|m| m.ino()).collect();
-        let files = u64_field(&summary, "files");
-        prop_assert!(files >= inodes.len() as u64 && files <= n_files, "backup files {} not in [{} inodes, {} names]", files, inodes.len(), n_files);
+    let summary = env.backup(&[&src]);
+    let n_files = regular_files(&src).len() as u64;
+    prop_assert!(
+        u64_field(&summary, "files") >= 1,
+        "files count: {}",
+        summary
+    );
+    let target = env.restore("latest");
+    let diffs = compare_trees(&src, &restored_path(&target, &src));
+    prop_assert!(
+        diffs.is_empty(),
+        "restored tree differs ({} differences):\n  {}",
+        diffs.len(),
+        diffs
+            .iter()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+    // The file-count matches what is in the tree (hard links may count once or per name).
+    let inodes: BTreeSet<u64> = walk_tree(&src)
+        .values()
+        .filter(|m| m.is_file())
+        .map(|m| m.ino())
+        .collect();
+    let files = u64_field(&summary, "files");
+    prop_assert!(
+        files >= inodes.len() as u64 && files <= n_files,
+        "backup files {} not in [{} inodes, {} names]",
+        files,
+        inodes.len(),
+        n_files
+    );
+    Ok(())
+}
+
+/// `roundtrip_generated_trees::local` and `::s3`: the same number of cases
+/// on both (S3 is not noticeably slower here).
+mod roundtrip_generated_trees {
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: proptest_cases(12),
+            max_shrink_iters: 16,
+            failure_persistence: None,
+            .. ProptestConfig::default()
+        })]
+
+        #[test]
+        fn local(spec in tree_spec()) {
+            generated_tree_roundtrips(Backend::Local, &spec)?;
+        }
+
+        #[test]
+        fn s3(spec in tree_spec()) {
+            generated_tree_roundtrips(Backend::S3, &spec)?;
+        }
     }
 }
 
 /// Self-describing repository: on a "fresh machine" (new HOME, no catalog,
 /// no agent key), the identity alone lists and restores.
-#[test]
-fn restore_on_fresh_machine_with_identity_only() {
-    let env = TestEnv::with_repo();
+fn restore_on_fresh_machine_with_identity_only(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     make_mixed_dataset(&src, 3 * MIB, 77);
     finish_tree(&src, &[]);
     let summary = env.backup(&[&src]);
 
+    // The fresh machine reaches the same repository (for S3: the same server
+    // and bucket, with the AWS variables passed explicitly).
     let fresh = TestEnv::new();
+    let reach = env.backend_env();
+    let reach: Vec<(&str, &OsStr)> = reach.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
     let identity = fresh.home.join("operator.key");
     fs::copy(&env.identity, &identity).unwrap();
     chmod(&identity, 0o600);
+    let repo_arg: OsString = match backend {
+        Backend::Local => format!("file://{}", env.repo.display()).into(),
+        Backend::S3 => env.repo_url.clone(),
+    };
     let base = |args: &[&OsStr]| -> Vec<OsString> {
         let mut v: Vec<OsString> = args.iter().map(|a| a.to_os_string()).collect();
         v.extend([
             "--repo".into(),
-            format!("file://{}", env.repo.display()).into(),
+            repo_arg.clone(),
             "--identity".into(),
             identity.clone().into_os_string(),
         ]);
         v
     };
-    let out = fresh.run(base(&["snapshots".as_ref(), "--json".as_ref()]));
+    let out = fresh.run_with_env(base(&["snapshots".as_ref(), "--json".as_ref()]), &reach);
     out.expect_ok();
     let snaps = out.json();
     assert_eq!(
@@ -971,16 +1023,20 @@ fn restore_on_fresh_machine_with_identity_only() {
     let target = fresh.unique_path("restore");
     fs::create_dir(&target).unwrap();
     fresh
-        .run(base(&[
-            "restore".as_ref(),
-            "latest".as_ref(),
-            "--target".as_ref(),
-            target.as_os_str(),
-        ]))
+        .run_with_env(
+            base(&[
+                "restore".as_ref(),
+                "latest".as_ref(),
+                "--target".as_ref(),
+                target.as_os_str(),
+            ]),
+            &reach,
+        )
         .expect_ok();
     assert_trees_equal(&src, &restored_path(&target, &src));
 
-    // The same through COFFER_REPO / COFFER_IDENTITY, with a plain path.
+    // The same through COFFER_REPO / COFFER_IDENTITY, with a plain path (the
+    // URL on S3).
     let target = fresh.unique_path("restore");
     fs::create_dir(&target).unwrap();
     fresh
@@ -992,15 +1048,19 @@ fn restore_on_fresh_machine_with_identity_only() {
                 target.as_os_str(),
             ],
             &[
-                ("COFFER_REPO", env.repo.as_os_str()),
-                ("COFFER_IDENTITY", identity.as_os_str()),
-            ],
+                &reach[..],
+                &[
+                    ("COFFER_REPO", env.repo_url.as_os_str()),
+                    ("COFFER_IDENTITY", identity.as_os_str()),
+                ],
+            ]
+            .concat(),
         )
         .expect_ok();
     assert_trees_equal(&src, &restored_path(&target, &src));
 
     // check --json on a healthy repository.
-    let out = fresh.run(base(&["check".as_ref(), "--json".as_ref()]));
+    let out = fresh.run_with_env(base(&["check".as_ref(), "--json".as_ref()]), &reach);
     out.expect_ok();
     let report = out.json();
     assert_eq!(report["ok"], Value::Bool(true), "{out}");
@@ -1009,9 +1069,8 @@ fn restore_on_fresh_machine_with_identity_only() {
 
 /// `--exclude` globs (a name glob at any depth, an absolute path), `--host`,
 /// `--compression`.
-#[test]
-fn exclude_globs_host_and_compression() {
-    let env = TestEnv::with_repo();
+fn exclude_globs_host_and_compression(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     write_file(&src.join("keep.txt"), b"keep");
     write_file(&src.join("a.tmp"), b"excluded by name");
@@ -1056,9 +1115,8 @@ fn exclude_globs_host_and_compression() {
 
 /// `key export-agent` (operator) re-provisions a server: the exported agent
 /// key (mode 0600) backs up into the same repository, and dedups against it.
-#[test]
-fn export_agent_key_reprovisions_a_server() {
-    let env = TestEnv::with_repo();
+fn export_agent_key_reprovisions_a_server(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
     let src = env.path("src");
     write_random_file(&src.join("data.bin"), MIB, 12);
     env.backup(&[&src]);
@@ -1078,7 +1136,7 @@ fn export_agent_key_reprovisions_a_server() {
         src.as_os_str(),
         "--json".as_ref(),
         "--repo".as_ref(),
-        env.repo.as_os_str(),
+        env.repo_url.as_os_str(),
         "--agent-key".as_ref(),
         exported.as_os_str(),
         "--catalog".as_ref(),
@@ -1094,3 +1152,13 @@ fn export_agent_key_reprovisions_a_server() {
     let target = env.restore("latest");
     assert_trees_equal(&src, &restored_path(&target, &src));
 }
+
+on_both_backends!(
+    roundtrip_every_entry_kind,
+    roundtrip_old_and_new_snapshots,
+    restore_include_and_ls_path,
+    repository_layout_and_confidentiality,
+    restore_on_fresh_machine_with_identity_only,
+    exclude_globs_host_and_compression,
+    export_agent_key_reprovisions_a_server,
+);
