@@ -41,11 +41,15 @@ impl Retry {
                     tokio::time::sleep(wait).await;
                 }
                 Err(e) if e.is_transient() => {
+                    // The error names the location already; say it once.
+                    let location = self.inner.location();
+                    let text = e.to_string();
+                    let what = text.strip_prefix(&format!("{location}: ")).unwrap_or(&text);
                     return Err(StorageError::Unavailable {
-                        location: self.inner.location(),
                         message: format!(
-                            "{e} (gave up after {attempt} attempts; the next run resumes)"
+                            "{what} (gave up after {attempt} attempts; the next run resumes)"
                         ),
+                        location,
                     });
                 }
                 other => return other,

@@ -500,6 +500,31 @@ impl S3Storage {
     }
 }
 
+/// A download that failed while its body was read: a checksum mismatch is
+/// damage at the provider (permanent); anything else is a cut connection.
+fn body_error(location: String, key: &str, e: impl std::error::Error) -> StorageError {
+    let detail = DisplayErrorContext(&e).to_string();
+    if detail.to_ascii_lowercase().contains("checksum") {
+        return StorageError::Io {
+            location,
+            key: key.to_string(),
+            message:
+                "the download does not match the checksum the provider stored: the object was \
+                      altered or damaged at the provider; run `coffer check --read-data`"
+                    .into(),
+            transient: false,
+            kind: None,
+        };
+    }
+    StorageError::Io {
+        location,
+        key: key.to_string(),
+        message: format!("download cut off: {detail}"),
+        transient: true,
+        kind: None,
+    }
+}
+
 /// The SDK's https client, trusting the system roots plus the PEM file `ca`.
 fn https_client_with_ca(ca: &Path) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
     use aws_smithy_http_client::tls;
@@ -622,13 +647,7 @@ impl Storage for S3Storage {
             .collect()
             .await
             .map(|b| b.into_bytes())
-            .map_err(|e| StorageError::Io {
-                location: self.location(),
-                key: key.to_string(),
-                message: format!("download cut off: {e}"),
-                transient: true,
-                kind: None,
-            })
+            .map_err(|e| body_error(self.location(), key, e))
     }
 
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
@@ -649,13 +668,7 @@ impl Storage for S3Storage {
             .collect()
             .await
             .map(|b| b.into_bytes())
-            .map_err(|e| StorageError::Io {
-                location: self.location(),
-                key: key.to_string(),
-                message: format!("download cut off: {e}"),
-                transient: true,
-                kind: None,
-            })?;
+            .map_err(|e| body_error(self.location(), key, e))?;
         if bytes.len() as u64 != length {
             return Err(StorageError::Io {
                 location: self.location(),
