@@ -324,7 +324,17 @@ pub fn restore(
             }
         }
     }
-    let work: Mutex<Vec<PackWork>> = Mutex::new(by_pack.into_iter().collect());
+    // Packs in the order of the files they feed (workers pop from the end),
+    // so files are written roughly in walk order: folders stay hot in the
+    // kernel's caches and large files grow front to back.
+    let mut work: Vec<PackWork> = by_pack.into_iter().collect();
+    let first_file = |w: &PackWork| {
+        w.1.iter()
+            .flat_map(|(_, ps)| ps.iter().map(|p| p.file))
+            .min()
+    };
+    work.sort_by_key(|w| std::cmp::Reverse(first_file(w)));
+    let work = Mutex::new(work);
     let writer = Writer {
         target: &opts.target,
         entries: &entries,
