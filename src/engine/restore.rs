@@ -533,6 +533,13 @@ fn restore_pack(repo: &Repository, w: &Writer, pack: &PackId, items: &[(PackEntr
             j += 1;
         }
         match repo.store.get_range(&pack.key(), start, end - start) {
+            // A read of several blobs failed (a truncated pack, say): read
+            // them one by one, so every blob that is intact still restores.
+            Err(_) if j - i > 1 => {
+                for k in i..j {
+                    restore_pack(repo, w, pack, &items[k..k + 1]);
+                }
+            }
             Err(e) => {
                 for (_, pieces) in &items[i..j] {
                     w.fail(pieces, &e.to_string());
