@@ -62,6 +62,12 @@ fn start_moto(certs: &TestCerts) -> Option<Moto> {
     };
     // Keep draining its log so it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
+    // moto takes any keys; the SDK wants some. Every moto test sets the same.
+    // SAFETY: the same values from every test, before any S3 client reads them.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "moto");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "moto");
+    }
     Some(Moto { child, port })
 }
 
@@ -72,11 +78,6 @@ fn racing_writers_on_s3_exactly_one_wins_and_a_stale_lease_is_taken_over() {
     let Some(moto) = start_moto(&certs) else {
         return;
     };
-    // SAFETY: set before this test starts any thread that reads them.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "moto");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "moto");
-    }
     let opts = S3Options {
         region: Some("us-east-1".into()),
         endpoint: Some(format!("https://127.0.0.1:{}", moto.port)),
@@ -143,11 +144,6 @@ fn a_bucket_outside_the_allowed_regions_is_refused() {
     let Some(moto) = start_moto(&certs) else {
         return;
     };
-    // SAFETY: set before this test starts any thread that reads them.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "moto");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "moto");
-    }
     let opts = |region: &str, allowed: &[&str]| S3Options {
         region: Some(region.into()),
         endpoint: Some(format!("https://127.0.0.1:{}", moto.port)),

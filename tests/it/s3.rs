@@ -212,6 +212,24 @@ fn backup_and_restore_over_tls_to_s3() {
     assert_trees_equal(&src, &restored_path(&target, &src));
 }
 
+/// `base` with some variables changed (Some) or removed (None).
+fn changed(
+    base: &[(&'static str, std::ffi::OsString)],
+    changes: &[(&'static str, Option<&str>)],
+) -> Vec<(&'static str, std::ffi::OsString)> {
+    let mut vars: Vec<_> = base
+        .iter()
+        .filter(|(k, _)| !changes.iter().any(|(c, _)| c == k))
+        .cloned()
+        .collect();
+    vars.extend(
+        changes
+            .iter()
+            .filter_map(|(k, v)| v.map(|v| (*k, v.into()))),
+    );
+    vars
+}
+
 #[test]
 fn insecure_or_untrusted_endpoints_and_bad_credentials_are_refused() {
     let env = TestEnv::new();
@@ -229,16 +247,7 @@ fn insecure_or_untrusted_endpoints_and_bad_credentials_are_refused() {
     // `snapshots` on s3://bk1/x with the server's environment, some variables
     // changed (Some) or removed (None).
     let run = |changes: &[(&'static str, Option<&str>)]| -> Output {
-        let mut vars: Vec<(&str, std::ffi::OsString)> = base
-            .iter()
-            .filter(|(k, _)| !changes.iter().any(|(c, _)| c == k))
-            .cloned()
-            .collect();
-        for (k, v) in changes {
-            if let Some(v) = v {
-                vars.push((k, (*v).into()));
-            }
-        }
+        let vars = changed(&base, changes);
         let vars: Vec<(&str, &OsStr)> = vars.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
         let out = env.run_with_env(
             ["snapshots", "--repo", "s3://bk1/x", "--identity", id],
@@ -303,16 +312,7 @@ fn insecure_or_untrusted_endpoints_and_bad_credentials_are_refused() {
     )
     .unwrap();
     let with_profile = |vars: &[(&'static str, Option<&str>)]| {
-        let mut v: Vec<(&str, std::ffi::OsString)> = base
-            .iter()
-            .filter(|(k, _)| !vars.iter().any(|(c, _)| c == k))
-            .cloned()
-            .collect();
-        for (k, val) in vars {
-            if let Some(val) = val {
-                v.push((k, (*val).into()));
-            }
-        }
+        let v = changed(&base, vars);
         let v: Vec<(&str, &OsStr)> = v.iter().map(|(k, x)| (*k, x.as_os_str())).collect();
         env.run_with_env(
             [
