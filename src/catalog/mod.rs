@@ -76,6 +76,14 @@ fn decode_extents(b: &[u8]) -> Option<Vec<Extent>> {
     )
 }
 
+/// Maps SQLite errors inside a transaction, where `self` is borrowed.
+fn sql_error(path: PathBuf) -> impl Fn(rusqlite::Error) -> CatalogError {
+    move |source| CatalogError::Sqlite {
+        path: path.clone(),
+        source,
+    }
+}
+
 fn id32(v: Vec<u8>) -> Option<[u8; 32]> {
     v.try_into().ok()
 }
@@ -196,30 +204,26 @@ impl Catalog {
 
     /// Records an index object and every blob it lists, in one transaction.
     pub fn add_index(&mut self, id: &IndexId, index: &IndexFile) -> Result<(), CatalogError> {
-        let path = self.path.clone();
-        let err = |source| CatalogError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
+        let err = sql_error(self.path.clone());
+        let tx = self.conn.transaction().map_err(&err)?;
         {
             tx.execute(
                 "INSERT OR IGNORE INTO indexes (id) VALUES (?1)",
                 [&id.0[..]],
             )
-            .map_err(err)?;
+            .map_err(&err)?;
             let mut pk = tx
                 .prepare("INSERT OR REPLACE INTO packs (id, size, idx) VALUES (?1, ?2, ?3)")
-                .map_err(err)?;
+                .map_err(&err)?;
             let mut bl = tx
                 .prepare(
                     "INSERT OR REPLACE INTO blobs (id, pack, kind, offset, length, raw_length)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .map_err(err)?;
+                .map_err(&err)?;
             for p in &index.packs {
                 pk.execute(params![&p.id.0[..], p.size as i64, &id.0[..]])
-                    .map_err(err)?;
+                    .map_err(&err)?;
                 for b in &p.blobs {
                     bl.execute(params![
                         &b.id.0[..],
@@ -229,31 +233,27 @@ impl Catalog {
                         b.length as i64,
                         b.raw_length as i64
                     ])
-                    .map_err(err)?;
+                    .map_err(&err)?;
                 }
             }
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(&err)
     }
 
     /// Forgets an index object (it was removed from the repository).
     pub fn remove_index(&mut self, id: &IndexId) -> Result<(), CatalogError> {
-        let path = self.path.clone();
-        let err = |source| CatalogError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
+        let err = sql_error(self.path.clone());
+        let tx = self.conn.transaction().map_err(&err)?;
         tx.execute(
             "DELETE FROM blobs WHERE pack IN (SELECT id FROM packs WHERE idx = ?1)",
             [&id.0[..]],
         )
-        .map_err(err)?;
+        .map_err(&err)?;
         tx.execute("DELETE FROM packs WHERE idx = ?1", [&id.0[..]])
-            .map_err(err)?;
+            .map_err(&err)?;
         tx.execute("DELETE FROM indexes WHERE id = ?1", [&id.0[..]])
-            .map_err(err)?;
-        tx.commit().map_err(err)
+            .map_err(&err)?;
+        tx.commit().map_err(&err)
     }
 
     /// Every known blob and where it is.
@@ -360,19 +360,15 @@ impl Catalog {
         &mut self,
         files: impl IntoIterator<Item = (&'a [u8], &'a CachedFile)>,
     ) -> Result<(), CatalogError> {
-        let path = self.path.clone();
-        let err = |source| CatalogError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
+        let err = sql_error(self.path.clone());
+        let tx = self.conn.transaction().map_err(&err)?;
         {
             let mut st = tx
                 .prepare(
                     "INSERT OR REPLACE INTO files (path, size, mtime, ctime, ino, content)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
-                .map_err(err)?;
+                .map_err(&err)?;
             for (p, f) in files {
                 st.execute(params![
                     p,
@@ -382,10 +378,10 @@ impl Catalog {
                     f.ino as i64,
                     encode_extents(&f.content)
                 ])
-                .map_err(err)?;
+                .map_err(&err)?;
             }
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(&err)
     }
 
     pub fn clear_files(&self) -> Result<(), CatalogError> {
