@@ -284,13 +284,18 @@ impl Repository {
         self.get_object(&id.key(), &id.0)
     }
 
-    pub fn list_indexes(&self) -> Result<Vec<IndexId>, RepoError> {
+    /// The ids of the objects under `prefix` that `parse` recognises.
+    fn list_ids<T>(&self, prefix: &str, parse: fn(&str) -> Option<T>) -> Result<Vec<T>, RepoError> {
         Ok(self
             .store
-            .list("index/")?
+            .list(prefix)?
             .iter()
-            .filter_map(|o| IndexId::from_key(&o.key))
+            .filter_map(|o| parse(&o.key))
             .collect())
+    }
+
+    pub fn list_indexes(&self) -> Result<Vec<IndexId>, RepoError> {
+        self.list_ids("index/", IndexId::from_key)
     }
 
     pub fn write_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId, RepoError> {
@@ -302,12 +307,7 @@ impl Repository {
     }
 
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>, RepoError> {
-        Ok(self
-            .store
-            .list("snapshots/")?
-            .iter()
-            .filter_map(|o| SnapshotId::from_key(&o.key))
-            .collect())
+        self.list_ids("snapshots/", SnapshotId::from_key)
     }
 
     /// All packs in storage with their sizes.

@@ -285,18 +285,15 @@ impl S3Storage {
     async fn put_multipart(&self, key: &str, path: &Path, size: u64) -> Result<(), StorageError> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let full = self.full_key(key);
-        let mut create = self
+        let (class, sse, kms) = self.object_settings();
+        let create = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(&full);
-        if let Some(c) = &self.opts.storage_class {
-            create = create.storage_class(aws_sdk_s3::types::StorageClass::from(c.as_str()));
-        }
-        if let Some(s) = &self.opts.server_side_encryption {
-            create = create
-                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::from(s.as_str()));
-        }
+            .key(&full)
+            .set_storage_class(class)
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms);
         let upload = create.send().await.map_err(|e| self.error(key, e))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = async {
@@ -311,13 +308,7 @@ impl S3Storage {
                     .length(aws_sdk_s3::primitives::Length::Exact(len))
                     .build()
                     .await
-                    .map_err(|e| StorageError::Io {
-                        location: self.location(),
-                        key: key.to_string(),
-                        message: format!("{}: {e}", path.display()),
-                        transient: false,
-                        kind: None,
-                    })?;
+                    .map_err(|e| self.file_error(key, path, e))?;
                 let part = self
                     .client
                     .upload_part()
@@ -377,22 +368,47 @@ impl S3Storage {
         &self,
         key: &str,
     ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
-        let mut req = self
-            .client
+        let (class, sse, kms) = self.object_settings();
+        self.client
             .put_object()
             .bucket(&self.bucket)
-            .key(self.full_key(key));
-        if let Some(c) = &self.opts.storage_class {
-            req = req.storage_class(aws_sdk_s3::types::StorageClass::from(c.as_str()));
+            .key(self.full_key(key))
+            .set_storage_class(class)
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms)
+    }
+
+    /// Storage class and server-side encryption for every new object, one
+    /// place for single PUTs and multipart uploads alike.
+    fn object_settings(
+        &self,
+    ) -> (
+        Option<aws_sdk_s3::types::StorageClass>,
+        Option<aws_sdk_s3::types::ServerSideEncryption>,
+        Option<String>,
+    ) {
+        (
+            self.opts
+                .storage_class
+                .as_deref()
+                .map(aws_sdk_s3::types::StorageClass::from),
+            self.opts
+                .server_side_encryption
+                .as_deref()
+                .map(aws_sdk_s3::types::ServerSideEncryption::from),
+            self.opts.sse_kms_key_id.clone(),
+        )
+    }
+
+    /// A local spool file could not be read for an upload.
+    fn file_error(&self, key: &str, path: &Path, e: impl std::fmt::Display) -> StorageError {
+        StorageError::Io {
+            location: self.location(),
+            key: key.to_string(),
+            message: format!("{}: {e}", path.display()),
+            transient: false,
+            kind: None,
         }
-        if let Some(s) = &self.opts.server_side_encryption {
-            req = req
-                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::from(s.as_str()));
-        }
-        if let Some(k) = &self.opts.sse_kms_key_id {
-            req = req.ssekms_key_id(k);
-        }
-        req
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -599,13 +615,7 @@ impl Storage for S3Storage {
         // Streams the file from disk: a pack never sits in memory.
         let body = ByteStream::from_path(path)
             .await
-            .map_err(|e| StorageError::Io {
-                location: self.location(),
-                key: key.to_string(),
-                message: format!("{}: {e}", path.display()),
-                transient: false,
-                kind: None,
-            })?;
+            .map_err(|e| self.file_error(key, path, e))?;
         let res = self
             .put_request(key)
             .body(body)
