@@ -7,7 +7,7 @@ use crate::Result;
 use crate::catalog::BlobLocation;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
-use crate::repo::pack::{BlobKind, open_blob, parse_pack};
+use crate::repo::pack::{BlobKind, PackEntry, open_blob, parse_pack};
 use crate::repo::snapshot::Snapshot;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,12 +43,13 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
 
     // The index, read fresh from the repository (the catalog is not trusted here).
     let mut blobs: HashMap<BlobId, BlobLocation> = HashMap::new();
-    let mut packs: HashMap<PackId, u64> = HashMap::new();
+    // Each pack's size and blob list, so per-pack work never scans every blob.
+    let mut packs: HashMap<PackId, (u64, Vec<PackEntry>)> = HashMap::new();
     for id in repo.list_indexes()? {
         match repo.read_index(&id) {
             Ok(index) => {
                 for p in index.packs {
-                    packs.insert(p.id, p.size);
+                    packs.insert(p.id, (p.size, p.blobs.clone()));
                     for b in p.blobs {
                         blobs.insert(
                             b.id,
@@ -70,16 +71,15 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     report.blobs = blobs.len();
     report.packs = packs.len();
     let by_pack = |pack: &PackId| -> HashSet<BlobId> {
-        blobs
-            .iter()
-            .filter(|(_, l)| &l.pack == pack)
-            .map(|(id, _)| *id)
-            .collect()
+        packs
+            .get(pack)
+            .map(|(_, b)| b.iter().map(|e| e.id).collect())
+            .unwrap_or_default()
     };
 
     let stored: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     let mut size_notes: HashMap<PackId, String> = HashMap::new();
-    for (pack, size) in &packs {
+    for (pack, (size, _)) in &packs {
         match stored.get(pack) {
             None => {
                 damaged.insert(pack.key(), ("missing from storage".into(), by_pack(pack)));
@@ -108,18 +108,19 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         let todo: Vec<(PackId, u64)> = packs
             .iter()
             .filter(|(p, _)| !damaged.contains_key(&p.key()))
-            .map(|(p, s)| (*p, *s))
+            .map(|(p, (s, _))| (*p, *s))
             .collect();
         progress.phase("read data", Some(todo.len() as u64));
         report.packs_read = todo.len();
         let work = Mutex::new(todo);
         let found: Mutex<Vec<(PackId, String, HashSet<BlobId>)>> = Mutex::new(Vec::new());
-        let blobs_ref = &blobs;
+        let packs_ref = &packs;
         std::thread::scope(|s| {
             for _ in 0..2 {
                 s.spawn(|| {
                     while let Some((pack, _)) = super::pop(&work) {
-                        if let Some(bad) = read_pack(repo, &pack, blobs_ref)
+                        let entries = packs_ref.get(&pack).map_or(&[][..], |(_, b)| b);
+                        if let Some(bad) = read_pack(repo, &pack, entries)
                             && let Ok(mut f) = found.lock()
                         {
                             f.push(bad);
@@ -228,13 +229,8 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
 fn read_pack(
     repo: &Repository,
     pack: &PackId,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    indexed: &[PackEntry],
 ) -> Option<(PackId, String, HashSet<BlobId>)> {
-    let indexed: Vec<_> = blobs
-        .values()
-        .filter(|l| &l.pack == pack)
-        .map(|l| l.entry)
-        .collect();
     let all: HashSet<BlobId> = indexed.iter().map(|e| e.id).collect();
     let bytes = match repo.store.get(&pack.key()) {
         Ok(b) => b,
@@ -244,7 +240,7 @@ fn read_pack(
     // Blob by blob: with the identity every blob can be opened, so the damage
     // is located exactly; without it only bookkeeping blobs can be.
     let mut bad = HashSet::new();
-    for e in &indexed {
+    for e in indexed {
         let end = e.offset.saturating_add(e.length);
         let readable = repo.keys.is_operator() || e.kind == BlobKind::Refs;
         let ok = match bytes.get(e.offset as usize..end as usize) {
