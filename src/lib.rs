@@ -2,8 +2,12 @@
 //!
 //! Layers, arrows pointing down only:
 //!
-//! * [`cli`] and (later) the agent are front ends; only they print.
-//! * [`engine`] holds the use cases (backup, restore, check, catalog rebuild).
+//! * [`cli`] is the front end; only it prints (the agent logs through
+//!   `tracing`, rendered by the CLI as plain or JSON lines).
+//! * [`agent`] schedules and runs profiles as a service: scheduling, hooks,
+//!   state, notifications, metrics. Each run is a child `coffer run`.
+//! * [`engine`] holds the use cases (backup, restore, check, catalog rebuild,
+//!   forget, prune).
 //!   It is the only layer that combines the repository format, storage and the
 //!   catalog.
 //! * [`repo`] is the repository format: ids, keys, chunking, packs, index,
@@ -25,6 +29,7 @@
 //! runtime for upload with a bounded number in flight. Every hop is a bounded
 //! channel, so memory stays flat whatever the data size, and both cores stay busy.
 
+pub mod agent;
 pub mod catalog;
 pub mod cli;
 pub mod config;

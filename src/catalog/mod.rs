@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -44,6 +44,21 @@ pub struct CachedFile {
     pub ctime: i64,
     pub ino: u64,
     pub content: Vec<Extent>,
+}
+
+/// One line of the job history.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct RunRecord {
+    pub profile: String,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub seconds: f64,
+    /// ok, partial, failed, cancelled.
+    pub status: String,
+    pub snapshot: Option<String>,
+    pub files: u64,
+    pub bytes: u64,
+    pub added: u64,
+    pub error: Option<String>,
 }
 
 pub struct Catalog {
@@ -89,6 +104,17 @@ fn id32(v: Vec<u8>) -> Option<[u8; 32]> {
 }
 
 impl Catalog {
+    /// Where a repository's catalog lives unless a profile or flag says:
+    /// `$COFFER_CACHE_DIR`, else `$XDG_CACHE_HOME/coffer`, else `~/.cache/coffer`.
+    pub fn default_path(repo_id: &str) -> PathBuf {
+        let dir = std::env::var_os("COFFER_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("coffer")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/coffer")))
+            .unwrap_or_else(|| PathBuf::from("/var/cache/coffer"));
+        dir.join(format!("{repo_id}.sqlite"))
+    }
+
     /// Opens (or creates) the catalog for repository `repo_id`. A catalog from
     /// another repository or schema version is discarded and started afresh.
     pub fn open(path: &Path, repo_id: &str) -> Result<Catalog, CatalogError> {
@@ -163,7 +189,9 @@ impl Catalog {
                 "BEGIN;
                  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS indexes (id BLOB PRIMARY KEY);
-                 CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, size INTEGER NOT NULL, idx BLOB NOT NULL);
+                 CREATE TABLE IF NOT EXISTS packs (id BLOB NOT NULL, size INTEGER NOT NULL, idx BLOB NOT NULL, PRIMARY KEY (id, idx));
+                 CREATE INDEX IF NOT EXISTS packs_by_index ON packs (idx);
+                 CREATE TABLE IF NOT EXISTS refs (id BLOB PRIMARY KEY, data BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, kind INTEGER NOT NULL,
                      offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL);
@@ -244,8 +272,11 @@ impl Catalog {
     pub fn remove_index(&mut self, id: &IndexId) -> Result<(), CatalogError> {
         let err = sql_error(self.path.clone());
         let tx = self.conn.transaction().map_err(&err)?;
+        // A pack listed by another index too (a prune cut off between writing
+        // the new index and deleting the old) keeps its blobs.
         tx.execute(
-            "DELETE FROM blobs WHERE pack IN (SELECT id FROM packs WHERE idx = ?1)",
+            "DELETE FROM blobs WHERE pack IN (SELECT id FROM packs WHERE idx = ?1)
+               AND pack NOT IN (SELECT id FROM packs WHERE idx != ?1)",
             [&id.0[..]],
         )
         .map_err(&err)?;
@@ -304,7 +335,7 @@ impl Catalog {
     pub fn packs(&self) -> Result<HashMap<PackId, u64>, CatalogError> {
         let mut st = self
             .conn
-            .prepare("SELECT id, size FROM packs")
+            .prepare("SELECT DISTINCT id, size FROM packs")
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
@@ -317,6 +348,59 @@ impl Catalog {
             }
         }
         Ok(out)
+    }
+
+    /// Every index object that lists each pack (usually one).
+    pub fn pack_indexes(&self) -> Result<HashMap<PackId, Vec<IndexId>>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, idx FROM packs")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out: HashMap<PackId, Vec<IndexId>> = HashMap::new();
+        for r in rows {
+            let (pack, idx) = r.map_err(|e| self.err(e))?;
+            if let (Some(p), Some(i)) = (id32(pack), id32(idx)) {
+                out.entry(PackId(p)).or_default().push(IndexId(i));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A cached reference-list blob (plaintext), if this catalog has read it.
+    pub fn refs_blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>, CatalogError> {
+        self.conn
+            .query_row("SELECT data FROM refs WHERE id = ?1", [&id.0[..]], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Caches a reference-list blob: they never change, so prune reads each once.
+    pub fn put_refs_blob(&self, id: &BlobId, data: &[u8]) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO refs (id, data) VALUES (?1, ?2)",
+                params![&id.0[..], data],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Drops cached reference blobs no longer in the index.
+    pub fn trim_refs_cache(&self) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "DELETE FROM refs WHERE id NOT IN (SELECT id FROM blobs)",
+                [],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     pub fn files(&self) -> Result<HashMap<Vec<u8>, CachedFile>, CatalogError> {
@@ -442,37 +526,55 @@ impl Catalog {
     }
 
     /// Appends to the job history.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_run(
-        &self,
-        profile: &str,
-        started: chrono::DateTime<chrono::Utc>,
-        seconds: f64,
-        status: &str,
-        snapshot: Option<&SnapshotId>,
-        files: u64,
-        bytes: u64,
-        added: u64,
-        error: Option<&str>,
-    ) -> Result<(), CatalogError> {
+    pub fn record_run(&self, run: &RunRecord) -> Result<(), CatalogError> {
         self.conn
             .execute(
                 "INSERT INTO runs (profile, started, seconds, status, snapshot, files, bytes, added, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
-                    profile,
-                    started.to_rfc3339(),
-                    seconds,
-                    status,
-                    snapshot.map(|s| s.to_hex()),
-                    files as i64,
-                    bytes as i64,
-                    added as i64,
-                    error
+                    run.profile,
+                    run.started.to_rfc3339(),
+                    run.seconds,
+                    run.status,
+                    run.snapshot,
+                    run.files as i64,
+                    run.bytes as i64,
+                    run.added as i64,
+                    run.error
                 ],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// The newest `limit` runs of a profile, newest first.
+    pub fn runs(&self, profile: &str, limit: usize) -> Result<Vec<RunRecord>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT profile, started, seconds, status, snapshot, files, bytes, added, error
+                 FROM runs WHERE profile = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(params![profile, limit as i64], |r| {
+                Ok(RunRecord {
+                    profile: r.get(0)?,
+                    started: r
+                        .get::<_, String>(1)?
+                        .parse()
+                        .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+                    seconds: r.get(2)?,
+                    status: r.get(3)?,
+                    snapshot: r.get(4)?,
+                    files: r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u64,
+                    bytes: r.get::<_, Option<i64>>(6)?.unwrap_or(0) as u64,
+                    added: r.get::<_, Option<i64>>(7)?.unwrap_or(0) as u64,
+                    error: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Appends to the audit log of operator actions.

@@ -87,6 +87,8 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
             .compression
             .or(profile.map(|p| p.compression))
             .unwrap_or(crate::config::DEFAULT_COMPRESSION),
+        time: None,
+        lock_wait: ctx.lock_wait,
     };
     let repo = ctx.open_agent()?;
     let mut catalog = ctx.open_catalog(&repo)?;
@@ -97,17 +99,17 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
     let report = match result {
         Ok(r) => r,
         Err(e) => {
-            let _ = catalog.record_run(
-                &opts.profile,
-                chrono::Utc::now(),
-                0.0,
-                "failed",
-                None,
-                0,
-                0,
-                0,
-                Some(&e.to_string()),
-            );
+            let _ = catalog.record_run(&crate::catalog::RunRecord {
+                profile: opts.profile.clone(),
+                started: chrono::Utc::now(),
+                seconds: 0.0,
+                status: "failed".into(),
+                snapshot: None,
+                files: 0,
+                bytes: 0,
+                added: 0,
+                error: Some(e.to_string()),
+            });
             return Err(e.into());
         }
     };

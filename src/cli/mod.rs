@@ -1,6 +1,7 @@
 //! The command line: raw arguments ([`Cli`]) are resolved against the profile
 //! and the environment into a [`Context`]; each command lives in its own module.
 
+mod agent;
 mod backup;
 mod copy;
 mod inspect;
@@ -57,6 +58,9 @@ pub struct Cli {
     /// No progress output.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Wait this long for another writer's lock (e.g. 10m) instead of failing at once.
+    #[arg(long, global = true, value_parser = crate::config::parse_duration)]
+    lock_wait: Option<chrono::Duration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -87,6 +91,16 @@ enum Command {
         #[command(subcommand)]
         command: inspect::CatalogCommand,
     },
+    /// Apply a retention policy: remove snapshots it does not keep (agent key is enough).
+    Forget(agent::ForgetArgs),
+    /// Delete data no snapshot references (agent key is enough).
+    Prune(agent::PruneArgs),
+    /// Run a profile's whole job now: hooks, backup, retention, prune.
+    Run(agent::RunArgs),
+    /// Run every profile in a folder on its schedule, as a service.
+    Agent(agent::AgentArgs),
+    /// Per profile: last run, result, next run, snapshots, storage used.
+    Status(agent::StatusArgs),
 }
 
 /// Everything a command needs, resolved once.
@@ -98,6 +112,7 @@ pub struct Context {
     pub catalog: Option<PathBuf>,
     pub json: bool,
     pub quiet: bool,
+    pub lock_wait: std::time::Duration,
 }
 
 impl Context {
@@ -173,12 +188,7 @@ impl Context {
         if let Some(p) = &self.catalog {
             return p.clone();
         }
-        let dir = std::env::var_os("COFFER_CACHE_DIR")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("coffer")))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/coffer")))
-            .unwrap_or_else(|| PathBuf::from("/var/cache/coffer"));
-        dir.join(format!("{}.sqlite", repo.config.id))
+        Catalog::default_path(&repo.config.id)
     }
 
     pub fn open_catalog(&self, repo: &Repository) -> Result<Catalog> {
@@ -239,6 +249,10 @@ pub fn run() -> Result<Exit> {
         ),
         json: cli.json,
         quiet: cli.quiet,
+        lock_wait: cli
+            .lock_wait
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or_default(),
         profile,
     };
     match cli.command {
@@ -251,6 +265,11 @@ pub fn run() -> Result<Exit> {
         Command::Check(args) => inspect::check(&ctx, args),
         Command::Copy(args) => copy::run(&ctx, args),
         Command::Catalog { command } => inspect::catalog(&ctx, command),
+        Command::Forget(args) => agent::forget_cmd(&ctx, args),
+        Command::Prune(args) => agent::prune_cmd(&ctx, args),
+        Command::Run(args) => agent::run(&ctx, args),
+        Command::Agent(args) => agent::agent(&ctx, args),
+        Command::Status(args) => agent::status(&ctx, args),
     }
 }
 

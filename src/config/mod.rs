@@ -36,7 +36,35 @@ struct ProfileFile {
     copy_to: Option<String>,
     schedule: Option<ScheduleFile>,
     retention: Option<RetentionFile>,
+    prune: Option<PruneFile>,
+    hooks: Option<HooksFile>,
+    notify: Option<NotifyFile>,
     s3: Option<S3File>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneFile {
+    enabled: Option<bool>,
+    grace: Option<String>,
+    max_unused: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HooksFile {
+    before: Option<String>,
+    after: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyFile {
+    webhook: Option<String>,
+    ping: Option<String>,
+    #[serde(default)]
+    on_success: bool,
 }
 
 /// `[s3]`: how to reach an `s3://` repository. Credentials come from the
@@ -76,6 +104,7 @@ struct ScheduleFile {
     max_per_day: Option<u32>,
     timezone: Option<String>,
     jitter: Option<String>,
+    catch_up: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,8 +130,65 @@ pub enum ScheduleKind {
 pub struct Schedule {
     pub kind: ScheduleKind,
     pub max_per_day: u32,
+    /// "UTC", "local" or an IANA name; checked to exist when loaded.
     pub timezone: String,
     pub jitter: chrono::Duration,
+    /// Run once on start if a slot was missed while the agent was down.
+    pub catch_up: bool,
+}
+
+impl Schedule {
+    /// The schedule's time zone (validated at load, so this cannot fail then).
+    pub fn tz(&self) -> jiff::tz::TimeZone {
+        time_zone(&self.timezone).unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+}
+
+/// Resolves "UTC", "local" or an IANA zone name.
+pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    match name {
+        "UTC" | "utc" => Ok(jiff::tz::TimeZone::UTC),
+        "local" => Ok(jiff::tz::TimeZone::system()),
+        _ => jiff::tz::TimeZone::get(name).map_err(|_| {
+            format!("{name:?} is not a time zone: use \"UTC\", \"local\" or an IANA name like \"Europe/Berlin\"")
+        }),
+    }
+}
+
+/// `[prune]`: deleting data no snapshot needs (docs/FORMAT.md, "Prune").
+#[derive(Clone, Debug, PartialEq)]
+pub struct PruneSettings {
+    pub enabled: bool,
+    /// Unreferenced objects younger than this are left (a backup may be using them).
+    pub grace: chrono::Duration,
+    /// A pack with more than this percentage of unused bytes is repacked.
+    pub max_unused: u32,
+}
+
+impl Default for PruneSettings {
+    fn default() -> Self {
+        PruneSettings {
+            enabled: true,
+            grace: chrono::Duration::hours(2),
+            max_unused: 20,
+        }
+    }
+}
+
+/// `[hooks]`: shell commands around a backup.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hooks {
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub timeout: chrono::Duration,
+}
+
+/// `[notify]`: where the agent reports runs.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Notify {
+    pub webhook: Option<String>,
+    pub ping: Option<String>,
+    pub on_success: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -132,6 +218,9 @@ pub struct Profile {
     pub copy_to: Option<String>,
     pub schedule: Schedule,
     pub retention: Retention,
+    pub prune: PruneSettings,
+    pub hooks: Hooks,
+    pub notify: Notify,
     pub s3: crate::storage::S3Options,
 }
 
@@ -276,6 +365,7 @@ impl Profile {
                 max_per_day: MAX_PER_DAY,
                 timezone: "UTC".into(),
                 jitter: chrono::Duration::minutes(5),
+                catch_up: true,
             },
             Some(s) => {
                 let kind = match (s.times, s.interval) {
@@ -313,11 +403,7 @@ impl Profile {
                     )));
                 }
                 let timezone = s.timezone.unwrap_or_else(|| "UTC".into());
-                if timezone != "UTC" && timezone != "local" {
-                    return Err(invalid(format!(
-                        "schedule.timezone = {timezone:?}: use \"UTC\" or \"local\""
-                    )));
-                }
+                time_zone(&timezone).map_err(|e| invalid(format!("schedule.timezone: {e}")))?;
                 let jitter = match s.jitter {
                     Some(j) => {
                         parse_duration(&j).map_err(|e| invalid(format!("schedule.jitter: {e}")))?
@@ -329,6 +415,7 @@ impl Profile {
                     max_per_day,
                     timezone,
                     jitter,
+                    catch_up: s.catch_up.unwrap_or(true),
                 }
             }
         };
@@ -351,6 +438,70 @@ impl Profile {
             keep_daily: r.keep_daily.unwrap_or(0),
             keep_weekly: r.keep_weekly.unwrap_or(0),
             keep_monthly: r.keep_monthly.unwrap_or(0),
+        };
+        let prune = match raw.prune {
+            None => PruneSettings::default(),
+            Some(p) => {
+                let d = PruneSettings::default();
+                if let Some(m) = p.max_unused.filter(|m| *m > 100) {
+                    return Err(invalid(format!(
+                        "prune.max_unused = {m}: a percentage from 0 to 100"
+                    )));
+                }
+                PruneSettings {
+                    enabled: p.enabled.unwrap_or(d.enabled),
+                    grace: match p.grace {
+                        Some(g) => {
+                            parse_duration(&g).map_err(|e| invalid(format!("prune.grace: {e}")))?
+                        }
+                        None => d.grace,
+                    },
+                    max_unused: p.max_unused.unwrap_or(d.max_unused),
+                }
+            }
+        };
+        let hooks = match raw.hooks {
+            None => Hooks {
+                before: None,
+                after: None,
+                timeout: chrono::Duration::minutes(15),
+            },
+            Some(h) => {
+                let timeout = match h.timeout {
+                    Some(t) => {
+                        parse_duration(&t).map_err(|e| invalid(format!("hooks.timeout: {e}")))?
+                    }
+                    None => chrono::Duration::minutes(15),
+                };
+                if timeout < chrono::Duration::seconds(1) {
+                    return Err(invalid("hooks.timeout must be at least 1s".into()));
+                }
+                let nonempty = |c: Option<String>| c.filter(|c| !c.trim().is_empty());
+                Hooks {
+                    before: nonempty(h.before),
+                    after: nonempty(h.after),
+                    timeout,
+                }
+            }
+        };
+        let notify = match raw.notify {
+            None => Notify::default(),
+            Some(n) => {
+                for (key, url) in [("notify.webhook", &n.webhook), ("notify.ping", &n.ping)] {
+                    if let Some(u) = url
+                        && !(u.starts_with("https://") || u.starts_with("http://"))
+                    {
+                        return Err(invalid(format!(
+                            "{key} = {u:?}: give an http:// or https:// URL"
+                        )));
+                    }
+                }
+                Notify {
+                    webhook: n.webhook,
+                    ping: n.ping.map(|p| p.trim_end_matches('/').to_string()),
+                    on_success: n.on_success,
+                }
+            }
         };
         let s3 = match raw.s3 {
             None => crate::storage::S3Options::default(),
@@ -416,6 +567,9 @@ impl Profile {
             auto_init: raw.auto_init,
             schedule,
             retention,
+            prune,
+            hooks,
+            notify,
         })
     }
 }

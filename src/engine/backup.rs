@@ -27,6 +27,24 @@ pub struct BackupOptions {
     pub host: Option<String>,
     pub profile: String,
     pub compression: i32,
+    /// The snapshot's time; `None` is now. (Tests of retention simulate months.)
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long to wait for another writer's lock before giving up.
+    pub lock_wait: std::time::Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            sources: Vec::new(),
+            exclude: Vec::new(),
+            host: None,
+            profile: "cli".into(),
+            compression: crate::config::DEFAULT_COMPRESSION,
+            time: None,
+            lock_wait: std::time::Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -54,7 +72,6 @@ const BUNDLE_MAX: usize = 1024 * 1024;
 const WINDOW: usize = 64;
 /// Packs per intermediate index object, so a cut-off backup loses little.
 const PACKS_PER_INDEX: usize = 32;
-const LEASE_MINUTES: i64 = 30;
 
 /// Blobs known to exist (repository) or already queued in this run.
 struct Dedup {
@@ -350,10 +367,11 @@ pub fn backup(
         ));
     }
     let excludes = Excludes::new(&opts.exclude).map_err(Error::Invalid)?;
-    let mut lock = RepoLock::acquire(
+    let mut lock = RepoLock::acquire_wait(
         &repo.store,
         &repo.keys,
-        chrono::Duration::minutes(LEASE_MINUTES),
+        crate::repo::lock::LEASE,
+        opts.lock_wait,
     )?;
     let result = run(
         repo, catalog, opts, &sources, &excludes, progress, cancel, &mut lock,
@@ -363,21 +381,22 @@ pub fn backup(
     let mut report = result?;
     released?;
     report.summary.seconds = started.elapsed().as_secs_f64();
-    let _ = catalog.record_run(
-        &opts.profile,
-        start_time,
-        report.summary.seconds,
-        if report.skipped.is_empty() {
+    let _ = catalog.record_run(&crate::catalog::RunRecord {
+        profile: opts.profile.clone(),
+        started: start_time,
+        seconds: report.summary.seconds,
+        status: if report.skipped.is_empty() {
             "ok"
         } else {
             "partial"
-        },
-        Some(&report.snapshot),
-        report.summary.files,
-        report.summary.bytes,
-        report.summary.stored_added,
-        None,
-    );
+        }
+        .into(),
+        snapshot: Some(report.snapshot.to_hex()),
+        files: report.summary.files,
+        bytes: report.summary.bytes,
+        added: report.summary.stored_added,
+        error: None,
+    });
     Ok(report)
 }
 
@@ -517,7 +536,7 @@ fn run(
             .sum();
         summary.skipped = skipped.len() as u64;
         let snap = Snapshot {
-            time: chrono::Utc::now(),
+            time: opts.time.unwrap_or_else(chrono::Utc::now),
             host: opts.host.clone().unwrap_or_else(hostname),
             profile: opts.profile.clone(),
             paths: sources.iter().map(|p| p.display().to_string()).collect(),

@@ -4,6 +4,8 @@
 pub mod backup;
 pub mod check;
 pub mod copy;
+pub mod forget;
+pub mod prune;
 pub mod rebuild;
 pub mod restore;
 mod walk;

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 pub const LOCK_KEY: &str = "lock";
 
+/// A writer's lease; refreshed every third of it while the writer works.
+pub const LEASE: Duration = Duration::minutes(30);
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct LockInfo {
     host: String,
@@ -126,6 +129,26 @@ impl RepoLock {
             pid: 0,
             since: Utc::now(),
         })
+    }
+
+    /// Like [`RepoLock::acquire`], but waits up to `wait` for a live holder
+    /// to finish (the agent's backup and prune queue behind each other).
+    pub fn acquire_wait(
+        store: &Store,
+        keys: &Keys,
+        lease: Duration,
+        wait: std::time::Duration,
+    ) -> Result<RepoLock, RepoError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::acquire(store, keys, lease) {
+                Err(RepoError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    std::thread::sleep(left.min(std::time::Duration::from_secs(2)));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn read(store: &Store, keys: &Keys) -> Result<Option<LockInfo>, RepoError> {

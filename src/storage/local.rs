@@ -114,9 +114,11 @@ impl LocalStorage {
                 if ft.is_dir() {
                     stack.push(key);
                 } else if ft.is_file() && key.starts_with(prefix) {
+                    let meta = entry.metadata()?;
                     out.push(ObjectInfo {
                         key,
-                        size: entry.metadata()?.len(),
+                        size: meta.len(),
+                        modified: meta.modified().ok().map(chrono::DateTime::from),
                     });
                 }
             }

@@ -50,6 +50,8 @@ impl StorageError {
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    /// When the object was written, where the backend says (prune's grace period).
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The one storage interface. Implementations must make `put` atomic (a reader

@@ -740,6 +740,9 @@ impl Storage for S3Storage {
                 out.push(ObjectInfo {
                     key: k.to_string(),
                     size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0)),
                 });
             }
         }

@@ -59,6 +59,7 @@ fn run_backup(
         host: None,
         profile: "faults".into(),
         compression: 2,
+        ..Default::default()
     };
     backup(
         repo,

@@ -1,0 +1,514 @@
+//! `coffer forget`, `coffer prune`, `coffer run`, `coffer agent`, `coffer status`.
+
+use super::{Context, Exit, print_json};
+use crate::agent::job::{self, JobOptions, JobReport};
+use crate::agent::service::{AgentOptions, load_profiles, planned, serve};
+use crate::agent::state::{self, ProfileState};
+use crate::config::{Retention, parse_duration};
+use crate::engine::forget::{Filter, forget, format_duration};
+use crate::engine::prune::{PruneOptions, prune};
+use crate::repo::lock::hostname;
+use anyhow::{Context as _, Result, anyhow};
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+fn duration(s: &str) -> Result<chrono::Duration, String> {
+    parse_duration(s)
+}
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Show what would stay and go; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep every snapshot newer than this (default: the profile's, else 90d).
+    #[arg(long, value_parser = duration)]
+    keep_within: Option<chrono::Duration>,
+    #[arg(long)]
+    keep_last: Option<u32>,
+    #[arg(long)]
+    keep_hourly: Option<u32>,
+    #[arg(long)]
+    keep_daily: Option<u32>,
+    #[arg(long)]
+    keep_weekly: Option<u32>,
+    #[arg(long)]
+    keep_monthly: Option<u32>,
+    /// Only this host's snapshots (with a profile: this machine's by default).
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots of this profile name (with --profile: that profile's).
+    #[arg(long = "snapshot-profile")]
+    snapshot_profile: Option<String>,
+    /// Every host and profile in the repository, each judged apart.
+    #[arg(long, conflicts_with_all = ["host", "snapshot_profile"])]
+    all: bool,
+    /// Prune afterwards.
+    #[arg(long)]
+    prune: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Show what would be deleted and repacked; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Leave unreferenced data younger than this (default: the profile's, else 2h).
+    #[arg(long, value_parser = duration)]
+    grace: Option<chrono::Duration>,
+    /// Repack packs with more than this percentage unused (default 20).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
+    max_unused: Option<u32>,
+    /// Repack packs older than this that hold any unused data (default: the
+    /// profile's keep_within; with no profile, never).
+    #[arg(long, value_parser = duration)]
+    repack_older_than: Option<chrono::Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Where the profile's state file goes (default: $COFFER_STATE_DIR, ~/.local/state/coffer).
+    #[arg(long, env = "COFFER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Started by the agent, which has recorded the start.
+    #[arg(long, hide = true)]
+    scheduled: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The folder of profiles (*.toml) to run.
+    #[arg(long = "profiles", default_value = "/etc/coffer/profiles")]
+    profiles_dir: PathBuf,
+    #[arg(long, env = "COFFER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Profiles running at once, at most.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    max_running: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9184).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Write Prometheus metrics to this file (node_exporter textfile collector).
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
+    /// Log lines as plain text or JSON (one object per line), on stdout.
+    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+    log_format: String,
+    /// How long SIGTERM waits for running backups to stop.
+    #[arg(long, default_value = "100s", value_parser = duration)]
+    stop_timeout: chrono::Duration,
+    /// Check every profile in the folder, print the plan, and exit (2 if any is broken).
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The folder of profiles (default: the agent's); --profile shows one.
+    #[arg(long = "profiles", default_value = "/etc/coffer/profiles")]
+    profiles_dir: PathBuf,
+    #[arg(long, env = "COFFER_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+fn retention(ctx: &Context, a: &ForgetArgs) -> Retention {
+    let base = ctx
+        .profile
+        .as_ref()
+        .map(|p| p.retention.clone())
+        .unwrap_or(Retention {
+            keep_within: chrono::Duration::days(90),
+            keep_last: 0,
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+        });
+    Retention {
+        keep_within: a.keep_within.unwrap_or(base.keep_within),
+        keep_last: a.keep_last.unwrap_or(base.keep_last),
+        keep_hourly: a.keep_hourly.unwrap_or(base.keep_hourly),
+        keep_daily: a.keep_daily.unwrap_or(base.keep_daily),
+        keep_weekly: a.keep_weekly.unwrap_or(base.keep_weekly),
+        keep_monthly: a.keep_monthly.unwrap_or(base.keep_monthly),
+    }
+}
+
+pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
+    let policy = retention(ctx, &a);
+    let filter = if a.all {
+        Filter::default()
+    } else {
+        Filter {
+            host: a
+                .host
+                .clone()
+                .or_else(|| ctx.profile.as_ref().map(|_| hostname())),
+            profile: a
+                .snapshot_profile
+                .clone()
+                .or_else(|| ctx.profile.as_ref().map(|p| p.name.clone())),
+        }
+    };
+    let tz = ctx
+        .profile
+        .as_ref()
+        .map(|p| p.schedule.tz())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let repo = ctx.open_agent()?;
+    let mut catalog = ctx.open_catalog(&repo)?;
+    let report = forget(
+        &repo,
+        &mut catalog,
+        &policy,
+        &filter,
+        &tz,
+        chrono::Utc::now(),
+        a.dry_run,
+        ctx.lock_wait,
+    )?;
+    let pruned = if a.prune && !a.dry_run {
+        Some(run_prune(
+            ctx,
+            &repo,
+            &mut catalog,
+            &PruneArgs {
+                dry_run: false,
+                grace: None,
+                max_unused: None,
+                repack_older_than: None,
+            },
+        )?)
+    } else {
+        None
+    };
+    if ctx.json {
+        print_json(&serde_json::json!({"forget": report, "prune": pruned}))?;
+        return Ok(Exit::Success);
+    }
+    println!(
+        "policy: keep within {}, last {}, hourly {}, daily {}, weekly {}, monthly {} (and always the newest)",
+        format_duration(policy.keep_within),
+        policy.keep_last,
+        policy.keep_hourly,
+        policy.keep_daily,
+        policy.keep_weekly,
+        policy.keep_monthly
+    );
+    println!(
+        "{:<9} {:<20} {:<16} {:<12} {:<6}  why",
+        "id", "time (UTC)", "host", "profile", ""
+    );
+    for d in &report.decisions {
+        println!(
+            "{:<9} {:<20} {:<16} {:<12} {:<6}  {}",
+            d.id.short(),
+            d.time.format("%Y-%m-%d %H:%M:%S"),
+            d.host,
+            d.profile,
+            if d.keep { "keep" } else { "remove" },
+            if d.keep {
+                d.reasons.join(", ")
+            } else {
+                "no rule keeps it".into()
+            }
+        );
+    }
+    let kept = report.decisions.iter().filter(|d| d.keep).count();
+    println!(
+        "{} {} snapshot(s), kept {kept}{}",
+        if report.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        },
+        report.removed,
+        if report.dry_run || a.prune {
+            ""
+        } else {
+            "; their data goes at the next `coffer prune`"
+        }
+    );
+    if let Some(p) = &pruned {
+        print_prune(p);
+    }
+    Ok(Exit::Success)
+}
+
+fn run_prune(
+    ctx: &Context,
+    repo: &crate::repo::Repository,
+    catalog: &mut crate::catalog::Catalog,
+    a: &PruneArgs,
+) -> Result<crate::engine::prune::PruneReport> {
+    let settings = ctx
+        .profile
+        .as_ref()
+        .map(|p| p.prune.clone())
+        .unwrap_or_default();
+    let opts = PruneOptions {
+        grace: a.grace.unwrap_or(settings.grace),
+        max_unused: a.max_unused.unwrap_or(settings.max_unused),
+        repack_older_than: a
+            .repack_older_than
+            .or_else(|| ctx.profile.as_ref().map(|p| p.retention.keep_within)),
+        dry_run: a.dry_run,
+        lock_wait: ctx.lock_wait,
+    };
+    Ok(prune(repo, catalog, &opts)?)
+}
+
+fn print_prune(r: &crate::engine::prune::PruneReport) {
+    let h = super::backup::human;
+    println!(
+        "{}: {} of {} packs deleted, {} repacked ({} copied into {} new), {} orphaned deleted, {} left by the grace period; {} freed, {} unused left in partly used packs; {} index object(s) rewritten",
+        if r.dry_run {
+            "prune (dry run)"
+        } else {
+            "prune"
+        },
+        r.packs_deleted,
+        r.packs,
+        r.packs_repacked,
+        h(r.bytes_repacked),
+        r.packs_written,
+        r.orphans_deleted,
+        r.kept_by_grace,
+        h(r.bytes_freed),
+        h(r.unused_left),
+        r.indexes_rewritten
+    );
+}
+
+pub fn prune_cmd(ctx: &Context, a: PruneArgs) -> Result<Exit> {
+    let repo = ctx.open_agent()?;
+    let mut catalog = ctx.open_catalog(&repo)?;
+    let report = run_prune(ctx, &repo, &mut catalog, &a)?;
+    if ctx.json {
+        print_json(&report)?;
+    } else {
+        print_prune(&report);
+    }
+    Ok(Exit::Success)
+}
+
+/// SIGTERM and SIGINT set the flag; the engines stop at the next file.
+fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, flag.clone()).context("installing a signal handler")?;
+    }
+    Ok(flag)
+}
+
+pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
+    let profile = ctx
+        .profile
+        .as_ref()
+        .ok_or_else(|| anyhow!("`coffer run` runs a profile: pass --profile FILE"))?;
+    let cancel = cancel_on_signals()?;
+    let report = job::run(
+        profile,
+        &JobOptions {
+            state_dir: a.state_dir.unwrap_or_else(state::default_dir),
+            lock_wait: ctx.lock_wait,
+            scheduled: a.scheduled,
+        },
+        &cancel,
+    );
+    if ctx.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if !ctx.quiet {
+        print_report(&report);
+    }
+    Ok(match report.status.as_str() {
+        "ok" => Exit::Success,
+        "partial" => Exit::Partial,
+        _ => {
+            if !ctx.json
+                && let Some(e) = &report.error
+            {
+                eprintln!("coffer: {e}");
+            }
+            Exit::Failure
+        }
+    })
+}
+
+fn print_report(r: &JobReport) {
+    let h = super::backup::human;
+    println!(
+        "{} run of {}: {} in {:.1}s; snapshot {}, {} files ({}), {} added; {} snapshot(s) forgotten, {} pruned; {} snapshots, {} stored",
+        r.status,
+        r.profile,
+        r.started.format("%Y-%m-%d %H:%M:%S UTC"),
+        r.seconds,
+        r.snapshot
+            .as_deref()
+            .map(|s| &s[..8.min(s.len())])
+            .unwrap_or("-"),
+        r.files,
+        h(r.bytes),
+        h(r.bytes_added),
+        r.forgotten,
+        h(r.pruned_bytes),
+        r.snapshots,
+        h(r.storage_bytes)
+    );
+    for s in &r.skipped {
+        eprintln!("coffer: skipped {s}");
+    }
+}
+
+pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
+    let state_dir = a.state_dir.clone().unwrap_or_else(state::default_dir);
+    if a.check {
+        let (good, bad) = load_profiles(&a.profiles_dir)?;
+        let now = chrono::Utc::now();
+        for p in &good {
+            println!(
+                "ok      {} ({}): next run {}",
+                p.name,
+                p.file.display(),
+                planned(p, &state_dir, now).to_rfc3339()
+            );
+        }
+        for (path, e) in &bad {
+            println!("BROKEN  {}: {e}", path.display());
+        }
+        return Ok(if bad.is_empty() {
+            Exit::Success
+        } else {
+            Exit::Usage
+        });
+    }
+    let json = a.log_format == "json";
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+    let opts = AgentOptions {
+        profiles_dir: a.profiles_dir,
+        state_dir,
+        max_running: a.max_running as usize,
+        metrics_listen: a.metrics_listen,
+        metrics_file: a.metrics_file,
+        exe: std::env::current_exe().context("finding the coffer binary")?,
+        lock_wait: if ctx.lock_wait.is_zero() {
+            std::time::Duration::from_secs(600)
+        } else {
+            ctx.lock_wait
+        },
+        stop_timeout: a.stop_timeout.to_std().unwrap_or_default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the agent's runtime")?;
+    rt.block_on(serve(opts))?;
+    Ok(Exit::Success)
+}
+
+pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
+    let state_dir = a.state_dir.unwrap_or_else(state::default_dir);
+    let (profiles, broken) = match &ctx.profile {
+        Some(p) => (vec![p.clone()], vec![]),
+        None => load_profiles(&a.profiles_dir)?,
+    };
+    let now = chrono::Utc::now();
+    let rows: Vec<serde_json::Value> = profiles
+        .iter()
+        .map(|p| {
+            let st = ProfileState::load(&state_dir, &p.name);
+            let last = st.last.as_ref();
+            serde_json::json!({
+                "profile": p.name,
+                "file": p.file,
+                "running_since": st.running_since,
+                "last_run": last.map(|l| l.started),
+                "result": last.map(|l| l.status.clone()),
+                "seconds": last.map(|l| l.seconds),
+                "bytes_added": last.map(|l| l.bytes_added),
+                "snapshot": last.and_then(|l| l.snapshot.clone()),
+                "last_error": last.and_then(|l| l.error.clone()),
+                "last_success": st.last_success,
+                "next_run": planned(p, &state_dir, now),
+                "snapshots": last.map(|l| l.snapshots),
+                "storage_bytes": last.map(|l| l.storage_bytes),
+                "runs_ok": st.runs_ok,
+                "runs_failed": st.runs_failed,
+            })
+        })
+        .collect();
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "profiles": rows,
+            "broken": broken.iter().map(|(p, e)| serde_json::json!({"file": p, "error": e})).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        println!(
+            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  last error",
+            "profile",
+            "last run (UTC)",
+            "result",
+            "took",
+            "added",
+            "next run (UTC)",
+            "snaps",
+            "stored"
+        );
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+        let t = |v: &serde_json::Value| {
+            v.as_str()
+                .and_then(|x| x.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                .map(|x| x.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "never".into())
+        };
+        let n = |v: &serde_json::Value| {
+            v.as_u64()
+                .map(super::backup::human)
+                .unwrap_or_else(|| "-".into())
+        };
+        for r in &rows {
+            let result = if r["running_since"].is_null() {
+                s(&r["result"])
+            } else {
+                "running".into()
+            };
+            println!(
+                "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  {}",
+                s(&r["profile"]),
+                t(&r["last_run"]),
+                result,
+                r["seconds"]
+                    .as_f64()
+                    .map(|x| format!("{x:.0}s"))
+                    .unwrap_or_else(|| "-".into()),
+                n(&r["bytes_added"]),
+                t(&r["next_run"]),
+                r["snapshots"]
+                    .as_u64()
+                    .map(|x| x.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                n(&r["storage_bytes"]),
+                r["last_error"].as_str().unwrap_or("")
+            );
+        }
+        for (p, e) in &broken {
+            println!("BROKEN {}: {e}", p.display());
+        }
+    }
+    let failing = rows.iter().any(|r| r["result"] == "failed");
+    Ok(if failing || !broken.is_empty() {
+        Exit::Failure
+    } else {
+        Exit::Success
+    })
+}

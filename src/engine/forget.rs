@@ -1,0 +1,321 @@
+//! Retention: which snapshots a policy keeps, and why (`plan`), and removing
+//! the others from the repository (`forget`). Works with the agent key: the
+//! snapshot objects it reads hold times, hosts and profiles, no file names.
+//!
+//! Snapshots are judged per group (host, profile), so one profile's policy
+//! never removes another server's history. Within a group a snapshot is kept
+//! if any rule keeps it; the newest is always kept, so a server that was off
+//! for longer than `keep_within` does not lose its last good backup.
+
+use super::sync_snapshots;
+use crate::Result;
+use crate::catalog::Catalog;
+use crate::config::Retention;
+use crate::repo::Repository;
+use crate::repo::ids::SnapshotId;
+use crate::repo::lock::{LEASE, RepoLock};
+use crate::repo::snapshot::Snapshot;
+use chrono::{DateTime, Utc};
+use jiff::tz::TimeZone;
+use serde::Serialize;
+
+/// The verdict on one snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    pub id: SnapshotId,
+    pub time: DateTime<Utc>,
+    pub host: String,
+    pub profile: String,
+    pub keep: bool,
+    /// The rules that keep it ("within 90d", "daily 3/7", "newest", …); empty if it goes.
+    pub reasons: Vec<String>,
+}
+
+/// Which snapshots to consider.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub host: Option<String>,
+    pub profile: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, s: &Snapshot) -> bool {
+        self.host.as_ref().is_none_or(|h| *h == s.host)
+            && self.profile.as_ref().is_none_or(|p| *p == s.profile)
+    }
+}
+
+/// Period keys for the bucketed rules: snapshots in the same period share a key.
+fn period_keys(t: DateTime<Utc>, tz: &TimeZone) -> [(i32, i32, i32, i32); 4] {
+    let z = jiff::Timestamp::from_second(t.timestamp())
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_zoned(tz.clone());
+    let (y, m, d, h) = (
+        z.year() as i32,
+        z.month() as i32,
+        z.day() as i32,
+        z.hour() as i32,
+    );
+    let week = z.date().iso_week_date();
+    [
+        (y, m, d, h),
+        (y, m, d, 0),
+        (week.year() as i32, week.week() as i32, 0, 0),
+        (y, m, 0, 0),
+    ]
+}
+
+/// Decides, for every snapshot matching `filter`, whether `policy` keeps it
+/// at time `now`. Periods (hour, day, ISO week, month) are those of `tz`.
+pub fn plan(
+    snaps: &[(SnapshotId, Snapshot)],
+    policy: &Retention,
+    filter: &Filter,
+    tz: &TimeZone,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
+    let mut groups: std::collections::BTreeMap<(&str, &str), Vec<&(SnapshotId, Snapshot)>> =
+        Default::default();
+    for s in snaps.iter().filter(|(_, s)| filter.matches(s)) {
+        groups
+            .entry((s.1.host.as_str(), s.1.profile.as_str()))
+            .or_default()
+            .push(s);
+    }
+    let buckets = [
+        ("hourly", policy.keep_hourly),
+        ("daily", policy.keep_daily),
+        ("weekly", policy.keep_weekly),
+        ("monthly", policy.keep_monthly),
+    ];
+    let within = format_duration(policy.keep_within);
+    let mut out = Vec::new();
+    for (_, mut group) in groups {
+        // Newest first; ties broken by id so the plan is deterministic.
+        group.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.0.cmp(&a.0.0)));
+        let mut last_key: [Option<(i32, i32, i32, i32)>; 4] = [None; 4];
+        let mut kept_in: [u32; 4] = [0; 4];
+        for (i, (id, s)) in group.iter().map(|x| (&x.0, &x.1)).enumerate() {
+            let mut reasons = Vec::new();
+            if i == 0 {
+                reasons.push("newest".to_string());
+            }
+            if now - s.time < policy.keep_within {
+                reasons.push(format!("within {within}"));
+            }
+            if (i as u32) < policy.keep_last {
+                reasons.push(format!("last {}/{}", i + 1, policy.keep_last));
+            }
+            let keys = period_keys(s.time, tz);
+            for (b, (name, limit)) in buckets.iter().enumerate() {
+                if last_key[b] != Some(keys[b]) {
+                    last_key[b] = Some(keys[b]);
+                    if kept_in[b] < *limit {
+                        kept_in[b] += 1;
+                        reasons.push(format!("{name} {}/{limit}", kept_in[b]));
+                    }
+                }
+            }
+            out.push(Decision {
+                id: *id,
+                time: s.time,
+                host: s.host.clone(),
+                profile: s.profile.clone(),
+                keep: !reasons.is_empty(),
+                reasons,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.0.cmp(&b.id.0)));
+    out
+}
+
+/// `90d`, `36h`, `15m`: the largest whole unit.
+pub fn format_duration(d: chrono::Duration) -> String {
+    let s = d.num_seconds();
+    for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if s >= n && s % n == 0 {
+            return format!("{}{unit}", s / n);
+        }
+    }
+    format!("{s}s")
+}
+
+#[derive(Debug, Serialize)]
+pub struct ForgetReport {
+    pub decisions: Vec<Decision>,
+    pub removed: usize,
+    pub dry_run: bool,
+}
+
+/// Applies `policy`: removes the snapshot objects it does not keep. The data
+/// they alone used stays until `prune`. Takes the writer lock.
+pub fn forget(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    policy: &Retention,
+    filter: &Filter,
+    tz: &TimeZone,
+    now: DateTime<Utc>,
+    dry_run: bool,
+    lock_wait: std::time::Duration,
+) -> Result<ForgetReport> {
+    let lock = if dry_run {
+        None
+    } else {
+        Some(RepoLock::acquire_wait(
+            &repo.store,
+            &repo.keys,
+            LEASE,
+            lock_wait,
+        )?)
+    };
+    let result = (|| {
+        let snaps = sync_snapshots(repo, catalog)?;
+        let decisions = plan(&snaps, policy, filter, tz, now);
+        let gone: Vec<&Decision> = decisions.iter().filter(|d| !d.keep).collect();
+        if !dry_run && !gone.is_empty() {
+            let keys: Vec<String> = gone.iter().map(|d| d.id.key()).collect();
+            repo.store.delete_many(&keys)?;
+            for d in &gone {
+                catalog.remove_snapshot(&d.id)?;
+            }
+        }
+        Ok(ForgetReport {
+            removed: gone.len(),
+            decisions: decisions.clone(),
+            dry_run,
+        })
+    })();
+    if let Some(lock) = lock {
+        let released = lock.release(&repo.store, &repo.keys);
+        let report = result?;
+        released?;
+        return Ok(report);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::snapshot::Summary;
+
+    fn snap(t: &str, host: &str) -> (SnapshotId, Snapshot) {
+        let time: DateTime<Utc> = t.parse().unwrap();
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&time.timestamp().to_be_bytes());
+        id[8] = host.len() as u8;
+        (
+            SnapshotId(id),
+            Snapshot {
+                time,
+                host: host.into(),
+                profile: "p".into(),
+                paths: vec![],
+                tree: vec![],
+                refs: vec![],
+                summary: Summary::default(),
+            },
+        )
+    }
+
+    fn policy() -> Retention {
+        Retention {
+            keep_within: chrono::Duration::zero(),
+            keep_last: 0,
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+        }
+    }
+
+    fn kept(d: &[Decision]) -> Vec<String> {
+        d.iter()
+            .filter(|d| d.keep)
+            .map(|d| d.time.format("%m-%d %H:%M").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn daily_keeps_the_newest_of_each_day_and_newest_is_always_kept() {
+        let snaps: Vec<_> = [
+            "2026-11-01T01:00:00Z",
+            "2026-11-01T13:00:00Z",
+            "2026-11-02T01:00:00Z",
+            "2026-11-02T13:00:00Z",
+            "2026-11-03T01:00:00Z",
+        ]
+        .iter()
+        .map(|t| snap(t, "a"))
+        .collect();
+        let now = "2026-11-03T02:00:00Z".parse().unwrap();
+        let p = Retention {
+            keep_daily: 2,
+            ..policy()
+        };
+        let d = plan(&snaps, &p, &Filter::default(), &TimeZone::UTC, now);
+        assert_eq!(kept(&d), ["11-02 13:00", "11-03 01:00"]);
+        // In UTC+12 the day boundaries move: 11-01 13:00Z is 11-02 01:00 local.
+        let tz = TimeZone::fixed(jiff::tz::offset(12));
+        let d = plan(&snaps, &p, &Filter::default(), &tz, now);
+        assert_eq!(kept(&d), ["11-02 01:00", "11-03 01:00"]);
+        // Nothing else asked for: only the newest stays.
+        let d = plan(&snaps, &policy(), &Filter::default(), &TimeZone::UTC, now);
+        assert_eq!(kept(&d), ["11-03 01:00"]);
+        assert_eq!(d.iter().find(|d| d.keep).unwrap().reasons, ["newest"]);
+    }
+
+    #[test]
+    fn groups_are_judged_apart_and_the_filter_limits_the_plan() {
+        let snaps = vec![
+            snap("2026-01-01T00:00:00Z", "a"),
+            snap("2026-01-02T00:00:00Z", "a"),
+            snap("2026-01-01T00:00:00Z", "bb"),
+        ];
+        let now = "2026-06-01T00:00:00Z".parse().unwrap();
+        let d = plan(&snaps, &policy(), &Filter::default(), &TimeZone::UTC, now);
+        assert_eq!(
+            d.iter().filter(|d| d.keep).count(),
+            2,
+            "newest of each host"
+        );
+        let only_a = Filter {
+            host: Some("a".into()),
+            profile: None,
+        };
+        let d = plan(&snaps, &policy(), &only_a, &TimeZone::UTC, now);
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn within_last_weekly_and_monthly_combine() {
+        // One snapshot a day at noon for 120 days.
+        let start: DateTime<Utc> = "2026-01-01T12:00:00Z".parse().unwrap();
+        let snaps: Vec<_> = (0..120)
+            .map(|i| snap(&(start + chrono::Duration::days(i)).to_rfc3339(), "a"))
+            .collect();
+        let now = start + chrono::Duration::days(119) + chrono::Duration::hours(1);
+        let p = Retention {
+            keep_within: chrono::Duration::days(10),
+            keep_last: 3,
+            keep_weekly: 4,
+            keep_monthly: 3,
+            ..policy()
+        };
+        let d = plan(&snaps, &p, &Filter::default(), &TimeZone::UTC, now);
+        let k = kept(&d);
+        // 10 within (days 110..=119), weekly adds Sundays before them, monthly adds month ends.
+        assert!(k.contains(&"04-30 12:00".to_string()), "{k:?}");
+        assert!(k.contains(&"03-31 12:00".to_string()), "{k:?}");
+        assert!(k.contains(&"02-28 12:00".to_string()), "{k:?}");
+        assert!(!k.contains(&"01-31 12:00".to_string()), "{k:?}");
+        let within = d
+            .iter()
+            .filter(|d| d.reasons.iter().any(|r| r.starts_with("within")))
+            .count();
+        assert_eq!(within, 10);
+        assert_eq!(format_duration(p.keep_within), "10d");
+    }
+}

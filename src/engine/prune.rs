@@ -1,0 +1,459 @@
+//! Prune: delete the data that no remaining snapshot references, with the
+//! agent key alone (docs/FORMAT.md, "Prune").
+//!
+//! What is live comes from each snapshot's reference list (agent-readable);
+//! its blobs are cached in the catalog, so a prune reads only the lists of
+//! snapshots it has not seen before, and its requests grow with what it
+//! deletes, not with the repository. Packs wholly unused are deleted; packs
+//! partly unused are repacked (their live blobs copied as ciphertext into new
+//! packs) once the unused share passes `max_unused`, or whatever the share
+//! once they are older than `repack_older_than`, so expired data really leaves
+//! storage. Order: new packs, then the new index, then the old indexes, then
+//! the old packs: a prune cut off at any point leaves every snapshot whole.
+
+use super::{sync_index, sync_snapshots};
+use crate::catalog::{BlobLocation, Catalog};
+use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
+use crate::repo::index::{IndexFile, IndexedPack};
+use crate::repo::lock::{LEASE, RepoLock};
+use crate::repo::pack::{PackEntry, PackWriter, SealedBlob};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::{RepoError, Repository};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Unreferenced packs younger than this are left alone: defence in depth
+    /// for a backup whose lock was taken over while it still uploaded.
+    pub grace: chrono::Duration,
+    /// Repack a pack once more than this percentage of it is unused.
+    pub max_unused: u32,
+    /// Repack a pack older than this that holds any unreferenced blob.
+    pub repack_older_than: Option<chrono::Duration>,
+    pub dry_run: bool,
+    pub lock_wait: std::time::Duration,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        let s = crate::config::PruneSettings::default();
+        PruneOptions {
+            grace: s.grace,
+            max_unused: s.max_unused,
+            repack_older_than: None,
+            dry_run: false,
+            lock_wait: std::time::Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub snapshots: usize,
+    pub packs: usize,
+    pub packs_deleted: usize,
+    pub packs_repacked: usize,
+    /// Packs no index lists (a backup cut off after uploading) that were deleted.
+    pub orphans_deleted: usize,
+    /// Unreferenced packs left because they are younger than the grace period.
+    pub kept_by_grace: usize,
+    pub packs_written: usize,
+    /// Live bytes copied into new packs by repacking.
+    pub bytes_repacked: u64,
+    /// Bytes removed from storage, net of the new packs.
+    pub bytes_freed: u64,
+    /// Unreferenced bytes left inside packs below the repack threshold.
+    pub unused_left: u64,
+    pub indexes_rewritten: usize,
+    pub dry_run: bool,
+}
+
+/// What prune does with one pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Keep,
+    Delete,
+    Repack,
+}
+
+pub fn prune(repo: &Repository, catalog: &mut Catalog, opts: &PruneOptions) -> Result<PruneReport> {
+    let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, opts.lock_wait)?;
+    let result = run(repo, catalog, opts, &mut lock);
+    let released = lock.release(&repo.store, &repo.keys);
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+fn corrupt(object: String, reason: &str) -> Error {
+    RepoError::Corrupt {
+        object,
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// Every blob some snapshot needs: its file list, its reference list, and
+/// the blobs that list names.
+///
+/// A reference list is a byte stream of 32-byte ids cut into blobs at
+/// content-defined points, so an id may straddle two blobs. Consecutive
+/// snapshots share most blobs, at the same alignment: each (blob, alignment)
+/// is parsed once and each straddling pair once, which keeps this in
+/// proportion to the distinct lists, not to snapshots × blobs.
+fn live_set(
+    repo: &Repository,
+    catalog: &Catalog,
+    snaps: &[(SnapshotId, Snapshot)],
+    blobs: &HashMap<BlobId, BlobLocation>,
+) -> Result<HashSet<BlobId>> {
+    let mut live: HashSet<BlobId> = HashSet::new();
+    let mut parsed: HashSet<(BlobId, u64)> = HashSet::new();
+    let mut pairs: HashSet<(BlobId, BlobId, u64)> = HashSet::new();
+    let mut loaded: HashMap<BlobId, Vec<u8>> = HashMap::new();
+    let mut load = |id: &BlobId, snap: &SnapshotId| -> Result<Vec<u8>> {
+        if let Some(d) = loaded.get(id) {
+            return Ok(d.clone());
+        }
+        let data = match catalog.refs_blob(id)? {
+            Some(d) => d,
+            None => {
+                let loc = blobs.get(id).ok_or_else(|| {
+                    corrupt(
+                        format!("snapshot {}", snap.short()),
+                        "a blob of its reference list is missing from the index; run `coffer check`",
+                    )
+                })?;
+                let d = repo.read_blob(&loc.pack, &loc.entry)?;
+                catalog.put_refs_blob(id, &d)?;
+                d
+            }
+        };
+        // Only the blobs of the snapshot at hand and its neighbour are needed again.
+        if loaded.len() > 64 {
+            loaded.clear();
+        }
+        loaded.insert(*id, data.clone());
+        Ok(data)
+    };
+    for (sid, s) in snaps {
+        live.extend(s.tree.iter().copied());
+        live.extend(s.refs.iter().copied());
+        let lengths = s
+            .refs
+            .iter()
+            .map(|id| {
+                blobs.get(id).map(|l| l.entry.raw_length).ok_or_else(|| {
+                    corrupt(
+                        format!("snapshot {}", sid.short()),
+                        "a blob of its reference list is missing from the index; run `coffer check`",
+                    )
+                })
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        let mut offset = 0u64;
+        for (i, id) in s.refs.iter().enumerate() {
+            let len = lengths[i];
+            let align = offset % 32;
+            let head = (32 - align) % 32;
+            if parsed.insert((*id, align)) {
+                let data = load(id, sid)?;
+                if data.len() as u64 != len {
+                    return Err(corrupt(
+                        format!("blob {}", id.short()),
+                        "its length differs from the index",
+                    ));
+                }
+                let start = (head as usize).min(data.len());
+                for c in data[start..].chunks_exact(32) {
+                    live.insert(BlobId(c.try_into().unwrap_or([0; 32])));
+                }
+            }
+            let end_align = (offset + len) % 32;
+            if end_align != 0
+                && let Some(next) = s.refs.get(i + 1)
+                && pairs.insert((*id, *next, end_align))
+            {
+                let (a, b) = (load(id, sid)?, load(next, sid)?);
+                let need = 32 - end_align as usize;
+                if a.len() < end_align as usize || b.len() < need {
+                    return Err(corrupt(
+                        format!("snapshot {}", sid.short()),
+                        "its reference list is cut short",
+                    ));
+                }
+                let mut idb = [0u8; 32];
+                idb[..end_align as usize].copy_from_slice(&a[a.len() - end_align as usize..]);
+                idb[end_align as usize..].copy_from_slice(&b[..need]);
+                live.insert(BlobId(idb));
+            }
+            offset += len;
+        }
+        if offset % 32 != 0 {
+            return Err(corrupt(
+                format!("snapshot {}", sid.short()),
+                "its reference list is not a whole number of ids",
+            ));
+        }
+    }
+    Ok(live)
+}
+
+fn run(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &PruneOptions,
+    lock: &mut RepoLock,
+) -> Result<PruneReport> {
+    let now = Utc::now();
+    repo.store.remove_stale_temp()?;
+    let blobs = sync_index(repo, catalog)?;
+    let snaps = sync_snapshots(repo, catalog)?;
+    let live = live_set(repo, catalog, &snaps, &blobs)?;
+    let pack_indexes = catalog.pack_indexes()?;
+    let indexed_sizes = catalog.packs()?;
+
+    // Each pack's blobs (by their one recorded location) and live bytes.
+    let mut contents: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+    for loc in blobs.values() {
+        contents.entry(loc.pack).or_default().push(loc.entry);
+    }
+    let mut report = PruneReport {
+        snapshots: snaps.len(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let mut verdicts: BTreeMap<PackId, Verdict> = BTreeMap::new();
+    let mut orphans: Vec<(PackId, u64)> = Vec::new();
+    let young = |modified: Option<DateTime<Utc>>| modified.is_some_and(|m| now - m < opts.grace);
+    for obj in repo.store.list("data/")? {
+        let Some(pack) = PackId::from_key(&obj.key) else {
+            continue;
+        };
+        report.packs += 1;
+        let Some(&size) = indexed_sizes.get(&pack) else {
+            if young(obj.modified) {
+                report.kept_by_grace += 1;
+            } else {
+                orphans.push((pack, obj.size));
+            }
+            continue;
+        };
+        let entries = contents.get(&pack).map(Vec::as_slice).unwrap_or(&[]);
+        let used: u64 = entries
+            .iter()
+            .filter(|e| live.contains(&e.id))
+            .map(|e| e.length)
+            .sum();
+        let dead: u64 = entries
+            .iter()
+            .filter(|e| !live.contains(&e.id))
+            .map(|e| e.length)
+            .sum();
+        let old_enough = opts
+            .repack_older_than
+            .zip(obj.modified)
+            .is_some_and(|(limit, m)| now - m > limit);
+        let verdict = if used == 0 {
+            Verdict::Delete
+        } else if dead > 0
+            && (dead.saturating_mul(100) > size.saturating_mul(opts.max_unused as u64)
+                || old_enough)
+        {
+            Verdict::Repack
+        } else {
+            report.unused_left += dead;
+            Verdict::Keep
+        };
+        if verdict != Verdict::Keep && young(obj.modified) {
+            report.kept_by_grace += 1;
+            continue;
+        }
+        verdicts.insert(pack, verdict);
+    }
+    let doomed: Vec<PackId> = verdicts
+        .iter()
+        .filter(|(_, v)| **v != Verdict::Keep)
+        .map(|(p, _)| *p)
+        .collect();
+    report.packs_deleted = verdicts.values().filter(|v| **v == Verdict::Delete).count();
+    report.packs_repacked = verdicts.values().filter(|v| **v == Verdict::Repack).count();
+    report.orphans_deleted = orphans.len();
+    let doomed_bytes: u64 = doomed.iter().map(|p| indexed_sizes[p]).sum::<u64>()
+        + orphans.iter().map(|(_, s)| s).sum::<u64>();
+    let affected: HashSet<IndexId> = doomed
+        .iter()
+        .flat_map(|p| pack_indexes.get(p).into_iter().flatten().copied())
+        .collect();
+    report.indexes_rewritten = affected.len();
+    if opts.dry_run {
+        report.bytes_repacked = doomed
+            .iter()
+            .filter(|p| verdicts[*p] == Verdict::Repack)
+            .flat_map(|p| contents.get(p).into_iter().flatten())
+            .filter(|e| live.contains(&e.id))
+            .map(|e| e.length)
+            .sum();
+        report.bytes_freed = doomed_bytes.saturating_sub(report.bytes_repacked);
+        return Ok(report);
+    }
+    if doomed.is_empty() && orphans.is_empty() {
+        catalog.trim_refs_cache()?;
+        return Ok(report);
+    }
+
+    // 1. Live blobs of repacked packs go into new packs.
+    let mut written: Vec<IndexedPack> = Vec::new();
+    let mut writer: Option<PackWriter> = None;
+    let spool = repo.store.spool_dir();
+    let spool_err = |e: std::io::Error| Error::io(&spool, e);
+    let upload = |w: PackWriter, written: &mut Vec<IndexedPack>| -> Result<()> {
+        let p = w.finish(&repo.keys).map_err(spool_err)?;
+        let handle = repo.store.spawn_put_file(p.id.key(), p.path);
+        repo.store.join(handle)?;
+        written.push(IndexedPack {
+            id: p.id,
+            size: p.size,
+            blobs: p.entries,
+        });
+        Ok(())
+    };
+    for pack in doomed.iter().filter(|p| verdicts[*p] == Verdict::Repack) {
+        lock.refresh_if_due(&repo.store, &repo.keys)?;
+        let mut keep: Vec<PackEntry> = contents[pack]
+            .iter()
+            .filter(|e| live.contains(&e.id))
+            .copied()
+            .collect();
+        keep.sort_by_key(|e| e.offset);
+        for run in coalesce(&keep) {
+            let (start, end) = (
+                run[0].offset,
+                run[run.len() - 1].offset + run[run.len() - 1].length,
+            );
+            let bytes = repo.store.get_range(&pack.key(), start, end - start)?;
+            if bytes.len() as u64 != end - start {
+                return Err(corrupt(pack.key(), "shorter than its index says"));
+            }
+            for e in run {
+                let at = (e.offset - start) as usize;
+                let w = match writer.as_mut() {
+                    Some(w) => w,
+                    None => writer.insert(PackWriter::create(&spool).map_err(spool_err)?),
+                };
+                w.add(SealedBlob {
+                    id: e.id,
+                    kind: e.kind,
+                    raw_length: e.raw_length,
+                    bytes: bytes[at..at + e.length as usize].to_vec(),
+                })
+                .map_err(spool_err)?;
+                report.bytes_repacked += e.length;
+                if w.len() >= repo.config.pack_size
+                    && let Some(w) = writer.take()
+                {
+                    upload(w, &mut written)?;
+                }
+            }
+        }
+    }
+    if let Some(w) = writer.take() {
+        upload(w, &mut written)?;
+    }
+    report.packs_written = written.len();
+
+    // 2. One index for the new packs and the survivors of every index that
+    //    named a doomed pack; then the old indexes go, then the old packs.
+    let doomed_set: HashSet<PackId> = doomed.iter().copied().collect();
+    let mut survivors: Vec<IndexedPack> = Vec::new();
+    let mut seen: HashSet<PackId> = HashSet::new();
+    for (pack, idxs) in &pack_indexes {
+        if doomed_set.contains(pack) || !idxs.iter().any(|i| affected.contains(i)) {
+            continue;
+        }
+        if seen.insert(*pack) {
+            let mut blobs = contents.get(pack).cloned().unwrap_or_default();
+            blobs.sort_by_key(|e| e.offset);
+            survivors.push(IndexedPack {
+                id: *pack,
+                size: indexed_sizes[pack],
+                blobs,
+            });
+        }
+    }
+    survivors.sort_by_key(|p| p.id.0);
+    survivors.extend(written.iter().cloned());
+    let mut new_indexes = Vec::new();
+    if !survivors.is_empty() {
+        let index = IndexFile { packs: survivors };
+        let id = repo.write_index(&index)?;
+        new_indexes.push((id, index));
+    }
+    lock.refresh_if_due(&repo.store, &repo.keys)?;
+    let old: Vec<String> = affected.iter().map(|i| i.key()).collect();
+    repo.store.delete_many(&old)?;
+    for i in &affected {
+        catalog.remove_index(i)?;
+    }
+    for (id, index) in &new_indexes {
+        catalog.add_index(id, index)?;
+    }
+    let mut gone: Vec<String> = doomed.iter().map(|p| p.key()).collect();
+    gone.extend(orphans.iter().map(|(p, _)| p.key()));
+    repo.store.delete_many(&gone)?;
+    catalog.trim_refs_cache()?;
+    let new_bytes: u64 = written.iter().map(|p| p.size).sum();
+    report.bytes_freed = doomed_bytes.saturating_sub(new_bytes);
+    Ok(report)
+}
+
+/// Groups blobs (sorted by offset) into runs read with one ranged GET each:
+/// neighbours less than 256 KiB apart share a read, up to 8 MiB.
+fn coalesce(entries: &[PackEntry]) -> Vec<&[PackEntry]> {
+    const GAP: u64 = 256 * 1024;
+    const MAX: u64 = 8 * 1024 * 1024;
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=entries.len() {
+        let split = i == entries.len() || {
+            let prev = &entries[i - 1];
+            let cur = &entries[i];
+            cur.offset > prev.offset + prev.length + GAP
+                || cur.offset + cur.length - entries[start].offset > MAX
+        };
+        if split {
+            out.push(&entries[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::BlobKind;
+
+    fn e(offset: u64, length: u64) -> PackEntry {
+        PackEntry {
+            id: BlobId([offset as u8; 32]),
+            kind: BlobKind::Data,
+            offset,
+            length,
+            raw_length: length,
+        }
+    }
+
+    #[test]
+    fn neighbours_share_a_read_and_far_blobs_do_not() {
+        let v = [e(0, 100), e(100, 100), e(1_000_000, 10), e(1_000_010, 5)];
+        let runs: Vec<usize> = coalesce(&v).iter().map(|r| r.len()).collect();
+        assert_eq!(runs, [2, 2]);
+        assert!(coalesce(&[]).is_empty());
+        let big = [e(0, 6 << 20), e(6 << 20, 6 << 20)];
+        assert_eq!(coalesce(&big).len(), 2, "a run stops at 8 MiB");
+    }
+}
