@@ -8,6 +8,7 @@ mod crash;
 mod dedup;
 mod faults;
 mod golden;
+mod install;
 mod moto;
 mod recovery;
 mod roundtrip;
