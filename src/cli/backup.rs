@@ -22,6 +22,10 @@ pub struct BackupArgs {
     /// zstd level 1..=19 (default: the profile's, else 2).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: Option<i32>,
+    /// Record this time (RFC 3339) as the snapshot's, instead of now: for
+    /// importing history and for benchmarks of retention.
+    #[arg(long)]
+    time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The demo profile's first run: make an identity and a repository.
@@ -87,7 +91,7 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
             .compression
             .or(profile.map(|p| p.compression))
             .unwrap_or(crate::config::DEFAULT_COMPRESSION),
-        time: None,
+        time: args.time,
         lock_wait: ctx.lock_wait,
     };
     let repo = ctx.open_agent()?;
