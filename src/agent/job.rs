@@ -7,7 +7,7 @@ use super::state::ProfileState;
 use crate::catalog::{Catalog, RunRecord};
 use crate::config::Profile;
 use crate::engine::backup::{BackupOptions, backup};
-use crate::engine::forget::{Filter, forget};
+use crate::engine::forget::{Filter, ForgetOptions, forget};
 use crate::engine::prune::{PruneOptions, prune};
 use crate::engine::{NoProgress, Progress};
 use crate::repo::Repository;
@@ -175,12 +175,14 @@ fn steps(
     let forgot = forget(
         &repo,
         catalog,
-        &profile.retention,
-        &filter,
-        &tz,
-        Utc::now(),
-        false,
-        opts.lock_wait,
+        &ForgetOptions {
+            policy: profile.retention.clone(),
+            filter,
+            tz,
+            now: Utc::now(),
+            dry_run: false,
+            lock_wait: opts.lock_wait,
+        },
     )
     .map_err(|e| saved(format!("retention failed: {e}")))?;
     report.forgotten = forgot.removed;

@@ -140,7 +140,7 @@ pub async fn serve(
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let body = current.lock().map(|s| s.clone()).unwrap_or_default();
                     async move {
-                        let resp = if req.uri().path() == "/metrics" {
+                        if req.uri().path() == "/metrics" {
                             hyper::Response::builder()
                                 .header("content-type", "text/plain; version=0.0.4")
                                 .body(Full::new(Bytes::from(body)))
@@ -148,8 +148,7 @@ pub async fn serve(
                             hyper::Response::builder()
                                 .status(404)
                                 .body(Full::new(Bytes::from("try /metrics\n")))
-                        };
-                        resp
+                        }
                     }
                 });
             let _ = hyper::server::conn::http1::Builder::new()

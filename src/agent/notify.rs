@@ -75,7 +75,7 @@ impl Notifier {
             match tokio::time::timeout(Duration::from_secs(10), self.request(req)).await {
                 Ok(Ok(resp)) if resp.status().is_success() => return Ok(()),
                 Ok(Ok(resp)) => last = format!("HTTP {}", resp.status()),
-                Ok(Err(e)) => last = format!("{e}"),
+                Ok(Err(e)) => last = e.to_string(),
                 Err(_) => last = "no answer in 10s".into(),
             }
         }

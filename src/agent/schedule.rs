@@ -3,7 +3,8 @@
 //! clock) share one answer.
 //!
 //! - `times` slots are local times of day in the schedule's zone (a time that a
-//!   DST change skips runs at the first moment after the gap);
+//!   DST change skips runs that much later, 02:30 becoming 03:30, as cron-like
+//!   schedulers and RFC 5545 do);
 //!   `interval` slots are multiples of the interval since the Unix epoch.
 //! - Each server adds a fixed offset below `jitter`, derived from its host and
 //!   profile names: a fleet spreads out, and one server's times stay stable.
@@ -139,10 +140,11 @@ mod tests {
     fn times_are_local_and_follow_dst() {
         let s = sched(ScheduleKind::Times(vec![2 * 60 + 30, 12 * 60]), 6);
         let berlin = TimeZone::get("Europe/Berlin").unwrap();
-        // 2026-03-29: 02:30 does not exist in Berlin; it runs at 03:00 CEST = 01:00Z.
+        // 2026-03-29: 02:30 does not exist in Berlin; it runs an hour later,
+        // at 03:30 CEST = 01:30Z.
         assert_eq!(
             next_slot(&s, &berlin, t("2026-03-28T23:00:00Z")),
-            t("2026-03-29T01:00:00Z")
+            t("2026-03-29T01:30:00Z")
         );
         // Winter: 12:00 CET is 11:00Z.
         assert_eq!(

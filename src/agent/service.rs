@@ -50,7 +50,10 @@ pub enum AgentError {
 
 /// Loads every `*.toml` in the folder. Broken ones come back as errors
 /// (path, one-line reason); a name used twice keeps the first file.
-pub fn load_profiles(dir: &Path) -> Result<(Vec<Profile>, Vec<(PathBuf, String)>), AgentError> {
+/// Profiles that could not be loaded: (file, one-line reason).
+pub type Broken = Vec<(PathBuf, String)>;
+
+pub fn load_profiles(dir: &Path) -> Result<(Vec<Profile>, Broken), AgentError> {
     let rd = std::fs::read_dir(dir).map_err(|e| AgentError::ProfilesDir {
         path: dir.to_path_buf(),
         reason: e.to_string(),
@@ -194,10 +197,19 @@ impl Agent {
         let running = self.running.clone();
         let notifier = self.notifier.clone();
         tokio::spawn(async move {
-            if let Err(e) = notifier.start(&profile.notify).await {
-                warn!(profile = %profile.name, error = %e, "start ping not delivered");
-            }
+            // The start ping goes out alongside the run: an endpoint that is
+            // down or slow (three tries, 10 s each) must not delay the backup.
+            // The end is reported after it, so the ping URL sees /start first.
+            let ping = {
+                let (notify, name) = (profile.notify.clone(), profile.name.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = notifier.start(&notify).await {
+                        warn!(profile = %name, error = %e, "start ping not delivered");
+                    }
+                })
+            };
             let report = run_child(&opts, &profile, &running).await;
+            let _ = ping.await;
             let _ = done.send((profile.name.clone(), report));
         });
     }
@@ -241,7 +253,12 @@ async fn run_child(
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return failed(format!("cannot start {}: {e}", opts.exe.display())),
+        Err(e) => {
+            return record_failure(
+                opts,
+                failed(format!("cannot start {}: {e}", opts.exe.display())),
+            );
+        }
     };
     if let (Some(pid), Ok(mut r)) = (child.id(), running.lock()) {
         r.insert(profile.name.clone(), pid);
@@ -265,11 +282,29 @@ async fn run_child(
     let _ = log_task.await;
     match serde_json::from_slice::<JobReport>(&out) {
         Ok(r) => r,
-        Err(_) => failed(match status {
-            Ok(s) => format!("the run ended ({s}) without a report"),
-            Err(e) => format!("the run could not be waited for: {e}"),
-        }),
+        Err(_) => record_failure(
+            opts,
+            failed(match status {
+                Ok(s) => format!("the run ended ({s}) without a report"),
+                Err(e) => format!("the run could not be waited for: {e}"),
+            }),
+        ),
     }
+}
+
+/// A run that never reported (it could not start, or crashed) did not record
+/// its end: record the failure in the state file, so `coffer status` and the
+/// metrics show it instead of a run that seems to go on forever.
+fn record_failure(opts: &AgentOptions, mut report: JobReport) -> JobReport {
+    let mut state = ProfileState::load(&opts.state_dir, &report.profile);
+    if let Some(since) = state.running_since {
+        report.started = since;
+        state.finished(&report);
+        if let Err(e) = state.save(&opts.state_dir) {
+            warn!(profile = %report.profile, error = %e, "cannot write the state file");
+        }
+    }
+    report
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -310,16 +345,24 @@ pub async fn serve(opts: AgentOptions) -> Result<(), AgentError> {
         let now = Utc::now();
         let running = agent.running.lock().map(|r| r.len()).unwrap_or(0);
         let mut free = agent.opts.max_running.saturating_sub(running);
+        let mut started = false;
         for slot in agent.slots.values() {
             if free > 0 && slot.next <= now && !agent.is_running(&slot.profile.name) {
                 agent.start(slot, done_tx.clone());
                 free -= 1;
+                started = true;
             }
         }
+        if started {
+            // coffer_running shows the new runs now, not at the next tick.
+            agent.refresh_metrics();
+        }
+        // With every run slot taken, a due profile waits for a run to end
+        // (which wakes the loop); sleeping until its past due time would spin.
         let wake = agent
             .slots
             .values()
-            .filter(|s| !agent.is_running(&s.profile.name))
+            .filter(|s| free > 0 && !agent.is_running(&s.profile.name))
             .map(|s| s.next)
             .min()
             .map(|t| (t - Utc::now()).to_std().unwrap_or_default())

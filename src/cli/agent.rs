@@ -5,7 +5,7 @@ use crate::agent::job::{self, JobOptions, JobReport};
 use crate::agent::service::{AgentOptions, load_profiles, planned, serve};
 use crate::agent::state::{self, ProfileState};
 use crate::config::{Retention, parse_duration};
-use crate::engine::forget::{Filter, forget, format_duration};
+use crate::engine::forget::{Filter, ForgetOptions, forget, format_duration};
 use crate::engine::prune::{PruneOptions, prune};
 use crate::repo::lock::hostname;
 use anyhow::{Context as _, Result, anyhow};
@@ -162,12 +162,14 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
     let report = forget(
         &repo,
         &mut catalog,
-        &policy,
-        &filter,
-        &tz,
-        chrono::Utc::now(),
-        a.dry_run,
-        ctx.lock_wait,
+        &ForgetOptions {
+            policy: policy.clone(),
+            filter,
+            tz,
+            now: chrono::Utc::now(),
+            dry_run: a.dry_run,
+            lock_wait: ctx.lock_wait,
+        },
     )?;
     let pruned = if a.prune && !a.dry_run {
         Some(run_prune(

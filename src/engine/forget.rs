@@ -148,18 +148,35 @@ pub struct ForgetReport {
     pub dry_run: bool,
 }
 
-/// Applies `policy`: removes the snapshot objects it does not keep. The data
+/// How to apply a policy.
+#[derive(Clone, Debug)]
+pub struct ForgetOptions {
+    pub policy: Retention,
+    pub filter: Filter,
+    /// Whose hours, days, weeks and months.
+    pub tz: TimeZone,
+    /// "Now" for `keep_within` (simulated in tests).
+    pub now: DateTime<Utc>,
+    pub dry_run: bool,
+    pub lock_wait: std::time::Duration,
+}
+
+/// Applies the policy: removes the snapshot objects it does not keep. The data
 /// they alone used stays until `prune`. Takes the writer lock.
 pub fn forget(
     repo: &Repository,
     catalog: &mut Catalog,
-    policy: &Retention,
-    filter: &Filter,
-    tz: &TimeZone,
-    now: DateTime<Utc>,
-    dry_run: bool,
-    lock_wait: std::time::Duration,
+    opts: &ForgetOptions,
 ) -> Result<ForgetReport> {
+    let ForgetOptions {
+        policy,
+        filter,
+        tz,
+        now,
+        dry_run,
+        lock_wait,
+    } = opts;
+    let (now, dry_run, lock_wait) = (*now, *dry_run, *lock_wait);
     let lock = if dry_run {
         None
     } else {

@@ -192,7 +192,7 @@ fn live_set(
             }
             offset += len;
         }
-        if offset % 32 != 0 {
+        if !offset.is_multiple_of(32) {
             return Err(corrupt(
                 format!("snapshot {}", sid.short()),
                 "its reference list is not a whole number of ids",

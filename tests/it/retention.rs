@@ -9,7 +9,7 @@ use coffer::catalog::Catalog;
 use coffer::config::{Retention, Schedule, ScheduleKind};
 use coffer::engine::NoProgress;
 use coffer::engine::backup::{BackupOptions, backup};
-use coffer::engine::forget::{Filter, forget};
+use coffer::engine::forget::{Filter, ForgetOptions, forget};
 use coffer::engine::prune::{PruneOptions, prune};
 use coffer::repo::Repository;
 use coffer::repo::keys::AgentKey;
@@ -100,12 +100,14 @@ fn three_months_of_six_a_day_keep_the_window_and_storage_stays_flat() {
         let report = forget(
             &repo,
             &mut catalog,
-            &policy,
-            &filter,
-            &tz,
-            now,
-            false,
-            Default::default(),
+            &ForgetOptions {
+                policy: policy.clone(),
+                filter: filter.clone(),
+                tz: tz.clone(),
+                now,
+                dry_run: false,
+                lock_wait: Default::default(),
+            },
         )
         .unwrap();
         // The expected set: every snapshot made within 90 days of now.
