@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -192,6 +192,7 @@ impl Catalog {
                  CREATE TABLE IF NOT EXISTS packs (id BLOB NOT NULL, size INTEGER NOT NULL, idx BLOB NOT NULL, PRIMARY KEY (id, idx));
                  CREATE INDEX IF NOT EXISTS packs_by_index ON packs (idx);
                  CREATE TABLE IF NOT EXISTS refs (id BLOB PRIMARY KEY, data BLOB NOT NULL);
+                 CREATE TABLE IF NOT EXISTS verified (snapshot BLOB PRIMARY KEY, time TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, kind INTEGER NOT NULL,
                      offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL);
@@ -390,6 +391,33 @@ impl Catalog {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    /// Snapshots whose every blob `check --read-data` decrypted and verified.
+    pub fn verified_snapshots(&self) -> Result<HashSet<SnapshotId>, CatalogError> {
+        Ok(self
+            .ids("SELECT snapshot FROM verified")?
+            .into_iter()
+            .map(SnapshotId)
+            .collect())
+    }
+
+    /// Records that `check --read-data` verified these snapshots now; forgets
+    /// earlier verdicts on the others (they were not verified this time).
+    pub fn set_verified(&mut self, ids: &[SnapshotId]) -> Result<(), CatalogError> {
+        let err = sql_error(self.path.clone());
+        let tx = self.conn.transaction().map_err(&err)?;
+        tx.execute("DELETE FROM verified", []).map_err(&err)?;
+        {
+            let mut st = tx
+                .prepare("INSERT OR REPLACE INTO verified (snapshot, time) VALUES (?1, ?2)")
+                .map_err(&err)?;
+            let now = chrono::Utc::now().to_rfc3339();
+            for id in ids {
+                st.execute(params![&id.0[..], now]).map_err(&err)?;
+            }
+        }
+        tx.commit().map_err(&err)
     }
 
     /// Drops cached reference blobs no longer in the index.

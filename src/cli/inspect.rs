@@ -3,7 +3,7 @@
 use super::{Context, Exit, print_json};
 use crate::engine::check::check as run_check;
 use crate::engine::rebuild::rebuild;
-use crate::engine::sync_snapshots;
+use crate::engine::{SnapshotState, snapshot_states, sync_index, sync_snapshots};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
@@ -20,20 +20,36 @@ pub enum CatalogCommand {
     Rebuild,
 }
 
-pub fn snapshots(ctx: &Context) -> Result<Exit> {
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    filter: super::select::Filter,
+    /// Times in UTC (default: the local time zone, from TZ).
+    #[arg(long)]
+    utc: bool,
+}
+
+pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
     let repo = ctx.open_any()?;
     let mut catalog = ctx.open_catalog(&repo)?;
-    let snaps = sync_snapshots(&repo, &mut catalog)?;
+    let blobs = sync_index(&repo, &mut catalog)?;
+    let snaps: Vec<_> = sync_snapshots(&repo, &mut catalog)?
+        .into_iter()
+        .filter(|(_, s)| args.filter.matches(s))
+        .collect();
+    let states = snapshot_states(&repo, &catalog, &blobs, &snaps)?;
     if ctx.json {
         let v: Vec<_> = snaps
             .iter()
-            .map(|(id, s)| {
+            .zip(&states)
+            .map(|((id, s), state)| {
                 serde_json::json!({
                     "id": id.to_hex(), "short_id": id.short(),
                     "time": s.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     "host": s.host, "profile": s.profile, "paths": s.paths,
                     "files": s.summary.files, "dirs": s.summary.dirs, "bytes": s.summary.bytes,
                     "data_added": s.summary.data_added, "tree_blobs": s.tree.len(),
+                    "state": state,
                 })
             })
             .collect();
@@ -41,23 +57,65 @@ pub fn snapshots(ctx: &Context) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     if snaps.is_empty() {
-        println!("no snapshots yet");
+        println!(
+            "no snapshots yet{}",
+            if args.filter.matches_all() {
+                ""
+            } else {
+                " that match"
+            }
+        );
         return Ok(Exit::Success);
     }
+    let tz = if args.utc {
+        jiff::tz::TimeZone::UTC
+    } else {
+        jiff::tz::TimeZone::system()
+    };
+    let zone = tz
+        .iana_name()
+        .unwrap_or(if args.utc { "UTC" } else { "local" })
+        .to_string();
     println!(
-        "{:<9} {:<20} {:<16} {:<12} {:>8} {:>10}  paths",
-        "id", "time (UTC)", "host", "profile", "files", "size"
+        "{:<9} {:<25} {:<16} {:<12} {:>8} {:>10} {:<9} paths",
+        "id",
+        format!("time ({zone})"),
+        "host",
+        "profile",
+        "files",
+        "size",
+        "state"
     );
-    for (id, s) in &snaps {
+    for ((id, s), state) in snaps.iter().zip(&states) {
+        let t = jiff::Timestamp::from_second(s.time.timestamp())
+            .map(|t| {
+                t.to_zoned(tz.clone())
+                    .strftime("%Y-%m-%d %H:%M:%S %Z")
+                    .to_string()
+            })
+            .unwrap_or_default();
         println!(
-            "{:<9} {:<20} {:<16} {:<12} {:>8} {:>10}  {}",
+            "{:<9} {:<25} {:<16} {:<12} {:>8} {:>10} {:<9} {}",
             id.short(),
-            s.time.format("%Y-%m-%d %H:%M:%S"),
+            t,
             s.host,
             s.profile,
             s.summary.files,
             super::backup::human(s.summary.bytes),
+            serde_json::to_value(state)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             s.paths.join(", ")
+        );
+    }
+    let damaged = states
+        .iter()
+        .filter(|s| **s == SnapshotState::Damaged)
+        .count();
+    if damaged > 0 {
+        println!(
+            "{damaged} damaged: `coffer check` names what is missing; restore --fallback takes files from older snapshots"
         );
     }
     Ok(Exit::Success)
@@ -68,6 +126,22 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
     let bar = ctx.progress();
     let report = run_check(&repo, args.read_data, &bar)?;
     bar.finish();
+    if args.read_data && repo.keys.is_operator() {
+        // Every blob was decrypted: snapshots no problem names are verified.
+        let mut catalog = ctx.open_catalog(&repo)?;
+        let snaps = sync_snapshots(&repo, &mut catalog)?;
+        let good: Vec<_> = snaps
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| {
+                !report
+                    .problems
+                    .iter()
+                    .any(|p| p.snapshots.contains(&id.short()))
+            })
+            .collect();
+        catalog.set_verified(&good)?;
+    }
     if ctx.json {
         print_json(&report)?;
     } else {

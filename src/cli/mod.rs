@@ -8,6 +8,7 @@ mod inspect;
 mod keys;
 mod progress;
 mod restore;
+mod select;
 
 use crate::catalog::Catalog;
 use crate::config::Profile;
@@ -76,12 +77,14 @@ enum Command {
     Init(keys::InitArgs),
     /// Back up paths (or the profile's sources).
     Backup(backup::BackupArgs),
-    /// List snapshots.
-    Snapshots,
+    /// List snapshots (filters, state: complete / verified / damaged).
+    Snapshots(inspect::SnapshotsArgs),
     /// List the entries of a snapshot.
     Ls(restore::LsArgs),
-    /// Restore a snapshot, or part of it, into a folder.
+    /// Restore a snapshot, or part of it, into a folder or in place.
     Restore(restore::RestoreArgs),
+    /// Write one file of a snapshot to standard output.
+    Cat(restore::CatArgs),
     /// Verify the repository.
     Check(inspect::CheckArgs),
     /// Replicate the repository to a second storage (ciphertext only).
@@ -259,9 +262,10 @@ pub fn run() -> Result<Exit> {
         Command::Key { command } => keys::key(&ctx, command),
         Command::Init(args) => keys::init(&ctx, args),
         Command::Backup(args) => backup::run(&ctx, args),
-        Command::Snapshots => inspect::snapshots(&ctx),
+        Command::Snapshots(args) => inspect::snapshots(&ctx, args),
         Command::Ls(args) => restore::ls(&ctx, args),
         Command::Restore(args) => restore::restore(&ctx, args),
+        Command::Cat(args) => restore::cat(&ctx, args),
         Command::Check(args) => inspect::check(&ctx, args),
         Command::Copy(args) => copy::run(&ctx, args),
         Command::Catalog { command } => inspect::catalog(&ctx, command),
@@ -277,4 +281,13 @@ pub fn run() -> Result<Exit> {
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -1,32 +1,125 @@
 //! `coffer ls` and `coffer restore`.
 
+use super::select;
 use super::{Context, Exit, print_json};
-use crate::engine::restore::{RestoreOptions, restore as run_restore};
-use crate::engine::{for_each_entry, sync_index, sync_snapshots};
+use crate::catalog::BlobLocation;
+use crate::engine::restore::{Overwrite, RestoreOptions, restore as run_restore, write_file};
+use crate::engine::{SnapshotState, for_each_entry, snapshot_states, sync_index, sync_snapshots};
 use crate::repo::Repository;
+use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::EntryKind;
 use anyhow::{Context as _, Result};
 use clap::Args;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
-    /// Snapshot id prefix or `latest`.
-    snapshot: String,
+    /// Snapshot id prefix or `latest` (default).
+    snapshot: Option<String>,
     /// Only entries at or below this path.
     path: Option<String>,
+    /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago").
+    #[arg(long, value_parser = select::at)]
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    filter: select::Filter,
 }
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot id prefix or `latest`.
-    snapshot: String,
+    /// Snapshot id prefix or `latest` (the newest complete one; the default).
+    snapshot: Option<String>,
+    /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago").
+    #[arg(long, value_parser = select::at)]
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    filter: select::Filter,
     /// Folder to restore into; entries keep their full path below it.
+    #[arg(
+        long,
+        required_unless_present = "in_place",
+        conflicts_with = "in_place"
+    )]
+    target: Option<PathBuf>,
+    /// Restore to the original locations (the target is `/`).
     #[arg(long)]
-    target: PathBuf,
+    in_place: bool,
     /// Restore only entries matching this glob (and what is below them). Repeatable.
     #[arg(long)]
     include: Vec<String>,
+    /// Leave out entries matching this glob (and what is below them). Repeatable.
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Existing files: never, if-changed (size or time differ; default), always.
+    #[arg(long, default_value = "if-changed", value_parser = ["never", "if-changed", "always"])]
+    overwrite: String,
+    /// List what would be written; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Read every written file back and compare it with the snapshot.
+    #[arg(long)]
+    verify: bool,
+    /// Files the snapshot cannot give (damaged data) come from the newest older snapshot that holds them intact.
+    #[arg(long)]
+    fallback: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// Snapshot id prefix or `latest`.
+    snapshot: String,
+    /// The file's path in the snapshot.
+    path: String,
+    #[arg(long, value_parser = select::at)]
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(flatten)]
+    filter: select::Filter,
+}
+
+/// The operator's view: index, snapshots matching `filter`, and the chosen one.
+struct Chosen {
+    repo: Repository,
+    catalog: crate::catalog::Catalog,
+    blobs: HashMap<BlobId, BlobLocation>,
+    snaps: Vec<(SnapshotId, Snapshot)>,
+    index: usize,
+}
+
+fn choose(
+    ctx: &Context,
+    spec: Option<&str>,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+    filter: &select::Filter,
+) -> Result<Chosen> {
+    let repo = ctx.open_operator()?;
+    let mut catalog = ctx.open_catalog(&repo)?;
+    let blobs = sync_index(&repo, &mut catalog)?;
+    let snaps: Vec<_> = sync_snapshots(&repo, &mut catalog)?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
+    let latest = at.is_none() && spec.is_none_or(|s| s == "latest");
+    let states = if latest {
+        snapshot_states(&repo, &catalog, &blobs, &snaps)?
+    } else {
+        Vec::new()
+    };
+    let index = select::pick(&snaps, &states, spec, at)?;
+    if latest && states.get(index) == Some(&SnapshotState::Damaged) {
+        eprintln!(
+            "coffer: warning: every snapshot is damaged; using the newest ({}); --fallback recovers what older ones hold",
+            snaps[index].0.short()
+        );
+    }
+    Ok(Chosen {
+        repo,
+        catalog,
+        blobs,
+        snaps,
+        index,
+    })
 }
 
 fn rfc3339_ns(ns: i64) -> String {
@@ -39,17 +132,15 @@ fn rfc3339_ns(ns: i64) -> String {
 }
 
 pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
-    let repo = ctx.open_operator()?;
-    let mut catalog = ctx.open_catalog(&repo)?;
-    let blobs = sync_index(&repo, &mut catalog)?;
-    let snaps = sync_snapshots(&repo, &mut catalog)?;
-    let (_, snap) = Repository::resolve_snapshot(&snaps, &args.snapshot)?;
+    let c = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
+    let (repo, blobs) = (&c.repo, &c.blobs);
+    let snap = &c.snaps[c.index].1;
     let prefix = args
         .path
         .as_deref()
         .map(|p| p.trim_matches('/').as_bytes().to_vec());
     let mut rows = Vec::new();
-    for_each_entry(&repo, &blobs, snap, |e| {
+    for_each_entry(repo, blobs, snap, |e| {
         let under = prefix.as_ref().is_none_or(|p| {
             p.is_empty()
                 || e.path == *p
@@ -91,66 +182,269 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
 }
 
 pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
-    let repo = ctx.open_operator()?;
-    let mut catalog = ctx.open_catalog(&repo)?;
-    let blobs = sync_index(&repo, &mut catalog)?;
-    let snaps = sync_snapshots(&repo, &mut catalog)?;
-    let (id, snap) = Repository::resolve_snapshot(&snaps, &args.snapshot)?;
-    let bar = ctx.progress();
-    let opts = RestoreOptions {
-        target: args.target.clone(),
-        include: args.include.clone(),
+    let c = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
+    let (id, snap) = c.snaps[c.index].clone();
+    let target = match (&args.target, args.in_place) {
+        (Some(t), _) => t.clone(),
+        (None, _) => PathBuf::from("/"),
     };
-    let report = run_restore(&repo, &blobs, snap, &opts, &bar)
+    let opts = RestoreOptions {
+        target: target.clone(),
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        only: None,
+        overwrite: match args.overwrite.as_str() {
+            "never" => Overwrite::Never,
+            "always" => Overwrite::Always,
+            _ => Overwrite::IfChanged,
+        },
+        dry_run: args.dry_run,
+        verify: args.verify,
+    };
+    let bar = if args.dry_run {
+        super::progress::Bar::new(false)
+    } else {
+        ctx.progress()
+    };
+    let report = run_restore(&c.repo, &c.blobs, &snap, &opts, &bar)
         .with_context(|| format!("restore of snapshot {}", id.short()))?;
     bar.finish();
-    let _ = catalog.audit(
+    if args.dry_run {
+        if ctx.json {
+            print_json(&serde_json::json!({
+                "snapshot": id.to_hex(), "dry_run": true,
+                "entries": report.plan.iter().map(|(p, k, a)| serde_json::json!({"path": p, "type": k, "action": a})).collect::<Vec<_>>(),
+            }))?;
+        } else {
+            for (p, k, a) in &report.plan {
+                let a = serde_json::to_value(a)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                println!("{a:<14} {k:<8} {}", target.join(p).display());
+            }
+            println!(
+                "dry run of snapshot {} into {}: {} entries, {} would be skipped; nothing written",
+                id.short(),
+                target.display(),
+                report.plan.len(),
+                report.skipped
+            );
+        }
+        return Ok(Exit::Success);
+    }
+    // Files the snapshot could not give: where an older snapshot holds them.
+    let recovered = if report.failed_paths.is_empty() {
+        Vec::new()
+    } else {
+        fallback(&c, &report, &opts, args.fallback)?
+    };
+    let _ = c.catalog.audit(
         &whoami(),
         "restore",
         &format!(
-            "snapshot {} to {} include {:?}: {} files, {} failed",
+            "snapshot {} to {} include {:?} exclude {:?}: {} files, {} failed, {} from older snapshots",
             id.short(),
-            args.target.display(),
+            target.display(),
             args.include,
+            args.exclude,
             report.files,
-            report.failed.len()
+            report.failed.len(),
+            recovered.iter().filter(|r| r.restored).count()
         ),
     );
+    let still_failed: Vec<&(String, String)> = report
+        .failed
+        .iter()
+        .zip(&report.failed_paths)
+        .filter(|(_, raw)| !recovered.iter().any(|r| r.restored && &r.path == *raw))
+        .map(|(f, _)| f)
+        .collect();
     if ctx.json {
         print_json(&serde_json::json!({
             "snapshot": id.to_hex(), "files": report.files, "dirs": report.dirs, "links": report.links,
-            "bytes": report.bytes,
+            "bytes": report.bytes, "skipped": report.skipped,
+            "verified": if args.verify { Some(report.verified) } else { None },
             "failed": report.failed.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
+            "fallback": recovered.iter().map(|r| serde_json::json!({
+                "path": String::from_utf8_lossy(&r.path), "from": r.from.as_ref().map(|f| f.0.to_hex()),
+                "time": r.from.as_ref().map(|f| f.1), "restored": r.restored, "error": r.error,
+            })).collect::<Vec<_>>(),
             "warnings": report.warnings,
         }))?;
     } else if !ctx.quiet {
         println!(
-            "restored snapshot {} to {}: {} files ({}), {} folders, {} links",
+            "restored snapshot {} ({}) to {}: {} files ({}), {} folders, {} links{}{}",
             id.short(),
-            args.target.display(),
+            snap.time.format("%Y-%m-%d %H:%M:%S UTC"),
+            target.display(),
             report.files,
             super::backup::human(report.bytes),
             report.dirs,
-            report.links
+            report.links,
+            if report.skipped > 0 {
+                format!(", {} existing left as they were", report.skipped)
+            } else {
+                String::new()
+            },
+            if args.verify {
+                format!("; {} files read back and verified", report.verified)
+            } else {
+                String::new()
+            }
         );
+        for r in &recovered {
+            let p = String::from_utf8_lossy(&r.path);
+            match (&r.from, r.restored) {
+                (Some((sid, t)), true) => println!(
+                    "restored /{p} from older snapshot {} ({})",
+                    sid.short(),
+                    t.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                (Some((sid, t)), false) => println!(
+                    "/{p} is intact in older snapshot {} ({}){}",
+                    sid.short(),
+                    t.format("%Y-%m-%d %H:%M:%S UTC"),
+                    match &r.error {
+                        Some(e) => format!(", but restoring it from there failed: {e}"),
+                        None => "; restore with --fallback to take it from there".into(),
+                    }
+                ),
+                (None, _) => println!("/{p}: no older snapshot holds it intact"),
+            }
+        }
     }
     for w in &report.warnings {
         eprintln!("coffer: warning: {w}");
     }
-    for (path, err) in &report.failed {
+    for (path, err) in &still_failed {
         eprintln!("coffer: could not restore /{path}: {err}");
     }
-    if report.failed.is_empty() {
+    if still_failed.is_empty() {
         Ok(Exit::Success)
     } else {
         eprintln!(
-            "coffer: error: {} entr{} of snapshot {} could not be restored (listed above); the others were restored. If the reasons name the repository's data, `coffer check --read-data` tells what is damaged.",
-            report.failed.len(),
-            if report.failed.len() == 1 { "y" } else { "ies" },
-            id.short()
+            "coffer: error: {} entr{} of snapshot {} could not be restored (listed above); the others were restored. If the reasons name the repository's data, `coffer check --read-data` tells what is damaged{}.",
+            still_failed.len(),
+            if still_failed.len() == 1 { "y" } else { "ies" },
+            id.short(),
+            if args.fallback {
+                ""
+            } else {
+                ", and --fallback takes damaged files from older snapshots"
+            }
         );
         Ok(Exit::Failure)
     }
+}
+
+/// One file the chosen snapshot could not give, and where it is intact.
+struct Recovered {
+    path: Vec<u8>,
+    from: Option<(SnapshotId, chrono::DateTime<chrono::Utc>)>,
+    restored: bool,
+    error: Option<String>,
+}
+
+/// For each failed file, the newest older snapshot that holds it with every
+/// blob present and none known bad; with `apply`, restores it from there.
+fn fallback(
+    c: &Chosen,
+    report: &crate::engine::restore::RestoreReport,
+    opts: &RestoreOptions,
+    apply: bool,
+) -> Result<Vec<Recovered>> {
+    let packs: HashSet<crate::repo::ids::PackId> =
+        c.repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+    let intact = |id: &BlobId| {
+        !report.bad_blobs.contains(id) && c.blobs.get(id).is_some_and(|l| packs.contains(&l.pack))
+    };
+    let mut missing: HashSet<Vec<u8>> = report.failed_paths.iter().cloned().collect();
+    let mut found: Vec<(usize, HashSet<Vec<u8>>)> = Vec::new();
+    for j in (0..c.index).rev() {
+        if missing.is_empty() {
+            break;
+        }
+        let mut here = HashSet::new();
+        let _ = for_each_entry(&c.repo, &c.blobs, &c.snaps[j].1, |e| {
+            if missing.contains(&e.path)
+                && e.kind == EntryKind::File
+                && e.content.iter().all(|x| intact(&x.blob))
+            {
+                here.insert(e.path.clone());
+            }
+            Ok(())
+        });
+        missing.retain(|p| !here.contains(p));
+        if !here.is_empty() {
+            found.push((j, here));
+        }
+    }
+    let mut out: Vec<Recovered> = missing
+        .into_iter()
+        .map(|path| Recovered {
+            path,
+            from: None,
+            restored: false,
+            error: None,
+        })
+        .collect();
+    for (j, paths) in found {
+        let (sid, snap) = &c.snaps[j];
+        let mut errors: HashMap<Vec<u8>, String> = HashMap::new();
+        if apply {
+            let o = RestoreOptions {
+                only: Some(paths.clone()),
+                overwrite: Overwrite::Always,
+                dry_run: false,
+                include: Vec::new(),
+                exclude: Vec::new(),
+                ..opts.clone()
+            };
+            match run_restore(&c.repo, &c.blobs, snap, &o, &crate::engine::NoProgress) {
+                Ok(r) => {
+                    for (raw, (_, e)) in r.failed_paths.iter().zip(&r.failed) {
+                        errors.insert(raw.clone(), e.clone());
+                    }
+                }
+                Err(e) => {
+                    for p in &paths {
+                        errors.insert(p.clone(), e.to_string());
+                    }
+                }
+            }
+        }
+        for p in paths {
+            let error = errors.remove(&p);
+            out.push(Recovered {
+                restored: apply && error.is_none(),
+                path: p,
+                from: Some((*sid, snap.time)),
+                error,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+pub fn cat(ctx: &Context, args: CatArgs) -> Result<Exit> {
+    let c = choose(ctx, Some(&args.snapshot), args.at, &args.filter)?;
+    let (id, snap) = &c.snaps[c.index];
+    let path = args.path.trim_start_matches('/');
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let n = write_file(&c.repo, &c.blobs, snap, path.as_bytes(), &mut out)
+        .with_context(|| format!("snapshot {}", id.short()))?;
+    let _ = c.catalog.audit(
+        &whoami(),
+        "restore",
+        &format!(
+            "snapshot {} file /{path} to standard output: {n} bytes",
+            id.short()
+        ),
+    );
+    Ok(Exit::Success)
 }
 
 pub fn whoami() -> String {

@@ -165,3 +165,189 @@ pub fn snapshot_refs(
     }
     Ok(out)
 }
+
+/// A piece of a snapshot's reference list: the whole ids inside one refs
+/// blob at one alignment, or the one id that straddles two neighbours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefsPiece {
+    Inner(BlobId, u64),
+    Straddle(BlobId, BlobId, u64),
+}
+
+fn corrupt_refs(sid: &SnapshotId, reason: &str) -> crate::Error {
+    crate::repo::RepoError::Corrupt {
+        object: format!("snapshot {}", sid.short()),
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// Walks the reference lists of `snaps`, calling `f(snapshot index, piece,
+/// ids)` for every piece; `ids` is `Some` the first time a piece is met and
+/// `None` after (callers memoise per piece).
+///
+/// A reference list is a byte stream of 32-byte ids cut into blobs at
+/// content-defined points, so an id may straddle two blobs. Consecutive
+/// snapshots share most blobs at the same alignment, so each (blob, alignment)
+/// is decoded once and each straddling pair once: the work grows with the
+/// distinct lists, not with snapshots × blobs. Decoded blobs are cached in the
+/// catalog (they never change), so only new snapshots' lists are downloaded.
+pub fn walk_refs(
+    repo: &Repository,
+    catalog: &Catalog,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    snaps: &[(SnapshotId, Snapshot)],
+    mut f: impl FnMut(usize, RefsPiece, Option<&[BlobId]>) -> Result<()>,
+) -> Result<()> {
+    let mut seen: HashSet<RefsPiece> = HashSet::new();
+    let mut loaded: HashMap<BlobId, std::sync::Arc<Vec<u8>>> = HashMap::new();
+    let mut load = |id: &BlobId, sid: &SnapshotId| -> Result<std::sync::Arc<Vec<u8>>> {
+        if let Some(d) = loaded.get(id) {
+            return Ok(d.clone());
+        }
+        let data = match catalog.refs_blob(id)? {
+            Some(d) => d,
+            None => {
+                let loc = blobs.get(id).ok_or_else(|| {
+                    corrupt_refs(
+                        sid,
+                        "a blob of its reference list is missing from the index; run `coffer check`",
+                    )
+                })?;
+                let d = repo.read_blob(&loc.pack, &loc.entry)?;
+                catalog.put_refs_blob(id, &d)?;
+                d
+            }
+        };
+        // Only the blobs of the snapshot at hand and its neighbour are needed again.
+        if loaded.len() > 64 {
+            loaded.clear();
+        }
+        let data = std::sync::Arc::new(data);
+        loaded.insert(*id, data.clone());
+        Ok(data)
+    };
+    let to_ids = |bytes: &[u8]| -> Vec<BlobId> {
+        bytes
+            .chunks_exact(32)
+            .map(|c| BlobId(c.try_into().unwrap_or([0; 32])))
+            .collect()
+    };
+    for (n, (sid, s)) in snaps.iter().enumerate() {
+        let lengths = s
+            .refs
+            .iter()
+            .map(|id| {
+                blobs.get(id).map(|l| l.entry.raw_length).ok_or_else(|| {
+                    corrupt_refs(
+                        sid,
+                        "a blob of its reference list is missing from the index; run `coffer check`",
+                    )
+                })
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        let mut offset = 0u64;
+        for (i, id) in s.refs.iter().enumerate() {
+            let len = lengths[i];
+            let align = offset % 32;
+            let piece = RefsPiece::Inner(*id, align);
+            if seen.insert(piece) {
+                let data = load(id, sid)?;
+                if data.len() as u64 != len {
+                    return Err(corrupt_refs(
+                        sid,
+                        "a reference blob's length differs from the index",
+                    ));
+                }
+                let head = ((32 - align) % 32) as usize;
+                f(n, piece, Some(&to_ids(&data[head.min(data.len())..])))?;
+            } else {
+                f(n, piece, None)?;
+            }
+            let end_align = (offset + len) % 32;
+            if end_align != 0
+                && let Some(next) = s.refs.get(i + 1)
+            {
+                let piece = RefsPiece::Straddle(*id, *next, end_align);
+                if seen.insert(piece) {
+                    let (a, b) = (load(id, sid)?, load(next, sid)?);
+                    let (tail, need) = (end_align as usize, 32 - end_align as usize);
+                    if a.len() < tail || b.len() < need {
+                        return Err(corrupt_refs(sid, "its reference list is cut short"));
+                    }
+                    let mut joined = a[a.len() - tail..].to_vec();
+                    joined.extend_from_slice(&b[..need]);
+                    f(n, piece, Some(&to_ids(&joined)))?;
+                } else {
+                    f(n, piece, None)?;
+                }
+            }
+            offset += len;
+        }
+        if !offset.is_multiple_of(32) {
+            return Err(corrupt_refs(
+                sid,
+                "its reference list is not a whole number of ids",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How whole a snapshot is, as far as can be told without reading data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotState {
+    /// Everything it references is indexed and its packs exist.
+    Complete,
+    /// Complete, and `check --read-data` verified every blob since.
+    Verified,
+    /// Some blob it needs is missing (from the index or from storage).
+    Damaged,
+}
+
+/// The state of each snapshot (same order as `snaps`). Costs one listing of
+/// `data/`; reference lists come from the catalog's cache.
+pub fn snapshot_states(
+    repo: &Repository,
+    catalog: &Catalog,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    snaps: &[(SnapshotId, Snapshot)],
+) -> Result<Vec<SnapshotState>> {
+    let packs: HashSet<crate::repo::ids::PackId> =
+        repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+    let present = |id: &BlobId| blobs.get(id).is_some_and(|l| packs.contains(&l.pack));
+    let verified = catalog.verified_snapshots()?;
+    let mut whole: Vec<bool> = snaps
+        .iter()
+        .map(|(_, s)| s.tree.iter().chain(&s.refs).all(present))
+        .collect();
+    let mut memo: HashMap<RefsPiece, bool> = HashMap::new();
+    let walked = walk_refs(repo, catalog, blobs, snaps, |n, piece, ids| {
+        let ok = match ids {
+            Some(ids) => {
+                let ok = ids.iter().all(present);
+                memo.insert(piece, ok);
+                ok
+            }
+            None => memo.get(&piece).copied().unwrap_or(false),
+        };
+        whole[n] &= ok;
+        Ok(())
+    });
+    // A reference list that cannot be read is itself damage, not an error here.
+    if walked.is_err() {
+        for (n, (_, s)) in snaps.iter().enumerate() {
+            whole[n] &= s.refs.iter().all(present);
+        }
+    }
+    Ok(snaps
+        .iter()
+        .zip(whole)
+        .map(|((id, _), ok)| match (ok, verified.contains(id)) {
+            (false, _) => SnapshotState::Damaged,
+            (true, true) => SnapshotState::Verified,
+            (true, false) => SnapshotState::Complete,
+        })
+        .collect())
+}

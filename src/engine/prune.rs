@@ -11,7 +11,7 @@
 //! storage. Order: new packs, then the new index, then the old indexes, then
 //! the old packs: a prune cut off at any point leaves every snapshot whole.
 
-use super::{sync_index, sync_snapshots};
+use super::{sync_index, sync_snapshots, walk_refs};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
@@ -98,12 +98,6 @@ fn corrupt(object: String, reason: &str) -> Error {
 
 /// Every blob some snapshot needs: its file list, its reference list, and
 /// the blobs that list names.
-///
-/// A reference list is a byte stream of 32-byte ids cut into blobs at
-/// content-defined points, so an id may straddle two blobs. Consecutive
-/// snapshots share most blobs, at the same alignment: each (blob, alignment)
-/// is parsed once and each straddling pair once, which keeps this in
-/// proportion to the distinct lists, not to snapshots × blobs.
 fn live_set(
     repo: &Repository,
     catalog: &Catalog,
@@ -111,94 +105,16 @@ fn live_set(
     blobs: &HashMap<BlobId, BlobLocation>,
 ) -> Result<HashSet<BlobId>> {
     let mut live: HashSet<BlobId> = HashSet::new();
-    let mut parsed: HashSet<(BlobId, u64)> = HashSet::new();
-    let mut pairs: HashSet<(BlobId, BlobId, u64)> = HashSet::new();
-    let mut loaded: HashMap<BlobId, Vec<u8>> = HashMap::new();
-    let mut load = |id: &BlobId, snap: &SnapshotId| -> Result<Vec<u8>> {
-        if let Some(d) = loaded.get(id) {
-            return Ok(d.clone());
-        }
-        let data = match catalog.refs_blob(id)? {
-            Some(d) => d,
-            None => {
-                let loc = blobs.get(id).ok_or_else(|| {
-                    corrupt(
-                        format!("snapshot {}", snap.short()),
-                        "a blob of its reference list is missing from the index; run `coffer check`",
-                    )
-                })?;
-                let d = repo.read_blob(&loc.pack, &loc.entry)?;
-                catalog.put_refs_blob(id, &d)?;
-                d
-            }
-        };
-        // Only the blobs of the snapshot at hand and its neighbour are needed again.
-        if loaded.len() > 64 {
-            loaded.clear();
-        }
-        loaded.insert(*id, data.clone());
-        Ok(data)
-    };
-    for (sid, s) in snaps {
+    for (_, s) in snaps {
         live.extend(s.tree.iter().copied());
         live.extend(s.refs.iter().copied());
-        let lengths = s
-            .refs
-            .iter()
-            .map(|id| {
-                blobs.get(id).map(|l| l.entry.raw_length).ok_or_else(|| {
-                    corrupt(
-                        format!("snapshot {}", sid.short()),
-                        "a blob of its reference list is missing from the index; run `coffer check`",
-                    )
-                })
-            })
-            .collect::<Result<Vec<u64>>>()?;
-        let mut offset = 0u64;
-        for (i, id) in s.refs.iter().enumerate() {
-            let len = lengths[i];
-            let align = offset % 32;
-            let head = (32 - align) % 32;
-            if parsed.insert((*id, align)) {
-                let data = load(id, sid)?;
-                if data.len() as u64 != len {
-                    return Err(corrupt(
-                        format!("blob {}", id.short()),
-                        "its length differs from the index",
-                    ));
-                }
-                let start = (head as usize).min(data.len());
-                for c in data[start..].chunks_exact(32) {
-                    live.insert(BlobId(c.try_into().unwrap_or([0; 32])));
-                }
-            }
-            let end_align = (offset + len) % 32;
-            if end_align != 0
-                && let Some(next) = s.refs.get(i + 1)
-                && pairs.insert((*id, *next, end_align))
-            {
-                let (a, b) = (load(id, sid)?, load(next, sid)?);
-                let need = 32 - end_align as usize;
-                if a.len() < end_align as usize || b.len() < need {
-                    return Err(corrupt(
-                        format!("snapshot {}", sid.short()),
-                        "its reference list is cut short",
-                    ));
-                }
-                let mut idb = [0u8; 32];
-                idb[..end_align as usize].copy_from_slice(&a[a.len() - end_align as usize..]);
-                idb[end_align as usize..].copy_from_slice(&b[..need]);
-                live.insert(BlobId(idb));
-            }
-            offset += len;
-        }
-        if !offset.is_multiple_of(32) {
-            return Err(corrupt(
-                format!("snapshot {}", sid.short()),
-                "its reference list is not a whole number of ids",
-            ));
-        }
     }
+    walk_refs(repo, catalog, blobs, snaps, |_, _, ids| {
+        if let Some(ids) = ids {
+            live.extend(ids.iter().copied());
+        }
+        Ok(())
+    })?;
     Ok(live)
 }
 

@@ -19,10 +19,46 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
     pub target: PathBuf,
     /// Globs over snapshot paths (no leading `/`); empty means everything.
     pub include: Vec<String>,
+    /// Globs of entries (and what is below them) to leave out.
+    pub exclude: Vec<String>,
+    /// Exactly these paths, if set (the fallback restores single files).
+    pub only: Option<HashSet<Vec<u8>>>,
+    /// What to do with a file that already exists in the target.
+    pub overwrite: Overwrite,
+    /// Plan only: report what would be written, touch nothing.
+    pub dry_run: bool,
+    /// Read every written file back and compare it with the snapshot.
+    pub verify: bool,
+}
+
+/// The overwrite policy for files that exist in the target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overwrite {
+    /// Leave existing files alone.
+    Never,
+    /// Replace a file whose size or modification time differs (the default).
+    #[default]
+    IfChanged,
+    /// Replace every existing file.
+    Always,
+}
+
+/// What a restore does (or, in a dry run, would do) with one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Replace,
+    /// Exists with the same size and time (`if-changed`).
+    SkipUnchanged,
+    /// Exists (`never`).
+    SkipExisting,
 }
 
 #[derive(Debug, Default)]
@@ -35,7 +71,20 @@ pub struct RestoreReport {
     pub failed: Vec<(String, String)>,
     /// Entries restored without some metadata (e.g. devices when not root).
     pub warnings: Vec<String>,
+    /// The raw paths of `failed` entries (names need not be UTF-8).
+    pub failed_paths: Vec<Vec<u8>>,
+    /// Blobs that could not be read or opened (damaged or missing).
+    pub bad_blobs: HashSet<BlobId>,
+    /// Existing files left alone by the overwrite policy.
+    pub skipped: u64,
+    /// In a dry run, every selected entry and what would happen to it.
+    pub plan: Vec<(String, &'static str, Action)>,
+    /// Files read back and found equal to the snapshot (`verify`).
+    pub verified: u64,
 }
+
+/// (file, offset, length, BLAKE3) of a piece written, for `verify`.
+type PieceHash = (usize, u64, u64, [u8; 32]);
 
 /// The blobs needed from one pack, each with the pieces it feeds.
 type PackWork = (PackId, Vec<(PackEntry, Vec<Piece>)>);
@@ -67,9 +116,8 @@ fn build_includes(patterns: &[String]) -> Result<Option<GlobSet>> {
         .map_err(|e| Error::Invalid(e.to_string()))
 }
 
-/// An entry is selected if it or one of its parents matches.
-fn selected(includes: &Option<GlobSet>, path: &[u8]) -> bool {
-    let Some(set) = includes else { return true };
+/// Whether the path or one of its parents matches.
+fn matches_here_or_above(set: &GlobSet, path: &[u8]) -> bool {
     let mut p: &[u8] = path;
     loop {
         if set.is_match(Path::new(OsStr::from_bytes(p))) {
@@ -80,6 +128,72 @@ fn selected(includes: &Option<GlobSet>, path: &[u8]) -> bool {
             None => return false,
         }
     }
+}
+
+/// What a restore selects: includes (or everything), minus excludes, or an exact set.
+pub struct Selection {
+    includes: Option<GlobSet>,
+    excludes: Option<GlobSet>,
+    only: Option<HashSet<Vec<u8>>>,
+}
+
+impl Selection {
+    pub fn new(opts: &RestoreOptions) -> Result<Selection> {
+        Ok(Selection {
+            includes: build_includes(&opts.include)?,
+            excludes: build_includes(&opts.exclude)?,
+            only: opts.only.clone(),
+        })
+    }
+
+    pub fn selects(&self, path: &[u8]) -> bool {
+        if let Some(only) = &self.only {
+            return only.contains(path);
+        }
+        self.includes
+            .as_ref()
+            .is_none_or(|s| matches_here_or_above(s, path))
+            && !self
+                .excludes
+                .as_ref()
+                .is_some_and(|s| matches_here_or_above(s, path))
+    }
+}
+
+/// A temporary name beside `abs`, for an atomic replace by rename.
+fn temp_beside(abs: &Path, n: usize) -> PathBuf {
+    let mut name = std::ffi::OsString::from(format!(".coffer-restore-{}-{n}-", std::process::id()));
+    name.push(abs.file_name().unwrap_or_default());
+    abs.with_file_name(name)
+}
+
+/// Decides an existing target's fate; None if nothing is there.
+fn existing_action(abs: &Path, e: &Entry, policy: Overwrite) -> Option<Action> {
+    let m = std::fs::symlink_metadata(abs).ok()?;
+    Some(match policy {
+        Overwrite::Always => Action::Replace,
+        Overwrite::Never => Action::SkipExisting,
+        Overwrite::IfChanged => {
+            use std::os::unix::fs::MetadataExt;
+            let same_time =
+                m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128 == e.mtime as i128;
+            let same = match e.kind {
+                EntryKind::File => m.is_file() && m.len() == e.size && same_time,
+                EntryKind::Symlink => {
+                    m.file_type().is_symlink()
+                        && std::fs::read_link(abs).is_ok_and(|t| {
+                            t.as_os_str().as_bytes() == e.target.as_deref().unwrap_or_default()
+                        })
+                }
+                _ => false,
+            };
+            if same {
+                Action::SkipUnchanged
+            } else {
+                Action::Replace
+            }
+        }
+    })
 }
 
 /// Creates the folders leading to `rel` below `root`, refusing to go through
@@ -154,19 +268,62 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
-    let includes = build_includes(&opts.include)?;
-    std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    let selection = Selection::new(opts)?;
+    // A new or empty target needs no look at what is there, file by file.
+    let fresh = std::fs::read_dir(&opts.target).map_or(true, |mut d| d.next().is_none());
+    if !opts.dry_run {
+        std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    }
     let root = is_root();
     let mut report = RestoreReport::default();
 
     // Pass 1: the file list (selected entries only), in walk order.
     let mut entries: Vec<Entry> = Vec::new();
     for_each_entry(repo, blobs, snap, |e| {
-        if selected(&includes, &e.path) {
+        if selection.selects(&e.path) {
             entries.push(e);
         }
         Ok(())
     })?;
+
+    // What exists already: skip it, or write beside it and rename over it.
+    let mut temp: Vec<Option<PathBuf>> = vec![None; entries.len()];
+    let mut skip: Vec<bool> = vec![false; entries.len()];
+    let mut failed: HashSet<usize> = HashSet::new();
+    if !fresh || opts.dry_run {
+        for (i, e) in entries.iter().enumerate() {
+            let abs = opts.target.join(e.path_os());
+            let action = if fresh || e.kind == EntryKind::Dir {
+                Action::Create
+            } else {
+                existing_action(&abs, e, opts.overwrite).unwrap_or(Action::Create)
+            };
+            match action {
+                Action::SkipExisting | Action::SkipUnchanged => skip[i] = true,
+                Action::Replace if std::fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) => {
+                    failed.insert(i);
+                    report.failed.push((
+                        e.path_display(),
+                        format!(
+                            "{} is a folder; move it away to restore this {}",
+                            abs.display(),
+                            e.kind.name()
+                        ),
+                    ));
+                    report.failed_paths.push(e.path.clone());
+                }
+                Action::Replace => temp[i] = Some(temp_beside(&abs, i)),
+                Action::Create => {}
+            }
+            if opts.dry_run {
+                report.plan.push((e.path_display(), e.kind.name(), action));
+            }
+        }
+        report.skipped = skip.iter().filter(|s| **s).count() as u64;
+        if opts.dry_run {
+            return Ok(report);
+        }
+    }
 
     // Pass 2: folders, empty files, special files; plan the pieces per blob.
     let mut dirs = DirMaker {
@@ -174,9 +331,11 @@ pub fn restore(
         verified: HashSet::new(),
     };
     let mut plan: HashMap<BlobId, Vec<Piece>> = HashMap::new();
-    let mut failed: HashSet<usize> = HashSet::new();
     let mut total_bytes = 0u64;
     for (i, e) in entries.iter().enumerate() {
+        if skip[i] || failed.contains(&i) {
+            continue;
+        }
         let abs = opts.target.join(e.path_os());
         let made = dirs.ensure(parent_of(&e.path)).and_then(|()| match e.kind {
             EntryKind::Dir => dirs.ensure(&e.path),
@@ -245,6 +404,7 @@ pub fn restore(
         if let Err(reason) = made {
             failed.insert(i);
             report.failed.push((e.path_display(), reason));
+            report.failed_paths.push(e.path.clone());
         }
     }
 
@@ -252,6 +412,11 @@ pub fn restore(
     for e in &mut entries {
         e.content = Vec::new();
     }
+    let write_path = |i: usize| -> PathBuf {
+        temp[i]
+            .clone()
+            .unwrap_or_else(|| opts.target.join(entries[i].path_os()))
+    };
 
     // Pass 2b: create, on all cores, the files that are not written whole by
     // one piece (those are created by their write, which saves a pass over
@@ -266,21 +431,23 @@ pub fn restore(
     }
     let files: Vec<usize> = (0..entries.len())
         .filter(|i| {
-            entries[*i].kind == EntryKind::File && piece_count[*i] != 1 && !failed.contains(i)
+            entries[*i].kind == EntryKind::File
+                && piece_count[*i] != 1
+                && !failed.contains(i)
+                && !skip[*i]
         })
         .collect();
     let create_errors: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let full = Full::default();
     std::thread::scope(|s| {
         for part in files.chunks(files.len().div_ceil(workers).max(1)) {
-            let (entries, create_errors, target, full) =
-                (&entries, &create_errors, &opts.target, &full);
+            let (create_errors, full, write_path) = (&create_errors, &full, &write_path);
             s.spawn(move || {
                 for &i in part {
                     if full.is_set() {
                         break;
                     }
-                    let abs = target.join(entries[i].path_os());
+                    let abs = write_path(i);
                     // The pieces cover the whole file, so writing them sets its size.
                     let made = std::fs::OpenOptions::new()
                         .write(true)
@@ -301,6 +468,7 @@ pub fn restore(
     for (i, reason) in create_errors.into_inner().unwrap_or_default() {
         failed.insert(i);
         report.failed.push((entries[i].path_display(), reason));
+        report.failed_paths.push(entries[i].path.clone());
     }
 
     // Pass 3: fetch and write, packs in parallel.
@@ -313,12 +481,14 @@ pub fn restore(
                 .or_default()
                 .push((loc.entry, pieces)),
             None => {
+                report.bad_blobs.insert(blob);
                 for p in pieces {
                     if failed.insert(p.file) {
                         report.failed.push((
                             entries[p.file].path_display(),
                             format!("blob {} is missing from the repository", blob.short()),
                         ));
+                        report.failed_paths.push(entries[p.file].path.clone());
                     }
                 }
             }
@@ -336,7 +506,7 @@ pub fn restore(
     work.sort_by_key(|w| std::cmp::Reverse(first_file(w)));
     let work = Mutex::new(work);
     let writer = Writer {
-        target: &opts.target,
+        write_path: &write_path,
         entries: &entries,
         piece_count: &piece_count,
         finished: (0..entries.len()).map(|_| AtomicBool::new(false)).collect(),
@@ -344,6 +514,8 @@ pub fn restore(
         errors: Mutex::new(Vec::new()),
         full,
         progress,
+        bad_blobs: Mutex::new(HashSet::new()),
+        hashes: opts.verify.then(|| Mutex::new(Vec::new())),
     };
     std::thread::scope(|s| {
         for _ in 0..workers {
@@ -359,8 +531,13 @@ pub fn restore(
         finished,
         errors,
         full,
+        bad_blobs,
+        hashes,
         ..
     } = writer;
+    report
+        .bad_blobs
+        .extend(bad_blobs.into_inner().unwrap_or_default());
     // A full target stops the restore with one message, not one per file.
     if let Some((path, reason)) = full.0.into_inner() {
         return Err(Error::TargetFull { path, reason });
@@ -368,18 +545,41 @@ pub fn restore(
     for (file, reason) in errors.into_inner().unwrap_or_default() {
         if failed.insert(file) {
             report.failed.push((entries[file].path_display(), reason));
+            report.failed_paths.push(entries[file].path.clone());
+        }
+    }
+    // Replaced files take their place in one rename each; a failed one leaves
+    // the old file as it was (and never a file with holes).
+    for (i, t) in temp.iter().enumerate() {
+        let Some(t) = t else { continue };
+        if entries[i].kind != EntryKind::File {
+            continue;
+        }
+        if failed.contains(&i) {
+            let _ = std::fs::remove_file(t);
+        } else if let Err(err) = std::fs::rename(t, opts.target.join(entries[i].path_os())) {
+            failed.insert(i);
+            let _ = std::fs::remove_file(t);
+            report
+                .failed
+                .push((entries[i].path_display(), format!("replacing it: {err}")));
+            report.failed_paths.push(entries[i].path.clone());
         }
     }
 
     // Pass 4: links, then metadata; folders last, deepest first.
     for (i, e) in entries.iter().enumerate() {
+        if skip[i] || failed.contains(&i) {
+            continue;
+        }
         let abs = opts.target.join(e.path_os());
+        let at = write_path(i);
         let res = match e.kind {
             EntryKind::Symlink => {
-                let _ = std::fs::remove_file(&abs);
+                let _ = std::fs::remove_file(&at);
                 std::os::unix::fs::symlink(
                     OsStr::from_bytes(e.target.as_deref().unwrap_or_default()),
-                    &abs,
+                    &at,
                 )
                 .map_err(|err| format!("{}: {err}", abs.display()))
             }
@@ -387,20 +587,30 @@ pub fn restore(
                 let src = opts
                     .target
                     .join(OsStr::from_bytes(e.target.as_deref().unwrap_or_default()));
-                let _ = std::fs::remove_file(&abs);
-                std::fs::hard_link(&src, &abs)
+                let _ = std::fs::remove_file(&at);
+                std::fs::hard_link(&src, &at)
                     .map_err(|err| format!("{}: link to {}: {err}", abs.display(), src.display()))
             }
             _ => Ok(()),
         };
+        let res = res.and_then(|()| match (&temp[i], e.kind) {
+            (Some(t), EntryKind::Symlink | EntryKind::Hardlink) => {
+                std::fs::rename(t, &abs).map_err(|err| format!("{}: {err}", abs.display()))
+            }
+            _ => Ok(()),
+        });
         if let Err(reason) = res {
             failed.insert(i);
             report.failed.push((e.path_display(), reason));
+            report.failed_paths.push(e.path.clone());
         }
     }
     for (i, e) in entries.iter().enumerate() {
+        if skip[i] {
+            continue;
+        }
         if failed.contains(&i) {
-            if e.kind == EntryKind::File {
+            if e.kind == EntryKind::File && temp[i].is_none() {
                 // Never leave a file with holes where damaged data was.
                 let _ = std::fs::remove_file(opts.target.join(e.path_os()));
             }
@@ -442,12 +652,72 @@ pub fn restore(
             ));
         }
     }
+    if let Some(hashes) = hashes {
+        verify(
+            opts,
+            &entries,
+            &mut failed,
+            &mut report,
+            hashes.into_inner().unwrap_or_default(),
+        );
+    }
     Ok(report)
+}
+
+/// Reads every piece written back from disk and compares its hash; a file
+/// whose size or content differs from the snapshot is reported as failed.
+fn verify(
+    opts: &RestoreOptions,
+    entries: &[Entry],
+    failed: &mut HashSet<usize>,
+    report: &mut RestoreReport,
+    mut hashes: Vec<PieceHash>,
+) {
+    hashes.sort_unstable_by_key(|h| (h.0, h.1));
+    let mut checked: HashSet<usize> = HashSet::new();
+    let mut buf = Vec::new();
+    for (file, off, len, want) in hashes {
+        if failed.contains(&file) {
+            continue;
+        }
+        let e = &entries[file];
+        let abs = opts.target.join(e.path_os());
+        let ok = std::fs::File::open(&abs).and_then(|f| {
+            if f.metadata()?.len() != e.size {
+                return Ok(false);
+            }
+            buf.resize(len as usize, 0);
+            f.read_exact_at(&mut buf, off)?;
+            Ok(*blake3::hash(&buf).as_bytes() == want)
+        });
+        if !matches!(ok, Ok(true)) {
+            failed.insert(file);
+            report.files = report.files.saturating_sub(1);
+            report.bytes = report.bytes.saturating_sub(e.size);
+            report.failed.push((
+                e.path_display(),
+                match ok {
+                    Err(err) => format!("verify: {}: {err}", abs.display()),
+                    _ => "verify: what was written differs from the snapshot".into(),
+                },
+            ));
+            report.failed_paths.push(e.path.clone());
+        } else {
+            checked.insert(file);
+        }
+    }
+    let empty_files = entries
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| e.kind == EntryKind::File && e.size == 0 && !failed.contains(i))
+        .count();
+    report.verified = (checked.iter().filter(|f| !failed.contains(f)).count() + empty_files) as u64;
 }
 
 /// What the fetch workers share: where and what to write, and what went wrong.
 struct Writer<'a> {
-    target: &'a Path,
+    /// Where file `i` is written (its own path, or a temporary name beside it).
+    write_path: &'a (dyn Fn(usize) -> PathBuf + Sync),
     entries: &'a [Entry],
     piece_count: &'a [u32],
     /// Files written whole by their single piece, metadata already set.
@@ -456,9 +726,18 @@ struct Writer<'a> {
     errors: Mutex<Vec<(usize, String)>>,
     full: Full,
     progress: &'a dyn Progress,
+    bad_blobs: Mutex<HashSet<BlobId>>,
+    /// (file, offset, length, BLAKE3) of every piece written, when verifying.
+    hashes: Option<Mutex<Vec<PieceHash>>>,
 }
 
 impl Writer<'_> {
+    fn bad(&self, entry: &PackEntry) {
+        if let Ok(mut b) = self.bad_blobs.lock() {
+            b.insert(entry.id);
+        }
+    }
+
     fn fail(&self, pieces: &[Piece], reason: &str) {
         if let Ok(mut errs) = self.errors.lock() {
             errs.extend(pieces.iter().map(|p| (p.file, reason.to_string())));
@@ -481,9 +760,14 @@ impl Writer<'_> {
                 )
             })?;
         let e = &self.entries[p.file];
-        let abs = self.target.join(e.path_os());
+        let abs = (self.write_path)(p.file);
         let single = self.piece_count[p.file] == 1;
         let data = &plain[p.blob_off as usize..end as usize];
+        if let Some(h) = &self.hashes
+            && let Ok(mut h) = h.lock()
+        {
+            h.push((p.file, p.file_off, p.len, *blake3::hash(data).as_bytes()));
+        }
         let res = std::fs::OpenOptions::new()
             .write(true)
             .create(single)
@@ -541,7 +825,8 @@ fn restore_pack(repo: &Repository, w: &Writer, pack: &PackId, items: &[(PackEntr
                 }
             }
             Err(e) => {
-                for (_, pieces) in &items[i..j] {
+                for (entry, pieces) in &items[i..j] {
+                    w.bad(entry);
                     w.fail(pieces, &e.to_string());
                 }
             }
@@ -549,6 +834,7 @@ fn restore_pack(repo: &Repository, w: &Writer, pack: &PackId, items: &[(PackEntr
                 for (entry, pieces) in &items[i..j] {
                     let lo = (entry.offset - start) as usize;
                     let Some(sealed) = bytes.get(lo..lo + entry.length as usize) else {
+                        w.bad(entry);
                         w.fail(
                             pieces,
                             &format!("{} is shorter than its index says", pack.key()),
@@ -556,7 +842,10 @@ fn restore_pack(repo: &Repository, w: &Writer, pack: &PackId, items: &[(PackEntr
                         continue;
                     };
                     match open_blob(&repo.keys, entry, pack, sealed) {
-                        Err(e) => w.fail(pieces, &e.to_string()),
+                        Err(e) => {
+                            w.bad(entry);
+                            w.fail(pieces, &e.to_string())
+                        }
                         Ok(plain) => {
                             for p in pieces {
                                 match w.write(&plain, p) {
@@ -594,4 +883,73 @@ impl Full {
     fn is_set(&self) -> bool {
         self.0.get().is_some()
     }
+}
+
+/// Writes one file's content from a snapshot to `out` (a hard link is
+/// followed to its file). Returns the bytes written.
+pub fn write_file(
+    repo: &Repository,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    snap: &Snapshot,
+    path: &[u8],
+    out: &mut dyn std::io::Write,
+) -> Result<u64> {
+    let mut want = path.to_vec();
+    let mut found: Option<Entry> = None;
+    // A hard link names an earlier entry, so one pass finds both.
+    for_each_entry(repo, blobs, snap, |e| {
+        if found.is_none() && e.path == want {
+            match (e.kind, &e.target) {
+                (EntryKind::Hardlink, Some(t)) => want = t.clone(),
+                _ => found = Some(e),
+            }
+        }
+        Ok(())
+    })?;
+    let shown = String::from_utf8_lossy(path);
+    let e = found.ok_or_else(|| {
+        Error::Invalid(format!(
+            "/{shown} is not in the snapshot; list it with `coffer ls SNAPSHOT {}`",
+            String::from_utf8_lossy(parent_of(path))
+        ))
+    })?;
+    if e.kind != EntryKind::File {
+        return Err(Error::Invalid(format!(
+            "/{shown} is a {}, not a file",
+            e.kind.name()
+        )));
+    }
+    let mut last: Option<(BlobId, Vec<u8>)> = None;
+    let mut n = 0u64;
+    for x in &e.content {
+        if last.as_ref().is_none_or(|(id, _)| *id != x.blob) {
+            let loc = blobs.get(&x.blob).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "/{shown}: blob {} is missing from the repository; `coffer check` tells more",
+                    x.blob.short()
+                ))
+            })?;
+            last = Some((x.blob, repo.read_blob(&loc.pack, &loc.entry)?));
+        }
+        let data = &last
+            .as_ref()
+            .map(|l| &l.1)
+            .ok_or_else(|| Error::Invalid("no blob".into()))?;
+        let piece = x
+            .offset
+            .checked_add(x.length)
+            .and_then(|end| data.get(x.offset as usize..end as usize))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "/{shown}: the file list points outside blob {}",
+                    x.blob.short()
+                ))
+            })?;
+        out.write_all(piece)
+            .map_err(|err| Error::io("standard output", err))?;
+        n += x.length;
+    }
+    out.flush()
+        .map_err(|err| Error::io("standard output", err))?;
+    Ok(n)
 }

@@ -1,0 +1,181 @@
+//! Choosing snapshots: filters (`--host`, `--profile-name`, `--path`,
+//! `--since`, `--until`), and a snapshot named by id prefix, `latest` (the
+//! newest complete one) or a time (`--at`: the newest at or before it).
+//!
+//! Times are RFC 3339 (`2026-11-20T14:00:00+01:00`), a local date and time
+//! (`2026-11-20 14:00`, in the zone of `TZ`), a date (`2026-11-20`: its end for
+//! `--at`/`--until`, its start for `--since`), `now`, or a span ago
+//! (`2 days ago`, `3h ago`).
+
+use crate::engine::SnapshotState;
+use crate::repo::ids::SnapshotId;
+use crate::repo::snapshot::Snapshot;
+use anyhow::{Result, anyhow};
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct Filter {
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots made by this profile (name; `--profile` is the profile file).
+    #[arg(long)]
+    pub profile_name: Option<String>,
+    /// Only snapshots whose sources include this path (or a folder above it).
+    #[arg(long = "path", id = "source_path")]
+    pub path: Option<String>,
+    /// Only snapshots at or after this time.
+    #[arg(long, value_parser = since)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only snapshots at or before this time.
+    #[arg(long, value_parser = until)]
+    pub until: Option<DateTime<Utc>>,
+}
+
+fn since(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_when(s, false, Utc::now())
+}
+
+fn until(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_when(s, true, Utc::now())
+}
+
+/// For `--at`: a date means its end.
+pub fn at(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_when(s, true, Utc::now())
+}
+
+impl Filter {
+    pub fn matches_all(&self) -> bool {
+        self.host.is_none()
+            && self.profile_name.is_none()
+            && self.path.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
+
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        let path_ok = self.path.as_ref().is_none_or(|p| {
+            let p = format!("/{}", p.trim_matches('/'));
+            s.paths.iter().any(|src| {
+                let src = src.trim_end_matches('/');
+                p == src || p.starts_with(&format!("{src}/")) || src.is_empty()
+            })
+        });
+        self.host.as_ref().is_none_or(|h| *h == s.host)
+            && self.profile_name.as_ref().is_none_or(|n| *n == s.profile)
+            && self.since.is_none_or(|t| s.time >= t)
+            && self.until.is_none_or(|t| s.time <= t)
+            && path_ok
+    }
+}
+
+fn to_chrono(t: jiff::Timestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().max(0) as u32).unwrap_or_default()
+}
+
+/// Parses a time as the module docs describe; `end`: a bare date means its end.
+pub fn parse_when(s: &str, end: bool, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    let tz = jiff::tz::TimeZone::system();
+    let now_j =
+        jiff::Timestamp::from_second(now.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Some(ago) = s.strip_suffix(" ago").or_else(|| s.strip_suffix("ago")) {
+        let span: jiff::Span = ago
+            .trim()
+            .parse()
+            .map_err(|e| format!("{s:?}: {e}; write e.g. \"2 days ago\" or \"3h ago\""))?;
+        let then = now_j
+            .to_zoned(tz)
+            .checked_sub(span)
+            .map_err(|e| format!("{s:?}: {e}"))?;
+        return Ok(to_chrono(then.timestamp()));
+    }
+    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+        let z = if end {
+            d.tomorrow()
+                .and_then(|d| d.to_zoned(tz))
+                .map(|z| z.timestamp() - jiff::SignedDuration::from_nanos(1))
+        } else {
+            d.to_zoned(tz).map(|z| z.timestamp())
+        };
+        return z.map(to_chrono).map_err(|e| format!("{s:?}: {e}"));
+    }
+    if let Ok(dt) = s.replacen(' ', "T", 1).parse::<jiff::civil::DateTime>() {
+        return dt
+            .to_zoned(tz)
+            .map(|z| to_chrono(z.timestamp()))
+            .map_err(|e| format!("{s:?}: {e}"));
+    }
+    Err(format!(
+        "{s:?} is not a time: use RFC 3339 (2026-11-20T14:00:00Z), a local \"2026-11-20 14:00\", a date, or \"2 days ago\""
+    ))
+}
+
+/// Picks one snapshot among `snaps` (sorted oldest first, already filtered):
+/// `--at` time, else `spec` = `latest` (the newest not damaged; the newest if
+/// all are) or an id prefix. `states` may be empty when `spec` is not `latest`.
+pub fn pick(
+    snaps: &[(SnapshotId, Snapshot)],
+    states: &[SnapshotState],
+    spec: Option<&str>,
+    at: Option<DateTime<Utc>>,
+) -> Result<usize> {
+    if let Some(t) = at {
+        return snaps.iter().rposition(|(_, s)| s.time <= t).ok_or_else(|| {
+            anyhow!(
+                "no snapshot at or before {}; list them with `coffer snapshots`",
+                t.to_rfc3339()
+            )
+        });
+    }
+    let spec = spec.unwrap_or("latest");
+    if spec == "latest" {
+        if snaps.is_empty() {
+            return Err(anyhow!(
+                "no snapshots (that match the filters); list them with `coffer snapshots`"
+            ));
+        }
+        let whole = (0..snaps.len())
+            .rev()
+            .find(|&i| states.get(i).is_none_or(|s| *s != SnapshotState::Damaged));
+        return Ok(whole.unwrap_or(snaps.len() - 1));
+    }
+    let found = crate::repo::Repository::resolve_snapshot(snaps, spec)?;
+    Ok(snaps
+        .iter()
+        .position(|(id, _)| *id == found.0)
+        .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_every_accepted_form() {
+        let now: DateTime<Utc> = "2026-11-22T12:00:00Z".parse().unwrap();
+        let p = |s: &str, end: bool| parse_when(s, end, now).unwrap().to_rfc3339();
+        assert_eq!(
+            p("2026-11-20T14:00:00+09:00", false),
+            "2026-11-20T05:00:00+00:00"
+        );
+        assert_eq!(p("2 days ago", false), "2026-11-20T12:00:00+00:00");
+        assert_eq!(p("3h ago", false), "2026-11-22T09:00:00+00:00");
+        assert_eq!(p("now", true), now.to_rfc3339());
+        assert!(parse_when("yesterday-ish", false, now).is_err());
+        // Local forms follow TZ; with TZ unset or UTC they are UTC.
+        if std::env::var("TZ").is_err() && jiff::tz::TimeZone::system() == jiff::tz::TimeZone::UTC {
+            assert_eq!(p("2026-11-20 14:00", false), "2026-11-20T14:00:00+00:00");
+            assert!(p("2026-11-20", true).starts_with("2026-11-20T23:59:59"));
+            assert_eq!(p("2026-11-20", false), "2026-11-20T00:00:00+00:00");
+        }
+    }
+}
