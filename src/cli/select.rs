@@ -98,7 +98,11 @@ pub fn parse_when(s: &str, end: bool, now: DateTime<Utc>) -> Result<DateTime<Utc
             .map_err(|e| format!("{s:?}: {e}"))?;
         return Ok(to_chrono(then.timestamp()));
     }
-    if let Ok(d) = s.parse::<jiff::civil::Date>() {
+    // jiff reads a date out of a date-time too: only a bare date is one.
+    if let Some(d) = (!s.contains(':'))
+        .then(|| s.parse::<jiff::civil::Date>().ok())
+        .flatten()
+    {
         let z = if end {
             d.tomorrow()
                 .and_then(|d| d.to_zoned(tz))

@@ -141,7 +141,14 @@ impl Selection {
     pub fn new(opts: &RestoreOptions) -> Result<Selection> {
         Ok(Selection {
             includes: build_includes(&opts.include)?,
-            excludes: build_includes(&opts.exclude)?,
+            // Like backup excludes: without a '/', a pattern names files anywhere.
+            excludes: build_includes(
+                &opts
+                    .exclude
+                    .iter()
+                    .map(|p| if p.contains('/') { p.clone() } else { format!("**/{p}") })
+                    .collect::<Vec<_>>(),
+            )?,
             only: opts.only.clone(),
         })
     }

@@ -15,5 +15,6 @@ mod recovery;
 mod retention;
 mod roundtrip;
 mod s3;
+mod selection;
 mod s3server;
 mod tamper;

@@ -1,0 +1,328 @@
+//! Choosing what to restore: snapshot filters and states, `latest`, `--at`
+//! across time zones, restore options (dry run, overwrite policy, verify,
+//! atomic replace, in place, one file to stdout) and the fallback to older
+//! snapshots when the chosen one is damaged.
+
+use crate::env::{
+    Backend, TestEnv, on_both_backends, random_bytes, restored_path, str_field, write_file,
+    write_random_file,
+};
+use serde_json::Value;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+on_both_backends!(a_damaged_snapshot_falls_back_to_older_ones);
+
+fn ids(snaps: &[Value]) -> Vec<String> {
+    snaps
+        .iter()
+        .map(|s| str_field(s, "id").to_string())
+        .collect()
+}
+
+/// `snapshots --json` with extra flags, as the agent.
+fn snapshots_with(env: &TestEnv, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["snapshots", "--json"];
+    args.extend_from_slice(extra);
+    let out = env.agent(&args);
+    out.expect_ok();
+    out.json().as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn filters_latest_and_at_choose_the_right_snapshot() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    write_file(&src.join("f"), b"one");
+    env.backup_raw(
+        &[&src],
+        &["--host", "web-1", "--time", "2026-03-01T10:00:00Z"],
+    )
+    .expect_ok();
+    write_file(&src.join("f"), b"two");
+    env.backup_raw(
+        &[&src],
+        &["--host", "web-2", "--time", "2026-03-01T20:00:00Z"],
+    )
+    .expect_ok();
+    write_file(&src.join("f"), b"three");
+    env.backup_raw(
+        &[&src],
+        &["--host", "web-1", "--time", "2026-03-02T09:00:00Z"],
+    )
+    .expect_ok();
+    let all = snapshots_with(&env, &[]);
+    assert_eq!(all.len(), 3);
+    assert!(
+        all.iter().all(|s| s["state"] == "complete"),
+        "every snapshot is complete: {all:?}"
+    );
+    let web1 = snapshots_with(&env, &["--host", "web-1"]);
+    assert_eq!(ids(&web1), [ids(&all)[0].clone(), ids(&all)[2].clone()]);
+    let day1 = snapshots_with(
+        &env,
+        &[
+            "--since",
+            "2026-03-01T00:00:00Z",
+            "--until",
+            "2026-03-01T23:59:59Z",
+        ],
+    );
+    assert_eq!(day1.len(), 2);
+    assert_eq!(
+        snapshots_with(&env, &["--path", src.to_str().unwrap()]).len(),
+        3
+    );
+    assert_eq!(snapshots_with(&env, &["--path", "/elsewhere"]).len(), 0);
+    assert_eq!(snapshots_with(&env, &["--profile-name", "cli"]).len(), 3);
+
+    let cat = |args: &[&str], tz: &str| -> String {
+        let mut all: Vec<OsString> = vec!["cat".into()];
+        all.extend(args.iter().map(OsString::from));
+        all.push(src.join("f").strip_prefix("/").unwrap().into());
+        all.extend(env.operator_flags());
+        let out = env.run_with_env(&all, &[("TZ", tz.as_ref())]);
+        out.expect_ok();
+        out.stdout.clone()
+    };
+    assert_eq!(cat(&["latest"], "UTC"), "three");
+    assert_eq!(cat(&[&ids(&all)[1][..8]], "UTC"), "two");
+    assert_eq!(cat(&["latest", "--host", "web-2"], "UTC"), "two");
+    // --at: the newest at or before the time; offsets and TZ are honoured.
+    assert_eq!(
+        cat(&["latest", "--at", "2026-03-01T15:00:00Z"], "UTC"),
+        "one"
+    );
+    assert_eq!(
+        cat(&["latest", "--at", "2026-03-02T05:00:00+09:00"], "UTC"),
+        "two"
+    );
+    // 2026-03-02 05:00 in Tokyo is 2026-03-01 20:00Z: the second snapshot.
+    assert_eq!(
+        cat(&["latest", "--at", "2026-03-02 05:00"], "Asia/Tokyo"),
+        "two"
+    );
+    // In UTC the same wall time is after the third.
+    assert_eq!(cat(&["latest", "--at", "2026-03-02 09:30"], "UTC"), "three");
+    // A date means the end of that day, in the local zone.
+    assert_eq!(cat(&["latest", "--at", "2026-03-01"], "UTC"), "two");
+    // The end of 2026-03-01 in Tokyo is 14:59:59Z: only the first is before it.
+    assert_eq!(cat(&["latest", "--at", "2026-03-01"], "Asia/Tokyo"), "one");
+    let early = env.operator(["ls", "--at", "2020-01-01"]);
+    early.expect_failure();
+    early.expect_stderr_contains("no snapshot at or before");
+}
+
+#[test]
+fn restore_options_dry_run_overwrite_verify_in_place() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    write_random_file(&src.join("big"), 3 * 1024 * 1024, 1);
+    write_file(&src.join("small"), b"small file");
+    write_file(&src.join("skip.log"), b"log");
+    env.backup(&[&src]);
+    let target = env.unique_path("t");
+    let t = target.to_str().unwrap();
+
+    // Dry run: lists, writes nothing.
+    let dry = env.operator(["restore", "latest", "--target", t, "--dry-run", "--json"]);
+    dry.expect_ok();
+    let entries = dry.json()["entries"].as_array().cloned().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["path"].as_str().unwrap().ends_with("src/big") && e["action"] == "create"),
+        "{dry}"
+    );
+    assert!(!target.exists(), "a dry run writes nothing");
+
+    // Exclude and verify.
+    let out = env.operator([
+        "restore",
+        "latest",
+        "--target",
+        t,
+        "--exclude",
+        "*.log",
+        "--verify",
+        "--json",
+    ]);
+    out.expect_ok();
+    assert_eq!(out.json()["verified"], 2, "{out}");
+    let r = restored_path(&target, &src);
+    assert!(!r.join("skip.log").exists() && r.join("small").exists());
+
+    // Overwrite policies on an existing target.
+    write_file(&r.join("small"), b"edited");
+    let before = fs::metadata(r.join("small")).unwrap().ino();
+    env.operator(["restore", "latest", "--target", t, "--overwrite", "never"])
+        .expect_ok();
+    assert_eq!(
+        fs::read(r.join("small")).unwrap(),
+        b"edited",
+        "never keeps it"
+    );
+    let dry = env.operator(["restore", "latest", "--target", t, "--dry-run", "--json"]);
+    let actions: Vec<(String, String)> = dry.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                e["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        actions.contains(&("small".into(), "replace".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("big".into(), "skip-unchanged".into())),
+        "{actions:?}"
+    );
+    env.operator(["restore", "latest", "--target", t])
+        .expect_ok();
+    assert_eq!(
+        fs::read(r.join("small")).unwrap(),
+        b"small file",
+        "if-changed replaces it"
+    );
+    assert_ne!(
+        fs::metadata(r.join("small")).unwrap().ino(),
+        before,
+        "replaced by a rename, not rewritten in place"
+    );
+    let leftovers: Vec<_> = fs::read_dir(&r)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".coffer-restore"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no temporary files left: {leftovers:?}"
+    );
+    assert_eq!(
+        fs::read(r.join("big")).unwrap(),
+        random_bytes(3 * 1024 * 1024, 1)
+    );
+
+    // In place: back to the original locations.
+    write_file(&src.join("small"), b"damaged by a user");
+    fs::remove_file(src.join("big")).unwrap();
+    env.operator([
+        "restore",
+        "latest",
+        "--in-place",
+        "--include",
+        &format!("{}/**", src.to_str().unwrap().trim_start_matches('/')),
+    ])
+    .expect_ok();
+    assert_eq!(fs::read(src.join("small")).unwrap(), b"small file");
+    assert_eq!(
+        fs::read(src.join("big")).unwrap(),
+        random_bytes(3 * 1024 * 1024, 1)
+    );
+}
+
+/// The newest snapshot's new data is damaged: `snapshots` says so, `latest`
+/// skips it, and `--fallback` restores the damaged files from older ones.
+fn a_damaged_snapshot_falls_back_to_older_ones(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
+    let src = env.source_dir("src");
+    write_random_file(&src.join("a"), 256 * 1024, 1);
+    write_random_file(&src.join("b"), 64 * 1024, 2);
+    env.backup(&[&src]);
+    let old_packs: Vec<String> = env.packs().into_iter().map(|p| p.0).collect();
+    // The change is bigger than a pack: its first pack holds only its data,
+    // the file list lands in a later one.
+    write_random_file(&src.join("a"), 20 * 1024 * 1024, 3);
+    env.backup(&[&src]);
+    let new: Vec<_> = env
+        .packs()
+        .into_iter()
+        .filter(|p| !old_packs.contains(&p.0))
+        .collect();
+    assert!(
+        new.len() >= 2,
+        "the second backup wrote two packs or more: {new:?}"
+    );
+    let (victim, path, size) = new.iter().max_by_key(|p| p.2).cloned().unwrap();
+
+    // (a) A flipped byte: only reading finds it.
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[(size / 2) as usize] ^= 0x40;
+    env.replace_object(&victim, &bytes);
+    let snaps = env.snapshots();
+    let (s1, s2) = (
+        str_field(&snaps[0], "id")[..8].to_string(),
+        str_field(&snaps[1], "id")[..8].to_string(),
+    );
+    let t = env.unique_path("t");
+    let out = env.operator(["restore", &s2, "--target", t.to_str().unwrap()]);
+    out.expect_failure();
+    assert!(
+        out.stdout
+            .contains(&format!("is intact in older snapshot {s1}")),
+        "names the older snapshot that holds the file\n{out}"
+    );
+    let out = env.operator([
+        "restore",
+        &s2,
+        "--target",
+        t.to_str().unwrap(),
+        "--fallback",
+        "--json",
+    ]);
+    out.expect_ok();
+    let fb = out.json()["fallback"].as_array().cloned().unwrap();
+    assert_eq!(fb.len(), 1, "one file came from elsewhere\n{out}");
+    assert!(
+        fb[0]["path"].as_str().unwrap().ends_with("src/a") && fb[0]["restored"] == true,
+        "{out}"
+    );
+    assert!(fb[0]["from"].as_str().unwrap().starts_with(&s1), "{out}");
+    let r = restored_path(&t, &src);
+    assert_eq!(
+        fs::read(r.join("a")).unwrap(),
+        random_bytes(256 * 1024, 1),
+        "a comes from the older snapshot"
+    );
+    assert_eq!(
+        fs::read(r.join("b")).unwrap(),
+        random_bytes(64 * 1024, 2),
+        "b comes from the chosen one"
+    );
+
+    // (b) The pack is gone: the snapshot is damaged, and `latest` is the older one.
+    fs::remove_file(&path).unwrap();
+    let states: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, ["complete", "damaged"]);
+    let t2 = env.unique_path("t2");
+    env.operator(["restore", "latest", "--target", t2.to_str().unwrap()])
+        .expect_ok();
+    assert_eq!(
+        fs::read(restored_path(&t2, &src).join("a")).unwrap(),
+        random_bytes(256 * 1024, 1)
+    );
+    // A full check marks the intact one verified.
+    env.check(true).expect_code(4);
+    let states: Vec<String> = env
+        .snapshots()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, ["verified", "damaged"]);
+}
