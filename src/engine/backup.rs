@@ -11,6 +11,7 @@ use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{RepoLock, hostname};
 use crate::repo::pack::{BlobKind, PackWriter, SealedBlob, seal_blob};
 use crate::repo::snapshot::{Snapshot, Summary};
+use crate::repo::tree::TreeIndexBuilder;
 use crate::repo::tree::{Entry, EntryKind, Extent};
 use crate::{Error, Result};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -45,6 +46,13 @@ impl Default for BackupOptions {
             lock_wait: std::time::Duration::ZERO,
         }
     }
+}
+
+/// The file list's blobs, its index, and the reference list's blobs.
+struct Finished {
+    tree: Vec<BlobId>,
+    refs: Vec<BlobId>,
+    tree_index: Option<BlobId>,
 }
 
 #[derive(Debug)]
@@ -489,6 +497,7 @@ fn run(
             dedup: &dedup,
             seal_tx,
             splitter: Splitter::new(meta_chunker.clone()),
+            tree_index: (repo.config.version >= 2).then(TreeIndexBuilder::default),
             tree: Vec::new(),
             refs: HashSet::new(),
             pending: VecDeque::new(),
@@ -520,7 +529,11 @@ fn run(
         let packed = packer_handle
             .join()
             .map_err(|_| Error::Invalid("packer thread panicked".into()))?;
-        let (tree, refs) = finished?;
+        let Finished {
+            tree,
+            refs,
+            tree_index,
+        } = finished?;
         let packed = packed?;
 
         // Commit: indexes are written; now the snapshot, last.
@@ -542,6 +555,7 @@ fn run(
             paths: sources.iter().map(|p| p.display().to_string()).collect(),
             tree,
             refs,
+            tree_index,
             summary: summary.clone(),
         };
         let snapshot = repo.write_snapshot(&snap)?;
@@ -570,6 +584,8 @@ struct Driver<'a> {
     dedup: &'a Dedup,
     seal_tx: Sender<PlainBlob>,
     splitter: Splitter,
+    /// Where each tree blob's first entry starts (format 2 repositories).
+    tree_index: Option<TreeIndexBuilder>,
     tree: Vec<BlobId>,
     refs: HashSet<BlobId>,
     pending: VecDeque<Slot>,
@@ -820,9 +836,11 @@ impl Driver<'_> {
             self.line.clear();
             slot.entry.write_line(&mut self.line);
             let line = std::mem::take(&mut self.line);
+            if let Some(ix) = &mut self.tree_index {
+                ix.line(&slot.entry.path, line.len());
+            }
             for chunk in self.splitter.push(&line) {
-                let id = self.store_blob(BlobKind::Tree, chunk)?;
-                self.tree.push(id);
+                self.store_tree_blob(chunk)?;
             }
             self.line = line;
         }
@@ -850,14 +868,31 @@ impl Driver<'_> {
         Ok(id)
     }
 
-    /// Ends the file list and writes the reference list.
-    fn finish(&mut self, meta_chunker: &Chunker) -> Result<(Vec<BlobId>, Vec<BlobId>)> {
+    fn store_tree_blob(&mut self, chunk: Vec<u8>) -> Result<()> {
+        if let Some(ix) = &mut self.tree_index {
+            ix.chunk(chunk.len());
+        }
+        let id = self.store_blob(BlobKind::Tree, chunk)?;
+        self.tree.push(id);
+        Ok(())
+    }
+
+    /// Ends the file list, writes its index and the reference list.
+    fn finish(&mut self, meta_chunker: &Chunker) -> Result<Finished> {
         let splitter = std::mem::replace(&mut self.splitter, Splitter::new(meta_chunker.clone()));
         for chunk in splitter.finish() {
-            let id = self.store_blob(BlobKind::Tree, chunk)?;
-            self.tree.push(id);
+            self.store_tree_blob(chunk)?;
         }
-        let mut refs: Vec<BlobId> = self.refs.drain().chain(self.tree.iter().copied()).collect();
+        let tree_index = match self.tree_index.take() {
+            Some(ix) => Some(self.store_blob(BlobKind::Tree, ix.finish())?),
+            None => None,
+        };
+        let mut refs: Vec<BlobId> = self
+            .refs
+            .drain()
+            .chain(self.tree.iter().copied())
+            .chain(tree_index)
+            .collect();
         refs.sort_unstable();
         refs.dedup();
         let bytes: Vec<u8> = refs.iter().flat_map(|r| r.0).collect();
@@ -868,6 +903,10 @@ impl Driver<'_> {
         for chunk in chunks {
             ref_ids.push(self.store_blob(BlobKind::Refs, chunk)?);
         }
-        Ok((std::mem::take(&mut self.tree), ref_ids))
+        Ok(Finished {
+            tree: std::mem::take(&mut self.tree),
+            refs: ref_ids,
+            tree_index,
+        })
     }
 }

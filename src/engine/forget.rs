@@ -232,6 +232,7 @@ mod tests {
                 paths: vec![],
                 tree: vec![],
                 refs: vec![],
+                tree_index: None,
                 summary: Summary::default(),
             },
         )

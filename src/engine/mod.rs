@@ -137,6 +137,76 @@ pub fn for_each_entry(
     Ok(())
 }
 
+/// The entries at or below `prefix` (a snapshot path, no leading `/`), in
+/// order. With a tree index (format 2) only the index and the tree blobs that
+/// hold them are read: finding one file costs a few small reads, not the
+/// whole file list. Without one, the whole list is read.
+pub fn for_each_entry_under(
+    repo: &Repository,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    snap: &Snapshot,
+    prefix: &[u8],
+    mut f: impl FnMut(crate::repo::tree::Entry) -> Result<()>,
+) -> Result<()> {
+    use crate::repo::tree::{TreeParser, parse_index, walk_order};
+    let under =
+        |p: &[u8]| p == prefix || (p.starts_with(prefix) && p.get(prefix.len()) == Some(&b'/'));
+    let Some(ix_id) = snap.tree_index else {
+        return for_each_entry(repo, blobs, snap, |e| {
+            if under(&e.path) { f(e) } else { Ok(()) }
+        });
+    };
+    let what = "snapshot file list";
+    let corrupt = |reason: String| crate::repo::RepoError::Corrupt {
+        object: format!("{what} index"),
+        reason,
+    };
+    let mut index_data = None;
+    read_stream(repo, blobs, &[ix_id], |d| {
+        index_data = Some(d.to_vec());
+        Ok(())
+    })?;
+    let index = parse_index(&index_data.unwrap_or_default()).map_err(corrupt)?;
+    let (first, offset) = index
+        .iter()
+        .rev()
+        .find(|l| walk_order(&l.path, prefix).is_le())
+        .map(|l| (l.blob as usize, l.offset as usize))
+        .unwrap_or((0, 0));
+    let mut parser = TreeParser::default();
+    let mut done = false;
+    for (k, id) in snap.tree.iter().enumerate().skip(first) {
+        let mut result = Ok(());
+        read_stream(repo, blobs, std::slice::from_ref(id), |data| {
+            let data = if k == first {
+                data.get(offset..)
+                    .ok_or_else(|| corrupt("an offset points past its blob".into()))?
+            } else {
+                data
+            };
+            for e in parser.feed(data, what)? {
+                if under(&e.path) {
+                    result = f(e);
+                    if result.is_err() {
+                        done = true;
+                        break;
+                    }
+                } else if walk_order(&e.path, prefix).is_gt() {
+                    done = true;
+                    break;
+                }
+            }
+            Ok(())
+        })?;
+        result?;
+        if done {
+            return Ok(());
+        }
+    }
+    parser.finish(what)?;
+    Ok(())
+}
+
 /// The blob ids a snapshot references (its refs stream).
 pub fn snapshot_refs(
     repo: &Repository,

@@ -146,7 +146,13 @@ impl Selection {
                 &opts
                     .exclude
                     .iter()
-                    .map(|p| if p.contains('/') { p.clone() } else { format!("**/{p}") })
+                    .map(|p| {
+                        if p.contains('/') {
+                            p.clone()
+                        } else {
+                            format!("**/{p}")
+                        }
+                    })
                     .collect::<Vec<_>>(),
             )?,
             only: opts.only.clone(),
@@ -284,14 +290,35 @@ pub fn restore(
     let root = is_root();
     let mut report = RestoreReport::default();
 
-    // Pass 1: the file list (selected entries only), in walk order.
+    // Pass 1: the file list (selected entries only), in walk order. Plain
+    // paths (no glob characters) are looked up through the tree index.
     let mut entries: Vec<Entry> = Vec::new();
-    for_each_entry(repo, blobs, snap, |e| {
-        if selection.selects(&e.path) {
-            entries.push(e);
+    let plain = |p: &String| !p.contains(['*', '?', '[', ']', '{', '}', '\\']);
+    if !opts.include.is_empty() && opts.include.iter().all(plain) && opts.only.is_none() {
+        let mut prefixes: Vec<Vec<u8>> = opts
+            .include
+            .iter()
+            .map(|p| p.trim_matches('/').as_bytes().to_vec())
+            .collect();
+        prefixes.sort_by(|a, b| crate::repo::tree::walk_order(a, b));
+        prefixes.dedup();
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        for prefix in &prefixes {
+            super::for_each_entry_under(repo, blobs, snap, prefix, |e| {
+                if selection.selects(&e.path) && seen.insert(e.path.clone()) {
+                    entries.push(e);
+                }
+                Ok(())
+            })?;
         }
-        Ok(())
-    })?;
+    } else {
+        for_each_entry(repo, blobs, snap, |e| {
+            if selection.selects(&e.path) {
+                entries.push(e);
+            }
+            Ok(())
+        })?;
+    }
 
     // What exists already: skip it, or write beside it and rename over it.
     let mut temp: Vec<Option<PathBuf>> = vec![None; entries.len()];
@@ -903,16 +930,23 @@ pub fn write_file(
 ) -> Result<u64> {
     let mut want = path.to_vec();
     let mut found: Option<Entry> = None;
-    // A hard link names an earlier entry, so one pass finds both.
-    for_each_entry(repo, blobs, snap, |e| {
-        if found.is_none() && e.path == want {
-            match (e.kind, &e.target) {
-                (EntryKind::Hardlink, Some(t)) => want = t.clone(),
-                _ => found = Some(e),
+    // A hard link names an earlier entry: look that up in turn.
+    for _ in 0..2 {
+        let mut link = None;
+        super::for_each_entry_under(repo, blobs, snap, &want, |e| {
+            if found.is_none() && link.is_none() && e.path == want {
+                match (e.kind, &e.target) {
+                    (EntryKind::Hardlink, Some(t)) => link = Some(t.clone()),
+                    _ => found = Some(e),
+                }
             }
+            Ok(())
+        })?;
+        match link {
+            Some(t) => want = t,
+            None => break,
         }
-        Ok(())
-    })?;
+    }
     let shown = String::from_utf8_lossy(path);
     let e = found.ok_or_else(|| {
         Error::Invalid(format!(

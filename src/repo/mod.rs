@@ -24,7 +24,10 @@ use snapshot::Snapshot;
 use store::Store;
 
 /// The newest format this build writes; it reads every version up to it.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2 adds the snapshot's tree index. A repository keeps the version it was
+/// made with: snapshots of a version 1 repository are written without the
+/// index, so older coffer builds keep reading it.
+pub const FORMAT_VERSION: u32 = 2;
 pub const CONFIG_KEY: &str = "config";
 pub const KEYRING_KEY: &str = "keyring";
 

@@ -18,6 +18,10 @@ pub struct Snapshot {
     pub tree: Vec<BlobId>,
     /// The sorted list of every blob this snapshot needs, in order (agent-readable).
     pub refs: Vec<BlobId>,
+    /// Format 2: a tree blob saying where each `tree` blob's first entry starts,
+    /// so one path is found without reading the whole file list (operator only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_index: Option<BlobId>,
     pub summary: Summary,
 }
 

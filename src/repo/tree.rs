@@ -260,9 +260,142 @@ impl TreeParser {
     }
 }
 
+/// The order of a file list: paths compared component by component, which
+/// is walk order (parents before children, siblings sorted bytewise).
+pub fn walk_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.split(|&c| c == b'/').cmp(b.split(|&c| c == b'/'))
+}
+
+/// One line of a tree index: tree blob `blob` (its position in the snapshot's
+/// `tree`) has its first line start at byte `offset`, the entry for `path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexLine {
+    pub blob: u32,
+    pub offset: u32,
+    pub path: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIndexLine {
+    blob: u32,
+    offset: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    path_hex: Option<String>,
+}
+
+/// Builds a snapshot's tree index (format 2) as the file list is cut into
+/// blobs: for each blob, where its first line starts and whose it is. With
+/// it, one path is found by reading the index and one or two tree blobs.
+#[derive(Default)]
+pub struct TreeIndexBuilder {
+    offset: u64,
+    chunk_start: u64,
+    chunks: u32,
+    pending: std::collections::VecDeque<(u64, Vec<u8>)>,
+    lines: Vec<IndexLine>,
+}
+
+impl TreeIndexBuilder {
+    /// A line of `len` bytes for `path` was appended to the stream.
+    pub fn line(&mut self, path: &[u8], len: usize) {
+        self.pending.push_back((self.offset, path.to_vec()));
+        self.offset += len as u64;
+    }
+
+    /// The stream's next `len` bytes became a tree blob.
+    pub fn chunk(&mut self, len: usize) {
+        let end = self.chunk_start + len as u64;
+        while self
+            .pending
+            .front()
+            .is_some_and(|(s, _)| *s < self.chunk_start)
+        {
+            self.pending.pop_front();
+        }
+        if let Some((s, path)) = self.pending.front().filter(|(s, _)| *s < end) {
+            self.lines.push(IndexLine {
+                blob: self.chunks,
+                offset: (s - self.chunk_start) as u32,
+                path: path.clone(),
+            });
+        }
+        while self.pending.front().is_some_and(|(s, _)| *s < end) {
+            self.pending.pop_front();
+        }
+        self.chunk_start = end;
+        self.chunks += 1;
+    }
+
+    /// The index as JSON lines.
+    pub fn finish(self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in self.lines {
+            let (path, path_hex) = split_bytes(&l.path);
+            let _ = serde_json::to_writer(
+                &mut out,
+                &RawIndexLine {
+                    blob: l.blob,
+                    offset: l.offset,
+                    path,
+                    path_hex,
+                },
+            );
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+/// Parses a tree index blob.
+pub fn parse_index(data: &[u8]) -> Result<Vec<IndexLine>, String> {
+    let mut out: Vec<IndexLine> = Vec::new();
+    for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let raw: RawIndexLine = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+        let path =
+            join_bytes(raw.path, raw.path_hex, "path")?.ok_or("index line without a path")?;
+        if out
+            .last()
+            .is_some_and(|p| p.blob >= raw.blob || walk_order(&p.path, &path).is_gt())
+        {
+            return Err("tree index out of order".into());
+        }
+        out.push(IndexLine {
+            blob: raw.blob,
+            offset: raw.offset,
+            path,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_points_at_the_first_line_of_each_blob() {
+        let mut b = TreeIndexBuilder::default();
+        // Lines of 10 bytes; blobs of 25, 10, 30 bytes.
+        for p in ["a", "a/b", "a/c", "b", "c", "d"] {
+            b.line(p.as_bytes(), 10);
+        }
+        b.chunk(25); // lines at 0, 10, 20
+        b.chunk(10); // 25..35: the line at 30
+        b.chunk(25); // 35..60: lines at 40, 50
+        let lines = parse_index(&b.finish()).unwrap();
+        let got: Vec<(u32, u32, &[u8])> = lines
+            .iter()
+            .map(|l| (l.blob, l.offset, &l.path[..]))
+            .collect();
+        assert_eq!(got, [(0, 0, &b"a"[..]), (1, 5, b"b"), (2, 5, b"c")]);
+        assert!(
+            walk_order(b"a/b", b"a.txt").is_lt(),
+            "children of a come before a.txt"
+        );
+    }
 
     #[test]
     fn odd_bytes_round_trip() {

@@ -326,3 +326,59 @@ fn a_damaged_snapshot_falls_back_to_older_ones(backend: Backend) {
         .collect();
     assert_eq!(states, ["verified", "damaged"]);
 }
+
+/// Format 2's tree index: `cat` of one file in a large file list reads the
+/// index and a tree blob or two, not the whole list (counted as requests on
+/// the S3 server), and a restore of one path does the same.
+#[test]
+fn one_file_is_found_without_reading_the_whole_file_list() {
+    let env = TestEnv::with_repo_on(Backend::S3);
+    let src = env.source_dir("src");
+    for d in 0..40 {
+        let dir = src.join(format!("directory-with-a-long-name-{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..300 {
+            write_file(
+                &dir.join(format!("file-with-a-longish-name-{f:05}.txt")),
+                format!("{d}/{f}").as_bytes(),
+            );
+        }
+    }
+    env.backup(&[&src]);
+    let snap = env.snapshots().pop().unwrap();
+    let tree_blobs = snap["tree_blobs"].as_u64().unwrap();
+    assert!(tree_blobs >= 20, "a file list of many blobs: {tree_blobs}");
+    let server = env.s3.as_ref().unwrap();
+    let requests = || server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    // Warm the catalog (index and snapshots), as an operator's second command would.
+    env.operator(["snapshots"]).expect_ok();
+    let rel = src.join("directory-with-a-long-name-031/file-with-a-longish-name-00217.txt");
+    let rel = rel.to_str().unwrap().trim_start_matches('/');
+    let before = requests();
+    let out = env.operator(["cat", "latest", rel]);
+    out.expect_ok();
+    assert_eq!(out.stdout, "31/217");
+    let used = requests() - before;
+    eprintln!("cat of one file: {used} requests; the file list has {tree_blobs} blobs");
+    assert!(
+        used < 15 && used * 2 < tree_blobs,
+        "cat read {used} objects or ranges; the file list has {tree_blobs} blobs"
+    );
+    let t = env.unique_path("one");
+    let before = requests();
+    env.operator([
+        "restore",
+        "latest",
+        "--target",
+        t.to_str().unwrap(),
+        "--include",
+        rel,
+    ])
+    .expect_ok();
+    let used = requests() - before;
+    assert_eq!(fs::read(t.join(rel)).unwrap(), b"31/217");
+    assert!(
+        used < 20,
+        "restore of one file made {used} requests (file list: {tree_blobs} blobs)"
+    );
+}
