@@ -167,12 +167,20 @@ pub fn for_each_entry_under(
         Ok(())
     })?;
     let index = parse_index(&index_data.unwrap_or_default()).map_err(corrupt)?;
-    let (first, offset) = index
+    let start = index
         .iter()
         .rev()
-        .find(|l| walk_order(&l.path, prefix).is_le())
+        .find(|l| walk_order(&l.path, prefix).is_le());
+    let (first, offset) = start
         .map(|l| (l.blob as usize, l.offset as usize))
         .unwrap_or((0, 0));
+    // The index is untrusted too: the entry it points at must be there and
+    // be the one it names, or entries would silently go missing.
+    if start.is_some() && first >= snap.tree.len() {
+        let e = corrupt("it names a file list blob the snapshot does not have".into());
+        return Err(e.into());
+    }
+    let mut expect = start.map(|l| l.path.as_slice());
     let mut parser = TreeParser::default();
     let mut done = false;
     for (k, id) in snap.tree.iter().enumerate().skip(first) {
@@ -185,6 +193,9 @@ pub fn for_each_entry_under(
                 data
             };
             for e in parser.feed(data, what)? {
+                if expect.take().is_some_and(|p| p != e.path) {
+                    return Err(corrupt("it does not match the file list".into()).into());
+                }
                 if under(&e.path) {
                     result = f(e);
                     if result.is_err() {

@@ -240,6 +240,22 @@ impl DirMaker {
     }
 }
 
+/// Checks that no folder on the way to `rel_dir` below `root` is a symlink
+/// or anything else but a folder (a missing one is left to the caller).
+fn real_folders(root: &Path, rel_dir: &[u8]) -> std::result::Result<(), String> {
+    let mut abs = root.to_path_buf();
+    for c in rel_dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        abs.push(OsStr::from_bytes(c));
+        if std::fs::symlink_metadata(&abs).is_ok_and(|m| !m.is_dir()) {
+            return Err(format!(
+                "link target goes through {}, which is not a folder; refusing to link through it",
+                abs.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn parent_of(rel: &[u8]) -> &[u8] {
     match rel.iter().rposition(|&b| b == b'/') {
         Some(i) => &rel[..i],
@@ -320,6 +336,49 @@ pub fn restore(
         })?;
     }
 
+    // A file list names each path once, parents before children. A hostile
+    // one may not: a second entry for a path would race the first, or put
+    // its metadata through a symlink of that name; a folder after what is
+    // below it is out of place. Only the first of a path is restored.
+    let mut refused: Vec<(usize, &str)> = Vec::new();
+    {
+        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let mut parents: HashSet<&[u8]> = HashSet::new();
+        for (i, e) in entries.iter().enumerate() {
+            if seen.contains(e.path.as_slice()) {
+                refused.push((
+                    i,
+                    "appears more than once in the file list; only the first is restored",
+                ));
+            } else if parents.contains(e.path.as_slice()) {
+                refused.push((i, "comes after entries below it in the file list (not in walk order); not restored"));
+            } else {
+                seen.insert(&e.path);
+                let mut p: &[u8] = &e.path;
+                while let Some(k) = p.iter().rposition(|&b| b == b'/') {
+                    p = &p[..k];
+                    if !parents.insert(p) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if !refused.is_empty() {
+        for &(i, reason) in &refused {
+            report
+                .failed
+                .push((entries[i].path_display(), reason.to_string()));
+            report.failed_paths.push(entries[i].path.clone());
+        }
+        let drop: HashSet<usize> = refused.iter().map(|r| r.0).collect();
+        let mut i = 0;
+        entries.retain(|_| {
+            i += 1;
+            !drop.contains(&(i - 1))
+        });
+    }
+
     // What exists already: skip it, or write beside it and rename over it.
     let mut temp: Vec<Option<PathBuf>> = vec![None; entries.len()];
     let mut skip: Vec<bool> = vec![false; entries.len()];
@@ -374,6 +433,24 @@ pub fn restore(
         let made = dirs.ensure(parent_of(&e.path)).and_then(|()| match e.kind {
             EntryKind::Dir => dirs.ensure(&e.path),
             EntryKind::File => {
+                // Every piece must lie inside its blob (as indexed) before
+                // anything is created: a hostile list could otherwise make a
+                // file of any declared size.
+                for x in &e.content {
+                    if let Some(loc) = blobs.get(&x.blob)
+                        && x.offset
+                            .checked_add(x.length)
+                            .is_none_or(|end| end > loc.entry.raw_length)
+                    {
+                        return Err(format!(
+                            "the file list points outside blob {} ({} + {} > {} bytes)",
+                            x.blob.short(),
+                            x.offset,
+                            x.length,
+                            loc.entry.raw_length
+                        ));
+                    }
+                }
                 // Created below, in parallel: file creation is most of a
                 // restore's system time.
                 let mut off = 0;
@@ -618,12 +695,16 @@ pub fn restore(
                 .map_err(|err| format!("{}: {err}", abs.display()))
             }
             EntryKind::Hardlink => {
-                let src = opts
-                    .target
-                    .join(OsStr::from_bytes(e.target.as_deref().unwrap_or_default()));
-                let _ = std::fs::remove_file(&at);
-                std::fs::hard_link(&src, &at)
-                    .map_err(|err| format!("{}: link to {}: {err}", abs.display(), src.display()))
+                let t = e.target.as_deref().unwrap_or_default();
+                let src = opts.target.join(OsStr::from_bytes(t));
+                // link(2) follows symlinks on the way to its source: a
+                // symlink of the snapshot must not lead a link out of the target.
+                real_folders(&opts.target, parent_of(t)).and_then(|()| {
+                    let _ = std::fs::remove_file(&at);
+                    std::fs::hard_link(&src, &at).map_err(|err| {
+                        format!("{}: link to {}: {err}", abs.display(), src.display())
+                    })
+                })
             }
             _ => Ok(()),
         };

@@ -195,13 +195,24 @@ impl Entry {
         if !is_safe_relative(&e.path) {
             return Err(format!("unsafe path {:?}", e.path_display()));
         }
-        let covered: u64 = e.content.iter().map(|x| x.length).sum();
-        if e.kind == EntryKind::File && covered != e.size {
-            return Err(format!(
-                "{}: content covers {covered} of {} bytes",
-                e.path_display(),
-                e.size
-            ));
+        // Lengths come from storage: a sum that overflows must not wrap
+        // around to the declared size (nor panic).
+        let covered = e
+            .content
+            .iter()
+            .try_fold(0u64, |n, x| n.checked_add(x.length));
+        if e.kind == EntryKind::File && covered != Some(e.size) {
+            return Err(match covered {
+                Some(covered) => format!(
+                    "{}: content covers {covered} of {} bytes",
+                    e.path_display(),
+                    e.size
+                ),
+                None => format!(
+                    "{}: content lengths add up to more than 2^64 bytes",
+                    e.path_display()
+                ),
+            });
         }
         if matches!(e.kind, EntryKind::Symlink | EntryKind::Hardlink) && e.target.is_none() {
             return Err(format!("{}: link without target", e.path_display()));

@@ -3,6 +3,7 @@
 
 mod env;
 
+mod adversarial;
 mod bad_input;
 mod crash;
 mod dedup;
