@@ -7,6 +7,7 @@ mod adversarial;
 mod bad_input;
 mod crash;
 mod dedup;
+mod disaster;
 mod faults;
 mod golden;
 mod install;
