@@ -615,6 +615,37 @@ impl Catalog {
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
+
+    /// The audit log of operator actions, oldest first.
+    pub fn audit_rows(&self) -> Result<Vec<AuditRow>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT time, actor, action, detail FROM audit ORDER BY time, id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(AuditRow {
+                    time: r
+                        .get::<_, String>(0)?
+                        .parse()
+                        .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    detail: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+/// One row of the catalog's audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRow {
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub actor: String,
+    pub action: String,
+    pub detail: String,
 }
 
 #[cfg(test)]

@@ -98,6 +98,17 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
                 .agent_key()
                 .ok_or_else(|| anyhow!("keyring holds no agent key"))?;
             key.save(&output)?;
+            match ctx.open_catalog(&repo) {
+                Ok(catalog) => super::audit::record(
+                    &repo,
+                    &catalog,
+                    "key-export",
+                    &format!("agent key written to {}", output.display()),
+                ),
+                Err(e) => eprintln!(
+                    "coffer: warning: the key export was not recorded in the audit log: {e:#}"
+                ),
+            }
             eprintln!("agent key written to {} (mode 0600)", output.display());
         }
     }

@@ -2,8 +2,10 @@
 //! and the environment into a [`Context`]; each command lives in its own module.
 
 mod agent;
+mod audit;
 mod backup;
 mod copy;
+mod erase;
 mod inspect;
 mod keys;
 mod progress;
@@ -85,6 +87,10 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Write one file of a snapshot to standard output.
     Cat(restore::CatArgs),
+    /// Remove files from every snapshot and their data from storage (erasure requests).
+    Erase(erase::EraseArgs),
+    /// List recorded operator actions: restores, exports, erasures, key exports.
+    Audit(audit::AuditArgs),
     /// Verify the repository.
     Check(inspect::CheckArgs),
     /// Replicate the repository to a second storage (ciphertext only).
@@ -266,6 +272,8 @@ pub fn run() -> Result<Exit> {
         Command::Ls(args) => restore::ls(&ctx, args),
         Command::Restore(args) => restore::restore(&ctx, args),
         Command::Cat(args) => restore::cat(&ctx, args),
+        Command::Erase(args) => erase::run(&ctx, args),
+        Command::Audit(args) => audit::run(&ctx, args),
         Command::Check(args) => inspect::check(&ctx, args),
         Command::Copy(args) => copy::run(&ctx, args),
         Command::Catalog { command } => inspect::catalog(&ctx, command),

@@ -1,6 +1,7 @@
 //! The repository format (docs/FORMAT.md): what objects exist, how they are
 //! named, sealed and verified. No CLI, no catalog here.
 
+pub mod audit;
 pub mod chunker;
 pub mod ids;
 pub mod index;

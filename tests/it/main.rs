@@ -4,10 +4,12 @@
 mod env;
 
 mod adversarial;
+mod audit;
 mod bad_input;
 mod crash;
 mod dedup;
 mod disaster;
+mod erase;
 mod faults;
 mod golden;
 mod install;

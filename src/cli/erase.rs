@@ -1,0 +1,140 @@
+//! `coffer erase`: remove files from every snapshot and their data from
+//! storage (a data subject's erasure request).
+
+use super::backup::human;
+use super::{Context, Exit, print_json};
+use crate::engine::erase::{EraseOptions, EraseReport, erase};
+use anyhow::{Result, anyhow};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct EraseArgs {
+    /// Erase the entries matching this glob over snapshot paths (no leading
+    /// '/'; `*` stops at '/', `**` does not), and what is below them. Repeatable.
+    #[arg(long = "path", required = true, value_name = "GLOB")]
+    paths: Vec<String>,
+    /// List what would be removed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
+    let repo = ctx.open_operator()?;
+    let mut catalog = ctx.open_catalog(&repo)?;
+    let opts = EraseOptions {
+        patterns: args.paths.clone(),
+        dry_run: args.dry_run,
+        lock_wait: ctx.lock_wait,
+    };
+    let bar = if args.dry_run {
+        super::progress::Bar::new(false)
+    } else {
+        ctx.progress()
+    };
+    let result = erase(&repo, &mut catalog, &opts, &bar);
+    bar.finish();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if !args.dry_run {
+                super::audit::record(
+                    &repo,
+                    &catalog,
+                    "erase",
+                    &format!("paths {:?}: failed: {e}", args.paths),
+                );
+            }
+            return Err(anyhow!(e).context("erase"));
+        }
+    };
+    if !args.dry_run {
+        super::audit::record(&repo, &catalog, "erase", &detail(&report));
+    }
+    if ctx.json {
+        print_json(&report)?;
+    } else if !ctx.quiet {
+        print(&report);
+    }
+    if report.still_stored > 0 {
+        eprintln!(
+            "coffer: warning: {} blob(s) that held erased data are still stored (a backup re-used them while erase ran, or storage clocks disagree); run the same erase again",
+            report.still_stored
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// The audit record: what was asked and what it did (counts, not the paths).
+fn detail(r: &EraseReport) -> String {
+    format!(
+        "paths {:?}: {} snapshot(s) rewritten, {} entries removed ({} distinct paths), {} bundle(s) re-stored for {} kept files, {} freed",
+        r.patterns,
+        r.snapshots.len(),
+        r.entries_removed,
+        r.paths.len(),
+        r.bundles_restored,
+        r.files_restored,
+        human(r.bytes_freed)
+    )
+}
+
+fn print(r: &EraseReport) {
+    let verb = if r.dry_run { "would lose" } else { "lost" };
+    for s in &r.snapshots {
+        let short = &s.id[..8.min(s.id.len())];
+        let then = s.time.format("%Y-%m-%d %H:%M:%S UTC");
+        let what = if s.entries_removed > 0 {
+            format!(
+                "{verb} {} entries ({} files, {})",
+                s.entries_removed,
+                s.files_removed,
+                human(s.bytes_removed)
+            )
+        } else {
+            format!("{verb} nothing, but shares a bundle with erased files")
+        };
+        let into = match (&s.new_id, s.action) {
+            (Some(n), "finished") => {
+                format!("; already rewritten as {} by an earlier erase", &n[..8])
+            }
+            (Some(n), _) if s.files_restored > 0 => format!(
+                "; {} kept files re-stored; now {}",
+                s.files_restored,
+                &n[..8]
+            ),
+            (Some(n), _) => format!("; now {}", &n[..8]),
+            (None, _) => String::new(),
+        };
+        println!(
+            "snapshot {short} ({then}, {} {}) {what}{into}",
+            s.host, s.profile
+        );
+    }
+    for p in &r.paths {
+        println!("{} /{p}", if r.dry_run { "would erase" } else { "erased" });
+    }
+    if r.dry_run {
+        println!(
+            "dry run: {} snapshot(s) would be rewritten, {} entries removed, {} bundle(s) re-stored; nothing changed",
+            r.snapshots.len(),
+            r.entries_removed,
+            r.bundles_restored
+        );
+    } else {
+        let (deleted, repacked) = r
+            .prune
+            .as_ref()
+            .map(|p| (p.packs_deleted, p.packs_repacked))
+            .unwrap_or_default();
+        println!(
+            "{} snapshot(s) rewritten, {} entries removed, {} bundle(s) re-stored; {} freed ({deleted} pack(s) deleted, {repacked} repacked)",
+            r.snapshots.len(),
+            r.entries_removed,
+            r.bundles_restored,
+            human(r.bytes_freed)
+        );
+    }
+    if r.snapshots.is_empty() {
+        println!("no snapshot holds a path matching {:?}", r.patterns);
+    }
+}
