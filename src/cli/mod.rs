@@ -6,6 +6,8 @@ mod audit;
 mod backup;
 mod copy;
 mod erase;
+mod export;
+mod history;
 mod inspect;
 mod keys;
 mod progress;
@@ -87,6 +89,12 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Write one file of a snapshot to standard output.
     Cat(restore::CatArgs),
+    /// Write a snapshot, or part of it, as a tar (or tar.zst) archive.
+    Export(export::ExportArgs),
+    /// List the versions of matching files across snapshots.
+    Find(history::FindArgs),
+    /// What was added, removed and changed between two snapshots.
+    Diff(history::DiffArgs),
     /// Remove files from every snapshot and their data from storage (erasure requests).
     Erase(erase::EraseArgs),
     /// List recorded operator actions: restores, exports, erasures, key exports.
@@ -272,6 +280,9 @@ pub fn run() -> Result<Exit> {
         Command::Ls(args) => restore::ls(&ctx, args),
         Command::Restore(args) => restore::restore(&ctx, args),
         Command::Cat(args) => restore::cat(&ctx, args),
+        Command::Export(args) => export::export(&ctx, args),
+        Command::Find(args) => history::find(&ctx, args),
+        Command::Diff(args) => history::diff(&ctx, args),
         Command::Erase(args) => erase::run(&ctx, args),
         Command::Audit(args) => audit::run(&ctx, args),
         Command::Check(args) => inspect::check(&ctx, args),

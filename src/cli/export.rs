@@ -1,0 +1,255 @@
+//! `coffer export`: a snapshot as a tar or tar.zst archive, to a file or stdout.
+
+use super::select;
+use super::{Context, Exit, print_json};
+use crate::catalog::{BlobLocation, Catalog};
+use crate::engine::export::{ExportOptions, ExportReport, Format, export as run_export};
+use crate::engine::{SnapshotState, snapshot_states, sync_index, sync_snapshots};
+use crate::repo::Repository;
+use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::snapshot::Snapshot;
+use anyhow::{Context as _, Result, anyhow, bail};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use std::collections::HashMap;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Snapshot id prefix or `latest` (the newest complete one; the default).
+    snapshot: Option<String>,
+    /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago").
+    #[arg(long, value_parser = select::at)]
+    at: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    filter: select::Filter,
+    /// Export only entries matching this glob (and what is below them). Repeatable.
+    #[arg(long)]
+    include: Vec<String>,
+    /// Archive format; default: tar.zst if the output's name ends in .zst or .tzst, else tar.
+    #[arg(long, value_parser = ["tar", "tar.zst"])]
+    format: Option<String>,
+    /// The archive file (written under a temporary name, then renamed), or `-` for standard output.
+    #[arg(long, short, default_value = "-")]
+    output: PathBuf,
+}
+
+/// The operator's view of the repository: index, and the snapshots `filter` keeps.
+pub(super) struct View {
+    pub repo: Repository,
+    pub catalog: Catalog,
+    pub blobs: HashMap<BlobId, BlobLocation>,
+    pub snaps: Vec<(SnapshotId, Snapshot)>,
+}
+
+pub(super) fn open_view(ctx: &Context, filter: &select::Filter) -> Result<View> {
+    let repo = ctx.open_operator()?;
+    let mut catalog = ctx.open_catalog(&repo)?;
+    let blobs = sync_index(&repo, &mut catalog)?;
+    let snaps = sync_snapshots(&repo, &mut catalog)?
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
+    Ok(View {
+        repo,
+        catalog,
+        blobs,
+        snaps,
+    })
+}
+
+/// Picks one snapshot of the view: `latest` (the newest complete one), an id
+/// prefix, or the newest at or before `at`. The one place export, find and
+/// diff choose a snapshot.
+pub(super) fn pick_snapshot(
+    view: &View,
+    spec: Option<&str>,
+    at: Option<DateTime<Utc>>,
+) -> Result<usize> {
+    let latest = at.is_none() && spec.is_none_or(|s| s == "latest");
+    let states = if latest {
+        snapshot_states(&view.repo, &view.catalog, &view.blobs, &view.snaps)?
+    } else {
+        Vec::new()
+    };
+    let index = select::pick(&view.snaps, &states, spec, at)?;
+    if latest && states.get(index) == Some(&SnapshotState::Damaged) {
+        eprintln!(
+            "coffer: warning: every snapshot is damaged; using the newest ({})",
+            view.snaps[index].0.short()
+        );
+    }
+    Ok(index)
+}
+
+fn format_of(args: &ExportArgs) -> Format {
+    match args.format.as_deref() {
+        Some("tar.zst") => Format::TarZst,
+        Some(_) => Format::Tar,
+        None => {
+            let name = args.output.to_string_lossy();
+            if name.ends_with(".zst") || name.ends_with(".tzst") {
+                Format::TarZst
+            } else {
+                Format::Tar
+            }
+        }
+    }
+}
+
+/// Writes `path` through `write` under a temporary name beside it, synced and
+/// renamed into place on success, removed on failure.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<std::fs::File>) -> crate::Result<ExportReport>,
+) -> Result<ExportReport> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("--output {}: not a file name", path.display()))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".coffer-{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    // The archive holds the snapshot's plaintext: readable by its owner only.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| {
+            format!(
+                "cannot create {}; check that the folder exists and is writable",
+                tmp.display()
+            )
+        })?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let result = write(&mut out)
+        .map_err(anyhow::Error::from)
+        .and_then(|report| {
+            let file = out
+                .into_inner()
+                .map_err(|e| anyhow!("{}: {}", tmp.display(), e.error()))?;
+            file.sync_all()
+                .with_context(|| format!("{}", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| {
+                format!("cannot rename {} to {}", tmp.display(), path.display())
+            })?;
+            Ok(report)
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
+    let format = format_of(&args);
+    let to_stdout = args.output.as_os_str() == "-";
+    if to_stdout && std::io::stdout().is_terminal() {
+        bail!(
+            "refusing to write an archive to a terminal: pass --output FILE, or pipe it (coffer export latest | tar -tvf -)"
+        );
+    }
+    if to_stdout && ctx.json {
+        bail!("the archive goes to standard output, so --json needs --output FILE");
+    }
+    let view = open_view(ctx, &args.filter)?;
+    let index = pick_snapshot(&view, args.snapshot.as_deref(), args.at)?;
+    let (id, snap) = &view.snaps[index];
+    let opts = ExportOptions {
+        include: args.include.clone(),
+        format,
+    };
+    // The bar draws on stderr, so it shows only when stderr is a terminal,
+    // also while the archive goes to stdout.
+    let bar = ctx.progress();
+    // Ctrl-C or SIGTERM stops the export cleanly: no partial --output file.
+    let cancel = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, cancel.clone()).context("installing a signal handler")?;
+    }
+    let started = std::time::Instant::now();
+    let shown = if to_stdout {
+        "standard output".to_string()
+    } else {
+        args.output.display().to_string()
+    };
+    let result = if to_stdout {
+        let stdout = std::io::stdout();
+        let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
+        run_export(
+            &view.repo,
+            &view.blobs,
+            snap,
+            &opts,
+            &mut out,
+            &bar,
+            &cancel,
+        )
+        .map_err(anyhow::Error::from)
+        .and_then(|r| {
+            out.flush().context("standard output")?;
+            Ok(r)
+        })
+    } else {
+        write_atomically(&args.output, |out| {
+            run_export(&view.repo, &view.blobs, snap, &opts, out, &bar, &cancel)
+        })
+    };
+    bar.finish();
+    let seconds = started.elapsed().as_secs_f64();
+    let what = format!(
+        "snapshot {} include {:?} to {shown} as {}",
+        id.short(),
+        args.include,
+        format.name()
+    );
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            super::audit::record(
+                &view.repo,
+                &view.catalog,
+                "export",
+                &format!("{what}: failed: {}", super::render_error(&e)),
+            );
+            return Err(e.context(format!("export of snapshot {}", id.short())));
+        }
+    };
+    super::audit::record(
+        &view.repo,
+        &view.catalog,
+        "export",
+        &format!(
+            "{what}: {} files, {} bytes, archive {} bytes",
+            report.files, report.bytes, report.archive_bytes
+        ),
+    );
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "snapshot": id.to_hex(), "output": shown, "format": format.name(),
+            "files": report.files, "dirs": report.dirs, "links": report.links, "special": report.special,
+            "bytes": report.bytes, "archive_bytes": report.archive_bytes, "seconds": seconds,
+        }))?;
+    } else if !ctx.quiet && !to_stdout {
+        println!(
+            "exported snapshot {} to {shown} ({}): {} files ({}), {} folders, {} links; archive {} in {seconds:.1} s",
+            id.short(),
+            format.name(),
+            report.files,
+            super::backup::human(report.bytes),
+            report.dirs,
+            report.links,
+            super::backup::human(report.archive_bytes),
+        );
+    }
+    Ok(Exit::Success)
+}

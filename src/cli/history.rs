@@ -1,0 +1,222 @@
+//! `coffer find` (versions of matching files across snapshots) and `coffer
+//! diff` (what changed between two snapshots).
+
+use super::export::{open_view, pick_snapshot};
+use super::select;
+use super::{Context, Exit, print_json};
+use crate::engine::history::{self, Pattern};
+use crate::repo::tree::EntryKind;
+use anyhow::{Context as _, Result};
+use clap::Args;
+use serde::Serialize;
+use std::io::Write;
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// A glob: without '/', matched against file names anywhere; with '/', against whole snapshot paths (no leading '/').
+    pattern: String,
+    #[command(flatten)]
+    filter: select::Filter,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The snapshot to compare from: id prefix or `latest`.
+    a: String,
+    /// The snapshot to compare to: id prefix or `latest`.
+    b: String,
+    #[command(flatten)]
+    filter: select::Filter,
+}
+
+fn rfc3339_ns(ns: i64) -> String {
+    chrono::DateTime::from_timestamp(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
+    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    .unwrap_or_default()
+}
+
+fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn shown(path: &[u8], kind: EntryKind) -> String {
+    let slash = if kind == EntryKind::Dir { "/" } else { "" };
+    format!("/{}{slash}", String::from_utf8_lossy(path))
+}
+
+/// A snapshot as `find` shows it.
+#[derive(Serialize)]
+struct SnapRef {
+    id: String,
+    time: String,
+}
+
+/// `find --json`, serialized as it is written.
+struct FindJson<'a> {
+    found: &'a [history::Found],
+    refs: &'a [SnapRef],
+}
+
+#[derive(Serialize)]
+struct FoundJson<'a> {
+    path: std::borrow::Cow<'a, str>,
+    versions: Vec<VersionJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct VersionJson<'a> {
+    size: u64,
+    mtime: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    snapshots: Held<'a>,
+}
+
+/// The snapshots that hold a version, by reference to the shared list.
+struct Held<'a> {
+    which: &'a [usize],
+    refs: &'a [SnapRef],
+}
+
+impl Serialize for Held<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.which.iter().filter_map(|n| self.refs.get(*n)))
+    }
+}
+
+impl Serialize for FindJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.found.iter().map(|f| {
+            FoundJson {
+                path: String::from_utf8_lossy(&f.path),
+                versions: f
+                    .versions
+                    .iter()
+                    .map(|v| VersionJson {
+                        size: v.size,
+                        mtime: rfc3339_ns(v.mtime),
+                        kind: v.kind.name(),
+                        snapshots: Held {
+                            which: &v.snapshots,
+                            refs: self.refs,
+                        },
+                    })
+                    .collect(),
+            }
+        }))
+    }
+}
+
+pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
+    let pattern = Pattern::new(&args.pattern)?;
+    let view = open_view(ctx, &args.filter)?;
+    let found = history::find(&view.repo, &view.blobs, &view.snaps, &pattern).context("find")?;
+    let refs: Vec<SnapRef> = view
+        .snaps
+        .iter()
+        .map(|(id, s)| SnapRef {
+            id: id.short(),
+            time: time(&s.time),
+        })
+        .collect();
+    if ctx.json {
+        // Streamed: `find '*'` over a long history is millions of references.
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        serde_json::to_writer_pretty(
+            &mut out,
+            &FindJson {
+                found: &found,
+                refs: &refs,
+            },
+        )?;
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(Exit::Success);
+    }
+    if found.is_empty() {
+        if !ctx.quiet {
+            eprintln!(
+                "coffer: nothing matches {:?} in {} snapshot(s)",
+                args.pattern,
+                view.snaps.len()
+            );
+        }
+        return Ok(Exit::Success);
+    }
+    for f in &found {
+        println!("/{}", String::from_utf8_lossy(&f.path));
+        for v in &f.versions {
+            let held: Vec<&SnapRef> = v.snapshots.iter().map(|n| &refs[*n]).collect();
+            let held = match held.as_slice() {
+                [one] => format!("{} {}", one.id, one.time),
+                [a, b] => format!("{} {}, {} {}", a.id, a.time, b.id, b.time),
+                [first, .., last] => format!(
+                    "{} {} … {} {} ({} snapshots)",
+                    first.id,
+                    first.time,
+                    last.id,
+                    last.time,
+                    held.len()
+                ),
+                [] => String::new(),
+            };
+            println!(
+                "  {:<8} {:>12}  {}  in {held}",
+                v.kind.name(),
+                v.size,
+                rfc3339_ns(v.mtime)
+            );
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub fn diff(ctx: &Context, args: DiffArgs) -> Result<Exit> {
+    let view = open_view(ctx, &args.filter)?;
+    let a = pick_snapshot(&view, Some(&args.a), None)?;
+    let b = pick_snapshot(&view, Some(&args.b), None)?;
+    let (sa, sb) = (&view.snaps[a], &view.snaps[b]);
+    let report = history::diff(&view.repo, &view.blobs, sa, sb)
+        .with_context(|| format!("diff of {} and {}", sa.0.short(), sb.0.short()))?;
+    let (added, removed, changed) = (
+        report.added.len(),
+        report.removed.len(),
+        report.changed.len(),
+    );
+    if ctx.json {
+        let path = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+        print_json(&serde_json::json!({
+            "from": sa.0.short(), "to": sb.0.short(),
+            "added": report.added.iter().map(|(p, _)| path(p)).collect::<Vec<_>>(),
+            "removed": report.removed.iter().map(|(p, _)| path(p)).collect::<Vec<_>>(),
+            "changed": report.changed.iter()
+                .map(|(p, _, what)| serde_json::json!({"path": path(p), "what": what}))
+                .collect::<Vec<_>>(),
+            "summary": {"added": added, "removed": removed, "changed": changed},
+        }))?;
+        return Ok(Exit::Success);
+    }
+    for (p, kind) in &report.removed {
+        println!("-  {}", shown(p, *kind));
+    }
+    for (p, kind) in &report.added {
+        println!("+  {}", shown(p, *kind));
+    }
+    for (p, kind, what) in &report.changed {
+        println!("M  {}  ({})", shown(p, *kind), what.join(", "));
+    }
+    if !ctx.quiet {
+        println!(
+            "{} ({}) → {} ({}): {added} added, {removed} removed, {changed} changed",
+            sa.0.short(),
+            time(&sa.1.time),
+            sb.0.short(),
+            time(&sb.1.time)
+        );
+    }
+    Ok(Exit::Success)
+}
