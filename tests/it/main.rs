@@ -4,6 +4,7 @@
 mod env;
 
 mod adversarial;
+mod agent;
 mod audit;
 mod bad_input;
 mod crash;
