@@ -35,6 +35,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod host;
 pub mod repo;
 pub mod storage;
 

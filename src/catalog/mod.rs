@@ -8,7 +8,7 @@ use crate::repo::index::IndexFile;
 use crate::repo::pack::{BlobKind, PackEntry};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::Extent;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -99,6 +99,14 @@ fn sql_error(path: PathBuf) -> impl Fn(rusqlite::Error) -> CatalogError {
     }
 }
 
+/// SQLite said another connection holds the lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn id32(v: Vec<u8>) -> Option<[u8; 32]> {
     v.try_into().ok()
 }
@@ -136,7 +144,10 @@ impl Catalog {
                 .optional()
                 .unwrap_or(None),
         );
-        if version != SCHEMA_VERSION || repo.as_deref().is_some_and(|r| r != repo_id) {
+        // Version 0 is a catalog another process is creating right now (two
+        // profiles of one repository starting together): not to be deleted.
+        let stale = version != 0 && version != SCHEMA_VERSION;
+        if stale || repo.as_deref().is_some_and(|r| r != repo_id) {
             drop(cat);
             Self::remove_files(path);
             cat = Self::connect(path)?;
@@ -154,9 +165,26 @@ impl Catalog {
             conn,
             path: path.to_path_buf(),
         };
+        // The busy timeout first, so that it covers switching to WAL too;
+        // that switch can still fail busy at once while another process
+        // creates the file, so it is retried for as long.
         cat.conn
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;")
+            .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(|e| cat.err(e))?;
+        let mut tries = 0;
+        loop {
+            match cat
+                .conn
+                .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            {
+                Ok(()) => break,
+                Err(e) if is_busy(&e) && tries < 200 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(cat.err(e)),
+            }
+        }
         // A file that is not SQLite shows up here, not at open.
         let probe: Result<i64, _> =
             cat.conn
@@ -186,7 +214,7 @@ impl Catalog {
     fn create_schema(&self, repo_id: &str) -> Result<(), CatalogError> {
         self.conn
             .execute_batch(&format!(
-                "BEGIN;
+                "BEGIN IMMEDIATE;
                  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS indexes (id BLOB PRIMARY KEY);
                  CREATE TABLE IF NOT EXISTS packs (id BLOB NOT NULL, size INTEGER NOT NULL, idx BLOB NOT NULL, PRIMARY KEY (id, idx));
@@ -234,7 +262,10 @@ impl Catalog {
     /// Records an index object and every blob it lists, in one transaction.
     pub fn add_index(&mut self, id: &IndexId, index: &IndexFile) -> Result<(), CatalogError> {
         let err = sql_error(self.path.clone());
-        let tx = self.conn.transaction().map_err(&err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
         {
             tx.execute(
                 "INSERT OR IGNORE INTO indexes (id) VALUES (?1)",
@@ -272,7 +303,10 @@ impl Catalog {
     /// Forgets an index object (it was removed from the repository).
     pub fn remove_index(&mut self, id: &IndexId) -> Result<(), CatalogError> {
         let err = sql_error(self.path.clone());
-        let tx = self.conn.transaction().map_err(&err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
         // A pack listed by another index too (a prune cut off between writing
         // the new index and deleting the old) keeps its blobs.
         tx.execute(
@@ -406,7 +440,10 @@ impl Catalog {
     /// earlier verdicts on the others (they were not verified this time).
     pub fn set_verified(&mut self, ids: &[SnapshotId]) -> Result<(), CatalogError> {
         let err = sql_error(self.path.clone());
-        let tx = self.conn.transaction().map_err(&err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
         tx.execute("DELETE FROM verified", []).map_err(&err)?;
         {
             let mut st = tx
@@ -473,7 +510,10 @@ impl Catalog {
         files: impl IntoIterator<Item = (&'a [u8], &'a CachedFile)>,
     ) -> Result<(), CatalogError> {
         let err = sql_error(self.path.clone());
-        let tx = self.conn.transaction().map_err(&err)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
         {
             let mut st = tx
                 .prepare(

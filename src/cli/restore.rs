@@ -239,8 +239,9 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
     } else {
         fallback(&c, &report, &opts, args.fallback)?
     };
-    let _ = c.catalog.audit(
-        &whoami(),
+    super::audit::record(
+        &c.repo,
+        &c.catalog,
         "restore",
         &format!(
             "snapshot {} to {} include {:?} exclude {:?}: {} files, {} failed, {} from older snapshots",
@@ -436,8 +437,9 @@ pub fn cat(ctx: &Context, args: CatArgs) -> Result<Exit> {
     let mut out = stdout.lock();
     let n = write_file(&c.repo, &c.blobs, snap, path.as_bytes(), &mut out)
         .with_context(|| format!("snapshot {}", id.short()))?;
-    let _ = c.catalog.audit(
-        &whoami(),
+    super::audit::record(
+        &c.repo,
+        &c.catalog,
         "restore",
         &format!(
             "snapshot {} file /{path} to standard output: {n} bytes",
@@ -445,13 +447,4 @@ pub fn cat(ctx: &Context, args: CatArgs) -> Result<Exit> {
         ),
     );
     Ok(Exit::Success)
-}
-
-pub fn whoami() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
-            // SAFETY: getuid has no preconditions.
-            format!("uid {}", unsafe { libc::getuid() })
-        })
 }

@@ -883,8 +883,8 @@ impl Driver<'_> {
         for chunk in splitter.finish() {
             self.store_tree_blob(chunk)?;
         }
-        let tree_index = match self.tree_index.take() {
-            Some(ix) => Some(self.store_blob(BlobKind::Tree, ix.finish())?),
+        let tree_index = match self.tree_index.take().and_then(TreeIndexBuilder::finish) {
+            Some(ix) => Some(self.store_blob(BlobKind::Tree, ix)?),
             None => None,
         };
         let mut refs: Vec<BlobId> = self

@@ -53,7 +53,7 @@ fn copy_objects(repo: &Repository, target: &Store, progress: &dyn Progress) -> R
     let copied = AtomicU64::new(0);
     // Data, then index, then snapshots, then the config: each layer only
     // refers to what is already there.
-    for prefix in ["data/", "index/", "snapshots/"] {
+    for prefix in ["data/", "index/", "snapshots/", "audit/"] {
         let have: HashSet<String> = target.list(prefix)?.into_iter().map(|o| o.key).collect();
         let todo: Vec<_> = repo
             .store

@@ -527,8 +527,8 @@ fn rewrite(
         }
         tree.push(w.store(BlobKind::Tree, &chunk)?);
     }
-    let tree_index = match tree_index {
-        Some(ix) => Some(w.store(BlobKind::Tree, &ix.finish())?),
+    let tree_index = match tree_index.and_then(TreeIndexBuilder::finish) {
+        Some(ix) => Some(w.store(BlobKind::Tree, &ix)?),
         None => None,
     };
     let mut all: Vec<BlobId> = refs

@@ -699,7 +699,9 @@ pub fn restore(
                 let src = opts.target.join(OsStr::from_bytes(t));
                 // link(2) follows symlinks on the way to its source: a
                 // symlink of the snapshot must not lead a link out of the target.
-                real_folders(&opts.target, parent_of(t)).and_then(|()| {
+                let via = real_folders(&opts.target, parent_of(t))
+                    .map_err(|m| format!("link to {}: {m}", src.display()));
+                via.and_then(|()| {
                     let _ = std::fs::remove_file(&at);
                     std::fs::hard_link(&src, &at).map_err(|err| {
                         format!("{}: link to {}: {err}", abs.display(), src.display())

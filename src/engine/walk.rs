@@ -1,6 +1,7 @@
 //! The walker: a deterministic pre-order walk (parents first, names sorted
 //! bytewise), so file lists of unchanged trees are byte-identical and dedup.
 
+use crate::repo::tree::walk_order;
 use crossbeam_channel::Sender;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::fs::Metadata;
@@ -66,7 +67,10 @@ pub fn rel_of(abs: &Path) -> Vec<u8> {
 /// Returns false if the receiver hung up (the backup is stopping).
 pub fn walk(sources: &[PathBuf], excludes: &Excludes, tx: &Sender<WalkItem>) -> bool {
     let mut sources: Vec<&PathBuf> = sources.iter().collect();
-    sources.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+    // Walk order (component by component), so `/x/www/app` comes before
+    // `/x/www-old`, as it would inside one walked folder; the tree index
+    // relies on the whole file list being in this order.
+    sources.sort_by(|a, b| walk_order(a.as_os_str().as_bytes(), b.as_os_str().as_bytes()));
     sources.dedup();
     let mut emitted_dirs: Vec<PathBuf> = Vec::new();
     let mut done: Vec<&PathBuf> = Vec::new();
@@ -170,4 +174,44 @@ fn visit_node(abs: PathBuf, meta: Metadata, excludes: &Excludes, tx: &Sender<Wal
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `www-old` sorts before `www/app` as a whole string, after it in walk
+    /// order; the file list (and the tree index over it) needs walk order.
+    #[test]
+    fn sources_are_walked_in_walk_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        for d in ["www/app", "www-old"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+            std::fs::write(root.join(d).join("f"), b"x").unwrap();
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let sources = [root.join("www-old"), root.join("www/app")];
+        assert!(walk(&sources, &Excludes::new(&[]).unwrap(), &tx));
+        drop(tx);
+        let rels: Vec<Vec<u8>> = rx
+            .iter()
+            .filter_map(|item| match item {
+                WalkItem::Node(n) => Some(n.rel),
+                WalkItem::Skipped { .. } => None,
+            })
+            .collect();
+        assert!(
+            rels.is_sorted_by(|a, b| walk_order(a, b).is_lt()),
+            "not in walk order: {:?}",
+            rels.iter()
+                .map(|r| String::from_utf8_lossy(r))
+                .collect::<Vec<_>>()
+        );
+        let tail: Vec<&[u8]> = rels
+            .iter()
+            .map(|r| &r[r.len() - 9.min(r.len())..])
+            .collect();
+        assert!(tail.contains(&&b"www/app/f"[..]) && tail.contains(&&b"www-old/f"[..]));
+    }
 }

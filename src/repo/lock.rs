@@ -35,43 +35,8 @@ pub struct RepoLock {
     refreshed: DateTime<Utc>,
 }
 
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-/// State and start time of a process, from `/proc/PID/stat`.
-fn proc_stat(pid: u32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // starttime is field 22 of the whole line: the 20th after the state.
-    let start = fields.nth(18)?.parse().ok()?;
-    Some((state, start))
-}
-
-/// Whether the lock holder still runs on this host: not gone, not a zombie,
-/// and not a new process that happens to have the same pid.
-fn process_alive(pid: u32, start_ticks: Option<u64>) -> bool {
-    match proc_stat(pid) {
-        Some((state, start)) => state != 'Z' && start_ticks.is_none_or(|t| t == start),
-        None if std::path::Path::new("/proc/self/stat").exists() => false,
-        None => {
-            // No procfs: signal 0 only checks that the pid exists.
-            // SAFETY: kill with signal 0 sends nothing.
-            let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-            rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-        }
-    }
-}
+pub use crate::host::hostname;
+use crate::host::{proc_stat, process_alive};
 
 impl RepoLock {
     pub fn acquire(store: &Store, keys: &Keys, lease: Duration) -> Result<RepoLock, RepoError> {

@@ -307,11 +307,21 @@ pub struct TreeIndexBuilder {
     chunks: u32,
     pending: std::collections::VecDeque<(u64, Vec<u8>)>,
     lines: Vec<IndexLine>,
+    last: Option<Vec<u8>>,
+    unordered: bool,
 }
 
 impl TreeIndexBuilder {
     /// A line of `len` bytes for `path` was appended to the stream.
     pub fn line(&mut self, path: &[u8], len: usize) {
+        if self
+            .last
+            .as_deref()
+            .is_some_and(|l| walk_order(l, path).is_ge())
+        {
+            self.unordered = true;
+        }
+        self.last = Some(path.to_vec());
         self.pending.push_back((self.offset, path.to_vec()));
         self.offset += len as u64;
     }
@@ -340,8 +350,12 @@ impl TreeIndexBuilder {
         self.chunks += 1;
     }
 
-    /// The index as JSON lines.
-    pub fn finish(self) -> Vec<u8> {
+    /// The index as JSON lines, or None if the file list was not in walk
+    /// order: a lookup would then stop too early, so readers must scan.
+    pub fn finish(self) -> Option<Vec<u8>> {
+        if self.unordered {
+            return None;
+        }
         let mut out = Vec::new();
         for l in self.lines {
             let (path, path_hex) = split_bytes(&l.path);
@@ -356,7 +370,7 @@ impl TreeIndexBuilder {
             );
             out.push(b'\n');
         }
-        out
+        Some(out)
     }
 }
 
@@ -396,7 +410,7 @@ mod tests {
         b.chunk(25); // lines at 0, 10, 20
         b.chunk(10); // 25..35: the line at 30
         b.chunk(25); // 35..60: lines at 40, 50
-        let lines = parse_index(&b.finish()).unwrap();
+        let lines = parse_index(&b.finish().unwrap()).unwrap();
         let got: Vec<(u32, u32, &[u8])> = lines
             .iter()
             .map(|l| (l.blob, l.offset, &l.path[..]))
@@ -406,6 +420,17 @@ mod tests {
             walk_order(b"a/b", b"a.txt").is_lt(),
             "children of a come before a.txt"
         );
+    }
+
+    #[test]
+    fn a_file_list_out_of_walk_order_gets_no_index() {
+        let mut b = TreeIndexBuilder::default();
+        // Sorted as whole strings, `x/www-old` would come before `x/www/app`.
+        for p in ["x", "x/www-old", "x/www", "x/www/app"] {
+            b.line(p.as_bytes(), 10);
+        }
+        b.chunk(40);
+        assert!(b.finish().is_none(), "an index over an unordered list");
     }
 
     #[test]

@@ -128,6 +128,32 @@ impl LocalStorage {
     }
 }
 
+/// A `.tmp-PID-RANDOM` file whose writer is gone. A writer that is alive
+/// may be another process waiting for the lock with its create-only lock
+/// write half done; removing its temp would fail that write. A temp from
+/// another host (a shared mount) cannot be judged by pid, so a fresh one is
+/// left alone, and any temp a day old is taken as abandoned.
+fn abandoned_temp(entry: &std::fs::DirEntry) -> bool {
+    let name = entry.file_name();
+    let Some(rest) = name.as_encoded_bytes().strip_prefix(b".tmp-") else {
+        return false;
+    };
+    let age = entry
+        .metadata()
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    let pid = std::str::from_utf8(rest)
+        .ok()
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    let writer_gone =
+        pid.is_none_or(|p| p != std::process::id() && !crate::host::process_alive(p, None));
+    (writer_gone && age >= std::time::Duration::from_secs(60))
+        || age >= std::time::Duration::from_secs(24 * 3600)
+}
+
 /// Runs blocking file I/O off the async executor.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
@@ -190,9 +216,7 @@ impl Storage for LocalStorage {
                     let path = entry.path();
                     if entry.file_type().is_ok_and(|t| t.is_dir()) {
                         stack.push(path);
-                    } else if entry.file_name().as_encoded_bytes().starts_with(b".tmp-")
-                        && std::fs::remove_file(&path).is_ok()
-                    {
+                    } else if abandoned_temp(&entry) && std::fs::remove_file(&path).is_ok() {
                         removed += 1;
                     }
                 }

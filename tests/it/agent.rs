@@ -1375,9 +1375,6 @@ fn agent_sends_pings_and_webhooks() {
 /// (the default `--max-running 2`): the second run waits for the first one's
 /// repository lock and the shared catalog, and every run succeeds.
 #[test]
-#[ignore = "fails until the catalog and local storage are fixed for two writers at once: \
-            deferred SQLite transactions, a new catalog deleted by a second opener, the WAL \
-            switch racing, and remove_stale_temp deleting a live writer's lock temp file"]
 fn two_profiles_of_one_repository_run_at_the_same_time() {
     let env = TestEnv::with_repo();
     let profiles = env.source_dir("profiles");

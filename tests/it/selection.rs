@@ -382,3 +382,37 @@ fn one_file_is_found_without_reading_the_whole_file_list() {
         "restore of one file made {used} requests (file list: {tree_blobs} blobs)"
     );
 }
+
+/// Sources whose names sort differently as whole paths and component by
+/// component (`www-old` before `www/app` bytewise, after it in walk order):
+/// the file list stays in walk order, so a lookup of one path through the
+/// tree index finds every entry below it.
+#[test]
+fn sibling_sources_with_a_common_prefix_are_found_by_path() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    let app = src.join("www/app");
+    let old = src.join("www-old");
+    for d in [&app, &old] {
+        fs::create_dir_all(d).unwrap();
+        for f in 0..5 {
+            write_file(&d.join(format!("f{f}")), d.to_str().unwrap().as_bytes());
+        }
+    }
+    env.backup(&[&old, &app]);
+    for dir in [&app, &old] {
+        let rel = dir.to_str().unwrap().trim_start_matches('/');
+        let out = env.operator(["cat", "latest", &format!("{rel}/f3")]);
+        out.expect_ok();
+        assert_eq!(out.stdout, dir.to_str().unwrap());
+        let t = env.unique_path("t");
+        env.restore_raw("latest", &t, &["--include".as_ref(), rel.as_ref()])
+            .expect_ok();
+        for f in 0..5 {
+            assert!(
+                t.join(rel).join(format!("f{f}")).is_file(),
+                "{rel}/f{f} restored by path"
+            );
+        }
+    }
+}
