@@ -281,8 +281,8 @@ impl Scene {
     /// and link target. Any write, chmod, chown or link outside the target
     /// shows up as a difference.
     fn state(&self, target: &Path) -> BTreeMap<PathBuf, String> {
-        fn walk(p: &Path, skip: &Path, out: &mut BTreeMap<PathBuf, String>) {
-            if p == skip
+        fn walk(p: &Path, skip: &[&Path], out: &mut BTreeMap<PathBuf, String>) {
+            if skip.contains(&p)
                 || p.file_name()
                     .is_some_and(|n| n.as_bytes().starts_with(b"catalog.sqlite"))
             {
@@ -323,8 +323,11 @@ impl Scene {
             }
             out.insert(p.to_path_buf(), d);
         }
+        // The target, and the repository's audit log (a restore records
+        // itself there), may change.
+        let audit = self.env.repo.join("audit");
         let mut out = BTreeMap::new();
-        walk(&self.env.root, target, &mut out);
+        walk(&self.env.root, &[target, &audit], &mut out);
         out
     }
 
