@@ -205,8 +205,17 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
   export AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_key=//p' "$S3DIR.info")
   export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
   export AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$CA   # coffer's; restic takes --cacert
-  # "requests bytes" served so far; the server writes both every 200 ms
-  counters() { sleep 0.4; echo "$(cat "$S3DIR/requests") $(cat "$S3DIR/bytes_out")"; }
+  # "requests bytes" served so far; the server rewrites both every 200 ms,
+  # so a read can catch a file half written: read until both are numbers
+  counters() {
+    local r b; sleep 0.4
+    for _ in $(seq 50); do
+      r=$(cat "$S3DIR/requests"); b=$(cat "$S3DIR/bytes_out")
+      [[ $r =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && { echo "$r $b"; return; }
+      sleep 0.05
+    done
+    die "cannot read the S3 server's counters"
+  }
   s3run() {   # s3run TOOL STEP CMD...: times it, counts its requests and the bytes it fetched
     local tool=$1 step=$2 r0 b0 r1 b1; shift 2
     read -r r0 b0 < <(counters)
@@ -234,7 +243,7 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
   fi
 
   # The small file: the deepest one of 2 to 8 KiB (first by name among those).
-  SMALL=$(cd "$DATA" && find . -type f -size +1k -size -9k -printf '%d %P\n' | sort -k1,1nr -k2 | head -n1 | cut -d' ' -f2-)
+  SMALL=$(cd "$DATA" && find . -type f -size +1k -size -9k -printf '%d %P\n' | sort -k1,1nr -k2 | sed -n 1p | cut -d' ' -f2-)   # sed reads all: no SIGPIPE under pipefail
   [ -n "$SMALL" ] || die "no file of 2 to 8 KiB in $DATA"
   SMALL_SIZE=$(stat -c %s "$DATA/$SMALL")
   log "small file: $SMALL ($SMALL_SIZE bytes)"
