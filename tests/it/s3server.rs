@@ -61,6 +61,7 @@ pub struct S3Server {
     /// Requests served so far (benchmarks report requests per GiB).
     pub requests: Arc<std::sync::atomic::AtomicU64>,
     /// Response body bytes sent so far (benchmarks report bytes fetched).
+    #[allow(dead_code)] // read by examples/s3_server.rs, not by the tests
     pub bytes_out: Arc<std::sync::atomic::AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
