@@ -4,8 +4,9 @@
 //!     cargo run --release --example s3_server -- DIR [BUCKET...]
 //!
 //! Prints `endpoint=https://127.0.0.1:PORT` and `ca=DIR/test-ca.pem`, then
-//! serves until stdin closes; every second it writes the number of requests
-//! served so far to `DIR/requests`.
+//! serves until stdin closes; every 200 ms it writes the number of requests
+//! served so far to `DIR/requests` and the response body bytes sent so far
+//! to `DIR/bytes_out`.
 
 #[path = "../tests/it/s3server.rs"]
 #[allow(dead_code)]
@@ -31,11 +32,12 @@ fn main() {
     println!("access_key={}", s3server::ACCESS_KEY);
     println!("secret_key={}", s3server::SECRET_KEY);
     let _ = std::io::stdout().flush();
-    let counter = server.requests.clone();
-    let file = dir.join("requests");
+    let (requests, bytes_out) = (server.requests.clone(), server.bytes_out.clone());
+    let (req_file, bytes_file) = (dir.join("requests"), dir.join("bytes_out"));
     std::thread::spawn(move || {
         loop {
-            let _ = std::fs::write(&file, counter.load(Ordering::Relaxed).to_string());
+            let _ = std::fs::write(&bytes_file, bytes_out.load(Ordering::Relaxed).to_string());
+            let _ = std::fs::write(&req_file, requests.load(Ordering::Relaxed).to_string());
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     });

@@ -10,6 +10,11 @@
 #   REAL_MIB, RAND_MIB, LOG_MIB   passed to make-dataset.sh (small values = quick run)
 #   BENCH_KEEP     1 = keep the restored trees (default: deleted once verified)
 #   BENCH_S3       0 = skip the S3 part (default 1)
+#   CARGO_TARGET_DIR  where cargo builds (default <repo root>/target); the
+#                  coffer and s3_server binaries are taken from there
+#   COFFER_BIN     a prebuilt coffer binary: no cargo build; the S3 server is
+#                  expected at <its dir>/examples/s3_server (COFFER_REV: what
+#                  to call it in the report)
 #
 # What it does, in order:
 #   0. installs restic and GNU time if missing; builds coffer (cargo build --release)
@@ -23,7 +28,13 @@
 #      full restore of the latest snapshot (verified with diff -r + metadata)
 #   3b. S3: both tools back up the same (unmutated) data to one local S3
 #      server over TLS (cargo run --example s3_server: s3s-fs behind rustls),
-#      counting the requests each sends
+#      counting the requests each sends and the bytes it is sent; then, from
+#      S3 (issue 5), each restores one small file deep in the tree (coffer
+#      `restore --include` and `cat`, restic `restore --include` and `dump`)
+#      and the whole latest snapshot (verified like the local restore). Every
+#      S3 restore runs twice with the same cache: first with an empty one
+#      (cold: a fresh catalog / restic cache dir, as after a disaster), then
+#      with what that first run left (warm)
 #   4. prints a Markdown table and writes it to $BENCH_DIR/results.md
 #
 # Fairness notes: page caches are never dropped (both tools see warm data);
@@ -57,12 +68,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
 fi
 
-if want coffer; then
+if [ -n "${COFFER_BIN:-}" ]; then
+  COFFER=$(readlink -f "$COFFER_BIN")
+else
   log "cargo build --release"
   (cd "$ROOT" && cargo build --release && cargo build --release --example s3_server)
-  COFFER=$ROOT/target/release/coffer
-  [ -x "$COFFER" ] || die "no $COFFER after cargo build --release"
+  COFFER=${CARGO_TARGET_DIR:-$ROOT/target}/release/coffer
 fi
+S3SERVER=$(dirname "$COFFER")/examples/s3_server
+want coffer && { [ -x "$COFFER" ] || die "no coffer binary at $COFFER"; }
 
 # --- 1. data set ---------------------------------------------------------------
 mkdir -p "$W"
@@ -77,7 +91,7 @@ fi
 
 # Fresh state for this run: the working copy, repositories, caches, restores.
 DATA=$W/data
-rm -rf "$DATA" "$W/coffer" "$W/restic" "$W/restore-coffer" "$W/restore-restic" "$W/raw"
+rm -rf "$DATA" "$W/coffer" "$W/restic" "$W"/restore-* "$W/raw"
 log "copying data set to $DATA"
 cp -a "$W/dataset" "$DATA"
 mkdir -p "$W/coffer" "$W/restic" "$W/raw"
@@ -142,24 +156,30 @@ both() {
 }
 STEPNO=0
 
-# verify TOOL: the restored tree must equal $DATA (content, and per file: size, mode, mtime).
+# verify TOOL [NAME]: the tree restored into $W/restore-NAME (default: TOOL) must
+# equal $DATA (content, and per file: size, mode, mtime).
 BAD=(); VERIFIED=()
 verify() {
-  local tool=$1 got=$W/restore-$1${DATA}
+  local tool=$1 name=${2:-$1}
+  local got=$W/restore-$name${DATA}
   [ -z "${FAILED[$tool]:-}" ] || return 0
   log "$tool: verifying restore ($got)"
-  if [ ! -d "$got" ]; then BAD+=("$tool: restore has no $got"); return; fi
-  if ! diff -rq "$DATA" "$got" > "$W/raw/$tool.diff" 2>&1; then
-    BAD+=("$tool: restored content differs (diff -rq: $(wc -l < "$W/raw/$tool.diff") lines, $W/raw/$tool.diff)")
+  if [ ! -d "$got" ]; then BAD+=("$name: restore has no $got"); return; fi
+  if ! diff -rq "$DATA" "$got" > "$W/raw/$name.diff" 2>&1; then
+    BAD+=("$name: restored content differs (diff -rq: $(wc -l < "$W/raw/$name.diff") lines, $W/raw/$name.diff)")
   fi
   # files only (directory mtimes are touched by the restore itself in some tools);
   # mtime compared to the second
   meta() { (cd "$1" && find . ! -type d -printf '%y %P %m %s %T@\n' | sed -E 's/\.[0-9]+$//' | sort); }
-  if ! diff <(meta "$DATA") <(meta "$got") > "$W/raw/$tool.meta.diff"; then
-    BAD+=("$tool: restored metadata (type/mode/size/mtime) differs ($W/raw/$tool.meta.diff)")
+  if ! diff <(meta "$DATA") <(meta "$got") > "$W/raw/$name.meta.diff"; then
+    BAD+=("$name: restored metadata (type/mode/size/mtime) differs ($W/raw/$name.meta.diff)")
   fi
-  [ "${#BAD[@]}" -gt 0 ] && [[ "${BAD[-1]}" == "$tool:"* ]] || VERIFIED+=("$tool")
-  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$W/restore-$tool"
+  [ "${#BAD[@]}" -gt 0 ] && [[ "${BAD[-1]}" == "$name:"* ]] || VERIFIED+=("$name")
+  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$W/restore-$name"
+}
+# verify_file NAME GOT: GOT must equal the small file $SMALL of $DATA.
+verify_file() {
+  if cmp -s "$DATA/$SMALL" "$2"; then VERIFIED+=("$1"); else BAD+=("$1: $2 differs from $DATA/$SMALL"); fi
 }
 
 # --- 3. the runs ---------------------------------------------------------------------
@@ -167,39 +187,100 @@ for t in "${TOOLS[@]}"; do "${t}_setup" || true; mkdir "$W/restore-$t"; done   #
 both backup first
 both backup nochange
 # --- 3b. S3 over TLS, same data, one local server ----------------------------------------
-declare -A REQ=() S3SIZE=()
+declare -A REQ=() BYTES=() S3SIZE=()   # REQ/BYTES[tool.step]: requests sent, response bytes received
 if [ "${BENCH_S3:-1}" = 1 ]; then
   S3DIR=$W/s3srv
   rm -rf "$S3DIR"; mkdir -p "$S3DIR"
-  ( exec "$ROOT/target/release/examples/s3_server" "$S3DIR" bench < <(sleep 100000) > "$S3DIR.info" 2>&1 ) &
+  # the server serves until its stdin closes: a fifo this script holds open
+  rm -f "$W/s3.stdin"; mkfifo "$W/s3.stdin"
+  "$S3SERVER" "$S3DIR" bench < "$W/s3.stdin" > "$S3DIR.info" 2>&1 &
   S3PID=$!
-  trap 'kill $S3PID 2>/dev/null || true' EXIT
+  exec {S3FD}> "$W/s3.stdin"
+  s3stop() { { exec {S3FD}>&-; } 2>/dev/null || true; kill "$S3PID" 2>/dev/null || true; wait "$S3PID" 2>/dev/null || true; }
+  trap s3stop EXIT
   for _ in $(seq 50); do grep -q '^ca=' "$S3DIR.info" 2>/dev/null && break; sleep 0.1; done
   EP=$(sed -n 's/^endpoint=//p' "$S3DIR.info"); CA=$(sed -n 's/^ca=//p' "$S3DIR.info")
   [ -n "$EP" ] || die "the S3 server did not start: $(cat "$S3DIR.info")"
   export AWS_ACCESS_KEY_ID=$(sed -n 's/^access_key=//p' "$S3DIR.info")
   export AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_key=//p' "$S3DIR.info")
   export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-  requests() { sleep 0.4; cat "$S3DIR/requests"; }   # the server writes it every 200 ms
-  s3run() {   # s3run TOOL CMD...: times it and counts its requests
-    local tool=$1 before; shift
-    before=$(requests)
-    run "$tool" s3first "$@" || return 1
-    REQ[$tool]=$(( $(requests) - before ))
-    S3SIZE[$tool]=$(du -sb "$S3DIR/s3/bench/$tool" | cut -f1)
+  export AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$CA   # coffer's; restic takes --cacert
+  # "requests bytes" served so far; the server rewrites both every 200 ms,
+  # so a read can catch a file half written: read until both are numbers
+  counters() {
+    local r b; sleep 0.4
+    for _ in $(seq 50); do
+      r=$(cat "$S3DIR/requests"); b=$(cat "$S3DIR/bytes_out")
+      [[ $r =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && { echo "$r $b"; return; }
+      sleep 0.05
+    done
+    die "cannot read the S3 server's counters"
   }
-  RS3=(restic --repo "s3:$EP/bench/restic" --cacert "$CA" --cache-dir "$R/cache-s3" --compression auto)
+  s3run() {   # s3run TOOL STEP CMD...: times it, counts its requests and the bytes it fetched
+    local tool=$1 step=$2 r0 b0 r1 b1; shift 2
+    read -r r0 b0 < <(counters)
+    run "$tool" "$step" "$@" || return 1
+    read -r r1 b1 < <(counters)
+    REQ[$tool.$step]=$((r1 - r0)); BYTES[$tool.$step]=$((b1 - b0))
+    echo "   ${REQ[$tool.$step]} requests, ${BYTES[$tool.$step]} bytes fetched" >&2
+  }
+  # s3legacy layout (data/ID, no data/XX/ folders): s3s-fs takes minio-go's
+  # empty "delimiter=" of a recursive listing as a delimiter and would list
+  # no packs below data/
+  RS3=(restic --repo "s3:$EP/bench/restic" --cacert "$CA" --compression auto -o s3.layout=s3legacy)
+  CS3=(--repo s3://bench/coffer)
   if want restic; then
-    run restic s3init "${RS3[@]}" init --repository-version 2 && s3run restic "${RS3[@]}" backup --quiet "$DATA"
+    run restic s3init "${RS3[@]}" --cache-dir "$R/cache-s3" init --repository-version 2 &&
+      s3run restic s3first "${RS3[@]}" --cache-dir "$R/cache-s3" backup --quiet "$DATA" &&
+      S3SIZE[restic]=$(du -sb "$S3DIR/s3/bench/restic" | cut -f1)
   fi
   if want coffer; then
-    CS3=(--repo s3://bench/coffer --agent-key "$C/agent-s3.key")
-    AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$CA run coffer s3init "$COFFER" init "${CS3[@]}" \
+    run coffer s3init "$COFFER" init "${CS3[@]}" --agent-key "$C/agent-s3.key" \
         --recipient "$(tail -n1 "$W/raw/coffer.keygen.out")" &&
-      AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$CA s3run coffer "$COFFER" backup "${CS3[@]}" \
-        --catalog "$C/catalog-s3.sqlite" --quiet "$DATA"
+      s3run coffer s3first "$COFFER" backup "${CS3[@]}" --agent-key "$C/agent-s3.key" \
+        --catalog "$C/catalog-s3.sqlite" --quiet "$DATA" &&
+      S3SIZE[coffer]=$(du -sb "$S3DIR/s3/bench/coffer" | cut -f1)
   fi
-  kill $S3PID 2>/dev/null || true
+
+  # The small file: the deepest one of 2 to 8 KiB (first by name among those).
+  SMALL=$(cd "$DATA" && find . -type f -size +1k -size -9k -printf '%d %P\n' | sort -k1,1nr -k2 | sed -n 1p | cut -d' ' -f2-)   # sed reads all: no SIGPIPE under pipefail
+  [ -n "$SMALL" ] || die "no file of 2 to 8 KiB in $DATA"
+  SMALL_SIZE=$(stat -c %s "$DATA/$SMALL")
+  log "small file: $SMALL ($SMALL_SIZE bytes)"
+  # Each restore from S3 runs cold (an empty cache), then warm (what the cold run left).
+  coffer_s3() {   # coffer_s3 file | cat | full
+    local c
+    for c in cold warm; do
+      case $1 in
+        file) s3run coffer "s3file.$c" "$COFFER" restore latest "${CS3[@]}" --identity "$C/operator.key" \
+                --catalog "$C/catalog-s3file.sqlite" --target "$W/restore-s3file-coffer-$c" --include "$DATA/$SMALL" --quiet &&
+                verify_file "coffer s3file.$c" "$W/restore-s3file-coffer-$c$DATA/$SMALL" ;;
+        cat) s3run coffer "s3cat.$c" "$COFFER" cat latest "$DATA/$SMALL" "${CS3[@]}" --identity "$C/operator.key" \
+                --catalog "$C/catalog-s3cat.sqlite" &&
+                verify_file "coffer s3cat.$c" "$W/raw/coffer.s3cat.$c.out" ;;
+        full) s3run coffer "s3full.$c" "$COFFER" restore latest "${CS3[@]}" --identity "$C/operator.key" \
+                --catalog "$C/catalog-s3full.sqlite" --target "$W/restore-s3-coffer-$c" --quiet &&
+                verify coffer "s3-coffer-$c" ;;
+      esac
+    done
+  }
+  restic_s3() {
+    local c
+    for c in cold warm; do
+      case $1 in
+        file) s3run restic "s3file.$c" "${RS3[@]}" --cache-dir "$R/cache-s3file" restore latest \
+                --target "$W/restore-s3file-restic-$c" --include "$DATA/$SMALL" --quiet &&
+                verify_file "restic s3file.$c" "$W/restore-s3file-restic-$c$DATA/$SMALL" ;;
+        cat) s3run restic "s3cat.$c" "${RS3[@]}" --cache-dir "$R/cache-s3cat" dump --quiet latest "$DATA/$SMALL" &&
+                verify_file "restic s3cat.$c" "$W/raw/restic.s3cat.$c.out" ;;
+        full) s3run restic "s3full.$c" "${RS3[@]}" --cache-dir "$R/cache-s3full" restore latest \
+                --target "$W/restore-s3-restic-$c" --quiet &&
+                verify restic "s3-restic-$c" ;;
+      esac
+    done
+  }
+  for kind in file cat full; do both s3 "$kind"; done
+  s3stop
 fi
 
 log "mutate-dataset.sh round 1"
@@ -225,6 +306,7 @@ fmt() {
     s) printf '%.2f s' "$2" ;;
     b) awk -v v="$2" 'BEGIN{printf "%.1f MiB", v/1048576}' ;;
     k) awk -v v="$2" 'BEGIN{printf "%.0f MiB", v/1024}' ;;
+    B) awk -v v="$2" 'BEGIN{ if (v >= 1048576) printf "%.1f MiB", v/1048576; else printf "%.1f KiB", v/1024 }' ;;
     n) printf '%s' "$2" ;;
   esac
 }
@@ -239,6 +321,7 @@ row() {
 }
 # the commit measured; "+changes" if src/ or Cargo.* differ from it (target/ is ignored)
 coffer_rev() {
+  [ -z "${COFFER_BIN:-}" ] || { printf 'prebuilt %s' "${COFFER_REV:-$COFFER}"; return 0; }
   git -C "$ROOT" log -1 --format='%h' 2>/dev/null | tr -d '\n'
   git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || printf '+changes'
   return 0
@@ -264,15 +347,43 @@ val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did 
   row "peak memory (max RSS)" k "$(val PEAK coffer)"       "$(val PEAK restic)"       0.5
   if [ "${BENCH_S3:-1}" = 1 ]; then
     row "S3 first backup (TLS)" s "$(val T coffer.s3first)"  "$(val T restic.s3first)"  0.7
-    row "S3 requests, first backup" n "$(val REQ coffer)"    "$(val REQ restic)"        1.0
+    row "S3 requests, first backup" n "$(val REQ coffer.s3first)" "$(val REQ restic.s3first)" 1.0
     echo
     for t in "${TOOLS[@]}"; do
-      [ -n "${REQ[$t]:-}" ] && [ -n "${S3SIZE[$t]:-}" ] &&
-        awk -v t="$t" -v r="${REQ[$t]}" -v b="${S3SIZE[$t]}" 'BEGIN{printf "%s: %d requests for %.1f MiB stored = %.0f requests per GiB stored\n", t, r, b/1048576, r/(b/1073741824)}'
+      [ -n "${REQ[$t.s3first]:-}" ] && [ -n "${S3SIZE[$t]:-}" ] &&
+        awk -v t="$t" -v r="${REQ[$t.s3first]}" -v b="${S3SIZE[$t]}" 'BEGIN{printf "%s: %d requests for %.1f MiB stored = %.0f requests per GiB stored\n", t, r, b/1048576, r/(b/1073741824)}'
     done
     if [ -n "${T[coffer.s3first]:-}" ] && [ -n "${T[coffer.first]:-}" ]; then
       awk -v s="${T[coffer.s3first]}" -v l="${T[coffer.first]}" 'BEGIN{printf "coffer S3 throughput = %.2f x its local-directory throughput (target >= 0.8)\n", l/s}'
     fi
+  fi
+  if [ "${BENCH_S3:-1}" = 1 ] && [ -n "${SMALL:-}" ]; then
+    echo
+    echo "Restores from S3 (issue 5). Small file: \`/${DATA#/}/$SMALL\`, $SMALL_SIZE bytes. Cold: an empty"
+    echo "catalog / restic cache dir; warm: the same command again, with what the cold run left."
+    echo
+    echo "| restore from S3 | coffer | restic | ratio | target | met | requests coffer / restic | fetched coffer / restic |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for k in s3full s3file s3cat; do
+      for c in cold warm; do
+        case $k in
+          s3full) label="full restore"; target=0.6 ;;
+          s3file) label="single file, \`restore --include\`"; target=0.1 ;;
+          s3cat) label="single file, \`cat\` / \`dump\`"; target=0.1 ;;
+        esac
+        r=$(row "$label, $c" s "$(val T coffer.$k.$c)" "$(val T restic.$k.$c)" $target)
+        echo "$r $(val REQ coffer.$k.$c) / $(val REQ restic.$k.$c) | $(fmt B "$(val BYTES coffer.$k.$c)") / $(fmt B "$(val BYTES restic.$k.$c)") |"
+      done
+    done
+    echo
+    for t in "${TOOLS[@]}"; do
+      for k in s3file s3cat; do
+        for c in cold warm; do
+          [ -n "${BYTES[$t.$k.$c]:-}" ] || continue
+          awk -v l="$t $k $c" -v b="${BYTES[$t.$k.$c]}" -v f="$SMALL_SIZE" 'BEGIN{printf "- %s: %.1f KiB fetched beyond the file\n", l, (b - f)/1024}'
+        done
+      done
+    done
   fi
   echo
   echo "Machine bound \`tar -cf - data | zstd -3 -T2 > /dev/null\`: $(fmt s "$ZSTD_S")."

@@ -605,17 +605,23 @@ pub fn restore(
             }
         }
     }
-    // Packs in the order of the files they feed (workers pop from the end),
-    // so files are written roughly in walk order: folders stay hot in the
-    // kernel's caches and large files grow front to back.
+    // Packs in the order of the files they feed, so files are written
+    // roughly in walk order: folders stay hot in the kernel's caches and
+    // large files grow front to back.
     let mut work: Vec<PackWork> = by_pack.into_iter().collect();
     let first_file = |w: &PackWork| {
         w.1.iter()
             .flat_map(|(_, ps)| ps.iter().map(|p| p.file))
             .min()
     };
-    work.sort_by_key(|w| std::cmp::Reverse(first_file(w)));
-    let work = Mutex::new(work);
+    work.sort_by_key(first_file);
+    for (_, items) in &mut work {
+        items.sort_by_key(|(e, _)| e.offset);
+    }
+    let reads: Vec<(&PackWork, std::ops::Range<usize>)> = work
+        .iter()
+        .flat_map(|w| coalesce(&w.1).into_iter().map(move |r| (w, r)))
+        .collect();
     let writer = Writer {
         write_path: &write_path,
         entries: &entries,
@@ -628,12 +634,33 @@ pub fn restore(
         bad_blobs: Mutex::new(HashSet::new()),
         hashes: opts.verify.then(|| Mutex::new(Vec::new())),
     };
+    // Fetchers keep reads in flight (many on S3, where each waits a round
+    // trip) while the workers decrypt and write; the channel bounds what is
+    // fetched ahead, so memory stays at a few reads per thread.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = crossbeam_channel::bounded(workers);
     std::thread::scope(|s| {
+        for _ in 0..repo.store.read_concurrency() {
+            let (tx, next, writer, reads) = (tx.clone(), &next, &writer, &reads);
+            s.spawn(move || {
+                while !writer.full.is_set() {
+                    let Some((w, r)) = reads.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    let items = &w.1[r.clone()];
+                    let fetched = fetch(repo, &w.0, items);
+                    if tx.send((&w.0, items, fetched)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
         for _ in 0..workers {
-            s.spawn(|| {
-                while let Some((pack, mut items)) = super::pop(&work) {
-                    items.sort_by_key(|(e, _)| e.offset);
-                    restore_pack(repo, &writer, &pack, &items);
+            let (rx, writer) = (rx.clone(), &writer);
+            s.spawn(move || {
+                for (pack, items, fetched) in rx {
+                    write_blobs(repo, writer, pack, items, fetched);
                 }
             });
         }
@@ -917,12 +944,14 @@ fn set_metadata_fd(f: &std::fs::File, e: &Entry, root: bool) -> std::io::Result<
     f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
 }
 
-/// Reads the needed blobs of one pack, coalescing neighbours into one read.
-fn restore_pack(repo: &Repository, w: &Writer, pack: &PackId, items: &[(PackEntry, Vec<Piece>)]) {
+/// Splits the blobs of one pack (sorted by offset) into ranged reads:
+/// neighbours less than `GAP` apart share a read of at most `MAX_READ`.
+fn coalesce(items: &[(PackEntry, Vec<Piece>)]) -> Vec<std::ops::Range<usize>> {
     const GAP: u64 = 256 * 1024;
     const MAX_READ: u64 = 4 * 1024 * 1024;
+    let mut out = Vec::new();
     let mut i = 0;
-    while i < items.len() && !w.full.is_set() {
+    while i < items.len() {
         let start = items[i].0.offset;
         let mut end = start + items[i].0.length;
         let mut j = i + 1;
@@ -933,49 +962,80 @@ fn restore_pack(repo: &Repository, w: &Writer, pack: &PackId, items: &[(PackEntr
             end = end.max(items[j].0.offset + items[j].0.length);
             j += 1;
         }
-        match repo.store.get_range(&pack.key(), start, end - start) {
-            // A read of several blobs failed (a truncated pack, say): read
-            // them one by one, so every blob that is intact still restores.
-            Err(_) if j - i > 1 => {
-                for k in i..j {
-                    restore_pack(repo, w, pack, &items[k..k + 1]);
-                }
+        out.push(i..j);
+        i = j;
+    }
+    out
+}
+
+/// One ranged read covering `items` (neighbours in a pack, sorted by offset).
+fn fetch(
+    repo: &Repository,
+    pack: &PackId,
+    items: &[(PackEntry, Vec<Piece>)],
+) -> std::result::Result<bytes::Bytes, crate::storage::StorageError> {
+    let start = items.first().map_or(0, |i| i.0.offset);
+    let end = items
+        .iter()
+        .map(|i| i.0.offset + i.0.length)
+        .max()
+        .unwrap_or(start);
+    repo.store.get_range(&pack.key(), start, end - start)
+}
+
+/// Opens the blobs of one read and writes their pieces.
+fn write_blobs(
+    repo: &Repository,
+    w: &Writer,
+    pack: &PackId,
+    items: &[(PackEntry, Vec<Piece>)],
+    fetched: std::result::Result<bytes::Bytes, crate::storage::StorageError>,
+) {
+    if w.full.is_set() {
+        return;
+    }
+    let start = items.first().map_or(0, |i| i.0.offset);
+    match fetched {
+        // A read of several blobs failed (a truncated pack, say): read them
+        // one by one, so every blob that is intact still restores.
+        Err(_) if items.len() > 1 => {
+            for one in items.chunks(1) {
+                write_blobs(repo, w, pack, one, fetch(repo, pack, one));
             }
-            Err(e) => {
-                for (entry, pieces) in &items[i..j] {
+        }
+        Err(e) => {
+            for (entry, pieces) in items {
+                w.bad(entry);
+                w.fail(pieces, &e.to_string());
+            }
+        }
+        Ok(bytes) => {
+            for (entry, pieces) in items {
+                let lo = (entry.offset - start) as usize;
+                let Some(sealed) = bytes.get(lo..lo + entry.length as usize) else {
                     w.bad(entry);
-                    w.fail(pieces, &e.to_string());
-                }
-            }
-            Ok(bytes) => {
-                for (entry, pieces) in &items[i..j] {
-                    let lo = (entry.offset - start) as usize;
-                    let Some(sealed) = bytes.get(lo..lo + entry.length as usize) else {
+                    w.fail(
+                        pieces,
+                        &format!("{} is shorter than its index says", pack.key()),
+                    );
+                    continue;
+                };
+                match open_blob(&repo.keys, entry, pack, sealed) {
+                    Err(e) => {
                         w.bad(entry);
-                        w.fail(
-                            pieces,
-                            &format!("{} is shorter than its index says", pack.key()),
-                        );
-                        continue;
-                    };
-                    match open_blob(&repo.keys, entry, pack, sealed) {
-                        Err(e) => {
-                            w.bad(entry);
-                            w.fail(pieces, &e.to_string())
-                        }
-                        Ok(plain) => {
-                            for p in pieces {
-                                match w.write(&plain, p) {
-                                    Err(e) => w.fail(std::slice::from_ref(p), &e),
-                                    Ok(()) => w.progress.advance(p.len),
-                                }
+                        w.fail(pieces, &e.to_string())
+                    }
+                    Ok(plain) => {
+                        for p in pieces {
+                            match w.write(&plain, p) {
+                                Err(e) => w.fail(std::slice::from_ref(p), &e),
+                                Ok(()) => w.progress.advance(p.len),
                             }
                         }
                     }
                 }
             }
         }
-        i = j;
     }
 }
 

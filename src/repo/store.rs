@@ -116,6 +116,11 @@ impl Store {
         self.storage.upload_concurrency().clamp(1, 64)
     }
 
+    /// How many ranged reads the backend wants in flight.
+    pub fn read_concurrency(&self) -> usize {
+        self.storage.read_concurrency().clamp(1, 64)
+    }
+
     /// Where pack spool files go for this storage.
     pub fn spool_dir(&self) -> std::path::PathBuf {
         self.storage.spool_dir().unwrap_or_else(std::env::temp_dir)

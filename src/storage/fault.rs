@@ -141,6 +141,9 @@ impl Storage for Faulty {
     fn upload_concurrency(&self) -> usize {
         self.inner.upload_concurrency()
     }
+    fn read_concurrency(&self) -> usize {
+        self.inner.read_concurrency()
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.apply(key, self.inner.put(key, data)).await
     }

@@ -74,6 +74,10 @@ pub trait Storage: Send + Sync {
     fn upload_concurrency(&self) -> usize {
         2
     }
+    /// How many ranged reads a restore keeps in flight.
+    fn read_concurrency(&self) -> usize {
+        2
+    }
     /// Removes temporary files a killed writer left behind (call with the
     /// writer lock held). Returns how many were removed.
     async fn remove_stale_temp(&self) -> Result<u64, StorageError> {

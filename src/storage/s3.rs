@@ -818,6 +818,12 @@ impl Storage for S3Storage {
         }
     }
 
+    /// Each read waits a round trip before its bytes flow: enough in flight
+    /// to hide that behind decryption and writing.
+    fn read_concurrency(&self) -> usize {
+        8
+    }
+
     async fn create_location(&self) -> Result<(), StorageError> {
         let mut req = self.client.create_bucket().bucket(&self.bucket);
         // us-east-1 is the default and must not be named as a constraint.

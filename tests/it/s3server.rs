@@ -60,6 +60,9 @@ pub struct S3Server {
     pub ca_pem: PathBuf,
     /// Requests served so far (benchmarks report requests per GiB).
     pub requests: Arc<std::sync::atomic::AtomicU64>,
+    /// Response body bytes sent so far (benchmarks report bytes fetched).
+    #[allow(dead_code)] // read by examples/s3_server.rs, not by the tests
+    pub bytes_out: Arc<std::sync::atomic::AtomicU64>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -100,7 +103,9 @@ impl S3Server {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let bytes_out = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = requests.clone();
+        let sent = bytes_out.clone();
         runtime.spawn(async move {
             let http =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
@@ -109,15 +114,31 @@ impl S3Server {
                     continue;
                 };
                 let (acceptor, service, http) = (acceptor.clone(), service.clone(), http.clone());
-                let counter = counter.clone();
+                let (counter, sent) = (counter.clone(), sent.clone());
                 tokio::spawn(async move {
                     // A client that rejects our certificate ends here: fine.
                     let Ok(stream) = acceptor.accept(socket).await else {
                         return;
                     };
                     let counted = hyper::service::service_fn(move |req| {
-                        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        hyper::service::Service::call(&service, req)
+                        use http_body_util::BodyExt;
+                        use std::sync::atomic::Ordering::Relaxed;
+                        counter.fetch_add(1, Relaxed);
+                        let sent = sent.clone();
+                        let resp = hyper::service::Service::call(&service, req);
+                        async move {
+                            // Count body bytes as they go out, listings included.
+                            resp.await.map(|r| {
+                                r.map(|body| {
+                                    body.map_frame(move |f| {
+                                        if let Some(d) = f.data_ref() {
+                                            sent.fetch_add(d.len() as u64, Relaxed);
+                                        }
+                                        f
+                                    })
+                                })
+                            })
+                        }
                     });
                     let _ = http
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), counted)
@@ -130,6 +151,7 @@ impl S3Server {
             root,
             ca_pem,
             requests,
+            bytes_out,
             runtime: Some(runtime),
         }
     }
