@@ -116,6 +116,28 @@ impl Store {
         self.storage.upload_concurrency().clamp(1, 64)
     }
 
+    /// How many reads the backend wants in flight when a caller has many.
+    pub fn read_concurrency(&self) -> usize {
+        self.storage.read_concurrency().clamp(1, 64)
+    }
+
+    /// Unneeded bytes worth reading to save one request (see [`Storage::read_gap`]).
+    pub fn read_gap(&self) -> u64 {
+        self.storage.read_gap()
+    }
+
+    /// Reads `reads` in order with up to `ahead` requests in flight: they run
+    /// as tasks, so they progress while the caller works on earlier results.
+    /// At most `ahead` results wait, which bounds memory.
+    pub fn read_ahead(&self, reads: Vec<Read>, ahead: usize) -> ReadAhead<'_> {
+        ReadAhead {
+            store: self,
+            todo: reads.into_iter(),
+            in_flight: std::collections::VecDeque::new(),
+            ahead: ahead.max(1),
+        }
+    }
+
     /// Where pack spool files go for this storage.
     pub fn spool_dir(&self) -> std::path::PathBuf {
         self.storage.spool_dir().unwrap_or_else(std::env::temp_dir)
@@ -126,11 +148,71 @@ impl Store {
         &self,
         handle: tokio::task::JoinHandle<Result<(), StorageError>>,
     ) -> Result<(), StorageError> {
+        self.join_task(handle)
+    }
+
+    fn join_task<T>(
+        &self,
+        handle: tokio::task::JoinHandle<Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
         self.run(handle).unwrap_or_else(|e| {
             Err(StorageError::Unavailable {
                 location: self.location(),
-                message: format!("upload task failed: {e}"),
+                message: format!("storage task failed: {e}"),
             })
         })
+    }
+}
+
+/// One read of [`Store::read_ahead`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    Object(String),
+    Range {
+        key: String,
+        offset: u64,
+        length: u64,
+    },
+}
+
+/// The results of [`Store::read_ahead`], in request order. Dropping it
+/// cancels the reads still in flight.
+pub struct ReadAhead<'a> {
+    store: &'a Store,
+    todo: std::vec::IntoIter<Read>,
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<Bytes, StorageError>>>,
+    ahead: usize,
+}
+
+impl Iterator for ReadAhead<'_> {
+    type Item = Result<Bytes, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.in_flight.len() < self.ahead
+            && let Some(read) = self.todo.next()
+        {
+            let storage = self.store.storage.clone();
+            self.in_flight
+                .push_back(self.store.runtime.spawn(async move {
+                    match read {
+                        Read::Object(key) => storage.get(&key).await,
+                        Read::Range {
+                            key,
+                            offset,
+                            length,
+                        } => storage.get_range(&key, offset, length).await,
+                    }
+                }));
+        }
+        let handle = self.in_flight.pop_front()?;
+        Some(self.store.join_task(handle))
+    }
+}
+
+impl Drop for ReadAhead<'_> {
+    fn drop(&mut self) {
+        for h in &self.in_flight {
+            h.abort();
+        }
     }
 }

@@ -74,6 +74,16 @@ pub trait Storage: Send + Sync {
     fn upload_concurrency(&self) -> usize {
         2
     }
+    /// How many reads may be in flight when a caller has many (prune's
+    /// repack, check).
+    fn read_concurrency(&self) -> usize {
+        4
+    }
+    /// Bytes of unneeded data worth reading to save one request: coalesced
+    /// reads bridge gaps up to this size.
+    fn read_gap(&self) -> u64 {
+        256 * 1024
+    }
     /// Removes temporary files a killed writer left behind (call with the
     /// writer lock held). Returns how many were removed.
     async fn remove_stale_temp(&self) -> Result<u64, StorageError> {

@@ -818,6 +818,16 @@ impl Storage for S3Storage {
         }
     }
 
+    /// A request costs tens of milliseconds of round trip and server work:
+    /// keep several in flight, and bridge gaps that take about as long to
+    /// transfer as a request costs.
+    fn read_concurrency(&self) -> usize {
+        8
+    }
+    fn read_gap(&self) -> u64 {
+        1024 * 1024
+    }
+
     async fn create_location(&self) -> Result<(), StorageError> {
         let mut req = self.client.create_bucket().bucket(&self.bucket);
         // us-east-1 is the default and must not be named as a constraint.
