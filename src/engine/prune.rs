@@ -324,8 +324,7 @@ fn run(
 }
 
 /// Groups blobs (sorted by offset) into runs read with one ranged GET each:
-/// neighbours at most `gap` bytes apart share a read, up to 8 MiB (which,
-/// times the reads in flight, bounds the memory of a repack).
+/// neighbours at most `gap` bytes apart share a read, up to 8 MiB.
 fn coalesce(entries: &[PackEntry], gap: u64) -> Vec<&[PackEntry]> {
     const MAX: u64 = 8 * 1024 * 1024;
     let mut out = Vec::new();

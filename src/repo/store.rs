@@ -128,12 +128,14 @@ impl Store {
 
     /// Reads `reads` in order with up to `ahead` requests in flight: they run
     /// as tasks, so they progress while the caller works on earlier results.
-    /// At most `ahead` results wait, which bounds memory.
+    /// Ranged reads in flight or waiting stay under [`READ_AHEAD_BYTES`]
+    /// (one read at a time may exceed it), which bounds memory.
     pub fn read_ahead(&self, reads: Vec<Read>, ahead: usize) -> ReadAhead<'_> {
         ReadAhead {
             store: self,
             todo: reads.into_iter(),
             in_flight: std::collections::VecDeque::new(),
+            bytes: 0,
             ahead: ahead.max(1),
         }
     }
@@ -164,6 +166,9 @@ impl Store {
     }
 }
 
+/// Bytes of ranged reads [`Store::read_ahead`] keeps in flight at most.
+pub const READ_AHEAD_BYTES: u64 = 32 * 1024 * 1024;
+
 /// One read of [`Store::read_ahead`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Read {
@@ -180,7 +185,10 @@ pub enum Read {
 pub struct ReadAhead<'a> {
     store: &'a Store,
     todo: std::vec::IntoIter<Read>,
-    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<Result<Bytes, StorageError>>>,
+    /// Each read in flight with its length (0 for a whole object).
+    in_flight:
+        std::collections::VecDeque<(tokio::task::JoinHandle<Result<Bytes, StorageError>>, u64)>,
+    bytes: u64,
     ahead: usize,
 }
 
@@ -189,29 +197,41 @@ impl Iterator for ReadAhead<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while self.in_flight.len() < self.ahead
-            && let Some(read) = self.todo.next()
+            && let Some(next) = self.todo.as_slice().first()
         {
+            let length = match next {
+                Read::Object(_) => 0,
+                Read::Range { length, .. } => *length,
+            };
+            if !self.in_flight.is_empty() && self.bytes + length > READ_AHEAD_BYTES {
+                break;
+            }
+            let Some(read) = self.todo.next() else {
+                break;
+            };
+            self.bytes += length;
             let storage = self.store.storage.clone();
-            self.in_flight
-                .push_back(self.store.runtime.spawn(async move {
-                    match read {
-                        Read::Object(key) => storage.get(&key).await,
-                        Read::Range {
-                            key,
-                            offset,
-                            length,
-                        } => storage.get_range(&key, offset, length).await,
-                    }
-                }));
+            let handle = self.store.runtime.spawn(async move {
+                match read {
+                    Read::Object(key) => storage.get(&key).await,
+                    Read::Range {
+                        key,
+                        offset,
+                        length,
+                    } => storage.get_range(&key, offset, length).await,
+                }
+            });
+            self.in_flight.push_back((handle, length));
         }
-        let handle = self.in_flight.pop_front()?;
+        let (handle, length) = self.in_flight.pop_front()?;
+        self.bytes -= length;
         Some(self.store.join_task(handle))
     }
 }
 
 impl Drop for ReadAhead<'_> {
     fn drop(&mut self) {
-        for h in &self.in_flight {
+        for (h, _) in &self.in_flight {
             h.abort();
         }
     }
