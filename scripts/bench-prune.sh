@@ -21,6 +21,12 @@
 #   REAL_MIB, RAND_MIB, LOG_MIB   passed to make-dataset.sh (small values = quick run)
 #   BENCH_S3       0 = skip the S3 part (default 1)
 #   BENCH_DRYRUN   0 = skip the planning-only (--dry-run) measurement (default 1)
+#   BENCH_REUSE_HISTORY  1 = keep the built history in $BENCH_DIR/prune-history
+#                  (packs hard-linked, the rest copied) and, on a later run with
+#                  the same DAYS, PER_DAY and data set, start from it instead of
+#                  building it again: for iterating on the expiry (default 0).
+#                  The saved history ends when it was built; reuse it within a
+#                  day so both retention rules still keep the same snapshots
 #
 # What it does, in order (prune part):
 #   0. installs restic, GNU time, jq and awscli if missing; builds coffer (cargo build --release)
@@ -151,6 +157,27 @@ DATA=$P/data
 C=$P/coffer
 R=$P/restic
 rm -rf "$DATA" "$C" "$R" "$P/dry" "$P/restore-coffer" "$P/restore-restic" "$P/s3srv" "$P/cache"
+N=$((DAYS * PER_DAY)); STEP=$((86400 / PER_DAY))
+export RESTIC_PASSWORD=coffer-bench
+RESTIC=(restic --repo "$R/repo" --cache-dir "$R/cache" --compression auto)
+CA=(--repo "$C/repo" --agent-key "$C/agent.key" --catalog "$C/catalog.sqlite")
+# A saved history: pack folders (written once, never changed) hard-linked,
+# every other file copied (catalogs and caches change in place).
+HS=$W/prune-history
+HKEY="$params DAYS=$DAYS PER_DAY=$PER_DAY"
+clone_tree() {   # clone_tree SRC DST
+  cp -al "$1" "$2"
+  find "$2" -type f ! -path '*/data/*' -links +1 -exec sh -c 'for f; do cp -p "$f" "$f.cp" && mv "$f.cp" "$f"; done' _ {} +
+}
+if [ "${BENCH_REUSE_HISTORY:-0}" = 1 ] && [ -f "$HS/key" ] && [ "$(cat "$HS/key")" = "$HKEY" ]; then
+log "reusing the history saved in $HS (built $(date -u -d @"$(cut -d" " -f1 "$HS/end")" '+%F %T') UTC)"
+cp -al "$HS/data" "$DATA"
+clone_tree "$HS/coffer" "$C"; clone_tree "$HS/restic" "$R"
+read -r END MUT_S T_HIST NFILES0 NBYTES0 < "$HS/end"
+cp "$HS/history.tsv" "$RAW/history.tsv"
+sync
+tar -cf - -C "$P" data | cat > /dev/null   # warm the page cache for both tools
+else
 log "copying data set to $DATA"
 cp -a "$W/dataset" "$DATA"
 mkdir -p "$C" "$R"
@@ -163,14 +190,9 @@ tar -cf - -C "$P" data | cat > /dev/null   # warm the page cache for both tools
 RECIPIENT=$("$COFFER" key recipient --identity "$C/operator.key")
 "$COFFER" init --repo "$C/repo" --recipient "$RECIPIENT" --agent-key "$C/agent.key" > "$RAW/coffer.init" 2>&1 ||
   die "coffer init: $(cat "$RAW/coffer.init")"
-CA=(--repo "$C/repo" --agent-key "$C/agent.key" --catalog "$C/catalog.sqlite")
-
-export RESTIC_PASSWORD=coffer-bench
-RESTIC=(restic --repo "$R/repo" --cache-dir "$R/cache" --compression auto)
 "${RESTIC[@]}" init --repository-version 2 > "$RAW/restic.init" 2>&1 || die "restic init: $(cat "$RAW/restic.init")"
 
 # --- 2. history ------------------------------------------------------------------------
-N=$((DAYS * PER_DAY)); STEP=$((86400 / PER_DAY))
 END=$(date +%s)
 log "history: $N snapshots ($DAYS days x $PER_DAY), one every $((STEP / 3600)) h, ending $(date -u -d @"$END" '+%F %T') UTC"
 : > "$RAW/history.tsv"   # k tool seconds rss_kib
@@ -197,6 +219,16 @@ for ((k = 0; k < N; k++)); do
   else hist_backup restic "$k" "$t"; hist_backup coffer "$k" "$t"; fi
 done
 T_HIST=$(($(date +%s) - T_START))
+if [ "${BENCH_REUSE_HISTORY:-0}" = 1 ]; then
+  log "saving the history in $HS"
+  rm -rf "$HS"; mkdir -p "$HS"
+  cp -al "$DATA" "$HS/data"
+  clone_tree "$C" "$HS/coffer"; clone_tree "$R" "$HS/restic"
+  cp "$RAW/history.tsv" "$HS/"
+  echo "$END $MUT_S $T_HIST $NFILES0 $NBYTES0" > "$HS/end"
+  echo "$HKEY" > "$HS/key"
+fi
+fi   # history built or reused
 NFILES1=$(find "$DATA" -type f | wc -l); NBYTES1=$(size "$DATA")
 
 coffer_count() { "$COFFER" snapshots "$@" --json 2> "$RAW/count.err" | jq length; }

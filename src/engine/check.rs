@@ -2,7 +2,7 @@
 //! with `read_data`, the right content. Damage is traced to the snapshots
 //! (and, with the identity, the files) it affects.
 
-use super::{Progress, for_each_entry, snapshot_refs};
+use super::{Progress, decode_refs, for_each_entry, read_blobs};
 use crate::Result;
 use crate::catalog::BlobLocation;
 use crate::repo::Repository;
@@ -45,8 +45,11 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     let mut blobs: HashMap<BlobId, BlobLocation> = HashMap::new();
     // Each pack's size and blob list, so per-pack work never scans every blob.
     let mut packs: HashMap<PackId, (u64, Vec<PackEntry>)> = HashMap::new();
-    for id in repo.list_indexes()? {
-        match repo.read_index(&id) {
+    // Objects are read with several requests in flight: on S3 a check is
+    // bound by requests, not by work.
+    let index_ids = repo.list_indexes()?;
+    for (id, read) in index_ids.iter().zip(repo.read_indexes(&index_ids)) {
+        match read {
             Ok(index) => {
                 for p in index.packs {
                     packs.insert(p.id, (p.size, p.blobs.clone()));
@@ -147,20 +150,35 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     let mut affected: HashMap<String, Vec<(SnapshotId, Snapshot)>> = HashMap::new();
     let snap_ids = repo.list_snapshot_ids()?;
     report.snapshots = snap_ids.len();
-    for id in snap_ids {
-        let snap = match repo.read_snapshot(&id) {
-            Ok(s) => s,
-            Err(e) => {
-                report.problems.push(Problem {
-                    object: id.key(),
-                    problem: e.to_string(),
-                    snapshots: vec![id.short()],
-                    files: vec![],
-                });
-                continue;
-            }
-        };
-        let refs = match snapshot_refs(repo, &blobs, &snap) {
+    let mut snaps = Vec::with_capacity(snap_ids.len());
+    for (id, read) in snap_ids.iter().zip(repo.read_snapshots(&snap_ids)) {
+        match read {
+            Ok(s) => snaps.push((*id, s)),
+            Err(e) => report.problems.push(Problem {
+                object: id.key(),
+                problem: e.to_string(),
+                snapshots: vec![id.short()],
+                files: vec![],
+            }),
+        }
+    }
+    // Consecutive snapshots share most blobs of their reference lists: each
+    // distinct blob is read once.
+    let mut wanted: Vec<BlobId> = snaps
+        .iter()
+        .flat_map(|(_, s)| s.refs.iter().copied())
+        .filter(|b| blobs.contains_key(b))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    wanted.sort_by_key(|b| blobs.get(b).map(|l| (l.pack.0, l.entry.offset)));
+    let refs_blobs: HashMap<BlobId, std::result::Result<Vec<u8>, String>> = wanted
+        .iter()
+        .copied()
+        .zip(read_blobs(repo, &blobs, &wanted).map(|r| r.map_err(|e| e.to_string())))
+        .collect();
+    for (id, snap) in snaps {
+        let refs = match reference_list(&snap, &refs_blobs) {
             Ok(r) => r,
             Err(e) => {
                 report.problems.push(Problem {
@@ -223,6 +241,22 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     }
     report.ok = report.problems.is_empty();
     Ok(report)
+}
+
+/// A snapshot's reference list from its blobs, read beforehand.
+fn reference_list(
+    snap: &Snapshot,
+    read: &HashMap<BlobId, std::result::Result<Vec<u8>, String>>,
+) -> std::result::Result<Vec<BlobId>, String> {
+    let mut parts = Vec::with_capacity(snap.refs.len());
+    for b in &snap.refs {
+        match read.get(b) {
+            Some(Ok(data)) => parts.push(data.as_slice()),
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(format!("blob {} is missing from the index", b.short())),
+        }
+    }
+    decode_refs(parts).map_err(|e| e.to_string())
 }
 
 /// Downloads one pack and verifies it. Returns (pack, problem, damaged blobs).

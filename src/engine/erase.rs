@@ -21,6 +21,7 @@
 //! 4. **Prune** with no grace and no unused share allowed, so every pack that
 //!    holds an erased blob is deleted or repacked.
 
+use super::packer::Packer;
 use super::prune::{PruneOptions, PruneReport, prune};
 use super::{Progress, RefsPiece, sync_index, sync_snapshots, walk_refs};
 use crate::catalog::{BlobLocation, Catalog};
@@ -28,9 +29,9 @@ use crate::repo::RepoError;
 use crate::repo::Repository;
 use crate::repo::chunker::{Chunker, Splitter};
 use crate::repo::ids::{BlobId, SnapshotId};
-use crate::repo::index::{IndexFile, IndexedPack};
+use crate::repo::index::IndexFile;
 use crate::repo::lock::{LEASE, RepoLock};
-use crate::repo::pack::{BlobKind, PackWriter, seal_blob};
+use crate::repo::pack::{BlobKind, seal_blob};
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Entry, EntryKind, TreeIndexBuilder, TreeParser};
 use crate::{Error, Result};
@@ -381,13 +382,12 @@ fn scan(
     })
 }
 
-/// Seals new blobs into packs (spooled), uploads each when full.
+/// Seals new blobs into packs.
 struct Writer<'a> {
     repo: &'a Repository,
     known: &'a HashMap<BlobId, BlobLocation>,
     queued: HashSet<BlobId>,
-    pack: Option<PackWriter>,
-    written: Vec<IndexedPack>,
+    packer: Packer<'a>,
     /// Mixed bundle → the blob of its kept bytes.
     restored: HashMap<BlobId, BlobId>,
     blobs_written: usize,
@@ -406,37 +406,9 @@ impl Writer<'_> {
             data,
             crate::config::DEFAULT_COMPRESSION,
         );
-        let spool = self.repo.store.spool_dir();
-        let w = match self.pack.as_mut() {
-            Some(w) => w,
-            None => self
-                .pack
-                .insert(PackWriter::create(&spool).map_err(|e| Error::io(&spool, e))?),
-        };
-        w.add(sealed).map_err(|e| Error::io(&spool, e))?;
+        self.packer.add(sealed)?;
         self.blobs_written += 1;
-        if w.len() >= self.repo.config.pack_size {
-            self.upload()?;
-        }
         Ok(id)
-    }
-
-    fn upload(&mut self) -> Result<()> {
-        let Some(w) = self.pack.take() else {
-            return Ok(());
-        };
-        let spool = self.repo.store.spool_dir();
-        let p = w
-            .finish(&self.repo.keys)
-            .map_err(|e| Error::io(&spool, e))?;
-        let handle = self.repo.store.spawn_put_file(p.id.key(), p.path);
-        self.repo.store.join(handle)?;
-        self.written.push(IndexedPack {
-            id: p.id,
-            size: p.size,
-            blobs: p.entries,
-        });
-        Ok(())
     }
 
     /// The blob holding the kept bytes of mixed bundle `old`.
@@ -713,8 +685,7 @@ fn rewrite_all(
         repo,
         known: &blobs,
         queued: HashSet::new(),
-        pack: None,
-        written: Vec::new(),
+        packer: Packer::new(repo),
         restored: HashMap::new(),
         blobs_written: 0,
     };
@@ -739,18 +710,14 @@ fn rewrite_all(
             }
             progress.advance(1);
         }
-        w.upload()
+        Ok(())
     })();
-    if let Some(p) = w.pack.take() {
-        p.discard();
-    }
     result?;
+    let written = w.packer.finish()?;
 
     // Commit: the index of the new packs, the new snapshots, then the old go.
-    if !w.written.is_empty() {
-        let index = IndexFile {
-            packs: std::mem::take(&mut w.written),
-        };
+    if !written.is_empty() {
+        let index = IndexFile { packs: written };
         report.packs_written = index.packs.len();
         let id = repo.write_index(&index)?;
         catalog.add_index(&id, &index)?;

@@ -8,6 +8,7 @@ pub mod erase;
 pub mod export;
 pub mod forget;
 pub mod history;
+mod packer;
 pub mod prune;
 pub mod rebuild;
 pub mod restore;
@@ -19,6 +20,7 @@ use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::snapshot::Snapshot;
+use crate::repo::store::Read;
 use std::collections::{HashMap, HashSet};
 
 /// Progress reports from the engines; the CLI draws bars, tests ignore them.
@@ -49,9 +51,9 @@ pub fn sync_index(
     for gone in known.difference(&in_repo) {
         catalog.remove_index(gone)?;
     }
-    for new in in_repo.difference(&known) {
-        let index = repo.read_index(new)?;
-        catalog.add_index(new, &index)?;
+    let new: Vec<_> = in_repo.difference(&known).copied().collect();
+    for (id, index) in new.iter().zip(repo.read_indexes(&new)) {
+        catalog.add_index(id, &index?)?;
     }
     Ok(catalog.blobs()?)
 }
@@ -94,9 +96,9 @@ pub fn sync_snapshots(
     for gone in known.difference(&in_repo) {
         catalog.remove_snapshot(gone)?;
     }
-    for new in in_repo.difference(&known) {
-        let snap = repo.read_snapshot(new)?;
-        catalog.put_snapshot(new, &snap)?;
+    let new: Vec<_> = in_repo.difference(&known).copied().collect();
+    for (id, snap) in new.iter().zip(repo.read_snapshots(&new)) {
+        catalog.put_snapshot(id, &snap?)?;
     }
     Ok(catalog.snapshots()?)
 }
@@ -108,17 +110,44 @@ pub fn read_stream(
     ids: &[BlobId],
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
-    for id in ids {
-        let loc = blobs
-            .get(id)
-            .ok_or_else(|| crate::repo::RepoError::Corrupt {
-                object: format!("blob {}", id.short()),
-                reason: "missing from the index".into(),
-            })?;
-        let data = repo.read_blob(&loc.pack, &loc.entry)?;
-        f(&data)?;
+    for data in read_blobs(repo, blobs, ids) {
+        f(&data?)?;
     }
     Ok(())
+}
+
+/// Reads and opens blobs in the order of `ids`, several requests in flight.
+/// A blob missing from the index ends the stream with an error at its place.
+pub fn read_blobs<'a>(
+    repo: &'a Repository,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    ids: &[BlobId],
+) -> impl Iterator<Item = Result<Vec<u8>>> + 'a {
+    let locs: Vec<BlobLocation> = ids.iter().map_while(|id| blobs.get(id).copied()).collect();
+    let missing = ids.get(locs.len()).map(|id| {
+        Err(crate::repo::RepoError::Corrupt {
+            object: format!("blob {}", id.short()),
+            reason: "missing from the index".into(),
+        }
+        .into())
+    });
+    let reads = locs
+        .iter()
+        .map(|l| Read::Range {
+            key: l.pack.key(),
+            offset: l.entry.offset,
+            length: l.entry.length,
+        })
+        .collect();
+    repo.store
+        .read_ahead(reads, repo.store.read_concurrency())
+        .zip(locs)
+        .map(|(sealed, loc)| {
+            Ok(crate::repo::pack::open_blob(
+                &repo.keys, &loc.entry, &loc.pack, &sealed?,
+            )?)
+        })
+        .chain(missing)
 }
 
 /// The entries of a snapshot's file list, streamed blob by blob.
@@ -233,9 +262,18 @@ pub fn snapshot_refs(
     blobs: &HashMap<BlobId, BlobLocation>,
     snap: &Snapshot,
 ) -> Result<Vec<BlobId>> {
+    let mut parts = Vec::with_capacity(snap.refs.len());
+    for data in read_blobs(repo, blobs, &snap.refs) {
+        parts.push(data?);
+    }
+    decode_refs(parts.iter().map(Vec::as_slice))
+}
+
+/// The ids of a reference list from its blobs' plaintext, in order.
+pub fn decode_refs<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<BlobId>> {
     let mut out = Vec::new();
     let mut rest: Vec<u8> = Vec::new();
-    read_stream(repo, blobs, &snap.refs, |data| {
+    for data in parts {
         rest.extend_from_slice(data);
         let whole = rest.len() / 32 * 32;
         out.extend(
@@ -244,8 +282,7 @@ pub fn snapshot_refs(
                 .map(|c| BlobId(c.try_into().unwrap_or([0; 32]))),
         );
         rest.drain(..whole);
-        Ok(())
-    })?;
+    }
     if !rest.is_empty() {
         return Err(crate::repo::RepoError::Corrupt {
             object: "snapshot reference list".into(),

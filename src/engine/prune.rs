@@ -11,13 +11,15 @@
 //! storage. Order: new packs, then the new index, then the old indexes, then
 //! the old packs: a prune cut off at any point leaves every snapshot whole.
 
+use super::packer::Packer;
 use super::{sync_index, sync_snapshots, walk_refs};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{LEASE, RepoLock};
-use crate::repo::pack::{PackEntry, PackWriter, SealedBlob};
+use crate::repo::pack::{PackEntry, SealedBlob};
 use crate::repo::snapshot::Snapshot;
+use crate::repo::store::Read;
 use crate::repo::{RepoError, Repository};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -221,64 +223,59 @@ fn run(
         return Ok(report);
     }
 
-    // 1. Live blobs of repacked packs go into new packs.
-    let mut written: Vec<IndexedPack> = Vec::new();
-    let mut writer: Option<PackWriter> = None;
-    let spool = repo.store.spool_dir();
-    let spool_err = |e: std::io::Error| Error::io(&spool, e);
-    let upload = |w: PackWriter, written: &mut Vec<IndexedPack>| -> Result<()> {
-        let p = w.finish(&repo.keys).map_err(spool_err)?;
-        let handle = repo.store.spawn_put_file(p.id.key(), p.path);
-        repo.store.join(handle)?;
-        written.push(IndexedPack {
-            id: p.id,
-            size: p.size,
-            blobs: p.entries,
-        });
-        Ok(())
-    };
-    for pack in doomed.iter().filter(|p| verdicts[*p] == Verdict::Repack) {
+    // 1. Live blobs of repacked packs go into new packs. The coalesced reads
+    //    run ahead of the packing, several in flight, and each new pack
+    //    uploads while the next fills: on S3 the repack is bound by requests.
+    let keep: Vec<(PackId, Vec<PackEntry>)> = doomed
+        .iter()
+        .filter(|p| verdicts[*p] == Verdict::Repack)
+        .map(|pack| {
+            let mut live_here: Vec<PackEntry> = contents[pack]
+                .iter()
+                .filter(|e| live.contains(&e.id))
+                .copied()
+                .collect();
+            live_here.sort_by_key(|e| e.offset);
+            (*pack, live_here)
+        })
+        .collect();
+    let gap = repo.store.read_gap();
+    let runs: Vec<(PackId, &[PackEntry])> = keep
+        .iter()
+        .flat_map(|(pack, entries)| coalesce(entries, gap).into_iter().map(|r| (*pack, r)))
+        .collect();
+    let reads = runs
+        .iter()
+        .map(|(pack, run)| {
+            let (start, end) = span(run);
+            Read::Range {
+                key: pack.key(),
+                offset: start,
+                length: end - start,
+            }
+        })
+        .collect();
+    let mut packer = Packer::new(repo);
+    let fetched = repo.store.read_ahead(reads, repo.store.read_concurrency());
+    for ((pack, run), bytes) in runs.iter().zip(fetched) {
         lock.refresh_if_due(&repo.store, &repo.keys)?;
-        let mut keep: Vec<PackEntry> = contents[pack]
-            .iter()
-            .filter(|e| live.contains(&e.id))
-            .copied()
-            .collect();
-        keep.sort_by_key(|e| e.offset);
-        for run in coalesce(&keep) {
-            let (start, end) = (
-                run[0].offset,
-                run[run.len() - 1].offset + run[run.len() - 1].length,
-            );
-            let bytes = repo.store.get_range(&pack.key(), start, end - start)?;
-            if bytes.len() as u64 != end - start {
-                return Err(corrupt(pack.key(), "shorter than its index says"));
-            }
-            for e in run {
-                let at = (e.offset - start) as usize;
-                let w = match writer.as_mut() {
-                    Some(w) => w,
-                    None => writer.insert(PackWriter::create(&spool).map_err(spool_err)?),
-                };
-                w.add(SealedBlob {
-                    id: e.id,
-                    kind: e.kind,
-                    raw_length: e.raw_length,
-                    bytes: bytes[at..at + e.length as usize].to_vec(),
-                })
-                .map_err(spool_err)?;
-                report.bytes_repacked += e.length;
-                if w.len() >= repo.config.pack_size
-                    && let Some(w) = writer.take()
-                {
-                    upload(w, &mut written)?;
-                }
-            }
+        let bytes = bytes?;
+        let (start, end) = span(run);
+        if bytes.len() as u64 != end - start {
+            return Err(corrupt(pack.key(), "shorter than its index says"));
+        }
+        for e in *run {
+            let at = (e.offset - start) as usize;
+            packer.add(SealedBlob {
+                id: e.id,
+                kind: e.kind,
+                raw_length: e.raw_length,
+                bytes: bytes[at..at + e.length as usize].to_vec(),
+            })?;
+            report.bytes_repacked += e.length;
         }
     }
-    if let Some(w) = writer.take() {
-        upload(w, &mut written)?;
-    }
+    let written = packer.finish()?;
     report.packs_written = written.len();
 
     // 2. One index for the new packs and the survivors of every index that
@@ -327,9 +324,8 @@ fn run(
 }
 
 /// Groups blobs (sorted by offset) into runs read with one ranged GET each:
-/// neighbours less than 256 KiB apart share a read, up to 8 MiB.
-fn coalesce(entries: &[PackEntry]) -> Vec<&[PackEntry]> {
-    const GAP: u64 = 256 * 1024;
+/// neighbours at most `gap` bytes apart share a read, up to 8 MiB.
+fn coalesce(entries: &[PackEntry], gap: u64) -> Vec<&[PackEntry]> {
     const MAX: u64 = 8 * 1024 * 1024;
     let mut out = Vec::new();
     let mut start = 0;
@@ -337,7 +333,7 @@ fn coalesce(entries: &[PackEntry]) -> Vec<&[PackEntry]> {
         let split = i == entries.len() || {
             let prev = &entries[i - 1];
             let cur = &entries[i];
-            cur.offset > prev.offset + prev.length + GAP
+            cur.offset > prev.offset + prev.length + gap
                 || cur.offset + cur.length - entries[start].offset > MAX
         };
         if split {
@@ -346,6 +342,12 @@ fn coalesce(entries: &[PackEntry]) -> Vec<&[PackEntry]> {
         }
     }
     out
+}
+
+/// The byte range a run of blobs (sorted by offset, not empty) covers.
+fn span(run: &[PackEntry]) -> (u64, u64) {
+    let last = &run[run.len() - 1];
+    (run[0].offset, last.offset + last.length)
 }
 
 #[cfg(test)]
@@ -366,10 +368,12 @@ mod tests {
     #[test]
     fn neighbours_share_a_read_and_far_blobs_do_not() {
         let v = [e(0, 100), e(100, 100), e(1_000_000, 10), e(1_000_010, 5)];
-        let runs: Vec<usize> = coalesce(&v).iter().map(|r| r.len()).collect();
+        let runs: Vec<usize> = coalesce(&v, 256 << 10).iter().map(|r| r.len()).collect();
         assert_eq!(runs, [2, 2]);
-        assert!(coalesce(&[]).is_empty());
+        let wide: Vec<usize> = coalesce(&v, 1 << 20).iter().map(|r| r.len()).collect();
+        assert_eq!(wide, [4], "a wider gap (S3) bridges them");
+        assert!(coalesce(&[], 256 << 10).is_empty());
         let big = [e(0, 6 << 20), e(6 << 20, 6 << 20)];
-        assert_eq!(coalesce(&big).len(), 2, "a run stops at 8 MiB");
+        assert_eq!(coalesce(&big, 1 << 20).len(), 2, "a run stops at 8 MiB");
     }
 }

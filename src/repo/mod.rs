@@ -260,8 +260,31 @@ impl Repository {
         key: &str,
         id: &[u8; 32],
     ) -> Result<T, RepoError> {
-        let sealed = self.store.get(key)?;
-        let compressed = self.keys.open(&sealed, key)?;
+        self.open_object(key, id, &self.store.get(key)?)
+    }
+
+    /// Reads many objects with several requests in flight; results in order.
+    fn get_objects<T: for<'de> Deserialize<'de>>(
+        &self,
+        objects: Vec<(String, [u8; 32])>,
+    ) -> impl Iterator<Item = Result<T, RepoError>> + '_ {
+        let reads = objects
+            .iter()
+            .map(|(key, _)| store::Read::Object(key.clone()))
+            .collect();
+        self.store
+            .read_ahead(reads, self.store.read_concurrency())
+            .zip(objects)
+            .map(|(sealed, (key, id))| self.open_object(&key, &id, &sealed?))
+    }
+
+    fn open_object<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+        id: &[u8; 32],
+        sealed: &[u8],
+    ) -> Result<T, RepoError> {
+        let compressed = self.keys.open(sealed, key)?;
         let json = zstd::bulk::decompress(&compressed, 512 * 1024 * 1024).map_err(|e| {
             RepoError::Corrupt {
                 object: key.into(),
@@ -288,6 +311,14 @@ impl Repository {
         self.get_object(&id.key(), &id.0)
     }
 
+    /// Reads index objects with several requests in flight, in the order of `ids`.
+    pub fn read_indexes(
+        &self,
+        ids: &[IndexId],
+    ) -> impl Iterator<Item = Result<IndexFile, RepoError>> + '_ {
+        self.get_objects(ids.iter().map(|i| (i.key(), i.0)).collect())
+    }
+
     /// The ids of the objects under `prefix` that `parse` recognises.
     fn list_ids<T>(&self, prefix: &str, parse: fn(&str) -> Option<T>) -> Result<Vec<T>, RepoError> {
         Ok(self
@@ -308,6 +339,14 @@ impl Repository {
 
     pub fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot, RepoError> {
         self.get_object(&id.key(), &id.0)
+    }
+
+    /// Reads snapshot objects with several requests in flight, in the order of `ids`.
+    pub fn read_snapshots(
+        &self,
+        ids: &[SnapshotId],
+    ) -> impl Iterator<Item = Result<Snapshot, RepoError>> + '_ {
+        self.get_objects(ids.iter().map(|i| (i.key(), i.0)).collect())
     }
 
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>, RepoError> {

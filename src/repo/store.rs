@@ -116,9 +116,29 @@ impl Store {
         self.storage.upload_concurrency().clamp(1, 64)
     }
 
-    /// How many ranged reads the backend wants in flight.
+    /// How many reads the backend wants in flight when a caller has many
+    /// (restore, prune's repack, check).
     pub fn read_concurrency(&self) -> usize {
         self.storage.read_concurrency().clamp(1, 64)
+    }
+
+    /// Unneeded bytes worth reading to save one request (see [`Storage::read_gap`]).
+    pub fn read_gap(&self) -> u64 {
+        self.storage.read_gap()
+    }
+
+    /// Reads `reads` in order with up to `ahead` requests in flight: they run
+    /// as tasks, so they progress while the caller works on earlier results.
+    /// Ranged reads in flight or waiting stay under [`READ_AHEAD_BYTES`]
+    /// (one read at a time may exceed it), which bounds memory.
+    pub fn read_ahead(&self, reads: Vec<Read>, ahead: usize) -> ReadAhead<'_> {
+        ReadAhead {
+            store: self,
+            todo: reads.into_iter(),
+            in_flight: std::collections::VecDeque::new(),
+            bytes: 0,
+            ahead: ahead.max(1),
+        }
     }
 
     /// Where pack spool files go for this storage.
@@ -131,11 +151,89 @@ impl Store {
         &self,
         handle: tokio::task::JoinHandle<Result<(), StorageError>>,
     ) -> Result<(), StorageError> {
+        self.join_task(handle)
+    }
+
+    fn join_task<T>(
+        &self,
+        handle: tokio::task::JoinHandle<Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
         self.run(handle).unwrap_or_else(|e| {
             Err(StorageError::Unavailable {
                 location: self.location(),
-                message: format!("upload task failed: {e}"),
+                message: format!("storage task failed: {e}"),
             })
         })
+    }
+}
+
+/// Bytes of ranged reads [`Store::read_ahead`] keeps in flight at most.
+pub const READ_AHEAD_BYTES: u64 = 32 * 1024 * 1024;
+
+/// One read of [`Store::read_ahead`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Read {
+    Object(String),
+    Range {
+        key: String,
+        offset: u64,
+        length: u64,
+    },
+}
+
+/// The results of [`Store::read_ahead`], in request order. Dropping it
+/// cancels the reads still in flight.
+pub struct ReadAhead<'a> {
+    store: &'a Store,
+    todo: std::vec::IntoIter<Read>,
+    /// Each read in flight with its length (0 for a whole object).
+    in_flight:
+        std::collections::VecDeque<(tokio::task::JoinHandle<Result<Bytes, StorageError>>, u64)>,
+    bytes: u64,
+    ahead: usize,
+}
+
+impl Iterator for ReadAhead<'_> {
+    type Item = Result<Bytes, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.in_flight.len() < self.ahead
+            && let Some(next) = self.todo.as_slice().first()
+        {
+            let length = match next {
+                Read::Object(_) => 0,
+                Read::Range { length, .. } => *length,
+            };
+            if !self.in_flight.is_empty() && self.bytes + length > READ_AHEAD_BYTES {
+                break;
+            }
+            let Some(read) = self.todo.next() else {
+                break;
+            };
+            self.bytes += length;
+            let storage = self.store.storage.clone();
+            let handle = self.store.runtime.spawn(async move {
+                match read {
+                    Read::Object(key) => storage.get(&key).await,
+                    Read::Range {
+                        key,
+                        offset,
+                        length,
+                    } => storage.get_range(&key, offset, length).await,
+                }
+            });
+            self.in_flight.push_back((handle, length));
+        }
+        let (handle, length) = self.in_flight.pop_front()?;
+        self.bytes -= length;
+        Some(self.store.join_task(handle))
+    }
+}
+
+impl Drop for ReadAhead<'_> {
+    fn drop(&mut self) {
+        for (h, _) in &self.in_flight {
+            h.abort();
+        }
     }
 }

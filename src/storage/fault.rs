@@ -144,6 +144,9 @@ impl Storage for Faulty {
     fn read_concurrency(&self) -> usize {
         self.inner.read_concurrency()
     }
+    fn read_gap(&self) -> u64 {
+        self.inner.read_gap()
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.apply(key, self.inner.put(key, data)).await
     }

@@ -74,9 +74,15 @@ pub trait Storage: Send + Sync {
     fn upload_concurrency(&self) -> usize {
         2
     }
-    /// How many ranged reads a restore keeps in flight.
+    /// How many reads a caller with many keeps in flight (restore, prune's
+    /// repack, check). Locally two hide a read behind decrypting the last.
     fn read_concurrency(&self) -> usize {
         2
+    }
+    /// Bytes of unneeded data worth reading to save one request: coalesced
+    /// reads bridge gaps up to this size.
+    fn read_gap(&self) -> u64 {
+        256 * 1024
     }
     /// Removes temporary files a killed writer left behind (call with the
     /// writer lock held). Returns how many were removed.

@@ -72,6 +72,9 @@ impl Storage for Retry {
     fn read_concurrency(&self) -> usize {
         self.inner.read_concurrency()
     }
+    fn read_gap(&self) -> u64 {
+        self.inner.read_gap()
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.run(|| self.inner.put(key, data.clone())).await
     }

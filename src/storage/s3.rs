@@ -818,10 +818,14 @@ impl Storage for S3Storage {
         }
     }
 
-    /// Each read waits a round trip before its bytes flow: enough in flight
-    /// to hide that behind decryption and writing.
+    /// A request costs tens of milliseconds of round trip and server work:
+    /// keep several in flight, and bridge gaps that take about as long to
+    /// transfer as a request costs.
     fn read_concurrency(&self) -> usize {
         8
+    }
+    fn read_gap(&self) -> u64 {
+        1024 * 1024
     }
 
     async fn create_location(&self) -> Result<(), StorageError> {

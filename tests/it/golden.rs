@@ -21,7 +21,16 @@ fn format_v1_repository_still_restores_exactly() {
     let identity = env.path("operator.key");
     fs::copy(fixture().join("operator.key"), &identity).unwrap();
     fs::set_permissions(&identity, fs::Permissions::from_mode(0o600)).unwrap();
-    let repo = fixture().join("repo");
+    // A copy: reading commands leave the fixture alone, but a restore
+    // records itself in the repository's audit log.
+    let repo = env.path("repo");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture().join("repo"))
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(cp.success(), "copying the fixture");
     let common = |args: &[&str]| {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         v.extend([

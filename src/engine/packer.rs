@@ -1,0 +1,104 @@
+//! New packs from sealed blobs, for the engines that copy or re-store blobs
+//! (prune's repack, erase): each pack is spooled to a file and uploaded in
+//! the background while the next one fills, with at most the backend's upload
+//! concurrency in flight (so spool files and requests stay bounded).
+
+use crate::repo::Repository;
+use crate::repo::index::IndexedPack;
+use crate::repo::pack::{PackWriter, SealedBlob};
+use crate::storage::StorageError;
+use crate::{Error, Result};
+use std::collections::VecDeque;
+
+type Upload = (
+    tokio::task::JoinHandle<std::result::Result<(), StorageError>>,
+    IndexedPack,
+);
+
+pub(crate) struct Packer<'a> {
+    repo: &'a Repository,
+    writer: Option<PackWriter>,
+    uploading: VecDeque<Upload>,
+    uploaded: Vec<IndexedPack>,
+}
+
+impl<'a> Packer<'a> {
+    pub(crate) fn new(repo: &'a Repository) -> Self {
+        Packer {
+            repo,
+            writer: None,
+            uploading: VecDeque::new(),
+            uploaded: Vec::new(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, blob: SealedBlob) -> Result<()> {
+        let spool = self.repo.store.spool_dir();
+        let w = match self.writer.as_mut() {
+            Some(w) => w,
+            None => self
+                .writer
+                .insert(PackWriter::create(&spool).map_err(|e| Error::io(&spool, e))?),
+        };
+        w.add(blob).map_err(|e| Error::io(&spool, e))?;
+        if w.len() >= self.repo.config.pack_size {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the pack being filled and starts its upload, first waiting
+    /// for the oldest upload if the limit is reached.
+    fn seal(&mut self) -> Result<()> {
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        while self.uploading.len() >= self.repo.store.upload_concurrency() {
+            self.join_oldest()?;
+        }
+        let spool = self.repo.store.spool_dir();
+        let p = w
+            .finish(&self.repo.keys)
+            .map_err(|e| Error::io(&spool, e))?;
+        let handle = self.repo.store.spawn_put_file(p.id.key(), p.path);
+        self.uploading.push_back((
+            handle,
+            IndexedPack {
+                id: p.id,
+                size: p.size,
+                blobs: p.entries,
+            },
+        ));
+        Ok(())
+    }
+
+    fn join_oldest(&mut self) -> Result<()> {
+        if let Some((h, p)) = self.uploading.pop_front() {
+            self.repo.store.join(h)?;
+            self.uploaded.push(p);
+        }
+        Ok(())
+    }
+
+    /// Uploads the last pack and waits for every upload: the packs returned
+    /// are all stored, so an index may now name them.
+    pub(crate) fn finish(mut self) -> Result<Vec<IndexedPack>> {
+        self.seal()?;
+        while !self.uploading.is_empty() {
+            self.join_oldest()?;
+        }
+        Ok(std::mem::take(&mut self.uploaded))
+    }
+}
+
+impl Drop for Packer<'_> {
+    /// On failure: no spool file is left, and no upload outlives the caller.
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.discard();
+        }
+        for (h, _) in self.uploading.drain(..) {
+            let _ = self.repo.store.join(h);
+        }
+    }
+}
