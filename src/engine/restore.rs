@@ -8,6 +8,7 @@ use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId};
 use crate::repo::pack::{PackEntry, open_blob};
 use crate::repo::snapshot::Snapshot;
+use crate::repo::store::Read;
 use crate::repo::tree::{Entry, EntryKind};
 use crate::{Error, Result};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -634,28 +635,11 @@ pub fn restore(
         bad_blobs: Mutex::new(HashSet::new()),
         hashes: opts.verify.then(|| Mutex::new(Vec::new())),
     };
-    // Fetchers keep reads in flight (many on S3, where each waits a round
-    // trip) while the workers decrypt and write; the channel bounds what is
-    // fetched ahead, so memory stays at a few reads per thread.
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    // The store keeps reads in flight (many on S3, where each waits a round
+    // trip; bounded in bytes) while the workers decrypt and write; the
+    // channel bounds what waits for a worker.
     let (tx, rx) = crossbeam_channel::bounded(workers);
     std::thread::scope(|s| {
-        for _ in 0..repo.store.read_concurrency() {
-            let (tx, next, writer, reads) = (tx.clone(), &next, &writer, &reads);
-            s.spawn(move || {
-                while !writer.full.is_set() {
-                    let Some((w, r)) = reads.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
-                    };
-                    let items = &w.1[r.clone()];
-                    let fetched = fetch(repo, &w.0, items);
-                    if tx.send((&w.0, items, fetched)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
         for _ in 0..workers {
             let (rx, writer) = (rx.clone(), &writer);
             s.spawn(move || {
@@ -664,6 +648,24 @@ pub fn restore(
                 }
             });
         }
+        let ranges: Vec<Read> = reads
+            .iter()
+            .map(|(w, r)| {
+                let (offset, length) = span(&w.1[r.clone()]);
+                Read::Range {
+                    key: w.0.key(),
+                    offset,
+                    length,
+                }
+            })
+            .collect();
+        let fetched = repo.store.read_ahead(ranges, repo.store.read_concurrency());
+        for ((w, r), f) in reads.iter().zip(fetched) {
+            if writer.full.is_set() || tx.send((&w.0, &w.1[r.clone()], f)).is_err() {
+                break;
+            }
+        }
+        drop(tx);
     });
     let Writer {
         finished,
@@ -969,18 +971,25 @@ fn coalesce(items: &[(PackEntry, Vec<Piece>)]) -> Vec<std::ops::Range<usize>> {
 }
 
 /// One ranged read covering `items` (neighbours in a pack, sorted by offset).
-fn fetch(
-    repo: &Repository,
-    pack: &PackId,
-    items: &[(PackEntry, Vec<Piece>)],
-) -> std::result::Result<bytes::Bytes, crate::storage::StorageError> {
+/// Offset and length of the one ranged read that covers `items`
+/// (neighbours in one pack).
+fn span(items: &[(PackEntry, Vec<Piece>)]) -> (u64, u64) {
     let start = items.first().map_or(0, |i| i.0.offset);
     let end = items
         .iter()
         .map(|i| i.0.offset + i.0.length)
         .max()
         .unwrap_or(start);
-    repo.store.get_range(&pack.key(), start, end - start)
+    (start, end - start)
+}
+
+fn fetch(
+    repo: &Repository,
+    pack: &PackId,
+    items: &[(PackEntry, Vec<Piece>)],
+) -> std::result::Result<bytes::Bytes, crate::storage::StorageError> {
+    let (offset, length) = span(items);
+    repo.store.get_range(&pack.key(), offset, length)
 }
 
 /// Opens the blobs of one read and writes their pieces.
