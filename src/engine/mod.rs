@@ -256,6 +256,34 @@ pub fn for_each_entry_under(
     Ok(())
 }
 
+/// Groups the blobs of one pack, sorted by offset, into ranged reads:
+/// neighbours at most `gap` bytes apart share a read of at most `max` bytes
+/// (one blob alone may be longer). `span` gives an item's offset and length.
+/// Restore and prune's repack both read through it.
+pub fn coalesce<T>(
+    items: &[T],
+    span: impl Fn(&T) -> (u64, u64),
+    gap: u64,
+    max: u64,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some((start, length)) = items.get(i).map(&span) {
+        let mut end = start + length;
+        let mut j = i + 1;
+        while let Some((offset, length)) = items.get(j).map(&span)
+            && offset <= end + gap
+            && offset + length - start <= max
+        {
+            end = end.max(offset + length);
+            j += 1;
+        }
+        out.push(i..j);
+        i = j;
+    }
+    out
+}
+
 /// The blob ids a snapshot references (its refs stream).
 pub fn snapshot_refs(
     repo: &Repository,

@@ -323,25 +323,14 @@ fn run(
     Ok(report)
 }
 
-/// Groups blobs (sorted by offset) into runs read with one ranged GET each:
+/// Runs of blobs (sorted by offset) read with one ranged GET each:
 /// neighbours at most `gap` bytes apart share a read, up to 8 MiB.
 fn coalesce(entries: &[PackEntry], gap: u64) -> Vec<&[PackEntry]> {
     const MAX: u64 = 8 * 1024 * 1024;
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=entries.len() {
-        let split = i == entries.len() || {
-            let prev = &entries[i - 1];
-            let cur = &entries[i];
-            cur.offset > prev.offset + prev.length + gap
-                || cur.offset + cur.length - entries[start].offset > MAX
-        };
-        if split {
-            out.push(&entries[start..i]);
-            start = i;
-        }
-    }
-    out
+    super::coalesce(entries, |e| (e.offset, e.length), gap, MAX)
+        .into_iter()
+        .map(|r| &entries[r])
+        .collect()
 }
 
 /// The byte range a run of blobs (sorted by offset, not empty) covers.

@@ -2,7 +2,7 @@
 //! pack, adjacent blobs in one ranged read, packs in parallel), write pieces
 //! in place, then set metadata (folders last, deepest first).
 
-use super::{Progress, for_each_entry};
+use super::{Progress, coalesce, for_each_entry};
 use crate::catalog::BlobLocation;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId};
@@ -619,9 +619,17 @@ pub fn restore(
     for (_, items) in &mut work {
         items.sort_by_key(|(e, _)| e.offset);
     }
+    // Neighbours share a read across gaps worth less than a request (wider
+    // on S3), up to 4 MiB a read.
+    const MAX_READ: u64 = 4 * 1024 * 1024;
+    let gap = repo.store.read_gap();
     let reads: Vec<(&PackWork, std::ops::Range<usize>)> = work
         .iter()
-        .flat_map(|w| coalesce(&w.1).into_iter().map(move |r| (w, r)))
+        .flat_map(|w| {
+            coalesce(&w.1, |i| (i.0.offset, i.0.length), gap, MAX_READ)
+                .into_iter()
+                .map(move |r| (w, r))
+        })
         .collect();
     let writer = Writer {
         write_path: &write_path,
@@ -946,31 +954,6 @@ fn set_metadata_fd(f: &std::fs::File, e: &Entry, root: bool) -> std::io::Result<
     f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
 }
 
-/// Splits the blobs of one pack (sorted by offset) into ranged reads:
-/// neighbours less than `GAP` apart share a read of at most `MAX_READ`.
-fn coalesce(items: &[(PackEntry, Vec<Piece>)]) -> Vec<std::ops::Range<usize>> {
-    const GAP: u64 = 256 * 1024;
-    const MAX_READ: u64 = 4 * 1024 * 1024;
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < items.len() {
-        let start = items[i].0.offset;
-        let mut end = start + items[i].0.length;
-        let mut j = i + 1;
-        while j < items.len()
-            && items[j].0.offset <= end + GAP
-            && items[j].0.offset + items[j].0.length - start <= MAX_READ
-        {
-            end = end.max(items[j].0.offset + items[j].0.length);
-            j += 1;
-        }
-        out.push(i..j);
-        i = j;
-    }
-    out
-}
-
-/// One ranged read covering `items` (neighbours in a pack, sorted by offset).
 /// Offset and length of the one ranged read that covers `items`
 /// (neighbours in one pack).
 fn span(items: &[(PackEntry, Vec<Piece>)]) -> (u64, u64) {
