@@ -256,16 +256,31 @@ pub fn for_each_entry_under(
     Ok(())
 }
 
+/// One ranged read planned by [`coalesce`]: the items it covers and the
+/// byte range of the pack it reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub items: std::ops::Range<usize>,
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl Run {
+    /// The read of this run from the object `key`.
+    pub fn read(&self, key: String) -> Read {
+        Read::Range {
+            key,
+            offset: self.offset,
+            length: self.length,
+        }
+    }
+}
+
 /// Groups the blobs of one pack, sorted by offset, into ranged reads:
 /// neighbours at most `gap` bytes apart share a read of at most `max` bytes
 /// (one blob alone may be longer). `span` gives an item's offset and length.
 /// Restore and prune's repack both read through it.
-pub fn coalesce<T>(
-    items: &[T],
-    span: impl Fn(&T) -> (u64, u64),
-    gap: u64,
-    max: u64,
-) -> Vec<std::ops::Range<usize>> {
+pub fn coalesce<T>(items: &[T], span: impl Fn(&T) -> (u64, u64), gap: u64, max: u64) -> Vec<Run> {
     let mut out = Vec::new();
     let mut i = 0;
     while let Some((start, length)) = items.get(i).map(&span) {
@@ -278,7 +293,11 @@ pub fn coalesce<T>(
             end = end.max(offset + length);
             j += 1;
         }
-        out.push(i..j);
+        out.push(Run {
+            items: i..j,
+            offset: start,
+            length: end - start,
+        });
         i = j;
     }
     out

@@ -12,14 +12,13 @@
 //! the old packs: a prune cut off at any point leaves every snapshot whole.
 
 use super::packer::Packer;
-use super::{sync_index, sync_snapshots, walk_refs};
+use super::{Run, sync_index, sync_snapshots, walk_refs};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{LEASE, RepoLock};
 use crate::repo::pack::{PackEntry, SealedBlob};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::store::Read;
 use crate::repo::{RepoError, Repository};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -240,32 +239,25 @@ fn run(
         })
         .collect();
     let gap = repo.store.read_gap();
-    let runs: Vec<(PackId, &[PackEntry])> = keep
+    let runs: Vec<(PackId, &[PackEntry], Run)> = keep
         .iter()
-        .flat_map(|(pack, entries)| coalesce(entries, gap).into_iter().map(|r| (*pack, r)))
-        .collect();
-    let reads = runs
-        .iter()
-        .map(|(pack, run)| {
-            let (start, end) = span(run);
-            Read::Range {
-                key: pack.key(),
-                offset: start,
-                length: end - start,
-            }
+        .flat_map(|(pack, entries)| {
+            coalesce(entries, gap)
+                .into_iter()
+                .map(|r| (*pack, &entries[r.items.clone()], r))
         })
         .collect();
+    let reads = runs.iter().map(|(pack, _, r)| r.read(pack.key())).collect();
     let mut packer = Packer::new(repo);
     let fetched = repo.store.read_ahead(reads, repo.store.read_concurrency());
-    for ((pack, run), bytes) in runs.iter().zip(fetched) {
+    for ((pack, entries, run), bytes) in runs.iter().zip(fetched) {
         lock.refresh_if_due(&repo.store, &repo.keys)?;
         let bytes = bytes?;
-        let (start, end) = span(run);
-        if bytes.len() as u64 != end - start {
+        if bytes.len() as u64 != run.length {
             return Err(corrupt(pack.key(), "shorter than its index says"));
         }
-        for e in *run {
-            let at = (e.offset - start) as usize;
+        for e in *entries {
+            let at = (e.offset - run.offset) as usize;
             packer.add(SealedBlob {
                 id: e.id,
                 kind: e.kind,
@@ -325,18 +317,9 @@ fn run(
 
 /// Runs of blobs (sorted by offset) read with one ranged GET each:
 /// neighbours at most `gap` bytes apart share a read, up to 8 MiB.
-fn coalesce(entries: &[PackEntry], gap: u64) -> Vec<&[PackEntry]> {
+fn coalesce(entries: &[PackEntry], gap: u64) -> Vec<Run> {
     const MAX: u64 = 8 * 1024 * 1024;
     super::coalesce(entries, |e| (e.offset, e.length), gap, MAX)
-        .into_iter()
-        .map(|r| &entries[r])
-        .collect()
-}
-
-/// The byte range a run of blobs (sorted by offset, not empty) covers.
-fn span(run: &[PackEntry]) -> (u64, u64) {
-    let last = &run[run.len() - 1];
-    (run[0].offset, last.offset + last.length)
 }
 
 #[cfg(test)]
@@ -357,9 +340,15 @@ mod tests {
     #[test]
     fn neighbours_share_a_read_and_far_blobs_do_not() {
         let v = [e(0, 100), e(100, 100), e(1_000_000, 10), e(1_000_010, 5)];
-        let runs: Vec<usize> = coalesce(&v, 256 << 10).iter().map(|r| r.len()).collect();
+        let runs: Vec<usize> = coalesce(&v, 256 << 10)
+            .iter()
+            .map(|r| r.items.len())
+            .collect();
         assert_eq!(runs, [2, 2]);
-        let wide: Vec<usize> = coalesce(&v, 1 << 20).iter().map(|r| r.len()).collect();
+        let wide: Vec<usize> = coalesce(&v, 1 << 20)
+            .iter()
+            .map(|r| r.items.len())
+            .collect();
         assert_eq!(wide, [4], "a wider gap (S3) bridges them");
         assert!(coalesce(&[], 256 << 10).is_empty());
         let big = [e(0, 6 << 20), e(6 << 20, 6 << 20)];

@@ -2,13 +2,12 @@
 //! pack, adjacent blobs in one ranged read, packs in parallel), write pieces
 //! in place, then set metadata (folders last, deepest first).
 
-use super::{Progress, coalesce, for_each_entry};
+use super::{Progress, Run, coalesce, for_each_entry};
 use crate::catalog::BlobLocation;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId};
 use crate::repo::pack::{PackEntry, open_blob};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::store::Read;
 use crate::repo::tree::{Entry, EntryKind};
 use crate::{Error, Result};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -623,7 +622,7 @@ pub fn restore(
     // on S3), up to 4 MiB a read.
     const MAX_READ: u64 = 4 * 1024 * 1024;
     let gap = repo.store.read_gap();
-    let reads: Vec<(&PackWork, std::ops::Range<usize>)> = work
+    let reads: Vec<(&PackWork, Run)> = work
         .iter()
         .flat_map(|w| {
             coalesce(&w.1, |i| (i.0.offset, i.0.length), gap, MAX_READ)
@@ -656,20 +655,10 @@ pub fn restore(
                 }
             });
         }
-        let ranges: Vec<Read> = reads
-            .iter()
-            .map(|(w, r)| {
-                let (offset, length) = span(&w.1[r.clone()]);
-                Read::Range {
-                    key: w.0.key(),
-                    offset,
-                    length,
-                }
-            })
-            .collect();
+        let ranges = reads.iter().map(|(w, run)| run.read(w.0.key())).collect();
         let fetched = repo.store.read_ahead(ranges, repo.store.read_concurrency());
-        for ((w, r), f) in reads.iter().zip(fetched) {
-            if writer.full.is_set() || tx.send((&w.0, &w.1[r.clone()], f)).is_err() {
+        for ((w, run), f) in reads.iter().zip(fetched) {
+            if writer.full.is_set() || tx.send((&w.0, &w.1[run.items.clone()], f)).is_err() {
                 break;
             }
         }
@@ -954,27 +943,6 @@ fn set_metadata_fd(f: &std::fs::File, e: &Entry, root: bool) -> std::io::Result<
     f.set_times(std::fs::FileTimes::new().set_modified(t).set_accessed(t))
 }
 
-/// Offset and length of the one ranged read that covers `items`
-/// (neighbours in one pack).
-fn span(items: &[(PackEntry, Vec<Piece>)]) -> (u64, u64) {
-    let start = items.first().map_or(0, |i| i.0.offset);
-    let end = items
-        .iter()
-        .map(|i| i.0.offset + i.0.length)
-        .max()
-        .unwrap_or(start);
-    (start, end - start)
-}
-
-fn fetch(
-    repo: &Repository,
-    pack: &PackId,
-    items: &[(PackEntry, Vec<Piece>)],
-) -> std::result::Result<bytes::Bytes, crate::storage::StorageError> {
-    let (offset, length) = span(items);
-    repo.store.get_range(&pack.key(), offset, length)
-}
-
 /// Opens the blobs of one read and writes their pieces.
 fn write_blobs(
     repo: &Repository,
@@ -992,7 +960,9 @@ fn write_blobs(
         // one by one, so every blob that is intact still restores.
         Err(_) if items.len() > 1 => {
             for one in items.chunks(1) {
-                write_blobs(repo, w, pack, one, fetch(repo, pack, one));
+                let e = &one[0].0;
+                let fetched = repo.store.get_range(&pack.key(), e.offset, e.length);
+                write_blobs(repo, w, pack, one, fetched);
             }
         }
         Err(e) => {
