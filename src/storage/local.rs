@@ -318,3 +318,51 @@ impl LocalStorage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::abandoned_temp;
+    use std::time::{Duration, SystemTime};
+
+    /// A temp file judged by name (`.tmp-PID-…`) and age: a live writer's
+    /// is kept (it may be a lock half-way created), a gone writer's is
+    /// removed once a minute old, and any is removed once a day old.
+    #[test]
+    fn only_temps_of_gone_writers_are_abandoned() {
+        let dir = tempfile::tempdir().unwrap();
+        let age = |name: &str, secs: u64| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, b"x").unwrap();
+            let t = SystemTime::now() - Duration::from_secs(secs);
+            filetime::set_file_mtime(&p, filetime::FileTime::from_system_time(t)).unwrap();
+        };
+        let me = std::process::id();
+        let gone = u32::MAX - 1;
+        age(&format!(".tmp-{me}-a"), 3600);
+        age(&format!(".tmp-{gone}-b"), 10);
+        age(&format!(".tmp-{gone}-c"), 120);
+        age(&format!(".tmp-{me}-d"), 2 * 86400);
+        age("packfile", 2 * 86400);
+        let mut judged: Vec<(String, bool)> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    abandoned_temp(&e),
+                )
+            })
+            .collect();
+        judged.sort();
+        let want = [
+            (format!(".tmp-{gone}-b"), false),
+            (format!(".tmp-{gone}-c"), true),
+            (format!(".tmp-{me}-a"), false),
+            (format!(".tmp-{me}-d"), true),
+            ("packfile".to_string(), false),
+        ];
+        let mut want = want.to_vec();
+        want.sort();
+        assert_eq!(judged, want);
+    }
+}
