@@ -27,6 +27,22 @@ pub enum CatalogError {
     },
     #[error("catalog {path}: {message}")]
     Io { path: PathBuf, message: String },
+    #[error(
+        "catalog {path} stayed busy: another coffer process is writing it (a backup, prune or rebuild of the same repository); run this again once it is done"
+    )]
+    Busy { path: PathBuf },
+}
+
+impl CatalogError {
+    /// The error for `source`: a busy database is another process at work,
+    /// not damage, so it is not worth deleting.
+    fn sqlite(path: PathBuf, source: rusqlite::Error) -> CatalogError {
+        if is_busy(&source) {
+            CatalogError::Busy { path }
+        } else {
+            CatalogError::Sqlite { path, source }
+        }
+    }
 }
 
 /// Where a blob lives.
@@ -93,10 +109,7 @@ fn decode_extents(b: &[u8]) -> Option<Vec<Extent>> {
 
 /// Maps SQLite errors inside a transaction, where `self` is borrowed.
 fn sql_error(path: PathBuf) -> impl Fn(rusqlite::Error) -> CatalogError {
-    move |source| CatalogError::Sqlite {
-        path: path.clone(),
-        source,
-    }
+    move |source| CatalogError::sqlite(path.clone(), source)
 }
 
 /// SQLite said another connection holds the lock.
@@ -205,10 +218,7 @@ impl Catalog {
     }
 
     fn err(&self, source: rusqlite::Error) -> CatalogError {
-        CatalogError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        CatalogError::sqlite(self.path.clone(), source)
     }
 
     fn create_schema(&self, repo_id: &str) -> Result<(), CatalogError> {
@@ -691,6 +701,22 @@ pub struct AuditRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A catalog another process keeps locked past the busy timeout (10 s)
+    /// is reported as busy, with what to do, not as damage to delete.
+    #[test]
+    fn a_catalog_locked_by_another_writer_is_reported_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let cat = Catalog::open(&path, "repo").unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE;").unwrap();
+        let err = cat.audit("me", "restore", "x").unwrap_err();
+        assert!(matches!(err, CatalogError::Busy { .. }), "{err:?}");
+        assert!(err.to_string().contains("run this again"), "{err}");
+        other.execute_batch("COMMIT;").unwrap();
+        cat.audit("me", "restore", "x").unwrap();
+    }
 
     #[test]
     fn extents_round_trip_and_reject_garbage() {
