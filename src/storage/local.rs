@@ -128,15 +128,20 @@ impl LocalStorage {
     }
 }
 
-/// A `.tmp-PID-RANDOM` file whose writer is gone. A writer that is alive
-/// may be another process waiting for the lock with its create-only lock
-/// write half done; removing its temp would fail that write. A temp from
-/// another host (a shared mount) cannot be judged by pid, so a fresh one is
-/// left alone, and any temp a day old is taken as abandoned.
+/// A temp file (`.tmp-PID-RANDOM`, or `.tmp-pack-PID-RANDOM` for a spooled
+/// pack) whose writer is gone. A pack spool belongs to the lock holder, so
+/// once its process is gone it goes at once. A small temp may be the lock
+/// file of a writer waiting for the lock, maybe on another host sharing the
+/// mount, where the pid says nothing: it is left a minute. Any temp a day
+/// old is taken as abandoned.
 fn abandoned_temp(entry: &std::fs::DirEntry) -> bool {
     let name = entry.file_name();
     let Some(rest) = name.as_encoded_bytes().strip_prefix(b".tmp-") else {
         return false;
+    };
+    let (rest, min_age) = match rest.strip_prefix(b"pack-") {
+        Some(r) => (r, 0),
+        None => (rest, 60),
     };
     let age = entry
         .metadata()
@@ -150,7 +155,7 @@ fn abandoned_temp(entry: &std::fs::DirEntry) -> bool {
         .and_then(|p| p.parse::<u32>().ok());
     let writer_gone =
         pid.is_none_or(|p| p != std::process::id() && !crate::host::process_alive(p, None));
-    (writer_gone && age >= std::time::Duration::from_secs(60))
+    (writer_gone && age >= std::time::Duration::from_secs(min_age))
         || age >= std::time::Duration::from_secs(24 * 3600)
 }
 
@@ -324,9 +329,9 @@ mod tests {
     use super::abandoned_temp;
     use std::time::{Duration, SystemTime};
 
-    /// A temp file judged by name (`.tmp-PID-…`) and age: a live writer's
-    /// is kept (it may be a lock half-way created), a gone writer's is
-    /// removed once a minute old, and any is removed once a day old.
+    /// A temp file judged by name and age: a live writer's is kept (it may
+    /// be a lock half-way created), a gone writer's pack spool goes at once,
+    /// its other temps once a minute old, and any temp once a day old.
     #[test]
     fn only_temps_of_gone_writers_are_abandoned() {
         let dir = tempfile::tempdir().unwrap();
@@ -342,6 +347,8 @@ mod tests {
         age(&format!(".tmp-{gone}-b"), 10);
         age(&format!(".tmp-{gone}-c"), 120);
         age(&format!(".tmp-{me}-d"), 2 * 86400);
+        age(&format!(".tmp-pack-{gone}-e"), 0);
+        age(&format!(".tmp-pack-{me}-f"), 3600);
         age("packfile", 2 * 86400);
         let mut judged: Vec<(String, bool)> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -359,6 +366,8 @@ mod tests {
             (format!(".tmp-{gone}-c"), true),
             (format!(".tmp-{me}-a"), false),
             (format!(".tmp-{me}-d"), true),
+            (format!(".tmp-pack-{gone}-e"), true),
+            (format!(".tmp-pack-{me}-f"), false),
             ("packfile".to_string(), false),
         ];
         let mut want = want.to_vec();
