@@ -12,6 +12,11 @@
 #   BENCH_S3       0 = skip the S3 part (default 1)
 #   CARGO_TARGET_DIR  where cargo builds (default <repo root>/target); the
 #                  coffer and s3_server binaries are taken from there
+#   BENCH_RESTORE_FS  ext4 | dir: where full restores write. ext4 (the default
+#                  when root can loop-mount) gives every full restore a fresh
+#                  file system of its own (a sparse image, inode tables made
+#                  up front), so no run pays for an earlier run's deleted tree,
+#                  journal or lazy init; dir restores into a folder of BENCH_DIR
 #   COFFER_BIN     a prebuilt coffer binary: no cargo build; the S3 server is
 #                  expected at <its dir>/examples/s3_server (COFFER_REV: what
 #                  to call it in the report)
@@ -91,12 +96,35 @@ fi
 
 # Fresh state for this run: the working copy, repositories, caches, restores.
 DATA=$W/data
+for m in "$W"/restore-*; do mountpoint -q "$m" && umount "$m"; done 2>/dev/null || true
 rm -rf "$DATA" "$W/coffer" "$W/restic" "$W"/restore-* "$W/raw"
 log "copying data set to $DATA"
 cp -a "$W/dataset" "$DATA"
 mkdir -p "$W/coffer" "$W/restic" "$W/raw"
 nfiles=$(find "$DATA" -type f | wc -l)
 nbytes=$(du -sb "$DATA" | cut -f1)
+
+# Full-restore targets: a fresh ext4 each, or a plain folder (BENCH_RESTORE_FS).
+RFS=${BENCH_RESTORE_FS:-}
+if [ -z "$RFS" ]; then
+  RFS=dir
+  if [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null; then
+    truncate -s 64M "$W/fs-probe.img" && mkfs.ext4 -q -F "$W/fs-probe.img" && mkdir -p "$W/fs-probe" &&
+      mount -o loop "$W/fs-probe.img" "$W/fs-probe" 2>/dev/null && umount "$W/fs-probe" && RFS=ext4
+    rm -rf "$W/fs-probe" "$W/fs-probe.img"
+  fi
+fi
+case $RFS in ext4|dir) ;; *) die "BENCH_RESTORE_FS must be ext4 or dir" ;; esac
+log "full restores write to: $RFS"
+# fresh_target DIR: an empty DIR, on a new file system of its own with ext4
+fresh_target() {
+  drop_target "$1"; mkdir -p "$1"
+  [ "$RFS" = ext4 ] || return 0
+  truncate -s $((nbytes * 2 + (1 << 30))) "$1.img" &&
+    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" &&
+    mount -o loop "$1.img" "$1" && sync
+}
+drop_target() { if mountpoint -q "$1"; then umount "$1"; fi; rm -rf "$1" "$1.img"; }
 
 LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -137,7 +165,7 @@ coffer_setup() {
   run coffer init "$COFFER" init --repo "$C/repo" --recipient "$(tail -n1 "$W/raw/coffer.keygen.out")" --agent-key "$C/agent.key"
 }
 coffer_backup()  { run coffer "$1" "$COFFER" backup --repo "$C/repo" --agent-key "$C/agent.key" --catalog "$C/catalog.sqlite" --quiet "$DATA"; }
-coffer_restore() { run coffer restore "$COFFER" restore latest --repo "$C/repo" --identity "$C/operator.key" --catalog "$C/catalog.sqlite" --target "$W/restore-coffer" --quiet; }
+coffer_restore() { fresh_target "$W/restore-coffer" && run coffer restore "$COFFER" restore latest --repo "$C/repo" --identity "$C/operator.key" --catalog "$C/catalog.sqlite" --target "$W/restore-coffer" --quiet; }
 
 # restic: repository format 2 (needed for compression), cache inside $W.
 R=$W/restic
@@ -145,7 +173,7 @@ export RESTIC_PASSWORD=coffer-bench
 RESTIC=(restic --repo "$R/repo" --cache-dir "$R/cache" --compression auto)
 restic_setup()   { run restic init "${RESTIC[@]}" init --repository-version 2; }
 restic_backup()  { run restic "$1" "${RESTIC[@]}" backup --quiet "$DATA"; }
-restic_restore() { run restic restore "${RESTIC[@]}" restore latest --target "$W/restore-restic" --quiet; }
+restic_restore() { fresh_target "$W/restore-restic" && run restic restore "${RESTIC[@]}" restore latest --target "$W/restore-restic" --quiet; }
 
 TOOLS=(); want coffer && TOOLS+=(coffer); want restic && TOOLS+=(restic)
 # each step: the order of the tools alternates (first, then reversed)
@@ -175,7 +203,7 @@ verify() {
     BAD+=("$name: restored metadata (type/mode/size/mtime) differs ($W/raw/$name.meta.diff)")
   fi
   [ "${#BAD[@]}" -gt 0 ] && [[ "${BAD[-1]}" == "$name:"* ]] || VERIFIED+=("$name")
-  [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$W/restore-$name"
+  [ "${BENCH_KEEP:-0}" = 1 ] || drop_target "$W/restore-$name"
 }
 # verify_file NAME GOT: GOT must equal the small file $SMALL of $DATA.
 verify_file() {
@@ -183,7 +211,7 @@ verify_file() {
 }
 
 # --- 3. the runs ---------------------------------------------------------------------
-for t in "${TOOLS[@]}"; do "${t}_setup" || true; mkdir "$W/restore-$t"; done   # empty restore targets
+for t in "${TOOLS[@]}"; do "${t}_setup" || true; done
 both backup first
 both backup nochange
 # --- 3b. S3 over TLS, same data, one local server ----------------------------------------
@@ -258,7 +286,7 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
         cat) s3run coffer "s3cat.$c" "$COFFER" cat latest "$DATA/$SMALL" "${CS3[@]}" --identity "$C/operator.key" \
                 --catalog "$C/catalog-s3cat.sqlite" &&
                 verify_file "coffer s3cat.$c" "$W/raw/coffer.s3cat.$c.out" ;;
-        full) s3run coffer "s3full.$c" "$COFFER" restore latest "${CS3[@]}" --identity "$C/operator.key" \
+        full) fresh_target "$W/restore-s3-coffer-$c" && s3run coffer "s3full.$c" "$COFFER" restore latest "${CS3[@]}" --identity "$C/operator.key" \
                 --catalog "$C/catalog-s3full.sqlite" --target "$W/restore-s3-coffer-$c" --quiet &&
                 verify coffer "s3-coffer-$c" ;;
       esac
@@ -273,7 +301,7 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
                 verify_file "restic s3file.$c" "$W/restore-s3file-restic-$c$DATA/$SMALL" ;;
         cat) s3run restic "s3cat.$c" "${RS3[@]}" --cache-dir "$R/cache-s3cat" dump --quiet latest "$DATA/$SMALL" &&
                 verify_file "restic s3cat.$c" "$W/raw/restic.s3cat.$c.out" ;;
-        full) s3run restic "s3full.$c" "${RS3[@]}" --cache-dir "$R/cache-s3full" restore latest \
+        full) fresh_target "$W/restore-s3-restic-$c" && s3run restic "s3full.$c" "${RS3[@]}" --cache-dir "$R/cache-s3full" restore latest \
                 --target "$W/restore-s3-restic-$c" --quiet &&
                 verify restic "s3-restic-$c" ;;
       esac
@@ -334,6 +362,8 @@ val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did 
   echo "Data set: $nfiles files, $(fmt b "$nbytes") ($params), page cache warm."
   # other work on the box skews wall times: show it, so a noisy run is recognisable
   echo "Load average (1 min) at start $LOAD0, at end $(cut -d' ' -f1 /proc/loadavg)."
+  if [ "$RFS" = ext4 ]; then echo "Full restores each write to a fresh ext4 (loop-mounted sparse image)."
+  else echo "Full restores write to folders of \`$W\`."; fi
   echo "restic $(want restic && restic version | cut -d' ' -f2 || echo '-'): \`--compression auto\`, repository format 2, cache \`--cache-dir $R/cache\` (empty at start)."
   echo "coffer: \`$(want coffer && coffer_rev || echo '-')\`, catalog \`$C/catalog.sqlite\` (empty at start)."
   echo

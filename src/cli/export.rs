@@ -4,7 +4,7 @@ use super::select;
 use super::{Context, Exit, print_json};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::engine::export::{ExportOptions, ExportReport, Format, export as run_export};
-use crate::engine::{SnapshotState, snapshot_states, sync_index, sync_snapshots};
+use crate::engine::{sync_index, sync_snapshots};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
@@ -62,28 +62,28 @@ pub(super) fn open_view(ctx: &Context, filter: &select::Filter) -> Result<View> 
     })
 }
 
-/// Picks one snapshot of the view: `latest` (the newest complete one), an id
-/// prefix, or the newest at or before `at`. The one place export, find and
-/// diff choose a snapshot.
+/// Picks one snapshot of the view (see [`select::pick`]) for export, find and
+/// diff, warning when `latest` found every snapshot damaged.
 pub(super) fn pick_snapshot(
     view: &View,
     spec: Option<&str>,
     at: Option<DateTime<Utc>>,
 ) -> Result<usize> {
-    let latest = at.is_none() && spec.is_none_or(|s| s == "latest");
-    let states = if latest {
-        snapshot_states(&view.repo, &view.catalog, &view.blobs, &view.snaps)?
-    } else {
-        Vec::new()
-    };
-    let index = select::pick(&view.snaps, &states, spec, at)?;
-    if latest && states.get(index) == Some(&SnapshotState::Damaged) {
+    let picked = select::pick(
+        &view.repo,
+        &view.catalog,
+        &view.blobs,
+        &view.snaps,
+        spec,
+        at,
+    )?;
+    if picked.all_damaged {
         eprintln!(
             "coffer: warning: every snapshot is damaged; using the newest ({})",
-            view.snaps[index].0.short()
+            view.snaps[picked.index].0.short()
         );
     }
-    Ok(index)
+    Ok(picked.index)
 }
 
 fn format_of(args: &ExportArgs) -> Format {

@@ -4,7 +4,7 @@ use super::select;
 use super::{Context, Exit, print_json};
 use crate::catalog::BlobLocation;
 use crate::engine::restore::{Overwrite, RestoreOptions, restore as run_restore, write_file};
-use crate::engine::{SnapshotState, for_each_entry, snapshot_states, sync_index, sync_snapshots};
+use crate::engine::{for_each_entry, sync_index, sync_snapshots};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
@@ -100,14 +100,9 @@ fn choose(
         .into_iter()
         .filter(|(_, s)| filter.matches(s))
         .collect();
-    let latest = at.is_none() && spec.is_none_or(|s| s == "latest");
-    let states = if latest {
-        snapshot_states(&repo, &catalog, &blobs, &snaps)?
-    } else {
-        Vec::new()
-    };
-    let index = select::pick(&snaps, &states, spec, at)?;
-    if latest && states.get(index) == Some(&SnapshotState::Damaged) {
+    let picked = select::pick(&repo, &catalog, &blobs, &snaps, spec, at)?;
+    let index = picked.index;
+    if picked.all_damaged {
         eprintln!(
             "coffer: warning: every snapshot is damaged; using the newest ({}); --fallback recovers what older ones hold",
             snaps[index].0.short()

@@ -7,12 +7,15 @@
 //! `--at`/`--until`, its start for `--since`), `now`, or a span ago
 //! (`2 days ago`, `3h ago`).
 
-use crate::engine::SnapshotState;
+use crate::catalog::BlobLocation;
+use crate::engine::newest_whole;
+use crate::repo::ids::BlobId;
 use crate::repo::ids::SnapshotId;
 use crate::repo::snapshot::Snapshot;
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use clap::Args;
+use std::collections::HashMap;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct Filter {
@@ -123,22 +126,41 @@ pub fn parse_when(s: &str, end: bool, now: DateTime<Utc>) -> Result<DateTime<Utc
     ))
 }
 
-/// Picks one snapshot among `snaps` (sorted oldest first, already filtered):
-/// `--at` time, else `spec` = `latest` (the newest not damaged; the newest if
-/// all are) or an id prefix. `states` may be empty when `spec` is not `latest`.
+/// What [`pick`] chose: the snapshot's place in the list, and whether it is
+/// the newest of snapshots that are all damaged (`latest` found none whole).
+pub struct Picked {
+    pub index: usize,
+    pub all_damaged: bool,
+}
+
+/// Chooses one snapshot of `snaps` (oldest first): the newest at or before
+/// `at`, an id prefix, or `latest`, the newest that is not damaged (checked
+/// newest first, so only the snapshots passed over and the chosen one have
+/// their reference lists read). The one place restore, ls, cat, export, find
+/// and diff choose a snapshot.
 pub fn pick(
+    repo: &crate::repo::Repository,
+    catalog: &crate::catalog::Catalog,
+    blobs: &HashMap<BlobId, BlobLocation>,
     snaps: &[(SnapshotId, Snapshot)],
-    states: &[SnapshotState],
     spec: Option<&str>,
     at: Option<DateTime<Utc>>,
-) -> Result<usize> {
+) -> Result<Picked> {
+    let found = |index| Picked {
+        index,
+        all_damaged: false,
+    };
     if let Some(t) = at {
-        return snaps.iter().rposition(|(_, s)| s.time <= t).ok_or_else(|| {
-            anyhow!(
-                "no snapshot at or before {}; list them with `coffer snapshots`",
-                t.to_rfc3339()
-            )
-        });
+        return snaps
+            .iter()
+            .rposition(|(_, s)| s.time <= t)
+            .map(found)
+            .ok_or_else(|| {
+                anyhow!(
+                    "no snapshot at or before {}; list them with `coffer snapshots`",
+                    t.to_rfc3339()
+                )
+            });
     }
     let spec = spec.unwrap_or("latest");
     if spec == "latest" {
@@ -147,16 +169,18 @@ pub fn pick(
                 "no snapshots (that match the filters); list them with `coffer snapshots`"
             ));
         }
-        let whole = (0..snaps.len())
-            .rev()
-            .find(|&i| states.get(i).is_none_or(|s| *s != SnapshotState::Damaged));
-        return Ok(whole.unwrap_or(snaps.len() - 1));
+        return Ok(match newest_whole(repo, catalog, blobs, snaps)? {
+            Some((index, _)) => found(index),
+            None => Picked {
+                index: snaps.len() - 1,
+                all_damaged: true,
+            },
+        });
     }
-    let found = crate::repo::Repository::resolve_snapshot(snaps, spec)?;
-    Ok(snaps
-        .iter()
-        .position(|(id, _)| *id == found.0)
-        .unwrap_or_default())
+    let id = crate::repo::Repository::resolve_snapshot(snaps, spec)?.0;
+    Ok(found(
+        snaps.iter().position(|(s, _)| *s == id).unwrap_or_default(),
+    ))
 }
 
 #[cfg(test)]

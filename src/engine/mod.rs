@@ -488,8 +488,40 @@ pub fn snapshot_states(
     blobs: &HashMap<BlobId, BlobLocation>,
     snaps: &[(SnapshotId, Snapshot)],
 ) -> Result<Vec<SnapshotState>> {
-    let packs: HashSet<crate::repo::ids::PackId> =
-        repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+    let packs = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+    states_given(repo, catalog, blobs, &packs, snaps)
+}
+
+/// The newest snapshot of `snaps` (oldest first) that is not damaged, and
+/// its state; `None` if every one is. Checks newest first and stops at the
+/// first whole one, so choosing `latest` reads one snapshot's reference
+/// list, not all of them.
+pub fn newest_whole(
+    repo: &Repository,
+    catalog: &Catalog,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    snaps: &[(SnapshotId, Snapshot)],
+) -> Result<Option<(usize, SnapshotState)>> {
+    if snaps.is_empty() {
+        return Ok(None);
+    }
+    let packs = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+    for i in (0..snaps.len()).rev() {
+        let state = states_given(repo, catalog, blobs, &packs, &snaps[i..=i])?;
+        if let Some(s) = state.first().filter(|s| **s != SnapshotState::Damaged) {
+            return Ok(Some((i, *s)));
+        }
+    }
+    Ok(None)
+}
+
+fn states_given(
+    repo: &Repository,
+    catalog: &Catalog,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    packs: &HashSet<crate::repo::ids::PackId>,
+    snaps: &[(SnapshotId, Snapshot)],
+) -> Result<Vec<SnapshotState>> {
     let present = |id: &BlobId| blobs.get(id).is_some_and(|l| packs.contains(&l.pack));
     let verified = catalog.verified_snapshots()?;
     let mut whole: Vec<bool> = snaps

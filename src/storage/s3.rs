@@ -187,7 +187,14 @@ impl S3Storage {
                 return Err(fail(format!("endpoint {ep} must start with https://")));
             }
         }
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let ca = opts
+            .ca_bundle
+            .clone()
+            .or_else(|| env_nonempty("AWS_CA_BUNDLE").map(PathBuf::from));
+        // One client for S3 and the credential providers (SSO, STS, IMDS).
+        let http = https_client(ca.as_deref()).map_err(fail)?;
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
         if let Some(r) = &opts.region {
             loader = loader.region(Region::new(r.clone()));
         }
@@ -204,13 +211,7 @@ impl S3Storage {
             b = b.credentials_provider(static_credentials(file).map_err(fail)?);
         }
         b = b.force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
-        let ca = opts
-            .ca_bundle
-            .clone()
-            .or_else(|| env_nonempty("AWS_CA_BUNDLE").map(PathBuf::from));
-        if let Some(ca) = ca {
-            b = b.http_client(https_client_with_ca(&ca).map_err(fail)?);
-        }
+        b = b.http_client(http);
         let attempts = if opts.max_attempts == 0 {
             5
         } else {
@@ -546,33 +547,37 @@ fn body_error(location: String, key: &str, e: impl std::error::Error) -> Storage
     }
 }
 
-/// The SDK's https client, trusting the system roots plus the PEM file `ca`.
-fn https_client_with_ca(ca: &Path) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
+/// The https client (rustls on ring), trusting the system roots plus the
+/// PEM file `ca` if given.
+fn https_client(ca: Option<&Path>) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
     use aws_smithy_http_client::tls;
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let pem = std::fs::read(ca).map_err(|e| format!("ca_bundle {}: {e}", ca.display()))?;
-    // The SDK does not validate the PEM until the first connection (and then
-    // panics), so parse it here for a clean error.
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            format!(
-                "ca_bundle {}: not a PEM certificate file: {e}",
-                ca.display()
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(format!("ca_bundle {}: no certificate in it", ca.display()));
+    let mut store = tls::TrustStore::default();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("ca_bundle {}: {e}", ca.display()))?;
+        // The SDK does not validate the PEM until the first connection (and
+        // then panics), so parse it here for a clean error.
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                format!(
+                    "ca_bundle {}: not a PEM certificate file: {e}",
+                    ca.display()
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(format!("ca_bundle {}: no certificate in it", ca.display()));
+        }
+        store = store.with_pem_certificate(pem);
     }
-    let store = tls::TrustStore::default().with_pem_certificate(pem);
     let ctx = tls::TlsContext::builder()
         .with_trust_store(store)
         .build()
-        .map_err(|e| format!("ca_bundle {}: {e}", ca.display()))?;
+        .map_err(|e| format!("TLS set-up: {e}"))?;
     Ok(aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
+            tls::rustls_provider::CryptoMode::Ring,
         ))
         .tls_context(ctx)
         .build_https())
