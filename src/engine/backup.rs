@@ -2,6 +2,7 @@
 //! then index, then the snapshot that commits it (docs/FORMAT.md, "Write order").
 
 use super::walk::{self, Excludes, Node, WalkItem};
+use super::packer::Packer;
 use super::{Progress, adopt_orphan_packs, sync_index};
 use crate::catalog::{BlobLocation, CachedFile, Catalog};
 use crate::repo::Repository;
@@ -9,7 +10,7 @@ use crate::repo::chunker::{Chunker, Splitter};
 use crate::repo::ids::{BlobId, IndexId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{RepoLock, hostname};
-use crate::repo::pack::{BlobKind, PackWriter, SealedBlob, seal_blob};
+use crate::repo::pack::{BlobKind, SealedBlob, seal_blob};
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::TreeIndexBuilder;
 use crate::repo::tree::{Entry, EntryKind, Extent};
@@ -265,87 +266,31 @@ struct PackerOut {
 }
 
 /// Assembles sealed blobs into packs (spooled to disk, never held in
-/// memory), uploads them with a bounded number in flight, and writes an index
-/// object after every PACKS_PER_INDEX uploaded packs.
+/// memory, uploaded in the background: see [`Packer`]) and writes an index
+/// object after every PACKS_PER_INDEX stored packs.
 fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<PackerOut> {
-    type Upload = (
-        tokio::task::JoinHandle<std::result::Result<(), crate::storage::StorageError>>,
-        IndexedPack,
-    );
     let mut out = PackerOut::default();
-    let spool = repo.store.spool_dir();
-    let spool_err = |e: std::io::Error| Error::io(&spool, e);
-    let mut writer: Option<PackWriter> = None;
-    let mut uploading: VecDeque<Upload> = VecDeque::new();
-    let mut uploaded: Vec<IndexedPack> = Vec::new();
-    let target = repo.config.pack_size;
-
-    let flush_index = |uploaded: &mut Vec<IndexedPack>, out: &mut PackerOut| -> Result<()> {
-        if uploaded.is_empty() {
+    let mut flush_index = |packs: Vec<IndexedPack>| -> Result<()> {
+        if packs.is_empty() {
             return Ok(());
         }
-        let index = IndexFile {
-            packs: std::mem::take(uploaded),
-        };
+        let index = IndexFile { packs };
         let id = repo.write_index(&index)?;
         out.indexes.push((id, index));
         Ok(())
     };
-    let finish_pack =
-        |w: PackWriter, uploading: &mut VecDeque<Upload>, out: &mut PackerOut| -> Result<()> {
-            let p = w.finish(&repo.keys).map_err(spool_err)?;
-            out.packs += 1;
-            out.stored += p.size;
-            let handle = repo.store.spawn_put_file(p.id.key(), p.path);
-            uploading.push_back((
-                handle,
-                IndexedPack {
-                    id: p.id,
-                    size: p.size,
-                    blobs: p.entries,
-                },
-            ));
-            Ok(())
-        };
-    let result = (|| -> Result<()> {
-        for blob in rx.iter() {
-            let w = match writer.as_mut() {
-                Some(w) => w,
-                None => writer.insert(PackWriter::create(&spool).map_err(spool_err)?),
-            };
-            w.add(blob).map_err(spool_err)?;
-            if w.len() >= target {
-                if let Some(w) = writer.take() {
-                    finish_pack(w, &mut uploading, &mut out)?;
-                }
-                while uploading.len() >= repo.store.upload_concurrency() {
-                    if let Some((h, p)) = uploading.pop_front() {
-                        repo.store.join(h)?;
-                        uploaded.push(p);
-                    }
-                }
-                if uploaded.len() >= PACKS_PER_INDEX {
-                    flush_index(&mut uploaded, &mut out)?;
-                }
-            }
+    let mut packer = Packer::new(repo);
+    for blob in rx.iter() {
+        packer.add(blob)?;
+        if packer.stored_count() >= PACKS_PER_INDEX {
+            flush_index(packer.take_stored())?;
         }
-        if let Some(w) = writer.take().filter(|w| !w.is_empty()) {
-            finish_pack(w, &mut uploading, &mut out)?;
-        }
-        while let Some((h, p)) = uploading.pop_front() {
-            repo.store.join(h)?;
-            uploaded.push(p);
-        }
-        flush_index(&mut uploaded, &mut out)
-    })();
-    if let Some(w) = writer.take() {
-        w.discard();
     }
-    // On failure, still wait for uploads in flight so no spool file is left.
-    for (h, _) in uploading {
-        let _ = repo.store.join(h);
-    }
-    result.map(|()| out)
+    let (packs, stored) = packer.sealed();
+    flush_index(packer.finish()?)?;
+    out.packs = packs;
+    out.stored = stored;
+    Ok(out)
 }
 
 pub fn backup(

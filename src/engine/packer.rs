@@ -1,5 +1,5 @@
-//! New packs from sealed blobs, for the engines that copy or re-store blobs
-//! (prune's repack, erase): each pack is spooled to a file and uploaded in
+//! New packs from sealed blobs, for backup and for the engines that copy or
+//! re-store blobs (prune's repack, erase): each pack is spooled to a file and uploaded in
 //! the background while the next one fills, with at most the backend's upload
 //! concurrency in flight (so spool files and requests stay bounded).
 
@@ -20,6 +20,8 @@ pub(crate) struct Packer<'a> {
     writer: Option<PackWriter>,
     uploading: VecDeque<Upload>,
     uploaded: Vec<IndexedPack>,
+    packs: u64,
+    bytes: u64,
 }
 
 impl<'a> Packer<'a> {
@@ -29,7 +31,25 @@ impl<'a> Packer<'a> {
             writer: None,
             uploading: VecDeque::new(),
             uploaded: Vec::new(),
+            packs: 0,
+            bytes: 0,
         }
+    }
+
+    /// Packs sealed so far and their total size in bytes.
+    pub(crate) fn sealed(&self) -> (u64, u64) {
+        (self.packs, self.bytes)
+    }
+
+    /// How many packs have finished uploading since the last `take_stored`.
+    pub(crate) fn stored_count(&self) -> usize {
+        self.uploaded.len()
+    }
+
+    /// The packs whose uploads have finished since the last call: stored,
+    /// so an index may name them now (a long backup writes one every few).
+    pub(crate) fn take_stored(&mut self) -> Vec<IndexedPack> {
+        std::mem::take(&mut self.uploaded)
     }
 
     pub(crate) fn add(&mut self, blob: SealedBlob) -> Result<()> {
@@ -60,6 +80,8 @@ impl<'a> Packer<'a> {
         let p = w
             .finish(&self.repo.keys)
             .map_err(|e| Error::io(&spool, e))?;
+        self.packs += 1;
+        self.bytes += p.size;
         let handle = self.repo.store.spawn_put_file(p.id.key(), p.path);
         self.uploading.push_back((
             handle,
