@@ -19,7 +19,7 @@ pub struct BackupArgs {
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
     host: Option<String>,
-    /// zstd level 1..=19 (default: the profile's, else 2).
+    /// zstd level 1..=19 (default: the profile's, else 3).
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: Option<i32>,
     /// Record this time (RFC 3339) as the snapshot's, instead of now: for

@@ -88,9 +88,9 @@ struct S3File {
     credentials_file: Option<String>,
 }
 
-/// zstd level 2: within 1.5% of level 3's size for about 30% less CPU on the
-/// benchmark data set (docs/PERFORMANCE.md).
-pub const DEFAULT_COMPRESSION: i32 = 2;
+/// zstd level 3: 1.2% smaller than level 2 on the benchmark data set for
+/// about 10% more backup CPU (docs/FORMAT.md, "Choices and their measured cost").
+pub const DEFAULT_COMPRESSION: i32 = 3;
 
 fn default_level() -> i32 {
     crate::config::DEFAULT_COMPRESSION

@@ -1,8 +1,8 @@
 //! Backup: walk → read/chunk/hash → dedup → compress/seal → pack → upload,
 //! then index, then the snapshot that commits it (docs/FORMAT.md, "Write order").
 
-use super::walk::{self, Excludes, Node, WalkItem};
 use super::packer::Packer;
+use super::walk::{self, Excludes, Node, WalkItem};
 use super::{Progress, adopt_orphan_packs, sync_index};
 use crate::catalog::{BlobLocation, CachedFile, Catalog};
 use crate::repo::Repository;

@@ -619,13 +619,15 @@ pub fn restore(
         items.sort_by_key(|(e, _)| e.offset);
     }
     // Neighbours share a read across gaps worth less than a request (wider
-    // on S3), up to 4 MiB a read.
-    const MAX_READ: u64 = 4 * 1024 * 1024;
+    // on S3). A read spans at most 8 such gaps and 4 MiB (2 MiB locally,
+    // 4 MiB on S3): its request costs little beside its bytes, and the
+    // buffers in flight stay small.
     let gap = repo.store.read_gap();
+    let max_read = (gap * 8).min(4 * 1024 * 1024);
     let reads: Vec<(&PackWork, Run)> = work
         .iter()
         .flat_map(|w| {
-            coalesce(&w.1, |i| (i.0.offset, i.0.length), gap, MAX_READ)
+            coalesce(&w.1, |i| (i.0.offset, i.0.length), gap, max_read)
                 .into_iter()
                 .map(move |r| (w, r))
         })
@@ -643,9 +645,11 @@ pub fn restore(
         hashes: opts.verify.then(|| Mutex::new(Vec::new())),
     };
     // The store keeps reads in flight (many on S3, where each waits a round
-    // trip; bounded in bytes) while the workers decrypt and write; the
-    // channel bounds what waits for a worker.
-    let (tx, rx) = crossbeam_channel::bounded(workers);
+    // trip; bounded in bytes) while the workers decrypt and write. The
+    // channel is a rendezvous: finished reads wait in the store's pipeline,
+    // not in a queue of their own, so memory is the reads in flight plus one
+    // run per worker.
+    let (tx, rx) = crossbeam_channel::bounded(0);
     std::thread::scope(|s| {
         for _ in 0..workers {
             let (rx, writer) = (rx.clone(), &writer);

@@ -348,7 +348,8 @@ impl Keys {
                 reason: format!("decryption failed: {other}"),
             },
         })?;
-        let mut out = Vec::new();
+        // The plaintext is shorter than the ciphertext: one allocation, no regrowth.
+        let mut out = Vec::with_capacity(ciphertext.len());
         r.read_to_end(&mut out).map_err(|e| RepoError::Corrupt {
             object: what.to_string(),
             reason: format!("authentication failed: {e}"),
