@@ -286,8 +286,9 @@ fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<PackerOut> {
             flush_index(packer.take_stored())?;
         }
     }
+    packer.flush()?;
     let (packs, stored) = packer.sealed();
-    flush_index(packer.finish()?)?;
+    flush_index(packer.take_stored())?;
     out.packs = packs;
     out.stored = stored;
     Ok(out)

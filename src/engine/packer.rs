@@ -102,14 +102,20 @@ impl<'a> Packer<'a> {
         Ok(())
     }
 
-    /// Uploads the last pack and waits for every upload: the packs returned
-    /// are all stored, so an index may now name them.
-    pub(crate) fn finish(mut self) -> Result<Vec<IndexedPack>> {
+    /// Seals the pack being filled and waits for every upload.
+    pub(crate) fn flush(&mut self) -> Result<()> {
         self.seal()?;
         while !self.uploading.is_empty() {
             self.join_oldest()?;
         }
-        Ok(std::mem::take(&mut self.uploaded))
+        Ok(())
+    }
+
+    /// Uploads the last pack and waits for every upload: the packs returned
+    /// are all stored, so an index may now name them.
+    pub(crate) fn finish(mut self) -> Result<Vec<IndexedPack>> {
+        self.flush()?;
+        Ok(self.take_stored())
     }
 }
 
