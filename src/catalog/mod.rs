@@ -188,7 +188,7 @@ impl Catalog {
         loop {
             match cat
                 .conn
-                .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+                .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL;")
             {
                 Ok(()) => break,
                 Err(e) if is_busy(&e) && tries < 200 => {
@@ -198,6 +198,16 @@ impl Catalog {
                 Err(e) => return Err(cat.err(e)),
             }
         }
+        // No checkpoint (and its two fsyncs) when a command closes the
+        // catalog: the WAL stays and later commits fold it in. A read-only
+        // command then costs no fsync, which under write load elsewhere on
+        // the disk took up to 0.4 s of a 0.1 s one-file restore.
+        cat.conn
+            .set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
+            .map_err(|e| cat.err(e))?;
         // A file that is not SQLite shows up here, not at open.
         let probe: Result<i64, _> =
             cat.conn
