@@ -10,6 +10,8 @@
 #   REAL_MIB, RAND_MIB, LOG_MIB   passed to make-dataset.sh (small values = quick run)
 #   BENCH_KEEP     1 = keep the restored trees (default: deleted once verified)
 #   BENCH_S3       0 = skip the S3 part (default 1)
+#   BENCH_REPS     runs of each single-file S3 restore, cold and warm; the
+#                  median counts (default 5)
 #   CARGO_TARGET_DIR  where cargo builds (default <repo root>/target); the
 #                  coffer and s3_server binaries are taken from there
 #   BENCH_RESTORE_FS  ext4 | dir: where full restores write. ext4 (the default
