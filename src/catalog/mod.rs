@@ -436,6 +436,15 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
+    /// The reference-list blobs the catalog holds.
+    pub fn refs_blob_ids(&self) -> Result<HashSet<BlobId>, CatalogError> {
+        Ok(self
+            .ids("SELECT id FROM refs")?
+            .into_iter()
+            .map(BlobId)
+            .collect())
+    }
+
     /// Caches a reference-list blob: they never change, so prune reads each once.
     pub fn put_refs_blob(&self, id: &BlobId, data: &[u8]) -> Result<(), CatalogError> {
         self.conn

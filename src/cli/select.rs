@@ -170,7 +170,7 @@ pub fn pick(
             ));
         }
         return Ok(match newest_whole(repo, catalog, blobs, snaps)? {
-            Some((index, _)) => found(index),
+            Some(index) => found(index),
             None => Picked {
                 index: snaps.len() - 1,
                 all_damaged: true,

@@ -257,26 +257,19 @@ fn read_file(
     Ok((content, changed))
 }
 
-/// Output of the packer thread.
-#[derive(Default)]
-struct PackerOut {
-    indexes: Vec<(IndexId, IndexFile)>,
-    packs: u64,
-    stored: u64,
-}
-
 /// Assembles sealed blobs into packs (spooled to disk, never held in
 /// memory, uploaded in the background: see [`Packer`]) and writes an index
 /// object after every PACKS_PER_INDEX stored packs.
-fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<PackerOut> {
-    let mut out = PackerOut::default();
+/// Returns the index objects written, which list every stored pack once.
+fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<Vec<(IndexId, IndexFile)>> {
+    let mut indexes = Vec::new();
     let mut flush_index = |packs: Vec<IndexedPack>| -> Result<()> {
         if packs.is_empty() {
             return Ok(());
         }
         let index = IndexFile { packs };
         let id = repo.write_index(&index)?;
-        out.indexes.push((id, index));
+        indexes.push((id, index));
         Ok(())
     };
     let mut packer = Packer::new(repo);
@@ -286,12 +279,8 @@ fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<PackerOut> {
             flush_index(packer.take_stored())?;
         }
     }
-    packer.flush()?;
-    let (packs, stored) = packer.sealed();
-    flush_index(packer.take_stored())?;
-    out.packs = packs;
-    out.stored = stored;
-    Ok(out)
+    flush_index(packer.finish()?)?;
+    Ok(indexes)
 }
 
 pub fn backup(
@@ -480,15 +469,13 @@ fn run(
             refs,
             tree_index,
         } = finished?;
-        let packed = packed?;
+        let indexes = packed?;
 
         // Commit: indexes are written; now the snapshot, last.
+        let new_packs = || indexes.iter().flat_map(|(_, i)| i.packs.iter());
         let mut summary = summary;
-        summary.stored_added = packed.stored;
-        summary.data_added = packed
-            .indexes
-            .iter()
-            .flat_map(|(_, i)| i.packs.iter())
+        summary.stored_added = new_packs().map(|p| p.size).sum();
+        summary.data_added = new_packs()
             .flat_map(|p| p.blobs.iter())
             .filter(|b| b.kind == BlobKind::Data)
             .map(|b| b.raw_length)
@@ -507,7 +494,7 @@ fn run(
         let snapshot = repo.write_snapshot(&snap)?;
 
         // The catalog follows the repository; failures here cost only time.
-        for (id, index) in &packed.indexes {
+        for (id, index) in &indexes {
             catalog.add_index(id, index)?;
         }
         catalog.put_snapshot(&snapshot, &snap)?;
@@ -515,7 +502,7 @@ fn run(
         Ok(BackupReport {
             snapshot,
             summary,
-            packs_added: packed.packs,
+            packs_added: new_packs().count() as u64,
             skipped,
             changed,
             orphans_adopted,

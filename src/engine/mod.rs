@@ -373,6 +373,23 @@ pub fn walk_refs(
     snaps: &[(SnapshotId, Snapshot)],
     mut f: impl FnMut(usize, RefsPiece, Option<&[BlobId]>) -> Result<()>,
 ) -> Result<()> {
+    // Blobs of the lists that the catalog does not hold yet are fetched
+    // together, several in flight, not one request after another. One that
+    // cannot be read is left to the walk below, which reports it.
+    let cached = catalog.refs_blob_ids()?;
+    let fetch: Vec<BlobId> = snaps
+        .iter()
+        .flat_map(|(_, s)| s.refs.iter())
+        .filter(|id| !cached.contains(id) && blobs.contains_key(id))
+        .copied()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    for (id, data) in fetch.iter().zip(read_blobs(repo, blobs, &fetch)) {
+        if let Ok(data) = data {
+            catalog.put_refs_blob(id, &data)?;
+        }
+    }
     let mut seen: HashSet<RefsPiece> = HashSet::new();
     let mut loaded: HashMap<BlobId, std::sync::Arc<Vec<u8>>> = HashMap::new();
     let mut load = |id: &BlobId, sid: &SnapshotId| -> Result<std::sync::Arc<Vec<u8>>> {
@@ -492,8 +509,8 @@ pub fn snapshot_states(
     states_given(repo, catalog, blobs, &packs, snaps)
 }
 
-/// The newest snapshot of `snaps` (oldest first) that is not damaged, and
-/// its state; `None` if every one is. Checks newest first and stops at the
+/// The place in `snaps` (oldest first) of the newest snapshot that is not
+/// damaged; `None` if every one is. Checks newest first and stops at the
 /// first whole one, so choosing `latest` reads one snapshot's reference
 /// list, not all of them.
 pub fn newest_whole(
@@ -501,15 +518,15 @@ pub fn newest_whole(
     catalog: &Catalog,
     blobs: &HashMap<BlobId, BlobLocation>,
     snaps: &[(SnapshotId, Snapshot)],
-) -> Result<Option<(usize, SnapshotState)>> {
+) -> Result<Option<usize>> {
     if snaps.is_empty() {
         return Ok(None);
     }
     let packs = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
     for i in (0..snaps.len()).rev() {
         let state = states_given(repo, catalog, blobs, &packs, &snaps[i..=i])?;
-        if let Some(s) = state.first().filter(|s| **s != SnapshotState::Damaged) {
-            return Ok(Some((i, *s)));
+        if state.first() != Some(&SnapshotState::Damaged) {
+            return Ok(Some(i));
         }
     }
     Ok(None)

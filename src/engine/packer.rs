@@ -20,8 +20,6 @@ pub(crate) struct Packer<'a> {
     writer: Option<PackWriter>,
     uploading: VecDeque<Upload>,
     uploaded: Vec<IndexedPack>,
-    packs: u64,
-    bytes: u64,
 }
 
 impl<'a> Packer<'a> {
@@ -31,14 +29,7 @@ impl<'a> Packer<'a> {
             writer: None,
             uploading: VecDeque::new(),
             uploaded: Vec::new(),
-            packs: 0,
-            bytes: 0,
         }
-    }
-
-    /// Packs sealed so far and their total size in bytes.
-    pub(crate) fn sealed(&self) -> (u64, u64) {
-        (self.packs, self.bytes)
     }
 
     /// How many packs have finished uploading since the last `take_stored`.
@@ -80,8 +71,6 @@ impl<'a> Packer<'a> {
         let p = w
             .finish(&self.repo.keys)
             .map_err(|e| Error::io(&spool, e))?;
-        self.packs += 1;
-        self.bytes += p.size;
         let handle = self.repo.store.spawn_put_file(p.id.key(), p.path);
         self.uploading.push_back((
             handle,
@@ -102,19 +91,13 @@ impl<'a> Packer<'a> {
         Ok(())
     }
 
-    /// Seals the pack being filled and waits for every upload.
-    pub(crate) fn flush(&mut self) -> Result<()> {
+    /// Uploads the last pack and waits for every upload: the packs returned
+    /// are all stored, so an index may now name them.
+    pub(crate) fn finish(mut self) -> Result<Vec<IndexedPack>> {
         self.seal()?;
         while !self.uploading.is_empty() {
             self.join_oldest()?;
         }
-        Ok(())
-    }
-
-    /// Uploads the last pack and waits for every upload: the packs returned
-    /// are all stored, so an index may now name them.
-    pub(crate) fn finish(mut self) -> Result<Vec<IndexedPack>> {
-        self.flush()?;
         Ok(self.take_stored())
     }
 }

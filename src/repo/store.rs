@@ -146,15 +146,8 @@ impl Store {
         self.storage.spool_dir().unwrap_or_else(std::env::temp_dir)
     }
 
-    /// Waits for a background upload.
-    pub fn join(
-        &self,
-        handle: tokio::task::JoinHandle<Result<(), StorageError>>,
-    ) -> Result<(), StorageError> {
-        self.join_task(handle)
-    }
-
-    fn join_task<T>(
+    /// Waits for a background storage task (an upload, a read ahead).
+    pub fn join<T>(
         &self,
         handle: tokio::task::JoinHandle<Result<T, StorageError>>,
     ) -> Result<T, StorageError> {
@@ -226,7 +219,7 @@ impl Iterator for ReadAhead<'_> {
         }
         let (handle, length) = self.in_flight.pop_front()?;
         self.bytes -= length;
-        Some(self.store.join_task(handle))
+        Some(self.store.join(handle))
     }
 }
 

@@ -574,7 +574,13 @@ fn https_client(ca: Option<&Path>) -> Result<aws_sdk_s3::config::SharedHttpClien
     let ctx = tls::TlsContext::builder()
         .with_trust_store(store)
         .build()
-        .map_err(|e| format!("TLS set-up: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "cannot set up TLS with the system's CA certificates{}: {e}; check /etc/ssl/certs (package ca-certificates){}",
+                if ca.is_some() { " and ca_bundle" } else { "" },
+                if ca.is_some() { " and the ca_bundle file" } else { "" }
+            )
+        })?;
     Ok(aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
