@@ -75,6 +75,7 @@ S3=${BENCH_S3:-1}; DRYRUN=${BENCH_DRYRUN:-1}
 want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
 log() { printf '\n== [%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf '\nBENCH FAILED: %s\n' "$*" >&2; exit 1; }
+. "$ROOT/scripts/bench-s3.sh"
 [ $((86400 % PER_DAY)) -eq 0 ] || die "PER_DAY must divide 86400"
 
 # --- 0. tools (as in bench.sh) ------------------------------------------------------
@@ -245,22 +246,8 @@ declare -A REQ=()
 S3UP=0
 if [ "$S3" = 1 ]; then
   [ -x "$S3SERVER" ] || die "no S3 server at $S3SERVER"
-  S3DIR=$P/s3srv
-  mkdir -p "$S3DIR"
-  # the server serves until its stdin closes: a fifo this script holds open
-  rm -f "$P/s3.stdin"; mkfifo "$P/s3.stdin"
-  "$S3SERVER" "$S3DIR" bench < "$P/s3.stdin" > "$S3DIR.info" 2>&1 &
-  S3PID=$!
-  exec {S3FD}> "$P/s3.stdin"
-  s3stop() { { exec {S3FD}>&-; } 2>/dev/null || true; kill "$S3PID" 2>/dev/null || true; wait "$S3PID" 2>/dev/null || true; }
-  trap s3stop EXIT
-  for _ in $(seq 50); do grep -q '^ca=' "$S3DIR.info" 2>/dev/null && break; sleep 0.1; done
-  EP=$(sed -n 's/^endpoint=//p' "$S3DIR.info"); CAPEM=$(sed -n 's/^ca=//p' "$S3DIR.info")
-  [ -n "$EP" ] || die "the S3 server did not start: $(cat "$S3DIR.info")"
-  export AWS_ACCESS_KEY_ID=$(sed -n 's/^access_key=//p' "$S3DIR.info")
-  export AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_key=//p' "$S3DIR.info")
-  export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-  requests() { sleep 0.5; cat "$S3DIR/requests"; }   # the server writes it every 200 ms
+  s3start "$S3SERVER" "$P/s3srv"
+  requests() { local r _b; read -r r _b < <(s3counters); echo "$r"; }
   s3timed() {   # s3timed NAME CMD...: timed, and its requests counted in REQ[NAME]
     local name=$1 before; shift
     before=$(requests)
@@ -272,7 +259,7 @@ if [ "$S3" = 1 ]; then
   # s3legacy layout (data/ID, no data/XX/ folders): the s3s-fs server takes
   # minio-go's empty "delimiter=" of a recursive listing as a delimiter and
   # lists nothing below data/, so restic would find no packs at all
-  RS3=(restic --repo "s3:$EP/bench/restic" --cacert "$CAPEM" --cache-dir "$R/cache-s3" --compression auto -o s3.layout=s3legacy)
+  RS3=(restic --repo "s3:$EP/bench/restic" --cacert "$S3CA" --cache-dir "$R/cache-s3" --compression auto -o s3.layout=s3legacy)
   log "S3: uploading both histories as they are (aws s3 cp)"
   # The S3 repositories are file-for-file uploads of the local ones, so both
   # tools prune on S3 exactly the pack layout they prune locally. (`restic
@@ -281,7 +268,7 @@ if [ "$S3" = 1 ]; then
   # the server rather than copied into its folder: s3s-fs stores each object's
   # ETag at upload, and recomputes the MD5 of the whole object on every GET of
   # an object it did not receive itself (a ranged GET included).
-  export AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$CAPEM
+  export AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$S3CA
   printf '[default]\ns3 =\n  multipart_threshold = 5GB\n' > "$P/aws.config"   # single PUTs, as both tools do
   upload() { AWS_CONFIG_FILE=$P/aws.config aws s3 cp --recursive --only-show-errors "$1" "$2" >&2; }
   # coffer: the same keys as on disk
@@ -361,7 +348,7 @@ if [ "$S3UP" = 1 ]; then
   SIZE1[s3coffer]=$(size "$B/coffer"); SIZE1[s3restic]=$(size "$B/restic")
   log "S3: coffer check (structure) after its prune"
   timed s3check.coffer "$COFFER" check --repo s3://bench/coffer --identity "$C/operator.key" --catalog "$C/catalog-s3.sqlite" || true
-  s3stop; trap - EXIT
+  s3stop
 fi
 
 # --- 7. checks and restores ---------------------------------------------------------------

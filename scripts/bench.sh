@@ -62,6 +62,7 @@ want() { [ "$ONLY" = both ] || [ "$ONLY" = "$1" ]; }
 log() { printf '\n== %s\n' "$*" >&2; }
 die() { printf '\nBENCH FAILED: %s\n' "$*" >&2; exit 1; }
 
+. "$ROOT/scripts/bench-s3.sh"
 [ -x "$BENCH/make-dataset.sh" ] || die "no $BENCH/make-dataset.sh (set COFFER_SHARED)"
 
 # --- 0. tools ----------------------------------------------------------------
@@ -222,45 +223,21 @@ both backup nochange
 # --- 3b. S3 over TLS, same data, one local server ----------------------------------------
 declare -A REQ=() BYTES=() S3SIZE=()   # REQ/BYTES[tool.step]: requests sent, response bytes received
 if [ "${BENCH_S3:-1}" = 1 ]; then
-  S3DIR=$W/s3srv
-  rm -rf "$S3DIR"; mkdir -p "$S3DIR"
-  # the server serves until its stdin closes: a fifo this script holds open
-  rm -f "$W/s3.stdin"; mkfifo "$W/s3.stdin"
-  "$S3SERVER" "$S3DIR" bench < "$W/s3.stdin" > "$S3DIR.info" 2>&1 &
-  S3PID=$!
-  exec {S3FD}> "$W/s3.stdin"
-  s3stop() { { exec {S3FD}>&-; } 2>/dev/null || true; kill "$S3PID" 2>/dev/null || true; wait "$S3PID" 2>/dev/null || true; }
-  trap s3stop EXIT
-  for _ in $(seq 50); do grep -q '^ca=' "$S3DIR.info" 2>/dev/null && break; sleep 0.1; done
-  EP=$(sed -n 's/^endpoint=//p' "$S3DIR.info"); CA=$(sed -n 's/^ca=//p' "$S3DIR.info")
-  [ -n "$EP" ] || die "the S3 server did not start: $(cat "$S3DIR.info")"
-  export AWS_ACCESS_KEY_ID=$(sed -n 's/^access_key=//p' "$S3DIR.info")
-  export AWS_SECRET_ACCESS_KEY=$(sed -n 's/^secret_key=//p' "$S3DIR.info")
-  export AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-  export AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$CA   # coffer's; restic takes --cacert
-  # "requests bytes" served so far; the server rewrites both every 200 ms,
-  # so a read can catch a file half written: read until both are numbers
-  counters() {
-    local r b; sleep 0.4
-    for _ in $(seq 50); do
-      r=$(cat "$S3DIR/requests"); b=$(cat "$S3DIR/bytes_out")
-      [[ $r =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] && { echo "$r $b"; return; }
-      sleep 0.05
-    done
-    die "cannot read the S3 server's counters"
-  }
+  rm -rf "$W/s3srv"
+  s3start "$S3SERVER" "$W/s3srv"
+  export AWS_ENDPOINT_URL=$EP AWS_CA_BUNDLE=$S3CA   # coffer's; restic takes --cacert
   s3run() {   # s3run TOOL STEP CMD...: times it, counts its requests and the bytes it fetched
     local tool=$1 step=$2 r0 b0 r1 b1; shift 2
-    read -r r0 b0 < <(counters)
+    read -r r0 b0 < <(s3counters)
     run "$tool" "$step" "$@" || return 1
-    read -r r1 b1 < <(counters)
+    read -r r1 b1 < <(s3counters)
     REQ[$tool.$step]=$((r1 - r0)); BYTES[$tool.$step]=$((b1 - b0))
     echo "   ${REQ[$tool.$step]} requests, ${BYTES[$tool.$step]} bytes fetched" >&2
   }
   # s3legacy layout (data/ID, no data/XX/ folders): s3s-fs takes minio-go's
   # empty "delimiter=" of a recursive listing as a delimiter and would list
   # no packs below data/
-  RS3=(restic --repo "s3:$EP/bench/restic" --cacert "$CA" --compression auto -o s3.layout=s3legacy)
+  RS3=(restic --repo "s3:$EP/bench/restic" --cacert "$S3CA" --compression auto -o s3.layout=s3legacy)
   CS3=(--repo s3://bench/coffer)
   if want restic; then
     run restic s3init "${RS3[@]}" --cache-dir "$R/cache-s3" init --repository-version 2 &&
