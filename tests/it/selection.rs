@@ -325,6 +325,24 @@ fn a_damaged_snapshot_falls_back_to_older_ones(backend: Backend) {
         .map(|s| s["state"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(states, ["verified", "damaged"]);
+
+    // (c) Every snapshot damaged: `latest` is the newest, with a warning
+    // that says so (its file list, in a later pack, still reads).
+    for (_, path, _) in env.packs().iter().filter(|p| old_packs.contains(&p.0)) {
+        fs::remove_file(path).unwrap();
+    }
+    let out = env.operator(["ls", "latest"]);
+    out.expect_ok();
+    assert!(
+        out.stderr.contains(&format!(
+            "every snapshot is damaged; using the newest ({s2})"
+        )),
+        "warns and names the newest\n{out}"
+    );
+    assert!(
+        out.stdout.contains("src/a"),
+        "lists the newest's files\n{out}"
+    );
 }
 
 /// Format 2's tree index: `cat` of one file in a large file list reads the
