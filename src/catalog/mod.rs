@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -27,6 +27,10 @@ pub enum CatalogError {
     },
     #[error("catalog {path}: {message}")]
     Io { path: PathBuf, message: String },
+    #[error(
+        "catalog {path}: {what} is damaged; it is only a cache: delete it or run `coffer catalog rebuild`"
+    )]
+    Damaged { path: PathBuf, what: String },
     #[error(
         "catalog {path} stayed busy: another coffer process is writing it (a backup, prune or rebuild of the same repository); run this again once it is done"
     )]
@@ -50,6 +54,17 @@ impl CatalogError {
 pub struct BlobLocation {
     pub pack: PackId,
     pub entry: PackEntry,
+}
+
+impl BlobLocation {
+    /// Every blob an index object lists, where it is.
+    pub fn all_in(index: &IndexFile) -> impl Iterator<Item = BlobLocation> + '_ {
+        index.packs.iter().flat_map(|p| {
+            p.blobs
+                .iter()
+                .map(|&entry| BlobLocation { pack: p.id, entry })
+        })
+    }
 }
 
 /// What the file cache remembers of a file from an earlier backup.
@@ -105,6 +120,62 @@ fn decode_extents(b: &[u8]) -> Option<Vec<Extent>> {
             })
             .collect(),
     )
+}
+
+/// Bytes of one blob in an index row: id, kind, offset, length, raw length.
+const ROW_BLOB: usize = 32 + 1 + 8 + 8 + 8;
+
+/// An index object as the catalog stores it, one row per object: for each
+/// pack its id and blob count, then its blobs at [`ROW_BLOB`] bytes each.
+/// One row, not one per blob, because a new machine's catalog takes in the
+/// whole index at once, and SQLite spends more on a row than on its bytes.
+fn encode_index(index: &IndexFile) -> Vec<u8> {
+    let n: usize = index
+        .packs
+        .iter()
+        .map(|p| 36 + p.blobs.len() * ROW_BLOB)
+        .sum();
+    let mut out = Vec::with_capacity(n);
+    for p in &index.packs {
+        out.extend_from_slice(&p.id.0);
+        out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
+        for b in &p.blobs {
+            out.extend_from_slice(&b.id.0);
+            out.push(b.kind.code() as u8);
+            for v in [b.offset, b.length, b.raw_length] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Lays the blobs of an encoded index row over `map` (a later row wins).
+fn decode_index(mut b: &[u8], map: &mut HashMap<BlobId, BlobLocation>) -> Option<()> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = b.split_at_checked(n)?;
+        *b = rest;
+        Some(head)
+    }
+    let u64_at =
+        |c: &[u8], at: usize| u64::from_le_bytes(c[at..at + 8].try_into().unwrap_or([0; 8]));
+    while !b.is_empty() {
+        let pack = PackId(take(&mut b, 32)?.try_into().ok()?);
+        let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+        let blobs = take(&mut b, count.checked_mul(ROW_BLOB)?)?;
+        for c in blobs.chunks_exact(ROW_BLOB) {
+            let id = BlobId(c[..32].try_into().ok()?);
+            let entry = PackEntry {
+                id,
+                kind: BlobKind::from_code(i64::from(c[32]))?,
+                offset: u64_at(c, 33),
+                length: u64_at(c, 41),
+                raw_length: u64_at(c, 49),
+            };
+            map.insert(id, BlobLocation { pack, entry });
+        }
+    }
+    Some(())
 }
 
 /// Maps SQLite errors inside a transaction, where `self` is borrowed.
@@ -236,13 +307,11 @@ impl Catalog {
             .execute_batch(&format!(
                 "BEGIN IMMEDIATE;
                  CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS indexes (id BLOB PRIMARY KEY);
+                 CREATE TABLE IF NOT EXISTS indexes (id BLOB PRIMARY KEY, blobs BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS packs (id BLOB NOT NULL, size INTEGER NOT NULL, idx BLOB NOT NULL, PRIMARY KEY (id, idx));
                  CREATE INDEX IF NOT EXISTS packs_by_index ON packs (idx);
                  CREATE TABLE IF NOT EXISTS refs (id BLOB PRIMARY KEY, data BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS verified (snapshot BLOB PRIMARY KEY, time TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL, kind INTEGER NOT NULL,
-                     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_length INTEGER NOT NULL);
                  CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
                      ctime INTEGER NOT NULL, ino INTEGER NOT NULL, content BLOB NOT NULL);
@@ -279,42 +348,25 @@ impl Catalog {
             .collect())
     }
 
-    /// Records an index object and every blob it lists, in one transaction.
+    /// Records an index object and the packs it lists, in one transaction.
     pub fn add_index(&mut self, id: &IndexId, index: &IndexFile) -> Result<(), CatalogError> {
         let err = sql_error(self.path.clone());
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO indexes (id, blobs) VALUES (?1, ?2)",
+            params![&id.0[..], encode_index(index)],
+        )
+        .map_err(&err)?;
         {
-            tx.execute(
-                "INSERT OR IGNORE INTO indexes (id) VALUES (?1)",
-                [&id.0[..]],
-            )
-            .map_err(&err)?;
             let mut pk = tx
                 .prepare("INSERT OR REPLACE INTO packs (id, size, idx) VALUES (?1, ?2, ?3)")
-                .map_err(&err)?;
-            let mut bl = tx
-                .prepare(
-                    "INSERT OR REPLACE INTO blobs (id, pack, kind, offset, length, raw_length)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
                 .map_err(&err)?;
             for p in &index.packs {
                 pk.execute(params![&p.id.0[..], p.size as i64, &id.0[..]])
                     .map_err(&err)?;
-                for b in &p.blobs {
-                    bl.execute(params![
-                        &b.id.0[..],
-                        &p.id.0[..],
-                        b.kind.code(),
-                        b.offset as i64,
-                        b.length as i64,
-                        b.raw_length as i64
-                    ])
-                    .map_err(&err)?;
-                }
             }
         }
         tx.commit().map_err(&err)
@@ -327,14 +379,6 @@ impl Catalog {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(&err)?;
-        // A pack listed by another index too (a prune cut off between writing
-        // the new index and deleting the old) keeps its blobs.
-        tx.execute(
-            "DELETE FROM blobs WHERE pack IN (SELECT id FROM packs WHERE idx = ?1)
-               AND pack NOT IN (SELECT id FROM packs WHERE idx != ?1)",
-            [&id.0[..]],
-        )
-        .map_err(&err)?;
         tx.execute("DELETE FROM packs WHERE idx = ?1", [&id.0[..]])
             .map_err(&err)?;
         tx.execute("DELETE FROM indexes WHERE id = ?1", [&id.0[..]])
@@ -342,46 +386,24 @@ impl Catalog {
         tx.commit().map_err(&err)
     }
 
-    /// Every known blob and where it is.
+    /// Every blob the index objects list and where it is. A blob two objects
+    /// list (in two packs) is where the one recorded later says.
     pub fn blobs(&self) -> Result<HashMap<BlobId, BlobLocation>, CatalogError> {
         let mut st = self
             .conn
-            .prepare("SELECT id, pack, kind, offset, length, raw_length FROM blobs")
+            .prepare("SELECT blobs FROM indexes ORDER BY rowid")
             .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
         let mut out = HashMap::new();
-        for r in rows {
-            let (id, pack, kind, offset, length, raw) = r.map_err(|e| self.err(e))?;
-            let (Some(id), Some(pack), Some(kind)) =
-                (id32(id), id32(pack), BlobKind::from_code(kind))
-            else {
-                continue;
-            };
-            let id = BlobId(id);
-            out.insert(
-                id,
-                BlobLocation {
-                    pack: PackId(pack),
-                    entry: PackEntry {
-                        id,
-                        kind,
-                        offset: offset as u64,
-                        length: length as u64,
-                        raw_length: raw as u64,
-                    },
-                },
-            );
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let data = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(|e| self.err(e))?;
+            decode_index(data, &mut out).ok_or_else(|| CatalogError::Damaged {
+                path: self.path.clone(),
+                what: "an index record".into(),
+            })?;
         }
         Ok(out)
     }
@@ -488,13 +510,17 @@ impl Catalog {
 
     /// Drops cached reference blobs no longer in the index.
     pub fn trim_refs_cache(&self) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "DELETE FROM refs WHERE id NOT IN (SELECT id FROM blobs)",
-                [],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        let indexed = self.blobs()?;
+        let mut st = self
+            .conn
+            .prepare("DELETE FROM refs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        for id in self.refs_blob_ids()? {
+            if !indexed.contains_key(&id) {
+                st.execute([&id.0[..]]).map_err(|e| self.err(e))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn files(&self) -> Result<HashMap<Vec<u8>, CachedFile>, CatalogError> {
@@ -753,6 +779,62 @@ mod tests {
         ];
         assert_eq!(decode_extents(&encode_extents(&ext)).unwrap(), ext);
         assert!(decode_extents(&[0; 47]).is_none());
+    }
+
+    fn index(pack: u8, blobs: &[(u8, u64)]) -> IndexFile {
+        use crate::repo::index::IndexedPack;
+        IndexFile {
+            packs: vec![IndexedPack {
+                id: PackId([pack; 32]),
+                size: 1000,
+                blobs: blobs
+                    .iter()
+                    .map(|&(id, offset)| PackEntry {
+                        id: BlobId([id; 32]),
+                        kind: BlobKind::Tree,
+                        offset,
+                        length: 7,
+                        raw_length: u64::MAX,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    /// The blob map is the index objects laid over one another in the order
+    /// they were recorded; forgetting one brings back what an earlier one
+    /// says of a blob both list.
+    #[test]
+    fn blobs_follow_the_index_objects_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&dir.path().join("c.sqlite"), "r").unwrap();
+        let (a, b) = (IndexId([1; 32]), IndexId([2; 32]));
+        c.add_index(&a, &index(10, &[(1, 0), (2, 7)])).unwrap();
+        c.add_index(&b, &index(20, &[(2, 100)])).unwrap();
+        let m = c.blobs().unwrap();
+        assert_eq!(m.len(), 2);
+        let two = m[&BlobId([2; 32])];
+        assert_eq!((two.pack, two.entry.offset), (PackId([20; 32]), 100));
+        assert_eq!(two.entry.raw_length, u64::MAX);
+        assert_eq!(two.entry.kind, BlobKind::Tree);
+        c.remove_index(&b).unwrap();
+        let m = c.blobs().unwrap();
+        let two = m[&BlobId([2; 32])];
+        assert_eq!((two.pack, two.entry.offset), (PackId([10; 32]), 7));
+        assert_eq!(c.packs().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_index_record_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&dir.path().join("c.sqlite"), "r").unwrap();
+        c.add_index(&IndexId([1; 32]), &index(10, &[(1, 0), (2, 7)]))
+            .unwrap();
+        c.conn
+            .execute("UPDATE indexes SET blobs = substr(blobs, 1, 60)", [])
+            .unwrap();
+        let e = c.blobs().unwrap_err();
+        assert!(e.to_string().contains("catalog rebuild"), "{e}");
     }
 
     #[test]

@@ -2,16 +2,10 @@
 
 use super::select;
 use super::{Context, Exit, print_json};
-use crate::catalog::{BlobLocation, Catalog};
 use crate::engine::export::{ExportOptions, ExportReport, Format, export as run_export};
-use crate::engine::{sync_index, sync_snapshots};
-use crate::repo::Repository;
-use crate::repo::ids::{BlobId, SnapshotId};
-use crate::repo::snapshot::Snapshot;
 use anyhow::{Context as _, Result, anyhow, bail};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use std::collections::HashMap;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -36,54 +30,6 @@ pub struct ExportArgs {
     /// The archive file (written under a temporary name, then renamed), or `-` for standard output.
     #[arg(long, short, default_value = "-")]
     output: PathBuf,
-}
-
-/// The operator's view of the repository: index, and the snapshots `filter` keeps.
-pub(super) struct View {
-    pub repo: Repository,
-    pub catalog: Catalog,
-    pub blobs: HashMap<BlobId, BlobLocation>,
-    pub snaps: Vec<(SnapshotId, Snapshot)>,
-}
-
-pub(super) fn open_view(ctx: &Context, filter: &select::Filter) -> Result<View> {
-    let repo = ctx.open_operator()?;
-    let mut catalog = ctx.open_catalog(&repo)?;
-    let blobs = sync_index(&repo, &mut catalog)?;
-    let snaps = sync_snapshots(&repo, &mut catalog)?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
-    Ok(View {
-        repo,
-        catalog,
-        blobs,
-        snaps,
-    })
-}
-
-/// Picks one snapshot of the view (see [`select::pick`]) for export, find and
-/// diff, warning when `latest` found every snapshot damaged.
-pub(super) fn pick_snapshot(
-    view: &View,
-    spec: Option<&str>,
-    at: Option<DateTime<Utc>>,
-) -> Result<usize> {
-    let picked = select::pick(
-        &view.repo,
-        &view.catalog,
-        &view.blobs,
-        &view.snaps,
-        spec,
-        at,
-    )?;
-    if picked.all_damaged {
-        eprintln!(
-            "coffer: warning: every snapshot is damaged; using the newest ({})",
-            view.snaps[picked.index].0.short()
-        );
-    }
-    Ok(picked.index)
 }
 
 fn format_of(args: &ExportArgs) -> Format {
@@ -161,8 +107,8 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
     if to_stdout && ctx.json {
         bail!("the archive goes to standard output, so --json needs --output FILE");
     }
-    let view = open_view(ctx, &args.filter)?;
-    let index = pick_snapshot(&view, args.snapshot.as_deref(), args.at)?;
+    let view = select::open_view(ctx, &args.filter)?;
+    let index = view.pick(args.snapshot.as_deref(), args.at, "")?;
     let (id, snap) = &view.snaps[index];
     let opts = ExportOptions {
         include: args.include.clone(),

@@ -1,7 +1,6 @@
 //! `coffer find` (versions of matching files across snapshots) and `coffer
 //! diff` (what changed between two snapshots).
 
-use super::export::{open_view, pick_snapshot};
 use super::select;
 use super::{Context, Exit, print_json};
 use crate::engine::history::{self, Pattern};
@@ -112,7 +111,7 @@ impl Serialize for FindJson<'_> {
 
 pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
     let pattern = Pattern::new(&args.pattern)?;
-    let view = open_view(ctx, &args.filter)?;
+    let view = select::open_view(ctx, &args.filter)?;
     let found = history::find(&view.repo, &view.blobs, &view.snaps, &pattern).context("find")?;
     let refs: Vec<SnapRef> = view
         .snaps
@@ -176,9 +175,9 @@ pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
 }
 
 pub fn diff(ctx: &Context, args: DiffArgs) -> Result<Exit> {
-    let view = open_view(ctx, &args.filter)?;
-    let a = pick_snapshot(&view, Some(&args.a), None)?;
-    let b = pick_snapshot(&view, Some(&args.b), None)?;
+    let view = select::open_view(ctx, &args.filter)?;
+    let a = view.pick(Some(&args.a), None, "")?;
+    let b = view.pick(Some(&args.b), None, "")?;
     let (sa, sb) = (&view.snaps[a], &view.snaps[b]);
     let report = history::diff(&view.repo, &view.blobs, sa, sb)
         .with_context(|| format!("diff of {} and {}", sa.0.short(), sb.0.short()))?;

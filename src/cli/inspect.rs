@@ -3,7 +3,7 @@
 use super::{Context, Exit, print_json};
 use crate::engine::check::check as run_check;
 use crate::engine::rebuild::rebuild;
-use crate::engine::{SnapshotState, snapshot_states, sync_index, sync_snapshots};
+use crate::engine::{SnapshotState, snapshot_states, sync, sync_snapshots};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
@@ -32,12 +32,13 @@ pub struct SnapshotsArgs {
 pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
     let repo = ctx.open_any()?;
     let mut catalog = ctx.open_catalog(&repo)?;
-    let blobs = sync_index(&repo, &mut catalog)?;
-    let snaps: Vec<_> = sync_snapshots(&repo, &mut catalog)?
+    let synced = sync(&repo, &mut catalog)?;
+    let snaps: Vec<_> = synced
+        .snaps
         .into_iter()
         .filter(|(_, s)| args.filter.matches(s))
         .collect();
-    let states = snapshot_states(&repo, &catalog, &blobs, &snaps)?;
+    let states = snapshot_states(&repo, &catalog, &synced.blobs, &synced.packs, &snaps)?;
     if ctx.json {
         let v: Vec<_> = snaps
             .iter()

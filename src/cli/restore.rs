@@ -1,13 +1,10 @@
 //! `coffer ls` and `coffer restore`.
 
-use super::select;
+use super::select::{self, View};
 use super::{Context, Exit, print_json};
-use crate::catalog::BlobLocation;
+use crate::engine::for_each_entry;
 use crate::engine::restore::{Overwrite, RestoreOptions, restore as run_restore, write_file};
-use crate::engine::{for_each_entry, sync_index, sync_snapshots};
-use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
-use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::EntryKind;
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -78,43 +75,17 @@ pub struct CatArgs {
     filter: select::Filter,
 }
 
-/// The operator's view: index, snapshots matching `filter`, and the chosen one.
-struct Chosen {
-    repo: Repository,
-    catalog: crate::catalog::Catalog,
-    blobs: HashMap<BlobId, BlobLocation>,
-    snaps: Vec<(SnapshotId, Snapshot)>,
-    index: usize,
-}
-
+/// The operator's view and the place in it of the snapshot `spec` or `at` names.
 fn choose(
     ctx: &Context,
     spec: Option<&str>,
     at: Option<chrono::DateTime<chrono::Utc>>,
     filter: &select::Filter,
-) -> Result<Chosen> {
-    let repo = ctx.open_operator()?;
-    let mut catalog = ctx.open_catalog(&repo)?;
-    let blobs = sync_index(&repo, &mut catalog)?;
-    let snaps: Vec<_> = sync_snapshots(&repo, &mut catalog)?
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
-    let picked = select::pick(&repo, &catalog, &blobs, &snaps, spec, at)?;
-    let index = picked.index;
-    if picked.all_damaged {
-        eprintln!(
-            "coffer: warning: every snapshot is damaged; using the newest ({}); --fallback recovers what older ones hold",
-            snaps[index].0.short()
-        );
-    }
-    Ok(Chosen {
-        repo,
-        catalog,
-        blobs,
-        snaps,
-        index,
-    })
+) -> Result<(View, usize)> {
+    let view = select::open_view(ctx, filter)?;
+    let hint = "; --fallback recovers what older ones hold";
+    let index = view.pick(spec, at, hint)?;
+    Ok((view, index))
 }
 
 fn rfc3339_ns(ns: i64) -> String {
@@ -127,9 +98,9 @@ fn rfc3339_ns(ns: i64) -> String {
 }
 
 pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
-    let c = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
+    let (c, index) = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
     let (repo, blobs) = (&c.repo, &c.blobs);
-    let snap = &c.snaps[c.index].1;
+    let snap = &c.snaps[index].1;
     let prefix = args
         .path
         .as_deref()
@@ -177,8 +148,8 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
 }
 
 pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
-    let c = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
-    let (id, snap) = c.snaps[c.index].clone();
+    let (c, index) = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
+    let (id, snap) = c.snaps[index].clone();
     let target = match (&args.target, args.in_place) {
         (Some(t), _) => t.clone(),
         (None, _) => PathBuf::from("/"),
@@ -232,7 +203,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
     let recovered = if report.failed_paths.is_empty() {
         Vec::new()
     } else {
-        fallback(&c, &report, &opts, args.fallback)?
+        fallback(&c, index, &report, &opts, args.fallback)?
     };
     super::audit::record(
         &c.repo,
@@ -345,19 +316,18 @@ struct Recovered {
 /// For each failed file, the newest older snapshot that holds it with every
 /// blob present and none known bad; with `apply`, restores it from there.
 fn fallback(
-    c: &Chosen,
+    c: &View,
+    index: usize,
     report: &crate::engine::restore::RestoreReport,
     opts: &RestoreOptions,
     apply: bool,
 ) -> Result<Vec<Recovered>> {
-    let packs: HashSet<crate::repo::ids::PackId> =
-        c.repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
     let intact = |id: &BlobId| {
-        !report.bad_blobs.contains(id) && c.blobs.get(id).is_some_and(|l| packs.contains(&l.pack))
+        !report.bad_blobs.contains(id) && c.blobs.get(id).is_some_and(|l| c.packs.contains(&l.pack))
     };
     let mut missing: HashSet<Vec<u8>> = report.failed_paths.iter().cloned().collect();
     let mut found: Vec<(usize, HashSet<Vec<u8>>)> = Vec::new();
-    for j in (0..c.index).rev() {
+    for j in (0..index).rev() {
         if missing.is_empty() {
             break;
         }
@@ -425,8 +395,8 @@ fn fallback(
 }
 
 pub fn cat(ctx: &Context, args: CatArgs) -> Result<Exit> {
-    let c = choose(ctx, Some(&args.snapshot), args.at, &args.filter)?;
-    let (id, snap) = &c.snaps[c.index];
+    let (c, index) = choose(ctx, Some(&args.snapshot), args.at, &args.filter)?;
+    let (id, snap) = &c.snaps[index];
     let path = args.path.trim_start_matches('/');
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

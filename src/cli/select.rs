@@ -7,15 +7,16 @@
 //! `--at`/`--until`, its start for `--since`), `now`, or a span ago
 //! (`2 days ago`, `3h ago`).
 
-use crate::catalog::BlobLocation;
-use crate::engine::newest_whole;
-use crate::repo::ids::BlobId;
-use crate::repo::ids::SnapshotId;
+use super::Context;
+use crate::catalog::{BlobLocation, Catalog};
+use crate::engine::{newest_whole, sync};
+use crate::repo::Repository;
+use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct Filter {
@@ -126,61 +127,72 @@ pub fn parse_when(s: &str, end: bool, now: DateTime<Utc>) -> Result<DateTime<Utc
     ))
 }
 
-/// What [`pick`] chose: the snapshot's place in the list, and whether it is
-/// the newest of snapshots that are all damaged (`latest` found none whole).
-pub struct Picked {
-    pub index: usize,
-    pub all_damaged: bool,
+/// The operator's view of the repository, synced into the catalog: the
+/// index, the packs in storage, and the snapshots a filter keeps.
+pub struct View {
+    pub repo: Repository,
+    pub catalog: Catalog,
+    pub blobs: HashMap<BlobId, BlobLocation>,
+    pub packs: HashSet<PackId>,
+    pub snaps: Vec<(SnapshotId, Snapshot)>,
 }
 
-/// Chooses one snapshot of `snaps` (oldest first): the newest at or before
-/// `at`, an id prefix, or `latest`, the newest that is not damaged (checked
-/// newest first, so only the snapshots passed over and the chosen one have
-/// their reference lists read). The one place restore, ls, cat, export, find
-/// and diff choose a snapshot.
-pub fn pick(
-    repo: &crate::repo::Repository,
-    catalog: &crate::catalog::Catalog,
-    blobs: &HashMap<BlobId, BlobLocation>,
-    snaps: &[(SnapshotId, Snapshot)],
-    spec: Option<&str>,
-    at: Option<DateTime<Utc>>,
-) -> Result<Picked> {
-    let found = |index| Picked {
-        index,
-        all_damaged: false,
-    };
-    if let Some(t) = at {
-        return snaps
-            .iter()
-            .rposition(|(_, s)| s.time <= t)
-            .map(found)
-            .ok_or_else(|| {
+/// Opens the repository as the operator and syncs the catalog with it.
+pub fn open_view(ctx: &Context, filter: &Filter) -> Result<View> {
+    let repo = ctx.open_operator()?;
+    let mut catalog = ctx.open_catalog(&repo)?;
+    let synced = sync(&repo, &mut catalog)?;
+    Ok(View {
+        repo,
+        catalog,
+        blobs: synced.blobs,
+        packs: synced.packs,
+        snaps: synced
+            .snaps
+            .into_iter()
+            .filter(|(_, s)| filter.matches(s))
+            .collect(),
+    })
+}
+
+impl View {
+    /// Chooses one snapshot: the newest at or before `at`, an id prefix, or
+    /// `latest`, the newest that is not damaged (checked newest first, so
+    /// only the snapshots passed over and the chosen one have their
+    /// reference lists read). When every snapshot is damaged, `latest` is the
+    /// newest, with a warning that ends in `hint`. The one place restore, ls,
+    /// cat, export, find and diff choose a snapshot; returns its place in
+    /// [`View::snaps`].
+    pub fn pick(&self, spec: Option<&str>, at: Option<DateTime<Utc>>, hint: &str) -> Result<usize> {
+        let snaps = &self.snaps;
+        if let Some(t) = at {
+            return snaps.iter().rposition(|(_, s)| s.time <= t).ok_or_else(|| {
                 anyhow!(
                     "no snapshot at or before {}; list them with `coffer snapshots`",
                     t.to_rfc3339()
                 )
             });
-    }
-    let spec = spec.unwrap_or("latest");
-    if spec == "latest" {
+        }
+        let spec = spec.unwrap_or("latest");
+        if spec != "latest" {
+            let id = Repository::resolve_snapshot(snaps, spec)?.0;
+            return Ok(snaps.iter().position(|(s, _)| *s == id).unwrap_or_default());
+        }
         if snaps.is_empty() {
             return Err(anyhow!(
                 "no snapshots (that match the filters); list them with `coffer snapshots`"
             ));
         }
-        return Ok(match newest_whole(repo, catalog, blobs, snaps)? {
-            Some(index) => found(index),
-            None => Picked {
-                index: snaps.len() - 1,
-                all_damaged: true,
-            },
-        });
+        let whole = newest_whole(&self.repo, &self.catalog, &self.blobs, &self.packs, snaps)?;
+        Ok(whole.unwrap_or_else(|| {
+            let newest = snaps.len() - 1;
+            eprintln!(
+                "coffer: warning: every snapshot is damaged; using the newest ({}){hint}",
+                snaps[newest].0.short()
+            );
+            newest
+        }))
     }
-    let id = crate::repo::Repository::resolve_snapshot(snaps, spec)?.0;
-    Ok(found(
-        snaps.iter().position(|(s, _)| *s == id).unwrap_or_default(),
-    ))
 }
 
 #[cfg(test)]

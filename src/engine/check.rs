@@ -11,7 +11,6 @@ use crate::repo::pack::{BlobKind, PackEntry, open_blob, parse_pack};
 use crate::repo::snapshot::Snapshot;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -115,25 +114,13 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
             .collect();
         progress.phase("read data", Some(todo.len() as u64));
         report.packs_read = todo.len();
-        let work = Mutex::new(todo);
-        let found: Mutex<Vec<(PackId, String, HashSet<BlobId>)>> = Mutex::new(Vec::new());
-        let packs_ref = &packs;
-        std::thread::scope(|s| {
-            for _ in 0..2 {
-                s.spawn(|| {
-                    while let Some((pack, _)) = super::pop(&work) {
-                        let entries = packs_ref.get(&pack).map_or(&[][..], |(_, b)| b);
-                        if let Some(bad) = read_pack(repo, &pack, entries)
-                            && let Ok(mut f) = found.lock()
-                        {
-                            f.push(bad);
-                        }
-                        progress.advance(1);
-                    }
-                });
-            }
+        let found = super::par_map(todo, 2, |(pack, _)| {
+            let entries = packs.get(&pack).map_or(&[][..], |(_, b)| b);
+            let bad = read_pack(repo, &pack, entries);
+            progress.advance(1);
+            bad
         });
-        for (pack, problem, bad) in found.into_inner().unwrap_or_default() {
+        for (pack, problem, bad) in found.into_iter().flatten() {
             let problem = match size_notes.get(&pack) {
                 Some(note) => format!("{note}; {problem}"),
                 None => problem,

@@ -17,7 +17,7 @@ mod walk;
 use crate::Result;
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::Repository;
-use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::store::Read;
@@ -40,22 +40,158 @@ fn pop<T>(work: &std::sync::Mutex<Vec<T>>) -> Option<T> {
     work.lock().ok()?.pop()
 }
 
+/// Runs `f` on every item with up to `threads` threads; results in item order.
+pub(crate) fn par_map<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let n = items.len();
+    let work = std::sync::Mutex::new(items.into_iter().enumerate().rev().collect::<Vec<_>>());
+    let done = std::sync::Mutex::new(Vec::with_capacity(n));
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, n.max(1)) {
+            s.spawn(|| {
+                while let Some((i, item)) = pop(&work) {
+                    let r = f(item);
+                    if let Ok(mut d) = done.lock() {
+                        d.push((i, r));
+                    }
+                }
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_default();
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// What the repository holds, read into the catalog: every blob and where it
+/// is, every snapshot (oldest first), and every pack in storage.
+pub struct Synced {
+    pub blobs: HashMap<BlobId, BlobLocation>,
+    pub snaps: Vec<(SnapshotId, Snapshot)>,
+    pub packs: HashSet<PackId>,
+}
+
+/// Brings the catalog's index and snapshot list up to date and lists the
+/// packs, all three listings and the new objects fetched at once: with a cold
+/// catalog (a new machine) they would otherwise wait on one another.
+pub fn sync(repo: &Repository, catalog: &mut Catalog) -> Result<Synced> {
+    let known_indexes = catalog.known_indexes()?;
+    let known_snaps = catalog.snapshot_ids()?;
+    let (indexes, snaps, packs) = std::thread::scope(|s| {
+        let indexes = s.spawn(|| fetch_indexes(repo, &known_indexes));
+        let packs = s.spawn(|| repo.list_packs());
+        let snaps = fetch_snapshots(repo, &known_snaps);
+        let gone = |_| crate::repo::RepoError::Corrupt {
+            object: "repository listing".into(),
+            reason: "a reader thread failed".into(),
+        };
+        (
+            indexes.join().map_err(gone),
+            snaps,
+            packs.join().map_err(gone),
+        )
+    });
+    Ok(Synced {
+        blobs: apply_indexes(catalog, &known_indexes, indexes??)?,
+        snaps: apply_snapshots(catalog, &known_snaps, snaps?)?,
+        packs: packs??.into_iter().map(|(p, _)| p).collect(),
+    })
+}
+
 /// Brings the catalog's copy of the index up to date with the repository:
 /// reads index objects it has not seen, forgets ones that are gone.
 pub fn sync_index(
     repo: &Repository,
     catalog: &mut Catalog,
 ) -> Result<HashMap<BlobId, BlobLocation>> {
-    let in_repo: HashSet<_> = repo.list_indexes()?.into_iter().collect();
     let known = catalog.known_indexes()?;
-    for gone in known.difference(&in_repo) {
+    let fetched = fetch_indexes(repo, &known)?;
+    apply_indexes(catalog, &known, fetched)
+}
+
+/// Brings the catalog's snapshot list up to date; returns all, oldest first.
+pub fn sync_snapshots(
+    repo: &Repository,
+    catalog: &mut Catalog,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let known = catalog.snapshot_ids()?;
+    let fetched = fetch_snapshots(repo, &known)?;
+    apply_snapshots(catalog, &known, fetched)
+}
+
+/// The ids of objects of one kind in the repository, and those of them the
+/// catalog lacks, read.
+struct Fetched<I, T> {
+    in_repo: HashSet<I>,
+    new: Vec<(I, T)>,
+}
+
+/// Lists the index objects and reads the new ones, several at once: opening
+/// one (decrypt, decompress, parse) costs CPU, so they open in parallel too.
+fn fetch_indexes(
+    repo: &Repository,
+    known: &HashSet<IndexId>,
+) -> Result<Fetched<IndexId, IndexFile>> {
+    let in_repo: HashSet<_> = repo.list_indexes()?.into_iter().collect();
+    let new: Vec<IndexId> = in_repo.difference(known).copied().collect();
+    let threads = repo.store.read_concurrency();
+    let read = par_map(new, threads, |id| repo.read_index(&id).map(|ix| (id, ix)));
+    Ok(Fetched {
+        in_repo,
+        new: read.into_iter().collect::<Result<_, _>>()?,
+    })
+}
+
+fn fetch_snapshots(
+    repo: &Repository,
+    known: &HashSet<SnapshotId>,
+) -> Result<Fetched<SnapshotId, Snapshot>> {
+    let in_repo: HashSet<_> = repo.list_snapshot_ids()?.into_iter().collect();
+    let new: Vec<SnapshotId> = in_repo.difference(known).copied().collect();
+    let read = new.iter().copied().zip(repo.read_snapshots(&new));
+    Ok(Fetched {
+        new: read
+            .map(|(id, s)| s.map(|s| (id, s)))
+            .collect::<Result<_, _>>()?,
+        in_repo,
+    })
+}
+
+/// Records the fetched index objects in the catalog; returns the whole blob
+/// map. The new objects' blobs are laid over what the catalog had in the
+/// order the catalog records them (a later one wins), so the map is not read
+/// back from SQLite.
+fn apply_indexes(
+    catalog: &mut Catalog,
+    known: &HashSet<IndexId>,
+    fetched: Fetched<IndexId, IndexFile>,
+) -> Result<HashMap<BlobId, BlobLocation>> {
+    for gone in known.difference(&fetched.in_repo) {
         catalog.remove_index(gone)?;
     }
-    let new: Vec<_> = in_repo.difference(&known).copied().collect();
-    for (id, index) in new.iter().zip(repo.read_indexes(&new)) {
-        catalog.add_index(id, &index?)?;
+    let mut blobs = catalog.blobs()?;
+    for (id, index) in &fetched.new {
+        catalog.add_index(id, index)?;
+        blobs.extend(BlobLocation::all_in(index).map(|l| (l.entry.id, l)));
     }
-    Ok(catalog.blobs()?)
+    Ok(blobs)
+}
+
+fn apply_snapshots(
+    catalog: &mut Catalog,
+    known: &HashSet<SnapshotId>,
+    fetched: Fetched<SnapshotId, Snapshot>,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    for gone in known.difference(&fetched.in_repo) {
+        catalog.remove_snapshot(gone)?;
+    }
+    for (id, snap) in &fetched.new {
+        catalog.put_snapshot(id, snap)?;
+    }
+    Ok(catalog.snapshots()?)
 }
 
 /// Finds packs that no index lists (a backup cut off after uploading them)
@@ -84,23 +220,6 @@ pub fn adopt_orphan_packs(repo: &Repository, catalog: &mut Catalog) -> Result<us
         catalog.add_index(&id, &index)?;
     }
     Ok(n)
-}
-
-/// Brings the catalog's snapshot list up to date; returns all, oldest first.
-pub fn sync_snapshots(
-    repo: &Repository,
-    catalog: &mut Catalog,
-) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let in_repo: HashSet<_> = repo.list_snapshot_ids()?.into_iter().collect();
-    let known = catalog.snapshot_ids()?;
-    for gone in known.difference(&in_repo) {
-        catalog.remove_snapshot(gone)?;
-    }
-    let new: Vec<_> = in_repo.difference(&known).copied().collect();
-    for (id, snap) in new.iter().zip(repo.read_snapshots(&new)) {
-        catalog.put_snapshot(id, &snap?)?;
-    }
-    Ok(catalog.snapshots()?)
 }
 
 /// Reads the blobs of a stream (tree or refs) in order, handing each to `f`.
@@ -497,46 +616,13 @@ pub enum SnapshotState {
     Damaged,
 }
 
-/// The state of each snapshot (same order as `snaps`). Costs one listing of
-/// `data/`; reference lists come from the catalog's cache.
+/// The state of each snapshot (same order as `snaps`), given the packs in
+/// storage ([`Synced::packs`]); reference lists come from the catalog's cache.
 pub fn snapshot_states(
     repo: &Repository,
     catalog: &Catalog,
     blobs: &HashMap<BlobId, BlobLocation>,
-    snaps: &[(SnapshotId, Snapshot)],
-) -> Result<Vec<SnapshotState>> {
-    let packs = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
-    states_given(repo, catalog, blobs, &packs, snaps)
-}
-
-/// The place in `snaps` (oldest first) of the newest snapshot that is not
-/// damaged; `None` if every one is. Checks newest first and stops at the
-/// first whole one, so choosing `latest` reads one snapshot's reference
-/// list, not all of them.
-pub fn newest_whole(
-    repo: &Repository,
-    catalog: &Catalog,
-    blobs: &HashMap<BlobId, BlobLocation>,
-    snaps: &[(SnapshotId, Snapshot)],
-) -> Result<Option<usize>> {
-    if snaps.is_empty() {
-        return Ok(None);
-    }
-    let packs = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
-    for i in (0..snaps.len()).rev() {
-        let state = states_given(repo, catalog, blobs, &packs, &snaps[i..=i])?;
-        if state.first() != Some(&SnapshotState::Damaged) {
-            return Ok(Some(i));
-        }
-    }
-    Ok(None)
-}
-
-fn states_given(
-    repo: &Repository,
-    catalog: &Catalog,
-    blobs: &HashMap<BlobId, BlobLocation>,
-    packs: &HashSet<crate::repo::ids::PackId>,
+    packs: &HashSet<PackId>,
     snaps: &[(SnapshotId, Snapshot)],
 ) -> Result<Vec<SnapshotState>> {
     let present = |id: &BlobId| blobs.get(id).is_some_and(|l| packs.contains(&l.pack));
@@ -573,6 +659,26 @@ fn states_given(
             (true, false) => SnapshotState::Complete,
         })
         .collect())
+}
+
+/// The place in `snaps` (oldest first) of the newest snapshot that is not
+/// damaged; `None` if every one is. Checks newest first and stops at the
+/// first whole one, so choosing `latest` reads one snapshot's reference
+/// list, not all of them.
+pub fn newest_whole(
+    repo: &Repository,
+    catalog: &Catalog,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    packs: &HashSet<PackId>,
+    snaps: &[(SnapshotId, Snapshot)],
+) -> Result<Option<usize>> {
+    for i in (0..snaps.len()).rev() {
+        let state = snapshot_states(repo, catalog, blobs, packs, &snaps[i..=i])?;
+        if state.first() != Some(&SnapshotState::Damaged) {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
 }
 
 /// Who runs this process, as `user@host`, for audit events.
@@ -658,22 +764,11 @@ pub fn audit_log(
             _ => true,
         })
         .collect();
-    let work = std::sync::Mutex::new(objects);
-    let found = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| {
-                while let Some(o) = pop(&work) {
-                    let r = repo.read_audit(&o).map_err(|e| format!("{}: {e}", o.key));
-                    if let Ok(mut f) = found.lock() {
-                        f.push(r);
-                    }
-                }
-            });
-        }
+    let found = par_map(objects, 4, |o| {
+        repo.read_audit(&o).map_err(|e| format!("{}: {e}", o.key))
     });
     let mut log = AuditLog::default();
-    for r in found.into_inner().unwrap_or_default() {
+    for r in found {
         match r {
             Ok(ev) => log.entries.push(AuditEntry {
                 time: ev.time,

@@ -1,6 +1,6 @@
 //! `catalog rebuild`: recreate the local cache from the repository alone.
 
-use super::{Progress, for_each_entry, sync_index, sync_snapshots};
+use super::{Progress, for_each_entry, sync};
 use crate::Result;
 use crate::catalog::{CachedFile, Catalog};
 use crate::repo::Repository;
@@ -19,10 +19,8 @@ pub struct RebuildReport {
 pub fn rebuild(repo: &Repository, path: &Path, progress: &dyn Progress) -> Result<RebuildReport> {
     Catalog::remove_files(path);
     let mut catalog = Catalog::open(path, &repo.config.id)?;
-    progress.phase("index", None);
-    let blobs = sync_index(repo, &mut catalog)?;
-    progress.phase("snapshots", None);
-    let snaps = sync_snapshots(repo, &mut catalog)?;
+    progress.phase("index and snapshots", None);
+    let super::Synced { blobs, snaps, .. } = sync(repo, &mut catalog)?;
     let mut report = RebuildReport {
         blobs: blobs.len(),
         snapshots: snaps.len(),

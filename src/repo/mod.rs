@@ -140,7 +140,15 @@ impl Repository {
     }
 
     fn read_config(store: &Store) -> Result<RepoConfig, RepoError> {
-        let raw = match store.get(CONFIG_KEY) {
+        Self::parse_config(store, store.get(CONFIG_KEY))
+    }
+
+    /// The config from the result of reading it.
+    fn parse_config(
+        store: &Store,
+        read: Result<Bytes, StorageError>,
+    ) -> Result<RepoConfig, RepoError> {
+        let raw = match read {
             Ok(r) => r,
             Err(e) if e.is_not_found() => {
                 return Err(RepoError::NotARepository {
@@ -200,8 +208,11 @@ impl Repository {
         store: Store,
         identity: OperatorIdentity,
     ) -> Result<Repository, RepoError> {
-        let config = Self::read_config(&store)?;
-        let sealed = store.get(KEYRING_KEY).map_err(|e| match e {
+        // Both at once: on a remote store the two round trips are most of
+        // the time it takes to open.
+        let (config, sealed) = store.get_pair(CONFIG_KEY, KEYRING_KEY);
+        let config = Self::parse_config(&store, config)?;
+        let sealed = sealed.map_err(|e| match e {
             StorageError::NotFound { .. } => RepoError::Corrupt {
                 object: KEYRING_KEY.into(),
                 reason: "missing".into(),

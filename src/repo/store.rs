@@ -59,6 +59,14 @@ impl Store {
     pub fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         self.run(self.storage.get(key))
     }
+    /// Reads two objects at once (one round trip, not two).
+    pub fn get_pair(
+        &self,
+        a: &str,
+        b: &str,
+    ) -> (Result<Bytes, StorageError>, Result<Bytes, StorageError>) {
+        self.run(async { tokio::join!(self.storage.get(a), self.storage.get(b)) })
+    }
     pub fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
         self.run(self.storage.get_range(key, offset, length))
     }
