@@ -84,20 +84,16 @@ pub fn sync(repo: &Repository, catalog: &mut Catalog) -> Result<Synced> {
         let indexes = s.spawn(|| fetch_indexes(repo, &known_indexes));
         let packs = s.spawn(|| repo.list_packs());
         let snaps = fetch_snapshots(repo, &known_snaps);
-        let gone = |_| crate::repo::RepoError::Corrupt {
-            object: "repository listing".into(),
-            reason: "a reader thread failed".into(),
-        };
-        (
-            indexes.join().map_err(gone),
-            snaps,
-            packs.join().map_err(gone),
-        )
+        // A panic there is a bug, not bad input: it goes on as one.
+        fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }
+        (join(indexes), snaps, join(packs))
     });
     Ok(Synced {
-        blobs: apply_indexes(catalog, &known_indexes, indexes??)?,
+        blobs: apply_indexes(catalog, &known_indexes, indexes?)?,
         snaps: apply_snapshots(catalog, &known_snaps, snaps?)?,
-        packs: packs??.into_iter().map(|(p, _)| p).collect(),
+        packs: packs?.into_iter().map(|(p, _)| p).collect(),
     })
 }
 
