@@ -12,6 +12,8 @@
 #   BENCH_S3       0 = skip the S3 part (default 1)
 #   BENCH_REPS     runs of each single-file S3 restore, cold and warm; the
 #                  median counts (default 5)
+#   BENCH_FULL_REPS  runs of each full S3 restore, cold and warm (every cold
+#                  one with an empty catalog / cache); the median counts (3)
 #   CARGO_TARGET_DIR  where cargo builds (default <repo root>/target); the
 #                  coffer and s3_server binaries are taken from there
 #   BENCH_RESTORE_FS  ext4 | dir: where full restores write. ext4 (the default
@@ -274,6 +276,9 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
   # every cold run with a fresh cache and into a fresh folder, and the median
   # counts (requests and bytes: the last run's; they do not vary).
   REPS=${BENCH_REPS:-5}
+  # Full restores from S3 take seconds but move by 10-20 % from run to run
+  # here: BENCH_FULL_REPS runs each (3), cold and warm, the median counts.
+  FULL_REPS=${BENCH_FULL_REPS:-3}
   # median TOOL.STEP: T[TOOL.STEP] becomes the median of its runs
   median() {
     T[$1]=$(tr ' ' '\n' <<< "${ALLT[$1]}" | grep . | sort -g |
@@ -314,18 +319,26 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
     local c
     case $1 in file|cat) small coffer "$1"; return ;; esac
     for c in cold warm; do
-      fresh_target "$W/restore-s3-coffer-$c" && s3run coffer "s3full.$c" "$COFFER" restore latest "${CS3[@]}" --identity "$C/operator.key" \
-        --catalog "$C/catalog-s3full.sqlite" --target "$W/restore-s3-coffer-$c" --quiet &&
-        verify coffer "s3-coffer-$c"
+      for _ in $(seq "$FULL_REPS"); do
+        [ "$c" = warm ] || rm -rf "$C/catalog-s3full.sqlite"*
+        fresh_target "$W/restore-s3-coffer-$c" && s3run coffer "s3full.$c" "$COFFER" restore latest "${CS3[@]}" --identity "$C/operator.key" \
+          --catalog "$C/catalog-s3full.sqlite" --target "$W/restore-s3-coffer-$c" --quiet &&
+          verify coffer "s3-coffer-$c" || return 1
+      done
+      median "coffer.s3full.$c"
     done
   }
   restic_s3() {
     local c
     case $1 in file|cat) small restic "$1"; return ;; esac
     for c in cold warm; do
-      fresh_target "$W/restore-s3-restic-$c" && s3run restic "s3full.$c" "${RS3[@]}" --cache-dir "$R/cache-s3full" restore latest \
-        --target "$W/restore-s3-restic-$c" --quiet &&
-        verify restic "s3-restic-$c"
+      for _ in $(seq "$FULL_REPS"); do
+        [ "$c" = warm ] || rm -rf "$R/cache-s3full"
+        fresh_target "$W/restore-s3-restic-$c" && s3run restic "s3full.$c" "${RS3[@]}" --cache-dir "$R/cache-s3full" restore latest \
+          --target "$W/restore-s3-restic-$c" --quiet &&
+          verify restic "s3-restic-$c" || return 1
+      done
+      median "restic.s3full.$c"
     done
   }
   for kind in file cat full; do both s3 "$kind"; done
@@ -412,7 +425,14 @@ val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did 
     echo
     echo "Restores from S3 (issue 5). Small file: \`/${DATA#/}/$SMALL\`, $SMALL_SIZE bytes. Cold: an empty"
     echo "catalog / restic cache dir; warm: the same command again, with what the cold run left."
-    echo "Single-file times are the median of $REPS runs each (every cold run with a fresh cache)."
+    echo "Single-file times are the median of $REPS runs each, full restores of $FULL_REPS (every cold run with a fresh cache)."
+    for t in "${TOOLS[@]}"; do
+      for c in cold warm; do
+        if [ -n "${ALLT[$t.s3full.$c]:-}" ]; then
+          echo "- $t full restore $c, every run (s): ${ALLT[$t.s3full.$c]% }"
+        fi
+      done
+    done
     echo
     echo "| restore from S3 | coffer | restic | ratio | target | met | requests coffer / restic | fetched coffer / restic |"
     echo "|---|---|---|---|---|---|---|---|"
