@@ -14,6 +14,8 @@
 #                  median counts (default 5)
 #   BENCH_FULL_REPS  runs of each full S3 restore, cold and warm (every cold
 #                  one with an empty catalog / cache); the median counts (3)
+#   BENCH_FIRST_REPS runs of each first backup, local and S3, every one into
+#                  a new repository; the median counts (3)
 #   CARGO_TARGET_DIR  where cargo builds (default <repo root>/target); the
 #                  coffer and s3_server binaries are taken from there
 #   BENCH_RESTORE_FS  ext4 | dir: where full restores write. ext4 (the default
@@ -35,7 +37,8 @@
 #      cache), then copies the data set once, untimed, into a fresh restore
 #      target (the first file-creating run pays a kernel warm-up otherwise)
 #   3. coffer and restic, alternately on the same data state:
-#      first backup, unchanged re-backup, mutate-dataset.sh round 1, backup,
+#      first backup (BENCH_FIRST_REPS times, each into a new repository; the
+#      median counts), unchanged re-backup, mutate-dataset.sh round 1, backup,
 #      full restore of the latest snapshot (verified with diff -r + metadata)
 #   3b. S3: both tools back up the same (unmutated) data to one local S3
 #      server over TLS (cargo run --example s3_server: s3s-fs behind rustls),
@@ -176,11 +179,27 @@ run() {
   echo "   ${T[$tool.$step]} s, $((M[$tool.$step] / 1024)) MiB peak RSS" >&2
 }
 
+# median TOOL.STEP: T[TOOL.STEP] becomes the median of its runs
+median() {
+  [ -n "${ALLT[$1]:-}" ] || return 0
+  T[$1]=$(tr ' ' '\n' <<< "${ALLT[$1]}" | grep . | sort -g |
+    awk '{a[NR]=$1} END{print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
+}
+# First backups (local and S3) take seconds and move by 10-20 % from run to
+# run here: BENCH_FIRST_REPS runs each (3), every one into a new repository,
+# the tools' order alternating; the median counts, the last run's repository
+# is the one the later steps use.
+FIRST_REPS=${BENCH_FIRST_REPS:-3}
+
 # coffer: operator identity + agent key; the catalog (its local cache) lives in $W.
 C=$W/coffer
 export COFFER_CACHE_DIR=$C/cache   # belt and braces: nothing goes to ~/.cache
 coffer_setup() {
   run coffer keygen "$COFFER" key generate --output "$C/operator.key" || return 1
+  coffer_init
+}
+coffer_init() {
+  rm -rf "$C/repo" "$C/agent.key" "$C/catalog.sqlite"*
   run coffer init "$COFFER" init --repo "$C/repo" --recipient "$(tail -n1 "$W/raw/coffer.keygen.out")" --agent-key "$C/agent.key"
 }
 coffer_backup()  { run coffer "$1" "$COFFER" backup --repo "$C/repo" --agent-key "$C/agent.key" --catalog "$C/catalog.sqlite" --quiet "$DATA"; }
@@ -190,7 +209,8 @@ coffer_restore() { fresh_target "$W/restore-coffer" && run coffer restore "$COFF
 R=$W/restic
 export RESTIC_PASSWORD=coffer-bench
 RESTIC=(restic --repo "$R/repo" --cache-dir "$R/cache" --compression auto)
-restic_setup()   { run restic init "${RESTIC[@]}" init --repository-version 2; }
+restic_setup()   { rm -rf "$R/repo" "$R/cache"; run restic init "${RESTIC[@]}" init --repository-version 2; }
+restic_init()    { restic_setup; }
 restic_backup()  { run restic "$1" "${RESTIC[@]}" backup --quiet "$DATA"; }
 restic_restore() { fresh_target "$W/restore-restic" && run restic restore "${RESTIC[@]}" restore latest --target "$W/restore-restic" --quiet; }
 
@@ -231,7 +251,11 @@ verify_file() {
 
 # --- 3. the runs ---------------------------------------------------------------------
 for t in "${TOOLS[@]}"; do "${t}_setup" || true; done
-both backup first
+for rep in $(seq "$FIRST_REPS"); do
+  if [ "$rep" -gt 1 ]; then for t in "${TOOLS[@]}"; do "${t}_init" || true; done; fi
+  both backup first
+done
+for t in "${TOOLS[@]}"; do median "$t.first"; done
 both backup nochange
 # --- 3b. S3 over TLS, same data, one local server ----------------------------------------
 declare -A REQ=() BYTES=() S3SIZE=()   # REQ/BYTES[tool.step]: requests sent, response bytes received
@@ -247,23 +271,28 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
     REQ[$tool.$step]=$((r1 - r0)); BYTES[$tool.$step]=$((b1 - b0))
     echo "   ${REQ[$tool.$step]} requests, ${BYTES[$tool.$step]} bytes fetched" >&2
   }
-  # s3legacy layout (data/ID, no data/XX/ folders): s3s-fs takes minio-go's
-  # empty "delimiter=" of a recursive listing as a delimiter and would list
-  # no packs below data/
-  RS3=(restic --repo "s3:$EP/bench/restic" --cacert "$S3CA" --compression auto -o s3.layout=s3legacy)
-  CS3=(--repo s3://bench/coffer)
-  if want restic; then
+  # Each run backs up into a new prefix; the last run's is the one restored from.
+  restic_s3first() {
+    # s3legacy layout (data/ID, no data/XX/ folders): s3s-fs takes minio-go's
+    # empty "delimiter=" of a recursive listing as a delimiter and would list
+    # no packs below data/
+    RS3=(restic --repo "s3:$EP/bench/restic-$1" --cacert "$S3CA" --compression auto -o s3.layout=s3legacy)
+    rm -rf "$R/cache-s3"
     run restic s3init "${RS3[@]}" --cache-dir "$R/cache-s3" init --repository-version 2 &&
       s3run restic s3first "${RS3[@]}" --cache-dir "$R/cache-s3" backup --quiet "$DATA" &&
-      S3SIZE[restic]=$(du -sb "$S3DIR/s3/bench/restic" | cut -f1)
-  fi
-  if want coffer; then
+      S3SIZE[restic]=$(du -sb "$S3DIR/s3/bench/restic-$1" | cut -f1)
+  }
+  coffer_s3first() {
+    CS3=(--repo "s3://bench/coffer-$1")
+    rm -rf "$C/agent-s3.key" "$C/catalog-s3.sqlite"*
     run coffer s3init "$COFFER" init "${CS3[@]}" --agent-key "$C/agent-s3.key" \
         --recipient "$(tail -n1 "$W/raw/coffer.keygen.out")" &&
       s3run coffer s3first "$COFFER" backup "${CS3[@]}" --agent-key "$C/agent-s3.key" \
         --catalog "$C/catalog-s3.sqlite" --quiet "$DATA" &&
-      S3SIZE[coffer]=$(du -sb "$S3DIR/s3/bench/coffer" | cut -f1)
-  fi
+      S3SIZE[coffer]=$(du -sb "$S3DIR/s3/bench/coffer-$1" | cut -f1)
+  }
+  for rep in $(seq "$FIRST_REPS"); do both s3first "$rep"; done
+  for t in "${TOOLS[@]}"; do median "$t.s3first"; done
 
   # The small file: the deepest one of 2 to 8 KiB (first by name among those).
   SMALL=$(cd "$DATA" && find . -type f -size +1k -size -9k -printf '%d %P\n' | sort -k1,1nr -k2 | sed -n 1p | cut -d' ' -f2-)   # sed reads all: no SIGPIPE under pipefail
@@ -279,11 +308,6 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
   # Full restores from S3 take seconds but move by 10-20 % from run to run
   # here: BENCH_FULL_REPS runs each (3), cold and warm, the median counts.
   FULL_REPS=${BENCH_FULL_REPS:-3}
-  # median TOOL.STEP: T[TOOL.STEP] becomes the median of its runs
-  median() {
-    T[$1]=$(tr ' ' '\n' <<< "${ALLT[$1]}" | grep . | sort -g |
-      awk '{a[NR]=$1} END{print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
-  }
   # small TOOL KIND: KIND (file | cat) from S3, cold then warm, REPS times each
   small() {
     local t=$1 k=$2 c
@@ -421,6 +445,15 @@ val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did 
       awk -v s="${T[coffer.s3first]}" -v l="${T[coffer.first]}" 'BEGIN{printf "coffer S3 throughput = %.2f x its local-directory throughput (target >= 0.8)\n", l/s}'
     fi
   fi
+  echo
+  echo "First backups are the median of $FIRST_REPS runs each, every one into a new repository:"
+  for t in "${TOOLS[@]}"; do
+    for k in first s3first; do
+      if [ -n "${ALLT[$t.$k]:-}" ]; then
+        echo "- $t $k, every run (s): ${ALLT[$t.$k]% }"
+      fi
+    done
+  done
   if [ "${BENCH_S3:-1}" = 1 ] && [ -n "${SMALL:-}" ]; then
     echo
     echo "Restores from S3 (issue 5). Small file: \`/${DATA#/}/$SMALL\`, $SMALL_SIZE bytes. Cold: an empty"
