@@ -12,8 +12,9 @@
 #   BENCH_S3       0 = skip the S3 part (default 1)
 #   BENCH_REPS     runs of each single-file S3 restore, cold and warm; the
 #                  median counts (default 5)
-#   BENCH_FULL_REPS  runs of each full S3 restore, cold and warm (every cold
-#                  one with an empty catalog / cache); the median counts (3)
+#   BENCH_FULL_REPS  runs of each full restore, local and from S3 (there cold
+#                  and warm, every cold one with an empty catalog / cache);
+#                  the median counts (3)
 #   BENCH_FIRST_REPS runs of each first backup, local and S3, every one into
 #                  a new repository; the median counts (3)
 #   CARGO_TARGET_DIR  where cargo builds (default <repo root>/target); the
@@ -190,6 +191,9 @@ median() {
 # the tools' order alternating; the median counts, the last run's repository
 # is the one the later steps use.
 FIRST_REPS=${BENCH_FIRST_REPS:-3}
+# Full restores likewise: BENCH_FULL_REPS runs each (3), local and from S3
+# (there cold and warm), every one onto a fresh target; the median counts.
+FULL_REPS=${BENCH_FULL_REPS:-3}
 
 # coffer: operator identity + agent key; the catalog (its local cache) lives in $W.
 C=$W/coffer
@@ -305,9 +309,6 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
   # every cold run with a fresh cache and into a fresh folder, and the median
   # counts (requests and bytes: the last run's; they do not vary).
   REPS=${BENCH_REPS:-5}
-  # Full restores from S3 take seconds but move by 10-20 % from run to run
-  # here: BENCH_FULL_REPS runs each (3), cold and warm, the median counts.
-  FULL_REPS=${BENCH_FULL_REPS:-3}
   # small TOOL KIND: KIND (file | cat) from S3, cold then warm, REPS times each
   small() {
     local t=$1 k=$2 c
@@ -372,8 +373,11 @@ fi
 log "mutate-dataset.sh round 1"
 "$BENCH/mutate-dataset.sh" "$DATA" 1 >&2
 both backup mutated
-both restore
-for t in "${TOOLS[@]}"; do verify "$t"; done
+for rep in $(seq "$FULL_REPS"); do
+  both restore
+  for t in "${TOOLS[@]}"; do verify "$t"; done
+done
+for t in "${TOOLS[@]}"; do median "$t.restore"; done
 
 declare -A SIZE=() PEAK=()
 for t in "${TOOLS[@]}"; do
@@ -446,9 +450,9 @@ val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did 
     fi
   fi
   echo
-  echo "First backups are the median of $FIRST_REPS runs each, every one into a new repository:"
+  echo "First backups are the median of $FIRST_REPS runs each, every one into a new repository; local full restores of $FULL_REPS:"
   for t in "${TOOLS[@]}"; do
-    for k in first s3first; do
+    for k in first s3first restore; do
       if [ -n "${ALLT[$t.$k]:-}" ]; then
         echo "- $t $k, every run (s): ${ALLT[$t.$k]% }"
       fi
