@@ -65,6 +65,12 @@ impl BlobLocation {
                 .map(|&entry| BlobLocation { pack: p.id, entry })
         })
     }
+
+    /// Lays an index object's blobs over a blob map: of two objects that
+    /// list a blob, the later one says where it is, as in [`Catalog::blobs`].
+    pub fn lay_over(map: &mut HashMap<BlobId, BlobLocation>, index: &IndexFile) {
+        map.extend(Self::all_in(index).map(|l| (l.entry.id, l)));
+    }
 }
 
 /// What the file cache remembers of a file from an earlier backup.

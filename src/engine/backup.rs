@@ -358,10 +358,9 @@ fn run(
     // We hold the lock: temporary files in the repository are a killed writer's.
     repo.store.remove_stale_temp()?;
     let mut known = sync_index(repo, catalog)?;
-    let orphans_adopted = adopt_orphan_packs(repo, catalog)?;
-    if orphans_adopted > 0 {
-        known = catalog.blobs()?;
-    }
+    let adopted = adopt_orphan_packs(repo, catalog)?;
+    BlobLocation::lay_over(&mut known, &adopted);
+    let orphans_adopted = adopted.packs.len();
     let file_cache = catalog.files()?;
     let dedup = Dedup {
         known,

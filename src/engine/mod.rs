@@ -171,7 +171,7 @@ fn apply_indexes(
     let mut blobs = catalog.blobs()?;
     for (id, index) in &fetched.new {
         catalog.add_index(id, index)?;
-        blobs.extend(BlobLocation::all_in(index).map(|l| (l.entry.id, l)));
+        BlobLocation::lay_over(&mut blobs, index);
     }
     Ok(blobs)
 }
@@ -191,31 +191,31 @@ fn apply_snapshots(
 }
 
 /// Finds packs that no index lists (a backup cut off after uploading them)
-/// and writes an index for them from their trailers, so their blobs are reused.
-/// Returns how many packs were adopted. Needs the writer lock.
-pub fn adopt_orphan_packs(repo: &Repository, catalog: &mut Catalog) -> Result<usize> {
+/// and writes an index for them from their trailers, so their blobs are
+/// reused. Returns that index (no packs if none were adopted), which the
+/// catalog has recorded too. Needs the writer lock.
+pub fn adopt_orphan_packs(repo: &Repository, catalog: &mut Catalog) -> Result<IndexFile> {
     let indexed = catalog.packs()?;
-    let mut adopted = Vec::new();
-    for (pack, size) in repo.list_packs()? {
-        if indexed.contains_key(&pack) {
-            continue;
-        }
-        // A pack whose trailer cannot be read is left for `check` to report.
-        if let Ok(blobs) = repo.read_pack_trailer(&pack, size) {
-            adopted.push(IndexedPack {
-                id: pack,
-                size,
-                blobs,
-            });
-        }
-    }
-    let n = adopted.len();
-    if n > 0 {
-        let index = IndexFile { packs: adopted };
+    let orphans: Vec<(PackId, u64)> = repo
+        .list_packs()?
+        .into_iter()
+        .filter(|(pack, _)| !indexed.contains_key(pack))
+        .collect();
+    // Two ranged reads a trailer: several packs at once. A pack whose
+    // trailer cannot be read is left for `check` to report.
+    let threads = repo.store.read_concurrency();
+    let read = par_map(orphans, threads, |(id, size)| {
+        let blobs = repo.read_pack_trailer(&id, size).ok()?;
+        Some(IndexedPack { id, size, blobs })
+    });
+    let index = IndexFile {
+        packs: read.into_iter().flatten().collect(),
+    };
+    if !index.packs.is_empty() {
         let id = repo.write_index(&index)?;
         catalog.add_index(&id, &index)?;
     }
-    Ok(n)
+    Ok(index)
 }
 
 /// Reads the blobs of a stream (tree or refs) in order, handing each to `f`.

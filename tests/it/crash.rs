@@ -402,7 +402,46 @@ fn second_writer_is_refused_while_first_runs(backend: Backend) {
     env.check(false).expect_ok();
 }
 
+/// A backup cut off after its packs were stored but before any index or
+/// snapshot named them: the next backup adopts those packs (an index from
+/// their trailers) and uploads no data again. Made exact here by deleting
+/// what the cut would not have written, where the kill test above is random.
+fn packs_no_index_names_are_adopted_and_reused(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
+    let src = env.source_dir("src");
+    write_random_file(&src.join("a.bin"), 3 << 20, 1);
+    write_random_file(&src.join("b.bin"), 2 << 20, 2);
+    let first = env.backup(&[&src]);
+    let packs = u64_field(&first, "packs_added");
+    assert!(packs > 0, "{first}");
+    for dir in ["index", "snapshots"] {
+        for e in fs::read_dir(env.repo.join(dir)).unwrap() {
+            fs::remove_file(e.unwrap().path()).unwrap();
+        }
+    }
+    assert!(env.snapshots().is_empty());
+    // New times: the files are read and chunked again, so only the
+    // adopted index can tell the backup their data is stored.
+    for f in ["a.bin", "b.bin"] {
+        set_mtime(&src.join(f), 1_700_000_000, 0);
+    }
+
+    let second = env.backup(&[&src]);
+    assert_eq!(u64_field(&second, "files_changed"), 2, "{second}");
+    // Only the new file list (the times changed) is stored: no data again.
+    assert_eq!(u64_field(&second, "data_added"), 0, "{second}");
+    assert!(u64_field(&second, "stored_added") < 64 << 10, "{second}");
+    assert!(
+        env.packs().len() as u64 <= packs + 1,
+        "data packs stored twice"
+    );
+    env.check(true).expect_ok();
+    let target = env.restore("latest");
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
+
 on_both_backends!(
     killed_backups_leave_valid_repository_and_reuse_uploads,
     second_writer_is_refused_while_first_runs,
+    packs_no_index_names_are_adopted_and_reused,
 );
