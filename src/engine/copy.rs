@@ -11,8 +11,7 @@ use crate::repo::lock::RepoLock;
 use crate::repo::store::Store;
 use crate::repo::{CONFIG_KEY, KEYRING_KEY, RepoError, Repository};
 use std::collections::HashSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Default)]
 pub struct CopyReport {
@@ -49,8 +48,7 @@ pub fn copy(repo: &Repository, target: &Store, progress: &dyn Progress) -> Resul
 }
 
 fn copy_objects(repo: &Repository, target: &Store, progress: &dyn Progress) -> Result<CopyReport> {
-    let report = Mutex::new(CopyReport::default());
-    let copied = AtomicU64::new(0);
+    let mut report = CopyReport::default();
     // Data, then index, then snapshots, then the config: each layer only
     // refers to what is already there.
     for prefix in ["data/", "index/", "snapshots/", "audit/"] {
@@ -61,54 +59,38 @@ fn copy_objects(repo: &Repository, target: &Store, progress: &dyn Progress) -> R
             .into_iter()
             .filter(|o| !have.contains(&o.key))
             .collect();
-        if let Ok(mut r) = report.lock() {
-            r.objects_present += have.len() as u64;
-        }
+        report.objects_present += have.len() as u64;
         progress.phase(
             prefix.trim_end_matches('/'),
             Some(todo.iter().map(|o| o.size).sum()),
         );
-        let work = Mutex::new(todo);
-        let first_error: Mutex<Option<crate::Error>> = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    while let Some(obj) = super::pop(&work) {
-                        let res = copy_one(repo, target, &obj.key);
-                        match res {
-                            Ok(n) => {
-                                copied.fetch_add(1, Ordering::Relaxed);
-                                if let Ok(mut r) = report.lock() {
-                                    r.bytes_copied += n;
-                                }
-                                progress.advance(n);
-                            }
-                            Err(e) => {
-                                if let Ok(mut f) = first_error.lock() {
-                                    f.get_or_insert(e);
-                                }
-                                return;
-                            }
-                        }
-                    }
-                });
+        // After a failure nothing more is started (storage that is down
+        // would fail every object after its retries); what was sent stays
+        // sent for the next run.
+        let failed = AtomicBool::new(false);
+        let results = super::par_map(todo, 4, |obj| {
+            if failed.load(Ordering::Relaxed) {
+                return None;
             }
+            let res = copy_one(repo, target, &obj.key);
+            match &res {
+                Ok(n) => progress.advance(*n),
+                Err(_) => failed.store(true, Ordering::Relaxed),
+            }
+            Some(res)
         });
-        if let Some(e) = first_error.into_inner().ok().flatten() {
-            return Err(e);
+        for res in results.into_iter().flatten() {
+            let n = res?;
+            report.objects_copied += 1;
+            report.bytes_copied += n;
         }
     }
     for key in [KEYRING_KEY, CONFIG_KEY] {
         if target.stat(key)?.is_none() {
-            let n = copy_one(repo, target, key)?;
-            copied.fetch_add(1, Ordering::Relaxed);
-            if let Ok(mut r) = report.lock() {
-                r.bytes_copied += n;
-            }
+            report.bytes_copied += copy_one(repo, target, key)?;
+            report.objects_copied += 1;
         }
     }
-    let mut report = report.into_inner().unwrap_or_default();
-    report.objects_copied = copied.load(Ordering::Relaxed);
     Ok(report)
 }
 

@@ -87,6 +87,8 @@ fn static_credentials(path: &Path) -> Result<aws_sdk_s3::config::Credentials, St
 
 /// Multipart part size; S3 wants at least 5 MiB per part but the last.
 const PART_SIZE: u64 = 16 * 1024 * 1024;
+/// The read size when streaming a spool file to storage.
+const READ_BUFFER: usize = 1 << 20;
 
 pub struct S3Storage {
     client: Client,
@@ -305,6 +307,7 @@ impl S3Storage {
                 let len = PART_SIZE.min(size - offset);
                 let body = ByteStream::read_from()
                     .path(path)
+                    .buffer_size(READ_BUFFER)
                     .offset(offset)
                     .length(aws_sdk_s3::primitives::Length::Exact(len))
                     .build()
@@ -623,8 +626,13 @@ impl Storage for S3Storage {
             }
             return res;
         }
-        // Streams the file from disk: a pack never sits in memory.
-        let body = ByteStream::from_path(path)
+        // Streams the file from disk: a pack never sits in memory. Reads of
+        // 1 MiB, not the SDK's 64 KiB: every read is a hand-off to tokio's
+        // blocking pool.
+        let body = ByteStream::read_from()
+            .path(path)
+            .buffer_size(READ_BUFFER)
+            .build()
             .await
             .map_err(|e| self.file_error(key, path, e))?;
         let res = self

@@ -285,12 +285,15 @@ impl s3s::route::S3Route for PlainPut {
         if !self.root.join(&bucket).is_dir() {
             return Err(s3_error!(NoSuchBucket));
         }
-        let data = req
-            .input
-            .collect()
-            .await
-            .map_err(|e| s3_error!(IncompleteBody, "{e}"))?
-            .to_bytes();
+        // The body as it came, in pieces: joining them would copy every byte.
+        let mut body = req.input;
+        let mut data = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| s3_error!(IncompleteBody, "{e}"))?;
+            if let Ok(piece) = frame.into_data() {
+                data.push(piece);
+            }
+        }
 
         // Verify what the client claims, in headers or trailers.
         let trailers = req
@@ -319,7 +322,11 @@ impl s3s::route::S3Route for PlainPut {
         if on("crc64nvme") {
             hasher.crc64nvme = Some(Default::default());
         }
-        hasher.update(&data);
+        let mut etag = blake3::Hasher::new();
+        for piece in &data {
+            hasher.update(piece);
+            etag.update(piece);
+        }
         let sums = hasher.finalize();
         let computed = [
             sums.checksum_crc32,
@@ -344,7 +351,7 @@ impl s3s::route::S3Route for PlainPut {
                 );
             }
         }
-        let etag = hex::encode(&blake3::hash(&data).as_bytes()[..16]);
+        let etag = hex::encode(&etag.finalize().as_bytes()[..16]);
         info.insert("e_tag".into(), etag.clone().into());
         let etag_header = format!("\"{etag}\"")
             .parse()
@@ -364,8 +371,16 @@ impl s3s::route::S3Route for PlainPut {
         let tmp = |n: u64| self.root.join(format!(".tmp.put-{n}.internal.part"));
         let (tmp_object, tmp_info) = (tmp(seq), tmp(seq + 1));
         let stored = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let put = |tmp: &Path, data: &[u8], to: &Path| {
-                let res = std::fs::write(tmp, data).and_then(|()| std::fs::rename(tmp, to));
+            let put = |tmp: &Path, data: &[bytes::Bytes], to: &Path| {
+                let write = || -> std::io::Result<()> {
+                    use std::io::Write;
+                    let mut file = std::fs::File::create(tmp)?;
+                    for piece in data {
+                        file.write_all(piece)?;
+                    }
+                    Ok(())
+                };
+                let res = write().and_then(|()| std::fs::rename(tmp, to));
                 if res.is_err() {
                     let _ = std::fs::remove_file(tmp);
                 }
@@ -375,7 +390,7 @@ impl s3s::route::S3Route for PlainPut {
                 std::fs::create_dir_all(dir)?;
             }
             put(&tmp_object, &data, &object)?;
-            put(&tmp_info, &info, &info_path)
+            put(&tmp_info, &[info.into()], &info_path)
         })
         .await;
         match stored {
