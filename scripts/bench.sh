@@ -148,7 +148,7 @@ log "full restores write to: $RFS"
 fresh_target() {
   drop_target "$1"; mkdir -p "$1"
   [ "$RFS" = ext4 ] || return 0
-  truncate -s $((nbytes * 2 + (1 << 30))) "$1.img" &&
+  truncate -s $(((nbytes * 2 >> 20) + 1024))M "$1.img" &&
     mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" &&
     loop_mount "$1.img" "$1" && sync
 }
