@@ -57,7 +57,7 @@ pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
     }
     if report.still_stored > 0 {
         eprintln!(
-            "coffer: warning: {} blob(s) that held erased data are still stored (a backup re-used them while erase ran, or storage clocks disagree); run the same erase again",
+            "coffer: warning: {} blob(s) that held erased data are still stored (the storage's clock is ahead of this machine's, so their packs looked new); run the same erase again",
             report.still_stored
         );
     }

@@ -18,11 +18,11 @@
 //!    index, the new snapshot objects, and only then the old ones are deleted,
 //!    so a cut-off erase leaves every snapshot whole (old and new side by
 //!    side); running it again finishes the job.
-//! 4. **Prune** with no grace and no unused share allowed, so every pack that
-//!    holds an erased blob is deleted or repacked.
+//! 4. **Prune**, under the same lock, with no grace and no unused share
+//!    allowed, so every pack that holds an erased blob is deleted or repacked.
 
 use super::packer::Packer;
-use super::prune::{PruneOptions, PruneReport, prune};
+use super::prune::{PruneOptions, PruneReport, prune_locked};
 use super::{Progress, RefsPiece, sync_index, sync_snapshots, walk_refs};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::RepoError;
@@ -93,7 +93,7 @@ pub struct EraseReport {
     /// Bytes removed from storage by that prune (net of the packs it wrote).
     pub bytes_freed: u64,
     /// Blobs that held erased data and are still stored after the prune
-    /// (0 unless a backup re-used one meanwhile or storage clocks disagree).
+    /// (0 unless the storage's clock is ahead of this machine's).
     pub still_stored: usize,
 }
 
@@ -580,32 +580,13 @@ pub fn erase(
         fill_plan(&mut report, &plan, &snaps);
         return Ok(report);
     }
+    // One lock across the rewrite and the prune: a backup in between could
+    // re-use a mixed bundle through its file cache and keep erased bytes alive.
     let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, opts.lock_wait)?;
-    let result = rewrite_all(repo, catalog, &m, &mut report, progress, &mut lock);
+    let result = rewrite_and_prune(repo, catalog, &m, &mut report, progress, &mut lock);
     let released = lock.release(&repo.store, &repo.keys);
     let plan = result?;
     released?;
-
-    // The erased data leaves storage: nothing unreferenced may stay behind.
-    progress.phase("prune", None);
-    let pruned = prune(
-        repo,
-        catalog,
-        &PruneOptions {
-            grace: chrono::Duration::zero(),
-            max_unused: 0,
-            repack_older_than: None,
-            dry_run: false,
-            lock_wait: opts.lock_wait.max(std::time::Duration::from_secs(60)),
-        },
-    )
-    .map_err(|e| {
-        Error::Invalid(format!(
-            "the snapshots were rewritten, but removing the erased data from storage failed: {e}; run the same erase again to finish"
-        ))
-    })?;
-    report.bytes_freed = pruned.bytes_freed;
-    report.prune = Some(pruned);
 
     // What prune could not remove: erased blobs still stored and unused, or
     // mixed bundles still in use (a backup re-used one meanwhile).
@@ -625,6 +606,35 @@ pub fn erase(
         .filter(|b| blobs.contains_key(b) && (!live.contains(b) || plan.mixed.contains_key(b)))
         .count();
     Ok(report)
+}
+
+/// Rewrites the snapshots, then prunes (no grace, no unused share) so the
+/// erased data leaves storage: nothing unreferenced may stay behind.
+fn rewrite_and_prune(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    m: &Matcher,
+    report: &mut EraseReport,
+    progress: &dyn Progress,
+    lock: &mut RepoLock,
+) -> Result<Plan> {
+    let plan = rewrite_all(repo, catalog, m, report, progress, lock)?;
+    progress.phase("prune", None);
+    let opts = PruneOptions {
+        grace: chrono::Duration::zero(),
+        max_unused: 0,
+        repack_older_than: None,
+        dry_run: false,
+        lock_wait: std::time::Duration::ZERO,
+    };
+    let pruned = prune_locked(repo, catalog, &opts, lock).map_err(|e| {
+        Error::Invalid(format!(
+            "the snapshots were rewritten, but removing the erased data from storage failed: {e}; run the same erase again to finish"
+        ))
+    })?;
+    report.bytes_freed = pruned.bytes_freed;
+    report.prune = Some(pruned);
+    Ok(plan)
 }
 
 fn fill_plan(report: &mut EraseReport, plan: &Plan, snaps: &[(SnapshotId, Snapshot)]) {

@@ -82,7 +82,7 @@ enum Verdict {
 
 pub fn prune(repo: &Repository, catalog: &mut Catalog, opts: &PruneOptions) -> Result<PruneReport> {
     let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, opts.lock_wait)?;
-    let result = run(repo, catalog, opts, &mut lock);
+    let result = prune_locked(repo, catalog, opts, &mut lock);
     let released = lock.release(&repo.store, &repo.keys);
     let report = result?;
     released?;
@@ -119,7 +119,9 @@ fn live_set(
     Ok(live)
 }
 
-fn run(
+/// Prune under a writer lock the caller holds (erase holds one across its
+/// rewrite and this prune, so no backup slips in between).
+pub(crate) fn prune_locked(
     repo: &Repository,
     catalog: &mut Catalog,
     opts: &PruneOptions,
