@@ -128,7 +128,11 @@ nbytes=$(du -sb "$DATA" | cut -f1)
 # run. The device is detached when the file system is unmounted.
 loop_mount() {
   local dev
-  dev=$(losetup --find --show --direct-io=on "$1") || return 1
+  # some losetup versions attach, then fail over direct I/O: never leave one attached
+  if ! dev=$(losetup --find --show --direct-io=on "$1"); then
+    [ -z "$dev" ] || losetup -d "$dev"
+    return 1
+  fi
   mount "$dev" "$2" || { losetup -d "$dev"; return 1; }
   losetup -d "$dev"   # busy: detached at umount
 }
@@ -324,20 +328,24 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
   PAIR_REPS=${BENCH_PAIR_REPS:-3}
   PAIRS=()
   coffer_pair_local() {
+    local rc=0
     rm -rf "$C/pair-repo" "$C/pair-agent.key" "$C/pair-catalog.sqlite"*
     run coffer pairinit "$COFFER" init --repo "$C/pair-repo" --agent-key "$C/pair-agent.key" \
         --recipient "$(tail -n1 "$W/raw/coffer.keygen.out")" &&
       run coffer pairlocal "$COFFER" backup --repo "$C/pair-repo" --agent-key "$C/pair-agent.key" \
-        --catalog "$C/pair-catalog.sqlite" --quiet "$DATA"
+        --catalog "$C/pair-catalog.sqlite" --quiet "$DATA" || rc=1
     rm -rf "$C/pair-repo"
+    return $rc
   }
   coffer_pair_s3() {
+    local rc=0
     rm -rf "$C/pair-agent-s3.key" "$C/pair-catalog-s3.sqlite"*
     run coffer pairs3init "$COFFER" init --repo "s3://bench/coffer-pair-$1" --agent-key "$C/pair-agent-s3.key" \
         --recipient "$(tail -n1 "$W/raw/coffer.keygen.out")" &&
       run coffer pairs3 "$COFFER" backup --repo "s3://bench/coffer-pair-$1" --agent-key "$C/pair-agent-s3.key" \
-        --catalog "$C/pair-catalog-s3.sqlite" --quiet "$DATA"
-    rm -rf "$S3DIR/s3/bench/coffer-pair-$1"
+        --catalog "$C/pair-catalog-s3.sqlite" --quiet "$DATA" || rc=1
+    rm -rf "$S3DIR/s3/bench/coffer-pair-$1"   # (s3s-fs's small sidecar files stay)
+    return $rc
   }
   if want coffer; then
     for i in $(seq "$PAIR_REPS"); do

@@ -207,15 +207,17 @@ impl S3Server {
     }
 }
 
-/// The bucket and key of a path-style object URI, if it names one plainly
-/// (no percent-escapes, no `..`, not a folder marker).
+/// The bucket and key of a path-style object URI, if it names one plainly:
+/// no percent-escapes, and every segment a name (no empty, `.` or `..` one,
+/// so the path stays below the root; not a folder marker either).
 fn bucket_and_key(uri: &hyper::Uri) -> Option<(&str, &str)> {
     let path = uri.path();
-    if path.contains(['%', '+']) || path.contains("..") {
+    if path.contains(['%', '+']) {
         return None;
     }
     let (bucket, key) = path.strip_prefix('/')?.split_once('/')?;
-    (!bucket.is_empty() && !key.is_empty() && !key.ends_with('/')).then_some((bucket, key))
+    let plain = |s: &str| !s.is_empty() && s != "." && s != "..";
+    (plain(bucket) && key.split('/').all(plain)).then_some((bucket, key))
 }
 
 /// The file behind a GetObject request (path-style `/bucket/key`, no query
@@ -235,13 +237,14 @@ const CHECKSUMS: [&str; 5] = ["crc32", "crc32c", "sha1", "sha256", "crc64nvme"];
 /// with MD5 for the ETag: half of this server's CPU in a backup (perf), spent
 /// on the two cores the client under test needs, where a provider would spend
 /// it on its own machines. A PUT with no Content-MD5 to verify, no condition,
-/// no copy source and no storage class or encryption settings is stored here
-/// instead, in s3s-fs's layout (the object file, then its
-/// `.bucket-B.object-K.internal.json` with the ETag and checksums), and s3s-fs
-/// serves it from then on as its own. The ETag is BLAKE3-derived: S3 ETags
-/// are opaque (multipart and SSE-KMS ones are not MD5s either). Claimed
-/// checksums (headers or trailers) are verified as s3s-fs does. A route sees
-/// a request only after s3s has checked its signature.
+/// no copy source, no user metadata and no storage class or encryption
+/// settings is stored here instead, in s3s-fs's layout (the object file, then
+/// its `.bucket-B.object-K.internal.json` with the ETag and checksums), and
+/// s3s-fs serves it from then on as its own. The ETag is BLAKE3-derived: S3
+/// ETags are opaque (multipart and SSE-KMS ones are not MD5s either). Claimed
+/// checksums (headers or trailers) are verified before anything is written.
+/// A route sees a request only after s3s has checked its signature. The body
+/// is held in memory (at most the client's multipart threshold), not streamed.
 struct PlainPut {
     root: PathBuf,
     seq: std::sync::atomic::AtomicU64,
@@ -258,7 +261,9 @@ impl s3s::route::S3Route for PlainPut {
     ) -> bool {
         let settings = headers.keys().any(|h| {
             let h = h.as_str();
-            h.starts_with("x-amz-server-side-encryption") || h == "x-amz-storage-class"
+            h.starts_with("x-amz-server-side-encryption")
+                || h.starts_with("x-amz-meta-")
+                || h == "x-amz-storage-class"
         });
         method == hyper::Method::PUT
             && uri.query().is_none_or(|q| q == "x-id=PutObject")
@@ -360,11 +365,12 @@ impl s3s::route::S3Route for PlainPut {
 
         use base64::Engine;
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let info_path = self.root.join(format!(
-            ".bucket-{}.object-{}.internal.json",
-            b64(&bucket),
-            b64(&key)
-        ));
+        let sidecar = |what| {
+            let name = format!(".bucket-{}.object-{}.{what}.json", b64(&bucket), b64(&key));
+            self.root.join(name)
+        };
+        // An earlier PUT's metadata (s3s-fs writes one) does not describe this object.
+        let (info_path, meta_path) = (sidecar("internal"), sidecar("metadata"));
         let info = serde_json::to_vec(&info).map_err(|_| s3_error!(InternalError))?;
         let object = self.root.join(&bucket).join(&key);
         let seq = self.seq.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
@@ -390,6 +396,10 @@ impl s3s::route::S3Route for PlainPut {
                 std::fs::create_dir_all(dir)?;
             }
             put(&tmp_object, &data, &object)?;
+            match std::fs::remove_file(&meta_path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             put(&tmp_info, &[info.into()], &info_path)
         })
         .await;
