@@ -583,7 +583,25 @@ pub fn erase(
     // One lock across the rewrite and the prune: a backup in between could
     // re-use a mixed bundle through its file cache and keep erased bytes alive.
     let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, opts.lock_wait)?;
-    let result = rewrite_and_prune(repo, catalog, &m, &mut report, progress, &mut lock);
+    let result = rewrite_all(repo, catalog, &m, &mut report, progress, &mut lock).and_then(|plan| {
+        // The erased data leaves storage: nothing unreferenced may stay behind.
+        progress.phase("prune", None);
+        let opts = PruneOptions {
+            grace: chrono::Duration::zero(),
+            max_unused: 0,
+            repack_older_than: None,
+            dry_run: false,
+            lock_wait: std::time::Duration::ZERO,
+        };
+        let pruned = prune_locked(repo, catalog, &opts, &mut lock).map_err(|e| {
+            Error::Invalid(format!(
+                "the snapshots were rewritten, but removing the erased data from storage failed: {e}; run the same erase again to finish"
+            ))
+        })?;
+        report.bytes_freed = pruned.bytes_freed;
+        report.prune = Some(pruned);
+        Ok(plan)
+    });
     let released = lock.release(&repo.store, &repo.keys);
     let plan = result?;
     released?;
@@ -606,35 +624,6 @@ pub fn erase(
         .filter(|b| blobs.contains_key(b) && (!live.contains(b) || plan.mixed.contains_key(b)))
         .count();
     Ok(report)
-}
-
-/// Rewrites the snapshots, then prunes (no grace, no unused share) so the
-/// erased data leaves storage: nothing unreferenced may stay behind.
-fn rewrite_and_prune(
-    repo: &Repository,
-    catalog: &mut Catalog,
-    m: &Matcher,
-    report: &mut EraseReport,
-    progress: &dyn Progress,
-    lock: &mut RepoLock,
-) -> Result<Plan> {
-    let plan = rewrite_all(repo, catalog, m, report, progress, lock)?;
-    progress.phase("prune", None);
-    let opts = PruneOptions {
-        grace: chrono::Duration::zero(),
-        max_unused: 0,
-        repack_older_than: None,
-        dry_run: false,
-        lock_wait: std::time::Duration::ZERO,
-    };
-    let pruned = prune_locked(repo, catalog, &opts, lock).map_err(|e| {
-        Error::Invalid(format!(
-            "the snapshots were rewritten, but removing the erased data from storage failed: {e}; run the same erase again to finish"
-        ))
-    })?;
-    report.bytes_freed = pruned.bytes_freed;
-    report.prune = Some(pruned);
-    Ok(plan)
 }
 
 fn fill_plan(report: &mut EraseReport, plan: &Plan, snaps: &[(SnapshotId, Snapshot)]) {
