@@ -607,7 +607,8 @@ pub fn erase(
     released?;
 
     // What prune could not remove: erased blobs still stored and unused, or
-    // mixed bundles still in use (a backup re-used one meanwhile).
+    // mixed bundles still in use (packs a storage clock ahead of ours made
+    // look new; no backup can run in between, the lock was held throughout).
     let blobs = sync_index(repo, catalog)?;
     let snaps = sync_snapshots(repo, catalog)?;
     let mut live: HashSet<BlobId> = HashSet::new();

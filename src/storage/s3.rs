@@ -305,14 +305,7 @@ impl S3Storage {
             let mut number = 1;
             while offset < size {
                 let len = PART_SIZE.min(size - offset);
-                let body = ByteStream::read_from()
-                    .path(path)
-                    .buffer_size(READ_BUFFER)
-                    .offset(offset)
-                    .length(aws_sdk_s3::primitives::Length::Exact(len))
-                    .build()
-                    .await
-                    .map_err(|e| self.file_error(key, path, e))?;
+                let body = self.file_body(key, path, Some((offset, len))).await?;
                 let part = self
                     .client
                     .upload_part()
@@ -402,6 +395,24 @@ impl S3Storage {
                 .map(aws_sdk_s3::types::ServerSideEncryption::from),
             self.opts.sse_kms_key_id.clone(),
         )
+    }
+
+    /// An upload body streamed from a spool file, or from `(offset, length)`
+    /// of it for a multipart part. Reads of 1 MiB, not the SDK's 64 KiB:
+    /// every read is a hand-off to tokio's blocking pool.
+    async fn file_body(
+        &self,
+        key: &str,
+        path: &Path,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream, StorageError> {
+        let mut b = ByteStream::read_from().path(path).buffer_size(READ_BUFFER);
+        if let Some((offset, len)) = range {
+            b = b
+                .offset(offset)
+                .length(aws_sdk_s3::primitives::Length::Exact(len));
+        }
+        b.build().await.map_err(|e| self.file_error(key, path, e))
     }
 
     /// A local spool file could not be read for an upload.
@@ -626,15 +637,8 @@ impl Storage for S3Storage {
             }
             return res;
         }
-        // Streams the file from disk: a pack never sits in memory. Reads of
-        // 1 MiB, not the SDK's 64 KiB: every read is a hand-off to tokio's
-        // blocking pool.
-        let body = ByteStream::read_from()
-            .path(path)
-            .buffer_size(READ_BUFFER)
-            .build()
-            .await
-            .map_err(|e| self.file_error(key, path, e))?;
+        // Streams the file from disk: a pack never sits in memory.
+        let body = self.file_body(key, path, None).await?;
         let res = self
             .put_request(key)
             .body(body)
