@@ -83,6 +83,7 @@ struct S3File {
     server_side_encryption: Option<String>,
     sse_kms_key_id: Option<String>,
     upload_concurrency: Option<usize>,
+    multipart_threshold_mib: Option<u64>,
     #[serde(default)]
     allowed_regions: Vec<String>,
     credentials_file: Option<String>,
@@ -512,6 +513,15 @@ impl Profile {
                 if let Some(n) = f.upload_concurrency.filter(|n| !(1..=64).contains(n)) {
                     return Err(invalid(format!("upload_concurrency = {n}: choose 1 to 64")));
                 }
+                // S3 takes parts of 5 MiB at least, and one PUT of 5 GiB at most.
+                if let Some(n) = f
+                    .multipart_threshold_mib
+                    .filter(|n| !(5..=5120).contains(n))
+                {
+                    return Err(invalid(format!(
+                        "multipart_threshold_mib = {n}: choose 5 to 5120"
+                    )));
+                }
                 if let Some(c) = f
                     .storage_class
                     .as_deref()
@@ -542,7 +552,7 @@ impl Profile {
                     sse_kms_key_id: f.sse_kms_key_id,
                     upload_concurrency: f.upload_concurrency.unwrap_or(0),
                     allowed_regions: f.allowed_regions,
-                    multipart_threshold: 0,
+                    multipart_threshold: f.multipart_threshold_mib.unwrap_or(0) << 20,
                     credentials_file: f.credentials_file.as_deref().map(resolve),
                 }
             }
@@ -637,5 +647,28 @@ keep_daily = 7
                 .to_string();
             assert!(e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn s3_sizes_out_of_range_are_refused() {
+        for (line, want) in [
+            ("upload_concurrency = 0", "choose 1 to 64"),
+            (
+                "multipart_threshold_mib = 4",
+                "multipart_threshold_mib = 4: choose 5 to 5120",
+            ),
+        ] {
+            let text = GOOD.replace("[schedule]", &format!("[s3]\n{line}\n\n[schedule]"));
+            let e = Profile::parse(&text, Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let text = GOOD.replace(
+            "[schedule]",
+            "[s3]\nmultipart_threshold_mib = 5\n\n[schedule]",
+        );
+        let p = Profile::parse(&text, Path::new("p.toml")).unwrap();
+        assert_eq!(p.s3.multipart_threshold, 5 << 20);
     }
 }

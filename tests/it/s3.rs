@@ -497,3 +497,77 @@ fn a_profile_with_copy_to_replicates_after_each_backup() {
     .expect_ok();
     assert_trees_equal(&src, &restored_path(&target, &src));
 }
+
+/// A pack above the profile's `multipart_threshold_mib` goes up as a
+/// multipart upload in 16 MiB parts (the 20 MiB file fills a pack past
+/// 16 MiB: two parts), and restores equal.
+#[test]
+fn packs_above_the_threshold_go_up_in_parts() {
+    let mut env = TestEnv::new();
+    env.recipient = env.generate_identity(&env.identity.clone());
+    let server = S3Server::start(&env.root);
+    server.create_bucket("parts");
+    let src = env.source_dir("src");
+    write_file(&src.join("big.bin"), &random_bytes(20 << 20, 7));
+    let profile = env.path("parts.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "name = \"parts\"\nsources = [{src:?}]\nrepository = \"s3://parts/p\"\n\
+             agent_key = {key:?}\ncatalog = {cat:?}\n\n[s3]\nca_bundle = {ca:?}\n\
+             multipart_threshold_mib = 5\n",
+            src = src.display().to_string(),
+            key = env.agent_key.display().to_string(),
+            cat = env.catalog.display().to_string(),
+            ca = server.ca_pem.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let p = profile.as_os_str();
+    run_s3(
+        &env,
+        &server,
+        &[
+            o("init"),
+            o("--profile"),
+            p,
+            o("--recipient"),
+            o(&env.recipient),
+        ],
+    )
+    .expect_ok();
+    run_s3(&env, &server, &[o("backup"), o("--profile"), p]).expect_ok();
+
+    // s3s-fs gives a completed multipart upload the ETag "<md5>-<parts>".
+    let parts: Vec<String> = std::fs::read_dir(&server.root)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .filter_map(|info| {
+            let v: serde_json::Value = serde_json::from_str(&info).ok()?;
+            let etag = v["e_tag"].as_str()?.to_string();
+            etag.rsplit_once('-').map(|(_, n)| n.to_string())
+        })
+        .collect();
+    assert!(
+        parts.iter().any(|n| n.parse::<u32>().is_ok_and(|n| n >= 2)),
+        "no object went up in two parts or more: {parts:?}"
+    );
+
+    let target = env.path("restored");
+    run_s3(
+        &env,
+        &server,
+        &[
+            o("restore"),
+            o("latest"),
+            o("--profile"),
+            p,
+            o("--identity"),
+            env.identity.as_os_str(),
+            o("--target"),
+            target.as_os_str(),
+        ],
+    )
+    .expect_ok();
+    assert_trees_equal(&src, &restored_path(&target, &src));
+}
