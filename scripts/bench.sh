@@ -17,6 +17,8 @@
 #                  the median counts (3)
 #   BENCH_FIRST_REPS runs of each first backup, local and S3, every one into
 #                  a new repository; the median counts (3)
+#   BENCH_PAIR_REPS  pairs of coffer first backups, local and S3 side by side,
+#                  for its S3/local throughput; the median ratio counts (3)
 #   CARGO_TARGET_DIR  where cargo builds (default <repo root>/target); the
 #                  coffer and s3_server binaries are taken from there
 #   BENCH_RESTORE_FS  ext4 | dir: where full restores write. ext4 (the default
@@ -200,11 +202,14 @@ run() {
   echo "   ${T[$tool.$step]} s, $((M[$tool.$step] / 1024)) MiB peak RSS" >&2
 }
 
+# median_of: the median of the numbers on stdin, one a line
+median_of() {
+  grep . | sort -g | awk '{a[NR]=$1} END{print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
 # median TOOL.STEP: T[TOOL.STEP] becomes the median of its runs
 median() {
   [ -n "${ALLT[$1]:-}" ] || return 0
-  T[$1]=$(tr ' ' '\n' <<< "${ALLT[$1]}" | grep . | sort -g |
-    awk '{a[NR]=$1} END{print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
+  T[$1]=$(tr ' ' '\n' <<< "${ALLT[$1]}" | median_of)
 }
 # First backups (local and S3) take seconds and move by 10-20 % from run to
 # run here: BENCH_FIRST_REPS runs each (3), every one into a new repository,
@@ -506,8 +511,7 @@ val() { local -n a=$1; echo "${a[$2]:-}"; }   # value or empty if that tool did 
         awk -v t="$t" -v r="${REQ[$t.s3first]}" -v b="${S3SIZE[$t]}" 'BEGIN{printf "%s: %d requests for %.1f MiB stored = %.0f requests per GiB stored\n", t, r, b/1048576, r/(b/1073741824)}'
     done
     if [ "${#PAIRS[@]}" -gt 0 ]; then
-      ratio_median=$(printf '%s\n' "${PAIRS[@]}" | awk -F/ '{printf "%.4f\n", $1 / $2}' | sort -g |
-        awk '{a[NR]=$1} END{print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
+      ratio_median=$(printf '%s\n' "${PAIRS[@]}" | awk -F/ '{printf "%.4f\n", $1 / $2}' | median_of)
       each=$(printf '%s\n' "${PAIRS[@]}" | awk -F/ '{printf " %.2f (%s s local, %s s S3);", $1 / $2, $1, $2}')
       printf 'coffer S3 throughput = %.2f x its local-directory throughput (target >= 0.8): the median of %d pairs of runs side by side, ratios%s\n' \
         "$ratio_median" "${#PAIRS[@]}" "${each%;}"
