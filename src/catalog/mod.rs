@@ -3,6 +3,7 @@
 //! log. Losing it costs time, never data: `catalog rebuild` recreates it.
 //! One connection, owned by one thread (the engine driver).
 
+use crate::repo::damage::DamageRecord;
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::IndexFile;
 use crate::repo::pack::{BlobKind, PackEntry};
@@ -13,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -67,9 +68,32 @@ impl BlobLocation {
     }
 
     /// Lays an index object's blobs over a blob map: of two objects that
-    /// list a blob, the later one says where it is, as in [`Catalog::blobs`].
-    pub fn lay_over(map: &mut HashMap<BlobId, BlobLocation>, index: &IndexFile) {
-        map.extend(Self::all_in(index).map(|l| (l.entry.id, l)));
+    /// list a blob, the later one says where it is, as in [`Catalog::blobs`],
+    /// unless only the earlier copy is `usable` (a backup stored a blob
+    /// again because its first copy was lost: the new one must win, in
+    /// whatever order the objects are read).
+    pub fn lay_over(
+        map: &mut HashMap<BlobId, BlobLocation>,
+        index: &IndexFile,
+        usable: &dyn Fn(&BlobLocation) -> bool,
+    ) {
+        for l in Self::all_in(index) {
+            l.put(map, usable);
+        }
+    }
+
+    /// Puts this copy in the map, unless the map's copy is usable and this one is not.
+    fn put(self, map: &mut HashMap<BlobId, BlobLocation>, usable: &dyn Fn(&BlobLocation) -> bool) {
+        match map.entry(self.entry.id) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if !usable(o.get()) || usable(&self) {
+                    o.insert(self);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self);
+            }
+        }
     }
 }
 
@@ -157,7 +181,11 @@ fn encode_index(index: &IndexFile) -> Vec<u8> {
 }
 
 /// Lays the blobs of an encoded index row over `map` (a later row wins).
-fn decode_index(mut b: &[u8], map: &mut HashMap<BlobId, BlobLocation>) -> Option<()> {
+fn decode_index(
+    mut b: &[u8],
+    map: &mut HashMap<BlobId, BlobLocation>,
+    usable: &dyn Fn(&BlobLocation) -> bool,
+) -> Option<()> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = b.split_at_checked(n)?;
         *b = rest;
@@ -178,7 +206,7 @@ fn decode_index(mut b: &[u8], map: &mut HashMap<BlobId, BlobLocation>) -> Option
                 length: u64_at(c, 41),
                 raw_length: u64_at(c, 49),
             };
-            map.insert(id, BlobLocation { pack, entry });
+            BlobLocation { pack, entry }.put(map, usable);
         }
     }
     Some(())
@@ -318,6 +346,8 @@ impl Catalog {
                  CREATE INDEX IF NOT EXISTS packs_by_index ON packs (idx);
                  CREATE TABLE IF NOT EXISTS refs (id BLOB PRIMARY KEY, data BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS verified (snapshot BLOB PRIMARY KEY, time TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS damage (id BLOB PRIMARY KEY, json TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS sound_packs (id BLOB PRIMARY KEY, size INTEGER NOT NULL, modified TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
                      ctime INTEGER NOT NULL, ino INTEGER NOT NULL, content BLOB NOT NULL);
@@ -395,6 +425,14 @@ impl Catalog {
     /// Every blob the index objects list and where it is. A blob two objects
     /// list (in two packs) is where the one recorded later says.
     pub fn blobs(&self) -> Result<HashMap<BlobId, BlobLocation>, CatalogError> {
+        self.blobs_preferring(&|_| true)
+    }
+
+    /// [`Catalog::blobs`], where a usable copy wins over one that is not.
+    pub fn blobs_preferring(
+        &self,
+        usable: &dyn Fn(&BlobLocation) -> bool,
+    ) -> Result<HashMap<BlobId, BlobLocation>, CatalogError> {
         let mut st = self
             .conn
             .prepare("SELECT blobs FROM indexes ORDER BY rowid")
@@ -406,7 +444,7 @@ impl Catalog {
                 .get_ref(0)
                 .and_then(|v| Ok(v.as_blob()?))
                 .map_err(|e| self.err(e))?;
-            decode_index(data, &mut out).ok_or_else(|| CatalogError::Damaged {
+            decode_index(data, &mut out, usable).ok_or_else(|| CatalogError::Damaged {
                 path: self.path.clone(),
                 what: "an index record".into(),
             })?;
@@ -512,6 +550,85 @@ impl Catalog {
             }
         }
         tx.commit().map_err(&err)
+    }
+
+    /// The damage records this catalog has read, by object id.
+    pub fn damage_records(&self) -> Result<Vec<([u8; 32], DamageRecord)>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, json FROM damage")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, json) = r.map_err(|e| self.err(e))?;
+            if let (Some(id), Ok(rec)) = (id32(id), serde_json::from_str(&json)) {
+                out.push((id, rec));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn put_damage(&self, id: &[u8; 32], record: &DamageRecord) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO damage (id, json) VALUES (?1, ?2)",
+                params![&id[..], serde_json::to_string(record).unwrap_or_default()],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn remove_damage(&self, id: &[u8; 32]) -> Result<(), CatalogError> {
+        self.conn
+            .execute("DELETE FROM damage WHERE id = ?1", [&id[..]])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Packs this machine read whole and found to hash to their names, with
+    /// the size and upload time storage listed for them then.
+    pub fn sound_packs(&self) -> Result<HashMap<PackId, (u64, String)>, CatalogError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, size, modified FROM sound_packs")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        for r in rows {
+            let (id, size, modified) = r.map_err(|e| self.err(e))?;
+            if let Some(id) = id32(id) {
+                out.insert(PackId(id), (size as u64, modified));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn put_sound_pack(
+        &self,
+        id: &PackId,
+        size: u64,
+        modified: &str,
+    ) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO sound_packs (id, size, modified) VALUES (?1, ?2, ?3)",
+                params![&id.0[..], size as i64, modified],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// Drops cached reference blobs no longer in the index.

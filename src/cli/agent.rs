@@ -282,6 +282,15 @@ fn print_prune(r: &crate::engine::prune::PruneReport) {
         h(r.unused_left),
         r.indexes_rewritten
     );
+    if r.damaged_kept > 0 {
+        println!(
+            "{} pack(s) kept because they hold needed blobs a read found bad (`coffer check` names them)",
+            r.damaged_kept
+        );
+    }
+    for w in &r.warnings {
+        super::warn(w);
+    }
 }
 
 pub fn prune_cmd(ctx: &Context, a: PruneArgs) -> Result<Exit> {

@@ -126,6 +126,7 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
             "data_added": s.data_added, "stored_added": s.stored_added, "packs_added": report.packs_added,
             "skipped": report.skipped.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
             "changed_during_backup": report.changed,
+            "warnings": report.warnings,
             "seconds": s.seconds,
         }))?;
     } else if !ctx.quiet {
@@ -142,6 +143,9 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
             human(s.stored_added),
             s.seconds
         );
+    }
+    for w in &report.warnings {
+        super::warn(w);
     }
     for path in &report.changed {
         eprintln!(

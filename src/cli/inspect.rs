@@ -3,7 +3,7 @@
 use super::{Context, Exit, print_json};
 use crate::engine::check::check as run_check;
 use crate::engine::rebuild::rebuild;
-use crate::engine::{SnapshotState, snapshot_states, sync, sync_snapshots};
+use crate::engine::{SnapshotState, snapshot_states, sync};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
@@ -33,12 +33,15 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
     let repo = ctx.open_any()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let synced = sync(&repo, &mut catalog)?;
+    for w in &synced.warnings {
+        super::warn(w);
+    }
     let snaps: Vec<_> = synced
         .snaps
         .into_iter()
         .filter(|(_, s)| args.filter.matches(s))
         .collect();
-    let states = snapshot_states(&repo, &catalog, &synced.blobs, &synced.packs, &snaps)?;
+    let states = snapshot_states(&repo, &catalog, &synced.blobs, &synced.health, &snaps)?;
     if ctx.json {
         let v: Vec<_> = snaps
             .iter()
@@ -50,7 +53,7 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
                     "host": s.host, "profile": s.profile, "paths": s.paths,
                     "files": s.summary.files, "dirs": s.summary.dirs, "bytes": s.summary.bytes,
                     "data_added": s.summary.data_added, "tree_blobs": s.tree.len(),
-                    "state": state,
+                    "state": state.0, "damage": state.1,
                 })
             })
             .collect();
@@ -103,21 +106,26 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
             s.profile,
             s.summary.files,
             super::backup::human(s.summary.bytes),
-            serde_json::to_value(state)
+            serde_json::to_value(state.0)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
             s.paths.join(", ")
         );
     }
-    let damaged = states
+    let damaged: Vec<_> = snaps
         .iter()
-        .filter(|s| **s == SnapshotState::Damaged)
-        .count();
-    if damaged > 0 {
+        .zip(&states)
+        .filter(|(_, s)| s.0 == SnapshotState::Damaged)
+        .collect();
+    if !damaged.is_empty() {
         println!(
-            "{damaged} damaged: `coffer check` names what is missing; restore --fallback takes files from older snapshots"
+            "{} damaged: `coffer check` names what is lost; restore --fallback takes files from older snapshots; `coffer repair snapshots` writes repaired copies",
+            damaged.len()
         );
+        for ((id, _), (_, why)) in damaged {
+            println!("  {}: {}", id.short(), why.as_deref().unwrap_or(""));
+        }
     }
     Ok(Exit::Success)
 }
@@ -130,18 +138,14 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
     if args.read_data && repo.keys.is_operator() {
         // Every blob was decrypted: snapshots no problem names are verified.
         let mut catalog = ctx.open_catalog(&repo)?;
-        let snaps = sync_snapshots(&repo, &mut catalog)?;
-        let good: Vec<_> = snaps
-            .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| {
-                !report
-                    .problems
-                    .iter()
-                    .any(|p| p.snapshots.contains(&id.short()))
-            })
-            .collect();
-        catalog.set_verified(&good)?;
+        catalog.set_verified(&report.sound)?;
+    }
+    for key in &report.damage_recorded {
+        if !ctx.json {
+            eprintln!(
+                "coffer: recorded the damage found in {key}: later backups store that data again, and every command shows the snapshots as damaged"
+            );
+        }
     }
     if ctx.json {
         print_json(&report)?;
@@ -202,6 +206,9 @@ pub fn catalog(ctx: &Context, cmd: CatalogCommand) -> Result<Exit> {
             let bar = ctx.progress();
             let r = rebuild(&repo, &path, &bar)?;
             bar.finish();
+            for w in &r.warnings {
+                super::warn(w);
+            }
             if ctx.json {
                 print_json(
                     &serde_json::json!({"catalog": path, "blobs": r.blobs, "snapshots": r.snapshots, "files": r.files}),

@@ -11,6 +11,7 @@ mod history;
 mod inspect;
 mod keys;
 mod progress;
+mod repair;
 mod restore;
 mod select;
 
@@ -112,6 +113,11 @@ enum Command {
     Forget(agent::ForgetArgs),
     /// Delete data no snapshot references (agent key is enough).
     Prune(agent::PruneArgs),
+    /// Repair a damaged repository: index, snapshots, keyring.
+    Repair {
+        #[command(subcommand)]
+        command: repair::RepairCommand,
+    },
     /// Run a profile's whole job now: hooks, backup, retention, prune.
     Run(agent::RunArgs),
     /// Run every profile in a folder on its schedule, as a service.
@@ -176,7 +182,23 @@ impl Context {
             ));
         };
         let identity = self.load_identity(path)?;
-        Ok(Repository::open_operator(self.store()?, identity)?)
+        let opened = Repository::open_operator(self.store()?, identity.clone());
+        match (opened, &self.agent_key) {
+            // The keyring and its copy can not be read, but the agent key
+            // file holds the same keys: go on with it, and say so.
+            (Err(RepoError::Corrupt { object, reason }), Some(agent_path))
+                if object.starts_with(crate::repo::KEYRING_KEY) =>
+            {
+                let agent = AgentKey::load(agent_path)?;
+                let repo = Repository::open_with_agent_key(self.store()?, &agent, identity)?;
+                warn(&format!(
+                    "{object} can not be read ({reason}); using the agent key file {} instead. `coffer repair keyring` writes the keyring again",
+                    agent_path.display()
+                ));
+                Ok(repo)
+            }
+            (opened, _) => Ok(opened?),
+        }
     }
 
     /// Opens the repository with the identity if given, else the agent key.
@@ -290,10 +312,16 @@ pub fn run() -> Result<Exit> {
         Command::Catalog { command } => inspect::catalog(&ctx, command),
         Command::Forget(args) => agent::forget_cmd(&ctx, args),
         Command::Prune(args) => agent::prune_cmd(&ctx, args),
+        Command::Repair { command } => repair::run(&ctx, command),
         Command::Run(args) => agent::run(&ctx, args),
         Command::Agent(args) => agent::agent(&ctx, args),
         Command::Status(args) => agent::status(&ctx, args),
     }
+}
+
+/// Tells the operator on stderr about something coffer skipped or guessed.
+pub(crate) fn warn(message: &str) {
+    eprintln!("coffer: warning: {message}");
 }
 
 /// Prints a JSON value on stdout.

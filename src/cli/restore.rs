@@ -323,7 +323,7 @@ fn fallback(
     apply: bool,
 ) -> Result<Vec<Recovered>> {
     let intact = |id: &BlobId| {
-        !report.bad_blobs.contains(id) && c.blobs.get(id).is_some_and(|l| c.packs.contains(&l.pack))
+        !report.bad_blobs.contains(id) && c.blobs.get(id).is_some_and(|l| c.health.usable(l))
     };
     let mut missing: HashSet<Vec<u8>> = report.failed_paths.iter().cloned().collect();
     let mut found: Vec<(usize, HashSet<Vec<u8>>)> = Vec::new();

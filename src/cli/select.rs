@@ -9,14 +9,15 @@
 
 use super::Context;
 use crate::catalog::{BlobLocation, Catalog};
+use crate::engine::health::Health;
 use crate::engine::{newest_whole, sync};
 use crate::repo::Repository;
-use crate::repo::ids::{BlobId, PackId, SnapshotId};
+use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
 use clap::Args;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct Filter {
@@ -133,20 +134,25 @@ pub struct View {
     pub repo: Repository,
     pub catalog: Catalog,
     pub blobs: HashMap<BlobId, BlobLocation>,
-    pub packs: HashSet<PackId>,
+    /// The packs in storage and what is known bad.
+    pub health: Health,
     pub snaps: Vec<(SnapshotId, Snapshot)>,
 }
 
 /// Opens the repository as the operator and syncs the catalog with it.
+/// Objects that can not be read are named on stderr and skipped.
 pub fn open_view(ctx: &Context, filter: &Filter) -> Result<View> {
     let repo = ctx.open_operator()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let synced = sync(&repo, &mut catalog)?;
+    for w in &synced.warnings {
+        super::warn(w);
+    }
     Ok(View {
         repo,
         catalog,
         blobs: synced.blobs,
-        packs: synced.packs,
+        health: synced.health,
         snaps: synced
             .snaps
             .into_iter()
@@ -165,16 +171,22 @@ impl View {
     /// [`View::snaps`].
     pub fn pick(&self, spec: Option<&str>, at: Option<DateTime<Utc>>, hint: &str) -> Result<usize> {
         let snaps = &self.snaps;
-        if let Some(t) = at {
-            return snaps.iter().rposition(|(_, s)| s.time <= t).ok_or_else(|| {
-                anyhow!(
-                    "no snapshot at or before {}; list them with `coffer snapshots`",
-                    t.to_rfc3339()
-                )
-            });
-        }
+        let before = match at {
+            Some(t) => Some(
+                snaps
+                    .iter()
+                    .rposition(|(_, s)| s.time <= t)
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "no snapshot at or before {}; list them with `coffer snapshots`",
+                            t.to_rfc3339()
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         let spec = spec.unwrap_or("latest");
-        if spec != "latest" {
+        if at.is_none() && spec != "latest" {
             let id = Repository::resolve_snapshot(snaps, spec)?.0;
             return Ok(snaps.iter().position(|(s, _)| *s == id).unwrap_or_default());
         }
@@ -183,15 +195,40 @@ impl View {
                 "no snapshots (that match the filters); list them with `coffer snapshots`"
             ));
         }
-        let whole = newest_whole(&self.repo, &self.catalog, &self.blobs, &self.packs, snaps)?;
-        Ok(whole.unwrap_or_else(|| {
-            let newest = snaps.len() - 1;
-            eprintln!(
-                "coffer: warning: every snapshot is damaged; using the newest ({}){hint}",
-                snaps[newest].0.short()
-            );
-            newest
-        }))
+        let (whole, skipped) = newest_whole(
+            &self.repo,
+            &self.catalog,
+            &self.blobs,
+            &self.health,
+            snaps,
+            before,
+        )?;
+        let when = |i: usize| snaps[i].1.time.format("%Y-%m-%d %H:%M:%S UTC");
+        if let Some(w) = whole {
+            for (i, why) in &skipped {
+                super::warn(&format!(
+                    "skipped damaged snapshot {} ({}): {why}; using {} ({}){hint}",
+                    snaps[*i].0.short(),
+                    when(*i),
+                    snaps[w].0.short(),
+                    when(w)
+                ));
+            }
+            return Ok(w);
+        }
+        let newest = before.unwrap_or(snaps.len() - 1);
+        super::warn(&format!(
+            "every snapshot{} is damaged; using the newest ({}), of {}: {}{hint}",
+            if at.is_some() {
+                " at or before that time"
+            } else {
+                ""
+            },
+            snaps[newest].0.short(),
+            when(newest),
+            skipped.first().map(|s| s.1.as_str()).unwrap_or("")
+        ));
+        Ok(newest)
     }
 }
 

@@ -1,12 +1,15 @@
 //! Backup: walk → read/chunk/hash → dedup → compress/seal → pack → upload,
 //! then index, then the snapshot that commits it (docs/FORMAT.md, "Write order").
 
+use super::health::{stamp, unusable_ids, usable_blobs};
 use super::packer::Packer;
 use super::walk::{self, Excludes, Node, WalkItem};
-use super::{Progress, adopt_orphan_packs, sync_index};
+use super::{Progress, adopt_orphan_packs};
 use crate::catalog::{BlobLocation, CachedFile, Catalog};
 use crate::repo::Repository;
 use crate::repo::chunker::{Chunker, Splitter};
+use crate::repo::damage::{BadPack, DamageRecord};
+use crate::repo::ids::PackId;
 use crate::repo::ids::{BlobId, IndexId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{RepoLock, hostname};
@@ -66,6 +69,8 @@ pub struct BackupReport {
     /// Files that changed while they were read (stored as read).
     pub changed: Vec<String>,
     pub orphans_adopted: usize,
+    /// What the operator should know: objects skipped, data stored again.
+    pub warnings: Vec<String>,
 }
 
 /// Files below this size are bundled with their neighbours into one blob, so
@@ -257,6 +262,82 @@ fn read_file(
     Ok((content, changed))
 }
 
+/// The blobs this backup may build on: those whose copy storage holds
+/// (one listing of `data/`), at its indexed size, that no read found bad
+/// (damage records) and whose pack was not replaced after it was indexed
+/// (read whole to tell). Everything else the source still has is stored
+/// again, so a new snapshot never references lost data. Packs no index
+/// lists are adopted first. Returns the blobs, the packs adopted, and
+/// warnings for the operator.
+fn vouched_blobs(
+    repo: &Repository,
+    catalog: &mut Catalog,
+) -> Result<(HashMap<BlobId, BlobLocation>, usize, Vec<String>)> {
+    let synced = super::sync_index(repo, catalog)?;
+    let mut warnings = synced.warnings;
+    let mut health = synced.health;
+    let mut known = synced.blobs;
+    let (adopted, unreadable) = adopt_orphan_packs(repo, catalog, &health.stored)?;
+    for (pack, why) in unreadable {
+        warnings.push(format!(
+            "{}: no index lists it and its trailer can not be read ({why}); its blobs are not used",
+            pack.key()
+        ));
+    }
+    BlobLocation::lay_over(&mut known, &adopted, &|l| health.usable(l));
+    let suspects = health.suspects(
+        &catalog.pack_indexes()?,
+        &synced.index_times,
+        &catalog.sound_packs()?,
+    );
+    let mut record = DamageRecord::new("backup");
+    for pack in suspects {
+        let info = health.stored.get(&pack).copied();
+        let read = repo.store.get(&pack.key());
+        match read {
+            Ok(bytes) if blake3::hash(&bytes).as_bytes() == &pack.0 => {
+                let size = info.map_or(0, |i| i.size);
+                catalog.put_sound_pack(&pack, size, &stamp(info.and_then(|i| i.modified)))?;
+            }
+            Ok(_) => {
+                let why = "it was replaced after it was indexed and no longer matches its name"
+                    .to_string();
+                record.packs.push(BadPack {
+                    id: pack,
+                    reason: why.clone(),
+                    blobs: Vec::new(),
+                });
+                health.mark_bad(pack, why);
+            }
+            Err(e) => {
+                // Not known bad, only unread: not used now, not recorded.
+                warnings.push(format!(
+                    "{}: it was replaced after it was indexed and could not be read to verify it ({e}); its blobs are stored again",
+                    pack.key()
+                ));
+                health.mark_bad(pack, "could not be verified".into());
+            }
+        }
+    }
+    if !record.is_empty() {
+        repo.write_damage(&record)?;
+    }
+    let lost = unusable_ids(&known, &health);
+    if !lost.is_empty() {
+        let packs: HashSet<PackId> = known
+            .iter()
+            .filter(|(id, _)| lost.contains(id))
+            .map(|(_, l)| l.pack)
+            .collect();
+        warnings.push(format!(
+            "{} blob(s) in {} pack(s) are lost or damaged in storage; what the sources still hold is stored again (`coffer check` names the snapshots that lost data)",
+            lost.len(),
+            packs.len()
+        ));
+    }
+    Ok((usable_blobs(&known, &health), adopted.packs.len(), warnings))
+}
+
 /// Assembles sealed blobs into packs (spooled to disk, never held in
 /// memory, uploaded in the background: see [`Packer`]) and writes an index
 /// object after every PACKS_PER_INDEX stored packs.
@@ -357,10 +438,7 @@ fn run(
     progress.phase("index", None);
     // We hold the lock: temporary files in the repository are a killed writer's.
     repo.store.remove_stale_temp()?;
-    let mut known = sync_index(repo, catalog)?;
-    let adopted = adopt_orphan_packs(repo, catalog)?;
-    BlobLocation::lay_over(&mut known, &adopted);
-    let orphans_adopted = adopted.packs.len();
+    let (known, orphans_adopted, warnings) = vouched_blobs(repo, catalog)?;
     let file_cache = catalog.files()?;
     let dedup = Dedup {
         known,
@@ -505,6 +583,7 @@ fn run(
             skipped,
             changed,
             orphans_adopted,
+            warnings,
         })
     })
 }

@@ -1,12 +1,17 @@
 //! Check: every object the snapshots need exists, has the right size and,
 //! with `read_data`, the right content. Damage is traced to the snapshots
-//! (and, with the identity, the files) it affects.
+//! (and, with the identity, the files) that lose data; a blob stored again
+//! elsewhere (a backup healed it) costs no snapshot anything. What a read
+//! finds bad is recorded in the repository (`damage/`), so every later
+//! command, on every machine, knows it.
 
-use super::{Progress, decode_refs, for_each_entry, read_blobs};
+use super::health::{Health, PackInfo};
+use super::{Progress, decode_refs, for_each_entry, is_bad_object, read_blobs};
 use crate::Result;
 use crate::catalog::BlobLocation;
 use crate::repo::Repository;
-use crate::repo::ids::{BlobId, PackId, SnapshotId};
+use crate::repo::damage::{BadPack, DamageRecord};
+use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::pack::{BlobKind, PackEntry, open_blob, parse_pack};
 use crate::repo::snapshot::Snapshot;
 use serde::Serialize;
@@ -27,50 +32,81 @@ pub struct Problem {
 pub struct CheckReport {
     pub ok: bool,
     pub problems: Vec<Problem>,
-    /// Not damage: e.g. packs left by a cut-off backup, reused by the next one.
+    /// Not damage: e.g. packs left by a cut-off backup, reused by the next
+    /// one, or damaged packs whose every needed blob is stored elsewhere.
     pub notes: Vec<String>,
     pub snapshots: usize,
     pub packs: usize,
     pub blobs: usize,
     pub packs_read: usize,
+    /// Damage records written for what this check found.
+    pub damage_recorded: Vec<String>,
+    /// Ids of the snapshots no problem names (verified, with `read_data`
+    /// and the identity).
+    #[serde(skip)]
+    pub sound: Vec<SnapshotId>,
+}
+
+/// One damaged object: why, and the blobs it can no longer give.
+struct Damage {
+    problem: String,
+    blobs: HashSet<BlobId>,
 }
 
 pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    // Blob → object holding it, for blobs we know are damaged or missing.
-    let mut damaged: BTreeMap<String, (String, HashSet<BlobId>)> = BTreeMap::new();
+    let mut damaged: BTreeMap<String, Damage> = BTreeMap::new();
 
-    // The index, read fresh from the repository (the catalog is not trusted here).
-    let mut blobs: HashMap<BlobId, BlobLocation> = HashMap::new();
-    // Each pack's size and blob list, so per-pack work never scans every blob.
+    // The index, read fresh from the repository (the catalog is not trusted
+    // here): every copy of every blob, and each pack's blob list.
+    let mut copies: HashMap<BlobId, Vec<BlobLocation>> = HashMap::new();
     let mut packs: HashMap<PackId, (u64, Vec<PackEntry>)> = HashMap::new();
     // Objects are read with several requests in flight: on S3 a check is
     // bound by requests, not by work.
-    let index_ids = repo.list_indexes()?;
+    let mut index_times = HashMap::new();
+    let mut index_ids = Vec::new();
+    for o in repo.store.list("index/")? {
+        if let Some(id) = IndexId::from_key(&o.key) {
+            index_ids.push(id);
+            if let Some(t) = o.modified {
+                index_times.insert(id, t);
+            }
+        }
+    }
+    let mut pack_indexes: HashMap<PackId, Vec<IndexId>> = HashMap::new();
     for (id, read) in index_ids.iter().zip(repo.read_indexes(&index_ids)) {
         match read {
             Ok(index) => {
                 for p in index.packs {
-                    packs.insert(p.id, (p.size, p.blobs.clone()));
-                    for b in p.blobs {
-                        blobs.insert(
-                            b.id,
-                            BlobLocation {
-                                pack: p.id,
-                                entry: b,
-                            },
-                        );
+                    pack_indexes.entry(p.id).or_default().push(*id);
+                    for &entry in &p.blobs {
+                        let loc = BlobLocation { pack: p.id, entry };
+                        let c = copies.entry(entry.id).or_default();
+                        if !c.contains(&loc) {
+                            c.push(loc);
+                        }
                     }
+                    packs.insert(p.id, (p.size, p.blobs));
                 }
             }
             Err(e) => {
-                damaged
-                    .entry(id.key())
-                    .or_insert((e.to_string(), HashSet::new()));
+                let e = crate::Error::from(e);
+                if !is_bad_object(&e) {
+                    return Err(e);
+                }
+                damaged.insert(
+                    id.key(),
+                    Damage {
+                        problem: format!(
+                            "{e}; `coffer repair index` rebuilds the index from the packs"
+                        ),
+                        blobs: HashSet::new(),
+                    },
+                );
             }
         }
     }
-    report.blobs = blobs.len();
+    report.blobs = copies.len();
     report.packs = packs.len();
     let by_pack = |pack: &PackId| -> HashSet<BlobId> {
         packs
@@ -79,33 +115,125 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
             .unwrap_or_default()
     };
 
-    let stored: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+    // What storage holds, and what earlier reads recorded as bad.
+    let stored: HashMap<PackId, PackInfo> = repo
+        .store
+        .list("data/")?
+        .into_iter()
+        .filter_map(|o| {
+            let info = PackInfo {
+                size: o.size,
+                modified: o.modified,
+            };
+            PackId::from_key(&o.key).map(|p| (p, info))
+        })
+        .collect();
+    let mut records = Vec::new();
+    for o in repo.list_damage()? {
+        match repo.read_damage(&o) {
+            Ok(r) => records.push((o.id, r)),
+            Err(e) => {
+                let e = crate::Error::from(e);
+                if !is_bad_object(&e) {
+                    return Err(e);
+                }
+                damaged.insert(
+                    o.key.clone(),
+                    Damage {
+                        problem: e.to_string(),
+                        blobs: HashSet::new(),
+                    },
+                );
+            }
+        }
+    }
+    let sizes: HashMap<PackId, u64> = packs.iter().map(|(p, (s, _))| (*p, *s)).collect();
+    let health = Health::new(stored, &sizes, records);
+
     let mut size_notes: HashMap<PackId, String> = HashMap::new();
     for (pack, (size, _)) in &packs {
-        match stored.get(pack) {
+        match health.stored.get(pack) {
             None => {
-                damaged.insert(pack.key(), ("missing from storage".into(), by_pack(pack)));
+                damaged.insert(
+                    pack.key(),
+                    Damage {
+                        problem: "missing from storage".into(),
+                        blobs: by_pack(pack),
+                    },
+                );
             }
-            Some(s) if s != size => {
-                let problem =
-                    format!("size is {s} bytes, the index says {size} (truncated or altered)");
+            Some(s) if s.size != *size => {
+                let problem = format!(
+                    "size is {} bytes, the index says {size} (truncated or altered)",
+                    s.size
+                );
                 if read_data {
                     // Reading it tells exactly which blobs survive.
                     size_notes.insert(*pack, problem);
                 } else {
-                    damaged.insert(pack.key(), (problem, by_pack(pack)));
+                    damaged.insert(
+                        pack.key(),
+                        Damage {
+                            problem,
+                            blobs: by_pack(pack),
+                        },
+                    );
                 }
             }
             _ => {}
         }
     }
-    let unindexed = stored.keys().filter(|p| !packs.contains_key(p)).count();
+    // Earlier findings, for the packs this check does not read again.
+    if !read_data {
+        for (pack, why) in health.bad_packs() {
+            if packs.contains_key(pack) && !damaged.contains_key(&pack.key()) {
+                damaged.insert(
+                    pack.key(),
+                    Damage {
+                        problem: format!("recorded as damaged: {why}"),
+                        blobs: by_pack(pack),
+                    },
+                );
+            }
+        }
+        for (pack, (_, entries)) in &packs {
+            let bad: HashSet<BlobId> = entries
+                .iter()
+                .filter(|e| {
+                    health.stored.contains_key(pack)
+                        && !health.usable(&BlobLocation {
+                            pack: *pack,
+                            entry: **e,
+                        })
+                })
+                .map(|e| e.id)
+                .collect();
+            if !bad.is_empty() && !damaged.contains_key(&pack.key()) {
+                damaged.insert(
+                    pack.key(),
+                    Damage {
+                        problem: format!(
+                            "{} blob(s) recorded as damaged by an earlier read",
+                            bad.len()
+                        ),
+                        blobs: bad,
+                    },
+                );
+            }
+        }
+    }
+    let unindexed = health
+        .stored
+        .keys()
+        .filter(|p| !packs.contains_key(p))
+        .count();
     if unindexed > 0 {
         report.notes.push(format!(
-            "{unindexed} pack(s) are not in any index (left by an interrupted backup); the next backup reuses them"
+            "{unindexed} pack(s) are not in any index (left by an interrupted backup, or their index is lost); the next backup or `coffer repair index` adopts them"
         ));
     }
 
+    let mut found = DamageRecord::new("check");
     if read_data {
         let todo: Vec<(PackId, u64)> = packs
             .iter()
@@ -114,26 +242,73 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
             .collect();
         progress.phase("read data", Some(todo.len() as u64));
         report.packs_read = todo.len();
-        let found = super::par_map(todo, 2, |(pack, _)| {
+        let read = super::par_map(todo, 2, |(pack, _)| {
             let entries = packs.get(&pack).map_or(&[][..], |(_, b)| b);
             let bad = read_pack(repo, &pack, entries);
             progress.advance(1);
             bad
         });
-        for (pack, problem, bad) in found.into_iter().flatten() {
+        for r in read {
+            let (pack, problem, bad, whole) = match r {
+                Ok(None) => continue,
+                Ok(Some(found)) => found,
+                Err(e) => return Err(e),
+            };
             let problem = match size_notes.get(&pack) {
                 Some(note) => format!("{note}; {problem}"),
                 None => problem,
             };
-            damaged.insert(pack.key(), (problem, bad));
+            if !bad.is_empty() || whole {
+                let mut blobs: Vec<BlobId> = if whole {
+                    Vec::new()
+                } else {
+                    bad.iter().copied().collect()
+                };
+                blobs.sort();
+                found.packs.push(BadPack {
+                    id: pack,
+                    reason: problem.clone(),
+                    blobs,
+                });
+            }
+            damaged.insert(
+                pack.key(),
+                Damage {
+                    problem,
+                    blobs: bad,
+                },
+            );
+        }
+    } else {
+        // Packs storage says were written after their index: replaced in
+        // place by someone. Only reading them tells whether they changed.
+        let suspects = health.suspects(&pack_indexes, &index_times, &HashMap::new());
+        if !suspects.is_empty() {
+            report.notes.push(format!(
+                "{} pack(s) were written after the index that lists them (replaced in storage?), e.g. {}; `coffer check --read-data` verifies them",
+                suspects.len(),
+                suspects[0].key()
+            ));
         }
     }
 
-    // Snapshots: readable, and every blob they need indexed and undamaged.
-    let all_damaged: HashSet<BlobId> = damaged
+    // A blob is lost when no copy of it is good.
+    let bad_copy = |loc: &BlobLocation| -> bool {
+        !health.usable(loc)
+            || damaged
+                .get(&loc.pack.key())
+                .is_some_and(|d| d.blobs.contains(&loc.entry.id))
+    };
+    let is_lost = |id: &BlobId| -> bool { copies.get(id).is_none_or(|c| c.iter().all(&bad_copy)) };
+    let lost_blobs: HashSet<BlobId> = damaged
         .values()
-        .flat_map(|(_, b)| b.iter().copied())
+        .flat_map(|d| d.blobs.iter())
+        .filter(|b| is_lost(b))
+        .copied()
         .collect();
+    let lost = |id: &BlobId| lost_blobs.contains(id);
+
+    // Snapshots: readable, and every blob they need has a good copy.
     let mut affected: HashMap<String, Vec<(SnapshotId, Snapshot)>> = HashMap::new();
     let snap_ids = repo.list_snapshot_ids()?;
     report.snapshots = snap_ids.len();
@@ -141,33 +316,60 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     for (id, read) in snap_ids.iter().zip(repo.read_snapshots(&snap_ids)) {
         match read {
             Ok(s) => snaps.push((*id, s)),
-            Err(e) => report.problems.push(Problem {
-                object: id.key(),
-                problem: e.to_string(),
-                snapshots: vec![id.short()],
-                files: vec![],
-            }),
+            Err(e) => {
+                let e = crate::Error::from(e);
+                if !is_bad_object(&e) {
+                    return Err(e);
+                }
+                report.problems.push(Problem {
+                    object: id.key(),
+                    problem: format!("{e}; the snapshot can not be read"),
+                    snapshots: vec![id.short()],
+                    files: vec![],
+                })
+            }
         }
     }
+    // One good copy of each blob, for reading reference lists and file lists.
+    let good: HashMap<BlobId, BlobLocation> = copies
+        .iter()
+        .filter_map(|(id, c)| {
+            c.iter()
+                .find(|l| !bad_copy(l))
+                .or(c.first())
+                .map(|l| (*id, *l))
+        })
+        .collect();
     // Consecutive snapshots share most blobs of their reference lists: each
     // distinct blob is read once.
     let mut wanted: Vec<BlobId> = snaps
         .iter()
         .flat_map(|(_, s)| s.refs.iter().copied())
-        .filter(|b| blobs.contains_key(b))
+        .filter(|b| good.contains_key(b))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    wanted.sort_by_key(|b| blobs.get(b).map(|l| (l.pack.0, l.entry.offset)));
+    wanted.sort_by_key(|b| good.get(b).map(|l| (l.pack.0, l.entry.offset)));
     let refs_blobs: HashMap<BlobId, std::result::Result<Vec<u8>, String>> = wanted
         .iter()
         .copied()
-        .zip(read_blobs(repo, &blobs, &wanted).map(|r| r.map_err(|e| e.to_string())))
+        .zip(read_blobs(repo, &good, &wanted).map(|r| r.map_err(|e| e.to_string())))
         .collect();
-    for (id, snap) in snaps {
-        let refs = match reference_list(&snap, &refs_blobs) {
+    let mut named: HashSet<SnapshotId> = HashSet::new();
+    for (id, snap) in &snaps {
+        if let Some(why) = health.snapshot_problem(id) {
+            named.insert(*id);
+            report.problems.push(Problem {
+                object: id.key(),
+                problem: format!("recorded as damaged: its file list: {why}"),
+                snapshots: vec![id.short()],
+                files: vec![],
+            });
+        }
+        let refs = match reference_list(snap, &refs_blobs) {
             Ok(r) => r,
             Err(e) => {
+                named.insert(*id);
                 report.problems.push(Problem {
                     object: id.key(),
                     problem: format!("reference list unreadable: {e}"),
@@ -180,9 +382,10 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         let missing: Vec<&BlobId> = refs
             .iter()
             .chain(&snap.refs)
-            .filter(|b| !blobs.contains_key(b))
+            .filter(|b| !copies.contains_key(b))
             .collect();
         if !missing.is_empty() {
+            named.insert(*id);
             report.problems.push(Problem {
                 object: id.key(),
                 problem: format!("{} blob(s) it needs are in no index", missing.len()),
@@ -190,27 +393,45 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                 files: vec![],
             });
         }
-        for (object, (_, bad)) in &damaged {
-            if refs.iter().chain(&snap.tree).any(|b| bad.contains(b)) {
+        for (object, d) in &damaged {
+            if refs
+                .iter()
+                .chain(&snap.tree)
+                .any(|b| d.blobs.contains(b) && lost(b))
+            {
+                named.insert(*id);
                 affected
                     .entry(object.clone())
                     .or_default()
-                    .push((id, snap.clone()));
+                    .push((*id, snap.clone()));
             }
         }
     }
 
-    for (object, (problem, bad)) in damaged {
+    for (object, d) in damaged {
         let snaps = affected.remove(&object).unwrap_or_default();
+        let is_pack = object.starts_with("data/");
+        if is_pack && snaps.is_empty() {
+            // Damage that costs no snapshot anything: what it held is not
+            // needed, or a backup stored it again elsewhere.
+            report.notes.push(format!(
+                "{object} is damaged ({}), but no snapshot needs what it lost (not needed, or stored again elsewhere); prune removes it",
+                d.problem
+            ));
+            continue;
+        }
         let mut files = Vec::new();
         if repo.keys.is_operator() {
             for (_, snap) in &snaps {
-                if snap.tree.iter().any(|t| all_damaged.contains(t)) {
+                if snap.tree.iter().any(|t| d.blobs.contains(t) && lost(t)) {
                     files.push("(the snapshot's file list itself)".to_string());
                     continue;
                 }
-                let _ = for_each_entry(repo, &blobs, snap, |e| {
-                    if e.content.iter().any(|x| bad.contains(&x.blob)) {
+                let _ = for_each_entry(repo, &good, snap, |e| {
+                    if e.content
+                        .iter()
+                        .any(|x| d.blobs.contains(&x.blob) && lost(&x.blob))
+                    {
                         files.push(format!("/{}", e.path_display()));
                     }
                     Ok(())
@@ -221,11 +442,19 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         }
         report.problems.push(Problem {
             object,
-            problem,
+            problem: d.problem,
             snapshots: snaps.iter().map(|(id, _)| id.short()).collect(),
             files,
         });
     }
+    if !found.is_empty() {
+        report.damage_recorded = repo.write_damage(&found)?;
+    }
+    report.sound = snaps
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !named.contains(id))
+        .collect();
     report.ok = report.problems.is_empty();
     Ok(report)
 }
@@ -246,24 +475,29 @@ fn reference_list(
     decode_refs(parts).map_err(|e| e.to_string())
 }
 
-/// Downloads one pack and verifies it. Returns (pack, problem, damaged blobs).
-fn read_pack(
-    repo: &Repository,
-    pack: &PackId,
-    indexed: &[PackEntry],
-) -> Option<(PackId, String, HashSet<BlobId>)> {
+/// What reading one pack found: (pack, problem, damaged blobs, whether the
+/// whole pack is bad), or None if it is whole.
+type PackFinding = Option<(PackId, String, HashSet<BlobId>, bool)>;
+
+/// Downloads one pack and verifies it. A storage error that retrying could
+/// mend is an error (storage is down, not the pack); one that can not be
+/// mended makes the whole pack bad.
+fn read_pack(repo: &Repository, pack: &PackId, indexed: &[PackEntry]) -> Result<PackFinding> {
     let all: HashSet<BlobId> = indexed.iter().map(|e| e.id).collect();
     let bytes = match repo.store.get(&pack.key()) {
         Ok(b) => b,
-        Err(e) => return Some((*pack, e.to_string(), all)),
+        Err(e) if e.is_transient() => return Err(e.into()),
+        Err(e) => return Ok(Some((*pack, e.to_string(), all, true))),
     };
     let hash_ok = blake3::hash(&bytes).as_bytes() == &pack.0;
     // Blob by blob: with the identity every blob can be opened, so the damage
     // is located exactly; without it only bookkeeping blobs can be.
     let mut bad = HashSet::new();
+    let mut unopened = false;
     for e in indexed {
         let end = e.offset.saturating_add(e.length);
         let readable = repo.keys.is_operator() || e.kind == BlobKind::Refs;
+        unopened |= !readable;
         let ok = match bytes.get(e.offset as usize..end as usize) {
             None => false,
             Some(sealed) if readable => open_blob(&repo.keys, e, pack, sealed).is_ok(),
@@ -275,9 +509,9 @@ fn read_pack(
     }
     if hash_ok && bad.is_empty() {
         if let Err(e) = parse_pack(&repo.keys, pack, &bytes) {
-            return Some((*pack, e.to_string(), HashSet::new()));
+            return Ok(Some((*pack, e.to_string(), HashSet::new(), false)));
         }
-        return None;
+        return Ok(None);
     }
     let problem = if hash_ok {
         format!("{} blob(s) fail to decrypt or verify", bad.len())
@@ -287,5 +521,7 @@ fn read_pack(
             bad.len()
         )
     };
-    Some((*pack, problem, bad))
+    // Without the identity a changed pack can not be narrowed down.
+    let whole = !hash_ok && unopened;
+    Ok(Some((*pack, problem, bad, whole)))
 }

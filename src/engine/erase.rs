@@ -21,19 +21,18 @@
 //! 4. **Prune**, under the same lock, with no grace and no unused share
 //!    allowed, so every pack that holds an erased blob is deleted or repacked.
 
-use super::packer::Packer;
 use super::prune::{PruneOptions, PruneReport, prune_locked};
+use super::rewrite::{BlobWriter, ListWriter};
 use super::{Progress, RefsPiece, sync_index, sync_snapshots, walk_refs};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::RepoError;
 use crate::repo::Repository;
-use crate::repo::chunker::{Chunker, Splitter};
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::index::IndexFile;
 use crate::repo::lock::{LEASE, RepoLock};
-use crate::repo::pack::{BlobKind, seal_blob};
+use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Snapshot, Summary};
-use crate::repo::tree::{Entry, EntryKind, TreeIndexBuilder, TreeParser};
+use crate::repo::tree::{Entry, EntryKind, TreeParser};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -361,7 +360,7 @@ fn scan(
     // Which snapshots use a mixed bundle: their reference lists say (cached).
     if !mixed.is_empty() {
         let mut memo: HashMap<RefsPiece, bool> = HashMap::new();
-        walk_refs(repo, catalog, blobs, snaps, |n, piece, ids| {
+        let unreadable = walk_refs(repo, catalog, blobs, snaps, |n, piece, ids| {
             let hit = match ids {
                 Some(ids) => {
                     let hit = ids.iter().any(|id| mixed.contains_key(id));
@@ -373,6 +372,10 @@ fn scan(
             losses[n].bundle |= hit;
             Ok(())
         })?;
+        // An erase must reach every snapshot that holds the files.
+        if let Some((_, e)) = unreadable.into_iter().next() {
+            return Err(e);
+        }
     }
     Ok(Plan {
         losses,
@@ -382,33 +385,16 @@ fn scan(
     })
 }
 
-/// Seals new blobs into packs.
+/// Seals new blobs into packs, and re-stores the kept part of mixed bundles.
 struct Writer<'a> {
-    repo: &'a Repository,
-    known: &'a HashMap<BlobId, BlobLocation>,
-    queued: HashSet<BlobId>,
-    packer: Packer<'a>,
+    blobs: BlobWriter<'a>,
     /// Mixed bundle → the blob of its kept bytes.
     restored: HashMap<BlobId, BlobId>,
-    blobs_written: usize,
 }
 
 impl Writer<'_> {
     fn store(&mut self, kind: BlobKind, data: &[u8]) -> Result<BlobId> {
-        let id = self.repo.keys.blob_id(data);
-        if self.known.contains_key(&id) || !self.queued.insert(id) {
-            return Ok(id);
-        }
-        let sealed = seal_blob(
-            &self.repo.keys,
-            kind,
-            id,
-            data,
-            crate::config::DEFAULT_COMPRESSION,
-        );
-        self.packer.add(sealed)?;
-        self.blobs_written += 1;
-        Ok(id)
+        self.blobs.store(kind, data)
     }
 
     /// The blob holding the kept bytes of mixed bundle `old`.
@@ -416,11 +402,15 @@ impl Writer<'_> {
         if let Some(id) = self.restored.get(&old) {
             return Ok(*id);
         }
-        let loc = self.known.get(&old).ok_or_else(|| RepoError::Corrupt {
-            object: format!("blob {}", old.short()),
-            reason: "missing from the index; run `coffer check`".into(),
-        })?;
-        let plain = self.repo.read_blob(&loc.pack, &loc.entry)?;
+        let loc = self
+            .blobs
+            .known
+            .get(&old)
+            .ok_or_else(|| RepoError::Corrupt {
+                object: format!("blob {}", old.short()),
+                reason: "missing from the index; run `coffer check`".into(),
+            })?;
+        let plain = self.blobs.repo.read_blob(&loc.pack, &loc.entry)?;
         let mut data = Vec::new();
         for &(s, e, _) in iv {
             let piece = plain
@@ -448,16 +438,11 @@ fn rewrite(
     m: &Matcher,
     mixed: &HashMap<BlobId, Intervals>,
 ) -> Result<(Snapshot, u64)> {
-    let repo = w.repo;
-    let meta = Chunker::new(repo.config.meta_chunks, repo.keys.chunker_seed());
-    let mut splitter = Splitter::new(meta.clone());
-    let mut tree_index = (repo.config.version >= 2).then(TreeIndexBuilder::default);
-    let mut tree: Vec<BlobId> = Vec::new();
-    let mut refs: HashSet<BlobId> = HashSet::new();
+    let repo = w.blobs.repo;
+    let mut list = ListWriter::new(repo);
     let mut erased_files = HashSet::new();
     let mut moved = 0u64;
-    let mut line = Vec::new();
-    let known = w.known;
+    let known = w.blobs.known;
     stream(repo, known, cache, sid, snap, |mut e| {
         if m.erases(&e, &mut erased_files) {
             return Ok(());
@@ -479,54 +464,18 @@ fn rewrite(
             }
         }
         moved += u64::from(here);
-        refs.extend(e.content.iter().map(|x| x.blob));
-        line.clear();
-        e.write_line(&mut line);
-        if let Some(ix) = &mut tree_index {
-            ix.line(&e.path, line.len());
-        }
-        for chunk in splitter.push(&line) {
-            if let Some(ix) = &mut tree_index {
-                ix.chunk(chunk.len());
-            }
-            tree.push(w.store(BlobKind::Tree, &chunk)?);
-        }
-        Ok(())
+        list.push(&mut w.blobs, &e)
     })?;
-    for chunk in splitter.finish() {
-        if let Some(ix) = &mut tree_index {
-            ix.chunk(chunk.len());
-        }
-        tree.push(w.store(BlobKind::Tree, &chunk)?);
-    }
-    let tree_index = match tree_index.and_then(TreeIndexBuilder::finish) {
-        Some(ix) => Some(w.store(BlobKind::Tree, &ix)?),
-        None => None,
-    };
-    let mut all: Vec<BlobId> = refs
-        .into_iter()
-        .chain(tree.iter().copied())
-        .chain(tree_index)
-        .collect();
-    all.sort_unstable();
-    all.dedup();
-    let bytes: Vec<u8> = all.iter().flat_map(|r| r.0).collect();
-    let mut ref_splitter = Splitter::new(meta);
-    let mut chunks = ref_splitter.push(&bytes);
-    chunks.extend(ref_splitter.finish());
-    let mut ref_ids = Vec::new();
-    for chunk in chunks {
-        ref_ids.push(w.store(BlobKind::Refs, &chunk)?);
-    }
+    let written = list.finish(&mut w.blobs)?;
     Ok((
         Snapshot {
             time: snap.time,
             host: snap.host.clone(),
             profile: snap.profile.clone(),
             paths: snap.paths.clone(),
-            tree,
-            refs: ref_ids,
-            tree_index,
+            tree: written.tree,
+            refs: written.refs,
+            tree_index: written.tree_index,
             summary: loss.summary(&snap.summary),
         },
         moved,
@@ -574,8 +523,8 @@ pub fn erase(
         ..Default::default()
     };
     if opts.dry_run {
-        let blobs = sync_index(repo, catalog)?;
-        let snaps = sync_snapshots(repo, catalog)?;
+        let blobs = sync_index(repo, catalog)?.blobs;
+        let (snaps, _) = sync_snapshots(repo, catalog)?;
         let plan = scan(repo, catalog, &blobs, &snaps, &m, progress, None)?;
         fill_plan(&mut report, &plan, &snaps);
         return Ok(report);
@@ -609,10 +558,11 @@ pub fn erase(
     // What prune could not remove: erased blobs still stored and unused, or
     // mixed bundles still in use (packs a storage clock ahead of ours made
     // look new; no backup can run in between, the lock was held throughout).
-    let blobs = sync_index(repo, catalog)?;
-    let snaps = sync_snapshots(repo, catalog)?;
+    let blobs = sync_index(repo, catalog)?.blobs;
+    let (snaps, _) = sync_snapshots(repo, catalog)?;
     let mut live: HashSet<BlobId> = HashSet::new();
-    walk_refs(repo, catalog, &blobs, &snaps, |_, _, ids| {
+    // A list that can not be read only makes this count smaller.
+    let _unreadable = walk_refs(repo, catalog, &blobs, &snaps, |_, _, ids| {
         live.extend(ids.into_iter().flatten().copied());
         Ok(())
     })?;
@@ -650,8 +600,8 @@ fn rewrite_all(
     progress: &dyn Progress,
     lock: &mut RepoLock,
 ) -> Result<Plan> {
-    let blobs = sync_index(repo, catalog)?;
-    let snaps = sync_snapshots(repo, catalog)?;
+    let blobs = sync_index(repo, catalog)?.blobs;
+    let (snaps, _) = sync_snapshots(repo, catalog)?;
     let plan = scan(repo, catalog, &blobs, &snaps, m, progress, Some(&mut *lock))?;
     fill_plan(report, &plan, &snaps);
     let todo: Vec<usize> = (0..snaps.len())
@@ -682,12 +632,8 @@ fn rewrite_all(
 
     progress.phase("rewrite", None);
     let mut w = Writer {
-        repo,
-        known: &blobs,
-        queued: HashSet::new(),
-        packer: Packer::new(repo),
+        blobs: BlobWriter::new(repo, &blobs),
         restored: HashMap::new(),
-        blobs_written: 0,
     };
     let mut cache = TreeCache::default();
     let mut new_snaps: Vec<(usize, Snapshot)> = Vec::new();
@@ -713,7 +659,8 @@ fn rewrite_all(
         Ok(())
     })();
     result?;
-    let written = w.packer.finish()?;
+    let blobs_written = w.blobs.blobs_written;
+    let written = w.blobs.finish()?;
 
     // Commit: the index of the new packs, the new snapshots, then the old go.
     if !written.is_empty() {
@@ -722,7 +669,7 @@ fn rewrite_all(
         let id = repo.write_index(&index)?;
         catalog.add_index(&id, &index)?;
     }
-    report.blobs_written = w.blobs_written;
+    report.blobs_written = blobs_written;
     lock.refresh_if_due(&repo.store, &repo.keys)?;
     let mut new_ids = HashMap::new();
     for (n, snap) in &new_snaps {

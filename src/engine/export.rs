@@ -189,6 +189,11 @@ fn fetch(repo: &Repository, blobs: &HashMap<BlobId, BlobLocation>, id: &BlobId) 
         )
     })?;
     repo.read_blob(&loc.pack, &loc.entry).map_err(|e| {
+        if let crate::repo::RepoError::Corrupt { .. } | crate::repo::RepoError::WrongKey { .. } = e
+        {
+            // Best effort: the export's own report names the file.
+            let _ = super::record_damage(repo, "export", &[(loc.pack, *id, e.to_string())]);
+        }
         // One line, whatever the layers below say (age's messages span two).
         let msg = e
             .to_string()

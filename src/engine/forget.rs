@@ -188,7 +188,7 @@ pub fn forget(
         )?)
     };
     let result = (|| {
-        let snaps = sync_snapshots(repo, catalog)?;
+        let (snaps, _) = sync_snapshots(repo, catalog)?;
         let decisions = plan(&snaps, policy, filter, tz, now);
         let gone: Vec<&Decision> = decisions.iter().filter(|d| !d.keep).collect();
         if !dry_run && !gone.is_empty() {

@@ -7,20 +7,25 @@ pub mod copy;
 pub mod erase;
 pub mod export;
 pub mod forget;
+pub mod health;
 pub mod history;
 mod packer;
 pub mod prune;
 pub mod rebuild;
+pub mod repair;
 pub mod restore;
+mod rewrite;
 mod walk;
 
 use crate::Result;
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::Repository;
+use crate::repo::damage::{DamageObject, DamageRecord};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::store::Read;
+use health::Health;
 use std::collections::{HashMap, HashSet};
 
 /// Progress reports from the engines; the CLI draws bars, tests ignore them.
@@ -71,73 +76,205 @@ pub(crate) fn par_map<T: Send, R: Send>(
 pub struct Synced {
     pub blobs: HashMap<BlobId, BlobLocation>,
     pub snaps: Vec<(SnapshotId, Snapshot)>,
-    pub packs: HashSet<PackId>,
+    /// The packs in storage and what is known bad (see [`health`]).
+    pub health: Health,
+    /// When storage wrote each index object (for [`Health::suspects`]).
+    pub index_times: HashMap<IndexId, chrono::DateTime<chrono::Utc>>,
+    /// Objects that could not be read, decrypted or parsed: (key, why).
+    /// They are skipped: one bad object never blocks the rest.
+    pub bad_objects: Vec<BadObject>,
+    /// The same, in words, for the operator.
+    pub warnings: Vec<String>,
 }
 
-/// Brings the catalog's index and snapshot list up to date and lists the
-/// packs, all three listings and the new objects fetched at once: with a cold
-/// catalog (a new machine) they would otherwise wait on one another.
+/// An object that could not be read: (key, why).
+pub type BadObject = (String, String);
+
+/// Every snapshot with its id, oldest first.
+pub type Snapshots = Vec<(SnapshotId, Snapshot)>;
+
+/// Objects read, and those that were bad.
+type Sorted<I, T> = (Vec<(I, T)>, Vec<BadObject>);
+
+/// A snapshot passed over: (its place, why it is damaged).
+pub type Skipped = (usize, String);
+
+/// Whether an error reading one object is that object's own fault (it is
+/// damaged, forged, too large or gone), so it can be skipped, rather than
+/// storage being unreachable, which must stop the command.
+pub fn is_bad_object(e: &crate::Error) -> bool {
+    use crate::repo::RepoError;
+    match e {
+        crate::Error::Repo(RepoError::Storage(s)) | crate::Error::Storage(s) => !s.is_transient(),
+        crate::Error::Repo(
+            RepoError::Corrupt { .. } | RepoError::WrongKey { .. } | RepoError::NeedIdentity { .. },
+        ) => true,
+        _ => false,
+    }
+}
+
+/// Brings the catalog's index, snapshot list and damage records up to date
+/// with the repository and lists the packs. The listings and the new
+/// objects are fetched at once: with a cold catalog (a new machine) they
+/// would otherwise wait on one another.
 pub fn sync(repo: &Repository, catalog: &mut Catalog) -> Result<Synced> {
+    sync_parts(repo, catalog, true)
+}
+
+/// [`sync`] without the snapshots (a backup needs only the index).
+pub fn sync_index(repo: &Repository, catalog: &mut Catalog) -> Result<Synced> {
+    sync_parts(repo, catalog, false)
+}
+
+fn sync_parts(repo: &Repository, catalog: &mut Catalog, with_snaps: bool) -> Result<Synced> {
     let known_indexes = catalog.known_indexes()?;
     let known_snaps = catalog.snapshot_ids()?;
-    let (indexes, snaps, packs) = std::thread::scope(|s| {
+    let known_damage = catalog.damage_records()?;
+    let known_damage_ids: HashSet<[u8; 32]> = known_damage.iter().map(|(id, _)| *id).collect();
+    let (indexes, snaps, packs, damage) = std::thread::scope(|s| {
         let indexes = s.spawn(|| fetch_indexes(repo, &known_indexes));
-        let packs = s.spawn(|| repo.list_packs());
-        let snaps = fetch_snapshots(repo, &known_snaps);
+        let packs = s.spawn(|| repo.store.list("data/"));
+        let damage = s.spawn(|| fetch_damage(repo, &known_damage_ids));
+        let snaps = with_snaps.then(|| fetch_snapshots(repo, &known_snaps));
         // A panic there is a bug, not bad input: it goes on as one.
         fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
             h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
         }
-        (join(indexes), snaps, join(packs))
+        (join(indexes), snaps, join(packs), join(damage))
     });
+    let (indexes, damage) = (indexes?, damage?);
+    let mut bad_objects = indexes.bad.clone();
+    bad_objects.extend(damage.bad.iter().cloned());
+    let stored: HashMap<PackId, health::PackInfo> = packs?
+        .into_iter()
+        .filter_map(|o| {
+            let info = health::PackInfo {
+                size: o.size,
+                modified: o.modified,
+            };
+            PackId::from_key(&o.key).map(|p| (p, info))
+        })
+        .collect();
+    // The damage records: the catalog's, less those gone, plus the new ones.
+    let mut records: Vec<([u8; 32], DamageRecord)> = Vec::new();
+    for (id, rec) in known_damage {
+        if damage.in_repo.contains(&id) {
+            records.push((id, rec));
+        } else {
+            catalog.remove_damage(&id)?;
+        }
+    }
+    for (id, rec) in damage.new {
+        catalog.put_damage(&id, &rec)?;
+        records.push((id, rec));
+    }
+    // The packs' sizes as indexed: the catalog's, with the new objects laid over.
+    for gone in known_indexes.difference(&indexes.in_repo) {
+        catalog.remove_index(gone)?;
+    }
+    let mut indexed = catalog.packs()?;
+    for (_, index) in &indexes.new {
+        indexed.extend(index.packs.iter().map(|p| (p.id, p.size)));
+    }
+    let health = Health::new(stored, &indexed, records);
+    let blobs = apply_indexes(catalog, indexes.new, &health)?;
+    let snaps = match snaps {
+        Some(fetched) => {
+            let fetched = fetched?;
+            bad_objects.extend(fetched.bad.iter().cloned());
+            apply_snapshots(catalog, &known_snaps, fetched)?
+        }
+        None => Vec::new(),
+    };
+    let warnings = bad_objects
+        .iter()
+        .map(|(key, why)| format!("{key}: {why}; skipped"))
+        .collect();
     Ok(Synced {
-        blobs: apply_indexes(catalog, &known_indexes, indexes?)?,
-        snaps: apply_snapshots(catalog, &known_snaps, snaps?)?,
-        packs: packs?.into_iter().map(|(p, _)| p).collect(),
+        blobs,
+        snaps,
+        health,
+        index_times: indexes.times,
+        bad_objects,
+        warnings,
     })
 }
 
-/// Brings the catalog's copy of the index up to date with the repository:
-/// reads index objects it has not seen, forgets ones that are gone.
-pub fn sync_index(
-    repo: &Repository,
-    catalog: &mut Catalog,
-) -> Result<HashMap<BlobId, BlobLocation>> {
-    let known = catalog.known_indexes()?;
-    let fetched = fetch_indexes(repo, &known)?;
-    apply_indexes(catalog, &known, fetched)
-}
-
-/// Brings the catalog's snapshot list up to date; returns all, oldest first.
+/// Brings the catalog's snapshot list up to date; returns all, oldest first,
+/// and the objects skipped because they could not be read.
 pub fn sync_snapshots(
     repo: &Repository,
     catalog: &mut Catalog,
-) -> Result<Vec<(SnapshotId, Snapshot)>> {
+) -> Result<(Snapshots, Vec<BadObject>)> {
     let known = catalog.snapshot_ids()?;
     let fetched = fetch_snapshots(repo, &known)?;
-    apply_snapshots(catalog, &known, fetched)
+    let bad = fetched.bad.clone();
+    Ok((apply_snapshots(catalog, &known, fetched)?, bad))
 }
 
-/// The ids of objects of one kind in the repository, and those of them the
-/// catalog lacks, read.
+/// The ids of objects of one kind in the repository, those of them the
+/// catalog lacks, read, and those that could not be read (named, with why).
 struct Fetched<I, T> {
     in_repo: HashSet<I>,
     new: Vec<(I, T)>,
+    bad: Vec<BadObject>,
 }
 
-/// Lists the index objects and reads the new ones, several at once: opening
-/// one (decrypt, decompress, parse) costs CPU, so they open in parallel too.
-fn fetch_indexes(
-    repo: &Repository,
-    known: &HashSet<IndexId>,
-) -> Result<Fetched<IndexId, IndexFile>> {
-    let in_repo: HashSet<_> = repo.list_indexes()?.into_iter().collect();
+/// Reads `new` objects several at once (opening one, decrypt, decompress,
+/// parse, costs CPU, so they open in parallel too) and sorts out those that
+/// are bad: skipped and named, not an error.
+fn read_new<I: Send + Copy, T: Send>(
+    new: Vec<I>,
+    threads: usize,
+    key: impl Fn(&I) -> String + Sync,
+    read: impl Fn(&I) -> Result<T> + Sync,
+) -> Result<Sorted<I, T>> {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (id, r) in par_map(new, threads, |id| (id, read(&id))) {
+        match r {
+            Ok(v) => ok.push((id, v)),
+            Err(e) if is_bad_object(&e) => bad.push((key(&id), one_line(&e.to_string()))),
+            Err(e) => return Err(e),
+        }
+    }
+    bad.sort();
+    Ok((ok, bad))
+}
+
+/// The index objects listed, with when storage wrote them, and the new ones read.
+struct FetchedIndexes {
+    in_repo: HashSet<IndexId>,
+    times: HashMap<IndexId, chrono::DateTime<chrono::Utc>>,
+    new: Vec<(IndexId, IndexFile)>,
+    bad: Vec<BadObject>,
+}
+
+/// Text on one line (age's messages span two).
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn fetch_indexes(repo: &Repository, known: &HashSet<IndexId>) -> Result<FetchedIndexes> {
+    let listed = repo.store.list("index/")?;
+    let mut times = HashMap::new();
+    let mut in_repo = HashSet::new();
+    for o in listed {
+        if let Some(id) = IndexId::from_key(&o.key) {
+            in_repo.insert(id);
+            if let Some(t) = o.modified {
+                times.insert(id, t);
+            }
+        }
+    }
     let new: Vec<IndexId> = in_repo.difference(known).copied().collect();
     let threads = repo.store.read_concurrency();
-    let read = par_map(new, threads, |id| repo.read_index(&id).map(|ix| (id, ix)));
-    Ok(Fetched {
+    let (new, bad) = read_new(new, threads, IndexId::key, |id| Ok(repo.read_index(id)?))?;
+    Ok(FetchedIndexes {
         in_repo,
-        new: read.into_iter().collect::<Result<_, _>>()?,
+        times,
+        new,
+        bad,
     })
 }
 
@@ -147,31 +284,51 @@ fn fetch_snapshots(
 ) -> Result<Fetched<SnapshotId, Snapshot>> {
     let in_repo: HashSet<_> = repo.list_snapshot_ids()?.into_iter().collect();
     let new: Vec<SnapshotId> = in_repo.difference(known).copied().collect();
-    let read = new.iter().copied().zip(repo.read_snapshots(&new));
-    Ok(Fetched {
-        new: read
-            .map(|(id, s)| s.map(|s| (id, s)))
-            .collect::<Result<_, _>>()?,
-        in_repo,
-    })
+    let threads = repo.store.read_concurrency();
+    let (new, bad) = read_new(new, threads, SnapshotId::key, |id| {
+        Ok(repo.read_snapshot(id)?)
+    })?;
+    Ok(Fetched { in_repo, new, bad })
+}
+
+fn fetch_damage(
+    repo: &Repository,
+    known: &HashSet<[u8; 32]>,
+) -> Result<Fetched<[u8; 32], DamageRecord>> {
+    let listed = repo.list_damage()?;
+    let in_repo: HashSet<[u8; 32]> = listed.iter().map(|o| o.id).collect();
+    let new: Vec<DamageObject> = listed
+        .into_iter()
+        .filter(|o| !known.contains(&o.id))
+        .collect();
+    let keys: HashMap<[u8; 32], DamageObject> = new.into_iter().map(|o| (o.id, o)).collect();
+    let ids: Vec<[u8; 32]> = keys.keys().copied().collect();
+    let (new, bad) = read_new(
+        ids,
+        repo.store.read_concurrency(),
+        |id| format!("{}{}", crate::repo::damage::PREFIX, hex::encode(id)),
+        |id| match keys.get(id) {
+            Some(o) => Ok(repo.read_damage(o)?),
+            None => Err(crate::Error::Invalid("damage record vanished".into())),
+        },
+    )?;
+    Ok(Fetched { in_repo, new, bad })
 }
 
 /// Records the fetched index objects in the catalog; returns the whole blob
 /// map. The new objects' blobs are laid over what the catalog had in the
-/// order the catalog records them (a later one wins), so the map is not read
-/// back from SQLite.
+/// order the catalog records them (a later one wins, unless only the earlier
+/// copy is usable), so the map is not read back from SQLite.
 fn apply_indexes(
     catalog: &mut Catalog,
-    known: &HashSet<IndexId>,
-    fetched: Fetched<IndexId, IndexFile>,
+    new: Vec<(IndexId, IndexFile)>,
+    health: &Health,
 ) -> Result<HashMap<BlobId, BlobLocation>> {
-    for gone in known.difference(&fetched.in_repo) {
-        catalog.remove_index(gone)?;
-    }
-    let mut blobs = catalog.blobs()?;
-    for (id, index) in &fetched.new {
+    let usable = |l: &BlobLocation| health.usable(l);
+    let mut blobs = catalog.blobs_preferring(&usable)?;
+    for (id, index) in &new {
         catalog.add_index(id, index)?;
-        BlobLocation::lay_over(&mut blobs, index);
+        BlobLocation::lay_over(&mut blobs, index, &usable);
     }
     Ok(blobs)
 }
@@ -190,33 +347,52 @@ fn apply_snapshots(
     Ok(catalog.snapshots()?)
 }
 
-/// Finds packs that no index lists (a backup cut off after uploading them)
-/// and writes an index for them from their trailers, so their blobs are
-/// reused. Returns that index (no packs if none were adopted), which the
-/// catalog has recorded too. Needs the writer lock.
-pub fn adopt_orphan_packs(repo: &Repository, catalog: &mut Catalog) -> Result<IndexFile> {
+/// Finds packs that no index lists (a backup cut off after uploading them,
+/// or packs whose index object is lost or unreadable) and writes an index
+/// for them from their trailers, so their blobs are found and reused.
+/// Returns that index (no packs if none were adopted), which the catalog
+/// has recorded too, and the packs whose trailer could not be read (named,
+/// with why). Needs the writer lock.
+pub fn adopt_orphan_packs(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    stored: &HashMap<PackId, health::PackInfo>,
+) -> Result<(IndexFile, Vec<(PackId, String)>)> {
     let indexed = catalog.packs()?;
-    let orphans: Vec<(PackId, u64)> = repo
-        .list_packs()?
-        .into_iter()
+    let mut orphans: Vec<(PackId, u64)> = stored
+        .iter()
         .filter(|(pack, _)| !indexed.contains_key(pack))
+        .map(|(p, i)| (*p, i.size))
         .collect();
-    // Two ranged reads a trailer: several packs at once. A pack whose
-    // trailer cannot be read is left for `check` to report.
+    orphans.sort();
+    // Two ranged reads a trailer: several packs at once.
     let threads = repo.store.read_concurrency();
     let read = par_map(orphans, threads, |(id, size)| {
-        let blobs = repo.read_pack_trailer(&id, size).ok()?;
-        Some(IndexedPack { id, size, blobs })
+        repo.read_pack_trailer(&id, size)
+            .map(|blobs| IndexedPack { id, size, blobs })
+            .map_err(|e| (id, e.to_string()))
     });
-    let index = IndexFile {
-        packs: read.into_iter().flatten().collect(),
-    };
-    if !index.packs.is_empty() {
+    let mut packs = Vec::new();
+    let mut unreadable = Vec::new();
+    for r in read {
+        match r {
+            Ok(p) => packs.push(p),
+            Err(e) => unreadable.push(e),
+        }
+    }
+    // Index objects of a bounded size, however many packs lost theirs.
+    for chunk in packs.chunks(ADOPT_PACKS_PER_INDEX) {
+        let index = IndexFile {
+            packs: chunk.to_vec(),
+        };
         let id = repo.write_index(&index)?;
         catalog.add_index(&id, &index)?;
     }
-    Ok(index)
+    Ok((IndexFile { packs }, unreadable))
 }
+
+/// Packs per index object that adoption writes.
+pub const ADOPT_PACKS_PER_INDEX: usize = 64;
 
 /// Reads the blobs of a stream (tree or refs) in order, handing each to `f`.
 pub fn read_stream(
@@ -473,7 +649,9 @@ fn corrupt_refs(sid: &SnapshotId, reason: &str) -> crate::Error {
 
 /// Walks the reference lists of `snaps`, calling `f(snapshot index, piece,
 /// ids)` for every piece; `ids` is `Some` the first time a piece is met and
-/// `None` after (callers memoise per piece).
+/// `None` after (callers memoise per piece). A snapshot whose list can not
+/// be read (a blob of it lost or bad) does not stop the walk: it is
+/// returned, with why, and the walk goes on with the next.
 ///
 /// A reference list is a byte stream of 32-byte ids cut into blobs at
 /// content-defined points, so an id may straddle two blobs. Consecutive
@@ -487,7 +665,7 @@ pub fn walk_refs(
     blobs: &HashMap<BlobId, BlobLocation>,
     snaps: &[(SnapshotId, Snapshot)],
     mut f: impl FnMut(usize, RefsPiece, Option<&[BlobId]>) -> Result<()>,
-) -> Result<()> {
+) -> Result<Vec<(usize, crate::Error)>> {
     // Blobs of the lists that the catalog does not hold yet are fetched
     // together, several in flight, not one request after another. One that
     // cannot be read is left to the walk below, which reports it.
@@ -539,65 +717,90 @@ pub fn walk_refs(
             .map(|c| BlobId(c.try_into().unwrap_or([0; 32])))
             .collect()
     };
+    let mut failed = Vec::new();
     for (n, (sid, s)) in snaps.iter().enumerate() {
-        let lengths = s
-            .refs
-            .iter()
-            .map(|id| {
-                blobs.get(id).map(|l| l.entry.raw_length).ok_or_else(|| {
-                    corrupt_refs(
-                        sid,
-                        "a blob of its reference list is missing from the index; run `coffer check`",
-                    )
+        // The callback's own errors stop the walk; the list's only this snapshot.
+        let mut stop: Option<crate::Error> = None;
+        let mut one = || -> Result<()> {
+            let lengths = s
+                .refs
+                .iter()
+                .map(|id| {
+                    blobs.get(id).map(|l| l.entry.raw_length).ok_or_else(|| {
+                        corrupt_refs(
+                            sid,
+                            "a blob of its reference list is missing from the index; run `coffer check`",
+                        )
+                    })
                 })
-            })
-            .collect::<Result<Vec<u64>>>()?;
-        let mut offset = 0u64;
-        for (i, id) in s.refs.iter().enumerate() {
-            let len = lengths[i];
-            let align = offset % 32;
-            let piece = RefsPiece::Inner(*id, align);
-            if seen.insert(piece) {
-                let data = load(id, sid)?;
-                if data.len() as u64 != len {
-                    return Err(corrupt_refs(
-                        sid,
-                        "a reference blob's length differs from the index",
-                    ));
-                }
-                let head = ((32 - align) % 32) as usize;
-                f(n, piece, Some(&to_ids(&data[head.min(data.len())..])))?;
-            } else {
-                f(n, piece, None)?;
-            }
-            let end_align = (offset + len) % 32;
-            if end_align != 0
-                && let Some(next) = s.refs.get(i + 1)
-            {
-                let piece = RefsPiece::Straddle(*id, *next, end_align);
-                if seen.insert(piece) {
-                    let (a, b) = (load(id, sid)?, load(next, sid)?);
-                    let (tail, need) = (end_align as usize, 32 - end_align as usize);
-                    if a.len() < tail || b.len() < need {
-                        return Err(corrupt_refs(sid, "its reference list is cut short"));
+                .collect::<Result<Vec<u64>>>()?;
+            let mut offset = 0u64;
+            for (i, id) in s.refs.iter().enumerate() {
+                let len = lengths[i];
+                let align = offset % 32;
+                let piece = RefsPiece::Inner(*id, align);
+                if !seen.contains(&piece) {
+                    let data = load(id, sid)?;
+                    if data.len() as u64 != len {
+                        return Err(corrupt_refs(
+                            sid,
+                            "a reference blob's length differs from the index",
+                        ));
                     }
-                    let mut joined = a[a.len() - tail..].to_vec();
-                    joined.extend_from_slice(&b[..need]);
-                    f(n, piece, Some(&to_ids(&joined)))?;
-                } else {
-                    f(n, piece, None)?;
+                    let head = ((32 - align) % 32) as usize;
+                    if let Err(e) = f(n, piece, Some(&to_ids(&data[head.min(data.len())..]))) {
+                        stop = Some(e);
+                        return Ok(());
+                    }
+                    seen.insert(piece);
+                } else if let Err(e) = f(n, piece, None) {
+                    stop = Some(e);
+                    return Ok(());
                 }
+                let end_align = (offset + len) % 32;
+                if end_align != 0
+                    && let Some(next) = s.refs.get(i + 1)
+                {
+                    let piece = RefsPiece::Straddle(*id, *next, end_align);
+                    let res = if !seen.contains(&piece) {
+                        let (a, b) = (load(id, sid)?, load(next, sid)?);
+                        let (tail, need) = (end_align as usize, 32 - end_align as usize);
+                        if a.len() < tail || b.len() < need {
+                            return Err(corrupt_refs(sid, "its reference list is cut short"));
+                        }
+                        let mut joined = a[a.len() - tail..].to_vec();
+                        joined.extend_from_slice(&b[..need]);
+                        seen.insert(piece);
+                        f(n, piece, Some(&to_ids(&joined)))
+                    } else {
+                        f(n, piece, None)
+                    };
+                    if let Err(e) = res {
+                        stop = Some(e);
+                        return Ok(());
+                    }
+                }
+                offset += len;
             }
-            offset += len;
+            if !offset.is_multiple_of(32) {
+                return Err(corrupt_refs(
+                    sid,
+                    "its reference list is not a whole number of ids",
+                ));
+            }
+            Ok(())
+        };
+        let walked = one();
+        if let Some(e) = stop {
+            return Err(e);
         }
-        if !offset.is_multiple_of(32) {
-            return Err(corrupt_refs(
-                sid,
-                "its reference list is not a whole number of ids",
-            ));
+        match walked {
+            Ok(()) => {}
+            Err(e) if is_bad_object(&e) => failed.push((n, e)),
+            Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(failed)
 }
 
 /// How whole a snapshot is, as far as can be told without reading data.
@@ -608,73 +811,126 @@ pub enum SnapshotState {
     Complete,
     /// Complete, and `check --read-data` verified every blob since.
     Verified,
-    /// Some blob it needs is missing (from the index or from storage).
+    /// Some blob it needs is missing or known bad, or its file list is invalid.
     Damaged,
 }
 
-/// The state of each snapshot (same order as `snaps`), given the packs in
-/// storage ([`Synced::packs`]); reference lists come from the catalog's cache.
+/// The state of each snapshot (same order as `snaps`) and, for a damaged
+/// one, why: each is judged on its own, whatever the order. A blob counts
+/// when its copy is in storage at its indexed size and no read found it bad
+/// (`health`); reference lists come from the catalog's cache.
 pub fn snapshot_states(
     repo: &Repository,
     catalog: &Catalog,
     blobs: &HashMap<BlobId, BlobLocation>,
-    packs: &HashSet<PackId>,
+    health: &Health,
     snaps: &[(SnapshotId, Snapshot)],
-) -> Result<Vec<SnapshotState>> {
-    let present = |id: &BlobId| blobs.get(id).is_some_and(|l| packs.contains(&l.pack));
+) -> Result<Vec<(SnapshotState, Option<String>)>> {
+    let why_not = |id: &BlobId| -> Option<String> {
+        match blobs.get(id) {
+            None => Some(format!("blob {} is in no index", id.short())),
+            Some(l) => health.problem(l),
+        }
+    };
     let verified = catalog.verified_snapshots()?;
-    let mut whole: Vec<bool> = snaps
+    let mut why: Vec<Option<String>> = snaps
         .iter()
-        .map(|(_, s)| s.tree.iter().chain(&s.refs).all(present))
+        .map(|(sid, s)| {
+            health
+                .snapshot_problem(sid)
+                .map(|r| format!("its file list: {r}"))
+                .or_else(|| s.tree.iter().chain(&s.refs).find_map(why_not))
+        })
         .collect();
-    let mut memo: HashMap<RefsPiece, bool> = HashMap::new();
-    let walked = walk_refs(repo, catalog, blobs, snaps, |n, piece, ids| {
-        let ok = match ids {
+    let mut memo: HashMap<RefsPiece, Option<String>> = HashMap::new();
+    let unreadable = walk_refs(repo, catalog, blobs, snaps, |n, piece, ids| {
+        let bad = match ids {
             Some(ids) => {
-                let ok = ids.iter().all(present);
-                memo.insert(piece, ok);
-                ok
+                let bad = ids.iter().find_map(why_not);
+                memo.insert(piece, bad.clone());
+                bad
             }
-            None => memo.get(&piece).copied().unwrap_or(false),
+            None => memo.get(&piece).cloned().flatten(),
         };
-        whole[n] &= ok;
+        if why[n].is_none() {
+            why[n] = bad;
+        }
         Ok(())
-    });
-    // A reference list that cannot be read is itself damage, not an error here.
-    if walked.is_err() {
-        for (n, (_, s)) in snaps.iter().enumerate() {
-            whole[n] &= s.refs.iter().all(present);
+    })?;
+    for (n, e) in unreadable {
+        if why[n].is_none() {
+            why[n] = Some(format!("its reference list can not be read: {e}"));
         }
     }
     Ok(snaps
         .iter()
-        .zip(whole)
-        .map(|((id, _), ok)| match (ok, verified.contains(id)) {
-            (false, _) => SnapshotState::Damaged,
-            (true, true) => SnapshotState::Verified,
-            (true, false) => SnapshotState::Complete,
+        .zip(why)
+        .map(|((id, _), why)| match (why, verified.contains(id)) {
+            (Some(w), _) => (SnapshotState::Damaged, Some(w)),
+            (None, true) => (SnapshotState::Verified, None),
+            (None, false) => (SnapshotState::Complete, None),
         })
         .collect())
 }
 
-/// The place in `snaps` (oldest first) of the newest snapshot that is not
-/// damaged; `None` if every one is. Checks newest first and stops at the
-/// first whole one, so choosing `latest` reads one snapshot's reference
-/// list, not all of them.
+/// The place in `snaps` (oldest first) of the newest snapshot at or before
+/// `before` (a place; all when None) that is not damaged, and the damaged
+/// ones passed over on the way (place, why), newest first. Checks newest
+/// first and stops at the first whole one, so choosing `latest` reads one
+/// snapshot's reference list, not all of them.
 pub fn newest_whole(
     repo: &Repository,
     catalog: &Catalog,
     blobs: &HashMap<BlobId, BlobLocation>,
-    packs: &HashSet<PackId>,
+    health: &Health,
     snaps: &[(SnapshotId, Snapshot)],
-) -> Result<Option<usize>> {
-    for i in (0..snaps.len()).rev() {
-        let state = snapshot_states(repo, catalog, blobs, packs, &snaps[i..=i])?;
-        if state.first() != Some(&SnapshotState::Damaged) {
-            return Ok(Some(i));
+    before: Option<usize>,
+) -> Result<(Option<usize>, Vec<Skipped>)> {
+    let end = before.map_or(snaps.len(), |b| (b + 1).min(snaps.len()));
+    let mut skipped = Vec::new();
+    for i in (0..end).rev() {
+        let state = snapshot_states(repo, catalog, blobs, health, &snaps[i..=i])?;
+        match state.into_iter().next() {
+            Some((SnapshotState::Damaged, why)) => skipped.push((i, why.unwrap_or_default())),
+            _ => return Ok((Some(i), skipped)),
         }
     }
-    Ok(None)
+    Ok((None, skipped))
+}
+
+/// Records blobs a read found bad (pack, blob, why) in the repository, so
+/// backups store them again and every machine calls the snapshots that
+/// need them damaged. Returns a warning when the record could not be
+/// written (read-only credentials, say): the read's own report stands.
+pub fn record_damage(
+    repo: &Repository,
+    found_by: &str,
+    bad: &[(PackId, BlobId, String)],
+) -> Option<String> {
+    if bad.is_empty() {
+        return None;
+    }
+    let mut record = DamageRecord::new(found_by);
+    let mut by_pack: std::collections::BTreeMap<PackId, (String, Vec<BlobId>)> = Default::default();
+    for (pack, blob, why) in bad {
+        let e = by_pack
+            .entry(*pack)
+            .or_insert_with(|| (why.clone(), Vec::new()));
+        e.1.push(*blob);
+    }
+    for (id, (reason, mut blobs)) in by_pack {
+        blobs.sort();
+        blobs.dedup();
+        record
+            .packs
+            .push(crate::repo::damage::BadPack { id, reason, blobs });
+    }
+    repo.write_damage(&record).err().map(|e| {
+        format!(
+            "{} bad blob(s) could not be recorded in the repository as damaged: {e}",
+            bad.len()
+        )
+    })
 }
 
 /// Who runs this process, as `user@host`, for audit events.

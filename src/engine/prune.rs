@@ -12,14 +12,15 @@
 //! the old packs: a prune cut off at any point leaves every snapshot whole.
 
 use super::packer::Packer;
-use super::{Run, sync_index, sync_snapshots, walk_refs};
+use super::{Run, adopt_orphan_packs, sync, walk_refs};
 use crate::catalog::{BlobLocation, Catalog};
+use crate::repo::Repository;
+use crate::repo::damage::{BadPack, DamageRecord};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::lock::{LEASE, RepoLock};
 use crate::repo::pack::{PackEntry, SealedBlob};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::{RepoError, Repository};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -69,6 +70,14 @@ pub struct PruneReport {
     /// Unreferenced bytes left inside packs below the repack threshold.
     pub unused_left: u64,
     pub indexes_rewritten: usize,
+    /// Packs kept because they hold live blobs a read found bad (see `coffer check`).
+    pub damaged_kept: usize,
+    /// Index entries dropped for packs storage lost, nothing needed from them.
+    pub missing_dropped: usize,
+    /// Damage records deleted because every pack they name is gone.
+    pub damage_records_dropped: usize,
+    /// Objects skipped or kept, and why.
+    pub warnings: Vec<String>,
     pub dry_run: bool,
 }
 
@@ -89,14 +98,6 @@ pub fn prune(repo: &Repository, catalog: &mut Catalog, opts: &PruneOptions) -> R
     Ok(report)
 }
 
-fn corrupt(object: String, reason: &str) -> Error {
-    RepoError::Corrupt {
-        object,
-        reason: reason.into(),
-    }
-    .into()
-}
-
 /// Every blob some snapshot needs: its file list, its reference list, and
 /// the blobs that list names.
 fn live_set(
@@ -110,12 +111,25 @@ fn live_set(
         live.extend(s.tree.iter().copied());
         live.extend(s.refs.iter().copied());
     }
-    walk_refs(repo, catalog, blobs, snaps, |_, _, ids| {
+    let unreadable = walk_refs(repo, catalog, blobs, snaps, |_, _, ids| {
         if let Some(ids) = ids {
             live.extend(ids.iter().copied());
         }
         Ok(())
     })?;
+    // Without a snapshot's list, what it needs is unknown: deleting
+    // anything could delete that. Stop, and say how to get going again.
+    if let Some((n, e)) = unreadable.first() {
+        let names: Vec<String> = unreadable
+            .iter()
+            .map(|(n, _)| snaps[*n].0.short())
+            .collect();
+        return Err(Error::Invalid(format!(
+            "prune stopped, nothing deleted: the reference list of snapshot {} can not be read ({e}), so what it needs is unknown (unreadable: {}); run `coffer repair snapshots --forget` as the operator, or `coffer forget` those snapshots",
+            snaps[*n].0.short(),
+            names.join(", ")
+        )));
+    }
     Ok(live)
 }
 
@@ -129,8 +143,34 @@ pub(crate) fn prune_locked(
 ) -> Result<PruneReport> {
     let now = Utc::now();
     repo.store.remove_stale_temp()?;
-    let blobs = sync_index(repo, catalog)?;
-    let snaps = sync_snapshots(repo, catalog)?;
+    let synced = sync(repo, catalog)?;
+    let mut report = PruneReport {
+        snapshots: synced.snaps.len(),
+        dry_run: opts.dry_run,
+        warnings: synced.warnings,
+        ..Default::default()
+    };
+    let (health, snaps, mut blobs) = (synced.health, synced.snaps, synced.blobs);
+    let synced_bad = synced.bad_objects;
+    // Packs no readable index lists may be a lost index's: adopt those whose
+    // trailer reads, so what they hold is judged like every other pack.
+    // While an index object is unreadable, a pack whose trailer is
+    // unreadable too is kept: it may be that index's, and live.
+    let index_unreadable = synced_bad.iter().any(|(k, _)| k.starts_with("index/"));
+    let mut keep_unreadable: HashSet<PackId> = HashSet::new();
+    if !opts.dry_run {
+        let (adopted, unreadable) = adopt_orphan_packs(repo, catalog, &health.stored)?;
+        BlobLocation::lay_over(&mut blobs, &adopted, &|l| health.usable(l));
+        for (pack, why) in unreadable {
+            if index_unreadable {
+                keep_unreadable.insert(pack);
+                report.warnings.push(format!(
+                    "{}: no index lists it and its trailer can not be read ({why}); kept while an index object is unreadable",
+                    pack.key()
+                ));
+            }
+        }
+    }
     let live = live_set(repo, catalog, &snaps, &blobs)?;
     let pack_indexes = catalog.pack_indexes()?;
     let indexed_sizes = catalog.packs()?;
@@ -140,11 +180,16 @@ pub(crate) fn prune_locked(
     for loc in blobs.values() {
         contents.entry(loc.pack).or_default().push(loc.entry);
     }
-    let mut report = PruneReport {
-        snapshots: snaps.len(),
-        dry_run: opts.dry_run,
-        ..Default::default()
-    };
+    // A pack holding a live blob that a read found bad, with no good copy
+    // elsewhere, is kept: repacking would copy the bad bytes into a pack
+    // that looks whole, and deleting it would lose the evidence.
+    let damaged_live: HashSet<PackId> = blobs
+        .iter()
+        .filter(|(id, l)| {
+            live.contains(*id) && health.stored.contains_key(&l.pack) && !health.usable(l)
+        })
+        .map(|(_, l)| l.pack)
+        .collect();
     let mut verdicts: BTreeMap<PackId, Verdict> = BTreeMap::new();
     let mut orphans: Vec<(PackId, u64)> = Vec::new();
     let young = |modified: Option<DateTime<Utc>>| modified.is_some_and(|m| now - m < opts.grace);
@@ -154,7 +199,7 @@ pub(crate) fn prune_locked(
         };
         report.packs += 1;
         let Some(&size) = indexed_sizes.get(&pack) else {
-            if young(obj.modified) {
+            if young(obj.modified) || keep_unreadable.contains(&pack) {
                 report.kept_by_grace += 1;
             } else {
                 orphans.push((pack, obj.size));
@@ -176,7 +221,10 @@ pub(crate) fn prune_locked(
             .repack_older_than
             .zip(obj.modified)
             .is_some_and(|(limit, m)| now - m > limit);
-        let verdict = if used == 0 {
+        let verdict = if damaged_live.contains(&pack) {
+            report.damaged_kept += 1;
+            Verdict::Keep
+        } else if used == 0 {
             Verdict::Delete
         } else if dead > 0
             && (dead.saturating_mul(100) > size.saturating_mul(opts.max_unused as u64)
@@ -203,8 +251,22 @@ pub(crate) fn prune_locked(
     report.orphans_deleted = orphans.len();
     let doomed_bytes: u64 = doomed.iter().map(|p| indexed_sizes[p]).sum::<u64>()
         + orphans.iter().map(|(_, s)| s).sum::<u64>();
+    // Packs an index lists that storage lost, with nothing needed from
+    // them (not needed, or stored again elsewhere): their index entries go.
+    let vanished: Vec<PackId> = indexed_sizes
+        .keys()
+        .filter(|p| !health.stored.contains_key(p))
+        .filter(|p| {
+            contents
+                .get(p)
+                .is_none_or(|es| es.iter().all(|e| !live.contains(&e.id)))
+        })
+        .copied()
+        .collect();
+    report.missing_dropped = vanished.len();
     let affected: HashSet<IndexId> = doomed
         .iter()
+        .chain(&vanished)
         .flat_map(|p| pack_indexes.get(p).into_iter().flatten().copied())
         .collect();
     report.indexes_rewritten = affected.len();
@@ -219,8 +281,9 @@ pub(crate) fn prune_locked(
         report.bytes_freed = doomed_bytes.saturating_sub(report.bytes_repacked);
         return Ok(report);
     }
-    if doomed.is_empty() && orphans.is_empty() {
+    if doomed.is_empty() && orphans.is_empty() && vanished.is_empty() {
         catalog.trim_refs_cache()?;
+        drop_spent_records(repo, catalog, &health, &mut report)?;
         return Ok(report);
     }
 
@@ -252,12 +315,39 @@ pub(crate) fn prune_locked(
     let reads = runs.iter().map(|(pack, _, r)| r.read(pack.key())).collect();
     let mut packer = Packer::new(repo);
     let fetched = repo.store.read_ahead(reads, repo.store.read_concurrency());
+    // A pack that reads back short or not at all is kept (and recorded as
+    // damaged): its live blobs are not copied, and it is not deleted.
+    let mut record = DamageRecord::new("prune");
+    let mut unreadable: HashSet<PackId> = HashSet::new();
     for ((pack, entries, run), bytes) in runs.iter().zip(fetched) {
         lock.refresh_if_due(&repo.store, &repo.keys)?;
-        let bytes = bytes?;
-        if bytes.len() as u64 != run.length {
-            return Err(corrupt(pack.key(), "shorter than its index says"));
+        if unreadable.contains(pack) {
+            continue;
         }
+        let bytes = match bytes {
+            Ok(b) if b.len() as u64 == run.length => b,
+            Ok(_) => {
+                unreadable.insert(*pack);
+                record.packs.push(BadPack {
+                    id: *pack,
+                    reason: "shorter than its index says".into(),
+                    blobs: Vec::new(),
+                });
+                continue;
+            }
+            Err(e) if !e.is_transient() => {
+                unreadable.insert(*pack);
+                if !e.is_not_found() {
+                    record.packs.push(BadPack {
+                        id: *pack,
+                        reason: e.to_string(),
+                        blobs: Vec::new(),
+                    });
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         for e in *entries {
             let at = (e.offset - run.offset) as usize;
             packer.add(SealedBlob {
@@ -271,10 +361,29 @@ pub(crate) fn prune_locked(
     }
     let written = packer.finish()?;
     report.packs_written = written.len();
+    if !record.is_empty() {
+        repo.write_damage(&record)?;
+    }
+    for pack in &unreadable {
+        report.warnings.push(format!(
+            "{}: could not be read to repack it; kept (see `coffer check --read-data`)",
+            pack.key()
+        ));
+    }
+    let doomed: Vec<PackId> = doomed
+        .into_iter()
+        .filter(|p| !unreadable.contains(p))
+        .collect();
+    report.packs_repacked = report.packs_repacked.saturating_sub(unreadable.len());
+    let doomed_bytes = doomed_bytes
+        - unreadable
+            .iter()
+            .map(|p| indexed_sizes.get(p).copied().unwrap_or(0))
+            .sum::<u64>();
 
     // 2. One index for the new packs and the survivors of every index that
     //    named a doomed pack; then the old indexes go, then the old packs.
-    let doomed_set: HashSet<PackId> = doomed.iter().copied().collect();
+    let doomed_set: HashSet<PackId> = doomed.iter().chain(&vanished).copied().collect();
     let mut survivors: Vec<IndexedPack> = Vec::new();
     let mut seen: HashSet<PackId> = HashSet::new();
     for (pack, idxs) in &pack_indexes {
@@ -312,9 +421,34 @@ pub(crate) fn prune_locked(
     gone.extend(orphans.iter().map(|(p, _)| p.key()));
     repo.store.delete_many(&gone)?;
     catalog.trim_refs_cache()?;
+    let mut health = health;
+    for p in doomed.iter().chain(orphans.iter().map(|(p, _)| p)) {
+        health.stored.remove(p);
+    }
+    drop_spent_records(repo, catalog, &health, &mut report)?;
     let new_bytes: u64 = written.iter().map(|p| p.size).sum();
     report.bytes_freed = doomed_bytes.saturating_sub(new_bytes);
     Ok(report)
+}
+
+/// Deletes the damage records whose packs have all left storage.
+fn drop_spent_records(
+    repo: &Repository,
+    catalog: &Catalog,
+    health: &super::health::Health,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let spent = health.spent_records();
+    let keys: Vec<String> = spent
+        .iter()
+        .map(|id| format!("{}{}", crate::repo::damage::PREFIX, hex::encode(id)))
+        .collect();
+    repo.store.delete_many(&keys)?;
+    for id in &spent {
+        catalog.remove_damage(id)?;
+    }
+    report.damage_records_dropped = spent.len();
+    Ok(())
 }
 
 /// Runs of blobs (sorted by offset) read with one ranged GET each:

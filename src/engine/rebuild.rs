@@ -14,17 +14,25 @@ pub struct RebuildReport {
     pub snapshots: usize,
     /// File-cache rows restored from the newest snapshot of each profile (identity only).
     pub files: usize,
+    /// Objects skipped because they could not be read, and why.
+    pub warnings: Vec<String>,
 }
 
 pub fn rebuild(repo: &Repository, path: &Path, progress: &dyn Progress) -> Result<RebuildReport> {
     Catalog::remove_files(path);
     let mut catalog = Catalog::open(path, &repo.config.id)?;
     progress.phase("index and snapshots", None);
-    let super::Synced { blobs, snaps, .. } = sync(repo, &mut catalog)?;
+    let super::Synced {
+        blobs,
+        snaps,
+        warnings,
+        ..
+    } = sync(repo, &mut catalog)?;
     let mut report = RebuildReport {
         blobs: blobs.len(),
         snapshots: snaps.len(),
         files: 0,
+        warnings,
     };
     if repo.keys.is_operator() {
         // The newest snapshot per (host, profile) carries what the file cache needs.
@@ -35,7 +43,7 @@ pub fn rebuild(repo: &Repository, path: &Path, progress: &dyn Progress) -> Resul
         progress.phase("file cache", Some(newest.len() as u64));
         for snap in newest.values() {
             let mut rows = Vec::new();
-            for_each_entry(repo, &blobs, snap, |e| {
+            let read = for_each_entry(repo, &blobs, snap, |e| {
                 if e.kind == EntryKind::File {
                     rows.push((
                         e.path,
@@ -49,7 +57,16 @@ pub fn rebuild(repo: &Repository, path: &Path, progress: &dyn Progress) -> Resul
                     ));
                 }
                 Ok(())
-            })?;
+            });
+            // The cache only saves reading files again: a list that can
+            // not be read costs that, nothing more.
+            if let Err(e) = read {
+                report.warnings.push(format!(
+                    "file cache of {} / {}: {e}; the next backup reads those files again",
+                    snap.host, snap.profile
+                ));
+                continue;
+            }
             report.files += rows.len();
             catalog.save_files(rows.iter().map(|(p, f)| (p.as_slice(), f)))?;
             progress.advance(1);

@@ -75,6 +75,9 @@ pub struct RestoreReport {
     pub failed_paths: Vec<Vec<u8>>,
     /// Blobs that could not be read or opened (damaged or missing).
     pub bad_blobs: HashSet<BlobId>,
+    /// Blobs whose bytes were read and failed verification (pack, blob,
+    /// why): recorded in the repository as damage.
+    pub damaged: Vec<(PackId, BlobId, String)>,
     /// Existing files left alone by the overwrite policy.
     pub skipped: u64,
     /// In a dry run, every selected entry and what would happen to it.
@@ -642,6 +645,7 @@ pub fn restore(
         full,
         progress,
         bad_blobs: Mutex::new(HashSet::new()),
+        damaged: Mutex::new(Vec::new()),
         hashes: opts.verify.then(|| Mutex::new(Vec::new())),
     };
     // The store keeps reads in flight (many on S3, where each waits a round
@@ -673,12 +677,17 @@ pub fn restore(
         errors,
         full,
         bad_blobs,
+        damaged,
         hashes,
         ..
     } = writer;
     report
         .bad_blobs
         .extend(bad_blobs.into_inner().unwrap_or_default());
+    report.damaged = damaged.into_inner().unwrap_or_default();
+    if let Some(w) = super::record_damage(repo, "restore", &report.damaged) {
+        report.warnings.push(w);
+    }
     // A full target stops the restore with one message, not one per file.
     if let Some((path, reason)) = full.0.into_inner() {
         return Err(Error::TargetFull { path, reason });
@@ -874,6 +883,7 @@ struct Writer<'a> {
     full: Full,
     progress: &'a dyn Progress,
     bad_blobs: Mutex<HashSet<BlobId>>,
+    damaged: Mutex<Vec<(PackId, BlobId, String)>>,
     /// (file, offset, length, BLAKE3) of every piece written, when verifying.
     hashes: Option<Mutex<Vec<PieceHash>>>,
 }
@@ -882,6 +892,13 @@ impl Writer<'_> {
     fn bad(&self, entry: &PackEntry) {
         if let Ok(mut b) = self.bad_blobs.lock() {
             b.insert(entry.id);
+        }
+    }
+
+    /// The bytes of this blob were read and are bad (not merely unreachable).
+    fn damaged(&self, pack: &PackId, entry: &PackEntry, reason: &str) {
+        if let Ok(mut d) = self.damaged.lock() {
+            d.push((*pack, entry.id, reason.to_string()));
         }
     }
 
@@ -972,6 +989,9 @@ fn write_blobs(
         Err(e) => {
             for (entry, pieces) in items {
                 w.bad(entry);
+                if !e.is_transient() && !e.is_not_found() {
+                    w.damaged(pack, entry, &e.to_string());
+                }
                 w.fail(pieces, &e.to_string());
             }
         }
@@ -979,16 +999,16 @@ fn write_blobs(
             for (entry, pieces) in items {
                 let lo = (entry.offset - start) as usize;
                 let Some(sealed) = bytes.get(lo..lo + entry.length as usize) else {
+                    let why = format!("{} is shorter than its index says", pack.key());
                     w.bad(entry);
-                    w.fail(
-                        pieces,
-                        &format!("{} is shorter than its index says", pack.key()),
-                    );
+                    w.damaged(pack, entry, &why);
+                    w.fail(pieces, &why);
                     continue;
                 };
                 match open_blob(&repo.keys, entry, pack, sealed) {
                     Err(e) => {
                         w.bad(entry);
+                        w.damaged(pack, entry, &e.to_string());
                         w.fail(pieces, &e.to_string())
                     }
                     Ok(plain) => {
@@ -1079,7 +1099,15 @@ pub fn write_file(
                     x.blob.short()
                 ))
             })?;
-            last = Some((x.blob, repo.read_blob(&loc.pack, &loc.entry)?));
+            let plain = repo.read_blob(&loc.pack, &loc.entry).inspect_err(|e| {
+                if let crate::repo::RepoError::Corrupt { .. }
+                | crate::repo::RepoError::WrongKey { .. } = e
+                {
+                    // Best effort: the error below is what the operator needs.
+                    let _ = super::record_damage(repo, "cat", &[(loc.pack, x.blob, e.to_string())]);
+                }
+            })?;
+            last = Some((x.blob, plain));
         }
         let data = &last
             .as_ref()

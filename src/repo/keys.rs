@@ -99,6 +99,7 @@ impl AgentKey {
 }
 
 /// The operator's secret: one or more age X25519 identities.
+#[derive(Clone)]
 pub struct OperatorIdentity {
     pub identities: Vec<x25519::Identity>,
 }

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 pub const LOCK_KEY: &str = "lock";
 
+/// A lock object is a few hundred bytes; anything much larger is not one.
+const MAX_LOCK_BYTES: usize = 64 * 1024;
+
 /// A writer's lease; refreshed every third of it while the writer works.
 pub const LEASE: Duration = Duration::minutes(30);
 
@@ -122,13 +125,27 @@ impl RepoLock {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let plain = keys.open(&bytes, LOCK_KEY)?;
+        // An unreadable lock may be a writer's all the same (a newer
+        // coffer, a damaged object): never taken over silently.
+        let unreadable = |why: String| RepoError::Corrupt {
+            object: format!("{}/{LOCK_KEY}", store.location()),
+            reason: format!(
+                "the writer lock can not be read ({}); if no coffer writer (backup, prune, forget, erase, repair, copy) is running on any host, delete that object and run again",
+                why.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
+        };
+        if bytes.len() > MAX_LOCK_BYTES {
+            return Err(unreadable(format!(
+                "{} bytes, more than a lock holds",
+                bytes.len()
+            )));
+        }
+        let plain = keys
+            .open(&bytes, LOCK_KEY)
+            .map_err(|e| unreadable(e.to_string()))?;
         serde_json::from_slice(&plain)
             .map(Some)
-            .map_err(|e| RepoError::Corrupt {
-                object: LOCK_KEY.into(),
-                reason: format!("{e}; if no backup is running, delete the `lock` object"),
-            })
+            .map_err(|e| unreadable(e.to_string()))
     }
 
     /// Extends the lease if a third of it has passed. Cheap to call often.

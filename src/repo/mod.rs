@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod chunker;
+pub mod damage;
 pub mod ids;
 pub mod index;
 pub mod keys;
@@ -31,6 +32,9 @@ use store::Store;
 pub const FORMAT_VERSION: u32 = 2;
 pub const CONFIG_KEY: &str = "config";
 pub const KEYRING_KEY: &str = "keyring";
+/// A second copy of the keyring: one damaged object must not lock the
+/// operator out (docs/FORMAT.md, "Objects").
+pub const KEYRING_COPY_KEY: &str = "keyring.copy";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -121,8 +125,7 @@ impl Repository {
         let agent = AgentKey::generate(config.id.clone(), recipients);
         let keys = Keys::from_agent_key(&agent);
         // The keyring lets an operator re-issue the agent key on a new server.
-        let keyring = keys.seal(Audience::Operator, agent.to_text().as_bytes());
-        store.put(KEYRING_KEY, Bytes::from(keyring))?;
+        Self::write_keyring(&store, &keys, &agent)?;
         let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
         if !store.create(CONFIG_KEY, Bytes::from(json))? {
             return Err(RepoError::AlreadyExists {
@@ -137,6 +140,16 @@ impl Repository {
             },
             agent,
         ))
+    }
+
+    /// Writes the keyring and its copy, each sealed to the operator
+    /// recipients (the agent key file is enough to write them).
+    pub fn write_keyring(store: &Store, keys: &Keys, agent: &AgentKey) -> Result<(), RepoError> {
+        for key in [KEYRING_KEY, KEYRING_COPY_KEY] {
+            let sealed = keys.seal(Audience::Operator, agent.to_text().as_bytes());
+            store.put(key, Bytes::from(sealed))?;
+        }
+        Ok(())
     }
 
     fn read_config(store: &Store) -> Result<RepoConfig, RepoError> {
@@ -212,13 +225,6 @@ impl Repository {
         // the time it takes to open.
         let (config, sealed) = store.get_pair(CONFIG_KEY, KEYRING_KEY);
         let config = Self::parse_config(&store, config)?;
-        let sealed = sealed.map_err(|e| match e {
-            StorageError::NotFound { .. } => RepoError::Corrupt {
-                object: KEYRING_KEY.into(),
-                reason: "missing".into(),
-            },
-            e => e.into(),
-        })?;
         let probe = Keys {
             id_key: [0; 32],
             recipients: vec![],
@@ -226,14 +232,15 @@ impl Repository {
             agent_identity: None,
             operator: Some(identity),
         };
-        let text = probe.open(&sealed, KEYRING_KEY)?;
-        let agent = AgentKey::parse(&String::from_utf8_lossy(&text), KEYRING_KEY)?;
-        if agent.repository_id != config.id {
-            return Err(RepoError::Corrupt {
-                object: KEYRING_KEY.into(),
-                reason: "keyring belongs to another repository".into(),
-            });
-        }
+        let agent = match Self::open_keyring(&probe, &config, KEYRING_KEY, sealed) {
+            Ok(a) => a,
+            // A wrong identity is wrong for the copy too: say so at once.
+            Err(e @ RepoError::WrongKey { .. }) => return Err(e),
+            Err(first) => {
+                let copy = store.get(KEYRING_COPY_KEY);
+                Self::open_keyring(&probe, &config, KEYRING_COPY_KEY, copy).map_err(|_| first)?
+            }
+        };
         let mut keys = Keys::from_agent_key(&agent);
         keys.operator = probe.operator;
         Ok(Repository {
@@ -241,6 +248,55 @@ impl Repository {
             keys,
             config,
         })
+    }
+
+    /// Opens one keyring object with the operator identity in `probe`.
+    fn open_keyring(
+        probe: &Keys,
+        config: &RepoConfig,
+        key: &str,
+        read: Result<Bytes, StorageError>,
+    ) -> Result<AgentKey, RepoError> {
+        let sealed = read.map_err(|e| match e {
+            StorageError::NotFound { .. } => RepoError::Corrupt {
+                object: key.into(),
+                reason: "missing".into(),
+            },
+            e => e.into(),
+        })?;
+        let text = probe.open(&sealed, key)?;
+        let agent = AgentKey::parse(&String::from_utf8_lossy(&text), key)?;
+        if agent.repository_id != config.id {
+            return Err(RepoError::Corrupt {
+                object: key.into(),
+                reason: "keyring belongs to another repository".into(),
+            });
+        }
+        Ok(agent)
+    }
+
+    /// Opens with both the agent key file and the operator identity, for
+    /// when the keyring (and its copy) can not be read: the agent key file
+    /// holds the same keys. The identity must be one of its recipients.
+    pub fn open_with_agent_key(
+        store: Store,
+        agent: &AgentKey,
+        identity: OperatorIdentity,
+    ) -> Result<Repository, RepoError> {
+        let mut repo = Self::open_agent(store, agent)?;
+        let ours = identity.identities.iter().any(|i| {
+            agent
+                .recipients
+                .iter()
+                .any(|r| r.to_string() == i.to_public().to_string())
+        });
+        if !ours {
+            return Err(RepoError::WrongKey {
+                what: "this repository (the agent key names other operator recipients)".into(),
+            });
+        }
+        repo.keys.operator = Some(identity);
+        Ok(repo)
     }
 
     /// The agent key as stored in the keyring (operator only).

@@ -14,6 +14,7 @@ mod erase;
 mod export;
 mod faults;
 mod golden;
+mod heal;
 mod history;
 mod install;
 mod moto;
