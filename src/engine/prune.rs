@@ -24,6 +24,7 @@ use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -80,9 +81,17 @@ enum Verdict {
     Repack,
 }
 
-pub fn prune(repo: &Repository, catalog: &mut Catalog, opts: &PruneOptions) -> Result<PruneReport> {
+/// Prunes under the writer lock. `cancel` stops it at a safe point (before
+/// the new index is written, so what it repacked is an orphan the next prune
+/// deletes) with [`Error::Interrupted`]; the lock is released.
+pub fn prune(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &PruneOptions,
+    cancel: &AtomicBool,
+) -> Result<PruneReport> {
     let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, opts.lock_wait)?;
-    let result = prune_locked(repo, catalog, opts, &mut lock);
+    let result = prune_locked(repo, catalog, opts, &mut lock, cancel);
     let released = lock.release(&repo.store, &repo.keys);
     let report = result?;
     released?;
@@ -126,12 +135,20 @@ pub(crate) fn prune_locked(
     catalog: &mut Catalog,
     opts: &PruneOptions,
     lock: &mut RepoLock,
+    cancel: &AtomicBool,
 ) -> Result<PruneReport> {
+    let stop = || -> Result<()> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    };
     let now = Utc::now();
     repo.store.remove_stale_temp()?;
     let blobs = sync_index(repo, catalog)?;
     let snaps = sync_snapshots(repo, catalog)?;
     let live = live_set(repo, catalog, &snaps, &blobs)?;
+    stop()?;
     let pack_indexes = catalog.pack_indexes()?;
     let indexed_sizes = catalog.packs()?;
 
@@ -223,6 +240,7 @@ pub(crate) fn prune_locked(
         catalog.trim_refs_cache()?;
         return Ok(report);
     }
+    stop()?;
 
     // 1. Live blobs of repacked packs go into new packs. The coalesced reads
     //    run ahead of the packing, several in flight, and each new pack
@@ -253,6 +271,7 @@ pub(crate) fn prune_locked(
     let mut packer = Packer::new(repo);
     let fetched = repo.store.read_ahead(reads, repo.store.read_concurrency());
     for ((pack, entries, run), bytes) in runs.iter().zip(fetched) {
+        stop()?;
         lock.refresh_if_due(&repo.store, &repo.keys)?;
         let bytes = bytes?;
         if bytes.len() as u64 != run.length {
@@ -271,6 +290,8 @@ pub(crate) fn prune_locked(
     }
     let written = packer.finish()?;
     report.packs_written = written.len();
+    // The last safe point: from here on, commit (a cut leaves orphans only).
+    stop()?;
 
     // 2. One index for the new packs and the survivors of every index that
     //    named a doomed pack; then the old indexes go, then the old packs.
