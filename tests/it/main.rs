@@ -16,6 +16,7 @@ mod faults;
 mod golden;
 mod history;
 mod install;
+mod interrupt;
 mod moto;
 mod prune;
 mod recovery;
