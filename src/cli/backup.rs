@@ -65,7 +65,6 @@ fn auto_init(ctx: &Context) -> Result<()> {
 }
 
 pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
-    let cancel = super::signal::Cancel::install()?;
     auto_init(ctx)?;
     let profile = ctx.profile.as_ref();
     let sources = if args.paths.is_empty() {
@@ -95,6 +94,8 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
         lock_wait: ctx.lock_wait,
     };
     let repo = ctx.open_agent()?;
+    // Installed once keys are loaded: a passphrase prompt stays killable.
+    let cancel = super::signal::Cancel::install()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let bar = ctx.progress();
     let result = backup(&repo, &mut catalog, &opts, &bar, cancel.flag());

@@ -14,8 +14,9 @@ pub struct CopyArgs {
 }
 
 pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
-    let cancel = super::signal::Cancel::install()?;
     let repo = ctx.open_any()?;
+    // Installed once keys are loaded: a passphrase prompt stays killable.
+    let cancel = super::signal::Cancel::install()?;
     let s3 = ctx
         .profile
         .as_ref()

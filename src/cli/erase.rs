@@ -19,8 +19,9 @@ pub struct EraseArgs {
 }
 
 pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
-    let cancel = super::signal::Cancel::install()?;
     let repo = ctx.open_operator()?;
+    // Installed once keys are loaded: a passphrase prompt stays killable.
+    let cancel = super::signal::Cancel::install()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let opts = EraseOptions {
         patterns: args.paths.clone(),

@@ -151,8 +151,9 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
 }
 
 pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
-    let cancel = super::signal::Cancel::install()?;
     let (c, index) = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
+    // Installed once keys are loaded: a passphrase prompt stays killable.
+    let cancel = super::signal::Cancel::install()?;
     let (id, snap) = c.snaps[index].clone();
     let target = match (&args.target, args.in_place) {
         (Some(t), _) => t.clone(),
