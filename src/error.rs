@@ -23,13 +23,36 @@ pub enum Error {
         "{path}: {reason}: the restore target is full; free space there or restore to another --target (the repository is fine)"
     )]
     TargetFull { path: PathBuf, reason: String },
+    /// A file system that holds the pack spool or the repository is full.
+    #[error("{path}: no space left on device ({reason}); {hint}")]
+    NoSpace {
+        path: PathBuf,
+        reason: String,
+        hint: &'static str,
+    },
     #[error("{0}")]
     Invalid(String),
+    /// Stopped by the caller's cancel flag (SIGINT, SIGTERM) at a safe point.
     #[error("interrupted")]
     Interrupted,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether an I/O error means a full file system (or a quota, or a file-size limit).
+pub fn is_full(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), StorageFull | QuotaExceeded | FileTooLarge)
+}
+
+/// What to say after "no space left on device": the OS error, without
+/// repeating those words.
+pub fn full_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) if e.kind() == std::io::ErrorKind::StorageFull => format!("os error {n}"),
+        _ => e.to_string(),
+    }
+}
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

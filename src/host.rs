@@ -38,3 +38,63 @@ pub fn process_alive(pid: u32, start_ticks: Option<u64>) -> bool {
         }
     }
 }
+
+/// This process's mark in the names of its temporary files:
+/// `PID-STARTTICKS` (the start time tells a reused pid), or `PID` alone
+/// where there is no procfs.
+pub fn temp_mark() -> String {
+    static MARK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MARK.get_or_init(|| {
+        let pid = std::process::id();
+        match proc_stat(pid) {
+            Some((_, ticks)) => format!("{pid}-{ticks}"),
+            None => pid.to_string(),
+        }
+    })
+    .clone()
+}
+
+/// Whether the writer of a temporary file is gone, from what follows the
+/// file's prefix: `PID-STARTTICKS-RANDOM` ([`temp_mark`]) or `PID-RANDOM`
+/// (older files, and where there is no procfs). A name without a pid has
+/// no writer to wait for.
+pub fn temp_writer_gone(mark: &[u8]) -> bool {
+    let Ok(mark) = std::str::from_utf8(mark) else {
+        return true;
+    };
+    let parts: Vec<&str> = mark.split('-').collect();
+    let Some(pid) = parts.first().and_then(|p| p.parse::<u32>().ok()) else {
+        return true;
+    };
+    let ticks = match parts.len() {
+        3.. => parts[1].parse::<u64>().ok(),
+        _ => None,
+    };
+    !process_alive(pid, ticks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_marks_tell_a_live_writer_from_a_gone_or_reused_pid() {
+        let mark = temp_mark();
+        let me = std::process::id();
+        assert!(mark.starts_with(&format!("{me}-")), "{mark}");
+        assert!(!temp_writer_gone(format!("{mark}-00ff").as_bytes()));
+        assert!(
+            !temp_writer_gone(format!("{me}-00ff").as_bytes()),
+            "older names: the pid alone"
+        );
+        let (_, ticks) = proc_stat(me).expect("procfs");
+        assert!(
+            temp_writer_gone(format!("{me}-{}-00ff", ticks + 1).as_bytes()),
+            "our pid with another start time is an earlier process"
+        );
+        assert!(temp_writer_gone(
+            format!("{}-1-00ff", u32::MAX - 1).as_bytes()
+        ));
+        assert!(temp_writer_gone(b"garbage"));
+    }
+}

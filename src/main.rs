@@ -15,9 +15,6 @@ fn main() -> ExitCode {
     }
     match coffer::cli::run() {
         Ok(code) => ExitCode::from(code as u8),
-        Err(e) => {
-            eprintln!("coffer: error: {}", coffer::cli::render_error(&e));
-            ExitCode::from(coffer::cli::Exit::Failure as u8)
-        }
+        Err(e) => ExitCode::from(coffer::cli::report_failure(&e) as u8),
     }
 }

@@ -164,7 +164,7 @@ fn steps(
     let saved = |e: String| format!("snapshot {short} is saved, but {e}");
     if let Some(to) = &profile.copy_to {
         let target = Store::open(to, &profile.s3).map_err(|e| saved(e.to_string()))?;
-        crate::engine::copy::copy(&repo, &target, &NoProgress)
+        crate::engine::copy::copy(&repo, &target, &NoProgress, cancel)
             .map_err(|e| saved(format!("the copy to {to} failed: {e}")))?;
     }
     let tz = profile.schedule.tz();
@@ -197,6 +197,7 @@ fn steps(
                 dry_run: false,
                 lock_wait: opts.lock_wait,
             },
+            cancel,
         )
         .map_err(|e| saved(format!("prune failed: {e}")))?;
         report.pruned_packs = pruned.packs_deleted + pruned.packs_repacked + pruned.orphans_deleted;

@@ -1,6 +1,6 @@
 //! `coffer forget`, `coffer prune`, `coffer run`, `coffer agent`, `coffer status`.
 
-use super::{Context, Exit, print_json};
+use super::{Context, Exit, print_json, text};
 use crate::agent::job::{self, JobOptions, JobReport};
 use crate::agent::service::{AgentOptions, load_profiles, planned, serve};
 use crate::agent::state::{self, ProfileState};
@@ -11,8 +11,6 @@ use crate::repo::lock::hostname;
 use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 fn duration(s: &str) -> Result<chrono::Duration, String> {
     parse_duration(s)
@@ -157,6 +155,7 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
         .as_ref()
         .map(|p| p.schedule.tz())
         .unwrap_or(jiff::tz::TimeZone::UTC);
+    let cancel = super::signal::Cancel::install()?;
     let repo = ctx.open_agent()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let report = forget(
@@ -182,6 +181,7 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
                 max_unused: None,
                 repack_older_than: None,
             },
+            &cancel,
         )?)
     } else {
         None
@@ -208,8 +208,8 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
             "{:<9} {:<20} {:<16} {:<12} {:<6}  {}",
             d.id.short(),
             d.time.format("%Y-%m-%d %H:%M:%S"),
-            d.host,
-            d.profile,
+            text::name_str(&d.host),
+            text::name_str(&d.profile),
             if d.keep { "keep" } else { "remove" },
             if d.keep {
                 d.reasons.join(", ")
@@ -244,6 +244,7 @@ fn run_prune(
     repo: &crate::repo::Repository,
     catalog: &mut crate::catalog::Catalog,
     a: &PruneArgs,
+    cancel: &super::signal::Cancel,
 ) -> Result<crate::engine::prune::PruneReport> {
     let settings = ctx
         .profile
@@ -259,7 +260,13 @@ fn run_prune(
         dry_run: a.dry_run,
         lock_wait: ctx.lock_wait,
     };
-    Ok(prune(repo, catalog, &opts)?)
+    prune(repo, catalog, &opts, cancel.flag()).map_err(|e| {
+        cancel.explain(
+            "prune",
+            e.into(),
+            "the lock is released and no spool file is left; the repository is valid, and the next prune goes on from there",
+        )
+    })
 }
 
 fn print_prune(r: &crate::engine::prune::PruneReport) {
@@ -294,9 +301,10 @@ fn print_prune(r: &crate::engine::prune::PruneReport) {
 }
 
 pub fn prune_cmd(ctx: &Context, a: PruneArgs) -> Result<Exit> {
+    let cancel = super::signal::Cancel::install()?;
     let repo = ctx.open_agent()?;
     let mut catalog = ctx.open_catalog(&repo)?;
-    let report = run_prune(ctx, &repo, &mut catalog, &a)?;
+    let report = run_prune(ctx, &repo, &mut catalog, &a, &cancel)?;
     if ctx.json {
         print_json(&report)?;
     } else {
@@ -305,21 +313,13 @@ pub fn prune_cmd(ctx: &Context, a: PruneArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// SIGTERM and SIGINT set the flag; the engines stop at the next file.
-fn cancel_on_signals() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, flag.clone()).context("installing a signal handler")?;
-    }
-    Ok(flag)
-}
-
 pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
     let profile = ctx
         .profile
         .as_ref()
         .ok_or_else(|| anyhow!("`coffer run` runs a profile: pass --profile FILE"))?;
-    let cancel = cancel_on_signals()?;
+    // SIGTERM and SIGINT stop the run at a safe point; it reports `cancelled`.
+    let cancel = super::signal::Cancel::install()?;
     let report = job::run(
         profile,
         &JobOptions {
@@ -327,7 +327,7 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
             lock_wait: ctx.lock_wait,
             scheduled: a.scheduled,
         },
-        &cancel,
+        cancel.flag(),
     );
     if ctx.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -341,7 +341,7 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
             if !ctx.json
                 && let Some(e) = &report.error
             {
-                eprintln!("coffer: {e}");
+                eprintln!("coffer: {}", text::message(e));
             }
             Exit::Failure
         }
@@ -353,7 +353,7 @@ fn print_report(r: &JobReport) {
     println!(
         "{} run of {}: {} in {:.1}s; snapshot {}, {} files ({}), {} added; {} snapshot(s) forgotten, {} pruned; {} snapshots, {} stored",
         r.status,
-        r.profile,
+        text::name_str(&r.profile),
         r.started.format("%Y-%m-%d %H:%M:%S UTC"),
         r.seconds,
         r.snapshot
@@ -369,7 +369,7 @@ fn print_report(r: &JobReport) {
         h(r.storage_bytes)
     );
     for s in &r.skipped {
-        eprintln!("coffer: skipped {s}");
+        eprintln!("coffer: skipped {}", text::message(s));
     }
 }
 
@@ -381,13 +381,13 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
         for p in &good {
             println!(
                 "ok      {} ({}): next run {}",
-                p.name,
-                p.file.display(),
+                text::name_str(&p.name),
+                text::path(&p.file),
                 planned(p, &state_dir, now).to_rfc3339()
             );
         }
         for (path, e) in &bad {
-            println!("BROKEN  {}: {e}", path.display());
+            println!("BROKEN  {}: {}", text::path(path), text::message(e));
         }
         return Ok(if bad.is_empty() {
             Exit::Success
@@ -475,7 +475,7 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
             "snaps",
             "stored"
         );
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+        let s = |v: &serde_json::Value| text::name_str(v.as_str().unwrap_or("-")).into_owned();
         let t = |v: &serde_json::Value| {
             v.as_str()
                 .and_then(|x| x.parse::<chrono::DateTime<chrono::Utc>>().ok())
@@ -509,11 +509,11 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
                     .map(|x| x.to_string())
                     .unwrap_or_else(|| "-".into()),
                 n(&r["storage_bytes"]),
-                r["last_error"].as_str().unwrap_or("")
+                text::message(r["last_error"].as_str().unwrap_or(""))
             );
         }
         for (p, e) in &broken {
-            println!("BROKEN {}: {e}", p.display());
+            println!("BROKEN {}: {}", text::path(p), text::message(e));
         }
     }
     let failing = rows.iter().any(|r| r["result"] == "failed");

@@ -2,7 +2,7 @@
 //! key exports), from the repository and the local catalog; and the helper
 //! the operator commands record with.
 
-use super::{Context, Exit, print_json};
+use super::{Context, Exit, print_json, text};
 use crate::catalog::Catalog;
 use crate::engine::{AuditSource, audit_log, record_audit};
 use crate::repo::Repository;
@@ -45,7 +45,7 @@ pub fn run(ctx: &Context, args: AuditArgs) -> Result<Exit> {
     };
     let log = audit_log(&repo, catalog.as_ref(), args.since)?;
     for p in &log.problems {
-        eprintln!("coffer: warning: audit event {p}");
+        eprintln!("coffer: warning: audit event {}", text::message(p));
     }
     if ctx.json {
         print_json(&log.entries)?;
@@ -56,9 +56,9 @@ pub fn run(ctx: &Context, args: AuditArgs) -> Result<Exit> {
                 e.time
                     .with_timezone(&chrono::Local)
                     .format("%Y-%m-%d %H:%M:%S %z"),
-                e.actor,
-                e.action,
-                e.detail,
+                text::name_str(&e.actor),
+                text::name_str(&e.action),
+                text::message(&e.detail),
                 if e.source == AuditSource::Catalog {
                     "  (this machine's catalog only)"
                 } else {

@@ -1,13 +1,12 @@
 //! `coffer backup`.
 
-use super::{Context, Exit, print_json};
+use super::{Context, Exit, print_json, text};
 use crate::engine::backup::{BackupOptions, backup};
 use crate::repo::Repository;
 use crate::repo::keys::OperatorIdentity;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
@@ -95,26 +94,32 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
         lock_wait: ctx.lock_wait,
     };
     let repo = ctx.open_agent()?;
+    // Installed once keys are loaded: a passphrase prompt stays killable.
+    let cancel = super::signal::Cancel::install()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let bar = ctx.progress();
-    let cancel = AtomicBool::new(false);
-    let result = backup(&repo, &mut catalog, &opts, &bar, &cancel);
+    let result = backup(&repo, &mut catalog, &opts, &bar, cancel.flag());
     bar.finish();
     let report = match result {
         Ok(r) => r,
         Err(e) => {
+            let stopped = matches!(e, crate::Error::Interrupted);
             let _ = catalog.record_run(&crate::catalog::RunRecord {
                 profile: opts.profile.clone(),
                 started: chrono::Utc::now(),
                 seconds: 0.0,
-                status: "failed".into(),
+                status: if stopped { "cancelled" } else { "failed" }.into(),
                 snapshot: None,
                 files: 0,
                 bytes: 0,
                 added: 0,
                 error: Some(e.to_string()),
             });
-            return Err(e.into());
+            return Err(cancel.explain(
+                "backup",
+                e.into(),
+                "the lock is released and no spool file is left; the next backup reuses what was uploaded",
+            ));
         }
     };
     let s = &report.summary;
@@ -149,21 +154,41 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
     }
     for path in &report.changed {
         eprintln!(
-            "coffer: warning: {path} changed while it was read; stored as read, it will be read again next time"
+            "coffer: warning: {} changed while it was read; stored as read, it will be read again next time",
+            text::name_str(path)
         );
     }
     for (path, err) in &report.skipped {
-        eprintln!("coffer: skipped {path}: {err}");
+        eprintln!(
+            "coffer: skipped {}: {}",
+            text::name_str(path),
+            text::message(err)
+        );
     }
     if let Some(to) = profile.and_then(|p| p.copy_to.as_ref()) {
         let target = crate::repo::store::Store::open(
             to,
             &profile.map(|p| p.s3.clone()).unwrap_or_default(),
         )?;
-        let copied = crate::engine::copy::copy(&repo, &target, &crate::engine::NoProgress).map_err(|e| {
+        let copied = crate::engine::copy::copy(
+            &repo,
+            &target,
+            &crate::engine::NoProgress,
+            cancel.flag(),
+        )
+        .map_err(|e| {
+            let short = report.snapshot.short();
+            if matches!(e, crate::Error::Interrupted) {
+                return cancel.explain(
+                    "backup",
+                    e.into(),
+                    &format!(
+                        "snapshot {short} is saved; the copy to {to} stopped: run `coffer copy --to {to}` to finish it"
+                    ),
+                );
+            }
             anyhow!(
-                "snapshot {} is saved, but the copy to {to} failed: {e}; run `coffer copy --to {to}` to retry",
-                report.snapshot.short()
+                "snapshot {short} is saved, but the copy to {to} failed: {e}; run `coffer copy --to {to}` to retry"
             )
         })?;
         if !ctx.quiet && !ctx.json {

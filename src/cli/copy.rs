@@ -15,6 +15,8 @@ pub struct CopyArgs {
 
 pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
     let repo = ctx.open_any()?;
+    // Installed once keys are loaded: a passphrase prompt stays killable.
+    let cancel = super::signal::Cancel::install()?;
     let s3 = ctx
         .profile
         .as_ref()
@@ -22,8 +24,17 @@ pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
         .unwrap_or_default();
     let target = Store::open(&args.to, &s3)?;
     let bar = ctx.progress();
-    let report = copy(&repo, &target, &bar).with_context(|| format!("copy to {}", args.to))?;
+    let result = copy(&repo, &target, &bar, cancel.flag());
     bar.finish();
+    let report = result
+        .with_context(|| format!("copy to {}", args.to))
+        .map_err(|e| {
+            cancel.explain(
+                "copy",
+                e,
+                "the target's lock is released; what was copied stays, and the next `coffer copy` goes on from there",
+            )
+        })?;
     if ctx.json {
         print_json(&serde_json::json!({
             "to": target.location(), "objects_copied": report.objects_copied,

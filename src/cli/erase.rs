@@ -2,7 +2,7 @@
 //! storage (a data subject's erasure request).
 
 use super::backup::human;
-use super::{Context, Exit, print_json};
+use super::{Context, Exit, print_json, text};
 use crate::engine::erase::{EraseOptions, EraseReport, erase};
 use anyhow::{Result, anyhow};
 use clap::Args;
@@ -20,6 +20,8 @@ pub struct EraseArgs {
 
 pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
     let repo = ctx.open_operator()?;
+    // Installed once keys are loaded: a passphrase prompt stays killable.
+    let cancel = super::signal::Cancel::install()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let opts = EraseOptions {
         patterns: args.paths.clone(),
@@ -31,7 +33,7 @@ pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
     } else {
         ctx.progress()
     };
-    let result = erase(&repo, &mut catalog, &opts, &bar);
+    let result = erase(&repo, &mut catalog, &opts, &bar, cancel.flag());
     bar.finish();
     let report = match result {
         Ok(r) => r,
@@ -44,7 +46,11 @@ pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
                     &format!("paths {:?}: failed: {e}", args.paths),
                 );
             }
-            return Err(anyhow!(e).context("erase"));
+            return Err(cancel.explain(
+                "erase",
+                anyhow!(e).context("erase"),
+                "the lock is released and no spool file is left; every snapshot is whole (old and new side by side until it finishes): run the same erase again to finish",
+            ));
         }
     };
     if !args.dry_run {
@@ -107,11 +113,16 @@ fn print(r: &EraseReport) {
         };
         println!(
             "snapshot {short} ({then}, {} {}) {what}{into}",
-            s.host, s.profile
+            text::name_str(&s.host),
+            text::name_str(&s.profile)
         );
     }
     for p in &r.paths {
-        println!("{} /{p}", if r.dry_run { "would erase" } else { "erased" });
+        println!(
+            "{} /{}",
+            if r.dry_run { "would erase" } else { "erased" },
+            text::name_str(p)
+        );
     }
     if r.dry_run {
         println!(

@@ -9,8 +9,6 @@ use clap::Args;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
@@ -118,10 +116,7 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
     // also while the archive goes to stdout.
     let bar = ctx.progress();
     // Ctrl-C or SIGTERM stops the export cleanly: no partial --output file.
-    let cancel = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, cancel.clone()).context("installing a signal handler")?;
-    }
+    let cancel = super::signal::Cancel::install()?;
     let started = std::time::Instant::now();
     let shown = if to_stdout {
         "standard output".to_string()
@@ -138,7 +133,7 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
             &opts,
             &mut out,
             &bar,
-            &cancel,
+            cancel.flag(),
         )
         .map_err(anyhow::Error::from)
         .and_then(|r| {
@@ -147,7 +142,15 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
         })
     } else {
         write_atomically(&args.output, |out| {
-            run_export(&view.repo, &view.blobs, snap, &opts, out, &bar, &cancel)
+            run_export(
+                &view.repo,
+                &view.blobs,
+                snap,
+                &opts,
+                out,
+                &bar,
+                cancel.flag(),
+            )
         })
     };
     bar.finish();
@@ -167,7 +170,11 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
                 "export",
                 &format!("{what}: failed: {}", super::render_error(&e)),
             );
-            return Err(e.context(format!("export of snapshot {}", id.short())));
+            return Err(cancel.explain(
+                "export",
+                e.context(format!("export of snapshot {}", id.short())),
+                "with --output no partial file is left; an archive sent to standard output is incomplete",
+            ));
         }
     };
     super::audit::record(

@@ -2,7 +2,7 @@
 //! diff` (what changed between two snapshots).
 
 use super::select;
-use super::{Context, Exit, print_json};
+use super::{Context, Exit, print_json, text};
 use crate::engine::history::{self, Pattern};
 use crate::repo::tree::EntryKind;
 use anyhow::{Context as _, Result};
@@ -43,7 +43,7 @@ fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
 
 fn shown(path: &[u8], kind: EntryKind) -> String {
     let slash = if kind == EntryKind::Dir { "/" } else { "" };
-    format!("/{}{slash}", String::from_utf8_lossy(path))
+    format!("/{}{slash}", text::name(path))
 }
 
 /// A snapshot as `find` shows it.
@@ -147,7 +147,7 @@ pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     for f in &found {
-        println!("/{}", String::from_utf8_lossy(&f.path));
+        println!("/{}", text::name(&f.path));
         for v in &f.versions {
             let held: Vec<&SnapRef> = v.snapshots.iter().map(|n| &refs[*n]).collect();
             let held = match held.as_slice() {

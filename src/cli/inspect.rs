@@ -1,6 +1,6 @@
 //! `coffer snapshots`, `coffer check`, `coffer catalog …`.
 
-use super::{Context, Exit, print_json};
+use super::{Context, Exit, print_json, text};
 use crate::engine::check::check as run_check;
 use crate::engine::rebuild::rebuild;
 use crate::engine::{SnapshotState, snapshot_states, sync};
@@ -102,15 +102,19 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
             "{:<9} {:<25} {:<16} {:<12} {:>8} {:>10} {:<9} {}",
             id.short(),
             t,
-            s.host,
-            s.profile,
+            text::name_str(&s.host),
+            text::name_str(&s.profile),
             s.summary.files,
             super::backup::human(s.summary.bytes),
             serde_json::to_value(state.0)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
-            s.paths.join(", ")
+            s.paths
+                .iter()
+                .map(|p| text::name_str(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let damaged: Vec<_> = snaps
@@ -151,15 +155,19 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
         print_json(&report)?;
     } else {
         for n in &report.notes {
-            println!("note: {n}");
+            println!("note: {}", text::message(n));
         }
         for p in &report.problems {
-            println!("DAMAGED {}: {}", p.object, p.problem);
+            println!(
+                "DAMAGED {}: {}",
+                text::name_str(&p.object),
+                text::message(&p.problem)
+            );
             if !p.snapshots.is_empty() {
                 println!("  affects snapshots: {}", p.snapshots.join(", "));
             }
             for f in &p.files {
-                println!("  affects file: {f}");
+                println!("  affects file: {}", text::name_str(f));
             }
         }
         println!(
@@ -185,8 +193,8 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
         for p in &report.problems {
             eprintln!(
                 "coffer: damaged {}: {}{}",
-                p.object,
-                p.problem,
+                text::name_str(&p.object),
+                text::message(&p.problem),
                 if p.snapshots.is_empty() {
                     String::new()
                 } else {
@@ -216,7 +224,7 @@ pub fn catalog(ctx: &Context, cmd: CatalogCommand) -> Result<Exit> {
             } else if !ctx.quiet {
                 println!(
                     "catalog {} rebuilt: {} blobs, {} snapshots, {} cached files{}",
-                    path.display(),
+                    text::path(&path),
                     r.blobs,
                     r.snapshots,
                     r.files,

@@ -14,6 +14,8 @@ mod progress;
 mod repair;
 mod restore;
 mod select;
+mod signal;
+pub mod text;
 
 use crate::catalog::Catalog;
 use crate::config::Profile;
@@ -34,6 +36,10 @@ pub enum Exit {
     Partial = 3,
     /// `check` found damage.
     Damaged = 4,
+    /// Stopped by SIGINT (Ctrl-C) at a safe point: 128 + 2, as shells report it.
+    Interrupted = 130,
+    /// Stopped by SIGTERM at a safe point: 128 + 15.
+    Terminated = 143,
 }
 
 #[derive(Parser, Debug)]
@@ -240,7 +246,8 @@ impl Context {
     }
 }
 
-/// Renders an error with its causes on one line.
+/// Renders an error with its causes on one line; control characters (from
+/// names in the message) are escaped.
 pub fn render_error(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
@@ -249,7 +256,22 @@ pub fn render_error(e: &anyhow::Error) -> String {
             parts.push(s);
         }
     }
-    parts.join(": ")
+    text::message(&parts.join(": ")).into_owned()
+}
+
+/// Prints a command's error on stderr and returns its exit code: 130 or
+/// 143 for a command a signal stopped, else 1.
+pub fn report_failure(e: &anyhow::Error) -> Exit {
+    match e.downcast_ref::<signal::Stopped>() {
+        Some(stopped) => {
+            eprintln!("coffer: {}", text::message(&stopped.to_string()));
+            stopped.exit()
+        }
+        None => {
+            eprintln!("coffer: error: {}", render_error(e));
+            Exit::Failure
+        }
+    }
 }
 
 pub fn run() -> Result<Exit> {

@@ -44,7 +44,16 @@ pub fn run(ctx: &Context, cmd: RepairCommand) -> Result<Exit> {
 fn index(ctx: &Context, a: RepairArgs) -> Result<Exit> {
     let repo = ctx.open_agent()?;
     let mut catalog = ctx.open_catalog(&repo)?;
-    let r = repair_index(&repo, &mut catalog, a.dry_run, ctx.lock_wait)?;
+    let cancel = super::signal::Cancel::install()?;
+    let r = repair_index(&repo, &mut catalog, a.dry_run, ctx.lock_wait, cancel.flag()).map_err(
+        |e| {
+            cancel.explain(
+                "repair index",
+                e.into(),
+                "the index is as it was, plus any index object already written; run it again",
+            )
+        },
+    )?;
     if ctx.json {
         print_json(&r)?;
     } else {
@@ -110,6 +119,7 @@ fn keyring(ctx: &Context, a: RepairArgs) -> Result<Exit> {
 fn snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<Exit> {
     let repo = ctx.open_operator()?;
     let mut catalog = ctx.open_catalog(&repo)?;
+    let cancel = super::signal::Cancel::install()?;
     let bar = ctx.progress();
     let r = repair_snapshots(
         &repo,
@@ -118,7 +128,15 @@ fn snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<Exit> {
         a.dry_run,
         ctx.lock_wait,
         &bar,
-    )?;
+        cancel.flag(),
+    )
+    .map_err(|e| {
+        cancel.explain(
+            "repair snapshots",
+            e.into(),
+            "no snapshot was written or deleted; run it again",
+        )
+    })?;
     bar.finish();
     for w in &r.warnings {
         warn(w);

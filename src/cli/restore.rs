@@ -1,7 +1,7 @@
 //! `coffer ls` and `coffer restore`.
 
 use super::select::{self, View};
-use super::{Context, Exit, print_json};
+use super::{Context, Exit, print_json, text};
 use crate::engine::for_each_entry;
 use crate::engine::restore::{Overwrite, RestoreOptions, restore as run_restore, write_file};
 use crate::repo::ids::{BlobId, SnapshotId};
@@ -75,6 +75,9 @@ pub struct CatArgs {
     filter: select::Filter,
 }
 
+/// What a restore stopped by a signal leaves.
+const STOPPED: &str = "the files written whole stay, unfinished ones were removed and existing files left as they were; run it again to finish";
+
 /// The operator's view and the place in it of the snapshot `spec` or `at` names.
 fn choose(
     ctx: &Context,
@@ -129,8 +132,8 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
     } else {
         for e in rows {
             let suffix = match (&e.kind, &e.target) {
-                (EntryKind::Symlink, Some(t)) => format!(" -> {}", String::from_utf8_lossy(t)),
-                (EntryKind::Hardlink, Some(t)) => format!(" => /{}", String::from_utf8_lossy(t)),
+                (EntryKind::Symlink, Some(t)) => format!(" -> {}", text::name(t)),
+                (EntryKind::Hardlink, Some(t)) => format!(" => /{}", text::name(t)),
                 (EntryKind::Dir, _) => "/".into(),
                 _ => String::new(),
             };
@@ -139,7 +142,7 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
                 e.kind.name(),
                 e.size,
                 rfc3339_ns(e.mtime),
-                e.path_display(),
+                text::name(&e.path),
                 suffix
             );
         }
@@ -149,6 +152,8 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
 
 pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
     let (c, index) = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
+    // Installed once keys are loaded: a passphrase prompt stays killable.
+    let cancel = super::signal::Cancel::install()?;
     let (id, snap) = c.snaps[index].clone();
     let target = match (&args.target, args.in_place) {
         (Some(t), _) => t.clone(),
@@ -172,9 +177,11 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
     } else {
         ctx.progress()
     };
-    let report = run_restore(&c.repo, &c.blobs, &snap, &opts, &bar)
-        .with_context(|| format!("restore of snapshot {}", id.short()))?;
+    let result = run_restore(&c.repo, &c.blobs, &snap, &opts, &bar, cancel.flag());
     bar.finish();
+    let report = result
+        .with_context(|| format!("restore of snapshot {}", id.short()))
+        .map_err(|e| cancel.explain("restore", e, STOPPED))?;
     if args.dry_run {
         if ctx.json {
             print_json(&serde_json::json!({
@@ -187,12 +194,12 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();
-                println!("{a:<14} {k:<8} {}", target.join(p).display());
+                println!("{a:<14} {k:<8} {}", text::path(&target.join(p)));
             }
             println!(
                 "dry run of snapshot {} into {}: {} entries, {} would be skipped; nothing written",
                 id.short(),
-                target.display(),
+                text::path(&target),
                 report.plan.len(),
                 report.skipped
             );
@@ -203,7 +210,8 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
     let recovered = if report.failed_paths.is_empty() {
         Vec::new()
     } else {
-        fallback(&c, index, &report, &opts, args.fallback)?
+        fallback(&c, index, &report, &opts, args.fallback, cancel.flag())
+            .map_err(|e| cancel.explain("restore", e, STOPPED))?
     };
     super::audit::record(
         &c.repo,
@@ -220,12 +228,13 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
             recovered.iter().filter(|r| r.restored).count()
         ),
     );
-    let still_failed: Vec<&(String, String)> = report
+    // (raw path, reason) of what is still missing.
+    let still_failed: Vec<(&Vec<u8>, &String)> = report
         .failed
         .iter()
         .zip(&report.failed_paths)
         .filter(|(_, raw)| !recovered.iter().any(|r| r.restored && &r.path == *raw))
-        .map(|(f, _)| f)
+        .map(|((_, err), raw)| (raw, err))
         .collect();
     if ctx.json {
         print_json(&serde_json::json!({
@@ -244,7 +253,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
             "restored snapshot {} ({}) to {}: {} files ({}), {} folders, {} links{}{}",
             id.short(),
             snap.time.format("%Y-%m-%d %H:%M:%S UTC"),
-            target.display(),
+            text::path(&target),
             report.files,
             super::backup::human(report.bytes),
             report.dirs,
@@ -261,7 +270,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
             }
         );
         for r in &recovered {
-            let p = String::from_utf8_lossy(&r.path);
+            let p = text::name(&r.path);
             match (&r.from, r.restored) {
                 (Some((sid, t)), true) => println!(
                     "restored /{p} from older snapshot {} ({})",
@@ -273,7 +282,8 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
                     sid.short(),
                     t.format("%Y-%m-%d %H:%M:%S UTC"),
                     match &r.error {
-                        Some(e) => format!(", but restoring it from there failed: {e}"),
+                        Some(e) =>
+                            format!(", but restoring it from there failed: {}", text::message(e)),
                         None => "; restore with --fallback to take it from there".into(),
                     }
                 ),
@@ -282,10 +292,14 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
         }
     }
     for w in &report.warnings {
-        eprintln!("coffer: warning: {w}");
+        eprintln!("coffer: warning: {}", text::message(w));
     }
     for (path, err) in &still_failed {
-        eprintln!("coffer: could not restore /{path}: {err}");
+        eprintln!(
+            "coffer: could not restore /{}: {}",
+            text::name(path),
+            text::message(err)
+        );
     }
     if still_failed.is_empty() {
         Ok(Exit::Success)
@@ -321,6 +335,7 @@ fn fallback(
     report: &crate::engine::restore::RestoreReport,
     opts: &RestoreOptions,
     apply: bool,
+    cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<Vec<Recovered>> {
     let intact = |id: &BlobId| {
         !report.bad_blobs.contains(id) && c.blobs.get(id).is_some_and(|l| c.health.usable(l))
@@ -367,7 +382,15 @@ fn fallback(
                 exclude: Vec::new(),
                 ..opts.clone()
             };
-            match run_restore(&c.repo, &c.blobs, snap, &o, &crate::engine::NoProgress) {
+            match run_restore(
+                &c.repo,
+                &c.blobs,
+                snap,
+                &o,
+                &crate::engine::NoProgress,
+                cancel,
+            ) {
+                Err(crate::Error::Interrupted) => return Err(crate::Error::Interrupted.into()),
                 Ok(r) => {
                     for (raw, (_, e)) in r.failed_paths.iter().zip(&r.failed) {
                         errors.insert(raw.clone(), e.clone());

@@ -474,6 +474,9 @@ fn run(
             let (dedup, chunker, read_bytes) = (&dedup, &data_chunker, &read_bytes);
             s.spawn(move || {
                 for job in job_rx.iter() {
+                    if cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let result = read_file(
                         &job, chunker, small, dedup, &repo.keys, &seal_tx, progress, read_bytes,
                     );
@@ -494,6 +497,9 @@ fn run(
             let level = opts.compression;
             s.spawn(move || {
                 for b in seal_rx.iter() {
+                    if cancel.load(Ordering::Relaxed) {
+                        break; // the readers' sends fail: they stop too
+                    }
                     let sealed = seal_blob(&repo.keys, b.kind, b.id, &b.data, level);
                     if pack_tx.send(sealed).is_err() {
                         break;
@@ -528,7 +534,14 @@ fn run(
         let driven = d.drive(walk_rx, &job_tx, &done_rx, &file_cache, cancel, lock);
         drop(job_tx);
         // On failure, hang up so every stage stops, then report the first cause.
-        let finished = driven.and_then(|()| d.finish(&meta_chunker));
+        // After a cancel, the stages that stopped are no failure of their own.
+        let finished = driven.and_then(|()| d.finish(&meta_chunker)).map_err(|e| {
+            if cancel.load(Ordering::Relaxed) {
+                Error::Interrupted
+            } else {
+                e
+            }
+        });
         let Driver {
             seal_tx,
             summary,
@@ -541,12 +554,19 @@ fn run(
         let packed = packer_handle
             .join()
             .map_err(|_| Error::Invalid("packer thread panicked".into()))?;
+        // The packer's error first: a full spool disk stops the driver too,
+        // which then only knows that the pipeline stopped.
+        let indexes = packed?;
         let Finished {
             tree,
             refs,
             tree_index,
         } = finished?;
-        let indexes = packed?;
+        // Stopping stages may have dropped blobs the file list names: once
+        // the flag is set, no commit (the packs stored are indexed).
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
 
         // Commit: indexes are written; now the snapshot, last.
         let new_packs = || indexes.iter().flat_map(|(_, i)| i.packs.iter());

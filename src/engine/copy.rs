@@ -5,11 +5,11 @@
 //! interrupted first copy is not yet a repository and the next run resumes.
 
 use super::Progress;
-use crate::Result;
 use crate::repo::ids::PackId;
 use crate::repo::lock::RepoLock;
 use crate::repo::store::Store;
 use crate::repo::{CONFIG_KEY, KEYRING_KEY, RepoError, Repository};
+use crate::{Error, Result};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -21,8 +21,15 @@ pub struct CopyReport {
     pub objects_present: u64,
 }
 
-/// Copies every object `target` lacks from `repo`'s storage.
-pub fn copy(repo: &Repository, target: &Store, progress: &dyn Progress) -> Result<CopyReport> {
+/// Copies every object `target` lacks from `repo`'s storage. `cancel`
+/// stops it between objects with [`Error::Interrupted`] (what was sent
+/// stays; the next copy goes on from there); the target's lock is released.
+pub fn copy(
+    repo: &Repository,
+    target: &Store,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<CopyReport> {
     // The target is this repository or nothing yet: never mix two repositories.
     if let Ok(raw) = target.get(CONFIG_KEY) {
         let id = serde_json::from_slice::<serde_json::Value>(&raw)
@@ -40,18 +47,26 @@ pub fn copy(repo: &Repository, target: &Store, progress: &dyn Progress) -> Resul
         target.create_location()?;
     }
     let lock = RepoLock::acquire(target, &repo.keys, chrono::Duration::minutes(30))?;
-    let result = copy_objects(repo, target, progress);
+    let result = copy_objects(repo, target, progress, cancel);
     let released = lock.release(target, &repo.keys);
     let report = result?;
     released?;
     Ok(report)
 }
 
-fn copy_objects(repo: &Repository, target: &Store, progress: &dyn Progress) -> Result<CopyReport> {
+fn copy_objects(
+    repo: &Repository,
+    target: &Store,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<CopyReport> {
     let mut report = CopyReport::default();
     // Data, then index, then snapshots, then the config: each layer only
     // refers to what is already there.
     for prefix in ["data/", "index/", "snapshots/", "audit/"] {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
         let have: HashSet<String> = target.list(prefix)?.into_iter().map(|o| o.key).collect();
         let todo: Vec<_> = repo
             .store
@@ -69,7 +84,7 @@ fn copy_objects(repo: &Repository, target: &Store, progress: &dyn Progress) -> R
         // sent for the next run.
         let failed = AtomicBool::new(false);
         let results = super::par_map(todo, 4, |obj| {
-            if failed.load(Ordering::Relaxed) {
+            if failed.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
                 return None;
             }
             let res = copy_one(repo, target, &obj.key);
@@ -84,6 +99,10 @@ fn copy_objects(repo: &Repository, target: &Store, progress: &dyn Progress) -> R
             report.objects_copied += 1;
             report.bytes_copied += n;
         }
+    }
+    // The config goes last: an interrupted first copy is not yet a repository.
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
     }
     for key in [KEYRING_KEY, CONFIG_KEY] {
         if target.stat(key)?.is_none() {

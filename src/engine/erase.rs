@@ -42,6 +42,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Debug, Default)]
 pub struct EraseOptions {
@@ -285,6 +286,7 @@ fn corrupt_snapshot(sid: &SnapshotId, e: Error) -> Error {
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn scan(
     repo: &Repository,
     catalog: &Catalog,
@@ -293,6 +295,7 @@ fn scan(
     m: &Matcher,
     progress: &dyn Progress,
     mut lock: Option<&mut RepoLock>,
+    cancel: &AtomicBool,
 ) -> Result<Plan> {
     progress.phase("scan", None);
     let mut cache = TreeCache::default();
@@ -302,6 +305,7 @@ fn scan(
     // Ranges of blobs that kept files use in part (bundles); whole chunks need no re-store.
     let mut kept_ranges: HashMap<BlobId, HashSet<(u64, u64)>> = HashMap::new();
     for (n, (sid, snap)) in snaps.iter().enumerate() {
+        stop(cancel)?;
         if let Some(l) = lock.as_deref_mut() {
             l.refresh_if_due(&repo.store, &repo.keys)?;
         }
@@ -502,13 +506,24 @@ fn erasure(
     }
 }
 
+/// [`Error::Interrupted`] once the cancel flag is set.
+fn stop(cancel: &AtomicBool) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    Ok(())
+}
+
 /// Erases the files matching `opts.patterns` from every snapshot, then
 /// prunes so their data leaves storage. Needs the operator identity.
+/// `cancel` stops it at a safe point with [`Error::Interrupted`] (the
+/// lock released, no spool file left): running it again finishes the job.
 pub fn erase(
     repo: &Repository,
     catalog: &mut Catalog,
     opts: &EraseOptions,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> Result<EraseReport> {
     if !repo.keys.is_operator() {
         return Err(RepoError::NeedIdentity {
@@ -525,14 +540,14 @@ pub fn erase(
     if opts.dry_run {
         let blobs = sync_index(repo, catalog)?.blobs;
         let (snaps, _) = sync_snapshots(repo, catalog)?;
-        let plan = scan(repo, catalog, &blobs, &snaps, &m, progress, None)?;
+        let plan = scan(repo, catalog, &blobs, &snaps, &m, progress, None, cancel)?;
         fill_plan(&mut report, &plan, &snaps);
         return Ok(report);
     }
     // One lock across the rewrite and the prune: a backup in between could
     // re-use a mixed bundle through its file cache and keep erased bytes alive.
     let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, opts.lock_wait)?;
-    let result = rewrite_all(repo, catalog, &m, &mut report, progress, &mut lock).and_then(|plan| {
+    let result = rewrite_all(repo, catalog, &m, &mut report, progress, &mut lock, cancel).and_then(|plan| {
         // The erased data leaves storage: nothing unreferenced may stay behind.
         progress.phase("prune", None);
         let opts = PruneOptions {
@@ -542,10 +557,11 @@ pub fn erase(
             dry_run: false,
             lock_wait: std::time::Duration::ZERO,
         };
-        let pruned = prune_locked(repo, catalog, &opts, &mut lock).map_err(|e| {
-            Error::Invalid(format!(
+        let pruned = prune_locked(repo, catalog, &opts, &mut lock, cancel).map_err(|e| match e {
+            Error::Interrupted => e,
+            e => Error::Invalid(format!(
                 "the snapshots were rewritten, but removing the erased data from storage failed: {e}; run the same erase again to finish"
-            ))
+            )),
         })?;
         report.bytes_freed = pruned.bytes_freed;
         report.prune = Some(pruned);
@@ -599,10 +615,20 @@ fn rewrite_all(
     report: &mut EraseReport,
     progress: &dyn Progress,
     lock: &mut RepoLock,
+    cancel: &AtomicBool,
 ) -> Result<Plan> {
     let blobs = sync_index(repo, catalog)?.blobs;
     let (snaps, _) = sync_snapshots(repo, catalog)?;
-    let plan = scan(repo, catalog, &blobs, &snaps, m, progress, Some(&mut *lock))?;
+    let plan = scan(
+        repo,
+        catalog,
+        &blobs,
+        &snaps,
+        m,
+        progress,
+        Some(&mut *lock),
+        cancel,
+    )?;
     fill_plan(report, &plan, &snaps);
     let todo: Vec<usize> = (0..snaps.len())
         .filter(|&n| plan.losses[n].changes())
@@ -640,6 +666,7 @@ fn rewrite_all(
     let mut done: Vec<SnapshotErasure> = Vec::new();
     let result = (|| -> Result<()> {
         for &n in &todo {
+            stop(cancel)?;
             lock.refresh_if_due(&repo.store, &repo.keys)?;
             let (sid, snap) = &snaps[n];
             let loss = &plan.losses[n];
@@ -661,6 +688,8 @@ fn rewrite_all(
     result?;
     let blobs_written = w.blobs.blobs_written;
     let written = w.blobs.finish()?;
+    // The last safe point before the commit: the new packs are orphans then.
+    stop(cancel)?;
 
     // Commit: the index of the new packs, the new snapshots, then the old go.
     if !written.is_empty() {

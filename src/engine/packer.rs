@@ -10,6 +10,24 @@ use crate::storage::StorageError;
 use crate::{Error, Result};
 use std::collections::VecDeque;
 
+/// A spool file error (`in_repo`: the spool folder is in a local
+/// repository); a full disk says so, where, and what to do.
+fn spool_error(in_repo: bool, spool: &std::path::Path, e: std::io::Error) -> Error {
+    if !crate::error::is_full(&e) {
+        return Error::io(spool, e);
+    }
+    let hint = if in_repo {
+        "free space on the repository's file system and run it again; the repository stays valid, and the next run reuses what was stored"
+    } else {
+        "packs are spooled there before upload: free space there, or set TMPDIR to a folder with room for a few packs, and run it again; the repository stays valid, and the next run reuses what was uploaded"
+    };
+    Error::NoSpace {
+        path: spool.to_path_buf(),
+        reason: crate::error::full_reason(&e),
+        hint,
+    }
+}
+
 type Upload = (
     tokio::task::JoinHandle<std::result::Result<(), StorageError>>,
     IndexedPack,
@@ -45,13 +63,14 @@ impl<'a> Packer<'a> {
 
     pub(crate) fn add(&mut self, blob: SealedBlob) -> Result<()> {
         let spool = self.repo.store.spool_dir();
+        let in_repo = self.repo.store.spools_in_repository();
         let w = match self.writer.as_mut() {
             Some(w) => w,
             None => self
                 .writer
-                .insert(PackWriter::create(&spool).map_err(|e| Error::io(&spool, e))?),
+                .insert(PackWriter::create(&spool).map_err(|e| spool_error(in_repo, &spool, e))?),
         };
-        w.add(blob).map_err(|e| Error::io(&spool, e))?;
+        w.add(blob).map_err(|e| spool_error(in_repo, &spool, e))?;
         if w.len() >= self.repo.config.pack_size {
             self.seal()?;
         }
@@ -68,9 +87,10 @@ impl<'a> Packer<'a> {
             self.join_oldest()?;
         }
         let spool = self.repo.store.spool_dir();
+        let in_repo = self.repo.store.spools_in_repository();
         let p = w
             .finish(&self.repo.keys)
-            .map_err(|e| Error::io(&spool, e))?;
+            .map_err(|e| spool_error(in_repo, &spool, e))?;
         let handle = self.repo.store.spawn_put_file(p.id.key(), p.path);
         self.uploading.push_back((
             handle,

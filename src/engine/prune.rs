@@ -25,6 +25,7 @@ use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -89,9 +90,17 @@ enum Verdict {
     Repack,
 }
 
-pub fn prune(repo: &Repository, catalog: &mut Catalog, opts: &PruneOptions) -> Result<PruneReport> {
+/// Prunes under the writer lock. `cancel` stops it at a safe point (before
+/// the new index is written, so what it repacked is an orphan the next prune
+/// deletes) with [`Error::Interrupted`]; the lock is released.
+pub fn prune(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &PruneOptions,
+    cancel: &AtomicBool,
+) -> Result<PruneReport> {
     let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, opts.lock_wait)?;
-    let result = prune_locked(repo, catalog, opts, &mut lock);
+    let result = prune_locked(repo, catalog, opts, &mut lock, cancel);
     let released = lock.release(&repo.store, &repo.keys);
     let report = result?;
     released?;
@@ -140,7 +149,14 @@ pub(crate) fn prune_locked(
     catalog: &mut Catalog,
     opts: &PruneOptions,
     lock: &mut RepoLock,
+    cancel: &AtomicBool,
 ) -> Result<PruneReport> {
+    let stop = || -> Result<()> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    };
     let now = Utc::now();
     repo.store.remove_stale_temp()?;
     let synced = sync(repo, catalog)?;
@@ -172,6 +188,7 @@ pub(crate) fn prune_locked(
         }
     }
     let live = live_set(repo, catalog, &snaps, &blobs)?;
+    stop()?;
     let pack_indexes = catalog.pack_indexes()?;
     let indexed_sizes = catalog.packs()?;
 
@@ -286,6 +303,7 @@ pub(crate) fn prune_locked(
         drop_spent_records(repo, catalog, &health, &mut report)?;
         return Ok(report);
     }
+    stop()?;
 
     // 1. Live blobs of repacked packs go into new packs. The coalesced reads
     //    run ahead of the packing, several in flight, and each new pack
@@ -320,6 +338,7 @@ pub(crate) fn prune_locked(
     let mut record = DamageRecord::new("prune");
     let mut unreadable: HashSet<PackId> = HashSet::new();
     for ((pack, entries, run), bytes) in runs.iter().zip(fetched) {
+        stop()?;
         lock.refresh_if_due(&repo.store, &repo.keys)?;
         if unreadable.contains(pack) {
             continue;
@@ -380,6 +399,8 @@ pub(crate) fn prune_locked(
             .iter()
             .map(|p| indexed_sizes.get(p).copied().unwrap_or(0))
             .sum::<u64>();
+    // The last safe point: from here on, commit (a cut leaves orphans only).
+    stop()?;
 
     // 2. One index for the new packs and the survivors of every index that
     //    named a doomed pack; then the old indexes go, then the old packs.

@@ -25,6 +25,15 @@ use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Entry, EntryKind, TreeParser, parse_index, walk_order};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Stops at a safe point once a signal asked to.
+fn stop(cancel: &AtomicBool) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(crate::Error::Interrupted);
+    }
+    Ok(())
+}
 
 /// Runs `f` under the writer lock, released whatever happens.
 fn locked<T>(
@@ -64,9 +73,11 @@ pub fn repair_index(
     catalog: &mut Catalog,
     dry_run: bool,
     lock_wait: std::time::Duration,
+    cancel: &AtomicBool,
 ) -> Result<IndexRepair> {
     locked(repo, lock_wait, |_| {
         let synced = sync_index(repo, catalog)?;
+        stop(cancel)?;
         let mut report = IndexRepair {
             dry_run,
             indexes_unreadable: synced
@@ -102,6 +113,8 @@ pub fn repair_index(
             return Ok(report);
         }
         let (adopted, unreadable) = adopt_orphan_packs(repo, catalog, &synced.health.stored)?;
+        // The new index is written: a stop here leaves only the old objects.
+        stop(cancel)?;
         report.packs_indexed = adopted.packs.len();
         report.indexes_written = adopted.packs.len().div_ceil(super::ADOPT_PACKS_PER_INDEX);
         report.packs_unreadable = unreadable
@@ -260,6 +273,7 @@ pub fn repair_snapshots(
     dry_run: bool,
     lock_wait: std::time::Duration,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> Result<SnapshotsRepair> {
     if !repo.keys.is_operator() {
         return Err(crate::repo::RepoError::NeedIdentity {
@@ -286,6 +300,7 @@ pub fn repair_snapshots(
         let mut w = BlobWriter::new(repo, blobs);
         let mut new_snaps: Vec<(usize, Snapshot, SnapshotRepair)> = Vec::new();
         for &n in &damaged {
+            stop(cancel)?;
             lock.refresh_if_due(&repo.store, &repo.keys)?;
             let (sid, snap) = &snaps[n];
             let items = read_list_with_gaps(repo, blobs, health, snap)?;
@@ -450,6 +465,8 @@ pub fn repair_snapshots(
         }
         // Commit: the new packs' index, the new snapshots, then the originals.
         let written = w.finish()?;
+        // The last safe point: the new packs are orphans a backup adopts.
+        stop(cancel)?;
         report.packs_written = written.len();
         if !written.is_empty() {
             let index = IndexFile { packs: written };

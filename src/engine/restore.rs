@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
@@ -293,13 +293,23 @@ fn apply_metadata(path: &Path, e: &Entry, root: bool) -> std::io::Result<()> {
     set_times(path, e.mtime)
 }
 
+/// Restores `snap` as `opts` says. `cancel` stops it at a safe point with
+/// [`Error::Interrupted`]: the files written whole stay, files not finished
+/// are removed, and existing files being replaced are left as they were.
 pub fn restore(
     repo: &Repository,
     blobs: &HashMap<BlobId, BlobLocation>,
     snap: &Snapshot,
     opts: &RestoreOptions,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> Result<RestoreReport> {
+    let stop = || -> Result<()> {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        Ok(())
+    };
     let selection = Selection::new(opts)?;
     // A new or empty target needs no look at what is there, file by file.
     let fresh = std::fs::read_dir(&opts.target).map_or(true, |mut d| d.next().is_none());
@@ -324,6 +334,7 @@ pub fn restore(
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
         for prefix in &prefixes {
             super::for_each_entry_under(repo, blobs, snap, prefix, |e| {
+                stop()?;
                 if selection.selects(&e.path) && seen.insert(e.path.clone()) {
                     entries.push(e);
                 }
@@ -332,6 +343,7 @@ pub fn restore(
         }
     } else {
         for_each_entry(repo, blobs, snap, |e| {
+            stop()?;
             if selection.selects(&e.path) {
                 entries.push(e);
             }
@@ -429,6 +441,7 @@ pub fn restore(
     let mut plan: HashMap<BlobId, Vec<Piece>> = HashMap::new();
     let mut total_bytes = 0u64;
     for (i, e) in entries.iter().enumerate() {
+        stop()?; // no file is written yet: folders, fifos and devices are whole
         if skip[i] || failed.contains(&i) {
             continue;
         }
@@ -558,7 +571,7 @@ pub fn restore(
             let (create_errors, full, write_path) = (&create_errors, &full, &write_path);
             s.spawn(move || {
                 for &i in part {
-                    if full.is_set() {
+                    if full.is_set() || cancel.load(Ordering::Relaxed) {
                         break;
                     }
                     let abs = write_path(i);
@@ -640,6 +653,7 @@ pub fn restore(
         entries: &entries,
         piece_count: &piece_count,
         finished: (0..entries.len()).map(|_| AtomicBool::new(false)).collect(),
+        written: (0..entries.len()).map(|_| AtomicU32::new(0)).collect(),
         root,
         errors: Mutex::new(Vec::new()),
         full,
@@ -666,7 +680,10 @@ pub fn restore(
         let ranges = reads.iter().map(|(w, run)| run.read(w.0.key())).collect();
         let fetched = repo.store.read_ahead(ranges, repo.store.read_concurrency());
         for ((w, run), f) in reads.iter().zip(fetched) {
-            if writer.full.is_set() || tx.send((&w.0, &w.1[run.items.clone()], f)).is_err() {
+            if writer.full.is_set()
+                || cancel.load(Ordering::Relaxed)
+                || tx.send((&w.0, &w.1[run.items.clone()], f)).is_err()
+            {
                 break;
             }
         }
@@ -674,6 +691,7 @@ pub fn restore(
     });
     let Writer {
         finished,
+        written,
         errors,
         full,
         bad_blobs,
@@ -681,6 +699,26 @@ pub fn restore(
         hashes,
         ..
     } = writer;
+    if cancel.load(Ordering::Relaxed) {
+        // Stopped: no file is left half written. A replacement is removed
+        // (the existing file stays as it was), and so is a file written in
+        // place that did not get all its pieces.
+        for (i, e) in entries.iter().enumerate() {
+            if e.kind != EntryKind::File || skip[i] {
+                continue;
+            }
+            match &temp[i] {
+                Some(t) => {
+                    let _ = std::fs::remove_file(t);
+                }
+                None if written[i].load(Ordering::Relaxed) < piece_count[i] => {
+                    let _ = std::fs::remove_file(opts.target.join(e.path_os()));
+                }
+                None => {}
+            }
+        }
+        return Err(Error::Interrupted);
+    }
     report
         .bad_blobs
         .extend(bad_blobs.into_inner().unwrap_or_default());
@@ -878,6 +916,8 @@ struct Writer<'a> {
     piece_count: &'a [u32],
     /// Files written whole by their single piece, metadata already set.
     finished: Vec<AtomicBool>,
+    /// Pieces written per file (a stopped restore removes unfinished files).
+    written: Vec<AtomicU32>,
     root: bool,
     errors: Mutex<Vec<(usize, String)>>,
     full: Full,
@@ -1015,7 +1055,10 @@ fn write_blobs(
                         for p in pieces {
                             match w.write(&plain, p) {
                                 Err(e) => w.fail(std::slice::from_ref(p), &e),
-                                Ok(()) => w.progress.advance(p.len),
+                                Ok(()) => {
+                                    w.written[p.file].fetch_add(1, Ordering::Relaxed);
+                                    w.progress.advance(p.len)
+                                }
                             }
                         }
                     }

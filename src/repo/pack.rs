@@ -180,12 +180,14 @@ pub struct SpooledPack {
 }
 
 impl PackWriter {
-    /// Starts a pack in a new hidden file in `dir`.
+    /// Starts a pack in a new hidden file in `dir`, named
+    /// `.tmp-pack-PID-STARTTICKS-RANDOM` so that a later run can tell a dead
+    /// writer's spool from a live one's ([`remove_stale_spool`]).
     pub fn create(dir: &std::path::Path) -> std::io::Result<PackWriter> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!(
-            ".tmp-pack-{}-{:016x}",
-            std::process::id(),
+            "{SPOOL_PREFIX}{}-{:016x}",
+            crate::host::temp_mark(),
             rand::random::<u64>()
         ));
         let file = std::fs::OpenOptions::new()
@@ -228,18 +230,26 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Appends trailer and footer, syncs the file, and names the pack.
+    /// Appends trailer and footer, syncs the file, and names the pack. On
+    /// failure (a full disk) the spool file is removed.
     pub fn finish(mut self, keys: &Keys) -> std::io::Result<SpooledPack> {
         let json = serde_json::to_vec(&self.entries).unwrap_or_default();
         let trailer = keys.seal(
             Audience::Both,
             &zstd::bulk::compress(&json, 3).unwrap_or_default(),
         );
-        self.write(&trailer)?;
-        self.write(&(trailer.len() as u32).to_le_bytes())?;
-        self.write(FOOTER_MAGIC)?;
-        let file = self.file.into_inner().map_err(|e| e.into_error())?;
-        file.sync_data()?;
+        let written = (|| {
+            use std::io::Write;
+            self.write(&trailer)?;
+            self.write(&(trailer.len() as u32).to_le_bytes())?;
+            self.write(FOOTER_MAGIC)?;
+            self.file.flush()?;
+            self.file.get_ref().sync_data()
+        })();
+        if let Err(e) = written {
+            self.discard();
+            return Err(e);
+        }
         Ok(SpooledPack {
             id: PackId(*self.hasher.finalize().as_bytes()),
             path: self.path,
@@ -252,6 +262,37 @@ impl PackWriter {
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// The name prefix of pack spool files.
+pub const SPOOL_PREFIX: &str = ".tmp-pack-";
+
+/// Removes the pack spool files in `dir` (the system temp folder, for S3)
+/// whose writer is gone: a process killed before it could clean up. Files of
+/// other users and of live processes are left. Returns how many went.
+pub fn remove_stale_spool(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut removed = 0;
+    for entry in rd.flatten() {
+        let name = entry.file_name();
+        let Some(mark) = name
+            .as_encoded_bytes()
+            .strip_prefix(SPOOL_PREFIX.as_bytes())
+        else {
+            continue;
+        };
+        let mine = entry.metadata().is_ok_and(|m| m.is_file() && m.uid() == me);
+        if mine && crate::host::temp_writer_gone(mark) && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Parses the footer (the last 12 bytes): returns the trailer length.
@@ -390,6 +431,27 @@ mod tests {
             open_blob(&agent_only, &e(&refs), &pack, &refs.bytes).unwrap(),
             b"y"
         );
+    }
+
+    #[test]
+    fn stale_spool_files_go_and_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = PackWriter::create(dir.path()).unwrap();
+        let me = std::process::id();
+        let (_, ticks) = crate::host::proc_stat(me).unwrap();
+        let names = [
+            format!(".tmp-pack-{}-1-00ff", u32::MAX - 1),
+            format!(".tmp-pack-{me}-{}-00ff", ticks + 1),
+            format!(".tmp-pack-{}-00ff", u32::MAX - 1),
+        ];
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join("unrelated"), b"x").unwrap();
+        assert_eq!(remove_stale_spool(dir.path()), 3);
+        assert!(live.path.exists(), "this process's own spool stays");
+        assert!(dir.path().join("unrelated").exists());
+        live.discard();
     }
 
     proptest! {

@@ -79,8 +79,15 @@ impl Store {
     pub fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.run(self.storage.delete(key))
     }
+    /// Removes what killed writers left: temporary objects in the storage
+    /// (call with the writer lock held) and, where packs are spooled outside
+    /// it (S3: the system temp folder), the spool files of dead processes.
     pub fn remove_stale_temp(&self) -> Result<u64, StorageError> {
-        self.run(self.storage.remove_stale_temp())
+        let mut removed = self.run(self.storage.remove_stale_temp())?;
+        if !self.spools_in_repository() {
+            removed += crate::repo::pack::remove_stale_spool(&self.spool_dir());
+        }
+        Ok(removed)
     }
     pub fn create_location(&self) -> Result<(), StorageError> {
         self.run(self.storage.create_location())
@@ -103,7 +110,8 @@ impl Store {
             .spawn(async move { storage.put(&key, data).await })
     }
 
-    /// Starts uploading a spool file in the background; the file is consumed.
+    /// Starts uploading a spool file in the background; the file is
+    /// consumed: stored, or removed when the upload fails or is aborted.
     pub fn spawn_put_file(
         &self,
         key: String,
@@ -111,11 +119,10 @@ impl Store {
     ) -> tokio::task::JoinHandle<Result<(), StorageError>> {
         let storage = self.storage.clone();
         self.runtime.spawn(async move {
-            let res = storage.put_file(&key, &path).await;
-            if res.is_err() {
-                let _ = tokio::fs::remove_file(&path).await;
-            }
-            res
+            // Dropped when the task ends or is aborted; after a stored
+            // upload the file is gone already (moved or deleted).
+            let _spool = SpoolFile(path.clone());
+            storage.put_file(&key, &path).await
         })
     }
 
@@ -154,6 +161,12 @@ impl Store {
         self.storage.spool_dir().unwrap_or_else(std::env::temp_dir)
     }
 
+    /// Whether packs are spooled inside the repository (a local one) rather
+    /// than in the system temp folder.
+    pub fn spools_in_repository(&self) -> bool {
+        self.storage.spool_dir().is_some()
+    }
+
     /// Waits for a background storage task (an upload, a read ahead).
     pub fn join<T>(
         &self,
@@ -165,6 +178,15 @@ impl Store {
                 message: format!("storage task failed: {e}"),
             })
         })
+    }
+}
+
+/// A spool file that an upload task owns: removed when the task ends.
+struct SpoolFile(std::path::PathBuf);
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

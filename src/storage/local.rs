@@ -31,10 +31,18 @@ impl LocalStorage {
                 key: key.to_string(),
             };
         }
+        let message = if crate::error::is_full(&e) {
+            format!(
+                "no space left on device ({}); free space on the repository's file system and run it again (what is stored stays valid)",
+                crate::error::full_reason(&e)
+            )
+        } else {
+            e.to_string()
+        };
         StorageError::Io {
             location: self.location(),
             key: key.to_string(),
-            message: e.to_string(),
+            message,
             transient: matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::TimedOut),
             kind: Some(e.kind()),
         }
@@ -128,8 +136,8 @@ impl LocalStorage {
     }
 }
 
-/// A temp file (`.tmp-PID-RANDOM`, or `.tmp-pack-PID-RANDOM` for a spooled
-/// pack) whose writer is gone. A pack spool belongs to the lock holder, so
+/// A temp file (`.tmp-PID-RANDOM`, or `.tmp-pack-PID-STARTTICKS-RANDOM` for
+/// a spooled pack) whose writer is gone. A pack spool belongs to the lock holder, so
 /// once its process is gone it goes at once. A small temp may be the lock
 /// file of a writer waiting for the lock, maybe on another host sharing the
 /// mount, where the pid says nothing: it is left a minute. Any temp a day
@@ -149,12 +157,8 @@ fn abandoned_temp(entry: &std::fs::DirEntry) -> bool {
         .and_then(|m| m.modified().ok())
         .and_then(|t| t.elapsed().ok())
         .unwrap_or_default();
-    let pid = std::str::from_utf8(rest)
-        .ok()
-        .and_then(|r| r.split('-').next())
-        .and_then(|p| p.parse::<u32>().ok());
-    let writer_gone =
-        pid.is_none_or(|p| p != std::process::id() && !crate::host::process_alive(p, None));
+    // The name carries the writer's pid, and for a pack spool its start time.
+    let writer_gone = crate::host::temp_writer_gone(rest);
     (writer_gone && age >= std::time::Duration::from_secs(min_age))
         || age >= std::time::Duration::from_secs(24 * 3600)
 }

@@ -271,30 +271,6 @@ fn truncate(s: &str) -> String {
     format!("[... {cut} bytes elided ...]\n{}", &s[cut..])
 }
 
-/// Polls `probe` every 200 ms until it returns `Some`, or panics after
-/// `timeout` naming `what` and showing `context()`.
-#[track_caller]
-fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        if start.elapsed() > timeout {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n{}",
-                context()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn agent_args(profiles: &Path, state: &Path, extra: &[&str]) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![
         "agent".into(),

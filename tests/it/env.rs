@@ -1058,6 +1058,30 @@ pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
     }
 }
 
+/// Polls `probe` every 200 ms until it returns `Some`, or panics after
+/// `timeout` naming `what` and showing `context()`.
+#[track_caller]
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                context()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Starts coffer in the background with output going to files (for the crash
 /// test, which kills it).
 pub fn spawn_background(
@@ -1065,9 +1089,22 @@ pub fn spawn_background(
     args: &[OsString],
     log_stem: &str,
 ) -> (Child, PathBuf, PathBuf) {
+    spawn_background_with_env(env, args, &[], log_stem)
+}
+
+/// `spawn_background` with extra environment variables.
+pub fn spawn_background_with_env(
+    env: &TestEnv,
+    args: &[OsString],
+    vars: &[(&str, &OsStr)],
+    log_stem: &str,
+) -> (Child, PathBuf, PathBuf) {
     let out_path = env.unique_path(&format!("{log_stem}.stdout"));
     let err_path = env.unique_path(&format!("{log_stem}.stderr"));
     let mut cmd = env.command(args);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
     cmd.stdin(Stdio::null())
         .stdout(fs::File::create(&out_path).unwrap())
         .stderr(fs::File::create(&err_path).unwrap());

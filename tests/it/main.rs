@@ -17,6 +17,7 @@ mod golden;
 mod heal;
 mod history;
 mod install;
+mod interrupt;
 mod moto;
 mod prune;
 mod recovery;

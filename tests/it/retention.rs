@@ -133,7 +133,7 @@ fn three_months_of_six_a_day_keep_the_window_and_storage_stays_flat() {
             "at {now}: forgotten snapshots are gone from storage"
         );
         if starts.iter().filter(|t| local_day(&tz, **t) == day).count() == 1 {
-            prune(&repo, &mut catalog, &prune_opts).unwrap();
+            prune(&repo, &mut catalog, &prune_opts, &AtomicBool::new(false)).unwrap();
             bytes_by_day.insert((now - start).num_days(), data_bytes(&env));
         }
     }
