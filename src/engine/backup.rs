@@ -267,9 +267,7 @@ fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<Vec<(IndexId, I
         if packs.is_empty() {
             return Ok(());
         }
-        let index = IndexFile { packs };
-        let id = repo.write_index(&index)?;
-        indexes.push((id, index));
+        indexes.extend(repo.write_indexes(packs)?);
         Ok(())
     };
     let mut packer = Packer::new(repo);

@@ -7,6 +7,7 @@ use crate::Result;
 use crate::catalog::BlobLocation;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
+use crate::repo::limits;
 use crate::repo::pack::{BlobKind, PackEntry, open_blob, parse_pack};
 use crate::repo::snapshot::Snapshot;
 use serde::Serialize;
@@ -253,7 +254,10 @@ fn read_pack(
     indexed: &[PackEntry],
 ) -> Option<(PackId, String, HashSet<BlobId>)> {
     let all: HashSet<BlobId> = indexed.iter().map(|e| e.id).collect();
-    let bytes = match repo.store.get(&pack.key()) {
+    let bytes = match repo
+        .store
+        .get_capped(&pack.key(), limits::pack(repo.config.pack_size))
+    {
         Ok(b) => b,
         Err(e) => return Some((*pack, e.to_string(), all)),
     };

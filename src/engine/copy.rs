@@ -7,6 +7,7 @@
 use super::Progress;
 use crate::Result;
 use crate::repo::ids::PackId;
+use crate::repo::limits;
 use crate::repo::lock::RepoLock;
 use crate::repo::store::Store;
 use crate::repo::{CONFIG_KEY, KEYRING_KEY, RepoError, Repository};
@@ -24,7 +25,7 @@ pub struct CopyReport {
 /// Copies every object `target` lacks from `repo`'s storage.
 pub fn copy(repo: &Repository, target: &Store, progress: &dyn Progress) -> Result<CopyReport> {
     // The target is this repository or nothing yet: never mix two repositories.
-    if let Ok(raw) = target.get(CONFIG_KEY) {
+    if let Ok(raw) = target.get_capped(CONFIG_KEY, limits::CONFIG) {
         let id = serde_json::from_slice::<serde_json::Value>(&raw)
             .ok()
             .and_then(|v| v["id"].as_str().map(str::to_string));
@@ -96,7 +97,9 @@ fn copy_objects(repo: &Repository, target: &Store, progress: &dyn Progress) -> R
 
 /// Copies one object; a pack must hash to its name before it is sent on.
 fn copy_one(repo: &Repository, target: &Store, key: &str) -> Result<u64> {
-    let bytes = repo.store.get(key)?;
+    let bytes = repo
+        .store
+        .get_capped(key, limits::any_object_cap(key, repo.config.pack_size))?;
     if let Some(pack) = PackId::from_key(key)
         && blake3::hash(&bytes).as_bytes() != &pack.0
     {

@@ -208,14 +208,11 @@ pub fn adopt_orphan_packs(repo: &Repository, catalog: &mut Catalog) -> Result<In
         let blobs = repo.read_pack_trailer(&id, size).ok()?;
         Some(IndexedPack { id, size, blobs })
     });
-    let index = IndexFile {
-        packs: read.into_iter().flatten().collect(),
-    };
-    if !index.packs.is_empty() {
-        let id = repo.write_index(&index)?;
+    let packs: Vec<IndexedPack> = read.into_iter().flatten().collect();
+    for (id, index) in repo.write_indexes(packs.clone())? {
         catalog.add_index(&id, &index)?;
     }
-    Ok(index)
+    Ok(IndexFile { packs })
 }
 
 /// Reads the blobs of a stream (tree or refs) in order, handing each to `f`.
@@ -399,13 +396,15 @@ pub fn coalesce<T>(items: &[T], span: impl Fn(&T) -> (u64, u64), gap: u64, max: 
     let mut out = Vec::new();
     let mut i = 0;
     while let Some((start, length)) = items.get(i).map(&span) {
-        let mut end = start + length;
+        // Saturating: numbers from an index are bounded when it is read, but
+        // a catalog filled by an older coffer was not.
+        let mut end = start.saturating_add(length);
         let mut j = i + 1;
         while let Some((offset, length)) = items.get(j).map(&span)
-            && offset <= end + gap
-            && offset + length - start <= max
+            && offset <= end.saturating_add(gap)
+            && offset.saturating_add(length) - start <= max
         {
-            end = end.max(offset + length);
+            end = end.max(offset.saturating_add(length));
             j += 1;
         }
         out.push(Run {
@@ -525,8 +524,9 @@ pub fn walk_refs(
                 d
             }
         };
-        // Only the blobs of the snapshot at hand and its neighbour are needed again.
-        if loaded.len() > 64 {
+        // Only the blobs of the snapshot at hand and its neighbour are needed
+        // again (and a hostile list's blobs can be 16 MiB each: bounded in bytes too).
+        if loaded.len() > 64 || loaded.values().map(|d| d.len()).sum::<usize>() > 64 << 20 {
             loaded.clear();
         }
         let data = std::sync::Arc::new(data);

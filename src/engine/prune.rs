@@ -15,7 +15,7 @@ use super::packer::Packer;
 use super::{Run, sync_index, sync_snapshots, walk_refs};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
-use crate::repo::index::{IndexFile, IndexedPack};
+use crate::repo::index::IndexedPack;
 use crate::repo::lock::{LEASE, RepoLock};
 use crate::repo::pack::{PackEntry, SealedBlob};
 use crate::repo::snapshot::Snapshot;
@@ -293,12 +293,9 @@ pub(crate) fn prune_locked(
     }
     survivors.sort_by_key(|p| p.id.0);
     survivors.extend(written.iter().cloned());
-    let mut new_indexes = Vec::new();
-    if !survivors.is_empty() {
-        let index = IndexFile { packs: survivors };
-        let id = repo.write_index(&index)?;
-        new_indexes.push((id, index));
-    }
+    // Split into objects of a bounded number of blobs (repo::limits): the
+    // survivors of many indexes could otherwise make one of any size.
+    let new_indexes = repo.write_indexes(survivors)?;
     lock.refresh_if_due(&repo.store, &repo.keys)?;
     let old: Vec<String> = affected.iter().map(|i| i.key()).collect();
     repo.store.delete_many(&old)?;

@@ -6,6 +6,7 @@ pub mod chunker;
 pub mod ids;
 pub mod index;
 pub mod keys;
+pub mod limits;
 pub mod lock;
 pub mod pack;
 pub mod snapshot;
@@ -72,6 +73,8 @@ pub enum RepoError {
         pid: u32,
         since: DateTime<Utc>,
     },
+    #[error("{what} would be {size} bytes, more than coffer reads back ({max} at most)")]
+    TooLarge { what: String, size: u64, max: u64 },
     #[error("snapshot {0} not found; list them with `coffer snapshots`")]
     NoSuchSnapshot(String),
     #[error("snapshot prefix {0} is ambiguous; give more digits")]
@@ -140,7 +143,7 @@ impl Repository {
     }
 
     fn read_config(store: &Store) -> Result<RepoConfig, RepoError> {
-        Self::parse_config(store, store.get(CONFIG_KEY))
+        Self::parse_config(store, store.get_capped(CONFIG_KEY, limits::CONFIG))
     }
 
     /// The config from the result of reading it.
@@ -210,7 +213,8 @@ impl Repository {
     ) -> Result<Repository, RepoError> {
         // Both at once: on a remote store the two round trips are most of
         // the time it takes to open.
-        let (config, sealed) = store.get_pair(CONFIG_KEY, KEYRING_KEY);
+        let (config, sealed) =
+            store.get_pair((CONFIG_KEY, limits::CONFIG), (KEYRING_KEY, limits::KEYRING));
         let config = Self::parse_config(&store, config)?;
         let sealed = sealed.map_err(|e| match e {
             StorageError::NotFound { .. } => RepoError::Corrupt {
@@ -256,6 +260,17 @@ impl Repository {
     /// Seals a bookkeeping object and names it by the keyed hash of its plaintext.
     fn put_object(&self, prefix: &str, value: &impl Serialize) -> Result<[u8; 32], RepoError> {
         let json = serde_json::to_vec(value).unwrap_or_default();
+        // Never write what a reader would refuse (repo::limits).
+        let folder = format!("{prefix}/");
+        if let Some((cap, max)) = limits::object_cap(&folder)
+            && json.len() as u64 > max
+        {
+            return Err(RepoError::TooLarge {
+                what: cap.what.into(),
+                size: json.len() as u64,
+                max,
+            });
+        }
         let id = self.keys.object_hash(&json);
         let compressed = zstd::bulk::compress(&json, 3).unwrap_or_default();
         let sealed = self.keys.seal(Audience::Both, &compressed);
@@ -271,7 +286,8 @@ impl Repository {
         key: &str,
         id: &[u8; 32],
     ) -> Result<T, RepoError> {
-        self.open_object(key, id, &self.store.get(key)?)
+        let cap = limits::object_cap(key).map_or(limits::SNAPSHOT, |c| c.0);
+        self.open_object(key, id, &self.store.get_capped(key, cap)?)
     }
 
     /// Reads many objects with several requests in flight; results in order.
@@ -281,7 +297,10 @@ impl Repository {
     ) -> impl Iterator<Item = Result<T, RepoError>> + '_ {
         let reads = objects
             .iter()
-            .map(|(key, _)| store::Read::Object(key.clone()))
+            .map(|(key, _)| {
+                let cap = limits::object_cap(key).map_or(limits::SNAPSHOT, |c| c.0);
+                store::Read::Object(key.clone(), cap)
+            })
             .collect();
         self.store
             .read_ahead(reads, self.store.read_concurrency())
@@ -296,11 +315,10 @@ impl Repository {
         sealed: &[u8],
     ) -> Result<T, RepoError> {
         let compressed = self.keys.open(sealed, key)?;
-        let json = zstd::bulk::decompress(&compressed, 512 * 1024 * 1024).map_err(|e| {
-            RepoError::Corrupt {
-                object: key.into(),
-                reason: format!("zstd: {e}"),
-            }
+        let max = limits::object_cap(key).map_or(limits::SNAPSHOT_JSON, |c| c.1);
+        let json = limits::decompress(&compressed, max).map_err(|reason| RepoError::Corrupt {
+            object: key.into(),
+            reason,
         })?;
         if &self.keys.object_hash(&json) != id {
             return Err(RepoError::Corrupt {
@@ -318,8 +336,20 @@ impl Repository {
         self.put_object("index", index).map(IndexId)
     }
 
+    /// Writes index objects for `packs`, split so that none exceeds what a
+    /// reader accepts ([`IndexFile::split`]). Returns each with its id.
+    pub fn write_indexes(
+        &self,
+        packs: Vec<index::IndexedPack>,
+    ) -> Result<Vec<(IndexId, IndexFile)>, RepoError> {
+        IndexFile::split(packs)
+            .into_iter()
+            .map(|ix| Ok((self.write_index(&ix)?, ix)))
+            .collect()
+    }
+
     pub fn read_index(&self, id: &IndexId) -> Result<IndexFile, RepoError> {
-        self.get_object(&id.key(), &id.0)
+        self.valid_index(&id.key(), self.get_object(&id.key(), &id.0))
     }
 
     /// Reads index objects with several requests in flight, in the order of `ids`.
@@ -327,7 +357,32 @@ impl Repository {
         &self,
         ids: &[IndexId],
     ) -> impl Iterator<Item = Result<IndexFile, RepoError>> + '_ {
+        let keys: Vec<String> = ids.iter().map(|i| i.key()).collect();
         self.get_objects(ids.iter().map(|i| (i.key(), i.0)).collect())
+            .zip(keys)
+            .map(move |(read, key)| self.valid_index(&key, read))
+    }
+
+    /// The largest pack this repository's writers make ([`limits::max_pack_size`]).
+    pub fn max_pack_size(&self) -> u64 {
+        limits::max_pack_size(self.config.pack_size)
+    }
+
+    /// An index read from storage, refused whole if any of its numbers is
+    /// impossible ([`IndexFile::validate`]).
+    fn valid_index(
+        &self,
+        key: &str,
+        read: Result<IndexFile, RepoError>,
+    ) -> Result<IndexFile, RepoError> {
+        let index = read?;
+        index
+            .validate(self.max_pack_size())
+            .map_err(|reason| RepoError::Corrupt {
+                object: key.into(),
+                reason,
+            })?;
+        Ok(index)
     }
 
     /// The ids of the objects under `prefix` that `parse` recognises.
@@ -383,6 +438,15 @@ impl Repository {
                 reason: "shorter than a pack footer".into(),
             });
         }
+        if size > self.max_pack_size() {
+            return Err(RepoError::Corrupt {
+                object: key,
+                reason: format!(
+                    "{size} bytes, larger than a pack can be ({})",
+                    self.max_pack_size()
+                ),
+            });
+        }
         let footer = self
             .store
             .get_range(&key, size - pack::FOOTER_LEN, pack::FOOTER_LEN)?;
@@ -401,6 +465,11 @@ impl Repository {
 
     /// Reads and opens one blob (a ranged read of exactly its bytes).
     pub fn read_blob(&self, pack: &PackId, entry: &PackEntry) -> Result<Vec<u8>, RepoError> {
+        // Its numbers came from an index or trailer: bounded before the read.
+        entry.check(u64::MAX).map_err(|reason| RepoError::Corrupt {
+            object: pack.key(),
+            reason,
+        })?;
         let sealed = self
             .store
             .get_range(&pack.key(), entry.offset, entry.length)?;
