@@ -748,6 +748,20 @@ impl Driver<'_> {
                     x.blob = id;
                 }
             }
+            self.line.clear();
+            slot.entry.write_line(&mut self.line);
+            if self.line.len() > crate::repo::limits::MAX_ENTRY_LINE {
+                // Readers refuse an entry this long (repo::limits): skipped, not written.
+                let why = format!(
+                    "{} pieces: too many for one file list entry (docs/FORMAT.md, \"Limits\")",
+                    slot.entry.content.len()
+                );
+                self.skipped
+                    .push((format!("/{}", slot.entry.path_display()), why));
+                self.summary.files -= 1;
+                self.summary.bytes = self.summary.bytes.saturating_sub(slot.entry.size);
+                continue;
+            }
             for x in &slot.entry.content {
                 self.refs.insert(x.blob);
             }
@@ -763,8 +777,6 @@ impl Driver<'_> {
                     },
                 ));
             }
-            self.line.clear();
-            slot.entry.write_line(&mut self.line);
             let line = std::mem::take(&mut self.line);
             if let Some(ix) = &mut self.tree_index {
                 ix.line(&slot.entry.path, line.len());
