@@ -295,13 +295,7 @@ pub fn for_each_entry_under(
     use crate::repo::tree::{TreeParser, parse_index, walk_order};
     let under =
         |p: &[u8]| p == prefix || (p.starts_with(prefix) && p.get(prefix.len()) == Some(&b'/'));
-    // Before sources were sorted in walk order, a snapshot of `/x/www-old`
-    // and `/x/www/app` listed them out of order, with an index; a lookup
-    // through it would stop too early. Such snapshots are scanned whole.
-    let mut as_written: Vec<&[u8]> = snap.paths.iter().map(|p| p.as_bytes()).collect();
-    as_written.sort();
-    let sources_ordered = as_written.is_sorted_by(|a, b| walk_order(a, b).is_le());
-    let Some(ix_id) = snap.tree_index.filter(|_| sources_ordered) else {
+    let Some(ix_id) = snap.usable_tree_index() else {
         return for_each_entry(repo, blobs, snap, |e| {
             if under(&e.path) { f(e) } else { Ok(()) }
         });
