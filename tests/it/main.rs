@@ -15,6 +15,7 @@ mod export;
 mod faults;
 mod golden;
 mod history;
+mod hostile;
 mod install;
 mod moto;
 mod prune;
