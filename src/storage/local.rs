@@ -253,7 +253,7 @@ impl Storage for LocalStorage {
             }
             // The file may grow after the fstat: never read past the cap.
             let mut buf = Vec::with_capacity(size as usize);
-            f.take(cap.max + 1).read_to_end(&mut buf)?;
+            f.take(cap.max.saturating_add(1)).read_to_end(&mut buf)?;
             Ok(match buf.len() as u64 {
                 n if n > cap.max => Err(n),
                 _ => Ok(buf),

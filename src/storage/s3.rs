@@ -440,6 +440,7 @@ impl S3Storage {
         announced: u64,
         max: u64,
     ) -> Result<Result<Bytes, u64>, StorageError> {
+        // Room made up front for what was announced, at most what may come.
         let mut buf = bytes::BytesMut::with_capacity(announced.min(max) as usize);
         while let Some(chunk) = body
             .try_next()
@@ -754,10 +755,13 @@ impl Storage for S3Storage {
                 other => other,
             })?;
         let announced = out.content_length().unwrap_or(0).max(0) as u64;
+        if announced > length {
+            return Err(truncated(format!("the server sends {announced} bytes")));
+        }
         let bytes = self
-            .collect_capped(key, out.body, announced.min(length), length)
+            .collect_capped(key, out.body, announced, length)
             .await?
-            .map_err(|got| truncated(format!("got more ({got} bytes)")))?;
+            .map_err(|got| truncated(format!("the server sent more ({got} bytes)")))?;
         if bytes.len() as u64 != length {
             return Err(truncated(format!("got {}", bytes.len())));
         }
