@@ -203,7 +203,13 @@ impl Context {
                 ));
                 Ok(repo)
             }
-            (opened, _) => Ok(opened?),
+            (opened, _) => {
+                let repo = opened?;
+                for w in &repo.warnings {
+                    warn(w);
+                }
+                Ok(repo)
+            }
         }
     }
 

@@ -62,12 +62,7 @@ fn index(ctx: &Context, a: RepairArgs) -> Result<Exit> {
             "repair index{}: {verb} {} pack(s) from their trailers in {} new index object(s); {} unreadable index object(s) {}",
             if r.dry_run { " (dry run)" } else { "" },
             r.packs_indexed,
-            if r.dry_run {
-                r.packs_indexed
-                    .div_ceil(crate::engine::ADOPT_PACKS_PER_INDEX)
-            } else {
-                r.indexes_written
-            },
+            r.indexes_written,
             r.indexes_removed,
             if r.dry_run {
                 "would be removed"

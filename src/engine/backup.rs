@@ -277,7 +277,11 @@ fn vouched_blobs(
     let mut warnings = synced.warnings;
     let mut health = synced.health;
     let mut known = synced.blobs;
-    let (adopted, unreadable) = adopt_orphan_packs(repo, catalog, &health.stored)?;
+    let super::Adopted {
+        index: adopted,
+        unreadable,
+        ..
+    } = adopt_orphan_packs(repo, catalog, &health.stored)?;
     for (pack, why) in unreadable {
         warnings.push(format!(
             "{}: no index lists it and its trailer can not be read ({why}); its blobs are not used",
@@ -293,7 +297,10 @@ fn vouched_blobs(
     let mut record = DamageRecord::new("backup");
     for pack in suspects {
         let info = health.stored.get(&pack).copied();
-        let read = repo.store.get(&pack.key());
+        let read = repo.store.get_capped(
+            &pack.key(),
+            crate::repo::limits::pack(repo.config.pack_size),
+        );
         match read {
             Ok(bytes) if blake3::hash(&bytes).as_bytes() == &pack.0 => {
                 let size = info.map_or(0, |i| i.size);
@@ -348,9 +355,7 @@ fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<Vec<(IndexId, I
         if packs.is_empty() {
             return Ok(());
         }
-        let index = IndexFile { packs };
-        let id = repo.write_index(&index)?;
-        indexes.push((id, index));
+        indexes.extend(repo.write_indexes(packs)?);
         Ok(())
     };
     let mut packer = Packer::new(repo);
@@ -849,6 +854,20 @@ impl Driver<'_> {
                     x.blob = id;
                 }
             }
+            self.line.clear();
+            slot.entry.write_line(&mut self.line);
+            if self.line.len() > crate::repo::limits::MAX_ENTRY_LINE {
+                // Readers refuse an entry this long (repo::limits): skipped, not written.
+                let why = format!(
+                    "{} pieces: too many for one file list entry (docs/FORMAT.md, \"Limits\")",
+                    slot.entry.content.len()
+                );
+                self.skipped
+                    .push((format!("/{}", slot.entry.path_display()), why));
+                self.summary.files -= 1;
+                self.summary.bytes = self.summary.bytes.saturating_sub(slot.entry.size);
+                continue;
+            }
             for x in &slot.entry.content {
                 self.refs.insert(x.blob);
             }
@@ -864,8 +883,6 @@ impl Driver<'_> {
                     },
                 ));
             }
-            self.line.clear();
-            slot.entry.write_line(&mut self.line);
             let line = std::mem::take(&mut self.line);
             if let Some(ix) = &mut self.tree_index {
                 ix.line(&slot.entry.path, line.len());

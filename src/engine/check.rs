@@ -12,10 +12,12 @@ use crate::catalog::BlobLocation;
 use crate::repo::Repository;
 use crate::repo::damage::{BadPack, DamageRecord};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
+use crate::repo::limits;
 use crate::repo::pack::{BlobKind, PackEntry, open_blob, parse_pack};
 use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::{ListCheck, TreeParser, Verdict, parse_index};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -41,6 +43,8 @@ pub struct CheckReport {
     pub packs_read: usize,
     /// Damage records written for what this check found.
     pub damage_recorded: Vec<String>,
+    /// Damage records deleted: every pack they name read back whole.
+    pub damage_cleared: Vec<String>,
     /// Ids of the snapshots no problem names (verified, with `read_data`
     /// and the identity).
     #[serde(skip)]
@@ -148,7 +152,7 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         }
     }
     let sizes: HashMap<PackId, u64> = packs.iter().map(|(p, (s, _))| (*p, *s)).collect();
-    let health = Health::new(stored, &sizes, records);
+    let mut health = Health::new(stored, &sizes, records);
 
     let mut size_notes: HashMap<PackId, String> = HashMap::new();
     for (pack, (size, _)) in &packs {
@@ -244,14 +248,18 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         report.packs_read = todo.len();
         let read = super::par_map(todo, 2, |(pack, _)| {
             let entries = packs.get(&pack).map_or(&[][..], |(_, b)| b);
-            let bad = read_pack(repo, &pack, entries);
+            let bad = read_pack(repo, &pack, entries).map(|r| (pack, r));
             progress.advance(1);
             bad
         });
+        let mut sound: HashSet<PackId> = HashSet::new();
         for r in read {
             let (pack, problem, bad, whole) = match r {
-                Ok(None) => continue,
-                Ok(Some(found)) => found,
+                Ok((pack, None)) => {
+                    sound.insert(pack);
+                    continue;
+                }
+                Ok((_, Some(found))) => found,
                 Err(e) => return Err(e),
             };
             let problem = match size_notes.get(&pack) {
@@ -279,6 +287,24 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                 },
             );
         }
+        // A pack that hashes to its name holds the bytes its writer
+        // uploaded: an earlier finding about it was a bad read, not damage.
+        // Such records go, and this check judges by what it read.
+        let (stale, kept): (Vec<_>, Vec<_>) = health.records.drain(..).partition(|(_, r)| {
+            r.snapshots.is_empty() && r.packs.iter().all(|p| sound.contains(&p.id))
+        });
+        let keys: Vec<String> = stale
+            .iter()
+            .map(|(id, _)| format!("{}{}", crate::repo::damage::PREFIX, hex::encode(id)))
+            .collect();
+        match repo.store.delete_many(&keys) {
+            Ok(()) => report.damage_cleared = keys,
+            Err(e) => report.notes.push(format!(
+                "{} damage record(s) name only packs that read back whole now, but could not be deleted: {e}",
+                keys.len()
+            )),
+        }
+        health = Health::new(health.stored.clone(), &sizes, kept);
     } else {
         // Packs storage says were written after their index: replaced in
         // place by someone. Only reading them tells whether they changed.
@@ -340,6 +366,7 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                 .map(|l| (*id, *l))
         })
         .collect();
+    check_file_lists(repo, &good, &snaps, read_data, progress, &mut report);
     // Consecutive snapshots share most blobs of their reference lists: each
     // distinct blob is read once.
     let mut wanted: Vec<BlobId> = snaps
@@ -484,7 +511,10 @@ type PackFinding = Option<(PackId, String, HashSet<BlobId>, bool)>;
 /// mended makes the whole pack bad.
 fn read_pack(repo: &Repository, pack: &PackId, indexed: &[PackEntry]) -> Result<PackFinding> {
     let all: HashSet<BlobId> = indexed.iter().map(|e| e.id).collect();
-    let bytes = match repo.store.get(&pack.key()) {
+    let bytes = match repo
+        .store
+        .get_capped(&pack.key(), limits::pack(repo.config.pack_size))
+    {
         Ok(b) => b,
         Err(e) if e.is_transient() => return Err(e.into()),
         Err(e) => return Ok(Some((*pack, e.to_string(), all, true))),
@@ -524,4 +554,170 @@ fn read_pack(repo: &Repository, pack: &PackId, indexed: &[PackEntry]) -> Result<
     // Without the identity a changed pack can not be narrowed down.
     let whole = !hash_ok && unopened;
     Ok(Some((*pack, problem, bad, whole)))
+}
+
+// ---------------------------------------------------------------------------
+// File lists: what restore would refuse
+// ---------------------------------------------------------------------------
+
+/// Entries named one by one per snapshot; past this a problem counts the rest.
+const NAMED_PER_SNAPSHOT: usize = 100;
+
+/// How one pass over a snapshot's file list ended.
+enum ListPass {
+    Done,
+    /// A streaming pass met an entry out of walk order.
+    Unordered,
+    /// A blob could not be read: damage, which the rest of `check` reports.
+    Unreadable,
+}
+
+/// Judges every snapshot's file list by the rules restore applies (the
+/// same `Entry::parse_line`, [`TreeParser`] cap, `Entry::piece_outside` and
+/// [`ListCheck`]): a list restore would refuse whole, and each entry it
+/// would refuse, is a problem in `report` naming the snapshot and the entry.
+/// A list in walk order is checked in constant memory; one out of order is
+/// read a second time, remembering its paths. Only with `read_data` and the
+/// identity (file lists are sealed to the operator).
+fn check_file_lists(
+    repo: &Repository,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    snaps: &[(SnapshotId, Snapshot)],
+    read_data: bool,
+    progress: &dyn Progress,
+    report: &mut CheckReport,
+) {
+    if !read_data || !repo.keys.is_operator() {
+        return;
+    }
+    progress.phase("file lists", Some(snaps.len() as u64));
+    let problems = &mut report.problems;
+    for (id, snap) in snaps {
+        let mut found = Vec::new();
+        if let ListPass::Unordered =
+            judge_file_list(repo, blobs, snap, ListCheck::streaming(), &mut found)
+        {
+            found.clear();
+            judge_file_list(repo, blobs, snap, ListCheck::remembering(), &mut found);
+        }
+        let more = found.len().saturating_sub(NAMED_PER_SNAPSHOT);
+        for (problem, file) in found.into_iter().take(NAMED_PER_SNAPSHOT) {
+            problems.push(Problem {
+                object: id.key(),
+                problem: format!("file list: {problem}"),
+                snapshots: vec![id.short()],
+                files: file.into_iter().collect(),
+            });
+        }
+        if more > 0 {
+            problems.push(Problem {
+                object: id.key(),
+                problem: format!("file list: {more} more entries that restore would refuse"),
+                snapshots: vec![id.short()],
+                files: vec![],
+            });
+        }
+        progress.advance(1);
+    }
+}
+
+/// One pass over a snapshot's file list; what restore would refuse goes
+/// to `found` as (problem, the entry's path). A tree index (format 2) must
+/// point where entries start, at the entries it names: `restore` of chosen
+/// paths and `cat` go through it and refuse one that does not.
+fn judge_file_list(
+    repo: &Repository,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    snap: &Snapshot,
+    mut rules: ListCheck,
+    found: &mut Vec<(String, Option<String>)>,
+) -> ListPass {
+    let what = "snapshot file list";
+    let raw_length = |b: &BlobId| blobs.get(b).map(|l| l.entry.raw_length);
+    // (blob, offset) → the path the tree index says starts there.
+    let mut expected: BTreeMap<(usize, usize), Vec<u8>> = BTreeMap::new();
+    if let Some(ix) = snap.usable_tree_index() {
+        let Some(Ok(data)) = read_blobs(repo, blobs, &[ix]).next() else {
+            return ListPass::Unreadable;
+        };
+        match parse_index(&data) {
+            Ok(lines) => {
+                for l in lines {
+                    expected.insert((l.blob as usize, l.offset as usize), l.path);
+                }
+            }
+            Err(e) => found.push((
+                format!(
+                    "its tree index is corrupt ({e}); restore of chosen paths and cat refuse it"
+                ),
+                None,
+            )),
+        }
+    }
+    let mut starts: VecDeque<(usize, usize)> = VecDeque::new();
+    let mut parser = TreeParser::default();
+    for (k, data) in read_blobs(repo, blobs, &snap.tree).enumerate() {
+        let Ok(data) = data else {
+            return ListPass::Unreadable;
+        };
+        if !expected.is_empty() {
+            // Where the entries that start in this blob start.
+            let mut at = match parser.in_line() {
+                true => data.iter().position(|&b| b == b'\n').map(|p| p + 1),
+                false => Some(0),
+            };
+            while let Some(p) = at.filter(|&p| p < data.len()) {
+                starts.push_back((k, p));
+                at = data[p..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|q| p + q + 1);
+            }
+        }
+        let entries = match parser.feed(&data, what) {
+            Ok(entries) => entries,
+            Err(e) => {
+                found.push((format!("{e}; restore refuses the whole list"), None));
+                return ListPass::Done;
+            }
+        };
+        for e in entries {
+            let path = format!("/{}", e.path_display());
+            if let Some(named) = starts.pop_front().and_then(|s| expected.remove(&s))
+                && named != e.path
+            {
+                found.push((
+                    format!(
+                        "its tree index names /{} where {path} starts; restore of chosen paths and cat refuse it",
+                        String::from_utf8_lossy(&named)
+                    ),
+                    Some(path.clone()),
+                ));
+            }
+            if let Some(outside) = e.piece_outside(raw_length) {
+                found.push((
+                    format!("{path}: {outside}; restore refuses it"),
+                    Some(path.clone()),
+                ));
+            }
+            match rules.entry(&e.path, e.kind) {
+                Verdict::Ok => {}
+                Verdict::Refused(r) => found.push((format!("{path}: {}", r.reason()), Some(path))),
+                Verdict::Unordered => return ListPass::Unordered,
+            }
+        }
+    }
+    if let Err(e) = parser.finish(what) {
+        found.push((format!("{e}; restore refuses the whole list"), None));
+    }
+    for ((blob, offset), path) in expected {
+        found.push((
+            format!(
+                "its tree index says /{} starts at byte {offset} of list blob {blob}, where no entry starts; restore of chosen paths and cat refuse it",
+                String::from_utf8_lossy(&path)
+            ),
+            None,
+        ));
+    }
+    ListPass::Done
 }

@@ -6,9 +6,10 @@
 
 use super::Progress;
 use crate::repo::ids::PackId;
+use crate::repo::limits;
 use crate::repo::lock::RepoLock;
 use crate::repo::store::Store;
-use crate::repo::{CONFIG_KEY, KEYRING_KEY, RepoError, Repository};
+use crate::repo::{CONFIG_KEY, KEYRING_COPY_KEY, KEYRING_KEY, RepoError, Repository};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,10 @@ pub struct CopyReport {
     pub bytes_copied: u64,
     /// Objects the target already had.
     pub objects_present: u64,
+    /// Packs not copied because they do not hash to their names in the
+    /// source (recorded there as damaged): (pack, why).
+    pub damaged: Vec<(PackId, String)>,
+    pub warnings: Vec<String>,
 }
 
 /// Copies every object `target` lacks from `repo`'s storage. `cancel`
@@ -31,7 +36,7 @@ pub fn copy(
     cancel: &AtomicBool,
 ) -> Result<CopyReport> {
     // The target is this repository or nothing yet: never mix two repositories.
-    if let Ok(raw) = target.get(CONFIG_KEY) {
+    if let Ok(raw) = target.get_capped(CONFIG_KEY, limits::CONFIG) {
         let id = serde_json::from_slice::<serde_json::Value>(&raw)
             .ok()
             .and_then(|v| v["id"].as_str().map(str::to_string));
@@ -51,6 +56,22 @@ pub fn copy(
     let released = lock.release(target, &repo.keys);
     let report = result?;
     released?;
+    // Everything else is copied; damaged packs must not pass for a whole copy.
+    if let Some((pack, why)) = report.damaged.first() {
+        return Err(RepoError::Corrupt {
+            object: pack.key(),
+            reason: format!(
+                "{why}; {} damaged pack(s) in all, recorded as damaged in the source (every other object was copied; the next backup stores their data again, and `coffer check --read-data` names the snapshots that lost data){}",
+                report.damaged.len(),
+                report
+                    .warnings
+                    .first()
+                    .map(|w| format!("; {w}"))
+                    .unwrap_or_default()
+            ),
+        }
+        .into());
+    }
     Ok(report)
 }
 
@@ -89,43 +110,80 @@ fn copy_objects(
             }
             let res = copy_one(repo, target, &obj.key);
             match &res {
-                Ok(n) => progress.advance(*n),
+                Ok(Copied::Sent(n)) => progress.advance(*n),
+                Ok(Copied::Damaged(..)) => {}
                 Err(_) => failed.store(true, Ordering::Relaxed),
             }
             Some(res)
         });
         for res in results.into_iter().flatten() {
-            let n = res?;
-            report.objects_copied += 1;
-            report.bytes_copied += n;
+            match res {
+                Ok(Copied::Sent(n)) => {
+                    report.objects_copied += 1;
+                    report.bytes_copied += n;
+                }
+                // One bad pack does not stop the rest; it is recorded.
+                Ok(Copied::Damaged(pack, why)) => report.damaged.push((pack, why)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if !report.damaged.is_empty() {
+        let bad: Vec<_> = report
+            .damaged
+            .iter()
+            .map(|(p, why)| crate::repo::damage::BadPack {
+                id: *p,
+                reason: why.clone(),
+                blobs: Vec::new(),
+            })
+            .collect();
+        let mut record = crate::repo::damage::DamageRecord::new("copy");
+        record.packs = bad;
+        if let Err(e) = repo.write_damage(&record) {
+            report.warnings.push(format!(
+                "the damaged pack(s) could not be recorded in the source repository: {e}"
+            ));
         }
     }
     // The config goes last: an interrupted first copy is not yet a repository.
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
-    for key in [KEYRING_KEY, CONFIG_KEY] {
-        if target.stat(key)?.is_none() {
-            report.bytes_copied += copy_one(repo, target, key)?;
+    for key in [KEYRING_KEY, KEYRING_COPY_KEY, CONFIG_KEY] {
+        // A repository made before the keyring had a copy has none.
+        if target.stat(key)?.is_none()
+            && (key != KEYRING_COPY_KEY || repo.store.stat(key)?.is_some())
+            && let Copied::Sent(n) = copy_one(repo, target, key)?
+        {
+            report.bytes_copied += n;
             report.objects_copied += 1;
         }
     }
     Ok(report)
 }
 
+/// What became of one object.
+enum Copied {
+    Sent(u64),
+    /// A pack that does not hash to its name: not sent (pack, why).
+    Damaged(PackId, String),
+}
+
 /// Copies one object; a pack must hash to its name before it is sent on.
-fn copy_one(repo: &Repository, target: &Store, key: &str) -> Result<u64> {
-    let bytes = repo.store.get(key)?;
+fn copy_one(repo: &Repository, target: &Store, key: &str) -> Result<Copied> {
+    let bytes = repo
+        .store
+        .get_capped(key, limits::any_object_cap(key, repo.config.pack_size))?;
     if let Some(pack) = PackId::from_key(key)
         && blake3::hash(&bytes).as_bytes() != &pack.0
     {
-        return Err(RepoError::Corrupt {
-            object: key.to_string(),
-            reason: "content does not match its name in the source; not copied (run `coffer check --read-data`)".into(),
-        }
-        .into());
+        return Ok(Copied::Damaged(
+            pack,
+            "content does not match its name in the source; not copied".into(),
+        ));
     }
     let n = bytes.len() as u64;
     target.put(key, bytes)?;
-    Ok(n)
+    Ok(Copied::Sent(n))
 }

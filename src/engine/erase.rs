@@ -28,7 +28,6 @@ use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::RepoError;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
-use crate::repo::index::IndexFile;
 use crate::repo::lock::{LEASE, RepoLock};
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Snapshot, Summary};
@@ -692,10 +691,8 @@ fn rewrite_all(
     stop(cancel)?;
 
     // Commit: the index of the new packs, the new snapshots, then the old go.
-    if !written.is_empty() {
-        let index = IndexFile { packs: written };
-        report.packs_written = index.packs.len();
-        let id = repo.write_index(&index)?;
+    report.packs_written = written.len();
+    for (id, index) in repo.write_indexes(written)? {
         catalog.add_index(&id, &index)?;
     }
     report.blobs_written = blobs_written;

@@ -5,7 +5,7 @@ use crate::catalog::BlobLocation;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{Entry, EntryKind, Extent, TreeParser, walk_order};
+use crate::repo::tree::{Entry, EntryKind, Extent, TreeParser, check_line_length, walk_order};
 use crate::{Error, Result};
 use globset::{GlobBuilder, GlobMatcher};
 use std::cmp::Ordering;
@@ -272,19 +272,22 @@ impl Parsed {
         buf.extend_from_slice(data);
         let mut matches = Vec::new();
         let mut start = 0;
+        let corrupt = |reason: String| crate::repo::RepoError::Corrupt {
+            object: what.to_string(),
+            reason: format!("bad file list entry: {reason}"),
+        };
         while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
-            let e = Entry::parse_line(&buf[start..start + nl]).map_err(|reason| {
-                crate::repo::RepoError::Corrupt {
-                    object: what.to_string(),
-                    reason: format!("bad file list entry: {reason}"),
-                }
-            })?;
+            let e = check_line_length(nl)
+                .and_then(|()| Entry::parse_line(&buf[start..start + nl]))
+                .map_err(corrupt)?;
             if e.kind != EntryKind::Dir && pattern.matches(&e.path) {
                 matches.push(e);
             }
             start += nl + 1;
         }
         buf.drain(..start);
+        // The unfinished line is carried into the next blob: never past the cap.
+        check_line_length(buf.len()).map_err(corrupt)?;
         Ok(Parsed {
             matches,
             resolved: None,

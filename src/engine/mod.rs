@@ -347,17 +347,25 @@ fn apply_snapshots(
     Ok(catalog.snapshots()?)
 }
 
+/// What [`adopt_orphan_packs`] did.
+pub struct Adopted {
+    /// The packs adopted (none if none were), as one index.
+    pub index: IndexFile,
+    /// How many index objects were written for them.
+    pub objects: usize,
+    /// Packs whose trailer could not be read: (pack, why).
+    pub unreadable: Vec<(PackId, String)>,
+}
+
 /// Finds packs that no index lists (a backup cut off after uploading them,
 /// or packs whose index object is lost or unreadable) and writes an index
 /// for them from their trailers, so their blobs are found and reused.
-/// Returns that index (no packs if none were adopted), which the catalog
-/// has recorded too, and the packs whose trailer could not be read (named,
-/// with why). Needs the writer lock.
+/// The catalog records the new index objects too. Needs the writer lock.
 pub fn adopt_orphan_packs(
     repo: &Repository,
     catalog: &mut Catalog,
     stored: &HashMap<PackId, health::PackInfo>,
-) -> Result<(IndexFile, Vec<(PackId, String)>)> {
+) -> Result<Adopted> {
     let indexed = catalog.packs()?;
     let mut orphans: Vec<(PackId, u64)> = stored
         .iter()
@@ -381,18 +389,16 @@ pub fn adopt_orphan_packs(
         }
     }
     // Index objects of a bounded size, however many packs lost theirs.
-    for chunk in packs.chunks(ADOPT_PACKS_PER_INDEX) {
-        let index = IndexFile {
-            packs: chunk.to_vec(),
-        };
-        let id = repo.write_index(&index)?;
-        catalog.add_index(&id, &index)?;
+    let written = repo.write_indexes(packs.clone())?;
+    for (id, index) in &written {
+        catalog.add_index(id, index)?;
     }
-    Ok((IndexFile { packs }, unreadable))
+    Ok(Adopted {
+        index: IndexFile { packs },
+        objects: written.len(),
+        unreadable,
+    })
 }
-
-/// Packs per index object that adoption writes.
-pub const ADOPT_PACKS_PER_INDEX: usize = 64;
 
 /// Reads the blobs of a stream (tree or refs) in order, handing each to `f`.
 pub fn read_stream(
@@ -474,13 +480,7 @@ pub fn for_each_entry_under(
     use crate::repo::tree::{TreeParser, parse_index, walk_order};
     let under =
         |p: &[u8]| p == prefix || (p.starts_with(prefix) && p.get(prefix.len()) == Some(&b'/'));
-    // Before sources were sorted in walk order, a snapshot of `/x/www-old`
-    // and `/x/www/app` listed them out of order, with an index; a lookup
-    // through it would stop too early. Such snapshots are scanned whole.
-    let mut as_written: Vec<&[u8]> = snap.paths.iter().map(|p| p.as_bytes()).collect();
-    as_written.sort();
-    let sources_ordered = as_written.is_sorted_by(|a, b| walk_order(a, b).is_le());
-    let Some(ix_id) = snap.tree_index.filter(|_| sources_ordered) else {
+    let Some(ix_id) = snap.usable_tree_index() else {
         return for_each_entry(repo, blobs, snap, |e| {
             if under(&e.path) { f(e) } else { Ok(()) }
         });
@@ -575,13 +575,15 @@ pub fn coalesce<T>(items: &[T], span: impl Fn(&T) -> (u64, u64), gap: u64, max: 
     let mut out = Vec::new();
     let mut i = 0;
     while let Some((start, length)) = items.get(i).map(&span) {
-        let mut end = start + length;
+        // Saturating: numbers from an index are bounded when it is read, but
+        // a catalog filled by an older coffer was not.
+        let mut end = start.saturating_add(length);
         let mut j = i + 1;
         while let Some((offset, length)) = items.get(j).map(&span)
-            && offset <= end + gap
-            && offset + length - start <= max
+            && offset <= end.saturating_add(gap)
+            && offset.saturating_add(length) - start <= max
         {
-            end = end.max(offset + length);
+            end = end.max(offset.saturating_add(length));
             j += 1;
         }
         out.push(Run {
@@ -703,8 +705,9 @@ pub fn walk_refs(
                 d
             }
         };
-        // Only the blobs of the snapshot at hand and its neighbour are needed again.
-        if loaded.len() > 64 {
+        // Only the blobs of the snapshot at hand and its neighbour are needed
+        // again (and a hostile list's blobs can be 16 MiB each: bounded in bytes too).
+        if loaded.len() > 64 || loaded.values().map(|d| d.len()).sum::<usize>() > 64 << 20 {
             loaded.clear();
         }
         let data = std::sync::Arc::new(data);

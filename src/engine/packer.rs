@@ -5,6 +5,7 @@
 
 use crate::repo::Repository;
 use crate::repo::index::IndexedPack;
+use crate::repo::limits;
 use crate::repo::pack::{PackWriter, SealedBlob};
 use crate::storage::StorageError;
 use crate::{Error, Result};
@@ -71,7 +72,7 @@ impl<'a> Packer<'a> {
                 .insert(PackWriter::create(&spool).map_err(|e| spool_error(in_repo, &spool, e))?),
         };
         w.add(blob).map_err(|e| spool_error(in_repo, &spool, e))?;
-        if w.len() >= self.repo.config.pack_size {
+        if w.len() >= self.repo.config.pack_size || w.blob_count() >= limits::MAX_PACK_BLOBS {
             self.seal()?;
         }
         Ok(())

@@ -17,7 +17,7 @@ use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::Repository;
 use crate::repo::damage::{BadPack, DamageRecord};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
-use crate::repo::index::{IndexFile, IndexedPack};
+use crate::repo::index::IndexedPack;
 use crate::repo::lock::{LEASE, RepoLock};
 use crate::repo::pack::{PackEntry, SealedBlob};
 use crate::repo::snapshot::Snapshot;
@@ -175,7 +175,11 @@ pub(crate) fn prune_locked(
     let index_unreadable = synced_bad.iter().any(|(k, _)| k.starts_with("index/"));
     let mut keep_unreadable: HashSet<PackId> = HashSet::new();
     if !opts.dry_run {
-        let (adopted, unreadable) = adopt_orphan_packs(repo, catalog, &health.stored)?;
+        let super::Adopted {
+            index: adopted,
+            unreadable,
+            ..
+        } = adopt_orphan_packs(repo, catalog, &health.stored)?;
         BlobLocation::lay_over(&mut blobs, &adopted, &|l| health.usable(l));
         for (pack, why) in unreadable {
             if index_unreadable {
@@ -423,12 +427,9 @@ pub(crate) fn prune_locked(
     }
     survivors.sort_by_key(|p| p.id.0);
     survivors.extend(written.iter().cloned());
-    let mut new_indexes = Vec::new();
-    if !survivors.is_empty() {
-        let index = IndexFile { packs: survivors };
-        let id = repo.write_index(&index)?;
-        new_indexes.push((id, index));
-    }
+    // Split into objects of a bounded number of blobs (repo::limits): the
+    // survivors of many indexes could otherwise make one of any size.
+    let new_indexes = repo.write_indexes(survivors)?;
     lock.refresh_if_due(&repo.store, &repo.keys)?;
     let old: Vec<String> = affected.iter().map(|i| i.key()).collect();
     repo.store.delete_many(&old)?;

@@ -101,22 +101,29 @@ pub fn repair_index(
                 .filter(|(p, _)| !indexed.contains_key(p))
                 .map(|(p, i)| (*p, i.size))
                 .collect();
-            for (pack, size) in orphans {
-                match repo.read_pack_trailer(&pack, size) {
-                    Ok(_) => report.packs_indexed += 1,
+            let mut packs = Vec::new();
+            for (id, size) in orphans {
+                match repo.read_pack_trailer(&id, size) {
+                    Ok(blobs) => packs.push(crate::repo::index::IndexedPack { id, size, blobs }),
                     Err(e) => report
                         .packs_unreadable
-                        .push((pack.key(), super::one_line(&e.to_string()))),
+                        .push((id.key(), super::one_line(&e.to_string()))),
                 }
             }
+            report.packs_indexed = packs.len();
+            report.indexes_written = IndexFile::split(packs).len();
             report.indexes_removed = report.indexes_unreadable.len();
             return Ok(report);
         }
-        let (adopted, unreadable) = adopt_orphan_packs(repo, catalog, &synced.health.stored)?;
+        let super::Adopted {
+            index: adopted,
+            objects,
+            unreadable,
+        } = adopt_orphan_packs(repo, catalog, &synced.health.stored)?;
         // The new index is written: a stop here leaves only the old objects.
         stop(cancel)?;
         report.packs_indexed = adopted.packs.len();
-        report.indexes_written = adopted.packs.len().div_ceil(super::ADOPT_PACKS_PER_INDEX);
+        report.indexes_written = objects;
         report.packs_unreadable = unreadable
             .into_iter()
             .map(|(p, why)| (p.key(), super::one_line(&why)))

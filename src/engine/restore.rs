@@ -8,7 +8,7 @@ use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId};
 use crate::repo::pack::{PackEntry, open_blob};
 use crate::repo::snapshot::Snapshot;
-use crate::repo::tree::{Entry, EntryKind};
+use crate::repo::tree::{Entry, EntryKind, ListCheck, Refusal};
 use crate::{Error, Result};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::{HashMap, HashSet};
@@ -214,31 +214,58 @@ fn existing_action(abs: &Path, e: &Entry, policy: Overwrite) -> Option<Action> {
 
 /// Creates the folders leading to `rel` below `root`, refusing to go through
 /// anything that is not a real folder (a symlink planted in the target).
+/// It remembers the last folder it made sure of, whose ancestors are real
+/// folders too: a list in walk order checks each folder once, in memory of
+/// one path, and a path of any depth is walked in a loop, not a recursion.
 struct DirMaker {
     root: PathBuf,
-    verified: HashSet<Vec<u8>>,
+    /// A folder (relative to `root`) known to be real, with every folder above it.
+    verified: Vec<u8>,
 }
 
 impl DirMaker {
+    fn new(root: PathBuf) -> DirMaker {
+        DirMaker {
+            root,
+            verified: Vec::new(),
+        }
+    }
+
     fn ensure(&mut self, rel_dir: &[u8]) -> std::result::Result<(), String> {
-        if rel_dir.is_empty() || self.verified.contains(rel_dir) {
-            return Ok(());
-        }
-        if let Some(i) = rel_dir.iter().rposition(|&b| b == b'/') {
-            self.ensure(&rel_dir[..i])?;
-        }
-        let abs = self.root.join(OsStr::from_bytes(rel_dir));
-        match std::fs::symlink_metadata(&abs) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(format!(
-                    "{} exists and is not a folder; refusing to write through it",
-                    abs.display()
-                ));
+        // The folders `rel_dir` shares with the verified one are real.
+        let mut done = 0;
+        let slash = |b: &u8| *b == b'/';
+        for (a, b) in self.verified.split(slash).zip(rel_dir.split(slash)) {
+            if a != b || a.is_empty() {
+                break;
             }
-            Err(_) => std::fs::create_dir(&abs).map_err(|e| format!("{}: {e}", abs.display()))?,
+            done += a.len() + 1;
         }
-        self.verified.insert(rel_dir.to_vec());
+        let done = done.saturating_sub(1);
+        self.verified.truncate(done);
+        let mut abs = self.root.join(OsStr::from_bytes(&rel_dir[..done]));
+        for c in rel_dir[done..]
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+        {
+            abs.push(OsStr::from_bytes(c));
+            match std::fs::symlink_metadata(&abs) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(format!(
+                        "{} exists and is not a folder; refusing to write through it",
+                        abs.display()
+                    ));
+                }
+                Err(_) => {
+                    std::fs::create_dir(&abs).map_err(|e| format!("{}: {e}", abs.display()))?
+                }
+            }
+            if !self.verified.is_empty() {
+                self.verified.push(b'/');
+            }
+            self.verified.extend_from_slice(c);
+        }
         Ok(())
     }
 }
@@ -354,37 +381,19 @@ pub fn restore(
     // A file list names each path once, parents before children. A hostile
     // one may not: a second entry for a path would race the first, or put
     // its metadata through a symlink of that name; a folder after what is
-    // below it is out of place. Only the first of a path is restored.
-    let mut refused: Vec<(usize, &str)> = Vec::new();
-    {
-        let mut seen: HashSet<&[u8]> = HashSet::new();
-        let mut parents: HashSet<&[u8]> = HashSet::new();
-        for (i, e) in entries.iter().enumerate() {
-            if seen.contains(e.path.as_slice()) {
-                refused.push((
-                    i,
-                    "appears more than once in the file list; only the first is restored",
-                ));
-            } else if parents.contains(e.path.as_slice()) {
-                refused.push((i, "comes after entries below it in the file list (not in walk order); not restored"));
-            } else {
-                seen.insert(&e.path);
-                let mut p: &[u8] = &e.path;
-                while let Some(k) = p.iter().rposition(|&b| b == b'/') {
-                    p = &p[..k];
-                    if !parents.insert(p) {
-                        break;
-                    }
-                }
-            }
-        }
-    }
+    // below it is out of place. Only the first of a path is restored. (An
+    // entry below a symlink or file is left to pass 2, which never writes
+    // through one; `check --read-data` reports it from the same rules.)
+    let refused: Vec<(usize, Refusal)> = ListCheck::refusals(&entries)
+        .into_iter()
+        .filter(|(_, r)| !matches!(r, Refusal::BelowNonFolder { .. }))
+        .collect();
     if !refused.is_empty() {
-        for &(i, reason) in &refused {
+        for (i, reason) in &refused {
             report
                 .failed
-                .push((entries[i].path_display(), reason.to_string()));
-            report.failed_paths.push(entries[i].path.clone());
+                .push((entries[*i].path_display(), reason.reason()));
+            report.failed_paths.push(entries[*i].path.clone());
         }
         let drop: HashSet<usize> = refused.iter().map(|r| r.0).collect();
         let mut i = 0;
@@ -434,10 +443,7 @@ pub fn restore(
     }
 
     // Pass 2: folders, empty files, special files; plan the pieces per blob.
-    let mut dirs = DirMaker {
-        root: opts.target.clone(),
-        verified: HashSet::new(),
-    };
+    let mut dirs = DirMaker::new(opts.target.clone());
     let mut plan: HashMap<BlobId, Vec<Piece>> = HashMap::new();
     let mut total_bytes = 0u64;
     for (i, e) in entries.iter().enumerate() {
@@ -452,20 +458,9 @@ pub fn restore(
                 // Every piece must lie inside its blob (as indexed) before
                 // anything is created: a hostile list could otherwise make a
                 // file of any declared size.
-                for x in &e.content {
-                    if let Some(loc) = blobs.get(&x.blob)
-                        && x.offset
-                            .checked_add(x.length)
-                            .is_none_or(|end| end > loc.entry.raw_length)
-                    {
-                        return Err(format!(
-                            "the file list points outside blob {} ({} + {} > {} bytes)",
-                            x.blob.short(),
-                            x.offset,
-                            x.length,
-                            loc.entry.raw_length
-                        ));
-                    }
+                if let Some(outside) = e.piece_outside(|b| blobs.get(b).map(|l| l.entry.raw_length))
+                {
+                    return Err(outside);
                 }
                 // Created below, in parallel: file creation is most of a
                 // restore's system time.
@@ -1173,4 +1168,46 @@ pub fn write_file(
     out.flush()
         .map_err(|err| Error::io("standard output", err))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DirMaker;
+
+    /// A path of 50,000 components is walked in a loop: the folders are made
+    /// until the system refuses the length (PATH_MAX), then a clean error.
+    /// (Folder creation used to recurse once per component and overflowed
+    /// the stack of a test thread, 2 MiB, long before.)
+    #[test]
+    fn deep_paths_do_not_recurse() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut dirs = DirMaker::new(dir.path().to_path_buf());
+        let deep = vec!["a"; 50_000].join("/");
+        let err = dirs.ensure(deep.as_bytes()).unwrap_err();
+        assert!(err.contains("too long"), "{err}");
+        assert!(dir.path().join("a/a/a").is_dir());
+    }
+
+    /// Folders made or checked once are not looked at again for their
+    /// neighbours, and a symlink in the way is refused wherever it is.
+    #[test]
+    fn folders_are_made_once_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut dirs = DirMaker::new(root.to_path_buf());
+        dirs.ensure(b"x/y/z").unwrap();
+        assert_eq!(dirs.verified, b"x/y/z");
+        dirs.ensure(b"x/y").unwrap();
+        dirs.ensure(b"x/yy/z").unwrap();
+        assert_eq!(dirs.verified, b"x/yy/z");
+        assert!(root.join("x/yy/z").is_dir() && root.join("x/y/z").is_dir());
+        dirs.ensure(b"").unwrap();
+        std::os::unix::fs::symlink(root.join("x/y"), root.join("x/link")).unwrap();
+        let err = dirs.ensure(b"x/link/sub").unwrap_err();
+        assert!(err.contains("not a folder"), "{err}");
+        assert!(root.join("x/link").is_symlink());
+        // Verified folders survive a refusal below them.
+        dirs.ensure(b"x/y/z/w").unwrap();
+        assert!(root.join("x/y/z/w").is_dir());
+    }
 }

@@ -51,6 +51,13 @@ impl Repository {
     /// left as it is). Needs only the operator recipients, not the identity.
     pub fn write_audit(&self, event: &AuditEvent) -> Result<String, RepoError> {
         let json = serde_json::to_vec(event).unwrap_or_default();
+        if json.len() as u64 > super::limits::AUDIT_JSON {
+            return Err(RepoError::TooLarge {
+                what: super::limits::AUDIT.what.into(),
+                size: json.len() as u64,
+                max: super::limits::AUDIT_JSON,
+            });
+        }
         let id = self.keys.object_hash(&json);
         let compressed = zstd::bulk::compress(&json, 3).unwrap_or_default();
         let sealed = self.keys.seal(Audience::Operator, &compressed);

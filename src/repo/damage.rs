@@ -23,6 +23,18 @@ pub const PREFIX: &str = "damage/";
 /// Findings in one record at most (a record stays a small object).
 pub const MAX_FINDINGS: usize = 10_000;
 
+/// The longest reason, host or finder name a record holds; a writer cuts longer ones.
+pub const MAX_REASON: usize = 1024;
+
+/// `s`, cut to [`MAX_REASON`] bytes at a character boundary.
+fn cut(s: &str) -> String {
+    let mut end = s.len().min(MAX_REASON);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// One damage record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,13 +103,13 @@ impl DamageRecord {
         if self.findings() > MAX_FINDINGS {
             return Err(corrupt("more findings than a damage record holds"));
         }
-        let long = |s: &String| s.len() > 4096;
+        let long = |s: &String| s.len() > MAX_REASON;
         if long(&self.found_by)
             || long(&self.host)
             || self.packs.iter().any(|p| long(&p.reason))
             || self.snapshots.iter().any(|s| long(&s.reason))
         {
-            return Err(corrupt("a text field is longer than 4096 bytes"));
+            return Err(corrupt("a text field is longer than 1 KiB"));
         }
         Ok(())
     }
@@ -124,7 +136,9 @@ impl Repository {
         let empty = || DamageRecord {
             packs: Vec::new(),
             snapshots: Vec::new(),
-            ..record.clone()
+            found_by: cut(&record.found_by),
+            host: cut(&record.host),
+            time: record.time,
         };
         // Each finding alone: a pack's blobs in pieces no larger than a record.
         let pieces = record.packs.iter().flat_map(|p| {
@@ -138,7 +152,7 @@ impl Repository {
             };
             chunks.into_iter().map(|blobs| BadPack {
                 id: p.id,
-                reason: p.reason.clone(),
+                reason: cut(&p.reason),
                 blobs,
             })
         });
@@ -158,7 +172,10 @@ impl Repository {
                 records.push(empty());
             }
             if let Some(r) = records.last_mut() {
-                r.snapshots.push(s.clone());
+                r.snapshots.push(BadSnapshot {
+                    id: s.id,
+                    reason: cut(&s.reason),
+                });
             }
         }
         let mut keys = Vec::new();

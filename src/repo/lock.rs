@@ -120,7 +120,7 @@ impl RepoLock {
     }
 
     fn read(store: &Store, keys: &Keys) -> Result<Option<LockInfo>, RepoError> {
-        let bytes = match store.get(LOCK_KEY) {
+        let bytes = match store.get_capped(LOCK_KEY, super::limits::LOCK) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),

@@ -7,6 +7,7 @@ pub mod damage;
 pub mod ids;
 pub mod index;
 pub mod keys;
+pub mod limits;
 pub mod lock;
 pub mod pack;
 pub mod snapshot;
@@ -76,6 +77,8 @@ pub enum RepoError {
         pid: u32,
         since: DateTime<Utc>,
     },
+    #[error("{what} would be {size} bytes, more than coffer reads back ({max} at most)")]
+    TooLarge { what: String, size: u64, max: u64 },
     #[error("snapshot {0} not found; list them with `coffer snapshots`")]
     NoSuchSnapshot(String),
     #[error("snapshot prefix {0} is ambiguous; give more digits")]
@@ -99,6 +102,8 @@ pub struct Repository {
     pub store: Store,
     pub keys: Keys,
     pub config: RepoConfig,
+    /// What opening it had to work around (a damaged keyring), for the operator.
+    pub warnings: Vec<String>,
 }
 
 impl Repository {
@@ -137,6 +142,7 @@ impl Repository {
                 store,
                 keys,
                 config,
+                warnings: Vec::new(),
             },
             agent,
         ))
@@ -153,7 +159,7 @@ impl Repository {
     }
 
     fn read_config(store: &Store) -> Result<RepoConfig, RepoError> {
-        Self::parse_config(store, store.get(CONFIG_KEY))
+        Self::parse_config(store, store.get_capped(CONFIG_KEY, limits::CONFIG))
     }
 
     /// The config from the result of reading it.
@@ -213,6 +219,7 @@ impl Repository {
             keys: Keys::from_agent_key(agent),
             store,
             config,
+            warnings: Vec::new(),
         })
     }
 
@@ -223,7 +230,8 @@ impl Repository {
     ) -> Result<Repository, RepoError> {
         // Both at once: on a remote store the two round trips are most of
         // the time it takes to open.
-        let (config, sealed) = store.get_pair(CONFIG_KEY, KEYRING_KEY);
+        let (config, sealed) =
+            store.get_pair((CONFIG_KEY, limits::CONFIG), (KEYRING_KEY, limits::KEYRING));
         let config = Self::parse_config(&store, config)?;
         let probe = Keys {
             id_key: [0; 32],
@@ -232,13 +240,23 @@ impl Repository {
             agent_identity: None,
             operator: Some(identity),
         };
+        let mut warnings = Vec::new();
         let agent = match Self::open_keyring(&probe, &config, KEYRING_KEY, sealed) {
             Ok(a) => a,
-            // A wrong identity is wrong for the copy too: say so at once.
-            Err(e @ RepoError::WrongKey { .. }) => return Err(e),
+            // The copy, whatever went wrong: a keyring planted for other
+            // keys must not lock the operator out either. If the copy fails
+            // too, the first error is the one to show (a wrong identity
+            // fails both the same way).
             Err(first) => {
-                let copy = store.get(KEYRING_COPY_KEY);
-                Self::open_keyring(&probe, &config, KEYRING_COPY_KEY, copy).map_err(|_| first)?
+                let copy = store.get_capped(KEYRING_COPY_KEY, limits::KEYRING);
+                let Ok(a) = Self::open_keyring(&probe, &config, KEYRING_COPY_KEY, copy) else {
+                    return Err(first);
+                };
+                warnings.push(format!(
+                    "{KEYRING_KEY} can not be read ({}); its copy {KEYRING_COPY_KEY} was used. `coffer repair keyring` writes it again",
+                    crate::engine::one_line(&first.to_string())
+                ));
+                a
             }
         };
         let mut keys = Keys::from_agent_key(&agent);
@@ -247,6 +265,7 @@ impl Repository {
             store,
             keys,
             config,
+            warnings,
         })
     }
 
@@ -312,6 +331,17 @@ impl Repository {
     /// Seals a bookkeeping object and names it by the keyed hash of its plaintext.
     fn put_object(&self, prefix: &str, value: &impl Serialize) -> Result<[u8; 32], RepoError> {
         let json = serde_json::to_vec(value).unwrap_or_default();
+        // Never write what a reader would refuse (repo::limits).
+        let folder = format!("{prefix}/");
+        if let Some((cap, max)) = limits::object_cap(&folder)
+            && json.len() as u64 > max
+        {
+            return Err(RepoError::TooLarge {
+                what: cap.what.into(),
+                size: json.len() as u64,
+                max,
+            });
+        }
         let id = self.keys.object_hash(&json);
         let compressed = zstd::bulk::compress(&json, 3).unwrap_or_default();
         let sealed = self.keys.seal(Audience::Both, &compressed);
@@ -327,7 +357,8 @@ impl Repository {
         key: &str,
         id: &[u8; 32],
     ) -> Result<T, RepoError> {
-        self.open_object(key, id, &self.store.get(key)?)
+        let cap = limits::object_cap(key).map_or(limits::SNAPSHOT, |c| c.0);
+        self.open_object(key, id, &self.store.get_capped(key, cap)?)
     }
 
     /// Reads many objects with several requests in flight; results in order.
@@ -337,7 +368,10 @@ impl Repository {
     ) -> impl Iterator<Item = Result<T, RepoError>> + '_ {
         let reads = objects
             .iter()
-            .map(|(key, _)| store::Read::Object(key.clone()))
+            .map(|(key, _)| {
+                let cap = limits::object_cap(key).map_or(limits::SNAPSHOT, |c| c.0);
+                store::Read::Object(key.clone(), cap)
+            })
             .collect();
         self.store
             .read_ahead(reads, self.store.read_concurrency())
@@ -352,11 +386,10 @@ impl Repository {
         sealed: &[u8],
     ) -> Result<T, RepoError> {
         let compressed = self.keys.open(sealed, key)?;
-        let json = zstd::bulk::decompress(&compressed, 512 * 1024 * 1024).map_err(|e| {
-            RepoError::Corrupt {
-                object: key.into(),
-                reason: format!("zstd: {e}"),
-            }
+        let max = limits::object_cap(key).map_or(limits::SNAPSHOT_JSON, |c| c.1);
+        let json = limits::decompress(&compressed, max).map_err(|reason| RepoError::Corrupt {
+            object: key.into(),
+            reason,
         })?;
         if &self.keys.object_hash(&json) != id {
             return Err(RepoError::Corrupt {
@@ -374,8 +407,20 @@ impl Repository {
         self.put_object("index", index).map(IndexId)
     }
 
+    /// Writes index objects for `packs`, split so that none exceeds what a
+    /// reader accepts ([`IndexFile::split`]). Returns each with its id.
+    pub fn write_indexes(
+        &self,
+        packs: Vec<index::IndexedPack>,
+    ) -> Result<Vec<(IndexId, IndexFile)>, RepoError> {
+        IndexFile::split(packs)
+            .into_iter()
+            .map(|ix| Ok((self.write_index(&ix)?, ix)))
+            .collect()
+    }
+
     pub fn read_index(&self, id: &IndexId) -> Result<IndexFile, RepoError> {
-        self.get_object(&id.key(), &id.0)
+        self.valid_index(&id.key(), self.get_object(&id.key(), &id.0))
     }
 
     /// Reads index objects with several requests in flight, in the order of `ids`.
@@ -383,7 +428,32 @@ impl Repository {
         &self,
         ids: &[IndexId],
     ) -> impl Iterator<Item = Result<IndexFile, RepoError>> + '_ {
+        let keys: Vec<String> = ids.iter().map(|i| i.key()).collect();
         self.get_objects(ids.iter().map(|i| (i.key(), i.0)).collect())
+            .zip(keys)
+            .map(move |(read, key)| self.valid_index(&key, read))
+    }
+
+    /// The largest pack this repository's writers make ([`limits::max_pack_size`]).
+    pub fn max_pack_size(&self) -> u64 {
+        limits::max_pack_size(self.config.pack_size)
+    }
+
+    /// An index read from storage, refused whole if any of its numbers is
+    /// impossible ([`IndexFile::validate`]).
+    fn valid_index(
+        &self,
+        key: &str,
+        read: Result<IndexFile, RepoError>,
+    ) -> Result<IndexFile, RepoError> {
+        let index = read?;
+        index
+            .validate(self.max_pack_size())
+            .map_err(|reason| RepoError::Corrupt {
+                object: key.into(),
+                reason,
+            })?;
+        Ok(index)
     }
 
     /// The ids of the objects under `prefix` that `parse` recognises.
@@ -439,6 +509,15 @@ impl Repository {
                 reason: "shorter than a pack footer".into(),
             });
         }
+        if size > self.max_pack_size() {
+            return Err(RepoError::Corrupt {
+                object: key,
+                reason: format!(
+                    "{size} bytes, larger than a pack can be ({})",
+                    self.max_pack_size()
+                ),
+            });
+        }
         let footer = self
             .store
             .get_range(&key, size - pack::FOOTER_LEN, pack::FOOTER_LEN)?;
@@ -457,6 +536,11 @@ impl Repository {
 
     /// Reads and opens one blob (a ranged read of exactly its bytes).
     pub fn read_blob(&self, pack: &PackId, entry: &PackEntry) -> Result<Vec<u8>, RepoError> {
+        // Its numbers came from an index or trailer: bounded before the read.
+        entry.check(u64::MAX).map_err(|reason| RepoError::Corrupt {
+            object: pack.key(),
+            reason,
+        })?;
         let sealed = self
             .store
             .get_range(&pack.key(), entry.offset, entry.length)?;

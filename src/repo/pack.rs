@@ -13,6 +13,7 @@
 use super::RepoError;
 use super::ids::{BlobId, PackId};
 use super::keys::{Audience, Keys};
+use super::limits;
 use serde::{Deserialize, Serialize};
 
 pub const FOOTER_MAGIC: &[u8; 8] = b"cofferP1";
@@ -44,6 +45,13 @@ impl BlobKind {
             BlobKind::Refs => 2,
         }
     }
+    pub fn name(self) -> &'static str {
+        match self {
+            BlobKind::Data => "data",
+            BlobKind::Tree => "tree",
+            BlobKind::Refs => "refs",
+        }
+    }
     pub fn from_code(c: i64) -> Option<BlobKind> {
         match c {
             0 => Some(BlobKind::Data),
@@ -65,6 +73,40 @@ pub struct PackEntry {
     pub length: u64,
     /// Length of the plaintext (after decompression).
     pub raw_length: u64,
+}
+
+impl PackEntry {
+    /// Whether this entry can be real: it lies inside the first `body`
+    /// bytes of its pack (the blobs, before the trailer), and its lengths are
+    /// within what a blob of its kind can have (see [`super::limits`]).
+    pub fn check(&self, body: u64) -> Result<(), String> {
+        let id = self.id.short();
+        let kind = self.kind.name();
+        if self
+            .offset
+            .checked_add(self.length)
+            .is_none_or(|end| end > body)
+        {
+            return Err(format!(
+                "blob {id} lies outside the pack ({} bytes at offset {}, the blobs end at {body})",
+                self.length, self.offset
+            ));
+        }
+        let (sealed, raw) = (limits::sealed_cap(self.kind), limits::raw_cap(self.kind));
+        if self.length > sealed {
+            return Err(format!(
+                "blob {id} is {} bytes sealed, more than a {kind} blob can be ({sealed})",
+                self.length
+            ));
+        }
+        if self.raw_length > raw {
+            return Err(format!(
+                "blob {id} declares {} bytes of plaintext, more than a {kind} blob can hold ({raw})",
+                self.raw_length
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A sealed blob ready to be packed.
@@ -145,13 +187,26 @@ pub fn open_blob(
     sealed: &[u8],
 ) -> Result<Vec<u8>, RepoError> {
     let what = format!("blob {} in {}", entry.id.short(), pack.key());
+    // Lengths are untrusted: refused above what the kind can have before
+    // anything is decrypted, and decompression stops at raw_length.
+    entry
+        .check(u64::MAX)
+        .and_then(|()| match sealed.len() as u64 {
+            n if n > limits::sealed_cap(entry.kind) => {
+                Err(format!("{n} bytes, more than a sealed blob can be"))
+            }
+            _ => Ok(()),
+        })
+        .map_err(|reason| RepoError::Corrupt {
+            object: what.clone(),
+            reason,
+        })?;
     let compressed = keys.open(sealed, &what)?;
-    // raw_length is untrusted: cap the allocation at the largest blob we write.
-    let cap = (entry.raw_length as usize).min(64 * 1024 * 1024);
-    let plain = zstd::bulk::decompress(&compressed, cap).map_err(|e| RepoError::Corrupt {
-        object: what.clone(),
-        reason: format!("zstd: {e}"),
-    })?;
+    let plain =
+        limits::decompress(&compressed, entry.raw_length).map_err(|reason| RepoError::Corrupt {
+            object: what.clone(),
+            reason,
+        })?;
     if plain.len() as u64 != entry.raw_length || keys.blob_id(&plain) != entry.id {
         return Err(RepoError::Corrupt {
             object: what,
@@ -230,6 +285,11 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
+    /// Blobs added so far (a pack is closed at [`limits::MAX_PACK_BLOBS`]).
+    pub fn blob_count(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Appends trailer and footer, syncs the file, and names the pack. On
     /// failure (a full disk) the spool file is removed.
     pub fn finish(mut self, keys: &Keys) -> std::io::Result<SpooledPack> {
@@ -295,7 +355,8 @@ pub fn remove_stale_spool(dir: &std::path::Path) -> u64 {
     removed
 }
 
-/// Parses the footer (the last 12 bytes): returns the trailer length.
+/// Parses the footer (the last 12 bytes): returns the trailer length, at
+/// most [`limits::MAX_TRAILER`].
 pub fn parse_footer(pack: &PackId, footer: &[u8]) -> Result<u64, RepoError> {
     if footer.len() != FOOTER_LEN as usize || &footer[4..] != FOOTER_MAGIC {
         return Err(RepoError::Corrupt {
@@ -303,7 +364,17 @@ pub fn parse_footer(pack: &PackId, footer: &[u8]) -> Result<u64, RepoError> {
             reason: "bad pack footer".into(),
         });
     }
-    Ok(u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]) as u64)
+    let tlen = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]) as u64;
+    if tlen > limits::MAX_TRAILER {
+        return Err(RepoError::Corrupt {
+            object: pack.key(),
+            reason: format!(
+                "its footer says the trailer is {tlen} bytes, more than a trailer can be ({})",
+                limits::MAX_TRAILER
+            ),
+        });
+    }
+    Ok(tlen)
 }
 
 /// Opens a trailer and checks that its entries fit inside the pack.
@@ -314,25 +385,30 @@ pub fn parse_trailer(
     pack_len: u64,
 ) -> Result<Vec<PackEntry>, RepoError> {
     let what = format!("trailer of {}", pack.key());
+    let corrupt = |reason: String| RepoError::Corrupt {
+        object: what.clone(),
+        reason,
+    };
+    if trailer.len() as u64 > limits::MAX_TRAILER {
+        return Err(corrupt(format!(
+            "{} bytes, more than a trailer can be",
+            trailer.len()
+        )));
+    }
     let compressed = keys.open(trailer, &what)?;
-    let json =
-        zstd::bulk::decompress(&compressed, 256 * 1024 * 1024).map_err(|e| RepoError::Corrupt {
-            object: what.clone(),
-            reason: format!("zstd: {e}"),
-        })?;
+    let json = limits::decompress(&compressed, limits::TRAILER_JSON).map_err(corrupt)?;
     let entries: Vec<PackEntry> =
-        serde_json::from_slice(&json).map_err(|e| RepoError::Corrupt {
-            object: what.clone(),
-            reason: format!("bad trailer: {e}"),
-        })?;
+        serde_json::from_slice(&json).map_err(|e| corrupt(format!("bad trailer: {e}")))?;
+    if entries.len() > limits::MAX_PACK_BLOBS {
+        return Err(corrupt(format!(
+            "it lists {} blobs, more than a pack can hold ({})",
+            entries.len(),
+            limits::MAX_PACK_BLOBS
+        )));
+    }
     let body = pack_len.saturating_sub(FOOTER_LEN + trailer.len() as u64);
     for e in &entries {
-        if e.offset.checked_add(e.length).is_none_or(|end| end > body) {
-            return Err(RepoError::Corrupt {
-                object: what,
-                reason: format!("blob {} lies outside the pack", e.id.short()),
-            });
-        }
+        e.check(body).map_err(corrupt)?;
     }
     Ok(entries)
 }

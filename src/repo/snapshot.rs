@@ -25,6 +25,19 @@ pub struct Snapshot {
     pub summary: Summary,
 }
 
+impl Snapshot {
+    /// The tree index, if lookups may go through it. Before sources were
+    /// sorted in walk order, a snapshot of `/x/www-old` and `/x/www/app`
+    /// listed them out of order, with an index; a lookup through it would
+    /// stop too early. Such snapshots are scanned whole.
+    pub fn usable_tree_index(&self) -> Option<BlobId> {
+        let mut as_written: Vec<&[u8]> = self.paths.iter().map(|p| p.as_bytes()).collect();
+        as_written.sort();
+        let sources_ordered = as_written.is_sorted_by(|a, b| super::tree::walk_order(a, b).is_le());
+        self.tree_index.filter(|_| sources_ordered)
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Summary {

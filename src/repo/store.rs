@@ -1,6 +1,6 @@
 //! A blocking facade over the async [`Storage`]: the engines are plain threads.
 
-use crate::storage::{ObjectInfo, Storage, StorageError};
+use crate::storage::{Cap, ObjectInfo, Storage, StorageError};
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
@@ -56,16 +56,23 @@ impl Store {
     pub fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
         self.run(self.storage.create(key, data))
     }
-    pub fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        self.run(self.storage.get(key))
+    /// Reads a whole object of at most `cap.max` bytes (see
+    /// [`Storage::get_capped`]); `repo::limits` has the cap of every kind.
+    pub fn get_capped(&self, key: &str, cap: Cap) -> Result<Bytes, StorageError> {
+        self.run(self.storage.get_capped(key, cap))
     }
     /// Reads two objects at once (one round trip, not two).
     pub fn get_pair(
         &self,
-        a: &str,
-        b: &str,
+        a: (&str, Cap),
+        b: (&str, Cap),
     ) -> (Result<Bytes, StorageError>, Result<Bytes, StorageError>) {
-        self.run(async { tokio::join!(self.storage.get(a), self.storage.get(b)) })
+        self.run(async {
+            tokio::join!(
+                self.storage.get_capped(a.0, a.1),
+                self.storage.get_capped(b.0, b.1)
+            )
+        })
     }
     pub fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
         self.run(self.storage.get_range(key, offset, length))
@@ -196,7 +203,8 @@ pub const READ_AHEAD_BYTES: u64 = 32 * 1024 * 1024;
 /// One read of [`Store::read_ahead`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Read {
-    Object(String),
+    /// A whole object, refused above its cap.
+    Object(String, Cap),
     Range {
         key: String,
         offset: u64,
@@ -224,7 +232,7 @@ impl Iterator for ReadAhead<'_> {
             && let Some(next) = self.todo.as_slice().first()
         {
             let length = match next {
-                Read::Object(_) => 0,
+                Read::Object(..) => 0,
                 Read::Range { length, .. } => *length,
             };
             if !self.in_flight.is_empty() && self.bytes + length > READ_AHEAD_BYTES {
@@ -237,7 +245,7 @@ impl Iterator for ReadAhead<'_> {
             let storage = self.store.storage.clone();
             let handle = self.store.runtime.spawn(async move {
                 match read {
-                    Read::Object(key) => storage.get(&key).await,
+                    Read::Object(key, cap) => storage.get_capped(&key, cap).await,
                     Read::Range {
                         key,
                         offset,

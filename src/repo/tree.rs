@@ -4,7 +4,9 @@
 
 use super::RepoError;
 use super::ids::BlobId;
+use super::limits::{MAX_ENTRY_LINE, MAX_PATH, TREE_BLOB};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +194,19 @@ impl Entry {
             target,
             rdev: raw.rdev,
         };
+        if e.path.len() > MAX_PATH {
+            return Err(format!(
+                "a path of {} bytes, longer than a path can be ({MAX_PATH}): {:?}…",
+                e.path.len(),
+                String::from_utf8_lossy(&e.path[..200])
+            ));
+        }
+        if e.target.as_ref().is_some_and(|t| t.len() > MAX_PATH) {
+            return Err(format!(
+                "{}: a link target longer than a path can be ({MAX_PATH} bytes)",
+                e.path_display()
+            ));
+        }
         if !is_safe_relative(&e.path) {
             return Err(format!("unsafe path {:?}", e.path_display()));
         }
@@ -233,7 +248,20 @@ pub fn is_safe_relative(p: &[u8]) -> bool {
             .all(|c| !c.is_empty() && c != b"." && c != b"..")
 }
 
-/// Reassembles entries from the concatenated tree blobs, line by line.
+/// Refuses a file list entry (line) longer than [`MAX_ENTRY_LINE`]: `len`
+/// bytes of it are known so far.
+pub fn check_line_length(len: usize) -> Result<(), String> {
+    if len > MAX_ENTRY_LINE {
+        return Err(format!(
+            "an entry of more than {MAX_ENTRY_LINE} bytes, longer than a file list entry can be"
+        ));
+    }
+    Ok(())
+}
+
+/// Reassembles entries from the concatenated tree blobs, line by line. Only
+/// an unfinished line is kept between blobs, and at most
+/// [`MAX_ENTRY_LINE`] of it: a list that never ends a line is refused there.
 #[derive(Default)]
 pub struct TreeParser {
     pending: Vec<u8>,
@@ -242,21 +270,50 @@ pub struct TreeParser {
 impl TreeParser {
     /// Feeds the next blob; returns the complete entries it finished.
     pub fn feed(&mut self, blob: &[u8], what: &str) -> Result<Vec<Entry>, RepoError> {
-        self.pending.extend_from_slice(blob);
+        let corrupt = |reason: String| RepoError::Corrupt {
+            object: what.to_string(),
+            reason: format!("bad file list entry: {reason}"),
+        };
+        let parse = |line: &[u8]| {
+            check_line_length(line.len())
+                .and_then(|()| Entry::parse_line(line))
+                .map_err(corrupt)
+        };
         let mut out = Vec::new();
-        let mut start = 0;
-        while let Some(nl) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.pending[start..start + nl];
-            out.push(
-                Entry::parse_line(line).map_err(|reason| RepoError::Corrupt {
-                    object: what.to_string(),
-                    reason: format!("bad file list entry: {reason}"),
-                })?,
-            );
-            start += nl + 1;
+        let mut rest = blob;
+        if !self.pending.is_empty() {
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                return self.hold(rest).map_err(corrupt).map(|()| out);
+            };
+            self.hold(&rest[..nl]).map_err(corrupt)?;
+            out.push(parse(&self.pending)?);
+            self.pending.clear();
+            rest = &rest[nl + 1..];
         }
-        self.pending.drain(..start);
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            out.push(parse(&rest[..nl])?);
+            rest = &rest[nl + 1..];
+        }
+        self.hold(rest).map_err(corrupt)?;
         Ok(out)
+    }
+
+    /// Keeps the start of an unfinished line, refusing it past the cap
+    /// before anything is copied.
+    fn hold(&mut self, part: &[u8]) -> Result<(), String> {
+        check_line_length(self.pending.len() + part.len())?;
+        self.pending.extend_from_slice(part);
+        if self.pending.is_empty() {
+            // A finished list drops the buffer of its longest line.
+            self.pending = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Whether the blob fed next continues an unfinished line (rather than
+    /// starting with a new entry).
+    pub fn in_line(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     pub fn finish(self, what: &str) -> Result<(), RepoError> {
@@ -268,6 +325,190 @@ impl TreeParser {
                 reason: "file list ends in the middle of an entry".into(),
             })
         }
+    }
+}
+
+impl Entry {
+    /// Why a piece of this file lies outside its blob, given each blob's
+    /// plaintext length (`raw_length` from the index; None for a blob the
+    /// index lacks, which is missing data, not a bad list).
+    pub fn piece_outside(&self, raw_length: impl Fn(&BlobId) -> Option<u64>) -> Option<String> {
+        self.content.iter().find_map(|x| {
+            let len = raw_length(&x.blob)?;
+            x.offset
+                .checked_add(x.length)
+                .is_none_or(|end| end > len)
+                .then(|| {
+                    format!(
+                        "the file list points outside blob {} ({} + {} > {len} bytes)",
+                        x.blob.short(),
+                        x.offset,
+                        x.length
+                    )
+                })
+        })
+    }
+}
+
+/// Why an entry that parses is not restored as listed (see [`ListCheck`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its path was listed before: only the first is restored.
+    Duplicate,
+    /// It comes after entries below it (not walk order): not restored.
+    AfterChildren,
+    /// It lies below `ancestor`, an entry that is not a folder: restore
+    /// never writes through one, and refuses one of the two (the ancestor,
+    /// or this entry when the ancestor is a fifo or a device).
+    BelowNonFolder { ancestor: Vec<u8>, kind: EntryKind },
+}
+
+impl Refusal {
+    pub fn reason(&self) -> String {
+        match self {
+            Refusal::Duplicate => {
+                "appears more than once in the file list; only the first is restored".into()
+            }
+            Refusal::AfterChildren => {
+                "comes after entries below it in the file list (not in walk order); not restored"
+                    .into()
+            }
+            Refusal::BelowNonFolder { ancestor, kind } => format!(
+                "lies below /{}, which is a {}, not a folder; restore does not write through it",
+                String::from_utf8_lossy(ancestor),
+                kind.name()
+            ),
+        }
+    }
+}
+
+/// What [`ListCheck`] says of one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Refused(Refusal),
+    /// A streaming check met an entry out of walk order: its history is
+    /// gone, so the list must be gone over again with [`ListCheck::remembering`].
+    Unordered,
+}
+
+/// The rules over a whole file list that restore applies beyond each line
+/// ([`Entry::parse_line`]) and each piece ([`Entry::piece_outside`]), fed
+/// entry by entry in list order; `restore` and `check --read-data` share it.
+///
+/// A list in walk order (what every backup writes) can hold no duplicate
+/// and no entry after those below it, and the entries below a path follow
+/// it directly: [`ListCheck::streaming`] checks it in O(1) memory (the last
+/// path, and the last entry that is not a folder). A list out of order (a
+/// hostile one, or one written before sources were sorted in walk order)
+/// needs every earlier path: [`ListCheck::remembering`] keeps them.
+pub struct ListCheck {
+    last: Option<Vec<u8>>,
+    /// The latest entry that is not a folder, while entries may follow below it.
+    non_folder: Option<(Vec<u8>, EntryKind)>,
+    /// Every path accepted so far and its kind, when remembering.
+    seen: Option<BTreeMap<Vec<u8>, EntryKind>>,
+}
+
+fn is_below(path: &[u8], ancestor: &[u8]) -> bool {
+    path.len() > ancestor.len() && path.starts_with(ancestor) && path[ancestor.len()] == b'/'
+}
+
+impl ListCheck {
+    /// O(1) memory; answers [`Verdict::Unordered`] at the first entry out of
+    /// walk order, and must not be fed after that.
+    pub fn streaming() -> ListCheck {
+        ListCheck {
+            last: None,
+            non_folder: None,
+            seen: None,
+        }
+    }
+
+    /// Remembers every path: any order, memory in proportion to the list.
+    pub fn remembering() -> ListCheck {
+        ListCheck {
+            seen: Some(BTreeMap::new()),
+            ..ListCheck::streaming()
+        }
+    }
+
+    /// The verdict on the next entry of the list.
+    pub fn entry(&mut self, path: &[u8], kind: EntryKind) -> Verdict {
+        let Some(seen) = &mut self.seen else {
+            if self
+                .last
+                .as_deref()
+                .is_some_and(|l| walk_order(l, path).is_ge())
+            {
+                return Verdict::Unordered;
+            }
+            let last = self.last.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend_from_slice(path);
+            return match &self.non_folder {
+                Some((a, k)) if is_below(path, a) => Verdict::Refused(Refusal::BelowNonFolder {
+                    ancestor: a.clone(),
+                    kind: *k,
+                }),
+                _ => {
+                    self.non_folder = (kind != EntryKind::Dir).then(|| (path.to_vec(), kind));
+                    Verdict::Ok
+                }
+            };
+        };
+        if seen.contains_key(path) {
+            return Verdict::Refused(Refusal::Duplicate);
+        }
+        // Everything below `path` sorts bytewise right after `path/`.
+        let mut below = path.to_vec();
+        below.push(b'/');
+        if seen
+            .range(below.clone()..)
+            .next()
+            .is_some_and(|(p, _)| p.starts_with(&below))
+        {
+            return Verdict::Refused(Refusal::AfterChildren);
+        }
+        let mut up = path;
+        let mut verdict = Verdict::Ok;
+        while let Some(i) = up.iter().rposition(|&b| b == b'/') {
+            up = &up[..i];
+            if let Some(&k) = seen.get(up).filter(|k| **k != EntryKind::Dir) {
+                verdict = Verdict::Refused(Refusal::BelowNonFolder {
+                    ancestor: up.to_vec(),
+                    kind: k,
+                });
+                break;
+            }
+        }
+        seen.insert(path.to_vec(), kind);
+        verdict
+    }
+
+    /// The refusals of a list held in memory, by position: streaming, and
+    /// once more remembering if the list is out of walk order.
+    pub fn refusals(entries: &[Entry]) -> Vec<(usize, Refusal)> {
+        let mut check = ListCheck::streaming();
+        let mut out = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match check.entry(&e.path, e.kind) {
+                Verdict::Ok => {}
+                Verdict::Refused(r) => out.push((i, r)),
+                Verdict::Unordered => {
+                    let mut check = ListCheck::remembering();
+                    return entries
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, e)| match check.entry(&e.path, e.kind) {
+                            Verdict::Refused(r) => Some((i, r)),
+                            _ => None,
+                        })
+                        .collect();
+                }
+            }
+        }
+        out
     }
 }
 
@@ -351,7 +592,9 @@ impl TreeIndexBuilder {
     }
 
     /// The index as JSON lines, or None if the file list was not in walk
-    /// order: a lookup would then stop too early, so readers must scan.
+    /// order (a lookup would then stop too early, so readers must scan), or
+    /// if the index would be larger than a tree blob can be
+    /// ([`TREE_BLOB`]): readers then scan the whole list too.
     pub fn finish(self) -> Option<Vec<u8>> {
         if self.unordered {
             return None;
@@ -369,6 +612,9 @@ impl TreeIndexBuilder {
                 },
             );
             out.push(b'\n');
+            if out.len() as u64 > TREE_BLOB {
+                return None;
+            }
         }
         Some(out)
     }
@@ -453,6 +699,96 @@ mod tests {
         e.write_line(&mut line);
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
         assert_eq!(Entry::parse_line(&line[..line.len() - 1]).unwrap(), e);
+    }
+
+    /// The rules restore applies over a list, streaming (in walk order) and
+    /// remembering (out of order) alike.
+    #[test]
+    fn list_checks_refuse_what_restore_refuses() {
+        let e = |p: &str, kind: EntryKind| Entry {
+            path: p.as_bytes().to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            ctime: 0,
+            ino: 0,
+            size: 0,
+            content: vec![],
+            target: None,
+            rdev: 0,
+        };
+        use EntryKind::{Dir, File, Symlink};
+        let ordered = [e("a", Dir), e("a/b", File), e("a/c", Dir), e("b", File)];
+        assert!(ListCheck::refusals(&ordered).is_empty());
+        let mut c = ListCheck::streaming();
+        assert_eq!(c.entry(b"a", Dir), Verdict::Ok);
+        assert_eq!(c.entry(b"a", Dir), Verdict::Unordered);
+        // Duplicates and a folder after what is below it: by position.
+        let list = [
+            e("b", Dir),
+            e("a/f", File),
+            e("a", Dir),
+            e("b", File),
+            e("c", File),
+        ];
+        let got: Vec<(usize, Refusal)> = ListCheck::refusals(&list);
+        assert_eq!(got, [(2, Refusal::AfterChildren), (3, Refusal::Duplicate)]);
+        // Below a symlink: in order and out of order.
+        let link = [
+            e("d", Symlink),
+            e("d/x", File),
+            e("d/y/z", File),
+            e("e", File),
+        ];
+        let below = Refusal::BelowNonFolder {
+            ancestor: b"d".to_vec(),
+            kind: Symlink,
+        };
+        assert_eq!(
+            ListCheck::refusals(&link),
+            [(1, below.clone()), (2, below.clone())]
+        );
+        let mut unordered = link.to_vec();
+        unordered.push(e("0", File));
+        assert_eq!(
+            ListCheck::refusals(&unordered),
+            [(1, below.clone()), (2, below)]
+        );
+    }
+
+    /// A list that never ends a line is refused once the unfinished line
+    /// passes the cap, without holding more than the cap.
+    #[test]
+    fn an_endless_line_is_refused_at_the_cap() {
+        let blob = vec![b'x'; 8 << 20];
+        let mut p = TreeParser::default();
+        let mut fed = 0;
+        let err = loop {
+            match p.feed(&blob, "t") {
+                Ok(v) => assert!(v.is_empty()),
+                Err(e) => break e,
+            }
+            fed += blob.len();
+            assert!(p.pending.len() <= MAX_ENTRY_LINE);
+        };
+        assert_eq!(
+            fed, MAX_ENTRY_LINE,
+            "refused at the first blob past the cap"
+        );
+        assert!(
+            err.to_string()
+                .contains("longer than a file list entry can be"),
+            "{err}"
+        );
+        // A long path is refused by its length.
+        let line = format!(
+            r#"{{"path":"{}","type":"dir","mode":493,"mtime":0}}"#,
+            vec!["a"; 3000].join("/")
+        );
+        let err = Entry::parse_line(line.as_bytes()).unwrap_err();
+        assert!(err.contains("longer than a path can be"), "{err}");
     }
 
     #[test]

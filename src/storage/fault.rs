@@ -3,7 +3,7 @@
 //! delays them, cuts downloads off, or goes down for good after N requests.
 //! Every fault looks like what a real network does: a transient error.
 
-use super::{ObjectInfo, Storage, StorageError};
+use super::{Cap, ObjectInfo, Storage, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -160,8 +160,8 @@ impl Storage for Faulty {
     async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
         self.apply(key, self.inner.create(key, data)).await
     }
-    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        self.apply(key, self.inner.get(key)).await
+    async fn get_capped(&self, key: &str, cap: Cap) -> Result<Bytes, StorageError> {
+        self.apply(key, self.inner.get_capped(key, cap)).await
     }
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
         self.apply(key, self.inner.get_range(key, offset, length))

@@ -5,7 +5,7 @@
 //! `create` uses `O_EXCL` on the final name after writing a temporary file and
 //! `link(2)`, which fails if the name exists: exclusive and atomic.
 
-use super::{ObjectInfo, Storage, StorageError};
+use super::{Cap, ObjectInfo, Storage, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -247,38 +247,59 @@ impl Storage for LocalStorage {
             .map_err(|e| self.err(key, e))
     }
 
-    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+    async fn get_capped(&self, key: &str, cap: Cap) -> Result<Bytes, StorageError> {
         let path = self.path(key);
-        blocking(move || std::fs::read(path))
-            .await?
-            .map(Bytes::from)
-            .map_err(|e| self.err(key, e))
+        let read = blocking(move || -> std::io::Result<Result<Vec<u8>, u64>> {
+            let f = std::fs::File::open(path)?;
+            let size = f.metadata()?.len();
+            if size > cap.max {
+                return Ok(Err(size));
+            }
+            // The file may grow after the fstat: never read past the cap.
+            let mut buf = Vec::with_capacity(size as usize);
+            f.take(cap.max.saturating_add(1)).read_to_end(&mut buf)?;
+            Ok(match buf.len() as u64 {
+                n if n > cap.max => Err(n),
+                _ => Ok(buf),
+            })
+        })
+        .await?
+        .map_err(|e| self.err(key, e))?;
+        read.map(Bytes::from)
+            .map_err(|size| cap.refuse(self.location(), key, size))
     }
 
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
         let path = self.path(key);
-        let res = blocking(move || -> std::io::Result<Vec<u8>> {
+        // The range is checked against the file's real size before a buffer
+        // is allocated: an index entry may claim any offset and length.
+        let res = blocking(move || -> std::io::Result<Result<Vec<u8>, u64>> {
             let mut f = std::fs::File::open(path)?;
+            let size = f.metadata()?.len();
+            if offset.checked_add(length).is_none_or(|end| end > size) {
+                return Ok(Err(size));
+            }
             f.seek(SeekFrom::Start(offset))?;
             let mut buf = Vec::with_capacity(length as usize);
             f.take(length).read_to_end(&mut buf)?;
-            Ok(buf)
+            Ok(Ok(buf))
         })
         .await?
         .map_err(|e| self.err(key, e))?;
-        if (res.len() as u64) < length {
-            return Err(StorageError::Io {
-                location: self.location(),
-                key: key.to_string(),
-                message: format!(
-                    "object is truncated: wanted {length} bytes at offset {offset}, got {}",
-                    res.len()
-                ),
-                transient: false,
-                kind: None,
-            });
+        let short = |got: String| StorageError::Io {
+            location: self.location(),
+            key: key.to_string(),
+            message: format!(
+                "object is truncated: wanted {length} bytes at offset {offset}, {got}"
+            ),
+            transient: false,
+            kind: None,
+        };
+        match res {
+            Err(size) => Err(short(format!("but it has {size} bytes"))),
+            Ok(buf) if (buf.len() as u64) < length => Err(short(format!("got {}", buf.len()))),
+            Ok(buf) => Ok(Bytes::from(buf)),
         }
-        Ok(Bytes::from(res))
     }
 
     async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {

@@ -29,6 +29,40 @@ pub enum StorageError {
     },
     #[error("{location}: {message}")]
     Unavailable { location: String, message: String },
+    /// A whole-object read refused before reading: the object is larger than
+    /// anything of its kind can legitimately be (see [`Cap`]).
+    #[error(
+        "{location}: {key}: object is {size} bytes, larger than {what} can be (cap {max} bytes)"
+    )]
+    TooLarge {
+        location: String,
+        key: String,
+        size: u64,
+        what: &'static str,
+        max: u64,
+    },
+}
+
+/// The most a whole-object read may return, and what the object is, for the
+/// message when it is larger (`"an index object"`). Storage moves opaque
+/// bytes: the repository format decides the numbers (`repo::limits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cap {
+    pub max: u64,
+    pub what: &'static str,
+}
+
+impl Cap {
+    /// The refusal of an object of `size` bytes under `key`.
+    pub fn refuse(&self, location: String, key: &str, size: u64) -> StorageError {
+        StorageError::TooLarge {
+            location,
+            key: key.to_string(),
+            size,
+            what: self.what,
+            max: self.max,
+        }
+    }
 }
 
 impl StorageError {
@@ -40,7 +74,7 @@ impl StorageError {
         match self {
             StorageError::Io { transient, .. } => *transient,
             StorageError::Unavailable { .. } => true,
-            StorageError::NotFound { .. } => false,
+            StorageError::NotFound { .. } | StorageError::TooLarge { .. } => false,
         }
     }
 }
@@ -91,9 +125,16 @@ pub trait Storage: Send + Sync {
     }
     /// Stores `data` only if `key` does not exist. Returns false if it existed.
     async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError>;
-    /// Reads a whole object.
-    async fn get(&self, key: &str) -> Result<Bytes, StorageError>;
-    /// Reads `length` bytes at `offset`; a short object is an error, never a short read.
+    /// Reads a whole object of at most `cap.max` bytes. A larger one is
+    /// refused with [`StorageError::TooLarge`] before its bytes are read
+    /// (local: its size from fstat; S3: the response's content-length), and a
+    /// body that turns out longer than announced is cut off at the cap.
+    /// There is no uncapped read: every object in a repository has a kind
+    /// and the kind a largest size.
+    async fn get_capped(&self, key: &str, cap: Cap) -> Result<Bytes, StorageError>;
+    /// Reads `length` bytes at `offset`; a short object is an error, never a
+    /// short read. A range past the object's end is refused before anything
+    /// is allocated for it.
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError>;
     /// Size of an object, or None if missing.
     async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError>;

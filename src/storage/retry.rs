@@ -1,7 +1,7 @@
 //! Retries transient storage errors with exponential backoff and full
 //! jitter. Only this layer reads `StorageError::is_transient`.
 
-use super::{ObjectInfo, Storage, StorageError};
+use super::{Cap, ObjectInfo, Storage, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::future::Future;
@@ -90,8 +90,8 @@ impl Storage for Retry {
         // its object back to tell (repo::lock), so retrying here is safe.
         self.run(|| self.inner.create(key, data.clone())).await
     }
-    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        self.run(|| self.inner.get(key)).await
+    async fn get_capped(&self, key: &str, cap: Cap) -> Result<Bytes, StorageError> {
+        self.run(|| self.inner.get_capped(key, cap)).await
     }
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
         self.run(|| self.inner.get_range(key, offset, length)).await

@@ -5,7 +5,7 @@
 //! and an interceptor refuses any non-https request as a second line of
 //! defence, since the SDK itself would happily talk plain HTTP.
 
-use super::{ObjectInfo, Storage, StorageError};
+use super::{Cap, ObjectInfo, Storage, StorageError};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
@@ -430,6 +430,32 @@ impl S3Storage {
         format!("{}{key}", self.prefix)
     }
 
+    /// Reads a response body of at most `max` bytes (`Err(length so far)`
+    /// once it is longer: a server may send more than it announced), with
+    /// room for `announced` bytes made up front.
+    async fn collect_capped(
+        &self,
+        key: &str,
+        mut body: ByteStream,
+        announced: u64,
+        max: u64,
+    ) -> Result<Result<Bytes, u64>, StorageError> {
+        // Room made up front for what was announced, at most what may come.
+        let mut buf = bytes::BytesMut::with_capacity(announced.min(max) as usize);
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| body_error(self.location(), key, e))?
+        {
+            let len = buf.len() as u64 + chunk.len() as u64;
+            if len > max {
+                return Ok(Err(len));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Ok(buf.freeze()))
+    }
+
     /// Turns an SDK error into a storage error that names the bucket and the fix.
     fn error<E>(
         &self,
@@ -678,7 +704,7 @@ impl Storage for S3Storage {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+    async fn get_capped(&self, key: &str, cap: Cap) -> Result<Bytes, StorageError> {
         let out = self
             .client
             .get_object()
@@ -687,43 +713,57 @@ impl Storage for S3Storage {
             .send()
             .await
             .map_err(|e| self.error(key, e))?;
-        out.body
-            .collect()
-            .await
-            .map(|b| b.into_bytes())
-            .map_err(|e| body_error(self.location(), key, e))
+        // Refused on the announced length, before the body is read.
+        let announced = out.content_length().unwrap_or(0).max(0) as u64;
+        if announced > cap.max {
+            return Err(cap.refuse(self.location(), key, announced));
+        }
+        self.collect_capped(key, out.body, announced, cap.max)
+            .await?
+            .map_err(|size| cap.refuse(self.location(), key, size))
     }
 
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
         if length == 0 {
             return Ok(Bytes::new());
         }
+        let truncated = |got: String| StorageError::Io {
+            location: self.location(),
+            key: key.to_string(),
+            message: format!(
+                "object is truncated: wanted {length} bytes at offset {offset}, {got}"
+            ),
+            transient: false,
+            kind: None,
+        };
+        let Some(last) = offset.checked_add(length - 1) else {
+            return Err(truncated("which lies past any object".into()));
+        };
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            .range(format!("bytes={}-{}", offset, offset + length - 1))
+            .range(format!("bytes={offset}-{last}"))
             .send()
             .await
-            .map_err(|e| self.error(key, e))?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map(|b| b.into_bytes())
-            .map_err(|e| body_error(self.location(), key, e))?;
+            .map_err(|e| match self.error(key, e) {
+                // 416: the range starts past the object's end.
+                StorageError::Io { message, .. } if message.contains("InvalidRange") => {
+                    truncated("but the object is shorter".into())
+                }
+                other => other,
+            })?;
+        let announced = out.content_length().unwrap_or(0).max(0) as u64;
+        if announced > length {
+            return Err(truncated(format!("the server sends {announced} bytes")));
+        }
+        let bytes = self
+            .collect_capped(key, out.body, announced, length)
+            .await?
+            .map_err(|got| truncated(format!("the server sent more ({got} bytes)")))?;
         if bytes.len() as u64 != length {
-            return Err(StorageError::Io {
-                location: self.location(),
-                key: key.to_string(),
-                message: format!(
-                    "object is truncated: wanted {length} bytes at offset {offset}, got {}",
-                    bytes.len()
-                ),
-                transient: false,
-                kind: None,
-            });
+            return Err(truncated(format!("got {}", bytes.len())));
         }
         Ok(bytes)
     }

@@ -20,7 +20,7 @@ use coffer::repo::Repository;
 use coffer::repo::ids::BlobId;
 use coffer::repo::index::{IndexFile, IndexedPack};
 use coffer::repo::keys::OperatorIdentity;
-use coffer::repo::pack::{BlobKind, PackEntry, PackWriter, seal_blob};
+use coffer::repo::pack::{BlobKind, PackEntry, PackWriter, SealedBlob, seal_blob};
 use coffer::repo::snapshot::{Snapshot, Summary};
 use coffer::repo::store::Store;
 use coffer::repo::tree::{Entry, EntryKind, Extent};
@@ -33,20 +33,20 @@ use crate::env::*;
 const ADDRESS_SPACE_LIMIT: u64 = 2 << 30;
 
 /// mtime of every forged entry (2023-11-14, with nanoseconds).
-const MTIME: i64 = 1_700_000_000_123_456_789;
+pub(crate) const MTIME: i64 = 1_700_000_000_123_456_789;
 
 // ---------------------------------------------------------------------------
 // Forging archives through the library
 // ---------------------------------------------------------------------------
 
 /// The repository opened as the operator, to write snapshots by hand.
-struct Forger {
-    repo: Repository,
+pub(crate) struct Forger {
+    pub(crate) repo: Repository,
     spool: PathBuf,
 }
 
 impl Forger {
-    fn open(env: &TestEnv) -> Forger {
+    pub(crate) fn open(env: &TestEnv) -> Forger {
         let url = env.repo_url.to_str().expect("UTF-8 repository path");
         let store = Store::open(url, &Default::default()).expect("open the repository storage");
         let identity = OperatorIdentity::load(&env.identity, &|| Ok(String::new()))
@@ -58,7 +58,7 @@ impl Forger {
         }
     }
 
-    fn id(&self, data: &[u8]) -> BlobId {
+    pub(crate) fn id(&self, data: &[u8]) -> BlobId {
         self.repo.keys.blob_id(data)
     }
 
@@ -66,20 +66,38 @@ impl Forger {
     /// order; their concatenation is the list) plus a refs blob naming them
     /// all into one pack, uploads it, writes an index and a snapshot. Returns
     /// the snapshot id (64 hex digits).
-    fn snapshot(&self, data: &[&[u8]], tree: &[Vec<u8>]) -> String {
+    pub(crate) fn snapshot(&self, data: &[&[u8]], tree: &[Vec<u8>]) -> String {
         self.snapshot_with_index(data, tree, None)
     }
 
     /// `snapshot` with a tree index (format 2) of the given plaintext.
-    fn snapshot_with_index(
+    pub(crate) fn snapshot_with_index(
         &self,
         data: &[&[u8]],
         tree: &[Vec<u8>],
         index: Option<&[u8]>,
     ) -> String {
+        self.snapshot_with(data, tree, index, Vec::new(), |_| {})
+    }
+
+    /// `snapshot_with_index`, with blobs sealed by the caller (`extra`,
+    /// added to the pack and the reference list) and the index object
+    /// edited by `edit` before it is written.
+    pub(crate) fn snapshot_with(
+        &self,
+        data: &[&[u8]],
+        tree: &[Vec<u8>],
+        index: Option<&[u8]>,
+        extra: Vec<SealedBlob>,
+        edit: impl FnOnce(&mut IndexFile),
+    ) -> String {
         let keys = &self.repo.keys;
         let mut w = PackWriter::create(&self.spool).expect("spool a pack");
         let mut in_pack: HashSet<BlobId> = HashSet::new();
+        for b in extra {
+            in_pack.insert(b.id);
+            w.add(b).unwrap();
+        }
         for d in data {
             let id = self.id(d);
             if in_pack.insert(id) {
@@ -111,15 +129,15 @@ impl Forger {
         let pack = w.finish(keys).expect("finish the pack");
         let handle = self.repo.store.spawn_put_file(pack.id.key(), pack.path);
         self.repo.store.join(handle).expect("upload the pack");
-        self.repo
-            .write_index(&IndexFile {
-                packs: vec![IndexedPack {
-                    id: pack.id,
-                    size: pack.size,
-                    blobs: pack.entries,
-                }],
-            })
-            .expect("write the index");
+        let mut index = IndexFile {
+            packs: vec![IndexedPack {
+                id: pack.id,
+                size: pack.size,
+                blobs: pack.entries,
+            }],
+        };
+        edit(&mut index);
+        self.repo.write_index(&index).expect("write the index");
         let snap = Snapshot {
             time: chrono::Utc::now(),
             host: "hostile".into(),
@@ -137,7 +155,7 @@ impl Forger {
     }
 
     /// Every blob of the repository and where it is (from the index objects).
-    fn blob_map(&self) -> HashMap<BlobId, (coffer::repo::ids::PackId, PackEntry)> {
+    pub(crate) fn blob_map(&self) -> HashMap<BlobId, (coffer::repo::ids::PackId, PackEntry)> {
         let mut map = HashMap::new();
         for ix in self.repo.list_indexes().unwrap() {
             for p in self.repo.read_index(&ix).unwrap().packs {
@@ -160,7 +178,7 @@ fn gid() -> u32 {
     unsafe { libc::getgid() }
 }
 
-fn entry(path: &[u8], kind: EntryKind) -> Entry {
+pub(crate) fn entry(path: &[u8], kind: EntryKind) -> Entry {
     Entry {
         path: path.to_vec(),
         kind,
@@ -177,12 +195,12 @@ fn entry(path: &[u8], kind: EntryKind) -> Entry {
     }
 }
 
-fn dir(path: &str) -> Entry {
+pub(crate) fn dir(path: &str) -> Entry {
     entry(path.as_bytes(), EntryKind::Dir)
 }
 
 /// A file whose pieces are `extents` (blob, offset, length) and whose declared size is `size`.
-fn file_with(path: &str, size: u64, extents: &[(BlobId, u64, u64)]) -> Entry {
+pub(crate) fn file_with(path: &str, size: u64, extents: &[(BlobId, u64, u64)]) -> Entry {
     let mut e = entry(path.as_bytes(), EntryKind::File);
     e.size = size;
     e.content = extents
@@ -197,7 +215,7 @@ fn file_with(path: &str, size: u64, extents: &[(BlobId, u64, u64)]) -> Entry {
 }
 
 /// A file that is the whole of blob `data`.
-fn file(f: &Forger, path: &str, data: &[u8]) -> Entry {
+pub(crate) fn file(f: &Forger, path: &str, data: &[u8]) -> Entry {
     let n = data.len() as u64;
     if n == 0 {
         return file_with(path, 0, &[]);
@@ -205,21 +223,21 @@ fn file(f: &Forger, path: &str, data: &[u8]) -> Entry {
     file_with(path, n, &[(f.id(data), 0, n)])
 }
 
-fn symlink(path: &str, target: &str) -> Entry {
+pub(crate) fn symlink(path: &str, target: &str) -> Entry {
     let mut e = entry(path.as_bytes(), EntryKind::Symlink);
     e.mode = 0o777;
     e.target = Some(target.as_bytes().to_vec());
     e
 }
 
-fn hardlink(path: &str, target: &str) -> Entry {
+pub(crate) fn hardlink(path: &str, target: &str) -> Entry {
     let mut e = entry(path.as_bytes(), EntryKind::Hardlink);
     e.target = Some(target.as_bytes().to_vec());
     e
 }
 
 /// The file list lines of `entries`, exactly as a backup serialises them.
-fn lines(entries: &[Entry]) -> Vec<u8> {
+pub(crate) fn lines(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();
     for e in entries {
         e.write_line(&mut out);
@@ -231,11 +249,11 @@ fn lines(entries: &[Entry]) -> Vec<u8> {
 // The scene: a repository, a target, a sentinel, a victim file
 // ---------------------------------------------------------------------------
 
-struct Scene {
-    env: TestEnv,
-    forger: Forger,
+pub(crate) struct Scene {
+    pub(crate) env: TestEnv,
+    pub(crate) forger: Forger,
     /// Beside every target: must stay empty.
-    outside: PathBuf,
+    pub(crate) outside: PathBuf,
     /// A file outside every target that hostile links aim at.
     secret: PathBuf,
     /// An absolute path outside the temporary root that must never appear.
@@ -243,13 +261,13 @@ struct Scene {
 }
 
 /// One restore's outcome, checked for "nothing outside the target changed".
-struct Restored {
-    out: Output,
-    target: PathBuf,
+pub(crate) struct Restored {
+    pub(crate) out: Output,
+    pub(crate) target: PathBuf,
 }
 
 impl Scene {
-    fn new() -> Scene {
+    pub(crate) fn new() -> Scene {
         let env = TestEnv::with_repo();
         let forger = Forger::open(&env);
         let outside = env.path("outside");
@@ -272,7 +290,7 @@ impl Scene {
     }
 
     /// `p` relative to a target `root/t-N`: `../outside/...` and so on.
-    fn abs(&self, rel: &str) -> String {
+    pub(crate) fn abs(&self, rel: &str) -> String {
         format!("{}/{rel}", self.env.root.display())
     }
 
@@ -280,7 +298,7 @@ impl Scene {
     /// kind, mode, owner, and for non-folders size, inode, link count, times
     /// and link target. Any write, chmod, chown or link outside the target
     /// shows up as a difference.
-    fn state(&self, target: &Path) -> BTreeMap<PathBuf, String> {
+    pub(crate) fn state(&self, target: &Path) -> BTreeMap<PathBuf, String> {
         fn walk(p: &Path, skip: &[&Path], out: &mut BTreeMap<PathBuf, String>) {
             if skip.contains(&p)
                 || p.file_name()
@@ -323,24 +341,26 @@ impl Scene {
             }
             out.insert(p.to_path_buf(), d);
         }
-        // The target, and the repository's audit log (a restore records
-        // itself there), may change.
+        // The target, the repository's audit log (a restore records itself
+        // there) and its damage records (a restore records the bad blobs it
+        // read) may change.
         let audit = self.env.repo.join("audit");
+        let damage = self.env.repo.join("damage");
         let mut out = BTreeMap::new();
-        walk(&self.env.root, &[target, &audit], &mut out);
+        walk(&self.env.root, &[target, &audit, &damage], &mut out);
         out
     }
 
     /// Forges a snapshot, restores it into a fresh target (as `coffer
     /// restore` under an address-space limit) and checks that nothing
     /// outside the target changed and that coffer did not panic.
-    fn restore(&self, data: &[&[u8]], tree: &[Vec<u8>]) -> (String, Restored) {
+    pub(crate) fn restore(&self, data: &[&[u8]], tree: &[Vec<u8>]) -> (String, Restored) {
         let id = self.forger.snapshot(data, tree);
         let r = self.restore_id(&id);
         (id, r)
     }
 
-    fn restore_id(&self, id: &str) -> Restored {
+    pub(crate) fn restore_id(&self, id: &str) -> Restored {
         let target = self.env.unique_path("t");
         fs::create_dir(&target).unwrap();
         let before = self.state(&target);
@@ -366,41 +386,12 @@ impl Scene {
 
     /// `coffer ARGS` as the operator, under the address-space limit; checks
     /// that it neither panicked nor died from a signal.
-    fn run_limited(&self, args: &[OsString]) -> Output {
-        let mut args = args.to_vec();
-        let cmdline = format!(
-            "coffer {}",
-            args.iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        args.extend(self.env.operator_flags());
-        let mut cmd = self.env.command(&args);
-        // SAFETY: setrlimit is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: ADDRESS_SPACE_LIMIT as libc::rlim_t,
-                    rlim_max: ADDRESS_SPACE_LIMIT as libc::rlim_t,
-                };
-                if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let out = run_command(cmd, cmdline, command_timeout());
-        out.expect_no_panic();
-        assert!(
-            out.code.is_some(),
-            "coffer died from a signal (memory limit?)\n{out}"
-        );
-        out
+    pub(crate) fn run_limited(&self, args: &[OsString]) -> Output {
+        run_limited_in(&self.env, args, &self.env.operator_flags())
     }
 
     #[track_caller]
-    fn assert_untouched(
+    pub(crate) fn assert_untouched(
         &self,
         before: &BTreeMap<PathBuf, String>,
         after: &BTreeMap<PathBuf, String>,
@@ -442,23 +433,58 @@ impl Scene {
         );
     }
 
-    fn ls(&self, id: &str) -> Output {
+    pub(crate) fn ls(&self, id: &str) -> Output {
         let out = self.env.operator(["ls", id, "--json"]);
         out.expect_no_panic();
         out
     }
 
-    fn cat(&self, id: &str, path: &str) -> Output {
+    pub(crate) fn cat(&self, id: &str, path: &str) -> Output {
         let out = self.env.operator(["cat", id, path]);
         out.expect_no_panic();
         out
     }
 }
 
+/// `coffer ARGS FLAGS` in `env` under the address-space limit (the message
+/// shows ARGS only); checks that it neither panicked nor died from a signal.
+pub(crate) fn run_limited_in(env: &TestEnv, args: &[OsString], flags: &[OsString]) -> Output {
+    let cmdline = format!(
+        "coffer {}",
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut all = args.to_vec();
+    all.extend_from_slice(flags);
+    let mut cmd = env.command(&all);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: ADDRESS_SPACE_LIMIT as libc::rlim_t,
+                rlim_max: ADDRESS_SPACE_LIMIT as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run_command_peak(cmd, cmdline, command_timeout());
+    out.expect_no_panic();
+    assert!(
+        out.code.is_some(),
+        "coffer died from a signal (memory limit?)\n{out}"
+    );
+    out
+}
+
 /// The whole archive is refused: non-zero exit, a short message naming
 /// `needle`, nothing restored.
 #[track_caller]
-fn assert_refused_whole(r: &Restored, needle: &str) {
+pub(crate) fn assert_refused_whole(r: &Restored, needle: &str) {
     r.out.expect_failure();
     r.out.expect_short_stderr(2);
     r.out.expect_stderr_contains(needle);
@@ -473,7 +499,7 @@ fn assert_refused_whole(r: &Restored, needle: &str) {
 /// The named entries are refused one by one (each named on stderr), the
 /// restore fails, and the others restore.
 #[track_caller]
-fn assert_refused_entries(r: &Restored, refused: &[&str]) {
+pub(crate) fn assert_refused_entries(r: &Restored, refused: &[&str]) {
     r.out.expect_failure();
     r.out.expect_short_stderr(refused.len() + 3);
     for p in refused {

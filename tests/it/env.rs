@@ -52,6 +52,9 @@ pub struct Output {
     pub stdout: String,
     pub stderr: String,
     pub elapsed: Duration,
+    /// The process's peak resident memory in bytes, where it was measured
+    /// ([`run_command_peak`]).
+    pub peak_rss: Option<u64>,
 }
 
 impl Output {
@@ -69,7 +72,23 @@ impl Output {
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             elapsed,
+            peak_rss: None,
         }
+    }
+
+    /// Fails unless the process's peak resident memory stayed under `max` bytes.
+    #[track_caller]
+    pub fn expect_peak_rss_under(&self, max: u64) -> u64 {
+        let peak = self
+            .peak_rss
+            .unwrap_or_else(|| panic!("peak memory was not measured\n{self}"));
+        assert!(
+            peak < max,
+            "peak memory {} MiB, the limit is {} MiB\n{self}",
+            peak >> 20,
+            max >> 20
+        );
+        peak
     }
 
     pub fn ok(&self) -> bool {
@@ -235,22 +254,106 @@ fn cmdline_of(args: &[OsString]) -> String {
 /// Runs a prepared command with piped output and a time limit; kills it and
 /// panics when the limit is exceeded (a hang is a failure with a message, not a
 /// stuck test run).
-pub fn run_command(mut cmd: Command, cmdline: String, timeout: Duration) -> Output {
+pub fn run_command(cmd: Command, cmdline: String, timeout: Duration) -> Output {
+    run_measured(cmd, cmdline, timeout, false)
+}
+
+/// [`run_command`], also measuring the peak resident memory of the process
+/// itself ([`Output::peak_rss`]): its VmHWM, read from /proc when it is about
+/// to exit (it runs traced, and stops there: PTRACE_EVENT_EXIT). `ru_maxrss`
+/// from `wait4` will not do: the kernel counts in it the memory of the
+/// process the child was forked from (this test process, hundreds of MiB
+/// while other tests run) up to its exec.
+pub fn run_command_peak(cmd: Command, cmdline: String, timeout: Duration) -> Output {
+    run_measured(cmd, cmdline, timeout, true)
+}
+
+/// The peak resident memory of a live process, in bytes.
+fn vm_hwm(pid: libc::pid_t) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+// A measured child is reaped by `traced_wait` (waitpid), which clippy can not see.
+#[allow(clippy::zombie_processes)]
+fn run_measured(mut cmd: Command, cmdline: String, timeout: Duration, measure: bool) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if measure {
+        // SAFETY: ptrace(PTRACE_TRACEME) is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let null = std::ptr::null_mut::<libc::c_void>();
+                if libc::ptrace(libc::PTRACE_TRACEME, 0, null, null) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let start = Instant::now();
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {cmdline}: {e}"));
     let out_reader = spawn_reader(child.stdout.take().unwrap());
     let err_reader = spawn_reader(child.stderr.take().unwrap());
+    let pid = child.id() as libc::pid_t;
+    let mut peak_rss = None;
+    // A traced child: each stop is answered (this thread is its tracer).
+    // Stopped after its exec, it is told to stop again on its way out.
+    let mut traced_wait = |options: libc::c_int| -> Option<ExitStatus> {
+        loop {
+            let mut st = 0;
+            // SAFETY: pid is our own child; st is a valid pointer.
+            let r = unsafe { libc::waitpid(pid, &mut st, options) };
+            assert!(r >= 0, "waitpid: {}", std::io::Error::last_os_error());
+            if r == 0 {
+                return None;
+            }
+            if !libc::WIFSTOPPED(st) {
+                return Some(ExitStatus::from_raw(st));
+            }
+            let null = std::ptr::null_mut::<libc::c_void>();
+            let mut forward = libc::WSTOPSIG(st);
+            if forward == libc::SIGTRAP {
+                forward = 0;
+                if st >> 16 == libc::PTRACE_EVENT_EXIT {
+                    peak_rss = vm_hwm(pid);
+                } else {
+                    let opts = libc::PTRACE_O_TRACEEXIT as usize as *mut libc::c_void;
+                    // SAFETY: pid is our stopped tracee.
+                    unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, pid, null, opts) };
+                }
+            }
+            // SAFETY: pid is our stopped tracee; `forward` is a signal number or 0.
+            unsafe {
+                libc::ptrace(
+                    libc::PTRACE_CONT,
+                    pid,
+                    null,
+                    forward as usize as *mut libc::c_void,
+                )
+            };
+        }
+    };
     let status = loop {
-        match child.try_wait().expect("try_wait") {
+        let done = if measure {
+            traced_wait(libc::WNOHANG)
+        } else {
+            child.try_wait().expect("try_wait")
+        };
+        match done {
             Some(status) => break status,
             None if start.elapsed() > timeout => {
                 let _ = child.kill();
-                let _ = child.wait();
+                let _ = if measure {
+                    traced_wait(0)
+                } else {
+                    child.wait().ok()
+                };
                 let stdout = out_reader.join().unwrap_or_default();
                 let stderr = err_reader.join().unwrap_or_default();
                 panic!(
@@ -265,7 +368,9 @@ pub fn run_command(mut cmd: Command, cmdline: String, timeout: Duration) -> Outp
     let elapsed = start.elapsed();
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    Output::from_status(cmdline, status, stdout, stderr, elapsed)
+    let mut out = Output::from_status(cmdline, status, stdout, stderr, elapsed);
+    out.peak_rss = peak_rss;
+    out
 }
 
 fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {

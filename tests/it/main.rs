@@ -16,6 +16,7 @@ mod faults;
 mod golden;
 mod heal;
 mod history;
+mod hostile;
 mod install;
 mod interrupt;
 mod moto;
