@@ -66,9 +66,34 @@ pub struct S3Server {
     runtime: Option<tokio::runtime::Runtime>,
 }
 
+/// Behaviours of other S3 implementations that the test server imitates
+/// on request, so coffer is tested against each (issue 14). All off by
+/// default: the server then behaves as s3s-fs does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quirks {
+    /// PutObject with `If-None-Match: *` succeeds and overwrites, as on
+    /// Garage 2.5, s3rver and B2 (which answers 501 instead).
+    pub ignore_if_none_match: bool,
+    /// Every ranged GET carries the whole object's stored checksum, as Ceph
+    /// before 2025-02 and R2 in 2025-02 did.
+    pub whole_object_checksum_on_ranges: bool,
+    /// aws-chunked uploads with trailing checksums are refused (Ceph 16:
+    /// 411; OVH and Hetzner in 2025).
+    pub reject_trailing_checksums: bool,
+    /// aws-chunked uploads are stored with their chunk framing, as the
+    /// object's bytes (s3rver 3: silent corruption).
+    pub store_chunk_framing: bool,
+}
+
 impl S3Server {
     /// Starts a server storing under `dir/s3`, with the CA file in `dir`.
     pub fn start(dir: &Path) -> S3Server {
+        Self::start_with(dir, Quirks::default())
+    }
+
+    /// [`S3Server::start`], imitating the given quirks.
+    pub fn start_with(dir: &Path, quirks: Quirks) -> S3Server {
+        let _ = quirks; // applied by the request handling below, quirk by quirk
         let root = dir.join("s3");
         std::fs::create_dir_all(&root).unwrap();
 
