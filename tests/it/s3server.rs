@@ -70,6 +70,7 @@ pub struct S3Server {
 /// on request, so coffer is tested against each (issue 14). All off by
 /// default: the server then behaves as s3s-fs does.
 #[derive(Clone, Copy, Debug, Default)]
+#[allow(dead_code)] // each quirk is read once its handling lands
 pub struct Quirks {
     /// PutObject with `If-None-Match: *` succeeds and overwrites, as on
     /// Garage 2.5, s3rver and B2 (which answers 501 instead).
