@@ -59,7 +59,7 @@ impl RepoLock {
             ));
             if store.create(LOCK_KEY, sealed)? {
                 // Read back: if a racing taker deleted ours meanwhile, we lost.
-                if Self::read(store, keys)?.is_some_and(|held| held.nonce == info.nonce) {
+                if Self::read_settled(store, keys)?.is_some_and(|held| held.nonce == info.nonce) {
                     return Ok(RepoLock {
                         info,
                         lease,
@@ -68,7 +68,7 @@ impl RepoLock {
                 }
                 continue;
             }
-            let Some(held) = Self::read(store, keys)? else {
+            let Some(held) = Self::read_settled(store, keys)? else {
                 continue; // released between our attempt and the read
             };
             if held.nonce == info.nonce {
@@ -117,6 +117,27 @@ impl RepoLock {
                 other => return other,
             }
         }
+    }
+
+    /// [`RepoLock::read`], tried again a few times when the object can
+    /// not be read: a lock being written or deleted by another writer right
+    /// now (or by a provider whose reads lag its writes) can read as
+    /// garbage for a moment. Only an error that lasts is reported.
+    fn read_settled(store: &Store, keys: &Keys) -> Result<Option<LockInfo>, RepoError> {
+        let mut wait = std::time::Duration::from_millis(200);
+        for _ in 0..3 {
+            match Self::read(store, keys) {
+                Ok(found) => return Ok(found),
+                Err(RepoError::Storage(e)) if e.is_transient() => {
+                    return Err(RepoError::Storage(e));
+                }
+                Err(_) => {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+            }
+        }
+        Self::read(store, keys)
     }
 
     fn read(store: &Store, keys: &Keys) -> Result<Option<LockInfo>, RepoError> {

@@ -395,6 +395,78 @@ fn repair_snapshots_takes_lost_files_from_older_snapshots(backend: Backend) {
     assert_trees_equal(&src, &restored);
 }
 
+/// A file list that restore would refuse (here: a symlink with an entry
+/// below it) is a `check --read-data` problem, and from then on the
+/// snapshot is damaged for every command, on a fresh catalog too. A second
+/// check records nothing new.
+#[test]
+fn file_lists_restore_refuses_mark_the_snapshot_damaged() {
+    use crate::adversarial::{Scene, dir, file, lines, symlink};
+    let s = Scene::new();
+    let f = &s.forger;
+    let data = b"through a symlink\n".as_slice();
+    let tree = lines(&[
+        dir("top"),
+        symlink("top/link", "/etc"),
+        file(f, "top/link/passwd", data),
+    ]);
+    let id = f.snapshot(&[data], &[tree]);
+    let short = &id[..8];
+    let out = s.env.operator(["check", "--read-data", "--json"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains(&format!("snapshots/{id}")), "{out}");
+    let recorded = out.json()["damage_recorded"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(recorded.len(), 1, "one damage record\n{out}");
+    let again = s.env.operator(["check", "--read-data", "--json"]);
+    again.expect_code(4);
+    assert_eq!(
+        again.json()["damage_recorded"].as_array().map(Vec::len),
+        Some(0),
+        "the same finding is not recorded twice\n{again}"
+    );
+    for catalog in ["warm", "fresh"] {
+        if catalog == "fresh" {
+            drop_catalog(&s.env);
+        }
+        let states = snapshot_states(&s.env);
+        let state = states.iter().find(|(i, _)| i == short).unwrap();
+        assert_eq!(state.1, "damaged", "{catalog} catalog: {states:?}");
+    }
+}
+
+/// A damage record whose pack reads back whole (the earlier read was bad,
+/// not the data) is cleared by `check --read-data`.
+#[test]
+fn a_record_of_a_pack_that_reads_back_whole_is_cleared() {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    write_random_file(&src.join("a.bin"), 300 * KIB, 3);
+    env.backup(&[&src]);
+    let (key, path) = (env.packs()[0].0.clone(), env.packs()[0].1.clone());
+    let good = fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x10;
+    env.replace_object(&key, &bad);
+    let target = env.unique_path("restore");
+    env.restore_raw("latest", &target, &[]).expect_failure();
+    assert_eq!(fs::read_dir(env.repo.join("damage")).unwrap().count(), 1);
+    assert_eq!(snapshot_states(&env)[0].1, "damaged");
+    env.replace_object(&key, &good);
+    let out = env.operator(["check", "--read-data", "--json"]);
+    out.expect_ok();
+    assert_eq!(
+        out.json()["damage_cleared"].as_array().map(Vec::len),
+        Some(1),
+        "{out}"
+    );
+    assert_eq!(fs::read_dir(env.repo.join("damage")).unwrap().count(), 0);
+    assert_ne!(snapshot_states(&env)[0].1, "damaged");
+}
+
 on_both_backends!(
     a_deleted_pack_is_stored_again,
     a_deleted_pack_is_stored_again_with_a_fresh_catalog,
