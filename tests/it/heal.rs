@@ -253,6 +253,43 @@ fn one_bad_object_blocks_nothing(backend: Backend) {
     }
 }
 
+/// A damaged index object: commands name it and go on; the next backup
+/// reads its packs from their trailers (adopts them), so nothing is stored
+/// again and every snapshot restores.
+fn a_damaged_index_is_read_from_the_packs(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
+    let src = source(&env);
+    env.backup(&[&src]);
+    let index = fs::read_dir(env.repo.join("index"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let key = format!("index/{}", index.file_name().to_string_lossy());
+    let mut bytes = fs::read(index.path()).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x08;
+    env.replace_object(&key, &bytes);
+    drop_catalog(&env);
+    let out = env.backup_raw(&[&src], &[]);
+    out.expect_ok();
+    out.expect_stderr_contains(&key);
+    let v = out.json();
+    assert!(
+        u64_field(&v, "stored_added") < MIB,
+        "the packs were adopted, not stored again\n{out}"
+    );
+    for snap in env.snapshots() {
+        let target = env.restore(str_field(&snap, "short_id"));
+        assert_trees_equal(&src, &restored_path(&target, &src));
+    }
+    let out = env.operator(["check", "--json"]);
+    out.expect_code(4);
+    assert!(out.stdout.contains(&key), "check names {key}\n{out}");
+    env.agent(["repair", "index"]).expect_ok();
+    env.check(true).expect_ok();
+}
+
 /// A damaged keyring does not lock out an operator: its copy is read, and
 /// with both damaged the agent key file (the same keys) is enough.
 fn a_damaged_keyring_locks_nobody_out(backend: Backend) {
@@ -475,6 +512,7 @@ on_both_backends!(
     every_snapshot_that_lost_data_is_damaged,
     check_findings_mark_snapshots_damaged,
     one_bad_object_blocks_nothing,
+    a_damaged_index_is_read_from_the_packs,
     a_damaged_keyring_locks_nobody_out,
     a_garbage_lock_says_what_to_do,
     repair_index_rebuilds_a_lost_index,
