@@ -29,3 +29,4 @@ mod s3;
 mod s3server;
 mod selection;
 mod tamper;
+mod transport;
