@@ -328,7 +328,13 @@ fn roundtrip(prefix: &str, s3: &str) {
     restore_equal("first", &[]);
     run(&[o("check"), o("--read-data")]);
 
-    run(&[o("forget"), o("--keep-within"), o("0s"), o("--keep-last"), o("1")]);
+    run(&[
+        o("forget"),
+        o("--keep-within"),
+        o("0s"),
+        o("--keep-last"),
+        o("1"),
+    ]);
     let pruned = run(&[
         o("prune"),
         o("--grace"),
