@@ -283,10 +283,17 @@ fn a_damaged_index_is_read_from_the_packs(backend: Backend) {
         let target = env.restore(str_field(&snap, "short_id"));
         assert_trees_equal(&src, &restored_path(&target, &src));
     }
+    // The adoption's index can be the very same JSON as the damaged one
+    // (the same packs in the same order): then it has the same name and
+    // replaced it. Otherwise check names the damaged one until repair.
     let out = env.operator(["check", "--json"]);
-    out.expect_code(4);
-    assert!(out.stdout.contains(&key), "check names {key}\n{out}");
-    env.agent(["repair", "index"]).expect_ok();
+    if fs::read(env.repo.join(&key)).ok().as_deref() == Some(&bytes[..]) {
+        out.expect_code(4);
+        assert!(out.stdout.contains(&key), "check names {key}\n{out}");
+        env.agent(["repair", "index"]).expect_ok();
+    } else {
+        out.expect_ok();
+    }
     env.check(true).expect_ok();
 }
 
