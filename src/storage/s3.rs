@@ -15,6 +15,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 
+mod probe;
+
 /// Where and how to reach the bucket. Empty fields fall back to the standard
 /// AWS environment and configuration files.
 #[derive(Clone, Debug, Default)]
@@ -924,6 +926,22 @@ impl Storage for S3Storage {
                 other => Err(other),
             },
         }
+    }
+
+    // The capability probe's hooks (s3/probe.rs).
+    fn multipart_threshold(&self) -> Option<u64> {
+        Some(self.threshold())
+    }
+    fn upload_settings(&self) -> String {
+        format!("multipart above {} bytes", self.threshold())
+    }
+    async fn range_checksum(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<String>, StorageError> {
+        self.probe_range_checksum(key, offset, length).await
     }
 }
 

@@ -1,0 +1,51 @@
+//! What the capability probe (`repo::caps`) asks of an S3 server beyond the
+//! storage trait's reads and writes: which upload paths exist, and which
+//! checksum a ranged read comes with. Kept apart from the transport code.
+
+use super::S3Storage;
+use aws_sdk_s3::types::ChecksumMode;
+
+/// The multipart threshold when the profile sets none.
+const DEFAULT_THRESHOLD: u64 = 64 << 20;
+
+impl S3Storage {
+    /// Files above this go up as multipart uploads (`put_file`).
+    pub(super) fn threshold(&self) -> u64 {
+        match self.opts.multipart_threshold {
+            0 => DEFAULT_THRESHOLD,
+            t => t,
+        }
+    }
+
+    /// A ranged GET with `x-amz-checksum-mode: ENABLED`: the first checksum
+    /// header of the answer (`"crc32 <value>"`, a part's ending `-N`), or
+    /// None. The body is not read, so the SDK validates nothing.
+    pub(super) async fn probe_range_checksum(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<String>, super::StorageError> {
+        let last = offset.saturating_add(length.max(1) - 1);
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .range(format!("bytes={offset}-{last}"))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| self.error(key, e))?;
+        let found = [
+            ("crc64nvme", out.checksum_crc64_nvme()),
+            ("crc32", out.checksum_crc32()),
+            ("crc32c", out.checksum_crc32_c()),
+            ("sha256", out.checksum_sha256()),
+            ("sha1", out.checksum_sha1()),
+        ]
+        .into_iter()
+        .find_map(|(name, v)| v.map(|v| format!("{name} {v}")));
+        Ok(found)
+    }
+}
