@@ -167,10 +167,22 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                 );
             }
             Some(s) if s.size != *size => {
-                let problem = format!(
-                    "size is {} bytes, the index says {size} (truncated or altered)",
-                    s.size
-                );
+                // A pack stored with the chunk framing of its upload is
+                // longer and begins with a chunk's length line: named, with
+                // what to do (one ranged read of 24 bytes per such pack).
+                let framing = (s.size > *size)
+                    .then(|| crate::repo::caps::framing(&repo.store, &pack.key(), s.size))
+                    .flatten();
+                let problem = match framing {
+                    Some(line) => format!(
+                        "size is {} bytes, the index says {size}, and it begins `{line}\\r\\n`: stored with its upload's aws-chunked framing as data (the server does not understand streamed uploads with trailing checksums; set `checksums = \"off\"` in the profile's [s3] section, and back up again: the next backup stores the lost data again)",
+                        s.size
+                    ),
+                    None => format!(
+                        "size is {} bytes, the index says {size} (truncated or altered)",
+                        s.size
+                    ),
+                };
                 if read_data {
                     // Reading it tells exactly which blobs survive.
                     size_notes.insert(*pack, problem);
