@@ -79,6 +79,7 @@ struct S3File {
     #[serde(default)]
     allow_insecure_http: bool,
     max_attempts: Option<u32>,
+    checksums: Option<String>,
     storage_class: Option<String>,
     server_side_encryption: Option<String>,
     sse_kms_key_id: Option<String>,
@@ -355,8 +356,19 @@ impl Profile {
         for g in &raw.exclude {
             globset::Glob::new(g).map_err(|e| invalid(format!("exclude {g:?}: {e}")))?;
         }
+        for (key, url) in [
+            ("repository", Some(&raw.repository)),
+            ("copy_to", raw.copy_to.as_ref()),
+        ] {
+            if let Some(u) = url {
+                crate::storage::check_url(u).map_err(|e| invalid(format!("{key}: {e}")))?;
+            }
+        }
         let repository = match raw.repository.strip_prefix("file://") {
-            Some(p) => format!("file://{}", resolve(p).display()),
+            Some(p) => format!(
+                "file://{}",
+                resolve(p.strip_prefix("localhost").unwrap_or(p)).display()
+            ),
             None if raw.repository.contains("://") => raw.repository.clone(),
             None => format!("file://{}", resolve(&raw.repository).display()),
         };
@@ -540,7 +552,14 @@ impl Profile {
                         "server_side_encryption = {s:?}: use \"AES256\" or \"aws:kms\""
                     )));
                 }
+                let checksums = match f.checksums.as_deref() {
+                    None => crate::storage::ChecksumSetting::Auto,
+                    Some(c) => c
+                        .parse()
+                        .map_err(|e| invalid(format!("[s3] checksums = {e}")))?,
+                };
                 crate::storage::S3Options {
+                    checksums,
                     region: f.region,
                     endpoint: f.endpoint,
                     path_style: f.path_style,
@@ -558,7 +577,10 @@ impl Profile {
             }
         };
         let copy_to = raw.copy_to.map(|u| match u.strip_prefix("file://") {
-            Some(p) => format!("file://{}", resolve(p).display()),
+            Some(p) => format!(
+                "file://{}",
+                resolve(p.strip_prefix("localhost").unwrap_or(p)).display()
+            ),
             None if u.contains("://") => u,
             None => format!("file://{}", resolve(&u).display()),
         });
@@ -670,5 +692,40 @@ keep_daily = 7
         );
         let p = Profile::parse(&text, Path::new("p.toml")).unwrap();
         assert_eq!(p.s3.multipart_threshold, 5 << 20);
+    }
+
+    #[test]
+    fn s3_checksums_is_read_by_name() {
+        let with = |line: &str| {
+            let text = GOOD.replace("[schedule]", &format!("[s3]\n{line}\n\n[schedule]"));
+            Profile::parse(&text, Path::new("p.toml"))
+        };
+        use crate::storage::ChecksumSetting;
+        let p = with("region = \"eu-west-1\"").unwrap();
+        assert_eq!(p.s3.checksums, ChecksumSetting::Auto);
+        let p = with("checksums = \"when_required\"").unwrap();
+        assert_eq!(p.s3.checksums, ChecksumSetting::WhenRequired);
+        let p = with("checksums = \"when_supported\"").unwrap();
+        assert_eq!(p.s3.checksums, ChecksumSetting::WhenSupported);
+        let e = with("checksums = \"off\"").unwrap_err().to_string();
+        assert!(
+            e.contains("checksums") && e.contains("when_required"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mistyped_repository_urls_in_a_profile_are_refused() {
+        for (url, meant) in [
+            ("s3:/acme/web-1", "s3://acme/web-1"),
+            ("file://srv/backup", "file:///srv/backup"),
+        ] {
+            let text = GOOD.replace("repository = \"repo\"", &format!("repository = {url:?}"));
+            assert_ne!(text, GOOD);
+            let e = Profile::parse(&text, Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("repository") && e.contains(meant), "{e}");
+        }
     }
 }

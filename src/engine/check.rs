@@ -528,7 +528,7 @@ fn read_pack(repo: &Repository, pack: &PackId, indexed: &[PackEntry]) -> Result<
         .get_capped(&pack.key(), limits::pack(repo.config.pack_size))
     {
         Ok(b) => b,
-        Err(e) if e.is_transient() => return Err(e.into()),
+        Err(e) if !e.is_object_fault() => return Err(e.into()),
         Err(e) => return Ok(Some((*pack, e.to_string(), all, true))),
     };
     let hash_ok = blake3::hash(&bytes).as_bytes() == &pack.0;

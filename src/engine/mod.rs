@@ -105,7 +105,7 @@ pub type Skipped = (usize, String);
 pub fn is_bad_object(e: &crate::Error) -> bool {
     use crate::repo::RepoError;
     match e {
-        crate::Error::Repo(RepoError::Storage(s)) | crate::Error::Storage(s) => !s.is_transient(),
+        crate::Error::Repo(RepoError::Storage(s)) | crate::Error::Storage(s) => s.is_object_fault(),
         crate::Error::Repo(
             RepoError::Corrupt { .. } | RepoError::WrongKey { .. } | RepoError::NeedIdentity { .. },
         ) => true,

@@ -364,7 +364,7 @@ pub(crate) fn prune_locked(
                 });
                 continue;
             }
-            Err(e) if !e.is_transient() => {
+            Err(e) if e.is_object_fault() => {
                 unreadable.insert(*pack);
                 if !e.is_not_found() {
                     record.packs.push(BadPack {

@@ -1024,7 +1024,7 @@ fn write_blobs(
         Err(e) => {
             for (entry, pieces) in items {
                 w.bad(entry);
-                if !e.is_transient() && !e.is_not_found() {
+                if e.is_object_fault() && !e.is_not_found() {
                     w.damaged(pack, entry, &e.to_string());
                 }
                 w.fail(pieces, &e.to_string());

@@ -8,17 +8,20 @@ mod s3;
 
 pub use local::LocalStorage;
 pub use retry::Retry;
-pub use s3::{S3Options, S3Storage};
+pub use s3::{ChecksumSetting, S3Options, S3Storage};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-/// A storage failure. `is_transient` tells the retry layer whether trying again can help.
+/// A storage failure. `is_transient` tells the retry layer whether trying
+/// again can help; `is_object_fault` tells the engines whether the object
+/// itself is bad (skip it, record the damage) or storage as a whole failed
+/// (stop).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("object {key} not found in {location}")]
     NotFound { location: String, key: String },
-    #[error("{location}: {key}: {message}")]
+    #[error("{location}: {}{message}", keyed(key))]
     Io {
         location: String,
         key: String,
@@ -29,6 +32,25 @@ pub enum StorageError {
     },
     #[error("{location}: {message}")]
     Unavailable { location: String, message: String },
+    /// Storage refuses every request alike, and asking again will not help:
+    /// no credentials, wrong ones, no permission, no such bucket, a host
+    /// that does not resolve or does not listen, an untrusted certificate,
+    /// a server that takes coffer's uploads in another checksum mode.
+    #[error("{location}: {}{message}", keyed(key))]
+    Refused {
+        location: String,
+        /// The object the request was for; empty for the bucket itself.
+        key: String,
+        message: String,
+    },
+    /// A transient failure that lasted through every attempt of the retry
+    /// layer (the message is the last attempt's).
+    #[error("{location}: {message} (gave up after {attempts} attempts)")]
+    GaveUp {
+        location: String,
+        message: String,
+        attempts: u32,
+    },
     /// A whole-object read refused before reading: the object is larger than
     /// anything of its kind can legitimately be (see [`Cap`]).
     #[error(
@@ -65,17 +87,48 @@ impl Cap {
     }
 }
 
+/// `"KEY: "`, or nothing for a message about the whole location.
+fn keyed(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
 impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
     }
-    /// Whether a retry can help (network faults, throttling); never for missing objects.
+    /// Whether a retry can help (network faults, throttling); never for
+    /// missing objects, refusals, or what the retry layer gave up on.
     pub fn is_transient(&self) -> bool {
         match self {
             StorageError::Io { transient, .. } => *transient,
             StorageError::Unavailable { .. } => true,
-            StorageError::NotFound { .. } | StorageError::TooLarge { .. } => false,
+            StorageError::NotFound { .. }
+            | StorageError::TooLarge { .. }
+            | StorageError::Refused { .. }
+            | StorageError::GaveUp { .. } => false,
         }
+    }
+    /// Whether the failure is the object's own (missing, too large,
+    /// truncated, altered): the engines skip such an object and record the
+    /// damage. A refusal or an outage is storage's, not the object's: the
+    /// command stops instead.
+    pub fn is_object_fault(&self) -> bool {
+        match self {
+            StorageError::Io { transient, .. } => !*transient,
+            StorageError::NotFound { .. } | StorageError::TooLarge { .. } => true,
+            StorageError::Unavailable { .. }
+            | StorageError::Refused { .. }
+            | StorageError::GaveUp { .. } => false,
+        }
+    }
+    /// Whether the retry layer gave up on a failure that lasted (a later
+    /// run may get through where one exists: a backup, not a restore).
+    pub fn gave_up(&self) -> bool {
+        matches!(self, StorageError::GaveUp { .. })
     }
 }
 
@@ -177,10 +230,14 @@ pub trait Storage: Send + Sync {
     async fn create_location(&self) -> Result<(), StorageError>;
 }
 
+/// Attempts per request when the profile does not say (`[s3] max_attempts`).
+pub const DEFAULT_ATTEMPTS: u32 = 5;
+
 /// Opens the backend named by a repository URL: `s3://bucket/prefix`,
 /// `file:///abs/path`, or a plain path.
-/// Every backend is wrapped in [`Retry`]; `COFFER_FAULTS` (a fault drill,
-/// see [`fault::FaultPlan::parse`]) puts a fault injector beneath it.
+/// Every backend is wrapped in [`Retry`], the one retry layer (the S3
+/// client's own retries are off); `COFFER_FAULTS` (a fault drill, see
+/// [`fault::FaultPlan::parse`]) puts a fault injector beneath it.
 pub async fn open(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, StorageError> {
     let mut bare = open_bare(url, s3).await?;
     if let Ok(spec) = std::env::var("COFFER_FAULTS") {
@@ -190,9 +247,13 @@ pub async fn open(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, Storage
         })?;
         bare = Box::new(fault::Faulty::new(bare, plan));
     }
+    let attempts = match s3.max_attempts {
+        0 => DEFAULT_ATTEMPTS,
+        n => n,
+    };
     Ok(Box::new(Retry::new(
         bare,
-        5,
+        attempts,
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(10),
     )))
@@ -200,10 +261,18 @@ pub async fn open(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, Storage
 
 /// The backend alone, without retries.
 pub async fn open_bare(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, StorageError> {
+    check_url(url).map_err(|message| StorageError::Refused {
+        location: url.to_string(),
+        key: String::new(),
+        message,
+    })?;
     if url.starts_with("s3://") {
         return Ok(Box::new(S3Storage::connect(url, s3).await?));
     }
     if let Some(path) = url.strip_prefix("file://") {
+        // `file://localhost/srv/x` is `/srv/x` (RFC 8089); check_url
+        // refused any other host.
+        let path = path.strip_prefix("localhost").unwrap_or(path);
         return Ok(Box::new(LocalStorage::new(path)));
     }
     if url.contains("://") {
@@ -214,4 +283,102 @@ pub async fn open_bare(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, St
         });
     }
     Ok(Box::new(LocalStorage::new(url)))
+}
+
+/// Refuses a repository URL that looks like a mistyped one (`s3:/acme`,
+/// `s3:acme`, `s3//acme`, `file://srv/backup`, `file:/srv`), which would
+/// otherwise name a local folder relative to the working directory, and
+/// says what was probably meant. Plain paths and well-formed URLs pass.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let refuse = |meant: String| {
+        Err(format!(
+            "repository URL {url:?} looks mistyped; did you mean {meant:?}? \
+             (use s3://bucket/prefix, file:///absolute/path, or a plain path such as ./{})",
+            url.trim_start_matches("./")
+        ))
+    };
+    if let Some(rest) = url.strip_prefix("file://") {
+        if rest.starts_with('/') || rest.starts_with("localhost/") {
+            return Ok(());
+        }
+        // `file://srv/backup`: "srv" is a host part, not a folder.
+        return refuse(format!("file:///{rest}"));
+    }
+    if let Some(rest) = url.strip_prefix("s3:///") {
+        return refuse(format!("s3://{}", rest.trim_start_matches('/')));
+    }
+    if url.contains("://") {
+        return Ok(()); // s3:// is parsed by its backend; others are refused by name
+    }
+    // A scheme without its `//`: `s3:acme`, `s3:/acme`, `file:/srv`.
+    if let Some((scheme, rest)) = url.split_once(':') {
+        let schemelike = !scheme.is_empty()
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric())
+            && scheme.starts_with(|c: char| c.is_ascii_alphabetic());
+        if schemelike {
+            let rest = rest.trim_start_matches('/');
+            return match scheme.to_ascii_lowercase().as_str() {
+                "s3" => refuse(format!("s3://{rest}")),
+                "file" => refuse(format!("file:///{rest}")),
+                _ => Err(format!(
+                    "repository URL {url:?}: {scheme:?} is not a storage coffer knows; \
+                     use s3://bucket/prefix, file:///absolute/path, or ./{url} for a local folder of that name"
+                )),
+            };
+        }
+    }
+    // `s3//acme/web-1`, `s3:\\acme`: the colon forgotten.
+    for scheme in ["s3", "file"] {
+        if let Some(rest) = url.strip_prefix(scheme).and_then(|r| r.strip_prefix("//")) {
+            let rest = rest.trim_start_matches('/');
+            return refuse(match scheme {
+                "s3" => format!("s3://{rest}"),
+                _ => format!("file:///{rest}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn mistyped_repository_urls_are_refused_with_what_was_meant() {
+        for (url, meant) in [
+            ("s3:/acme/web-1", "s3://acme/web-1"),
+            ("s3:acme", "s3://acme"),
+            ("s3:acme/web-1", "s3://acme/web-1"),
+            ("S3:/acme", "s3://acme"),
+            ("s3//acme/web-1", "s3://acme/web-1"),
+            ("s3:///acme", "s3://acme"),
+            ("file://srv/backup", "file:///srv/backup"),
+            ("file:/srv/backup", "file:///srv/backup"),
+            ("file:srv/backup", "file:///srv/backup"),
+            ("file//srv/backup", "file:///srv/backup"),
+        ] {
+            let e = check_url(url).expect_err(url);
+            assert!(e.contains(&format!("did you mean {meant:?}")), "{url}: {e}");
+        }
+        let e = check_url("backup:2024").unwrap_err();
+        assert!(e.contains("./backup:2024"), "{e}");
+    }
+
+    #[test]
+    fn good_urls_and_plain_paths_pass() {
+        for url in [
+            "s3://acme/web-1",
+            "s3://acme",
+            "file:///srv/backup",
+            "file://localhost/srv/backup",
+            "/srv/backup",
+            "repo",
+            "./s3:thing",
+            "backups/s3/web-1",
+            "s3/web-1",
+        ] {
+            assert_eq!(check_url(url), Ok(()), "{url}");
+        }
+    }
 }

@@ -1,5 +1,11 @@
 //! Retries transient storage errors with exponential backoff and full
-//! jitter. Only this layer reads `StorageError::is_transient`.
+//! jitter: coffer's one retry layer (the S3 client's own retries are off,
+//! so attempts never multiply). Only this layer reads
+//! `StorageError::is_transient`. A refusal (credentials, permissions, DNS,
+//! a closed port, TLS) is not transient and fails at the first attempt.
+//! The time spent waiting between attempts is bounded: with `n` attempts
+//! at most `base * (2^(n-1) - 1)`, each wait capped at `cap` (3 s for the
+//! default 5 attempts from 200 ms).
 
 use super::{Cap, ObjectInfo, Storage, StorageError};
 use async_trait::async_trait;
@@ -40,16 +46,15 @@ impl Retry {
                     let wait = exp.min(self.cap).mul_f64(rand::random::<f64>());
                     tokio::time::sleep(wait).await;
                 }
-                Err(e) if e.is_transient() => {
+                Err(e) if e.is_transient() && attempt > 1 => {
                     // The error names the location already; say it once.
                     let location = self.inner.location();
                     let text = e.to_string();
                     let what = text.strip_prefix(&format!("{location}: ")).unwrap_or(&text);
-                    return Err(StorageError::Unavailable {
-                        message: format!(
-                            "{what} (gave up after {attempt} attempts; the next run resumes)"
-                        ),
+                    return Err(StorageError::GaveUp {
+                        message: what.to_string(),
                         location,
+                        attempts: attempt,
                     });
                 }
                 other => return other,

@@ -4,13 +4,22 @@
 //! backend is built (unless explicitly allowed for a loopback test endpoint),
 //! and an interceptor refuses any non-https request as a second line of
 //! defence, since the SDK itself would happily talk plain HTTP.
+//!
+//! Checksums: one setting ([`ChecksumSetting`], `[s3] checksums`) decides
+//! for every upload alike (packs streamed from spool files, objects put from
+//! memory, multipart parts), through one upload path ([`S3Storage::upload`]).
+//! Ranged reads never validate a checksum: a server may send the whole
+//! object's with a part of it, and the pack and age layers authenticate
+//! every blob anyway.
+//!
+//! Retries: the SDK's are off; [`super::Retry`] is the one retry layer.
 
 use super::{Cap, ObjectInfo, Storage, StorageError};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_s3::config::{ConfigBag, Intercept, Region, RuntimeComponents};
-use aws_sdk_s3::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -31,8 +40,11 @@ pub struct S3Options {
     pub ca_bundle: Option<PathBuf>,
     /// Allow `http://` — only honoured for a loopback host.
     pub allow_insecure_http: bool,
-    /// Attempts per request (SDK retry with exponential backoff and jitter).
+    /// Attempts per request, by coffer's one retry layer ([`super::Retry`]:
+    /// exponential backoff with jitter); 0 = [`super::DEFAULT_ATTEMPTS`].
     pub max_attempts: u32,
+    /// Upload checksums and download validation (`[s3] checksums`).
+    pub checksums: ChecksumSetting,
     /// Storage class for new objects (e.g. STANDARD_IA); never an archive
     /// class, which could not be restored from without a thaw.
     pub storage_class: Option<String>,
@@ -50,6 +62,98 @@ pub struct S3Options {
     /// `aws_secret_access_key = …` lines, as in ~/.aws/credentials); unset =
     /// the standard AWS chain.
     pub credentials_file: Option<PathBuf>,
+}
+
+/// `[s3] checksums`: whether uploads carry a CRC32 (a header from memory, an
+/// aws-chunked trailer from a file) and whole-object downloads are checked
+/// against the provider's stored checksum. The SDK's own names for the two
+/// behaviours; `AWS_REQUEST_CHECKSUM_CALCULATION` and
+/// `AWS_RESPONSE_CHECKSUM_VALIDATION` still override it, as the SDK
+/// documents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChecksumSetting {
+    /// `when_supported` on AWS (no custom endpoint); `when_required` on a
+    /// custom endpoint, where many providers refuse or mis-store aws-chunked
+    /// uploads and some send whole-object checksums with ranges.
+    #[default]
+    Auto,
+    /// The SDK's default since aws-sdk-s3 1.69: CRC32 on every upload,
+    /// validation of every whole-object download.
+    WhenSupported,
+    /// Only where an operation requires one (DeleteObjects): no aws-chunked
+    /// trailers, no `x-amz-checksum-mode`.
+    WhenRequired,
+}
+
+impl ChecksumSetting {
+    pub const NAMES: &'static str = "\"auto\", \"when_supported\" or \"when_required\"";
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChecksumSetting::Auto => "auto",
+            ChecksumSetting::WhenSupported => "when_supported",
+            ChecksumSetting::WhenRequired => "when_required",
+        }
+    }
+}
+
+impl std::str::FromStr for ChecksumSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(ChecksumSetting::Auto),
+            "when_supported" => Ok(ChecksumSetting::WhenSupported),
+            "when_required" => Ok(ChecksumSetting::WhenRequired),
+            _ => Err(format!("{s:?}: use {}", ChecksumSetting::NAMES)),
+        }
+    }
+}
+
+/// The checksum behaviour in force, resolved from the setting, the
+/// environment and the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Checksums {
+    /// Uploads carry a CRC32.
+    send: bool,
+    /// Whole-object downloads are checked against the stored checksum.
+    validate: bool,
+    /// What decided `send`, for messages.
+    from: &'static str,
+}
+
+const REQUEST_ENV: &str = "AWS_REQUEST_CHECKSUM_CALCULATION";
+const RESPONSE_ENV: &str = "AWS_RESPONSE_CHECKSUM_VALIDATION";
+
+/// Precedence: the SDK's environment variables, then `[s3] checksums`, then
+/// the default for the endpoint (`auto`). The SDK's shared-config keys of
+/// the same names are not read: coffer sets the values in code, which
+/// overrides them.
+fn resolve_checksums(
+    setting: ChecksumSetting,
+    custom_endpoint: bool,
+    request_env: Option<&str>,
+    response_env: Option<&str>,
+) -> Result<Checksums, String> {
+    let parse = |name: &str, v: &str| match v.trim().to_ascii_lowercase().as_str() {
+        "when_supported" => Ok(true),
+        "when_required" => Ok(false),
+        _ => Err(format!(
+            "{name}={v:?}: use when_supported or when_required (or unset it)"
+        )),
+    };
+    let request = request_env.map(|v| parse(REQUEST_ENV, v)).transpose()?;
+    let response = response_env.map(|v| parse(RESPONSE_ENV, v)).transpose()?;
+    let (base, from) = match setting {
+        ChecksumSetting::Auto if custom_endpoint => (false, "the default for a custom endpoint"),
+        ChecksumSetting::Auto => (true, "the default for AWS"),
+        ChecksumSetting::WhenSupported => (true, "[s3] checksums"),
+        ChecksumSetting::WhenRequired => (false, "[s3] checksums"),
+    };
+    Ok(Checksums {
+        send: request.unwrap_or(base),
+        validate: response.unwrap_or(base),
+        from: if request.is_some() { REQUEST_ENV } else { from },
+    })
 }
 
 /// Reads static keys from a credentials file, refusing one others can read.
@@ -98,7 +202,16 @@ pub struct S3Storage {
     bucket: String,
     /// Key prefix ending in `/`, or empty.
     prefix: String,
+    /// The custom endpoint, or "AWS S3".
     endpoint: String,
+    checksums: Checksums,
+}
+
+/// What an upload sends: bytes in memory, or a spool file, whole or the
+/// `(offset, length)` of one multipart part.
+enum Payload<'a> {
+    Memory(Bytes),
+    File(&'a Path, Option<(u64, u64)>),
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -168,8 +281,9 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
 
 impl S3Storage {
     pub async fn connect(url: &str, opts: &S3Options) -> Result<S3Storage, StorageError> {
-        let fail = |message: String| StorageError::Unavailable {
+        let fail = |message: String| StorageError::Refused {
             location: url.to_string(),
+            key: String::new(),
             message,
         };
         let (bucket, prefix) = parse_url(url).map_err(fail)?;
@@ -191,6 +305,13 @@ impl S3Storage {
                 return Err(fail(format!("endpoint {ep} must start with https://")));
             }
         }
+        let checksums = resolve_checksums(
+            opts.checksums,
+            endpoint.is_some(),
+            env_nonempty(REQUEST_ENV).as_deref(),
+            env_nonempty(RESPONSE_ENV).as_deref(),
+        )
+        .map_err(fail)?;
         let ca = opts
             .ca_bundle
             .clone()
@@ -216,14 +337,20 @@ impl S3Storage {
         }
         b = b.force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
         b = b.http_client(http);
-        let attempts = if opts.max_attempts == 0 {
-            5
-        } else {
-            opts.max_attempts
-        };
-        b = b.retry_config(
-            aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(attempts),
-        );
+        // One retry layer: coffer's (storage::Retry), around every request.
+        b = b.retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
+        use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+        b = b
+            .request_checksum_calculation(if checksums.send {
+                RequestChecksumCalculation::WhenSupported
+            } else {
+                RequestChecksumCalculation::WhenRequired
+            })
+            .response_checksum_validation(if checksums.validate {
+                ResponseChecksumValidation::WhenSupported
+            } else {
+                ResponseChecksumValidation::WhenRequired
+            });
         b = b.interceptor(HttpsOnly {
             allow_loopback_http: opts.allow_insecure_http,
         });
@@ -234,11 +361,34 @@ impl S3Storage {
             bucket,
             prefix,
             endpoint: endpoint.unwrap_or_else(|| "AWS S3".into()),
+            checksums,
         };
         if !opts.allowed_regions.is_empty() {
             storage.check_residency().await?;
         }
         Ok(storage)
+    }
+
+    /// The region the client is set up for (where a new bucket goes).
+    fn region(&self) -> String {
+        self.client
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "us-east-1".into())
+    }
+
+    /// The refusal of a bucket in `region` outside `allowed_regions`.
+    fn not_allowed(&self, what: String) -> StorageError {
+        StorageError::Refused {
+            location: self.location(),
+            key: String::new(),
+            message: format!(
+                "{what}, which is not in allowed_regions {:?}; refusing to store data there \
+                 (set region in the profile's [s3] section, or AWS_REGION, to an allowed region)",
+                self.opts.allowed_regions
+            ),
+        }
     }
 
     /// Refuses a bucket outside the allowed regions (data residency).
@@ -247,8 +397,8 @@ impl S3Storage {
         let region = match head {
             Ok(h) if h.bucket_region().is_some() => h.bucket_region().map(str::to_string),
             Ok(_) => None,
-            Err(e) => match self.error("", e) {
-                // A bucket that does not exist yet is checked when it is created.
+            Err(e) => match self.error("HeadBucket", "", e) {
+                // A bucket that does not exist yet is checked before it is created.
                 StorageError::NotFound { .. } => return Ok(()),
                 other => return Err(other),
             },
@@ -262,7 +412,7 @@ impl S3Storage {
                     .bucket(&self.bucket)
                     .send()
                     .await
-                    .map_err(|e| self.error("", e))?;
+                    .map_err(|e| self.error("GetBucketLocation", "", e))?;
                 // An empty location constraint means us-east-1.
                 loc.location_constraint()
                     .map(|c| c.as_str().to_string())
@@ -273,20 +423,82 @@ impl S3Storage {
         if self.opts.allowed_regions.iter().any(|r| r == &region) {
             return Ok(());
         }
-        Err(StorageError::Io {
-            location: self.location(),
-            key: String::new(),
-            message: format!(
-                "bucket {} is in region {region}, which is not in allowed_regions {:?}; refusing to store data there",
-                self.bucket, self.opts.allowed_regions
-            ),
-            transient: false,
-            kind: None,
-        })
+        Err(self.not_allowed(format!("bucket {} is in region {region}", self.bucket)))
     }
 
-    /// Uploads a large file in parts streamed from disk; aborts on failure so
-    /// no orphan parts are billed.
+    /// The body of an upload. A spool file is streamed, in reads of 1 MiB,
+    /// not the SDK's 64 KiB: every read is a hand-off to tokio's blocking
+    /// pool.
+    async fn body(&self, key: &str, payload: &Payload<'_>) -> Result<ByteStream, StorageError> {
+        match payload {
+            Payload::Memory(data) => Ok(ByteStream::from(data.clone())),
+            Payload::File(path, range) => {
+                let mut b = ByteStream::read_from().path(path).buffer_size(READ_BUFFER);
+                if let Some((offset, len)) = range {
+                    b = b
+                        .offset(*offset)
+                        .length(aws_sdk_s3::primitives::Length::Exact(*len));
+                }
+                b.build().await.map_err(|e| self.file_error(key, path, e))
+            }
+        }
+    }
+
+    /// The checksum algorithm named on multipart requests: AWS wants the
+    /// same one on CreateMultipartUpload, each UploadPart and (per part) on
+    /// CompleteMultipartUpload, or none anywhere.
+    fn multipart_algorithm(&self) -> Option<aws_sdk_s3::types::ChecksumAlgorithm> {
+        self.checksums
+            .send
+            .then_some(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+    }
+
+    /// The one upload path of a single object: packs streamed from spool
+    /// files and objects put from memory alike (index, snapshots, keyring,
+    /// damage records, audit, lock, copies), with the storage class,
+    /// encryption and checksum mode of the profile. With `create_only`, the
+    /// object is stored only if the key is free (`If-None-Match: *`), and
+    /// Ok(false) says it was not. Payload signing is off: it would SHA-256
+    /// every byte before sending, which TLS and self-verifying packs make
+    /// redundant.
+    async fn upload(
+        &self,
+        key: &str,
+        payload: Payload<'_>,
+        create_only: bool,
+    ) -> Result<bool, StorageError> {
+        let (class, sse, kms) = self.object_settings();
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .set_storage_class(class)
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms)
+            .body(self.body(key, &payload).await?);
+        if create_only {
+            req = req.if_none_match("*");
+        }
+        match req.customize().disable_payload_signing().send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se))
+                if create_only
+                    && (se.raw().status().as_u16() == 412
+                        || matches!(
+                            se.err().code(),
+                            Some("PreconditionFailed" | "ConditionalRequestConflict")
+                        )) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.error("PutObject", key, e)),
+        }
+    }
+
+    /// Uploads a large file in parts streamed from disk, through the same
+    /// body and checksum choices as [`S3Storage::upload`]; aborts on failure
+    /// so no orphan parts are billed.
     async fn put_multipart(&self, key: &str, path: &Path, size: u64) -> Result<(), StorageError> {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let full = self.full_key(key);
@@ -298,8 +510,12 @@ impl S3Storage {
             .key(&full)
             .set_storage_class(class)
             .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms);
-        let upload = create.send().await.map_err(|e| self.error(key, e))?;
+            .set_ssekms_key_id(kms)
+            .set_checksum_algorithm(self.multipart_algorithm());
+        let upload = create
+            .send()
+            .await
+            .map_err(|e| self.error("CreateMultipartUpload", key, e))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = async {
             let mut parts = Vec::new();
@@ -307,7 +523,9 @@ impl S3Storage {
             let mut number = 1;
             while offset < size {
                 let len = PART_SIZE.min(size - offset);
-                let body = self.file_body(key, path, Some((offset, len))).await?;
+                let body = self
+                    .body(key, &Payload::File(path, Some((offset, len))))
+                    .await?;
                 let part = self
                     .client
                     .upload_part()
@@ -315,16 +533,23 @@ impl S3Storage {
                     .key(&full)
                     .upload_id(&upload_id)
                     .part_number(number)
+                    .set_checksum_algorithm(self.multipart_algorithm())
                     .body(body)
                     .customize()
                     .disable_payload_signing()
                     .send()
                     .await
-                    .map_err(|e| self.error(key, e))?;
+                    .map_err(|e| self.error("UploadPart", key, e))?;
                 parts.push(
                     CompletedPart::builder()
                         .part_number(number)
                         .set_e_tag(part.e_tag().map(str::to_string))
+                        // Only some servers answer with the part's checksum.
+                        .set_checksum_crc32(
+                            part.checksum_crc32()
+                                .filter(|_| self.checksums.send)
+                                .map(str::to_string),
+                        )
                         .build(),
                 );
                 offset += len;
@@ -343,7 +568,7 @@ impl S3Storage {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| self.error(key, e))
+                .map_err(|e| self.error("CompleteMultipartUpload", key, e))
         }
         .await;
         if result.is_err() {
@@ -357,24 +582,6 @@ impl S3Storage {
                 .await;
         }
         result
-    }
-
-    /// A PutObject request with the profile's storage class and encryption.
-    /// (Callers disable payload signing: it would SHA-256 every byte before
-    /// sending, which TLS, the CRC32 checksum and self-verifying packs make
-    /// redundant.)
-    fn put_request(
-        &self,
-        key: &str,
-    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
-        let (class, sse, kms) = self.object_settings();
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .set_storage_class(class)
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms)
     }
 
     /// Storage class and server-side encryption for every new object, one
@@ -397,24 +604,6 @@ impl S3Storage {
                 .map(aws_sdk_s3::types::ServerSideEncryption::from),
             self.opts.sse_kms_key_id.clone(),
         )
-    }
-
-    /// An upload body streamed from a spool file, or from `(offset, length)`
-    /// of it for a multipart part. Reads of 1 MiB, not the SDK's 64 KiB:
-    /// every read is a hand-off to tokio's blocking pool.
-    async fn file_body(
-        &self,
-        key: &str,
-        path: &Path,
-        range: Option<(u64, u64)>,
-    ) -> Result<ByteStream, StorageError> {
-        let mut b = ByteStream::read_from().path(path).buffer_size(READ_BUFFER);
-        if let Some((offset, len)) = range {
-            b = b
-                .offset(offset)
-                .length(aws_sdk_s3::primitives::Length::Exact(len));
-        }
-        b.build().await.map_err(|e| self.file_error(key, path, e))
     }
 
     /// A local spool file could not be read for an upload.
@@ -444,11 +633,7 @@ impl S3Storage {
     ) -> Result<Result<Bytes, u64>, StorageError> {
         // Room made up front for what was announced, at most what may come.
         let mut buf = bytes::BytesMut::with_capacity(announced.min(max) as usize);
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| body_error(self.location(), key, e))?
-        {
+        while let Some(chunk) = body.try_next().await.map_err(|e| self.body_error(key, e))? {
             let len = buf.len() as u64 + chunk.len() as u64;
             if len > max {
                 return Ok(Err(len));
@@ -458,9 +643,76 @@ impl S3Storage {
         Ok(Ok(buf.freeze()))
     }
 
-    /// Turns an SDK error into a storage error that names the bucket and the fix.
+    /// What to tell the operator about coffer's upload checksums, when a
+    /// server refuses them.
+    fn checksum_mismatch(&self, label: &str, op: &str) -> String {
+        let how = if self.checksums.from == REQUEST_ENV {
+            format!("unset {REQUEST_ENV} or set it to when_required")
+        } else {
+            "set `checksums = \"when_required\"` in the profile's [s3] section".to_string()
+        };
+        format!(
+            "{label} on {op}: the server's checksum mode does not match coffer's \
+             (CRC32 checksums in aws-chunked trailers or headers, on by {}): {how} \
+             (docs/PROVIDERS.md)",
+            self.checksums.from
+        )
+    }
+
+    /// A download that failed while its body was read: a checksum mismatch
+    /// means the bytes changed at the provider after they were stored
+    /// (permanent, the object's own fault); anything else is a cut
+    /// connection.
+    fn body_error(&self, key: &str, e: impl std::error::Error) -> StorageError {
+        let detail = error_chain(&e);
+        if detail.to_ascii_lowercase().contains("checksum") {
+            return StorageError::Io {
+                location: self.location(),
+                key: key.to_string(),
+                message: "the downloaded bytes do not match the checksum the provider stored \
+                          when the object was uploaded: the bytes changed at the provider \
+                          (damaged or altered there); run `coffer check --read-data`"
+                    .into(),
+                transient: false,
+                kind: None,
+            };
+        }
+        StorageError::Io {
+            location: self.location(),
+            key: key.to_string(),
+            message: format!("download cut off: {detail}"),
+            transient: true,
+            kind: None,
+        }
+    }
+
+    /// What an access denial lacks: the permission `op` needs, and where.
+    fn permission(&self, op: &str) -> String {
+        let (perm, bucket_level) = match op {
+            "GetObject" | "HeadObject" => ("s3:GetObject", false),
+            "ListObjectsV2" | "HeadBucket" => ("s3:ListBucket", true),
+            "DeleteObject" | "DeleteObjects" => ("s3:DeleteObject", false),
+            "CreateBucket" => ("s3:CreateBucket", true),
+            "GetBucketLocation" => ("s3:GetBucketLocation", true),
+            "AbortMultipartUpload" => ("s3:AbortMultipartUpload", false),
+            _ => ("s3:PutObject", false),
+        };
+        if bucket_level {
+            format!("{perm} on bucket {}", self.bucket)
+        } else {
+            format!("{perm} on {}/*", self.location())
+        }
+    }
+
+    /// Turns an SDK error into a storage error of one line that names the
+    /// operation, the provider's code and what to do. Refusals that no retry
+    /// can change (credentials, permissions, a missing bucket, DNS, a closed
+    /// port, TLS, a checksum mode the server does not take) are
+    /// [`StorageError::Refused`]; throttling, 5xx and cut connections are
+    /// transient.
     fn error<E>(
         &self,
+        op: &'static str,
         key: &str,
         e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
     ) -> StorageError
@@ -468,71 +720,161 @@ impl S3Storage {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let location = self.location();
-        let detail = DisplayErrorContext(&e).to_string();
+        let refused = |message: String| StorageError::Refused {
+            location: location.clone(),
+            key: key.to_string(),
+            message,
+        };
+        let io = |message: String, transient: bool| StorageError::Io {
+            location: location.clone(),
+            key: key.to_string(),
+            message,
+            transient,
+            kind: None,
+        };
         if let SdkError::ServiceError(se) = &e {
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or("");
+            let text = se.err().message().unwrap_or("");
+            let label = if code.is_empty() {
+                format!("{status}")
+            } else {
+                format!("{status} {code}")
+            };
+            let creds = "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
+                         or credentials_file in the profile's [s3] section";
+            let upload = matches!(op, "PutObject" | "UploadPart");
+            let about_checksums = [
+                "checksum",
+                "trailer",
+                "content-sha256",
+                "aws-chunked",
+                "streaming",
+                "content-encoding",
+            ]
+            .iter()
+            .any(|w| text.to_ascii_lowercase().contains(w));
             return match (status, code) {
                 (_, "NoSuchKey") | (404, "" | "NotFound") => StorageError::NotFound {
                     location,
                     key: key.to_string(),
                 },
-                (_, "NoSuchBucket") => StorageError::Io {
-                    location,
-                    key: key.to_string(),
-                    message: format!(
-                        "bucket {} does not exist; create it, or run `coffer init --create-bucket`",
-                        self.bucket
-                    ),
-                    transient: false,
-                    kind: None,
-                },
-                (
+                (_, "NoSuchBucket") => refused(format!(
+                    "{label} on {op}: bucket {} does not exist; create it, or run `coffer init --create-bucket`",
+                    self.bucket
+                )),
+                (_, "InvalidAccessKeyId") => refused(format!(
+                    "{label} on {op}: the provider does not know this access key id; {creds}"
+                )),
+                (_, "SignatureDoesNotMatch") => refused(format!(
+                    "{label} on {op}: the secret key does not match the access key id; {creds}"
+                )),
+                (_, "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired") => refused(format!(
+                    "{label} on {op}: the session token is expired or invalid; renew the credentials"
+                )),
+                (_, "RequestTimeTooSkewed") => refused(format!(
+                    "{label} on {op}: this machine's clock is off; set it right (NTP) and run it again"
+                )),
+                (301, _) | (_, "PermanentRedirect" | "AuthorizationHeaderMalformed") => {
+                    refused(format!(
+                        "{label} on {op}: bucket {} is in another region than {}; set region in \
+                         the profile's [s3] section (or AWS_REGION) to the bucket's",
+                        self.bucket,
+                        self.region()
+                    ))
+                }
+                (403, "" | "AccessDenied" | "AllAccessDisabled") => {
+                    let lacks = self.permission(op);
+                    if code.is_empty() {
+                        // A HEAD answer has no body, so no code to tell a
+                        // wrong secret from a missing permission.
+                        refused(format!(
+                            "{label} on {op}: access denied: the credentials are wrong, or lack {lacks}; {creds}"
+                        ))
+                    } else {
+                        refused(format!(
+                            "{label} on {op}: the credentials lack {lacks} (or a bucket policy denies it)"
+                        ))
+                    }
+                }
+                (_, "QuotaExceeded" | "EntityTooLarge" | "InsufficientStorage") => {
+                    refused(format!(
+                        "{label} on {op}: the provider refused the upload: the quota is full; free space or raise it"
+                    ))
+                }
+                (411, _)
+                | (
                     _,
-                    "InvalidAccessKeyId"
-                    | "SignatureDoesNotMatch"
-                    | "ExpiredToken"
-                    | "InvalidToken",
-                ) => StorageError::Io {
-                    location,
-                    key: key.to_string(),
-                    message: format!(
-                        "the credentials were refused ({code}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE"
-                    ),
-                    transient: false,
-                    kind: None,
-                },
-                (403, _) | (_, "AccessDenied") => StorageError::Io {
-                    location,
-                    key: key.to_string(),
-                    message: format!(
-                        "access denied to bucket {}; check the credentials and the bucket policy",
-                        self.bucket
-                    ),
-                    transient: false,
-                    kind: None,
-                },
-                (_, "QuotaExceeded" | "EntityTooLarge") => StorageError::Io {
-                    location,
-                    key: key.to_string(),
-                    message: format!(
-                        "the provider refused the upload ({code}): the quota is full; free space or raise it"
-                    ),
-                    transient: false,
-                    kind: None,
-                },
-                (s, _) => StorageError::Io {
-                    location,
-                    key: key.to_string(),
-                    message: format!("HTTP {s} {code}: {detail}"),
-                    transient: s >= 500 || s == 429 || code == "SlowDown",
-                    kind: None,
-                },
+                    "MissingContentLength"
+                    | "XAmzContentSHA256Mismatch"
+                    | "InvalidDigest"
+                    | "BadDigest",
+                )
+                | (400 | 501, "InvalidArgument" | "InvalidRequest" | "NotImplemented")
+                    if upload
+                        && self.checksums.send
+                        && (about_checksums
+                            || !matches!(
+                                code,
+                                "InvalidArgument" | "InvalidRequest" | "NotImplemented"
+                            )) =>
+                {
+                    refused(self.checksum_mismatch(&label, op))
+                }
+                (s, _) if s >= 500 || s == 429 || code == "SlowDown" => {
+                    let what = if text.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {text}")
+                    };
+                    io(format!("{label} on {op}{what}"), true)
+                }
+                (_, _) => {
+                    let what = if text.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {text}")
+                    };
+                    io(format!("{label} on {op}{what}"), false)
+                }
             };
         }
-        let tls = ["certificate", "UnknownIssuer", "InvalidCertificate", "tls"]
+        let detail = error_chain(&e);
+        let lower = detail.to_ascii_lowercase();
+        let host = self
+            .endpoint
+            .strip_prefix("https://")
+            .or_else(|| self.endpoint.strip_prefix("http://"))
+            .map(|h| h.split(['/', ':']).next().unwrap_or(h).to_string())
+            .unwrap_or_else(|| format!("the AWS S3 endpoint of region {}", self.region()));
+        let credentials = [
+            "no providers in chain provided credentials",
+            "credentialsnotloaded",
+            "failed to load credentials",
+            "no credentials",
+            "could not load credentials",
+        ];
+        if credentials.iter().any(|w| lower.contains(w)) {
+            return refused(format!(
+                "no AWS credentials found for {op} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or \
+                 AWS_PROFILE, or credentials_file in the profile's [s3] section)"
+            ));
+        }
+        if lower.contains("dns error") || lower.contains("failed to lookup address") {
+            return refused(format!(
+                "{op}: cannot resolve {host} (DNS); check the endpoint (the profile's [s3] \
+                 endpoint, AWS_ENDPOINT_URL) and the network"
+            ));
+        }
+        if lower.contains("connection refused") {
+            return refused(format!(
+                "{op}: connection refused by {}: nothing listens there; check the endpoint's host and port",
+                self.endpoint
+            ));
+        }
+        let tls = ["certificate", "unknownissuer", "invalidcertificate", "tls"]
             .iter()
-            .any(|w| detail.contains(w));
+            .any(|w| lower.contains(w));
         if tls {
             // The SDK's chain is long; keep the rustls verdict.
             let reason = detail
@@ -543,50 +885,37 @@ impl S3Storage {
                     rest[..end].trim().to_string()
                 })
                 .unwrap_or_else(|| detail.chars().take(200).collect());
-            return StorageError::Io {
-                location,
-                key: key.to_string(),
-                message: format!(
-                    "TLS to {} failed ({reason}); if the endpoint uses a private CA, give its PEM file as ca_bundle in the profile's [s3] section (or AWS_CA_BUNDLE)",
-                    self.endpoint
-                ),
-                transient: false,
-                kind: None,
-            };
+            return refused(format!(
+                "{op}: TLS to {} failed ({reason}); if the endpoint uses a private CA, give its PEM \
+                 file as ca_bundle in the profile's [s3] section (or AWS_CA_BUNDLE)",
+                self.endpoint
+            ));
         }
-        StorageError::Io {
-            location,
-            key: key.to_string(),
-            message: format!("cannot reach {}: {detail}", self.endpoint),
-            transient: !matches!(e, SdkError::ConstructionFailure(_)),
-            kind: None,
+        if let SdkError::ConstructionFailure(_) = &e {
+            return refused(format!("{op}: the request could not be built: {detail}"));
         }
+        let what = if matches!(e, SdkError::TimeoutError(_)) || lower.contains("timed out") {
+            "timed out"
+        } else {
+            "failed"
+        };
+        io(format!("{op} to {} {what}: {detail}", self.endpoint), true)
     }
 }
 
-/// A download that failed while its body was read: a checksum mismatch is
-/// damage at the provider (permanent); anything else is a cut connection.
-fn body_error(location: String, key: &str, e: impl std::error::Error) -> StorageError {
-    let detail = DisplayErrorContext(&e).to_string();
-    if detail.to_ascii_lowercase().contains("checksum") {
-        return StorageError::Io {
-            location,
-            key: key.to_string(),
-            message:
-                "the download does not match the checksum the provider stored: the object was \
-                      altered or damaged at the provider; run `coffer check --read-data`"
-                    .into(),
-            transient: false,
-            kind: None,
-        };
+/// An error and its causes on one line, each said once (the SDK's Display
+/// is "dispatch failure"; its Debug is a dump of hundreds of characters).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let s = err.to_string();
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        next = err.source();
     }
-    StorageError::Io {
-        location,
-        key: key.to_string(),
-        message: format!("download cut off: {detail}"),
-        transient: true,
-        kind: None,
-    }
+    parts.join(": ")
 }
 
 /// The https client (rustls on ring), trusting the system roots plus the
@@ -638,14 +967,9 @@ impl Storage for S3Storage {
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.put_request(key)
-            .body(ByteStream::from(data))
-            .customize()
-            .disable_payload_signing()
-            .send()
+        self.upload(key, Payload::Memory(data), false)
             .await
             .map(|_| ())
-            .map_err(|e| self.error(key, e))
     }
 
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
@@ -658,24 +982,14 @@ impl Storage for S3Storage {
             .await
             .map(|m| m.len())
             .unwrap_or(0);
-        if size > threshold {
-            let res = self.put_multipart(key, path, size).await;
-            if res.is_ok() {
-                let _ = tokio::fs::remove_file(path).await;
-            }
-            return res;
-        }
         // Streams the file from disk: a pack never sits in memory.
-        let body = self.file_body(key, path, None).await?;
-        let res = self
-            .put_request(key)
-            .body(body)
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.error(key, e));
+        let res = if size > threshold {
+            self.put_multipart(key, path, size).await
+        } else {
+            self.upload(key, Payload::File(path, None), false)
+                .await
+                .map(|_| ())
+        };
         if res.is_ok() {
             let _ = tokio::fs::remove_file(path).await;
         }
@@ -683,27 +997,7 @@ impl Storage for S3Storage {
     }
 
     async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
-        let res = self
-            .put_request(key)
-            .if_none_match("*")
-            .body(ByteStream::from(data))
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(se))
-                if se.raw().status().as_u16() == 412
-                    || matches!(
-                        se.err().code(),
-                        Some("PreconditionFailed" | "ConditionalRequestConflict")
-                    ) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.error(key, e)),
-        }
+        self.upload(key, Payload::Memory(data), true).await
     }
 
     async fn get_capped(&self, key: &str, cap: Cap) -> Result<Bytes, StorageError> {
@@ -714,7 +1008,7 @@ impl Storage for S3Storage {
             .key(self.full_key(key))
             .send()
             .await
-            .map_err(|e| self.error(key, e))?;
+            .map_err(|e| self.error("GetObject", key, e))?;
         // Refused on the announced length, before the body is read.
         let announced = out.content_length().unwrap_or(0).max(0) as u64;
         if announced > cap.max {
@@ -741,20 +1035,33 @@ impl Storage for S3Storage {
         let Some(last) = offset.checked_add(length - 1) else {
             return Err(truncated("which lies past any object".into()));
         };
+        // No checksum mode and no validation for a range, whatever the
+        // setting: a server may send the whole object's checksum with a part
+        // of it (Ceph before 2025-02, R2 in 2025-02), and the pack and age
+        // layers authenticate every blob read this way.
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .range(format!("bytes={offset}-{last}"))
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().response_checksum_validation(
+                    aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+                ),
+            )
             .send()
             .await
-            .map_err(|e| match self.error(key, e) {
+            .map_err(|e| {
                 // 416: the range starts past the object's end.
-                StorageError::Io { message, .. } if message.contains("InvalidRange") => {
-                    truncated("but the object is shorter".into())
+                if let SdkError::ServiceError(se) = &e
+                    && (se.raw().status().as_u16() == 416
+                        || se.err().code() == Some("InvalidRange"))
+                {
+                    return truncated("but the object is shorter".into());
                 }
-                other => other,
+                self.error("GetObject", key, e)
             })?;
         let announced = out.content_length().unwrap_or(0).max(0) as u64;
         if announced > length {
@@ -780,7 +1087,7 @@ impl Storage for S3Storage {
             .await
         {
             Ok(h) => Ok(Some(h.content_length().unwrap_or(0).max(0) as u64)),
-            Err(e) => match self.error(key, e) {
+            Err(e) => match self.error("HeadObject", key, e) {
                 StorageError::NotFound { .. } => Ok(None),
                 other => Err(other),
             },
@@ -797,7 +1104,7 @@ impl Storage for S3Storage {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error(prefix, e))?;
+            let page = page.map_err(|e| self.error("ListObjectsV2", prefix, e))?;
             for o in page.contents() {
                 let Some(k) = o.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
                     continue;
@@ -823,12 +1130,14 @@ impl Storage for S3Storage {
             .send()
             .await
             .map(|_| ())
-            .or_else(|e| match self.error(key, e) {
+            .or_else(|e| match self.error("DeleteObject", key, e) {
                 StorageError::NotFound { .. } => Ok(()),
                 other => Err(other),
             })
     }
 
+    /// DeleteObjects carries a CRC32 whatever the checksum setting: the SDK
+    /// adds one to every request of an operation that requires a checksum.
     async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         for batch in keys.chunks(1000) {
@@ -855,20 +1164,42 @@ impl Storage for S3Storage {
                 .delete(delete)
                 .send()
                 .await
-                .map_err(|e| self.error(&batch[0], e))?;
+                .map_err(|e| self.error("DeleteObjects", &batch[0], e))?;
             // Per-key failures come back in the body, not as an HTTP error.
             if let Some(err) = out.errors().iter().find(|e| e.code() != Some("NoSuchKey")) {
-                return Err(StorageError::Io {
-                    location: self.location(),
-                    key: err.key().unwrap_or_default().to_string(),
-                    message: format!(
-                        "delete refused: {} {}",
-                        err.code().unwrap_or_default(),
-                        err.message().unwrap_or_default()
-                    ),
-                    transient: err.code() == Some("InternalError")
-                        || err.code() == Some("SlowDown"),
-                    kind: None,
+                let code = err.code().unwrap_or_default();
+                let key = err
+                    .key()
+                    .and_then(|k| k.strip_prefix(&self.prefix))
+                    .unwrap_or_default()
+                    .to_string();
+                let message = format!(
+                    "{code} on DeleteObjects: {}",
+                    err.message().unwrap_or("delete refused")
+                );
+                return Err(match code {
+                    "InternalError" | "SlowDown" | "ServiceUnavailable" => StorageError::Io {
+                        location: self.location(),
+                        key,
+                        message,
+                        transient: true,
+                        kind: None,
+                    },
+                    "AccessDenied" => StorageError::Refused {
+                        location: self.location(),
+                        message: format!(
+                            "AccessDenied on DeleteObjects: the credentials lack {}",
+                            self.permission("DeleteObjects")
+                        ),
+                        key,
+                    },
+                    _ => StorageError::Io {
+                        location: self.location(),
+                        key,
+                        message,
+                        transient: false,
+                        kind: None,
+                    },
                 });
             }
         }
@@ -893,15 +1224,25 @@ impl Storage for S3Storage {
         1024 * 1024
     }
 
+    /// Creates the bucket in the client's region, once that region is known
+    /// to be allowed (data residency is checked before anything is made).
     async fn create_location(&self) -> Result<(), StorageError> {
+        let region = self.region();
+        if !self.opts.allowed_regions.is_empty()
+            && !self.opts.allowed_regions.iter().any(|r| r == &region)
+        {
+            return Err(self.not_allowed(format!(
+                "refusing to create bucket {} in region {region}",
+                self.bucket
+            )));
+        }
         let mut req = self.client.create_bucket().bucket(&self.bucket);
         // us-east-1 is the default and must not be named as a constraint.
-        let region = self.client.config().region().map(|r| r.to_string());
-        if let Some(r) = region.filter(|r| r != "us-east-1") {
+        if region != "us-east-1" {
             req = req.create_bucket_configuration(
                 aws_sdk_s3::types::CreateBucketConfiguration::builder()
                     .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
-                        r.as_str(),
+                        region.as_str(),
                     ))
                     .build(),
             );
@@ -910,9 +1251,10 @@ impl Storage for S3Storage {
             Ok(_) => {}
             Err(SdkError::ServiceError(se))
                 if matches!(se.err().code(), Some("BucketAlreadyOwnedByYou")) => {}
-            Err(e) => return Err(self.error("", e)),
+            Err(e) => return Err(self.error("CreateBucket", "", e)),
         }
         if !self.opts.allowed_regions.is_empty() {
+            // A bucket that was there already may be anywhere.
             self.check_residency().await?;
         }
         Ok(())
@@ -921,7 +1263,7 @@ impl Storage for S3Storage {
     async fn exists(&self) -> Result<bool, StorageError> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(true),
-            Err(e) => match self.error("", e) {
+            Err(e) => match self.error("HeadBucket", "", e) {
                 StorageError::NotFound { .. } => Ok(false),
                 other => Err(other),
             },
@@ -971,5 +1313,45 @@ mod tests {
         for h in ["example.com", "10.0.0.1", "192.168.1.1"] {
             assert!(!is_loopback(h), "{h}");
         }
+    }
+
+    #[test]
+    fn checksums_default_per_endpoint_and_the_environment_overrides() {
+        use ChecksumSetting::*;
+        let r = |s, custom, req, resp| resolve_checksums(s, custom, req, resp).unwrap();
+        // auto: the SDK's default on AWS, only where required elsewhere.
+        let aws = r(Auto, false, None, None);
+        assert!(aws.send && aws.validate && aws.from == "the default for AWS");
+        let custom = r(Auto, true, None, None);
+        assert!(!custom.send && !custom.validate);
+        assert_eq!(custom.from, "the default for a custom endpoint");
+        // The profile's choice beats the default.
+        let on = r(WhenSupported, true, None, None);
+        assert!(on.send && on.validate && on.from == "[s3] checksums");
+        let off = r(WhenRequired, false, None, None);
+        assert!(!off.send && !off.validate);
+        // The SDK's variables beat both, each for its own half.
+        let env = r(WhenRequired, true, Some("WHEN_SUPPORTED"), None);
+        assert!(env.send && !env.validate && env.from == REQUEST_ENV);
+        let env = r(WhenSupported, false, None, Some("when_required"));
+        assert!(env.send && !env.validate && env.from == "[s3] checksums");
+        let e = resolve_checksums(Auto, true, Some("sometimes"), None).unwrap_err();
+        assert!(
+            e.contains(REQUEST_ENV) && e.contains("when_required"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn checksum_settings_parse_by_name() {
+        for s in [
+            ChecksumSetting::Auto,
+            ChecksumSetting::WhenSupported,
+            ChecksumSetting::WhenRequired,
+        ] {
+            assert_eq!(s.as_str().parse::<ChecksumSetting>(), Ok(s));
+        }
+        let e = "off".parse::<ChecksumSetting>().unwrap_err();
+        assert!(e.contains("when_required"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde_json::Value;
 
-use crate::s3server::S3Server;
+use crate::s3server::{Quirks, S3Server};
 
 pub const COFFER: &str = env!("CARGO_BIN_EXE_coffer");
 pub const KIB: u64 = 1024;
@@ -455,6 +455,16 @@ impl TestEnv {
     /// A fresh environment without keys or repository; for S3, the server is
     /// running and the (empty) bucket exists.
     pub fn new_on(backend: Backend) -> TestEnv {
+        TestEnv::new_with(backend, Quirks::default())
+    }
+
+    /// A fresh S3 environment whose server imitates `quirks` (the
+    /// behaviours of other S3 implementations, see [`Quirks`]).
+    pub fn new_on_quirks(quirks: Quirks) -> TestEnv {
+        TestEnv::new_with(Backend::S3, quirks)
+    }
+
+    fn new_with(backend: Backend, quirks: Quirks) -> TestEnv {
         let tmp = tempfile::Builder::new()
             .prefix("coffer-it-")
             .tempdir()
@@ -466,7 +476,7 @@ impl TestEnv {
         let (repo, repo_url, s3) = match backend {
             Backend::Local => (root.join("repo"), root.join("repo").into_os_string(), None),
             Backend::S3 => {
-                let server = S3Server::start(&root);
+                let server = S3Server::start_with(&root, quirks);
                 server.create_bucket(TEST_BUCKET);
                 (
                     server.root.join(TEST_BUCKET).join("repo"),
@@ -500,6 +510,14 @@ impl TestEnv {
     /// `with_repo` with the repository on `backend`.
     pub fn with_repo_on(backend: Backend) -> TestEnv {
         let mut env = TestEnv::new_on(backend);
+        env.recipient = env.generate_identity(&env.identity.clone());
+        env.init_repo();
+        env
+    }
+
+    /// `with_repo` on an S3 server that imitates `quirks`.
+    pub fn with_repo_on_quirks(quirks: Quirks) -> TestEnv {
+        let mut env = TestEnv::new_on_quirks(quirks);
         env.recipient = env.generate_identity(&env.identity.clone());
         env.init_repo();
         env

@@ -21,6 +21,7 @@ mod install;
 mod interrupt;
 mod moto;
 mod prune;
+mod quirks;
 mod recovery;
 mod retention;
 mod roundtrip;

@@ -69,20 +69,26 @@ pub struct S3Server {
 /// Behaviours of other S3 implementations that the test server imitates
 /// on request, so coffer is tested against each (issue 14). All off by
 /// default: the server then behaves as s3s-fs does.
-#[derive(Clone, Copy, Debug, Default)]
-#[allow(dead_code)] // each quirk is read once its handling lands
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Quirks {
     /// PutObject with `If-None-Match: *` succeeds and overwrites, as on
     /// Garage 2.5, s3rver and B2 (which answers 501 instead).
     pub ignore_if_none_match: bool,
-    /// Every ranged GET carries the whole object's stored checksum, as Ceph
-    /// before 2025-02 and R2 in 2025-02 did.
+    /// Every ranged GET (206) carries the whole object's CRC32 as
+    /// `x-amz-checksum-crc32`, as Ceph before 2025-02 and R2 in 2025-02 did:
+    /// the one the upload stored, or, when it stored none, one computed from
+    /// the object (AWS keeps a checksum of every object since 2024-12).
     pub whole_object_checksum_on_ranges: bool,
-    /// aws-chunked uploads with trailing checksums are refused (Ceph 16:
-    /// 411; OVH and Hetzner in 2025).
+    /// aws-chunked uploads with trailing checksums
+    /// (`STREAMING-UNSIGNED-PAYLOAD-TRAILER`, `x-amz-trailer`) are refused
+    /// with 411 MissingContentLength after their body is read, as Ceph 16
+    /// does (OVH and Hetzner refused them in 2025 too).
     pub reject_trailing_checksums: bool,
-    /// aws-chunked uploads are stored with their chunk framing, as the
-    /// object's bytes (s3rver 3: silent corruption).
+    /// aws-chunked PutObject bodies are stored with their chunk framing
+    /// (`100000\r\n…0\r\nx-amz-checksum-crc32:…`) as the object's bytes,
+    /// and the upload answered 200, as s3rver 3 does: silent corruption.
+    /// The stored checksums are dropped (s3rver returns none). Multipart
+    /// parts are stored as sent by s3s (decoded).
     pub store_chunk_framing: bool,
 }
 
@@ -94,7 +100,6 @@ impl S3Server {
 
     /// [`S3Server::start`], imitating the given quirks.
     pub fn start_with(dir: &Path, quirks: Quirks) -> S3Server {
-        let _ = quirks; // applied by the request handling below, quirk by quirk
         let root = dir.join("s3");
         std::fs::create_dir_all(&root).unwrap();
 
@@ -127,6 +132,7 @@ impl S3Server {
         b.set_route(PlainPut {
             root: root.clone(),
             seq: std::sync::atomic::AtomicU64::new(0),
+            quirks,
         });
         let service = b.build();
         let listener = runtime
@@ -175,10 +181,17 @@ impl S3Server {
                         }
                         let sent = sent.clone();
                         let object = object_file(&root, &req);
-                        let resp = hyper::service::Service::call(&service, req);
+                        let (service, root) = (service.clone(), root.clone());
                         async move {
-                            let resp = match resp.await {
-                                Ok(r) => Ok(read_at_once(r, object).await),
+                            let resp = match serve(&service, req, quirks, &root).await {
+                                Ok(r) => {
+                                    let r = read_at_once(r, object.clone()).await;
+                                    if quirks.whole_object_checksum_on_ranges {
+                                        Ok(whole_object_checksum(r, object, &root).await)
+                                    } else {
+                                        Ok(r)
+                                    }
+                                }
                                 e => e,
                             };
                             // Count body bytes as they go out, listings included.
@@ -271,9 +284,12 @@ const CHECKSUMS: [&str; 5] = ["crc32", "crc32c", "sha1", "sha256", "crc64nvme"];
 /// checksums (headers or trailers) are verified before anything is written.
 /// A route sees a request only after s3s has checked its signature. The body
 /// is held in memory (at most the client's multipart threshold), not streamed.
+/// With [`Quirks::ignore_if_none_match`], a PutObject with `If-None-Match`
+/// is taken here too, and the condition ignored (the object overwritten).
 struct PlainPut {
     root: PathBuf,
     seq: std::sync::atomic::AtomicU64,
+    quirks: Quirks,
 }
 
 #[async_trait::async_trait]
@@ -302,6 +318,7 @@ impl s3s::route::S3Route for PlainPut {
                 "x-amz-copy-source",
             ]
             .iter()
+            .filter(|h| !(self.quirks.ignore_if_none_match && **h == "if-none-match"))
             .all(|h| !headers.contains_key(*h))
     }
 
@@ -435,6 +452,146 @@ impl s3s::route::S3Route for PlainPut {
             Err(e) => Err(s3_error!(InternalError, "{e}")),
         }
     }
+}
+
+/// The sidecar file where s3s-fs keeps an object's ETag and checksums.
+fn info_file(root: &Path, bucket: &str, key: &str) -> PathBuf {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    root.join(format!(
+        ".bucket-{}.object-{}.internal.json",
+        b64(bucket),
+        b64(key)
+    ))
+}
+
+/// An aws-chunked upload: its body is framed in chunks (and, with
+/// `STREAMING-UNSIGNED-PAYLOAD-TRAILER`, ends in trailing checksums).
+fn is_aws_chunked<B>(req: &hyper::Request<B>) -> bool {
+    let h = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+            .unwrap_or("")
+    };
+    h("x-amz-content-sha256").starts_with("STREAMING-")
+        || h("content-encoding").contains("aws-chunked")
+}
+
+/// An S3 error response, as a server that refuses a request before s3s
+/// sees it sends it.
+fn error_response(status: u16, code: &str, message: &str) -> hyper::Response<s3s::Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let mut resp = hyper::Response::new(s3s::Body::from(xml));
+    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/xml"),
+    );
+    resp
+}
+
+/// Hands a request to s3s, imitating the quirks that act on requests
+/// ([`Quirks::reject_trailing_checksums`], [`Quirks::store_chunk_framing`]).
+async fn serve(
+    service: &s3s::service::S3Service,
+    req: hyper::Request<hyper::body::Incoming>,
+    quirks: Quirks,
+    root: &Path,
+) -> Result<hyper::Response<s3s::Body>, s3s::HttpError> {
+    use http_body_util::BodyExt;
+    let chunked_put = req.method() == hyper::Method::PUT && is_aws_chunked(&req);
+    if chunked_put && quirks.reject_trailing_checksums {
+        let trailer = req.headers().contains_key("x-amz-trailer")
+            || req
+                .headers()
+                .get("x-amz-content-sha256")
+                .is_some_and(|v| v.as_bytes().ends_with(b"-TRAILER"));
+        if trailer {
+            // Read what was sent first, so the client sees the answer, not
+            // a connection closed under its upload.
+            let _ = req.into_body().collect().await;
+            return Ok(error_response(411, "MissingContentLength", ""));
+        }
+    }
+    let object_put = bucket_and_key(req.uri())
+        .filter(|_| req.uri().query().is_none_or(|q| q == "x-id=PutObject"))
+        .map(|(b, k)| (b.to_string(), k.to_string()));
+    if let (true, true, Some((bucket, key))) = (chunked_put, quirks.store_chunk_framing, object_put)
+    {
+        let (parts, body) = req.into_parts();
+        let Ok(raw) = body.collect().await.map(|c| c.to_bytes()) else {
+            return Ok(error_response(400, "IncompleteBody", "body cut off"));
+        };
+        let req = hyper::Request::from_parts(parts, s3s::Body::from(raw.clone()));
+        let resp = service.call(req).await?;
+        if resp.status().is_success() {
+            // What s3s decoded and stored is replaced by what was sent.
+            let object = root.join(&bucket).join(&key);
+            let info = info_file(root, &bucket, &key);
+            let replaced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::write(&object, &raw)?;
+                let text = std::fs::read(&info)?;
+                let mut v: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&text).unwrap_or_default();
+                v.retain(|k, _| !k.starts_with("checksum_"));
+                std::fs::write(&info, serde_json::to_vec(&v).unwrap_or_default())
+            })
+            .await;
+            if !matches!(replaced, Ok(Ok(()))) {
+                return Ok(error_response(500, "InternalError", "framing not stored"));
+            }
+        }
+        return Ok(resp);
+    }
+    service.call(req.map(s3s::Body::from)).await
+}
+
+/// [`Quirks::whole_object_checksum_on_ranges`]: a 206 answer gets the whole
+/// object's CRC32.
+async fn whole_object_checksum(
+    mut resp: hyper::Response<s3s::Body>,
+    file: Option<PathBuf>,
+    root: &Path,
+) -> hyper::Response<s3s::Body> {
+    let Some(file) = file.filter(|_| resp.status() == hyper::StatusCode::PARTIAL_CONTENT) else {
+        return resp;
+    };
+    // The bucket and key, from the object's path below the root.
+    let Some((bucket, key)) = file
+        .strip_prefix(root)
+        .ok()
+        .and_then(|rel| rel.to_str())
+        .and_then(|rel| rel.split_once('/'))
+        .map(|(b, k)| (b.to_string(), k.to_string()))
+    else {
+        return resp;
+    };
+    let info = info_file(root, &bucket, &key);
+    let crc = tokio::task::spawn_blocking(move || -> Option<String> {
+        let stored = std::fs::read(&info)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["checksum_crc32"].as_str().map(str::to_string));
+        stored.or_else(|| {
+            let data = std::fs::read(&file).ok()?;
+            let mut hasher = s3s::checksum::ChecksumHasher {
+                crc32: Some(Default::default()),
+                ..Default::default()
+            };
+            hasher.update(&data);
+            hasher.finalize().checksum_crc32
+        })
+    })
+    .await;
+    if let Ok(Some(crc)) = crc
+        && let Ok(value) = crc.parse()
+    {
+        resp.headers_mut().insert("x-amz-checksum-crc32", value);
+    }
+    resp
 }
 
 /// s3s-fs streams an object 4 KiB at a time through tokio's blocking pool: a
