@@ -175,7 +175,7 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                     .flatten();
                 let problem = match framing {
                     Some(line) => format!(
-                        "size is {} bytes, the index says {size}, and it begins `{line}\\r\\n`: stored with its upload's aws-chunked framing as data (the server does not understand streamed uploads with trailing checksums; set `checksums = \"off\"` in the profile's [s3] section, and back up again: the next backup stores the lost data again)",
+                        "size is {} bytes, the index says {size}, and it begins `{line}\\r\\n`: stored with its upload's aws-chunked framing as data (the server does not understand streamed uploads with trailing checksums; set `checksums = \"when_required\"` in the profile's [s3] section, and back up again: the next backup stores the lost data again)",
                         s.size
                     ),
                     None => format!(

@@ -288,7 +288,7 @@ pub fn framing(store: &Store, key: &str, size: u64) -> Option<String> {
 /// What to do when an upload does not read back as sent.
 pub fn upload_hint(location: &str) -> &'static str {
     if location.starts_with("s3://") {
-        "; the server does not store what coffer sends: if it does not understand aws-chunked uploads with trailing checksums, set `checksums = \"off\"` in the profile's [s3] section (docs/PROVIDERS.md)"
+        "; the server does not store what coffer sends: if it does not understand aws-chunked uploads with trailing checksums, set `checksums = \"when_required\"` in the profile's [s3] section (docs/PROVIDERS.md)"
     } else {
         "; check the file system under the repository"
     }
@@ -303,7 +303,7 @@ pub fn verify_upload(store: &Store, key: &str, size: u64, tail: &[u8]) -> Result
     let len = (tail.len() as u64).min(size);
     match store.get_range(key, size - len, len) {
         Ok(b) if b[..] == tail[tail.len() - len as usize..] => return Ok(()),
-        Err(e) if e.is_transient() => return Err(e.into()),
+        Err(e) if !e.is_object_fault() => return Err(e.into()),
         _ => {}
     }
     let why = explain_mismatch(store, key, size)?;
@@ -337,8 +337,8 @@ pub fn grouped(n: u64) -> String {
 pub fn explain_mismatch(store: &Store, key: &str, sent: u64) -> Result<String, RepoError> {
     let stored = match store.stat(key) {
         Ok(s) => s,
-        Err(e) if e.is_transient() => return Err(e.into()),
-        Err(e) => return Ok(format!("it can not be looked up ({e})")),
+        Err(e) if e.is_object_fault() => return Ok(format!("it can not be looked up ({e})")),
+        Err(e) => return Err(e.into()),
     };
     Ok(match stored {
         None => "the server answered the upload as stored, but there is no such object".into(),
@@ -414,10 +414,10 @@ impl Probe<'_> {
                 RangeChecksum::Part
             }
             Ok(Some(_)) => RangeChecksum::WholeObject,
-            Err(e) if e.is_transient() => return Err(e.into()),
-            Err(e) => {
+            Err(e) if e.is_object_fault() => {
                 return Err(self.unfit(format!("a ranged read of a probe object failed: {e}")));
             }
+            Err(e) => return Err(e.into()),
         };
 
         // Listings: what was written shows, at the size sent; what was
@@ -499,9 +499,8 @@ impl Probe<'_> {
         let content = |store: &Store| -> Result<Option<Bytes>, RepoError> {
             match store.get_capped(&key, cap(1024)) {
                 Ok(b) => Ok(Some(b)),
-                Err(e) if e.is_not_found() => Ok(None),
-                Err(e) if e.is_transient() => Err(e.into()),
-                Err(_) => Ok(None),
+                Err(e) if e.is_object_fault() => Ok(None),
+                Err(e) => Err(e.into()),
             }
         };
         match self.store.create(&key, first.clone()) {
@@ -514,9 +513,12 @@ impl Probe<'_> {
                     return Ok(false);
                 }
             }
-            Err(e) if e.is_transient() => return Err(e.into()),
-            // Refused outright (B2 answers 501 NotImplemented).
-            Err(_) => return Ok(false),
+            // Refused outright (B2 answers 501 NotImplemented), or storage
+            // is down: a plain PUT of the same key tells which.
+            Err(_) => {
+                self.store.put(&key, first)?;
+                return Ok(false);
+            }
         }
         let second = self.store.create(
             &key,
@@ -525,21 +527,19 @@ impl Probe<'_> {
         match second {
             Ok(false) => Ok(content(self.store)?.as_ref() == Some(&first)),
             Ok(true) => Ok(false),
-            Err(e) if e.is_transient() => Err(e.into()),
-            Err(_) => Ok(false),
+            Err(e) if e.is_object_fault() => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// An upload refused by the server (not a network failure) makes the
-    /// storage unfit; a network failure is a storage error.
+    /// An upload the server refused makes the storage unfit, naming the
+    /// upload path (the storage error says why and what to do); an outage
+    /// is a storage error.
     fn uploaded(&self, what: &str, res: Result<(), StorageError>) -> Result<(), RepoError> {
         match res {
             Ok(()) => Ok(()),
-            Err(e) if e.is_transient() => Err(e.into()),
-            Err(e) => Err(self.unfit(format!(
-                "{what} was refused: {e}{}",
-                upload_hint(&self.store.location())
-            ))),
+            Err(e) if e.is_transient() || e.gave_up() => Err(e.into()),
+            Err(e) => Err(self.unfit(format!("{what} was refused: {e}"))),
         }
     }
 
@@ -619,9 +619,9 @@ impl Probe<'_> {
             let got = self.store.get_capped(&s.key, cap(s.size));
             let whole = match got {
                 Ok(b) => Some(b),
-                Err(e) if e.is_transient() => return Err(e.into()),
                 Err(StorageError::TooLarge { .. }) => None,
-                Err(e) => return Err(self.read_failed(s, "read whole", e)),
+                Err(e) if e.is_object_fault() => return Err(self.read_failed(s, "read whole", e)),
+                Err(e) => return Err(e.into()),
             };
             if whole.as_deref() != Some(&pattern.bytes(0, s.size)[..]) {
                 return Err(self.mismatch(s)?);
@@ -631,8 +631,10 @@ impl Probe<'_> {
         for (offset, length) in reads {
             let got = match self.store.get_range(&s.key, offset, length) {
                 Ok(b) => b,
-                Err(e) if e.is_transient() => return Err(e.into()),
-                Err(e) => return Err(self.read_failed(s, "a ranged read", e)),
+                Err(e) if e.is_object_fault() => {
+                    return Err(self.read_failed(s, "read by a ranged GET", e));
+                }
+                Err(e) => return Err(e.into()),
             };
             if got[..] != pattern.bytes(offset, length)[..] {
                 return Err(self.mismatch(s)?);

@@ -1275,7 +1275,7 @@ impl Storage for S3Storage {
         Some(self.threshold())
     }
     fn upload_settings(&self) -> String {
-        format!("multipart above {} bytes", self.threshold())
+        self.probe_settings()
     }
     async fn range_checksum(
         &self,

@@ -17,6 +17,16 @@ impl S3Storage {
         }
     }
 
+    /// What decides how uploads go: the multipart threshold and whether
+    /// they carry checksums (aws-chunked trailers from a file).
+    pub(super) fn probe_settings(&self) -> String {
+        format!(
+            "multipart above {} bytes; upload checksums {}",
+            self.threshold(),
+            if self.checksums.send { "on" } else { "off" }
+        )
+    }
+
     /// A ranged GET with `x-amz-checksum-mode: ENABLED`: the first checksum
     /// header of the answer (`"crc32 <value>"`, a part's ending `-N`), or
     /// None. The body is not read, so the SDK validates nothing.
@@ -36,7 +46,7 @@ impl S3Storage {
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
-            .map_err(|e| self.error(key, e))?;
+            .map_err(|e| self.error("GetObject", key, e))?;
         let found = [
             ("crc64nvme", out.checksum_crc64_nvme()),
             ("crc32", out.checksum_crc32()),
