@@ -175,7 +175,7 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                     .flatten();
                 let problem = match framing {
                     Some(line) => format!(
-                        "size is {} bytes, the index says {size}, and it begins `{line}\\r\\n`: stored with its upload's aws-chunked framing as data (the server does not understand streamed uploads with trailing checksums; set `checksums = \"when_required\"` in the profile's [s3] section, and back up again: the next backup stores the lost data again)",
+                        "size is {} bytes, the index says {size}, and it begins `{line}\\r\\n`: stored with its upload's aws-chunked framing as data (the server does not understand aws-chunked uploads with trailing checksums: turn them off with `checksums = \"when_required\"` in the profile's [s3] section, AWS_REQUEST_CHECKSUM_CALCULATION unset, and back up again: the next backup stores the lost data again)",
                         s.size
                     ),
                     None => format!(
@@ -415,6 +415,21 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                     snapshots: vec![id.short()],
                     files: vec![],
                 });
+                // The damaged object that held the list (or the file
+                // list) costs this snapshot too: named with it.
+                for (object, d) in &damaged {
+                    if snap
+                        .refs
+                        .iter()
+                        .chain(&snap.tree)
+                        .any(|b| d.blobs.contains(b) && lost(b))
+                    {
+                        affected
+                            .entry(object.clone())
+                            .or_default()
+                            .push((*id, snap.clone()));
+                    }
+                }
                 continue;
             }
         };

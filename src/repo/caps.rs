@@ -285,13 +285,15 @@ pub fn framing(store: &Store, key: &str, size: u64) -> Option<String> {
     })
 }
 
-/// What to do when an upload does not read back as sent.
-pub fn upload_hint(location: &str) -> &'static str {
-    if location.starts_with("s3://") {
-        "; the server does not store what coffer sends: if it does not understand aws-chunked uploads with trailing checksums, set `checksums = \"when_required\"` in the profile's [s3] section (docs/PROVIDERS.md)"
-    } else {
-        "; check the file system under the repository"
-    }
+/// What to do when an upload does not read back as sent (the storage
+/// knows how it sent it), as a clause after `; `.
+pub fn upload_hint(store: &Store) -> String {
+    format!(
+        "; {}",
+        store
+            .upload_hint()
+            .unwrap_or_else(|| "check the storage under the repository".into())
+    )
 }
 
 /// Reads back the end of a pack just uploaded to `store` under `key` (one
@@ -313,7 +315,7 @@ pub fn verify_upload(store: &Store, key: &str, size: u64, tail: &[u8]) -> Result
         object: format!("pack {key}"),
         reason: format!(
             "{why}{}; nothing was committed: the pack was deleted, and the next run probes the storage again",
-            upload_hint(&store.location())
+            upload_hint(store)
         ),
     })
 }
@@ -367,6 +369,13 @@ impl Probe<'_> {
         format!("{PROBE_PREFIX}{}.{what}", self.tag)
     }
 
+    /// A storage error without the location, which the refusal names once.
+    fn said(&self, e: &StorageError) -> String {
+        let text = e.to_string();
+        let location = format!("{}: ", self.store.location());
+        text.strip_prefix(&location).unwrap_or(&text).to_string()
+    }
+
     fn unfit(&self, reason: String) -> RepoError {
         RepoError::StorageUnfit {
             location: self.store.location(),
@@ -415,7 +424,10 @@ impl Probe<'_> {
             }
             Ok(Some(_)) => RangeChecksum::WholeObject,
             Err(e) if e.is_object_fault() => {
-                return Err(self.unfit(format!("a ranged read of a probe object failed: {e}")));
+                return Err(self.unfit(format!(
+                    "a ranged read of a probe object failed: {}",
+                    self.said(&e)
+                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -539,7 +551,7 @@ impl Probe<'_> {
         match res {
             Ok(()) => Ok(()),
             Err(e) if e.is_transient() || e.gave_up() => Err(e.into()),
-            Err(e) => Err(self.unfit(format!("{what} was refused: {e}"))),
+            Err(e) => Err(self.unfit(format!("{what} was refused: {}", self.said(&e)))),
         }
     }
 
@@ -644,11 +656,12 @@ impl Probe<'_> {
     }
 
     fn read_failed(&self, s: &Sent, how: &str, e: StorageError) -> RepoError {
+        let e = self.said(&e);
         self.unfit(format!(
             "{} of {} bytes can not be {how} ({e}){}",
             s.what,
             grouped(s.size),
-            upload_hint(&self.store.location())
+            upload_hint(self.store)
         ))
     }
 
@@ -657,7 +670,7 @@ impl Probe<'_> {
         Ok(self.unfit(format!(
             "{} does not read back as sent: {why}{}",
             s.what,
-            upload_hint(&self.store.location())
+            upload_hint(self.store)
         )))
     }
 

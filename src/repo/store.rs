@@ -66,6 +66,10 @@ impl Store {
     pub fn upload_settings(&self) -> String {
         self.storage.upload_settings()
     }
+    /// See [`Storage::upload_hint`].
+    pub fn upload_hint(&self) -> Option<String> {
+        self.storage.upload_hint()
+    }
     /// See [`Storage::range_checksum`].
     pub fn range_checksum(
         &self,

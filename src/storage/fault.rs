@@ -153,6 +153,9 @@ impl Storage for Faulty {
     fn upload_settings(&self) -> String {
         self.inner.upload_settings()
     }
+    fn upload_hint(&self) -> Option<String> {
+        self.inner.upload_hint()
+    }
     async fn range_checksum(
         &self,
         key: &str,

@@ -182,6 +182,12 @@ pub trait Storage: Send + Sync {
     fn upload_settings(&self) -> String {
         String::new()
     }
+    /// What to change when an upload does not read back as sent (how
+    /// uploads are sent, and the setting that decides it), as a clause
+    /// for a message; None where nothing can be changed.
+    fn upload_hint(&self) -> Option<String> {
+        None
+    }
     /// The checksum a ranged read of `length` bytes at `offset` comes with,
     /// as `"crc32 <value>"`, or None: the probe records whether a server
     /// sends the whole object's checksum with a part of it. Reads no body.

@@ -86,6 +86,9 @@ impl Storage for Retry {
     fn upload_settings(&self) -> String {
         self.inner.upload_settings()
     }
+    fn upload_hint(&self) -> Option<String> {
+        self.inner.upload_hint()
+    }
     async fn range_checksum(
         &self,
         key: &str,

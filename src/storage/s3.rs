@@ -1277,6 +1277,9 @@ impl Storage for S3Storage {
     fn upload_settings(&self) -> String {
         self.probe_settings()
     }
+    fn upload_hint(&self) -> Option<String> {
+        Some(self.probe_upload_hint())
+    }
     async fn range_checksum(
         &self,
         key: &str,

@@ -27,6 +27,22 @@ impl S3Storage {
         )
     }
 
+    /// What to change when an upload does not read back as sent.
+    pub(super) fn probe_upload_hint(&self) -> String {
+        if !self.checksums.send {
+            return "coffer sent it plainly (no checksums, no aws-chunked encoding): this server does not store what it is sent".into();
+        }
+        let how = if self.checksums.from == super::REQUEST_ENV {
+            format!("unset {} or set it to when_required", super::REQUEST_ENV)
+        } else {
+            "set `checksums = \"when_required\"` in the profile's [s3] section".into()
+        };
+        format!(
+            "coffer sent it aws-chunked with a trailing checksum (checksums on by {}), which this server does not understand: {how} (docs/PROVIDERS.md)",
+            self.checksums.from
+        )
+    }
+
     /// A ranged GET with `x-amz-checksum-mode: ENABLED`: the first checksum
     /// header of the answer (`"crc32 <value>"`, a part's ending `-N`), or
     /// None. The body is not read, so the SDK validates nothing.
