@@ -335,7 +335,7 @@ fn both_lock_objects_are_respected_and_a_lost_lock_is_noticed() {
 
     // Someone deleted it (or took it over after its lease ran out).
     let mut new = new;
-    store.delete(&new.object().to_string()).unwrap();
+    store.delete(new.object()).unwrap();
     let e = new.confirm(&store, &keys).unwrap_err();
     assert!(matches!(e, RepoError::LockLost { .. }), "{e}");
     assert!(e.to_string().contains("stopping"), "{e}");
