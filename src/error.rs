@@ -55,6 +55,15 @@ pub fn full_reason(e: &std::io::Error) -> String {
 }
 
 impl Error {
+    /// Whether storage was out for longer than the retry layer waits (so a
+    /// later run may get through: worth saying where a next run exists).
+    pub fn storage_gave_up(&self) -> bool {
+        match self {
+            Error::Storage(s) | Error::Repo(crate::repo::RepoError::Storage(s)) => s.gave_up(),
+            _ => false,
+        }
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

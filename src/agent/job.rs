@@ -113,7 +113,13 @@ fn open(profile: &Profile) -> Result<Repository, String> {
         )
     })?;
     let key = AgentKey::load(key_path).map_err(|e| e.to_string())?;
-    let store = Store::open(&profile.repository, &profile.s3).map_err(|e| e.to_string())?;
+    let store = Store::open(&profile.repository, &profile.s3).map_err(|e| {
+        if e.gave_up() {
+            format!("{e}; the next run tries again")
+        } else {
+            e.to_string()
+        }
+    })?;
     Repository::open_agent(store, &key).map_err(|e| e.to_string())
 }
 
@@ -150,7 +156,13 @@ fn steps(
         lock_wait: opts.lock_wait,
     };
     let progress: &dyn Progress = &NoProgress;
-    let done = backup(&repo, catalog, &backup_opts, progress, cancel).map_err(|e| e.to_string())?;
+    let done = backup(&repo, catalog, &backup_opts, progress, cancel).map_err(|e| {
+        if e.storage_gave_up() {
+            format!("{e}; the next run resumes from what was uploaded")
+        } else {
+            e.to_string()
+        }
+    })?;
     report.snapshot = Some(done.snapshot.to_hex());
     report.files = done.summary.files;
     report.bytes = done.summary.bytes;

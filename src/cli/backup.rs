@@ -64,6 +64,10 @@ fn auto_init(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
+/// What a backup that storage failed says: only a backup has a next run to
+/// resume from what it uploaded.
+const RESUMES: &str = "the next backup resumes from what was uploaded";
+
 pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
     auto_init(ctx)?;
     let profile = ctx.profile.as_ref();
@@ -93,7 +97,9 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
         time: args.time,
         lock_wait: ctx.lock_wait,
     };
-    let repo = ctx.open_agent()?;
+    let repo = ctx
+        .open_agent()
+        .map_err(|e| super::if_gave_up(e, RESUMES))?;
     // Installed once keys are loaded: a passphrase prompt stays killable.
     let cancel = super::signal::Cancel::install()?;
     let mut catalog = ctx.open_catalog(&repo)?;
@@ -117,7 +123,7 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
             });
             return Err(cancel.explain(
                 "backup",
-                e.into(),
+                super::if_gave_up(e.into(), RESUMES),
                 "the lock is released and no spool file is left; the next backup reuses what was uploaded",
             ));
         }

@@ -265,6 +265,27 @@ pub fn render_error(e: &anyhow::Error) -> String {
     text::message(&parts.join(": ")).into_owned()
 }
 
+/// Adds "; `hint`" to an error whose cause is storage that stayed out
+/// through every retry: only where a next run exists (a backup resumes
+/// from what it uploaded; an init or a restore has nothing to resume).
+pub(crate) fn if_gave_up(e: anyhow::Error, hint: &str) -> anyhow::Error {
+    let gave_up = e.chain().any(|c| {
+        c.downcast_ref::<crate::storage::StorageError>()
+            .is_some_and(|s| s.gave_up())
+            || c.downcast_ref::<crate::Error>()
+                .is_some_and(|x| x.storage_gave_up())
+            || matches!(
+                c.downcast_ref::<RepoError>(),
+                Some(RepoError::Storage(s)) if s.gave_up()
+            )
+    });
+    if gave_up {
+        anyhow!("{}; {hint}", render_error(&e))
+    } else {
+        e
+    }
+}
+
 /// Prints a command's error on stderr and returns its exit code: 130 or
 /// 143 for a command a signal stopped, else 1.
 pub fn report_failure(e: &anyhow::Error) -> Exit {

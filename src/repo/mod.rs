@@ -44,6 +44,10 @@ pub enum RepoError {
     Storage(#[from] StorageError),
     #[error("no coffer repository at {location}; create one with `coffer init`")]
     NotARepository { location: String },
+    #[error(
+        "{location} does not exist (no such bucket or folder): check its name, or create a repository there with `coffer init` (`--create-bucket` for a bucket)"
+    )]
+    NoLocation { location: String },
     #[error("a repository already exists at {location}")]
     AlreadyExists { location: String },
     #[error(
@@ -185,6 +189,13 @@ impl Repository {
         let raw = match read {
             Ok(r) => r,
             Err(e) if e.is_not_found() => {
+                // Some servers answer NoSuchKey for a missing bucket too: a
+                // mistyped bucket name is likelier than a lost repository.
+                if matches!(store.exists(), Ok(false)) {
+                    return Err(RepoError::NoLocation {
+                        location: store.location(),
+                    });
+                }
                 return Err(RepoError::NotARepository {
                     location: store.location(),
                 });

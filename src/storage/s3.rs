@@ -686,6 +686,28 @@ impl S3Storage {
         }
     }
 
+    /// A HEAD answer has no body, so a 403 to one does not say whether the
+    /// secret is wrong or a permission missing: one ListObjectsV2 (whose
+    /// answer has a body) asks. `head` is returned if it tells nothing more.
+    async fn why_403(&self, head: StorageError) -> StorageError {
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .max_keys(1)
+            .send()
+            .await;
+        match listed {
+            Err(e @ SdkError::ServiceError(_))
+                if ProvideErrorMetadata::code(&e).is_some_and(|c| c != "AccessDenied") =>
+            {
+                self.error("ListObjectsV2", "", e)
+            }
+            _ => head,
+        }
+    }
+
     /// What an access denial lacks: the permission `op` needs, and where.
     fn permission(&self, op: &str) -> String {
         let (perm, bucket_level) = match op {
@@ -856,7 +878,7 @@ impl S3Storage {
         ];
         if credentials.iter().any(|w| lower.contains(w)) {
             return refused(format!(
-                "no AWS credentials found for {op} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or \
+                "{op}: no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or \
                  AWS_PROFILE, or credentials_file in the profile's [s3] section)"
             ));
         }
@@ -872,7 +894,7 @@ impl S3Storage {
                 self.endpoint
             ));
         }
-        let tls = ["certificate", "unknownissuer", "invalidcertificate", "tls"]
+        let tls = ["certificate", "unknownissuer", "invalidcertificate"]
             .iter()
             .any(|w| lower.contains(w));
         if tls {
@@ -1263,10 +1285,15 @@ impl Storage for S3Storage {
     async fn exists(&self) -> Result<bool, StorageError> {
         match self.client.head_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(true),
-            Err(e) => match self.error("HeadBucket", "", e) {
-                StorageError::NotFound { .. } => Ok(false),
-                other => Err(other),
-            },
+            Err(e) => {
+                let bare_403 = matches!(&e, SdkError::ServiceError(se)
+                    if se.raw().status().as_u16() == 403 && se.err().code().is_none());
+                match self.error("HeadBucket", "", e) {
+                    StorageError::NotFound { .. } => Ok(false),
+                    other if bare_403 => Err(self.why_403(other).await),
+                    other => Err(other),
+                }
+            }
         }
     }
 

@@ -28,5 +28,7 @@ mod retention;
 mod roundtrip;
 mod s3;
 mod s3server;
+mod seaweed;
 mod selection;
 mod tamper;
+mod transport;

@@ -178,4 +178,17 @@ fn a_bucket_outside_the_allowed_regions_is_refused() {
         "{msg}"
     );
     Store::open("s3://london-data/x", &opts("eu-west-2", &["eu-west-2"])).expect("allowed region");
+
+    // A bucket to be made in a region that is not allowed: refused before
+    // it is created (moto, unlike s3s-fs, keeps each bucket's region).
+    let paris = Store::open("s3://paris-data/x", &opts("eu-west-3", &["eu-west-1"]))
+        .expect("a missing bucket is checked when it is created");
+    let msg = paris.create_location().unwrap_err().to_string();
+    assert!(
+        msg.contains("refusing to create bucket paris-data in region eu-west-3")
+            && !msg.contains(": :"),
+        "{msg}"
+    );
+    let anywhere = Store::open("s3://paris-data/x", &opts("eu-west-3", &[])).unwrap();
+    assert!(!anywhere.exists().unwrap(), "no bucket was created");
 }

@@ -18,7 +18,7 @@ fn cap(max: u64) -> Cap {
     }
 }
 
-fn conformance(store: &Store) {
+pub(crate) fn conformance(store: &Store) {
     let who = store.location();
     assert!(store.exists().unwrap(), "{who}: exists");
     assert!(

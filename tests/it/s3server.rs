@@ -63,6 +63,10 @@ pub struct S3Server {
     /// Response body bytes sent so far (benchmarks report bytes fetched).
     #[allow(dead_code)] // read by examples/s3_server.rs, not by the tests
     pub bytes_out: Arc<std::sync::atomic::AtomicU64>,
+    /// While set, every PUT and POST (uploads, DeleteObjects) is refused
+    /// with 403 AccessDenied, as for credentials without s3:PutObject.
+    #[allow(dead_code)] // read by the tests, not by examples/s3_server.rs
+    pub read_only: Arc<std::sync::atomic::AtomicBool>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -141,8 +145,10 @@ impl S3Server {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let bytes_out = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let read_only = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let counter = requests.clone();
         let sent = bytes_out.clone();
+        let denied = read_only.clone();
         let log = std::env::var_os("S3_SERVER_LOG").is_some();
         let t0 = std::time::Instant::now();
         runtime.spawn(async move {
@@ -158,7 +164,7 @@ impl S3Server {
                 let _ = socket.set_nodelay(true);
                 let (acceptor, service, http) = (acceptor.clone(), service.clone(), http.clone());
                 let (counter, sent) = (counter.clone(), sent.clone());
-                let root = root.clone();
+                let (root, denied) = (root.clone(), denied.clone());
                 tokio::spawn(async move {
                     // A client that rejects our certificate ends here: fine.
                     let Ok(stream) = acceptor.accept(socket).await else {
@@ -182,8 +188,9 @@ impl S3Server {
                         let sent = sent.clone();
                         let object = object_file(&root, &req);
                         let (service, root) = (service.clone(), root.clone());
+                        let read_only = denied.load(Relaxed);
                         async move {
-                            let resp = match serve(&service, req, quirks, &root).await {
+                            let resp = match serve(&service, req, quirks, read_only, &root).await {
                                 Ok(r) => {
                                     let r = read_at_once(r, object.clone()).await;
                                     if quirks.whole_object_checksum_on_ranges {
@@ -219,6 +226,7 @@ impl S3Server {
             ca_pem,
             requests,
             bytes_out,
+            read_only,
             runtime: Some(runtime),
         }
     }
@@ -494,14 +502,20 @@ fn error_response(status: u16, code: &str, message: &str) -> hyper::Response<s3s
 }
 
 /// Hands a request to s3s, imitating the quirks that act on requests
-/// ([`Quirks::reject_trailing_checksums`], [`Quirks::store_chunk_framing`]).
+/// ([`Quirks::reject_trailing_checksums`], [`Quirks::store_chunk_framing`]);
+/// `read_only` refuses uploads ([`S3Server::read_only`]).
 async fn serve(
     service: &s3s::service::S3Service,
     req: hyper::Request<hyper::body::Incoming>,
     quirks: Quirks,
+    read_only: bool,
     root: &Path,
 ) -> Result<hyper::Response<s3s::Body>, s3s::HttpError> {
     use http_body_util::BodyExt;
+    if read_only && matches!(*req.method(), hyper::Method::PUT | hyper::Method::POST) {
+        let _ = req.into_body().collect().await;
+        return Ok(error_response(403, "AccessDenied", "Access Denied"));
+    }
     let chunked_put = req.method() == hyper::Method::PUT && is_aws_chunked(&req);
     if chunked_put && quirks.reject_trailing_checksums {
         let trailer = req.headers().contains_key("x-amz-trailer")
