@@ -127,12 +127,11 @@ impl Capabilities {
             }
         };
         let multipart = match (self.uploads.multipart, self.multipart_threshold) {
-            (Some(n), _) => format!(", multipart ({n} bytes)"),
-            (None, Some(t)) => {
-                format!(
-                    ", multipart not probed (packs stay under {t} bytes; a larger one is read back after its upload)"
-                )
-            }
+            (Some(_), _) => ", multipart".to_string(),
+            (None, Some(t)) => format!(
+                " (multipart not probed: packs stay under its {} MiB threshold, and one above it is read back after its upload)",
+                t >> 20
+            ),
             (None, None) => String::new(),
         };
         let ranges = match self.ranged_read_checksum {
