@@ -700,6 +700,36 @@ impl Probe<'_> {
 mod tests {
     use super::*;
 
+    /// Packs above the multipart threshold are read back after their
+    /// upload only where the probe did not read that path back.
+    #[test]
+    fn multipart_packs_are_read_back_where_the_probe_did_not() {
+        let mut caps = Capabilities {
+            probed: Utc::now(),
+            coffer: VERSION.into(),
+            host: "h".into(),
+            storage: "s3://b/p".into(),
+            settings: String::new(),
+            multipart_threshold: Some(64 << 20),
+            conditional_create: true,
+            list_after_write: true,
+            list_lag_ms: 0,
+            uploads: Uploads {
+                put: PUT_BYTES,
+                put_file: FILE_BYTES,
+                multipart: None,
+            },
+            ranged_read_checksum: RangeChecksum::None,
+            lock: LockProtocol::Create,
+        };
+        assert_eq!(caps.verify_above(), Some(64 << 20));
+        caps.uploads.multipart = Some((64 << 20) + 4097);
+        assert_eq!(caps.verify_above(), None);
+        caps.multipart_threshold = None;
+        caps.uploads.multipart = None;
+        assert_eq!(caps.verify_above(), None, "no multipart path at all");
+    }
+
     #[test]
     fn numbers_are_grouped() {
         assert_eq!(grouped(0), "0");

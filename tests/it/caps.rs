@@ -609,3 +609,48 @@ fn check_names_a_pack_stored_with_chunk_framing() {
     assert!(text.contains("begins `100000\\r\\n`"), "{text}");
     assert!(text.contains("checksums = \"when_required\""), "{text}");
 }
+
+/// Where packs go up in parts (a threshold below twice the pack size), the
+/// probe reads a multipart upload back too, and backups then go on.
+#[test]
+fn a_low_multipart_threshold_is_probed_with_a_multipart_upload() {
+    let env = quirky(Quirks::default());
+    let server = env.s3.as_ref().unwrap();
+    let src = env.source_dir("src");
+    write_random_file(&src.join("big.bin"), 20 * MIB, 9);
+    let profile = env.path("parts.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "name = \"parts\"\nsources = [{src:?}]\nrepository = {repo:?}\n\
+             agent_key = {key:?}\ncatalog = {cat:?}\n\n[s3]\nca_bundle = {ca:?}\n\
+             multipart_threshold_mib = 5\n",
+            src = src.display().to_string(),
+            repo = env.repo_url.to_str().unwrap(),
+            key = env.agent_key.display().to_string(),
+            cat = env.catalog.display().to_string(),
+            ca = server.ca_pem.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let p = profile.as_os_str();
+    let out = env.run([
+        OsStr::new("init"),
+        "--json".as_ref(),
+        "--profile".as_ref(),
+        p,
+        "--recipient".as_ref(),
+        env.recipient.as_ref(),
+    ]);
+    let caps = recorded(&out);
+    assert_eq!(caps["multipart_threshold"], 5 << 20, "{caps}");
+    assert_eq!(caps["uploads"]["multipart"], (5 << 20) + 4097, "{caps}");
+    assert!(
+        list_files(&env.repo)
+            .iter()
+            .all(|(k, _)| !k.starts_with("probe"))
+    );
+    env.run([OsStr::new("backup"), "--profile".as_ref(), p])
+        .expect_ok();
+    env.check(true).expect_ok();
+}
