@@ -46,7 +46,7 @@ fn auto_init(ctx: &Context) -> Result<()> {
     } else {
         OperatorIdentity::generate(identity, None)?
     };
-    let (_, agent) = Repository::init(
+    let (_, agent, _) = Repository::init(
         store,
         vec![recipient],
         crate::repo::chunker::ChunkerParams::DATA,

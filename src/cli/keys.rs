@@ -152,18 +152,22 @@ pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {
         }
     }
     let avg = (args.chunk_avg_kib as usize * 1024) & !1;
-    let (repo, agent) = Repository::init(store, recipients, ChunkerParams::with_avg(avg))?;
+    let (repo, agent, caps) = Repository::init(store, recipients, ChunkerParams::with_avg(avg))?;
     agent.save(&agent_key_path)?;
     if ctx.json {
-        print_json(
-            &serde_json::json!({"repository": repo.store.location(), "id": repo.config.id, "agent_key": agent_key_path}),
-        )?;
+        print_json(&serde_json::json!({
+            "repository": repo.store.location(),
+            "id": repo.config.id,
+            "agent_key": agent_key_path,
+            "capabilities": caps,
+        }))?;
     } else if !ctx.quiet {
         eprintln!(
-            "created repository {} at {}\nagent key written to {} (mode 0600): it can write backups, not read them",
+            "created repository {} at {}\nagent key written to {} (mode 0600): it can write backups, not read them\nstorage: {}",
             repo.config.id,
             repo.store.location(),
-            agent_key_path.display()
+            agent_key_path.display(),
+            caps.summary()
         );
     }
     Ok(Exit::Success)

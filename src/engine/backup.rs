@@ -2,7 +2,7 @@
 //! then index, then the snapshot that commits it (docs/FORMAT.md, "Write order").
 
 use super::health::{stamp, unusable_ids, usable_blobs};
-use super::packer::Packer;
+use super::packer::{Packer, ReadBack};
 use super::walk::{self, Excludes, Node, WalkItem};
 use super::{Progress, adopt_orphan_packs};
 use crate::catalog::{BlobLocation, CachedFile, Catalog};
@@ -349,7 +349,11 @@ fn vouched_blobs(
 /// memory, uploaded in the background: see [`Packer`]) and writes an index
 /// object after every PACKS_PER_INDEX stored packs.
 /// Returns the index objects written, which list every stored pack once.
-fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<Vec<(IndexId, IndexFile)>> {
+fn packer(
+    repo: &Repository,
+    rx: Receiver<SealedBlob>,
+    read_back: ReadBack,
+) -> Result<Vec<(IndexId, IndexFile)>> {
     let mut indexes = Vec::new();
     let mut flush_index = |packs: Vec<IndexedPack>| -> Result<()> {
         if packs.is_empty() {
@@ -358,7 +362,7 @@ fn packer(repo: &Repository, rx: Receiver<SealedBlob>) -> Result<Vec<(IndexId, I
         indexes.extend(repo.write_indexes(packs)?);
         Ok(())
     };
-    let mut packer = Packer::new(repo);
+    let mut packer = Packer::new(repo, read_back);
     for blob in rx.iter() {
         packer.add(blob)?;
         if packer.stored_count() >= PACKS_PER_INDEX {
@@ -396,9 +400,10 @@ pub fn backup(
         ));
     }
     let excludes = Excludes::new(&opts.exclude).map_err(Error::Invalid)?;
-    let mut lock = RepoLock::acquire_wait(
+    let mut lock = RepoLock::for_writer(
         &repo.store,
         &repo.keys,
+        repo.config.pack_size,
         crate::repo::lock::LEASE,
         opts.lock_wait,
     )?;
@@ -513,7 +518,8 @@ fn run(
             });
         }
         drop((job_rx, done_tx, seal_rx, pack_tx));
-        let packer_handle = s.spawn(move || packer(repo, pack_rx));
+        let read_back = ReadBack::of(lock);
+        let packer_handle = s.spawn(move || packer(repo, pack_rx, read_back));
 
         let mut d = Driver {
             repo,

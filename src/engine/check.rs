@@ -167,10 +167,22 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                 );
             }
             Some(s) if s.size != *size => {
-                let problem = format!(
-                    "size is {} bytes, the index says {size} (truncated or altered)",
-                    s.size
-                );
+                // A pack stored with the chunk framing of its upload is
+                // longer and begins with a chunk's length line: named, with
+                // what to do (one ranged read of 24 bytes per such pack).
+                let framing = (s.size > *size)
+                    .then(|| crate::repo::caps::framing(&repo.store, &pack.key(), s.size))
+                    .flatten();
+                let problem = match framing {
+                    Some(line) => format!(
+                        "size is {} bytes, the index says {size}, and it begins `{line}\\r\\n`: stored with its upload's aws-chunked framing as data (the server does not understand aws-chunked uploads with trailing checksums: turn them off with `checksums = \"when_required\"` in the profile's [s3] section, AWS_REQUEST_CHECKSUM_CALCULATION unset, and back up again: the next backup stores the lost data again)",
+                        s.size
+                    ),
+                    None => format!(
+                        "size is {} bytes, the index says {size} (truncated or altered)",
+                        s.size
+                    ),
+                };
                 if read_data {
                     // Reading it tells exactly which blobs survive.
                     size_notes.insert(*pack, problem);
@@ -413,6 +425,21 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                     snapshots: vec![id.short()],
                     files: vec![],
                 });
+                // The damaged object that held the list (or the file
+                // list) costs this snapshot too: named with it.
+                for (object, d) in &damaged {
+                    if snap
+                        .refs
+                        .iter()
+                        .chain(&snap.tree)
+                        .any(|b| d.blobs.contains(b) && lost(b))
+                    {
+                        affected
+                            .entry(object.clone())
+                            .or_default()
+                            .push((*id, snap.clone()));
+                    }
+                }
                 continue;
             }
         };

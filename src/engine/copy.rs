@@ -51,7 +51,13 @@ pub fn copy(
     } else if !target.exists()? {
         target.create_location()?;
     }
-    let lock = RepoLock::acquire(target, &repo.keys, chrono::Duration::minutes(30))?;
+    let lock = RepoLock::for_writer(
+        target,
+        &repo.keys,
+        repo.config.pack_size,
+        crate::repo::lock::LEASE,
+        std::time::Duration::ZERO,
+    )?;
     let result = copy_objects(repo, target, progress, cancel);
     let released = lock.release(target, &repo.keys);
     let report = result?;
@@ -104,11 +110,16 @@ fn copy_objects(
         // would fail every object after its retries); what was sent stays
         // sent for the next run.
         let failed = AtomicBool::new(false);
+        // The first pack sent is read back (its last 4 KiB): a target that
+        // does not store what it is sent fails the copy at once.
+        let unverified = AtomicBool::new(true);
         let results = super::par_map(todo, 4, |obj| {
             if failed.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
                 return None;
             }
-            let res = copy_one(repo, target, &obj.key);
+            let verify =
+                PackId::from_key(&obj.key).is_some() && unverified.swap(false, Ordering::Relaxed);
+            let res = copy_one(repo, target, &obj.key, verify);
             match &res {
                 Ok(Copied::Sent(n)) => progress.advance(*n),
                 Ok(Copied::Damaged(..)) => {}
@@ -154,7 +165,7 @@ fn copy_objects(
         // A repository made before the keyring had a copy has none.
         if target.stat(key)?.is_none()
             && (key != KEYRING_COPY_KEY || repo.store.stat(key)?.is_some())
-            && let Copied::Sent(n) = copy_one(repo, target, key)?
+            && let Copied::Sent(n) = copy_one(repo, target, key, false)?
         {
             report.bytes_copied += n;
             report.objects_copied += 1;
@@ -171,7 +182,8 @@ enum Copied {
 }
 
 /// Copies one object; a pack must hash to its name before it is sent on.
-fn copy_one(repo: &Repository, target: &Store, key: &str) -> Result<Copied> {
+/// With `verify`, its end is read back from the target and compared.
+fn copy_one(repo: &Repository, target: &Store, key: &str, verify: bool) -> Result<Copied> {
     let bytes = repo
         .store
         .get_capped(key, limits::any_object_cap(key, repo.config.pack_size))?;
@@ -184,6 +196,10 @@ fn copy_one(repo: &Repository, target: &Store, key: &str) -> Result<Copied> {
         ));
     }
     let n = bytes.len() as u64;
+    let tail = bytes.slice(bytes.len().saturating_sub(4096)..);
     target.put(key, bytes)?;
+    if verify {
+        crate::repo::caps::verify_upload(target, key, n, &tail)?;
+    }
     Ok(Copied::Sent(n))
 }

@@ -545,7 +545,13 @@ pub fn erase(
     }
     // One lock across the rewrite and the prune: a backup in between could
     // re-use a mixed bundle through its file cache and keep erased bytes alive.
-    let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, opts.lock_wait)?;
+    let mut lock = RepoLock::for_writer(
+        &repo.store,
+        &repo.keys,
+        repo.config.pack_size,
+        LEASE,
+        opts.lock_wait,
+    )?;
     let result = rewrite_all(repo, catalog, &m, &mut report, progress, &mut lock, cancel).and_then(|plan| {
         // The erased data leaves storage: nothing unreferenced may stay behind.
         progress.phase("prune", None);
@@ -657,7 +663,7 @@ fn rewrite_all(
 
     progress.phase("rewrite", None);
     let mut w = Writer {
-        blobs: BlobWriter::new(repo, &blobs),
+        blobs: BlobWriter::new(repo, &blobs, super::packer::ReadBack::of(lock)),
         restored: HashMap::new(),
     };
     let mut cache = TreeCache::default();
@@ -711,6 +717,7 @@ fn rewrite_all(
         .map(|&n| snaps[n].0)
         .filter(|id| !kept.contains(id))
         .collect();
+    lock.confirm(&repo.store, &repo.keys)?;
     repo.store
         .delete_many(&old.iter().map(|id| id.key()).collect::<Vec<_>>())?;
     for id in &old {

@@ -177,12 +177,13 @@ pub fn forget(
         lock_wait,
     } = opts;
     let (now, dry_run, lock_wait) = (*now, *dry_run, *lock_wait);
-    let lock = if dry_run {
+    let mut lock = if dry_run {
         None
     } else {
-        Some(RepoLock::acquire_wait(
+        Some(RepoLock::for_writer(
             &repo.store,
             &repo.keys,
+            repo.config.pack_size,
             LEASE,
             lock_wait,
         )?)
@@ -193,6 +194,9 @@ pub fn forget(
         let gone: Vec<&Decision> = decisions.iter().filter(|d| !d.keep).collect();
         if !dry_run && !gone.is_empty() {
             let keys: Vec<String> = gone.iter().map(|d| d.id.key()).collect();
+            if let Some(lock) = lock.as_mut() {
+                lock.confirm(&repo.store, &repo.keys)?;
+            }
             repo.store.delete_many(&keys)?;
             for d in &gone {
                 catalog.remove_snapshot(&d.id)?;

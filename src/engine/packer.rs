@@ -6,6 +6,7 @@
 use crate::repo::Repository;
 use crate::repo::index::IndexedPack;
 use crate::repo::limits;
+use crate::repo::lock::RepoLock;
 use crate::repo::pack::{PackWriter, SealedBlob};
 use crate::storage::StorageError;
 use crate::{Error, Result};
@@ -29,25 +30,50 @@ fn spool_error(in_repo: bool, spool: &std::path::Path, e: std::io::Error) -> Err
     }
 }
 
+/// An upload in flight: its task, the pack, and the pack's last bytes as
+/// written (trailer and footer), for the read-back.
 type Upload = (
     tokio::task::JoinHandle<std::result::Result<(), StorageError>>,
     IndexedPack,
+    Vec<u8>,
 );
+
+/// Which uploaded packs are read back (docs/FORMAT.md, "Capabilities"):
+/// the first of every run, and each above `above` bytes (a multipart upload
+/// the capability probe did not read back).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReadBack {
+    pub above: Option<u64>,
+}
+
+impl ReadBack {
+    /// What the writer lock's capability record asks for.
+    pub(crate) fn of(lock: &RepoLock) -> ReadBack {
+        ReadBack {
+            above: lock.capabilities().and_then(|c| c.verify_above()),
+        }
+    }
+}
 
 pub(crate) struct Packer<'a> {
     repo: &'a Repository,
     writer: Option<PackWriter>,
     uploading: VecDeque<Upload>,
     uploaded: Vec<IndexedPack>,
+    read_back: ReadBack,
+    /// Uploads finished so far.
+    joined: usize,
 }
 
 impl<'a> Packer<'a> {
-    pub(crate) fn new(repo: &'a Repository) -> Self {
+    pub(crate) fn new(repo: &'a Repository, read_back: ReadBack) -> Self {
         Packer {
             repo,
             writer: None,
             uploading: VecDeque::new(),
             uploaded: Vec::new(),
+            read_back,
+            joined: 0,
         }
     }
 
@@ -100,13 +126,18 @@ impl<'a> Packer<'a> {
                 size: p.size,
                 blobs: p.entries,
             },
+            p.tail,
         ));
         Ok(())
     }
 
     fn join_oldest(&mut self) -> Result<()> {
-        if let Some((h, p)) = self.uploading.pop_front() {
+        if let Some((h, p, tail)) = self.uploading.pop_front() {
             self.repo.store.join(h)?;
+            if self.joined == 0 || self.read_back.above.is_some_and(|t| p.size > t) {
+                self.repo.verify_upload(&p.id, p.size, &tail)?;
+            }
+            self.joined += 1;
             self.uploaded.push(p);
         }
         Ok(())
@@ -129,7 +160,7 @@ impl Drop for Packer<'_> {
         if let Some(w) = self.writer.take() {
             w.discard();
         }
-        for (h, _) in self.uploading.drain(..) {
+        for (h, _, _) in self.uploading.drain(..) {
             let _ = self.repo.store.join(h);
         }
     }

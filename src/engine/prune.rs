@@ -99,7 +99,13 @@ pub fn prune(
     opts: &PruneOptions,
     cancel: &AtomicBool,
 ) -> Result<PruneReport> {
-    let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, opts.lock_wait)?;
+    let mut lock = RepoLock::for_writer(
+        &repo.store,
+        &repo.keys,
+        repo.config.pack_size,
+        LEASE,
+        opts.lock_wait,
+    )?;
     let result = prune_locked(repo, catalog, opts, &mut lock, cancel);
     let released = lock.release(&repo.store, &repo.keys);
     let report = result?;
@@ -335,7 +341,7 @@ pub(crate) fn prune_locked(
         })
         .collect();
     let reads = runs.iter().map(|(pack, _, r)| r.read(pack.key())).collect();
-    let mut packer = Packer::new(repo);
+    let mut packer = Packer::new(repo, super::packer::ReadBack::of(lock));
     let fetched = repo.store.read_ahead(reads, repo.store.read_concurrency());
     // A pack that reads back short or not at all is kept (and recorded as
     // damaged): its live blobs are not copied, and it is not deleted.
@@ -430,7 +436,8 @@ pub(crate) fn prune_locked(
     // Split into objects of a bounded number of blobs (repo::limits): the
     // survivors of many indexes could otherwise make one of any size.
     let new_indexes = repo.write_indexes(survivors)?;
-    lock.refresh_if_due(&repo.store, &repo.keys)?;
+    // Before each deletion: our lock is still ours (fencing).
+    lock.confirm(&repo.store, &repo.keys)?;
     let old: Vec<String> = affected.iter().map(|i| i.key()).collect();
     repo.store.delete_many(&old)?;
     for i in &affected {
@@ -441,6 +448,7 @@ pub(crate) fn prune_locked(
     }
     let mut gone: Vec<String> = doomed.iter().map(|p| p.key()).collect();
     gone.extend(orphans.iter().map(|(p, _)| p.key()));
+    lock.confirm(&repo.store, &repo.keys)?;
     repo.store.delete_many(&gone)?;
     catalog.trim_refs_cache()?;
     let mut health = health;

@@ -41,7 +41,8 @@ fn locked<T>(
     wait: std::time::Duration,
     f: impl FnOnce(&mut RepoLock) -> Result<T>,
 ) -> Result<T> {
-    let mut lock = RepoLock::acquire_wait(&repo.store, &repo.keys, LEASE, wait)?;
+    let mut lock =
+        RepoLock::for_writer(&repo.store, &repo.keys, repo.config.pack_size, LEASE, wait)?;
     let result = f(&mut lock);
     let released = lock.release(&repo.store, &repo.keys);
     let value = result?;
@@ -75,7 +76,7 @@ pub fn repair_index(
     lock_wait: std::time::Duration,
     cancel: &AtomicBool,
 ) -> Result<IndexRepair> {
-    locked(repo, lock_wait, |_| {
+    locked(repo, lock_wait, |lock| {
         let synced = sync_index(repo, catalog)?;
         stop(cancel)?;
         let mut report = IndexRepair {
@@ -134,6 +135,9 @@ pub fn repair_index(
             .iter()
             .map(|(k, _)| k.clone())
             .collect();
+        if !gone.is_empty() {
+            lock.confirm(&repo.store, &repo.keys)?;
+        }
         repo.store.delete_many(&gone)?;
         report.indexes_removed = gone.len();
         Ok(report)
@@ -304,7 +308,7 @@ pub fn repair_snapshots(
             .map(|(i, _)| i)
             .collect();
         progress.phase("repair", Some(damaged.len() as u64));
-        let mut w = BlobWriter::new(repo, blobs);
+        let mut w = BlobWriter::new(repo, blobs, super::packer::ReadBack::of(lock));
         let mut new_snaps: Vec<(usize, Snapshot, SnapshotRepair)> = Vec::new();
         for &n in &damaged {
             stop(cancel)?;
@@ -487,6 +491,7 @@ pub fn repair_snapshots(
             rep.new_id = Some(id.to_hex());
             let old = snaps[n].0;
             if forget && old != id {
+                lock.confirm(&repo.store, &repo.keys)?;
                 repo.store.delete(&old.key())?;
                 catalog.remove_snapshot(&old)?;
                 rep.forgotten = true;

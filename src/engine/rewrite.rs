@@ -2,7 +2,7 @@
 //! into packs, and a file list written entry by entry into tree blobs, its
 //! tree index and its reference list, as a backup writes them.
 
-use super::packer::Packer;
+use super::packer::{Packer, ReadBack};
 use crate::Result;
 use crate::catalog::BlobLocation;
 use crate::repo::Repository;
@@ -24,12 +24,16 @@ pub(crate) struct BlobWriter<'a> {
 }
 
 impl<'a> BlobWriter<'a> {
-    pub fn new(repo: &'a Repository, known: &'a HashMap<BlobId, BlobLocation>) -> Self {
+    pub fn new(
+        repo: &'a Repository,
+        known: &'a HashMap<BlobId, BlobLocation>,
+        read_back: ReadBack,
+    ) -> Self {
         BlobWriter {
             repo,
             known,
             queued: HashSet::new(),
-            packer: Packer::new(repo),
+            packer: Packer::new(repo, read_back),
             blobs_written: 0,
         }
     }

@@ -28,7 +28,8 @@ pub const fn sealed_bound(plain: u64) -> u64 {
 }
 
 /// `config` (plaintext JSON of a few hundred bytes), `keyring` (the sealed
-/// agent key file, a few KiB) and `lock` (sealed JSON, about 1 KiB).
+/// agent key file, a few KiB), `lock` and `locks/…` (sealed JSON, about
+/// 1 KiB) and `capabilities` (sealed JSON, under 1 KiB).
 pub const SMALL_OBJECT: u64 = MIB;
 
 /// Plaintext JSON of one snapshot object: its `tree` and `refs` blob ids at
@@ -145,6 +146,10 @@ pub const LOCK: Cap = Cap {
     max: SMALL_OBJECT,
     what: "the lock",
 };
+pub const CAPABILITIES: Cap = Cap {
+    max: SMALL_OBJECT,
+    what: "the capabilities record",
+};
 pub const SNAPSHOT: Cap = Cap {
     max: sealed_bound(SNAPSHOT_JSON),
     what: "a snapshot object",
@@ -190,6 +195,8 @@ pub fn any_object_cap(key: &str, pack_size: u64) -> Cap {
         super::CONFIG_KEY => CONFIG,
         super::KEYRING_KEY => KEYRING,
         super::lock::LOCK_KEY => LOCK,
+        super::caps::CAPS_KEY => CAPABILITIES,
+        _ if key.starts_with(super::lock::LOCKS_PREFIX) => LOCK,
         _ if key.starts_with("data/") => pack(pack_size),
         _ => object_cap(key).map_or(
             Cap {

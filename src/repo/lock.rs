@@ -1,22 +1,51 @@
-//! The single-writer lock: one `lock` object made with the storage's
-//! create-only write, holding who took it and a lease. A writer refreshes its
-//! lease while it works; a lease that ran out, or a holder on this host whose
-//! process is gone, is stale and may be taken over.
+//! The single-writer lock (docs/FORMAT.md, "The lock"). Two protocols, by
+//! what the storage does ([`super::caps`]):
+//!
+//! * **create**, where the create-only write works: one `lock` object,
+//!   made with it; the loser of a race is refused by the storage. Older
+//!   coffer builds use this protocol alone.
+//! * **list**, where it does not: every writer PUTs its own
+//!   `locks/<random id>`, waits a settle time, lists `locks/` (and reads
+//!   `lock`) again, and withdraws if any other live lock is there. Safe as
+//!   long as a listing shows every PUT that finished before it began (the
+//!   probe checks that listings keep up).
+//!
+//! Each protocol respects the other's objects, so writers that disagree on
+//! the protocol (a record made while they ran) still exclude each other.
+//! A lock holds who took it and a lease; the writer refreshes the lease
+//! while it works, checks that its lock is still there before every
+//! destructive step ([`RepoLock::confirm`]), and removes it when done. A lease
+//! that ran out, or a holder on this host whose process is gone, is stale
+//! and may be taken over.
 
 use super::RepoError;
+use super::caps::Capabilities;
 use super::keys::{Audience, Keys};
 use super::store::Store;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The create-only lock object.
 pub const LOCK_KEY: &str = "lock";
+/// Where the list-and-check protocol's lock objects live.
+pub const LOCKS_PREFIX: &str = "locks/";
 
 /// A lock object is a few hundred bytes; anything much larger is not one.
 const MAX_LOCK_BYTES: usize = 64 * 1024;
 
 /// A writer's lease; refreshed every third of it while the writer works.
 pub const LEASE: Duration = Duration::minutes(30);
+
+/// How a writer takes the lock on a storage (recorded in `capabilities`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "protocol", rename_all = "kebab-case")]
+pub enum LockProtocol {
+    /// The `lock` object, made with the create-only write.
+    Create,
+    /// `locks/<random id>`, then a wait of `settle_ms`, then a listing.
+    List { settle_ms: u64 },
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct LockInfo {
@@ -30,65 +59,167 @@ struct LockInfo {
     start_ticks: Option<u64>,
 }
 
+impl LockInfo {
+    /// Whether `self`, another writer's lock, may be taken over by `me`.
+    fn stale_for(&self, me: &LockInfo) -> bool {
+        self.expires < Utc::now()
+            || (self.host == me.host
+                && self.pid != me.pid
+                && !process_alive(self.pid, self.start_ticks))
+    }
+}
+
 /// A held lock. Call [`RepoLock::release`] when done; a dropped lock simply
 /// expires with its lease.
 pub struct RepoLock {
     info: LockInfo,
     lease: Duration,
     refreshed: DateTime<Utc>,
+    /// The object that holds it: `lock`, or `locks/<id>`.
+    key: String,
+    /// What the storage was found to do (writers that came in through
+    /// [`RepoLock::for_writer`]).
+    caps: Option<Capabilities>,
 }
 
 pub use crate::host::hostname;
 use crate::host::{proc_stat, process_alive};
 
+/// The other writers' live locks, and whether a listing showed our own.
+struct Survey {
+    others: Vec<(String, LockInfo)>,
+    own_listed: bool,
+}
+
+fn locked(key: &str, held: LockInfo) -> RepoError {
+    RepoError::Locked {
+        host: held.host,
+        pid: held.pid,
+        since: held.started,
+        object: key.to_string(),
+    }
+}
+
 impl RepoLock {
-    pub fn acquire(store: &Store, keys: &Keys, lease: Duration) -> Result<RepoLock, RepoError> {
+    fn new_info(lease: Duration) -> LockInfo {
         let now = Utc::now();
-        let info = LockInfo {
+        LockInfo {
             host: hostname(),
             pid: std::process::id(),
             started: now,
             expires: now + lease,
             nonce: rand::random(),
             start_ticks: proc_stat(std::process::id()).map(|(_, t)| t),
-        };
+        }
+    }
+
+    fn sealed(keys: &Keys, info: &LockInfo) -> Bytes {
+        Bytes::from(keys.seal(
+            Audience::Both,
+            &serde_json::to_vec(info).unwrap_or_default(),
+        ))
+    }
+
+    fn held(info: LockInfo, lease: Duration, key: String) -> RepoLock {
+        RepoLock {
+            refreshed: Utc::now(),
+            info,
+            lease,
+            key,
+            caps: None,
+        }
+    }
+
+    /// Every writer's way in: learns what the storage does (the
+    /// `capabilities` record, or a new probe when it is missing or
+    /// outdated), takes the lock by the protocol that allows (waiting up
+    /// to `wait` for another writer), and records a new probe's result
+    /// once it holds the lock. Refuses storage that does not store
+    /// uploads as sent ([`RepoError::StorageUnfit`]).
+    pub fn for_writer(
+        store: &Store,
+        keys: &Keys,
+        pack_size: u64,
+        lease: Duration,
+        wait: std::time::Duration,
+    ) -> Result<RepoLock, RepoError> {
+        let (caps, probed) = super::caps::for_writer(store, keys, pack_size)?;
+        let mut lock = Self::acquire_wait_with(store, keys, lease, wait, caps.lock)?;
+        if probed && let Err(e) = super::caps::write(store, keys, &caps) {
+            let _ = lock.release(store, keys);
+            return Err(e);
+        }
+        lock.caps = Some(caps);
+        Ok(lock)
+    }
+
+    /// What the storage was found to do, for writers that came in through
+    /// [`RepoLock::for_writer`].
+    pub fn capabilities(&self) -> Option<&Capabilities> {
+        self.caps.as_ref()
+    }
+
+    /// The object that holds this lock (`lock` or `locks/<id>`).
+    pub fn object(&self) -> &str {
+        &self.key
+    }
+
+    /// Takes the lock with the create-only write (the protocol of older
+    /// builds, and of storage whose create-only write works).
+    pub fn acquire(store: &Store, keys: &Keys, lease: Duration) -> Result<RepoLock, RepoError> {
+        Self::acquire_with(store, keys, lease, LockProtocol::Create)
+    }
+
+    /// Takes the lock by `protocol`, or fails with [`RepoError::Locked`].
+    pub fn acquire_with(
+        store: &Store,
+        keys: &Keys,
+        lease: Duration,
+        protocol: LockProtocol,
+    ) -> Result<RepoLock, RepoError> {
+        match protocol {
+            LockProtocol::Create => Self::acquire_create(store, keys, lease),
+            LockProtocol::List { settle_ms } => Self::acquire_listed(
+                store,
+                keys,
+                lease,
+                std::time::Duration::from_millis(settle_ms),
+            ),
+        }
+    }
+
+    fn acquire_create(store: &Store, keys: &Keys, lease: Duration) -> Result<RepoLock, RepoError> {
+        let info = Self::new_info(lease);
         for _ in 0..3 {
-            let sealed = Bytes::from(keys.seal(
-                Audience::Both,
-                &serde_json::to_vec(&info).unwrap_or_default(),
-            ));
-            if store.create(LOCK_KEY, sealed)? {
-                // Read back: if a racing taker deleted ours meanwhile, we lost.
-                if Self::read_settled(store, keys)?.is_some_and(|held| held.nonce == info.nonce) {
-                    return Ok(RepoLock {
-                        info,
-                        lease,
-                        refreshed: now,
-                    });
+            let ours = |held: &LockInfo| held.nonce == info.nonce;
+            let created = store.create(LOCK_KEY, Self::sealed(keys, &info))?;
+            let held = Self::read(store, keys, LOCK_KEY)?;
+            // Created, or our create went through but its answer was lost
+            // (retried); a racing taker may have deleted ours meanwhile.
+            if held.as_ref().is_some_and(ours) {
+                // A list-and-check writer (one whose record said the
+                // create-only write fails) may hold `locks/…`.
+                let survey = match Self::survey(store, keys, Some(LOCK_KEY), &info) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = store.delete(LOCK_KEY);
+                        return Err(e);
+                    }
+                };
+                if let Some((key, other)) = survey.others.into_iter().next() {
+                    store.delete(LOCK_KEY)?;
+                    return Err(locked(&key, other));
                 }
+                return Ok(Self::held(info, lease, LOCK_KEY.into()));
+            }
+            if created {
                 continue;
             }
-            let Some(held) = Self::read_settled(store, keys)? else {
+            let Some(held) = held else {
                 continue; // released between our attempt and the read
             };
-            if held.nonce == info.nonce {
-                // Our create went through but its answer was lost (retried).
-                return Ok(RepoLock {
-                    info,
-                    lease,
-                    refreshed: now,
-                });
-            }
-            let stale = held.expires < Utc::now()
-                || (held.host == info.host
-                    && held.pid != info.pid
-                    && !process_alive(held.pid, held.start_ticks));
-            if !stale {
-                return Err(RepoError::Locked {
-                    host: held.host,
-                    pid: held.pid,
-                    since: held.started,
-                });
+            if !held.stale_for(&info) {
+                return Err(locked(LOCK_KEY, held));
             }
             store.delete(LOCK_KEY)?;
         }
@@ -96,7 +227,90 @@ impl RepoLock {
             host: "another writer".into(),
             pid: 0,
             since: Utc::now(),
+            object: LOCK_KEY.into(),
         })
+    }
+
+    /// The list-and-check protocol: look, write our own lock, wait
+    /// `settle`, look again; withdraw on any other live lock.
+    fn acquire_listed(
+        store: &Store,
+        keys: &Keys,
+        lease: Duration,
+        settle: std::time::Duration,
+    ) -> Result<RepoLock, RepoError> {
+        let info = Self::new_info(lease);
+        // Nothing written while another writer is known to hold it.
+        if let Some((key, other)) = Self::survey(store, keys, None, &info)?
+            .others
+            .into_iter()
+            .next()
+        {
+            return Err(locked(&key, other));
+        }
+        let key = format!("{LOCKS_PREFIX}{}", hex::encode(rand::random::<[u8; 16]>()));
+        store.put(&key, Self::sealed(keys, &info))?;
+        std::thread::sleep(settle);
+        let survey = match Self::survey(store, keys, Some(&key), &info) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = store.delete(&key);
+                return Err(e);
+            }
+        };
+        if let Some((other_key, other)) = survey.others.into_iter().next() {
+            // Both withdraw when two see each other; the retry of
+            // `acquire_wait` is jittered, so one goes first next time.
+            store.delete(&key)?;
+            return Err(locked(&other_key, other));
+        }
+        if !survey.own_listed {
+            store.delete(&key)?;
+            return Err(RepoError::StorageUnfit {
+                location: store.location(),
+                reason: format!(
+                    "its listing did not show this writer's lock {} ms after it was written, so it may not show another writer's either: coffer can not keep two writers apart on it now; try again",
+                    settle.as_millis()
+                ),
+            });
+        }
+        Ok(Self::held(info, lease, key))
+    }
+
+    /// The other writers' live locks (`locks/…` and `lock`), skipping
+    /// `own`; stale ones are deleted (taken over). Whether `own` was listed.
+    fn survey(
+        store: &Store,
+        keys: &Keys,
+        own: Option<&str>,
+        me: &LockInfo,
+    ) -> Result<Survey, RepoError> {
+        let listed = store.list(LOCKS_PREFIX)?;
+        let own_listed = own.is_some_and(|own| listed.iter().any(|o| o.key == own));
+        let mut candidates: Vec<String> = listed
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| Some(k.as_str()) != own)
+            .collect();
+        if own != Some(LOCK_KEY) {
+            candidates.push(LOCK_KEY.into());
+        }
+        let mut others = Vec::new();
+        for key in candidates {
+            // Released between the listing and the read: no conflict.
+            let Some(held) = Self::read(store, keys, &key)? else {
+                continue;
+            };
+            if held.nonce == me.nonce {
+                continue;
+            }
+            if held.stale_for(me) {
+                store.delete(&key)?;
+                continue;
+            }
+            others.push((key, held));
+        }
+        Ok(Survey { others, own_listed })
     }
 
     /// Like [`RepoLock::acquire`], but waits up to `wait` for a live holder
@@ -107,26 +321,41 @@ impl RepoLock {
         lease: Duration,
         wait: std::time::Duration,
     ) -> Result<RepoLock, RepoError> {
+        Self::acquire_wait_with(store, keys, lease, wait, LockProtocol::Create)
+    }
+
+    /// [`RepoLock::acquire_with`], trying again for up to `wait` after
+    /// jittered pauses (two list-and-check writers that saw each other
+    /// both withdrew; the jitter lets one go first).
+    pub fn acquire_wait_with(
+        store: &Store,
+        keys: &Keys,
+        lease: Duration,
+        wait: std::time::Duration,
+        protocol: LockProtocol,
+    ) -> Result<RepoLock, RepoError> {
         let deadline = std::time::Instant::now() + wait;
         loop {
-            match Self::acquire(store, keys, lease) {
+            match Self::acquire_with(store, keys, lease, protocol) {
                 Err(RepoError::Locked { .. }) if std::time::Instant::now() < deadline => {
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    std::thread::sleep(left.min(std::time::Duration::from_secs(2)));
+                    let pause =
+                        std::time::Duration::from_millis(rand::random::<u64>() % 2000 + 500);
+                    std::thread::sleep(left.min(pause));
                 }
                 other => return other,
             }
         }
     }
 
-    /// [`RepoLock::read`], tried again a few times when the object can
-    /// not be read: a lock being written or deleted by another writer right
-    /// now (or by a provider whose reads lag its writes) can read as
+    /// [`RepoLock::read_once`], tried again a few times when the object
+    /// can not be read: a lock being written or deleted by another writer
+    /// right now (or by a provider whose reads lag its writes) can read as
     /// garbage for a moment. Only an error that lasts is reported.
-    fn read_settled(store: &Store, keys: &Keys) -> Result<Option<LockInfo>, RepoError> {
+    fn read(store: &Store, keys: &Keys, key: &str) -> Result<Option<LockInfo>, RepoError> {
         let mut wait = std::time::Duration::from_millis(200);
         for _ in 0..3 {
-            match Self::read(store, keys) {
+            match Self::read_once(store, keys, key) {
                 Ok(found) => return Ok(found),
                 Err(RepoError::Storage(e)) if e.is_transient() => {
                     return Err(RepoError::Storage(e));
@@ -137,11 +366,11 @@ impl RepoLock {
                 }
             }
         }
-        Self::read(store, keys)
+        Self::read_once(store, keys, key)
     }
 
-    fn read(store: &Store, keys: &Keys) -> Result<Option<LockInfo>, RepoError> {
-        let bytes = match store.get_capped(LOCK_KEY, super::limits::LOCK) {
+    fn read_once(store: &Store, keys: &Keys, key: &str) -> Result<Option<LockInfo>, RepoError> {
+        let bytes = match store.get_capped(key, super::limits::LOCK) {
             Ok(b) => b,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -149,7 +378,7 @@ impl RepoLock {
         // An unreadable lock may be a writer's all the same (a newer
         // coffer, a damaged object): never taken over silently.
         let unreadable = |why: String| RepoError::Corrupt {
-            object: format!("{}/{LOCK_KEY}", store.location()),
+            object: format!("{}/{key}", store.location()),
             reason: format!(
                 "the writer lock can not be read ({}); if no coffer writer (backup, prune, forget, erase, repair, copy) is running on any host, delete that object and run again",
                 why.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -162,11 +391,27 @@ impl RepoLock {
             )));
         }
         let plain = keys
-            .open(&bytes, LOCK_KEY)
+            .open(&bytes, key)
             .map_err(|e| unreadable(e.to_string()))?;
         serde_json::from_slice(&plain)
             .map(Some)
             .map_err(|e| unreadable(e.to_string()))
+    }
+
+    /// Fails unless our lock object still holds our lock (another writer
+    /// took it over after our lease ran out, or someone deleted it).
+    fn check_held(&self, store: &Store, keys: &Keys) -> Result<(), RepoError> {
+        match Self::read(store, keys, &self.key)? {
+            Some(held) if held.nonce == self.info.nonce => Ok(()),
+            Some(_) => Err(RepoError::LockLost {
+                object: self.key.clone(),
+                why: "was taken over by another writer".into(),
+            }),
+            None => Err(RepoError::LockLost {
+                object: self.key.clone(),
+                why: "is gone (deleted, or taken over after its lease ran out)".into(),
+            }),
+        }
     }
 
     /// Extends the lease if a third of it has passed. Cheap to call often.
@@ -175,28 +420,25 @@ impl RepoLock {
         if now - self.refreshed < self.lease / 3 {
             return Ok(());
         }
-        match Self::read(store, keys)? {
-            Some(held) if held.nonce == self.info.nonce => {}
-            _ => {
-                return Err(RepoError::Corrupt {
-                    object: LOCK_KEY.into(),
-                    reason: "our lock was taken over by another writer; stopping".into(),
-                });
-            }
-        }
+        self.check_held(store, keys)?;
         self.info.expires = now + self.lease;
-        let sealed = keys.seal(
-            Audience::Both,
-            &serde_json::to_vec(&self.info).unwrap_or_default(),
-        );
-        store.put(LOCK_KEY, Bytes::from(sealed))?;
+        store.put(&self.key, Self::sealed(keys, &self.info))?;
         self.refreshed = now;
         Ok(())
     }
 
+    /// Before a destructive step (deleting packs, index or snapshot
+    /// objects): fails unless our lock is still there (one read), and
+    /// refreshes it if due. A writer whose lock was taken over stops
+    /// before it deletes what the new holder may rely on.
+    pub fn confirm(&mut self, store: &Store, keys: &Keys) -> Result<(), RepoError> {
+        self.check_held(store, keys)?;
+        self.refresh_if_due(store, keys)
+    }
+
     pub fn release(self, store: &Store, keys: &Keys) -> Result<(), RepoError> {
-        if Self::read(store, keys)?.is_some_and(|held| held.nonce == self.info.nonce) {
-            store.delete(LOCK_KEY)?;
+        if Self::read(store, keys, &self.key)?.is_some_and(|held| held.nonce == self.info.nonce) {
+            store.delete(&self.key)?;
         }
         Ok(())
     }
@@ -232,5 +474,13 @@ mod tests {
         }
         assert!(!process_alive(pid, None));
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn the_protocol_is_recorded_by_name() {
+        let json = serde_json::to_string(&LockProtocol::List { settle_ms: 1000 }).unwrap();
+        assert_eq!(json, r#"{"protocol":"list","settle_ms":1000}"#);
+        let json = serde_json::to_string(&LockProtocol::Create).unwrap();
+        assert_eq!(json, r#"{"protocol":"create"}"#);
     }
 }

@@ -2,6 +2,7 @@
 //! named, sealed and verified. No CLI, no catalog here.
 
 pub mod audit;
+pub mod caps;
 pub mod chunker;
 pub mod damage;
 pub mod ids;
@@ -74,13 +75,21 @@ pub enum RepoError {
     #[error("{object} is corrupt: {reason}")]
     Corrupt { object: String, reason: String },
     #[error(
-        "repository is locked by {host} (pid {pid}) since {since}; wait for that backup to finish, or delete the `lock` object if it is certainly dead"
+        "repository is locked by {host} (pid {pid}) since {since}; wait for that backup to finish, or delete the `{object}` object if it is certainly dead"
     )]
     Locked {
         host: String,
         pid: u32,
         since: DateTime<Utc>,
+        /// The lock object: `lock`, or `locks/<id>` (docs/FORMAT.md, "The lock").
+        object: String,
     },
+    #[error("the writer lock {object} {why}; stopping before anything more is written or deleted")]
+    LockLost { object: String, why: String },
+    #[error("{location}: coffer will not write to this storage: {reason}")]
+    StorageUnfit { location: String, reason: String },
+    #[error("{object} does not read back as written: {reason}")]
+    BadUpload { object: String, reason: String },
     #[error("{what} would be {size} bytes, more than coffer reads back ({max} at most)")]
     TooLarge { what: String, size: u64, max: u64 },
     #[error("snapshot {0} not found; list them with `coffer snapshots`")]
@@ -111,12 +120,15 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Creates a repository: `config`, then `keyring`. Returns the agent key.
+    /// Creates a repository: probes the storage first (a server that does
+    /// not store uploads as sent gets no repository, see [`caps::probe`]),
+    /// then `keyring`, `capabilities`, and last `config`. Returns the agent
+    /// key and what the probe found.
     pub fn init(
         store: Store,
         recipients: Vec<age::x25519::Recipient>,
         data_chunks: ChunkerParams,
-    ) -> Result<(Repository, AgentKey), RepoError> {
+    ) -> Result<(Repository, AgentKey, caps::Capabilities), RepoError> {
         if store.stat(CONFIG_KEY)?.is_some() {
             return Err(RepoError::AlreadyExists {
                 location: store.location(),
@@ -131,10 +143,12 @@ impl Repository {
             meta_chunks: ChunkerParams::META,
             pack_size: 16 * 1024 * 1024,
         };
+        let capabilities = caps::probe(&store, config.pack_size)?;
         let agent = AgentKey::generate(config.id.clone(), recipients);
         let keys = Keys::from_agent_key(&agent);
         // The keyring lets an operator re-issue the agent key on a new server.
         Self::write_keyring(&store, &keys, &agent)?;
+        caps::write(&store, &keys, &capabilities)?;
         let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
         if !store.create(CONFIG_KEY, Bytes::from(json))? {
             return Err(RepoError::AlreadyExists {
@@ -149,6 +163,7 @@ impl Repository {
                 warnings: Vec::new(),
             },
             agent,
+            capabilities,
         ))
     }
 
@@ -543,6 +558,15 @@ impl Repository {
             .store
             .get_range(&key, size - pack::FOOTER_LEN - tlen, tlen)?;
         pack::parse_trailer(&self.keys, pack, &trailer, size)
+    }
+
+    /// Reads back the end of a pack just uploaded (one ranged GET of its
+    /// trailer and footer) and compares it with what was written. A pack
+    /// that does not read back as written fails with what the server
+    /// stored; it is deleted (no index names it yet), and so is the
+    /// `capabilities` record, so the next writer probes the storage again.
+    pub fn verify_upload(&self, pack: &PackId, size: u64, tail: &[u8]) -> Result<(), RepoError> {
+        caps::verify_upload(&self.store, &pack.key(), size, tail)
     }
 
     /// Reads and opens one blob (a ranged read of exactly its bytes).

@@ -232,23 +232,15 @@ pub struct SpooledPack {
     pub path: std::path::PathBuf,
     pub size: u64,
     pub entries: Vec<PackEntry>,
+    /// The pack's last bytes, trailer and footer, as written: what a
+    /// read-back of the upload compares ([`crate::repo::caps`]).
+    pub tail: Vec<u8>,
 }
 
 impl PackWriter {
-    /// Starts a pack in a new hidden file in `dir`, named
-    /// `.tmp-pack-PID-STARTTICKS-RANDOM` so that a later run can tell a dead
-    /// writer's spool from a live one's ([`remove_stale_spool`]).
+    /// Starts a pack in a new hidden spool file in `dir` ([`spool_file`]).
     pub fn create(dir: &std::path::Path) -> std::io::Result<PackWriter> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!(
-            "{SPOOL_PREFIX}{}-{:016x}",
-            crate::host::temp_mark(),
-            rand::random::<u64>()
-        ));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let (file, path) = spool_file(dir)?;
         Ok(PackWriter {
             file: std::io::BufWriter::with_capacity(256 * 1024, file),
             path,
@@ -310,11 +302,15 @@ impl PackWriter {
             self.discard();
             return Err(e);
         }
+        let mut tail = trailer;
+        tail.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+        tail.extend_from_slice(FOOTER_MAGIC);
         Ok(SpooledPack {
             id: PackId(*self.hasher.finalize().as_bytes()),
             path: self.path,
             size: self.len,
             entries: self.entries,
+            tail,
         })
     }
 
@@ -322,6 +318,23 @@ impl PackWriter {
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// A new spool file in `dir`, named `.tmp-pack-PID-STARTTICKS-RANDOM` so
+/// that a later run can tell a dead writer's spool from a live one's
+/// ([`remove_stale_spool`]).
+pub fn spool_file(dir: &std::path::Path) -> std::io::Result<(std::fs::File, std::path::PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!(
+        "{SPOOL_PREFIX}{}-{:016x}",
+        crate::host::temp_mark(),
+        rand::random::<u64>()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    Ok((file, path))
 }
 
 /// The name prefix of pack spool files.

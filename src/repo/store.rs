@@ -53,6 +53,32 @@ impl Store {
     pub fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.run(self.storage.put(key, data))
     }
+    /// Uploads a spool file (consumed: stored, or removed on failure).
+    pub fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), StorageError> {
+        let _spool = SpoolFile(path.to_path_buf());
+        self.run(self.storage.put_file(key, path))
+    }
+    /// See [`Storage::multipart_threshold`].
+    pub fn multipart_threshold(&self) -> Option<u64> {
+        self.storage.multipart_threshold()
+    }
+    /// See [`Storage::upload_settings`].
+    pub fn upload_settings(&self) -> String {
+        self.storage.upload_settings()
+    }
+    /// See [`Storage::upload_hint`].
+    pub fn upload_hint(&self) -> Option<String> {
+        self.storage.upload_hint()
+    }
+    /// See [`Storage::range_checksum`].
+    pub fn range_checksum(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<String>, StorageError> {
+        self.run(self.storage.range_checksum(key, offset, length))
+    }
     pub fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
         self.run(self.storage.create(key, data))
     }

@@ -147,6 +147,24 @@ impl Storage for Faulty {
     fn read_gap(&self) -> u64 {
         self.inner.read_gap()
     }
+    fn multipart_threshold(&self) -> Option<u64> {
+        self.inner.multipart_threshold()
+    }
+    fn upload_settings(&self) -> String {
+        self.inner.upload_settings()
+    }
+    fn upload_hint(&self) -> Option<String> {
+        self.inner.upload_hint()
+    }
+    async fn range_checksum(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<String>, StorageError> {
+        self.apply(key, self.inner.range_checksum(key, offset, length))
+            .await
+    }
     async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
         self.apply(key, self.inner.put(key, data)).await
     }

@@ -171,6 +171,34 @@ pub trait Storage: Send + Sync {
     fn read_gap(&self) -> u64 {
         256 * 1024
     }
+    /// Files larger than this go up as a multipart upload ([`Storage::put_file`]);
+    /// None where there is no such path (a local folder). The capability
+    /// probe uploads through every path a repository's packs can take.
+    fn multipart_threshold(&self) -> Option<u64> {
+        None
+    }
+    /// What else decides how uploads are sent (checksum modes), in a few
+    /// words: a capability record probed with other settings is probed again.
+    fn upload_settings(&self) -> String {
+        String::new()
+    }
+    /// What to change when an upload does not read back as sent (how
+    /// uploads are sent, and the setting that decides it), as a clause
+    /// for a message; None where nothing can be changed.
+    fn upload_hint(&self) -> Option<String> {
+        None
+    }
+    /// The checksum a ranged read of `length` bytes at `offset` comes with,
+    /// as `"crc32 <value>"`, or None: the probe records whether a server
+    /// sends the whole object's checksum with a part of it. Reads no body.
+    async fn range_checksum(
+        &self,
+        _key: &str,
+        _offset: u64,
+        _length: u64,
+    ) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
     /// Removes temporary files a killed writer left behind (call with the
     /// writer lock held). Returns how many were removed.
     async fn remove_stale_temp(&self) -> Result<u64, StorageError> {

@@ -24,6 +24,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 
+mod probe;
+
 /// Where and how to reach the bucket. Empty fields fall back to the standard
 /// AWS environment and configuration files.
 #[derive(Clone, Debug, Default)]
@@ -1293,6 +1295,25 @@ impl Storage for S3Storage {
                 }
             }
         }
+    }
+
+    // The capability probe's hooks (s3/probe.rs).
+    fn multipart_threshold(&self) -> Option<u64> {
+        Some(self.threshold())
+    }
+    fn upload_settings(&self) -> String {
+        self.probe_settings()
+    }
+    fn upload_hint(&self) -> Option<String> {
+        Some(self.probe_upload_hint())
+    }
+    async fn range_checksum(
+        &self,
+        key: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<String>, StorageError> {
+        self.probe_range_checksum(key, offset, length).await
     }
 }
 

@@ -591,6 +591,11 @@ fn oversized_objects_of_each_kind_are_refused_unread(backend: Backend) {
             vec![vec!["backup", src.to_str().unwrap()]],
         ),
         (
+            format!("locks/{}", &hex[..32]),
+            "larger than the lock can be",
+            vec![vec!["backup", src.to_str().unwrap()]],
+        ),
+        (
             "config".into(),
             "larger than the config can be",
             vec![vec!["snapshots"]],
@@ -605,7 +610,7 @@ fn oversized_objects_of_each_kind_are_refused_unread(backend: Backend) {
             bounded(&format!("3 GiB {key} ({backend:?}): {}", args[0]), &out);
             assert_names(&out, key);
             assert_names(&out, needle);
-            if matches!(key.as_str(), "lock" | "config") {
+            if key == "lock" || key == "config" || key.starts_with("locks/") {
                 out.expect_code(1);
             }
         }
@@ -615,6 +620,13 @@ fn oversized_objects_of_each_kind_are_refused_unread(backend: Backend) {
         }
         let _ = fs::remove_dir_all(&restore_target);
     }
+    // A capability record of 3 GiB is not read: the writer probes the
+    // storage again and writes a record of its own.
+    plant_sparse(&env, "capabilities", BIG, b"");
+    let out = agent(&env, &["backup", src.to_str().unwrap(), "--json"]);
+    bounded(&format!("3 GiB capabilities ({backend:?}): backup"), &out);
+    out.expect_ok();
+    assert!(fs::metadata(env.repo.join("capabilities")).unwrap().len() < 64 * 1024);
     // A pack no index lists, its footer claiming a trailer of 4 GiB.
     let pack = format!("data/{}/{}", &hex[..2], hex);
     let mut footer = 0xffff_fff0u32.to_le_bytes().to_vec();
@@ -670,6 +682,10 @@ fn garbage_in_every_folder_is_named() {
         ),
         ("keyring".into(), vec![vec!["ls", "latest"]]),
         ("lock".into(), vec![vec!["backup", src.to_str().unwrap()]]),
+        (
+            format!("locks/{}", &hex[..32]),
+            vec![vec!["backup", src.to_str().unwrap()]],
+        ),
     ];
     for (key, runs) in &cases {
         let path = env.repo.join(key);
@@ -680,7 +696,7 @@ fn garbage_in_every_folder_is_named() {
             let out = operator(&env, args);
             bounded(&format!("500 bytes of garbage as {key}: {}", args[0]), &out);
             assert_names(&out, key);
-            if key == "lock" {
+            if key == "lock" || key.starts_with("locks/") {
                 out.expect_code(1);
             }
         }
@@ -690,6 +706,12 @@ fn garbage_in_every_folder_is_named() {
         }
         let _ = fs::remove_dir_all(target);
     }
+    // A garbage capability record is probed over and replaced.
+    env.replace_object("capabilities", &garbage);
+    let out = agent(&env, &["backup", src.to_str().unwrap(), "--json"]);
+    bounded("500 bytes of garbage as capabilities: backup", &out);
+    out.expect_ok();
+    assert_ne!(fs::read(env.repo.join("capabilities")).unwrap(), garbage);
     // The garbage pack, no index naming it, is passed over by a backup.
     let pack = format!("data/{}/{hex}", &hex[..2]);
     env.replace_object(&pack, &garbage);

@@ -7,6 +7,7 @@ mod adversarial;
 mod agent;
 mod audit;
 mod bad_input;
+mod caps;
 mod crash;
 mod dedup;
 mod disaster;

@@ -94,6 +94,18 @@ fn racing_writers_on_s3_exactly_one_wins_and_a_stale_lease_is_taken_over() {
     ));
     let lease = chrono::Duration::minutes(30);
 
+    // The capability probe finds the create-only write honoured here.
+    let found = coffer::repo::caps::probe(&store, 16 << 20).unwrap();
+    assert!(
+        found.conditional_create && found.list_after_write,
+        "{found:?}"
+    );
+    assert_eq!(found.lock, coffer::repo::lock::LockProtocol::Create);
+    assert!(
+        store.list("probe/").unwrap().is_empty(),
+        "the probe cleans up"
+    );
+
     let results: Vec<Result<RepoLock, RepoError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..12)
             .map(|_| s.spawn(|| RepoLock::acquire(&store, &keys, lease)))
