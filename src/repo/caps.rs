@@ -94,6 +94,11 @@ pub struct Capabilities {
     pub list_lag_ms: u64,
     pub uploads: Uploads,
     pub ranged_read_checksum: RangeChecksum,
+    /// The bucket's Object Lock (`off`, `on: MODE, N days by default`,
+    /// `unknown (why)`); None where there is no such thing (a folder).
+    /// Recorded for the operator; nothing adapts to it yet.
+    #[serde(default)]
+    pub object_lock: Option<String>,
     /// The writer lock's protocol on this storage.
     pub lock: LockProtocol,
 }
@@ -139,8 +144,12 @@ impl Capabilities {
             RangeChecksum::WholeObject => "the whole object's checksum (not validated)",
             RangeChecksum::Part => "a part's checksum",
         };
+        let object_lock = match &self.object_lock {
+            Some(l) => format!("; Object Lock {l}"),
+            None => String::new(),
+        };
         format!(
-            "conditional create {}; writer lock: {lock}; uploads read back as sent: single PUT, streamed{multipart}; listing {}; ranged reads carry {ranges}",
+            "conditional create {}; writer lock: {lock}; uploads read back as sent: single PUT, streamed{multipart}; listing {}; ranged reads carry {ranges}{object_lock}",
             if self.conditional_create {
                 "works"
             } else {
@@ -478,6 +487,7 @@ impl Probe<'_> {
                 multipart,
             },
             ranged_read_checksum,
+            object_lock: store.object_lock()?,
             lock,
         })
     }
@@ -720,6 +730,7 @@ mod tests {
                 multipart: None,
             },
             ranged_read_checksum: RangeChecksum::None,
+            object_lock: None,
             lock: LockProtocol::Create,
         };
         assert_eq!(caps.verify_above(), Some(64 << 20));

@@ -70,6 +70,10 @@ impl Store {
     pub fn upload_hint(&self) -> Option<String> {
         self.storage.upload_hint()
     }
+    /// See [`Storage::object_lock`].
+    pub fn object_lock(&self) -> Result<Option<String>, StorageError> {
+        self.run(self.storage.object_lock())
+    }
     /// See [`Storage::range_checksum`].
     pub fn range_checksum(
         &self,

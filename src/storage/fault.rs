@@ -156,6 +156,9 @@ impl Storage for Faulty {
     fn upload_hint(&self) -> Option<String> {
         self.inner.upload_hint()
     }
+    async fn object_lock(&self) -> Result<Option<String>, StorageError> {
+        self.inner.object_lock().await
+    }
     async fn range_checksum(
         &self,
         key: &str,

@@ -199,6 +199,13 @@ pub trait Storage: Send + Sync {
     ) -> Result<Option<String>, StorageError> {
         Ok(None)
     }
+    /// Whether the location keeps objects under Object Lock, and its
+    /// default retention, in a few words ("on: GOVERNANCE, 30 days by
+    /// default"); "off" when the bucket has none; None where the backend
+    /// has no such thing (a local folder). Recorded by the capability probe.
+    async fn object_lock(&self) -> Result<Option<String>, StorageError> {
+        Ok(None)
+    }
     /// Removes temporary files a killed writer left behind (call with the
     /// writer lock held). Returns how many were removed.
     async fn remove_stale_temp(&self) -> Result<u64, StorageError> {

@@ -89,6 +89,9 @@ impl Storage for Retry {
     fn upload_hint(&self) -> Option<String> {
         self.inner.upload_hint()
     }
+    async fn object_lock(&self) -> Result<Option<String>, StorageError> {
+        self.run(|| self.inner.object_lock()).await
+    }
     async fn range_checksum(
         &self,
         key: &str,

@@ -1315,6 +1315,9 @@ impl Storage for S3Storage {
     ) -> Result<Option<String>, StorageError> {
         self.probe_range_checksum(key, offset, length).await
     }
+    async fn object_lock(&self) -> Result<Option<String>, StorageError> {
+        Ok(Some(self.probe_object_lock().await))
+    }
 }
 
 #[cfg(test)]

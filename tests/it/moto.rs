@@ -5,12 +5,14 @@
 //! moto must be installed (`scripts/test.sh` does it): the test fails
 //! without it, unless COFFER_SKIP_MOTO=1 says to skip on purpose.
 
+use crate::env::{Backend, TestEnv};
 use crate::s3server::TestCerts;
 use coffer::repo::RepoError;
 use coffer::repo::keys::{AgentKey, Keys};
 use coffer::repo::lock::RepoLock;
 use coffer::repo::store::Store;
 use coffer::storage::S3Options;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -191,4 +193,54 @@ fn a_bucket_outside_the_allowed_regions_is_refused() {
     );
     let anywhere = Store::open("s3://paris-data/x", &opts("eu-west-3", &[])).unwrap();
     assert!(!anywhere.exists().unwrap(), "no bucket was created");
+}
+
+/// The capability probe records the bucket's Object Lock as it can learn
+/// it: "off" on moto (a bucket made without it), "unknown (…)" where the
+/// server lacks the call (s3s-fs answers 501), nothing for a local folder.
+#[test]
+fn the_probe_records_object_lock_as_far_as_it_can_tell() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::new(dir.path());
+    let Some(moto) = start_moto(&certs) else {
+        return;
+    };
+    let opts = S3Options {
+        region: Some("us-east-1".into()),
+        endpoint: Some(format!("https://127.0.0.1:{}", moto.port)),
+        ca_bundle: Some(certs.ca_pem.clone()),
+        max_attempts: 2,
+        ..S3Options::default()
+    };
+    let store = Store::open("s3://locked-or-not/x", &opts).unwrap();
+    store.create_location().unwrap();
+    let caps = coffer::repo::caps::probe(&store, 16 << 20).expect("probe moto");
+    assert_eq!(caps.object_lock.as_deref(), Some("off"), "{caps:?}");
+
+    // s3s-fs answers 501 for the call: `init` says what it could tell.
+    let env = TestEnv::new_on(Backend::S3);
+    let out = env.run([
+        OsStr::new("init"),
+        OsStr::new("--repo"),
+        env.repo_url.as_os_str(),
+        OsStr::new("--recipient"),
+        OsStr::new(env.generate_identity(&env.path("other.key")).as_str()),
+        OsStr::new("--agent-key"),
+        env.agent_key.as_os_str(),
+        OsStr::new("--json"),
+    ]);
+    out.expect_ok();
+    let lock = out.json()["capabilities"]["object_lock"].clone();
+    assert!(
+        lock.as_str().is_some_and(|l| l.starts_with("unknown")),
+        "{out}"
+    );
+    let local = Store::open(
+        dir.path().join("folder").to_str().unwrap(),
+        &S3Options::default(),
+    )
+    .unwrap();
+    local.create_location().unwrap();
+    let caps = coffer::repo::caps::probe(&local, 16 << 20).expect("probe a folder");
+    assert_eq!(caps.object_lock, None);
 }

@@ -74,4 +74,45 @@ impl S3Storage {
         .find_map(|(name, v)| v.map(|v| format!("{name} {v}")));
         Ok(found)
     }
+
+    /// The bucket's Object Lock configuration, in a few words. A server
+    /// without the feature, or credentials without the right to read it,
+    /// give "unknown (…)": nothing here depends on it yet, so the probe
+    /// records what it could learn and goes on.
+    pub(super) async fn probe_object_lock(&self) -> String {
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        let asked = self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await;
+        match asked {
+            Ok(out) => {
+                let Some(cfg) = out.object_lock_configuration() else {
+                    return "off".into();
+                };
+                if cfg.object_lock_enabled().map(|e| e.as_str()) != Some("Enabled") {
+                    return "off".into();
+                }
+                match cfg.rule().and_then(|r| r.default_retention()) {
+                    Some(d) => {
+                        let mode = d.mode().map(|m| m.as_str().to_string()).unwrap_or_default();
+                        let span = match (d.days(), d.years()) {
+                            (Some(n), _) => format!("{n} days"),
+                            (_, Some(n)) => format!("{n} years"),
+                            _ => "no period".into(),
+                        };
+                        format!("on: {mode}, {span} by default")
+                    }
+                    None => "on: no default retention".into(),
+                }
+            }
+            Err(e) => match e.code() {
+                Some("ObjectLockConfigurationNotFoundError") => "off".into(),
+                Some(code) => format!("unknown ({code})"),
+                None => "unknown (no answer the client could read)".into(),
+            },
+        }
+    }
 }
