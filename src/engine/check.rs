@@ -61,63 +61,17 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     let mut report = CheckReport::default();
     let mut damaged: BTreeMap<String, Damage> = BTreeMap::new();
 
-    // The index, read fresh from the repository (the catalog is not trusted
-    // here): every copy of every blob, and each pack's blob list.
-    let mut copies: HashMap<BlobId, Vec<BlobLocation>> = HashMap::new();
-    let mut packs: HashMap<PackId, (u64, Vec<PackEntry>)> = HashMap::new();
-    // Objects are read with several requests in flight: on S3 a check is
-    // bound by requests, not by work.
-    let mut index_times = HashMap::new();
-    let mut index_ids = Vec::new();
-    for o in repo.store.list("index/")? {
-        if let Some(id) = IndexId::from_key(&o.key) {
-            index_ids.push(id);
-            if let Some(t) = o.modified {
-                index_times.insert(id, t);
-            }
-        }
-    }
-    let mut pack_indexes: HashMap<PackId, Vec<IndexId>> = HashMap::new();
-    for (id, read) in index_ids.iter().zip(repo.read_indexes(&index_ids)) {
-        match read {
-            Ok(index) => {
-                for p in index.packs {
-                    pack_indexes.entry(p.id).or_default().push(*id);
-                    for &entry in &p.blobs {
-                        let loc = BlobLocation { pack: p.id, entry };
-                        let c = copies.entry(entry.id).or_default();
-                        if !c.contains(&loc) {
-                            c.push(loc);
-                        }
-                    }
-                    packs.insert(p.id, (p.size, p.blobs));
-                }
-            }
-            Err(e) => {
-                let e = crate::Error::from(e);
-                if !is_bad_object(&e) {
-                    return Err(e);
-                }
-                damaged.insert(
-                    id.key(),
-                    Damage {
-                        problem: format!(
-                            "{e}; `coffer repair index` rebuilds the index from the packs"
-                        ),
-                        blobs: HashSet::new(),
-                    },
-                );
-            }
-        }
-    }
+    let FreshIndex {
+        copies,
+        packs,
+        pack_indexes,
+        index_times,
+        unreadable,
+    } = read_index_fresh(repo)?;
+    damaged.extend(unreadable);
     report.blobs = copies.len();
     report.packs = packs.len();
-    let by_pack = |pack: &PackId| -> HashSet<BlobId> {
-        packs
-            .get(pack)
-            .map(|(_, b)| b.iter().map(|e| e.id).collect())
-            .unwrap_or_default()
-    };
+    let by_pack = |pack: &PackId| pack_blobs(&packs, pack);
 
     // What storage holds, and what earlier reads recorded as bad.
     let stored: HashMap<PackId, PackInfo> = repo
@@ -201,42 +155,7 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     }
     // Earlier findings, for the packs this check does not read again.
     if !read_data {
-        for (pack, why) in health.bad_packs() {
-            if packs.contains_key(pack) && !damaged.contains_key(&pack.key()) {
-                damaged.insert(
-                    pack.key(),
-                    Damage {
-                        problem: format!("recorded as damaged: {why}"),
-                        blobs: by_pack(pack),
-                    },
-                );
-            }
-        }
-        for (pack, (_, entries)) in &packs {
-            let bad: HashSet<BlobId> = entries
-                .iter()
-                .filter(|e| {
-                    health.stored.contains_key(pack)
-                        && !health.usable(&BlobLocation {
-                            pack: *pack,
-                            entry: **e,
-                        })
-                })
-                .map(|e| e.id)
-                .collect();
-            if !bad.is_empty() && !damaged.contains_key(&pack.key()) {
-                damaged.insert(
-                    pack.key(),
-                    Damage {
-                        problem: format!(
-                            "{} blob(s) recorded as damaged by an earlier read",
-                            bad.len()
-                        ),
-                        blobs: bad,
-                    },
-                );
-            }
-        }
+        recorded_damage(&health, &packs, &mut damaged);
     }
     let unindexed = health
         .stored
@@ -511,12 +430,143 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
             files,
         });
     }
-    // Only what no record says yet: a check run every night must not add
-    // a record a night for the same damage.
-    let recorded = health.records.iter().flat_map(|(_, r)| r.packs.iter());
+    keep_unrecorded(&mut found, &health);
+    if !found.is_empty() {
+        report.damage_recorded = repo.write_damage(&found)?;
+    }
+    report.sound = snaps
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !named.contains(id))
+        .collect();
+    report.ok = report.problems.is_empty();
+    Ok(report)
+}
+
+/// The damage earlier reads recorded, for the packs this check does not
+/// read again: whole packs, then single blobs.
+fn recorded_damage(
+    health: &Health,
+    packs: &HashMap<PackId, (u64, Vec<PackEntry>)>,
+    damaged: &mut BTreeMap<String, Damage>,
+) {
+    for (pack, why) in health.bad_packs() {
+        if packs.contains_key(pack) && !damaged.contains_key(&pack.key()) {
+            damaged.insert(
+                pack.key(),
+                Damage {
+                    problem: format!("recorded as damaged: {why}"),
+                    blobs: pack_blobs(packs, pack),
+                },
+            );
+        }
+    }
+    for (pack, (_, entries)) in packs {
+        let bad: HashSet<BlobId> = entries
+            .iter()
+            .filter(|e| {
+                health.stored.contains_key(pack)
+                    && !health.usable(&BlobLocation {
+                        pack: *pack,
+                        entry: **e,
+                    })
+            })
+            .map(|e| e.id)
+            .collect();
+        if !bad.is_empty() && !damaged.contains_key(&pack.key()) {
+            damaged.insert(
+                pack.key(),
+                Damage {
+                    problem: format!(
+                        "{} blob(s) recorded as damaged by an earlier read",
+                        bad.len()
+                    ),
+                    blobs: bad,
+                },
+            );
+        }
+    }
+}
+
+/// The ids of the blobs a pack holds, as its index says.
+fn pack_blobs(packs: &HashMap<PackId, (u64, Vec<PackEntry>)>, pack: &PackId) -> HashSet<BlobId> {
+    packs
+        .get(pack)
+        .map(|(_, b)| b.iter().map(|e| e.id).collect())
+        .unwrap_or_default()
+}
+
+/// The index as the repository holds it now (the catalog is not trusted
+/// here): every copy of every blob, each pack's size and blob list, the
+/// index objects that list each pack and when storage wrote them, and the
+/// index objects that can not be read.
+struct FreshIndex {
+    copies: HashMap<BlobId, Vec<BlobLocation>>,
+    packs: HashMap<PackId, (u64, Vec<PackEntry>)>,
+    pack_indexes: HashMap<PackId, Vec<IndexId>>,
+    index_times: HashMap<IndexId, chrono::DateTime<chrono::Utc>>,
+    unreadable: Vec<(String, Damage)>,
+}
+
+fn read_index_fresh(repo: &Repository) -> Result<FreshIndex> {
+    let mut fresh = FreshIndex {
+        copies: HashMap::new(),
+        packs: HashMap::new(),
+        pack_indexes: HashMap::new(),
+        index_times: HashMap::new(),
+        unreadable: Vec::new(),
+    };
+    let mut index_ids = Vec::new();
+    for o in repo.store.list("index/")? {
+        if let Some(id) = IndexId::from_key(&o.key) {
+            index_ids.push(id);
+            if let Some(t) = o.modified {
+                fresh.index_times.insert(id, t);
+            }
+        }
+    }
+    // Several requests in flight: on S3 a check is bound by requests.
+    for (id, read) in index_ids.iter().zip(repo.read_indexes(&index_ids)) {
+        match read {
+            Ok(index) => {
+                for p in index.packs {
+                    fresh.pack_indexes.entry(p.id).or_default().push(*id);
+                    for &entry in &p.blobs {
+                        let loc = BlobLocation { pack: p.id, entry };
+                        let c = fresh.copies.entry(entry.id).or_default();
+                        if !c.contains(&loc) {
+                            c.push(loc);
+                        }
+                    }
+                    fresh.packs.insert(p.id, (p.size, p.blobs));
+                }
+            }
+            Err(e) => {
+                let e = crate::Error::from(e);
+                if !is_bad_object(&e) {
+                    return Err(e);
+                }
+                fresh.unreadable.push((
+                    id.key(),
+                    Damage {
+                        problem: format!(
+                            "{e}; `coffer repair index` rebuilds the index from the packs"
+                        ),
+                        blobs: HashSet::new(),
+                    },
+                ));
+            }
+        }
+    }
+    Ok(fresh)
+}
+
+/// Leaves in `found` only what no damage record says yet: a check run
+/// every night must not add a record a night for the same damage.
+fn keep_unrecorded(found: &mut DamageRecord, health: &Health) {
     let mut whole: HashSet<PackId> = HashSet::new();
     let mut blobs: HashSet<(PackId, BlobId)> = HashSet::new();
-    for p in recorded {
+    for p in health.records.iter().flat_map(|(_, r)| r.packs.iter()) {
         if p.blobs.is_empty() {
             whole.insert(p.id);
         }
@@ -535,16 +585,6 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
     found
         .snapshots
         .retain(|s| health.snapshot_problem(&s.id).is_none());
-    if !found.is_empty() {
-        report.damage_recorded = repo.write_damage(&found)?;
-    }
-    report.sound = snaps
-        .iter()
-        .map(|(id, _)| *id)
-        .filter(|id| !named.contains(id))
-        .collect();
-    report.ok = report.problems.is_empty();
-    Ok(report)
 }
 
 /// A snapshot's reference list from its blobs, read beforehand.
