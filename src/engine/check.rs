@@ -170,72 +170,16 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
 
     let mut found = DamageRecord::new("check");
     if read_data {
-        let todo: Vec<(PackId, u64)> = packs
-            .iter()
-            .filter(|(p, _)| !damaged.contains_key(&p.key()))
-            .map(|(p, (s, _))| (*p, *s))
-            .collect();
-        progress.phase("read data", Some(todo.len() as u64));
-        report.packs_read = todo.len();
-        let read = super::par_map(todo, 2, |(pack, _)| {
-            let entries = packs.get(&pack).map_or(&[][..], |(_, b)| b);
-            let bad = read_pack(repo, &pack, entries).map(|r| (pack, r));
-            progress.advance(1);
-            bad
-        });
-        let mut sound: HashSet<PackId> = HashSet::new();
-        for r in read {
-            let (pack, problem, bad, whole) = match r {
-                Ok((pack, None)) => {
-                    sound.insert(pack);
-                    continue;
-                }
-                Ok((_, Some(found))) => found,
-                Err(e) => return Err(e),
-            };
-            let problem = match size_notes.get(&pack) {
-                Some(note) => format!("{note}; {problem}"),
-                None => problem,
-            };
-            if !bad.is_empty() || whole {
-                let mut blobs: Vec<BlobId> = if whole {
-                    Vec::new()
-                } else {
-                    bad.iter().copied().collect()
-                };
-                blobs.sort();
-                found.packs.push(BadPack {
-                    id: pack,
-                    reason: problem.clone(),
-                    blobs,
-                });
-            }
-            damaged.insert(
-                pack.key(),
-                Damage {
-                    problem,
-                    blobs: bad,
-                },
-            );
-        }
-        // A pack that hashes to its name holds the bytes its writer
-        // uploaded: an earlier finding about it was a bad read, not damage.
-        // Such records go, and this check judges by what it read.
-        let (stale, kept): (Vec<_>, Vec<_>) = health.records.drain(..).partition(|(_, r)| {
-            r.snapshots.is_empty() && r.packs.iter().all(|p| sound.contains(&p.id))
-        });
-        let keys: Vec<String> = stale
-            .iter()
-            .map(|(id, _)| format!("{}{}", crate::repo::damage::PREFIX, hex::encode(id)))
-            .collect();
-        match repo.store.delete_many(&keys) {
-            Ok(()) => report.damage_cleared = keys,
-            Err(e) => report.notes.push(format!(
-                "{} damage record(s) name only packs that read back whole now, but could not be deleted: {e}",
-                keys.len()
-            )),
-        }
-        health = Health::new(health.stored.clone(), &sizes, kept);
+        let (bad_packs, sound) = read_all_packs(
+            repo,
+            &packs,
+            &size_notes,
+            &mut damaged,
+            progress,
+            &mut report,
+        )?;
+        found.packs.extend(bad_packs);
+        health = clear_stale_records(repo, health, &sizes, &sound, &mut report);
     } else {
         // Packs storage says were written after their index: replaced in
         // place by someone. Only reading them tells whether they changed.
@@ -441,6 +385,96 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         .collect();
     report.ok = report.problems.is_empty();
     Ok(report)
+}
+
+/// Reads every pack not already known damaged and verifies it (every blob
+/// with the identity; its name and the bookkeeping blobs without). Returns
+/// what was found bad, for a damage record, and the packs that read whole.
+fn read_all_packs(
+    repo: &Repository,
+    packs: &HashMap<PackId, (u64, Vec<PackEntry>)>,
+    size_notes: &HashMap<PackId, String>,
+    damaged: &mut BTreeMap<String, Damage>,
+    progress: &dyn Progress,
+    report: &mut CheckReport,
+) -> Result<(Vec<BadPack>, HashSet<PackId>)> {
+    let todo: Vec<(PackId, u64)> = packs
+        .iter()
+        .filter(|(p, _)| !damaged.contains_key(&p.key()))
+        .map(|(p, (s, _))| (*p, *s))
+        .collect();
+    progress.phase("read data", Some(todo.len() as u64));
+    report.packs_read = todo.len();
+    let read = super::par_map(todo, 2, |(pack, _)| {
+        let entries = packs.get(&pack).map_or(&[][..], |(_, b)| b);
+        let bad = read_pack(repo, &pack, entries).map(|r| (pack, r));
+        progress.advance(1);
+        bad
+    });
+    let mut sound: HashSet<PackId> = HashSet::new();
+    let mut found = Vec::new();
+    for r in read {
+        let (pack, problem, bad, whole) = match r? {
+            (pack, None) => {
+                sound.insert(pack);
+                continue;
+            }
+            (_, Some(finding)) => finding,
+        };
+        let problem = match size_notes.get(&pack) {
+            Some(note) => format!("{note}; {problem}"),
+            None => problem,
+        };
+        if !bad.is_empty() || whole {
+            let mut blobs: Vec<BlobId> = if whole {
+                Vec::new()
+            } else {
+                bad.iter().copied().collect()
+            };
+            blobs.sort();
+            found.push(BadPack {
+                id: pack,
+                reason: problem.clone(),
+                blobs,
+            });
+        }
+        damaged.insert(
+            pack.key(),
+            Damage {
+                problem,
+                blobs: bad,
+            },
+        );
+    }
+    Ok((found, sound))
+}
+
+/// A pack that hashes to its name holds the bytes its writer uploaded: an
+/// earlier finding about it was a bad read, not damage. Records that name
+/// only such packs go, and the check judges by what it read: the health
+/// without them.
+fn clear_stale_records(
+    repo: &Repository,
+    mut health: Health,
+    sizes: &HashMap<PackId, u64>,
+    sound: &HashSet<PackId>,
+    report: &mut CheckReport,
+) -> Health {
+    let (stale, kept): (Vec<_>, Vec<_>) = health.records.drain(..).partition(|(_, r)| {
+        r.snapshots.is_empty() && r.packs.iter().all(|p| sound.contains(&p.id))
+    });
+    let keys: Vec<String> = stale
+        .iter()
+        .map(|(id, _)| format!("{}{}", crate::repo::damage::PREFIX, hex::encode(id)))
+        .collect();
+    match repo.store.delete_many(&keys) {
+        Ok(()) => report.damage_cleared = keys,
+        Err(e) => report.notes.push(format!(
+            "{} damage record(s) name only packs that read back whole now, but could not be deleted: {e}",
+            keys.len()
+        )),
+    }
+    Health::new(health.stored.clone(), sizes, kept)
 }
 
 /// The damage earlier reads recorded, for the packs this check does not
