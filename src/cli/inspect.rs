@@ -33,7 +33,7 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
     let repo = ctx.open_any()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let synced = sync(&repo, &mut catalog)?;
-    for w in &synced.warnings {
+    for w in &synced.warnings() {
         super::warn(w);
     }
     let snaps: Vec<_> = synced

@@ -145,7 +145,7 @@ pub fn open_view(ctx: &Context, filter: &Filter) -> Result<View> {
     let repo = ctx.open_operator()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let synced = sync(&repo, &mut catalog)?;
-    for w in &synced.warnings {
+    for w in &synced.warnings() {
         super::warn(w);
     }
     Ok(View {

@@ -274,7 +274,7 @@ fn vouched_blobs(
     catalog: &mut Catalog,
 ) -> Result<(HashMap<BlobId, BlobLocation>, usize, Vec<String>)> {
     let synced = super::sync_index(repo, catalog)?;
-    let mut warnings = synced.warnings;
+    let mut warnings = synced.warnings();
     let mut health = synced.health;
     let mut known = synced.blobs;
     let super::Adopted {
@@ -400,20 +400,11 @@ pub fn backup(
         ));
     }
     let excludes = Excludes::new(&opts.exclude).map_err(Error::Invalid)?;
-    let mut lock = RepoLock::for_writer(
-        &repo.store,
-        &repo.keys,
-        repo.config.pack_size,
-        crate::repo::lock::LEASE,
-        opts.lock_wait,
-    )?;
-    let result = run(
-        repo, catalog, opts, &sources, &excludes, progress, cancel, &mut lock,
-    );
-    // Release even on failure; a release error must not hide the real one.
-    let released = lock.release(&repo.store, &repo.keys);
-    let mut report = result?;
-    released?;
+    let mut report = super::with_writer_lock(repo, opts.lock_wait, |lock| {
+        run(
+            repo, catalog, opts, &sources, &excludes, progress, cancel, lock,
+        )
+    })?;
     report.summary.seconds = started.elapsed().as_secs_f64();
     let _ = catalog.record_run(&crate::catalog::RunRecord {
         profile: opts.profile.clone(),

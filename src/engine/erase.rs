@@ -23,7 +23,7 @@
 
 use super::prune::{PruneOptions, PruneReport, prune_locked};
 use super::rewrite::{BlobWriter, ListWriter};
-use super::{Progress, RefsPiece, sync_index, sync_snapshots, walk_refs};
+use super::{Progress, RefsPiece, stop, sync_index, sync_snapshots, walk_refs};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::RepoError;
 use crate::repo::Repository;
@@ -41,7 +41,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 #[derive(Clone, Debug, Default)]
 pub struct EraseOptions {
@@ -471,16 +471,7 @@ fn rewrite(
     })?;
     let written = list.finish(&mut w.blobs)?;
     Ok((
-        Snapshot {
-            time: snap.time,
-            host: snap.host.clone(),
-            profile: snap.profile.clone(),
-            paths: snap.paths.clone(),
-            tree: written.tree,
-            refs: written.refs,
-            tree_index: written.tree_index,
-            summary: loss.summary(&snap.summary),
-        },
+        written.snapshot_like(snap, loss.summary(&snap.summary)),
         moved,
     ))
 }
@@ -503,14 +494,6 @@ fn erasure(
         files_restored: 0,
         action,
     }
-}
-
-/// [`Error::Interrupted`] once the cancel flag is set.
-fn stop(cancel: &AtomicBool) -> Result<()> {
-    if cancel.load(Ordering::Relaxed) {
-        return Err(Error::Interrupted);
-    }
-    Ok(())
 }
 
 /// Erases the files matching `opts.patterns` from every snapshot, then

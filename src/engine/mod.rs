@@ -83,8 +83,16 @@ pub struct Synced {
     /// Objects that could not be read, decrypted or parsed: (key, why).
     /// They are skipped: one bad object never blocks the rest.
     pub bad_objects: Vec<BadObject>,
-    /// The same, in words, for the operator.
-    pub warnings: Vec<String>,
+}
+
+impl Synced {
+    /// The objects skipped, in words, for the operator.
+    pub fn warnings(&self) -> Vec<String> {
+        self.bad_objects
+            .iter()
+            .map(|(key, why)| format!("{key}: {why}; skipped"))
+            .collect()
+    }
 }
 
 /// An object that could not be read: (key, why).
@@ -186,17 +194,12 @@ fn sync_parts(repo: &Repository, catalog: &mut Catalog, with_snaps: bool) -> Res
         }
         None => Vec::new(),
     };
-    let warnings = bad_objects
-        .iter()
-        .map(|(key, why)| format!("{key}: {why}; skipped"))
-        .collect();
     Ok(Synced {
         blobs,
         snaps,
         health,
         index_times: indexes.times,
         bad_objects,
-        warnings,
     })
 }
 
@@ -398,6 +401,33 @@ pub fn adopt_orphan_packs(
         objects: written.len(),
         unreadable,
     })
+}
+
+/// [`crate::Error::Interrupted`] once the cancel flag (SIGINT, SIGTERM) is
+/// set: the engines call it at their safe points.
+pub(crate) fn stop(cancel: &std::sync::atomic::AtomicBool) -> Result<()> {
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(crate::Error::Interrupted);
+    }
+    Ok(())
+}
+
+/// Runs `f` under the writer lock (the protocol the capability record
+/// chooses), released whatever happens; a release error never hides the
+/// error of `f`.
+pub(crate) fn with_writer_lock<T>(
+    repo: &Repository,
+    wait: std::time::Duration,
+    f: impl FnOnce(&mut crate::repo::lock::RepoLock) -> Result<T>,
+) -> Result<T> {
+    use crate::repo::lock::{LEASE, RepoLock};
+    let mut lock =
+        RepoLock::for_writer(&repo.store, &repo.keys, repo.config.pack_size, LEASE, wait)?;
+    let result = f(&mut lock);
+    let released = lock.release(&repo.store, &repo.keys);
+    let value = result?;
+    released?;
+    Ok(value)
 }
 
 /// Reads the blobs of a stream (tree or refs) in order, handing each to `f`.

@@ -18,7 +18,7 @@ use crate::repo::Repository;
 use crate::repo::damage::{BadPack, DamageRecord};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::IndexedPack;
-use crate::repo::lock::{LEASE, RepoLock};
+use crate::repo::lock::RepoLock;
 use crate::repo::pack::{PackEntry, SealedBlob};
 use crate::repo::snapshot::Snapshot;
 use crate::{Error, Result};
@@ -99,18 +99,9 @@ pub fn prune(
     opts: &PruneOptions,
     cancel: &AtomicBool,
 ) -> Result<PruneReport> {
-    let mut lock = RepoLock::for_writer(
-        &repo.store,
-        &repo.keys,
-        repo.config.pack_size,
-        LEASE,
-        opts.lock_wait,
-    )?;
-    let result = prune_locked(repo, catalog, opts, &mut lock, cancel);
-    let released = lock.release(&repo.store, &repo.keys);
-    let report = result?;
-    released?;
-    Ok(report)
+    super::with_writer_lock(repo, opts.lock_wait, |lock| {
+        prune_locked(repo, catalog, opts, lock, cancel)
+    })
 }
 
 /// Every blob some snapshot needs: its file list, its reference list, and
@@ -169,7 +160,7 @@ pub(crate) fn prune_locked(
     let mut report = PruneReport {
         snapshots: synced.snaps.len(),
         dry_run: opts.dry_run,
-        warnings: synced.warnings,
+        warnings: synced.warnings(),
         ..Default::default()
     };
     let (health, snaps, mut blobs) = (synced.health, synced.snaps, synced.blobs);

@@ -22,12 +22,9 @@ pub fn rebuild(repo: &Repository, path: &Path, progress: &dyn Progress) -> Resul
     Catalog::remove_files(path);
     let mut catalog = Catalog::open(path, &repo.config.id)?;
     progress.phase("index and snapshots", None);
-    let super::Synced {
-        blobs,
-        snaps,
-        warnings,
-        ..
-    } = sync(repo, &mut catalog)?;
+    let synced = sync(repo, &mut catalog)?;
+    let warnings = synced.warnings();
+    let super::Synced { blobs, snaps, .. } = synced;
     let mut report = RebuildReport {
         blobs: blobs.len(),
         snapshots: snaps.len(),

@@ -13,42 +13,21 @@
 
 use super::health::Health;
 use super::rewrite::{BlobWriter, ListWriter};
-use super::{Progress, SnapshotState, adopt_orphan_packs, snapshot_states, sync, sync_index};
+use super::{
+    Progress, SnapshotState, adopt_orphan_packs, snapshot_states, stop, sync, sync_index,
+    with_writer_lock,
+};
 use crate::Result;
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::IndexFile;
 use crate::repo::keys::AgentKey;
-use crate::repo::lock::{LEASE, RepoLock};
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Entry, EntryKind, TreeParser, parse_index, walk_order};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Stops at a safe point once a signal asked to.
-fn stop(cancel: &AtomicBool) -> Result<()> {
-    if cancel.load(Ordering::Relaxed) {
-        return Err(crate::Error::Interrupted);
-    }
-    Ok(())
-}
-
-/// Runs `f` under the writer lock, released whatever happens.
-fn locked<T>(
-    repo: &Repository,
-    wait: std::time::Duration,
-    f: impl FnOnce(&mut RepoLock) -> Result<T>,
-) -> Result<T> {
-    let mut lock =
-        RepoLock::for_writer(&repo.store, &repo.keys, repo.config.pack_size, LEASE, wait)?;
-    let result = f(&mut lock);
-    let released = lock.release(&repo.store, &repo.keys);
-    let value = result?;
-    released?;
-    Ok(value)
-}
+use std::sync::atomic::AtomicBool;
 
 #[derive(Debug, Default, Serialize)]
 pub struct IndexRepair {
@@ -76,7 +55,7 @@ pub fn repair_index(
     lock_wait: std::time::Duration,
     cancel: &AtomicBool,
 ) -> Result<IndexRepair> {
-    locked(repo, lock_wait, |lock| {
+    with_writer_lock(repo, lock_wait, |lock| {
         let synced = sync_index(repo, catalog)?;
         stop(cancel)?;
         let mut report = IndexRepair {
@@ -158,7 +137,7 @@ pub fn repair_keyring(
     if dry_run {
         return Ok(keys);
     }
-    locked(repo, lock_wait, |_| {
+    with_writer_lock(repo, lock_wait, |_| {
         Repository::write_keyring(&repo.store, &repo.keys, agent)?;
         Ok(keys)
     })
@@ -275,6 +254,141 @@ fn intact(e: &Entry, blobs: &HashMap<BlobId, BlobLocation>, health: &Health) -> 
         .all(|x| blobs.get(&x.blob).is_some_and(|l| health.usable(l)))
 }
 
+/// What one damaged snapshot's repaired file list holds, in walk order:
+/// its intact entries, lost files from the newest older snapshot that holds
+/// them intact, and the entries older snapshots hold in the path ranges of
+/// unreadable file-list blobs; and what was done, for the report.
+fn plan_repair(
+    repo: &Repository,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    health: &Health,
+    snaps: &[(SnapshotId, Snapshot)],
+    n: usize,
+    damage: String,
+) -> Result<(Vec<Entry>, SnapshotRepair)> {
+    let (sid, snap) = &snaps[n];
+    let items = read_list_with_gaps(repo, blobs, health, snap)?;
+    let mut rep = SnapshotRepair {
+        id: sid.to_hex(),
+        new_id: None,
+        time: snap.time,
+        host: snap.host.clone(),
+        profile: snap.profile.clone(),
+        damage,
+        replaced: Vec::new(),
+        lost: Vec::new(),
+        unreadable_ranges: Vec::new(),
+        forgotten: false,
+    };
+    // What is lost: files with a piece that can not be read, and
+    // the ranges of the list between the entries around each gap.
+    let mut lost: HashSet<Vec<u8>> = HashSet::new();
+    let mut gaps: Vec<PathRange> = Vec::new();
+    let mut last: Option<Vec<u8>> = None;
+    let mut open_gap = false;
+    for item in &items {
+        match item {
+            Item::Gap => {
+                gaps.push((last.clone(), None));
+                open_gap = true;
+            }
+            Item::Entry(e) => {
+                if open_gap {
+                    if let Some(g) = gaps.last_mut() {
+                        g.1 = Some(e.path.clone());
+                    }
+                    open_gap = false;
+                }
+                if e.kind == EntryKind::File && !intact(e, blobs, health) {
+                    lost.insert(e.path.clone());
+                }
+                last = Some(e.path.clone());
+            }
+        }
+    }
+    let in_gap = |p: &[u8]| {
+        gaps.iter().any(|(a, b)| {
+            a.as_deref().is_none_or(|a| walk_order(a, p).is_lt())
+                && b.as_deref().is_none_or(|b| walk_order(p, b).is_lt())
+        })
+    };
+    for (a, b) in &gaps {
+        let show = |p: &Option<Vec<u8>>, end: &str| {
+            p.as_ref()
+                .map(|p| format!("/{}", String::from_utf8_lossy(p)))
+                .unwrap_or_else(|| end.to_string())
+        };
+        rep.unreadable_ranges.push(format!(
+            "after {} and before {}",
+            show(a, "the start"),
+            show(b, "the end")
+        ));
+    }
+    // Older snapshots, newest first: the first that holds a lost
+    // file (or an entry in a gap) intact gives it.
+    let mut found: BTreeMap<Vec<u8>, (Entry, SnapshotId)> = BTreeMap::new();
+    let mut wanted = lost.clone();
+    for j in (0..n).rev() {
+        if wanted.is_empty() && gaps.is_empty() {
+            break;
+        }
+        let (oid, old) = &snaps[j];
+        let _ = super::for_each_entry(repo, blobs, old, |e| {
+            let want =
+                wanted.contains(&e.path) || (in_gap(&e.path) && !found.contains_key(&e.path));
+            if want
+                && !found.contains_key(&e.path)
+                && (e.kind != EntryKind::File || intact(&e, blobs, health))
+                && e.kind != EntryKind::Hardlink
+            {
+                wanted.remove(&e.path);
+                found.insert(e.path.clone(), (e, *oid));
+            }
+            Ok(())
+        });
+    }
+    // The new list, in walk order: kept entries, replacements, and
+    // what older snapshots give for the gaps.
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut dropped: HashSet<Vec<u8>> = HashSet::new();
+    for item in items {
+        let Item::Entry(e) = item else { continue };
+        if lost.contains(&e.path) {
+            match found.remove(&e.path) {
+                Some((old, from)) => {
+                    rep.replaced
+                        .push((format!("/{}", old.path_display()), from.short()));
+                    entries.push(old);
+                }
+                None => {
+                    rep.lost.push(format!("/{}", e.path_display()));
+                    dropped.insert(e.path.clone());
+                }
+            }
+        } else if e.kind == EntryKind::Hardlink
+            && e.target.as_ref().is_some_and(|t| dropped.contains(t))
+        {
+            rep.lost.push(format!("/{}", e.path_display()));
+            dropped.insert(e.path.clone());
+        } else {
+            found.remove(&e.path);
+            entries.push(e);
+        }
+    }
+    for (path, (e, from)) in found {
+        if in_gap(&path) {
+            rep.replaced
+                .push((format!("/{}", e.path_display()), from.short()));
+            entries.push(e);
+        }
+    }
+    entries.sort_by(|a, b| walk_order(&a.path, &b.path));
+    entries.dedup_by(|a, b| a.path == b.path);
+    rep.lost.sort();
+    rep.replaced.sort();
+    Ok((entries, rep))
+}
+
 /// For each damaged snapshot, writes one that restores: lost files from the
 /// newest older snapshot that holds them intact, the rest left out.
 pub fn repair_snapshots(
@@ -292,11 +406,11 @@ pub fn repair_snapshots(
         }
         .into());
     }
-    locked(repo, lock_wait, |lock| {
+    with_writer_lock(repo, lock_wait, |lock| {
         let synced = sync(repo, catalog)?;
         let mut report = SnapshotsRepair {
             dry_run,
-            warnings: synced.warnings.clone(),
+            warnings: synced.warnings(),
             ..Default::default()
         };
         let (blobs, health, snaps) = (&synced.blobs, &synced.health, &synced.snaps);
@@ -313,124 +427,9 @@ pub fn repair_snapshots(
         for &n in &damaged {
             stop(cancel)?;
             lock.refresh_if_due(&repo.store, &repo.keys)?;
-            let (sid, snap) = &snaps[n];
-            let items = read_list_with_gaps(repo, blobs, health, snap)?;
-            let mut rep = SnapshotRepair {
-                id: sid.to_hex(),
-                new_id: None,
-                time: snap.time,
-                host: snap.host.clone(),
-                profile: snap.profile.clone(),
-                damage: states[n].1.clone().unwrap_or_default(),
-                replaced: Vec::new(),
-                lost: Vec::new(),
-                unreadable_ranges: Vec::new(),
-                forgotten: false,
-            };
-            // What is lost: files with a piece that can not be read, and
-            // the ranges of the list between the entries around each gap.
-            let mut lost: HashSet<Vec<u8>> = HashSet::new();
-            let mut gaps: Vec<PathRange> = Vec::new();
-            let mut last: Option<Vec<u8>> = None;
-            let mut open_gap = false;
-            for item in &items {
-                match item {
-                    Item::Gap => {
-                        gaps.push((last.clone(), None));
-                        open_gap = true;
-                    }
-                    Item::Entry(e) => {
-                        if open_gap {
-                            if let Some(g) = gaps.last_mut() {
-                                g.1 = Some(e.path.clone());
-                            }
-                            open_gap = false;
-                        }
-                        if e.kind == EntryKind::File && !intact(e, blobs, health) {
-                            lost.insert(e.path.clone());
-                        }
-                        last = Some(e.path.clone());
-                    }
-                }
-            }
-            let in_gap = |p: &[u8]| {
-                gaps.iter().any(|(a, b)| {
-                    a.as_deref().is_none_or(|a| walk_order(a, p).is_lt())
-                        && b.as_deref().is_none_or(|b| walk_order(p, b).is_lt())
-                })
-            };
-            for (a, b) in &gaps {
-                let show = |p: &Option<Vec<u8>>, end: &str| {
-                    p.as_ref()
-                        .map(|p| format!("/{}", String::from_utf8_lossy(p)))
-                        .unwrap_or_else(|| end.to_string())
-                };
-                rep.unreadable_ranges.push(format!(
-                    "after {} and before {}",
-                    show(a, "the start"),
-                    show(b, "the end")
-                ));
-            }
-            // Older snapshots, newest first: the first that holds a lost
-            // file (or an entry in a gap) intact gives it.
-            let mut found: BTreeMap<Vec<u8>, (Entry, SnapshotId)> = BTreeMap::new();
-            let mut wanted = lost.clone();
-            for j in (0..n).rev() {
-                if wanted.is_empty() && gaps.is_empty() {
-                    break;
-                }
-                let (oid, old) = &snaps[j];
-                let _ = super::for_each_entry(repo, blobs, old, |e| {
-                    let want = wanted.contains(&e.path)
-                        || (in_gap(&e.path) && !found.contains_key(&e.path));
-                    if want
-                        && !found.contains_key(&e.path)
-                        && (e.kind != EntryKind::File || intact(&e, blobs, health))
-                        && e.kind != EntryKind::Hardlink
-                    {
-                        wanted.remove(&e.path);
-                        found.insert(e.path.clone(), (e, *oid));
-                    }
-                    Ok(())
-                });
-            }
-            // The new list, in walk order: kept entries, replacements, and
-            // what older snapshots give for the gaps.
-            let mut entries: Vec<Entry> = Vec::new();
-            let mut dropped: HashSet<Vec<u8>> = HashSet::new();
-            for item in items {
-                let Item::Entry(e) = item else { continue };
-                if lost.contains(&e.path) {
-                    match found.remove(&e.path) {
-                        Some((old, from)) => {
-                            rep.replaced
-                                .push((format!("/{}", old.path_display()), from.short()));
-                            entries.push(old);
-                        }
-                        None => {
-                            rep.lost.push(format!("/{}", e.path_display()));
-                            dropped.insert(e.path.clone());
-                        }
-                    }
-                } else if e.kind == EntryKind::Hardlink
-                    && e.target.as_ref().is_some_and(|t| dropped.contains(t))
-                {
-                    rep.lost.push(format!("/{}", e.path_display()));
-                    dropped.insert(e.path.clone());
-                } else {
-                    found.remove(&e.path);
-                    entries.push(e);
-                }
-            }
-            for (path, (e, from)) in found {
-                if in_gap(&path) {
-                    rep.replaced
-                        .push((format!("/{}", e.path_display()), from.short()));
-                    entries.push(e);
-                }
-            }
-            entries.sort_by(|a, b| walk_order(&a.path, &b.path));
-            entries.dedup_by(|a, b| a.path == b.path);
+            let snap = &snaps[n].1;
+            let damage = states[n].1.clone().unwrap_or_default();
+            let (entries, rep) = plan_repair(repo, blobs, health, snaps, n, damage)?;
             let mut summary = Summary {
                 files: 0,
                 dirs: 0,
@@ -451,20 +450,8 @@ pub fn repair_snapshots(
                     list.push(&mut w, e)?;
                 }
             }
-            rep.lost.sort();
-            rep.replaced.sort();
             if !dry_run {
-                let written = list.finish(&mut w)?;
-                let new = Snapshot {
-                    time: snap.time,
-                    host: snap.host.clone(),
-                    profile: snap.profile.clone(),
-                    paths: snap.paths.clone(),
-                    tree: written.tree,
-                    refs: written.refs,
-                    tree_index: written.tree_index,
-                    summary,
-                };
+                let new = list.finish(&mut w)?.snapshot_like(snap, summary);
                 new_snaps.push((n, new, rep));
             } else {
                 report.snapshots.push(rep);

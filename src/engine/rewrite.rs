@@ -10,6 +10,7 @@ use crate::repo::chunker::{Chunker, Splitter};
 use crate::repo::ids::BlobId;
 use crate::repo::index::IndexedPack;
 use crate::repo::pack::{BlobKind, seal_blob};
+use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Entry, TreeIndexBuilder};
 use std::collections::{HashMap, HashSet};
 
@@ -76,6 +77,23 @@ pub(crate) struct WrittenList {
     pub tree: Vec<BlobId>,
     pub tree_index: Option<BlobId>,
     pub refs: Vec<BlobId>,
+}
+
+impl WrittenList {
+    /// The snapshot of this list in place of `old`: the same time, host,
+    /// profile and paths, with `summary`.
+    pub fn snapshot_like(self, old: &Snapshot, summary: Summary) -> Snapshot {
+        Snapshot {
+            time: old.time,
+            host: old.host.clone(),
+            profile: old.profile.clone(),
+            paths: old.paths.clone(),
+            tree: self.tree,
+            refs: self.refs,
+            tree_index: self.tree_index,
+            summary,
+        }
+    }
 }
 
 impl ListWriter {

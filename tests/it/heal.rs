@@ -515,6 +515,29 @@ fn a_record_of_a_pack_that_reads_back_whole_is_cleared() {
     assert_ne!(snapshot_states(&env)[0].1, "damaged");
 }
 
+/// A snapshot whose reference list can not be read (its pack is lost, and
+/// no catalog holds the list) makes prune stop before it deletes anything:
+/// what that snapshot needs is unknown. The message says what to do.
+#[test]
+fn prune_deletes_nothing_while_a_reference_list_is_unreadable() {
+    let env = TestEnv::with_repo();
+    let src = source(&env);
+    env.backup(&[&src]);
+    let first = env.packs();
+    let (_, lost, _) = first.iter().min_by_key(|p| p.2).unwrap().clone();
+    write_file(&src.join("second.txt"), b"second");
+    env.backup(&[&src]);
+    fs::remove_file(&lost).unwrap();
+    drop_catalog(&env);
+    let before = env.packs();
+    let out = env.agent(["prune", "--grace", "0s", "--max-unused", "0"]);
+    out.expect_failure();
+    out.expect_short_stderr(2);
+    out.expect_stderr_contains("nothing deleted");
+    out.expect_stderr_contains("repair snapshots");
+    assert_eq!(env.packs(), before, "prune deleted packs\n{out}");
+}
+
 on_both_backends!(
     a_deleted_pack_is_stored_again,
     a_deleted_pack_is_stored_again_with_a_fresh_catalog,
