@@ -2,19 +2,27 @@
 //! re-store blobs (prune's repack, erase): each pack is spooled to a file and uploaded in
 //! the background while the next one fills, with at most the backend's upload
 //! concurrency in flight (so spool files and requests stay bounded).
+//!
+//! File contents and metadata (file lists, reference lists) fill packs of
+//! their own, so a snapshot's file list lies in a few contiguous runs that
+//! a reader fetches in a few requests, not one per blob between file
+//! contents. The last pack of a run takes both when they fit in one: the
+//! split costs no extra upload.
 
 use crate::repo::Repository;
 use crate::repo::index::IndexedPack;
 use crate::repo::limits;
 use crate::repo::lock::RepoLock;
-use crate::repo::pack::{PackWriter, SealedBlob};
+use crate::repo::pack::{BlobKind, PackWriter, SealedBlob};
 use crate::storage::StorageError;
 use crate::{Error, Result};
 use std::collections::VecDeque;
 
-/// A spool file error (`in_repo`: the spool folder is in a local
-/// repository); a full disk says so, where, and what to do.
-fn spool_error(in_repo: bool, spool: &std::path::Path, e: std::io::Error) -> Error {
+/// A spool file error; a full disk says so, where, and what to do (the
+/// spool folder of a local repository is inside it).
+fn spool_failure(repo: &Repository, e: std::io::Error) -> Error {
+    let spool = repo.store.spool_dir();
+    let in_repo = repo.store.spools_in_repository();
     if !crate::error::is_full(&e) {
         return Error::io(spool, e);
     }
@@ -57,7 +65,9 @@ impl ReadBack {
 
 pub(crate) struct Packer<'a> {
     repo: &'a Repository,
-    writer: Option<PackWriter>,
+    /// The pack of file contents being filled, and the one of metadata.
+    data: Option<PackWriter>,
+    meta: Option<PackWriter>,
     uploading: VecDeque<Upload>,
     uploaded: Vec<IndexedPack>,
     read_back: ReadBack,
@@ -69,7 +79,8 @@ impl<'a> Packer<'a> {
     pub(crate) fn new(repo: &'a Repository, read_back: ReadBack) -> Self {
         Packer {
             repo,
-            writer: None,
+            data: None,
+            meta: None,
             uploading: VecDeque::new(),
             uploaded: Vec::new(),
             read_back,
@@ -89,35 +100,37 @@ impl<'a> Packer<'a> {
     }
 
     pub(crate) fn add(&mut self, blob: SealedBlob) -> Result<()> {
-        let spool = self.repo.store.spool_dir();
-        let in_repo = self.repo.store.spools_in_repository();
-        let w = match self.writer.as_mut() {
-            Some(w) => w,
-            None => self
-                .writer
-                .insert(PackWriter::create(&spool).map_err(|e| spool_error(in_repo, &spool, e))?),
+        let repo = self.repo;
+        let slot = match blob.kind {
+            BlobKind::Data => &mut self.data,
+            BlobKind::Tree | BlobKind::Refs => &mut self.meta,
         };
-        w.add(blob).map_err(|e| spool_error(in_repo, &spool, e))?;
+        let w = match slot {
+            Some(w) => w,
+            None => slot.insert(
+                PackWriter::create(&repo.store.spool_dir()).map_err(|e| spool_failure(repo, e))?,
+            ),
+        };
+        w.add(blob).map_err(|e| spool_failure(repo, e))?;
         if w.len() >= self.repo.config.pack_size || w.blob_count() >= limits::MAX_PACK_BLOBS {
-            self.seal()?;
+            let w = slot.take();
+            self.seal(w)?;
         }
         Ok(())
     }
 
-    /// Finishes the pack being filled and starts its upload, first waiting
-    /// for the oldest upload if the limit is reached.
-    fn seal(&mut self) -> Result<()> {
-        let Some(w) = self.writer.take() else {
+    /// Finishes a pack and starts its upload, first waiting for the oldest
+    /// upload if the limit is reached.
+    fn seal(&mut self, w: Option<PackWriter>) -> Result<()> {
+        let Some(w) = w else {
             return Ok(());
         };
         while self.uploading.len() >= self.repo.store.upload_concurrency() {
             self.join_oldest()?;
         }
-        let spool = self.repo.store.spool_dir();
-        let in_repo = self.repo.store.spools_in_repository();
         let p = w
             .finish(&self.repo.keys)
-            .map_err(|e| spool_error(in_repo, &spool, e))?;
+            .map_err(|e| spool_failure(self.repo, e))?;
         let handle = self.repo.store.spawn_put_file(p.id.key(), p.path);
         self.uploading.push_back((
             handle,
@@ -146,7 +159,24 @@ impl<'a> Packer<'a> {
     /// Uploads the last pack and waits for every upload: the packs returned
     /// are all stored, so an index may now name them.
     pub(crate) fn finish(mut self) -> Result<Vec<IndexedPack>> {
-        self.seal()?;
+        let (data, meta) = (self.data.take(), self.meta.take());
+        match (data, meta) {
+            // Both tails in one pack when they fit: metadata after contents.
+            (Some(mut d), Some(m))
+                if d.len() + m.len() <= self.repo.config.pack_size
+                    && d.blob_count() + m.blob_count() <= limits::MAX_PACK_BLOBS =>
+            {
+                if let Err(e) = d.absorb(m) {
+                    d.discard();
+                    return Err(spool_failure(self.repo, e));
+                }
+                self.seal(Some(d))?;
+            }
+            (d, m) => {
+                self.seal(d)?;
+                self.seal(m)?;
+            }
+        }
         while !self.uploading.is_empty() {
             self.join_oldest()?;
         }
@@ -157,7 +187,7 @@ impl<'a> Packer<'a> {
 impl Drop for Packer<'_> {
     /// On failure: no spool file is left, and no upload outlives the caller.
     fn drop(&mut self) {
-        if let Some(w) = self.writer.take() {
+        for w in [self.data.take(), self.meta.take()].into_iter().flatten() {
             w.discard();
         }
         for (h, _, _) in self.uploading.drain(..) {

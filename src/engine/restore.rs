@@ -629,12 +629,7 @@ pub fn restore(
     for (_, items) in &mut work {
         items.sort_by_key(|(e, _)| e.offset);
     }
-    // Neighbours share a read across gaps worth less than a request (wider
-    // on S3). A read spans at most 8 such gaps and 4 MiB (2 MiB locally,
-    // 4 MiB on S3): its request costs little beside its bytes, and the
-    // buffers in flight stay small.
-    let gap = repo.store.read_gap();
-    let max_read = (gap * 8).min(4 * 1024 * 1024);
+    let (gap, max_read) = super::read_span(&repo.store);
     let reads: Vec<(&PackWork, Run)> = work
         .iter()
         .flat_map(|w| {

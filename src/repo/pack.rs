@@ -282,6 +282,44 @@ impl PackWriter {
         self.entries.len()
     }
 
+    /// Appends every blob of `other` (an unfinished pack) after this pack's
+    /// own, in their order, streaming from its spool file; `other`'s file is
+    /// removed either way.
+    pub fn absorb(&mut self, mut other: PackWriter) -> std::io::Result<()> {
+        use std::io::Read;
+        let copied = (|| {
+            std::io::Write::flush(&mut other.file)?;
+            let mut from = std::fs::File::open(&other.path)?.take(other.len);
+            let mut buf = vec![0u8; 256 * 1024];
+            let base = self.len;
+            let mut copied = 0u64;
+            loop {
+                let n = from.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                self.write(&buf[..n])?;
+                copied += n as u64;
+            }
+            if copied != other.len {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "spool file {} is shorter than written",
+                        other.path.display()
+                    ),
+                ));
+            }
+            self.entries.extend(other.entries.iter().map(|e| PackEntry {
+                offset: e.offset + base,
+                ..*e
+            }));
+            Ok(())
+        })();
+        other.discard();
+        copied
+    }
+
     /// Appends trailer and footer, syncs the file, and names the pack. On
     /// failure (a full disk) the spool file is removed.
     pub fn finish(mut self, keys: &Keys) -> std::io::Result<SpooledPack> {
@@ -490,6 +528,41 @@ mod tests {
         let mid = bad.len() / 2;
         bad[mid] ^= 1;
         assert!(open_blob(&k, &e, &p.id, &bad).is_err());
+    }
+
+    #[test]
+    fn an_absorbed_pack_follows_the_first_and_every_blob_still_opens() {
+        let k = keys();
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = PackWriter::create(dir.path()).unwrap();
+        let mut meta = PackWriter::create(dir.path()).unwrap();
+        let blobs: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 40_000 + i as usize]).collect();
+        for (i, b) in blobs.iter().enumerate() {
+            let (w, kind) = if i % 2 == 0 {
+                (&mut data, BlobKind::Data)
+            } else {
+                (&mut meta, BlobKind::Tree)
+            };
+            w.add(seal_blob(&k, kind, k.blob_id(b), b, 2)).unwrap();
+        }
+        let meta_file = meta.path.clone();
+        data.absorb(meta).unwrap();
+        assert!(
+            !meta_file.exists(),
+            "the absorbed pack's spool file is gone"
+        );
+        let p = data.finish(&k).unwrap();
+        let bytes = std::fs::read(&p.path).unwrap();
+        assert_eq!(p.id.0, *blake3::hash(&bytes).as_bytes());
+        let entries = parse_pack(&k, &p.id, &bytes).unwrap();
+        let kinds: Vec<BlobKind> = entries.iter().map(|e| e.kind).collect();
+        use BlobKind::{Data, Tree};
+        assert_eq!(kinds, [Data, Data, Data, Tree, Tree, Tree]);
+        let order = [0, 2, 4, 1, 3, 5];
+        for (e, i) in entries.iter().zip(order) {
+            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(open_blob(&k, e, &p.id, sealed).unwrap(), blobs[i]);
+        }
     }
 
     #[test]

@@ -401,6 +401,67 @@ fn one_file_is_found_without_reading_the_whole_file_list() {
     );
 }
 
+/// A file list is stored apart from file contents, so reading it whole
+/// (`ls`, a full restore) takes a few requests, not one per list blob:
+/// here each folder's file contents would otherwise sit between two
+/// pieces of the list.
+#[test]
+fn a_whole_file_list_is_read_in_a_few_requests() {
+    let env = TestEnv::with_repo_on(Backend::S3);
+    let src = env.source_dir("src");
+    for d in 0..40u64 {
+        let dir = src.join(format!("directory-with-a-long-name-{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        write_file(&dir.join("contents.bin"), &random_bytes(96 * 1024, d));
+        for f in 0..300 {
+            write_file(
+                &dir.join(format!("file-with-a-longish-name-{f:05}.txt")),
+                format!("{d}/{f}").as_bytes(),
+            );
+        }
+    }
+    env.backup(&[&src]);
+    let snap = env.snapshots().pop().unwrap();
+    let tree_blobs = snap["tree_blobs"].as_u64().unwrap();
+    assert!(tree_blobs >= 20, "a file list of many blobs: {tree_blobs}");
+    let server = env.s3.as_ref().unwrap();
+    let requests = || server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    env.operator(["snapshots"]).expect_ok();
+    // What opening the repository costs (keyring, config, listings).
+    let before = requests();
+    env.operator(["snapshots"]).expect_ok();
+    let open = requests() - before;
+    let before = requests();
+    let out = env.operator(["ls", "latest"]);
+    out.expect_ok();
+    assert!(
+        out.stdout.contains("file-with-a-longish-name-00299.txt"),
+        "{out}"
+    );
+    let used = requests() - before - open;
+    eprintln!("ls: {open} + {used} requests; the file list has {tree_blobs} blobs");
+    assert!(
+        used <= 2,
+        "ls read the file list of {tree_blobs} blobs in {used} requests"
+    );
+    let t = env.unique_path("all");
+    let before = requests();
+    env.operator(["restore", "latest", "--target", t.to_str().unwrap()])
+        .expect_ok();
+    let used = requests() - before - open;
+    eprintln!("full restore: {open} + {used} requests");
+    let rel = src.join("directory-with-a-long-name-039/contents.bin");
+    let got = fs::read(t.join(rel.to_str().unwrap().trim_start_matches('/'))).unwrap();
+    assert!(
+        got == random_bytes(96 * 1024, 39),
+        "restored contents differ"
+    );
+    assert!(
+        used <= 4,
+        "a full restore of 4 MiB with a file list of {tree_blobs} blobs made {used} requests"
+    );
+}
+
 /// Sources whose names sort differently as whole paths and component by
 /// component (`www-old` before `www/app` bytewise, after it in walk order):
 /// the file list stays in walk order, so a lookup of one path through the
