@@ -193,9 +193,14 @@ impl RepoLock {
         for _ in 0..3 {
             let ours = |held: &LockInfo| held.nonce == info.nonce;
             let created = store.create(LOCK_KEY, Self::sealed(keys, &info))?;
-            let held = Self::read(store, keys, LOCK_KEY)?;
-            // Created, or our create went through but its answer was lost
-            // (retried); a racing taker may have deleted ours meanwhile.
+            // Created (this protocol is used only where storage was found to
+            // honour the create-only write: no read needed), or refused: then
+            // whose it is decides, ours too when our create went through but
+            // its answer was lost (retried).
+            let held = match created {
+                true => Some(info.clone()),
+                false => Self::read(store, keys, LOCK_KEY)?,
+            };
             if held.as_ref().is_some_and(ours) {
                 // A list-and-check writer (one whose record said the
                 // create-only write fails) may hold `locks/…`.

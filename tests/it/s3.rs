@@ -208,7 +208,7 @@ fn backup_and_restore_over_tls_to_s3() {
     let again = run_s3(&env, &server, &backup);
     again.expect_ok();
     let used = server.requests.load(std::sync::atomic::Ordering::Relaxed) - before;
-    // lock (create, read back, release), list index/data, the new file list
+    // lock (create, read before release, release), list index/data, the new file list
     // pack, its index, the snapshot: a handful, not one per file.
     assert!(
         used <= 16,
