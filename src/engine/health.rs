@@ -191,6 +191,41 @@ pub fn unusable_ids(map: &HashMap<BlobId, BlobLocation>, health: &Health) -> Has
         .collect()
 }
 
+/// Records blobs a read found bad (pack, blob, why) in the repository, so
+/// backups store them again and every machine calls the snapshots that
+/// need them damaged. Returns a warning when the record could not be
+/// written (read-only credentials, say): the read's own report stands.
+pub fn record_damage(
+    repo: &crate::repo::Repository,
+    found_by: &str,
+    bad: &[(PackId, BlobId, String)],
+) -> Option<String> {
+    if bad.is_empty() {
+        return None;
+    }
+    let mut record = DamageRecord::new(found_by);
+    let mut by_pack: std::collections::BTreeMap<PackId, (String, Vec<BlobId>)> = Default::default();
+    for (pack, blob, why) in bad {
+        let e = by_pack
+            .entry(*pack)
+            .or_insert_with(|| (why.clone(), Vec::new()));
+        e.1.push(*blob);
+    }
+    for (id, (reason, mut blobs)) in by_pack {
+        blobs.sort();
+        blobs.dedup();
+        record
+            .packs
+            .push(crate::repo::damage::BadPack { id, reason, blobs });
+    }
+    repo.write_damage(&record).err().map(|e| {
+        format!(
+            "{} bad blob(s) could not be recorded in the repository as damaged: {e}",
+            bad.len()
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

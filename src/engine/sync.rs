@@ -1,0 +1,346 @@
+//! Reading what storage holds into the catalog: new index objects, snapshots
+//! and damage records (a bad object is named and skipped, never a stop), and
+//! adopting packs that no readable index lists.
+
+use super::health::{self, Health};
+use super::par_map;
+use crate::Result;
+use crate::catalog::{BlobLocation, Catalog};
+use crate::repo::Repository;
+use crate::repo::damage::{DamageObject, DamageRecord};
+use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
+use crate::repo::index::{IndexFile, IndexedPack};
+use crate::repo::snapshot::Snapshot;
+use std::collections::{HashMap, HashSet};
+
+/// What the repository holds, read into the catalog: every blob and where it
+/// is, every snapshot (oldest first), and every pack in storage.
+pub struct Synced {
+    pub blobs: HashMap<BlobId, BlobLocation>,
+    pub snaps: Vec<(SnapshotId, Snapshot)>,
+    /// The packs in storage and what is known bad (see [`health`]).
+    pub health: Health,
+    /// When storage wrote each index object (for [`Health::suspects`]).
+    pub index_times: HashMap<IndexId, chrono::DateTime<chrono::Utc>>,
+    /// Objects that could not be read, decrypted or parsed: (key, why).
+    /// They are skipped: one bad object never blocks the rest.
+    pub bad_objects: Vec<BadObject>,
+}
+
+impl Synced {
+    /// The objects skipped, in words, for the operator.
+    pub fn warnings(&self) -> Vec<String> {
+        self.bad_objects
+            .iter()
+            .map(|(key, why)| format!("{key}: {why}; skipped"))
+            .collect()
+    }
+}
+
+/// An object that could not be read: (key, why).
+pub type BadObject = (String, String);
+
+/// Every snapshot with its id, oldest first.
+pub type Snapshots = Vec<(SnapshotId, Snapshot)>;
+
+/// Objects read, and those that were bad.
+type Sorted<I, T> = (Vec<(I, T)>, Vec<BadObject>);
+
+/// A snapshot passed over: (its place, why it is damaged).
+pub type Skipped = (usize, String);
+
+/// Whether an error reading one object is that object's own fault (it is
+/// damaged, forged, too large or gone), so it can be skipped, rather than
+/// storage being unreachable, which must stop the command.
+pub fn is_bad_object(e: &crate::Error) -> bool {
+    use crate::repo::RepoError;
+    match e {
+        crate::Error::Repo(RepoError::Storage(s)) | crate::Error::Storage(s) => s.is_object_fault(),
+        crate::Error::Repo(
+            RepoError::Corrupt { .. } | RepoError::WrongKey { .. } | RepoError::NeedIdentity { .. },
+        ) => true,
+        _ => false,
+    }
+}
+
+/// Brings the catalog's index, snapshot list and damage records up to date
+/// with the repository and lists the packs. The listings and the new
+/// objects are fetched at once: with a cold catalog (a new machine) they
+/// would otherwise wait on one another.
+pub fn sync(repo: &Repository, catalog: &mut Catalog) -> Result<Synced> {
+    sync_parts(repo, catalog, true)
+}
+
+/// [`sync`] without the snapshots (a backup needs only the index).
+pub fn sync_index(repo: &Repository, catalog: &mut Catalog) -> Result<Synced> {
+    sync_parts(repo, catalog, false)
+}
+
+fn sync_parts(repo: &Repository, catalog: &mut Catalog, with_snaps: bool) -> Result<Synced> {
+    let known_indexes = catalog.known_indexes()?;
+    let known_snaps = catalog.snapshot_ids()?;
+    let known_damage = catalog.damage_records()?;
+    let known_damage_ids: HashSet<[u8; 32]> = known_damage.iter().map(|(id, _)| *id).collect();
+    let (indexes, snaps, packs, damage) = std::thread::scope(|s| {
+        let indexes = s.spawn(|| fetch_indexes(repo, &known_indexes));
+        let packs = s.spawn(|| repo.store.list("data/"));
+        let damage = s.spawn(|| fetch_damage(repo, &known_damage_ids));
+        let snaps = with_snaps.then(|| fetch_snapshots(repo, &known_snaps));
+        // A panic there is a bug, not bad input: it goes on as one.
+        fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+            h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        }
+        (join(indexes), snaps, join(packs), join(damage))
+    });
+    let (indexes, damage) = (indexes?, damage?);
+    let mut bad_objects = indexes.bad.clone();
+    bad_objects.extend(damage.bad.iter().cloned());
+    let stored: HashMap<PackId, health::PackInfo> = packs?
+        .into_iter()
+        .filter_map(|o| {
+            let info = health::PackInfo {
+                size: o.size,
+                modified: o.modified,
+            };
+            PackId::from_key(&o.key).map(|p| (p, info))
+        })
+        .collect();
+    // The damage records: the catalog's, less those gone, plus the new ones.
+    let mut records: Vec<([u8; 32], DamageRecord)> = Vec::new();
+    for (id, rec) in known_damage {
+        if damage.in_repo.contains(&id) {
+            records.push((id, rec));
+        } else {
+            catalog.remove_damage(&id)?;
+        }
+    }
+    for (id, rec) in damage.new {
+        catalog.put_damage(&id, &rec)?;
+        records.push((id, rec));
+    }
+    // The packs' sizes as indexed: the catalog's, with the new objects laid over.
+    for gone in known_indexes.difference(&indexes.in_repo) {
+        catalog.remove_index(gone)?;
+    }
+    let mut indexed = catalog.packs()?;
+    for (_, index) in &indexes.new {
+        indexed.extend(index.packs.iter().map(|p| (p.id, p.size)));
+    }
+    let health = Health::new(stored, &indexed, records);
+    let blobs = apply_indexes(catalog, indexes.new, &health)?;
+    let snaps = match snaps {
+        Some(fetched) => {
+            let fetched = fetched?;
+            bad_objects.extend(fetched.bad.iter().cloned());
+            apply_snapshots(catalog, &known_snaps, fetched)?
+        }
+        None => Vec::new(),
+    };
+    Ok(Synced {
+        blobs,
+        snaps,
+        health,
+        index_times: indexes.times,
+        bad_objects,
+    })
+}
+
+/// Brings the catalog's snapshot list up to date; returns all, oldest first,
+/// and the objects skipped because they could not be read.
+pub fn sync_snapshots(
+    repo: &Repository,
+    catalog: &mut Catalog,
+) -> Result<(Snapshots, Vec<BadObject>)> {
+    let known = catalog.snapshot_ids()?;
+    let fetched = fetch_snapshots(repo, &known)?;
+    let bad = fetched.bad.clone();
+    Ok((apply_snapshots(catalog, &known, fetched)?, bad))
+}
+
+/// The ids of objects of one kind in the repository, those of them the
+/// catalog lacks, read, and those that could not be read (named, with why).
+struct Fetched<I, T> {
+    in_repo: HashSet<I>,
+    new: Vec<(I, T)>,
+    bad: Vec<BadObject>,
+}
+
+/// Reads `new` objects several at once (opening one, decrypt, decompress,
+/// parse, costs CPU, so they open in parallel too) and sorts out those that
+/// are bad: skipped and named, not an error.
+fn read_new<I: Send + Copy, T: Send>(
+    new: Vec<I>,
+    threads: usize,
+    key: impl Fn(&I) -> String + Sync,
+    read: impl Fn(&I) -> Result<T> + Sync,
+) -> Result<Sorted<I, T>> {
+    let mut ok = Vec::new();
+    let mut bad = Vec::new();
+    for (id, r) in par_map(new, threads, |id| (id, read(&id))) {
+        match r {
+            Ok(v) => ok.push((id, v)),
+            Err(e) if is_bad_object(&e) => bad.push((key(&id), one_line(&e.to_string()))),
+            Err(e) => return Err(e),
+        }
+    }
+    bad.sort();
+    Ok((ok, bad))
+}
+
+/// The index objects listed, with when storage wrote them, and the new ones read.
+struct FetchedIndexes {
+    in_repo: HashSet<IndexId>,
+    times: HashMap<IndexId, chrono::DateTime<chrono::Utc>>,
+    new: Vec<(IndexId, IndexFile)>,
+    bad: Vec<BadObject>,
+}
+
+/// Text on one line (age's messages span two).
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn fetch_indexes(repo: &Repository, known: &HashSet<IndexId>) -> Result<FetchedIndexes> {
+    let listed = repo.store.list("index/")?;
+    let mut times = HashMap::new();
+    let mut in_repo = HashSet::new();
+    for o in listed {
+        if let Some(id) = IndexId::from_key(&o.key) {
+            in_repo.insert(id);
+            if let Some(t) = o.modified {
+                times.insert(id, t);
+            }
+        }
+    }
+    let new: Vec<IndexId> = in_repo.difference(known).copied().collect();
+    let threads = repo.store.read_concurrency();
+    let (new, bad) = read_new(new, threads, IndexId::key, |id| Ok(repo.read_index(id)?))?;
+    Ok(FetchedIndexes {
+        in_repo,
+        times,
+        new,
+        bad,
+    })
+}
+
+fn fetch_snapshots(
+    repo: &Repository,
+    known: &HashSet<SnapshotId>,
+) -> Result<Fetched<SnapshotId, Snapshot>> {
+    let in_repo: HashSet<_> = repo.list_snapshot_ids()?.into_iter().collect();
+    let new: Vec<SnapshotId> = in_repo.difference(known).copied().collect();
+    let threads = repo.store.read_concurrency();
+    let (new, bad) = read_new(new, threads, SnapshotId::key, |id| {
+        Ok(repo.read_snapshot(id)?)
+    })?;
+    Ok(Fetched { in_repo, new, bad })
+}
+
+fn fetch_damage(
+    repo: &Repository,
+    known: &HashSet<[u8; 32]>,
+) -> Result<Fetched<[u8; 32], DamageRecord>> {
+    let listed = repo.list_damage()?;
+    let in_repo: HashSet<[u8; 32]> = listed.iter().map(|o| o.id).collect();
+    let new: Vec<DamageObject> = listed
+        .into_iter()
+        .filter(|o| !known.contains(&o.id))
+        .collect();
+    let keys: HashMap<[u8; 32], DamageObject> = new.into_iter().map(|o| (o.id, o)).collect();
+    let ids: Vec<[u8; 32]> = keys.keys().copied().collect();
+    let (new, bad) = read_new(
+        ids,
+        repo.store.read_concurrency(),
+        |id| format!("{}{}", crate::repo::damage::PREFIX, hex::encode(id)),
+        |id| match keys.get(id) {
+            Some(o) => Ok(repo.read_damage(o)?),
+            None => Err(crate::Error::Invalid("damage record vanished".into())),
+        },
+    )?;
+    Ok(Fetched { in_repo, new, bad })
+}
+
+/// Records the fetched index objects in the catalog; returns the whole blob
+/// map. The new objects' blobs are laid over what the catalog had in the
+/// order the catalog records them (a later one wins, unless only the earlier
+/// copy is usable), so the map is not read back from SQLite.
+fn apply_indexes(
+    catalog: &mut Catalog,
+    new: Vec<(IndexId, IndexFile)>,
+    health: &Health,
+) -> Result<HashMap<BlobId, BlobLocation>> {
+    let usable = |l: &BlobLocation| health.usable(l);
+    let mut blobs = catalog.blobs_preferring(&usable)?;
+    for (id, index) in &new {
+        catalog.add_index(id, index)?;
+        BlobLocation::lay_over(&mut blobs, index, &usable);
+    }
+    Ok(blobs)
+}
+
+fn apply_snapshots(
+    catalog: &mut Catalog,
+    known: &HashSet<SnapshotId>,
+    fetched: Fetched<SnapshotId, Snapshot>,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    for gone in known.difference(&fetched.in_repo) {
+        catalog.remove_snapshot(gone)?;
+    }
+    for (id, snap) in &fetched.new {
+        catalog.put_snapshot(id, snap)?;
+    }
+    Ok(catalog.snapshots()?)
+}
+
+/// What [`adopt_orphan_packs`] did.
+pub struct Adopted {
+    /// The packs adopted (none if none were), as one index.
+    pub index: IndexFile,
+    /// How many index objects were written for them.
+    pub objects: usize,
+    /// Packs whose trailer could not be read: (pack, why).
+    pub unreadable: Vec<(PackId, String)>,
+}
+
+/// Finds packs that no index lists (a backup cut off after uploading them,
+/// or packs whose index object is lost or unreadable) and writes an index
+/// for them from their trailers, so their blobs are found and reused.
+/// The catalog records the new index objects too. Needs the writer lock.
+pub fn adopt_orphan_packs(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    stored: &HashMap<PackId, health::PackInfo>,
+) -> Result<Adopted> {
+    let indexed = catalog.packs()?;
+    let mut orphans: Vec<(PackId, u64)> = stored
+        .iter()
+        .filter(|(pack, _)| !indexed.contains_key(pack))
+        .map(|(p, i)| (*p, i.size))
+        .collect();
+    orphans.sort();
+    // Two ranged reads a trailer: several packs at once.
+    let threads = repo.store.read_concurrency();
+    let read = par_map(orphans, threads, |(id, size)| {
+        repo.read_pack_trailer(&id, size)
+            .map(|blobs| IndexedPack { id, size, blobs })
+            .map_err(|e| (id, e.to_string()))
+    });
+    let mut packs = Vec::new();
+    let mut unreadable = Vec::new();
+    for r in read {
+        match r {
+            Ok(p) => packs.push(p),
+            Err(e) => unreadable.push(e),
+        }
+    }
+    // Index objects of a bounded size, however many packs lost theirs.
+    let written = repo.write_indexes(packs.clone())?;
+    for (id, index) in &written {
+        catalog.add_index(id, index)?;
+    }
+    Ok(Adopted {
+        index: IndexFile { packs },
+        objects: written.len(),
+        unreadable,
+    })
+}
