@@ -82,7 +82,7 @@ pub struct Capabilities {
     pub host: String,
     /// The location probed (`s3://bucket/prefix`, `file:///…`).
     pub storage: String,
-    /// The upload settings probed with (see `Storage::upload_settings`).
+    /// The upload settings probed with (see `Tuning::upload_settings`).
     pub settings: String,
     pub multipart_threshold: Option<u64>,
     /// A second create-only write of one key was refused, and the first

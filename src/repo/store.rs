@@ -1,12 +1,13 @@
 //! A blocking facade over the async [`Storage`]: the engines are plain threads.
 
-use crate::storage::{Cap, ObjectInfo, Storage, StorageError};
+use crate::storage::{Cap, ObjectInfo, Opened, Storage, StorageError, Tuning};
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
 
 pub struct Store {
     storage: Arc<dyn Storage>,
+    tuning: Tuning,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -27,17 +28,20 @@ impl Store {
     /// Opens the storage a repository URL names (see [`crate::storage::open`]).
     pub fn open(url: &str, s3: &crate::storage::S3Options) -> Result<Store, StorageError> {
         let runtime = runtime()?;
-        let storage = runtime.block_on(crate::storage::open(url, s3))?;
+        let opened = runtime.block_on(crate::storage::open(url, s3))?;
         Ok(Store {
-            storage: Arc::from(storage),
+            storage: Arc::from(opened.storage),
+            tuning: opened.tuning,
             runtime,
         })
     }
 
-    /// Wraps an already built backend (tests, decorators).
-    pub fn new(storage: Box<dyn Storage>) -> Result<Store, StorageError> {
+    /// Wraps an already built backend (tests, decorators) with the tuning
+    /// of the backend at its bottom.
+    pub fn new(opened: Opened) -> Result<Store, StorageError> {
         Ok(Store {
-            storage: Arc::from(storage),
+            storage: Arc::from(opened.storage),
+            tuning: opened.tuning,
             runtime: runtime()?,
         })
     }
@@ -58,17 +62,17 @@ impl Store {
         let _spool = SpoolFile(path.to_path_buf());
         self.run(self.storage.put_file(key, path))
     }
-    /// See [`Storage::multipart_threshold`].
+    /// See [`Tuning::multipart_threshold`].
     pub fn multipart_threshold(&self) -> Option<u64> {
-        self.storage.multipart_threshold()
+        self.tuning.multipart_threshold
     }
-    /// See [`Storage::upload_settings`].
+    /// See [`Tuning::upload_settings`].
     pub fn upload_settings(&self) -> String {
-        self.storage.upload_settings()
+        self.tuning.upload_settings.clone()
     }
-    /// See [`Storage::upload_hint`].
+    /// See [`Tuning::upload_hint`].
     pub fn upload_hint(&self) -> Option<String> {
-        self.storage.upload_hint()
+        self.tuning.upload_hint.clone()
     }
     /// See [`Storage::object_lock`].
     pub fn object_lock(&self) -> Result<Option<String>, StorageError> {
@@ -165,18 +169,18 @@ impl Store {
 
     /// How many pack uploads the backend wants in flight.
     pub fn upload_concurrency(&self) -> usize {
-        self.storage.upload_concurrency().clamp(1, 64)
+        self.tuning.upload_concurrency.clamp(1, 64)
     }
 
     /// How many reads the backend wants in flight when a caller has many
     /// (restore, prune's repack, check).
     pub fn read_concurrency(&self) -> usize {
-        self.storage.read_concurrency().clamp(1, 64)
+        self.tuning.read_concurrency.clamp(1, 64)
     }
 
     /// Unneeded bytes worth reading to save one request (see [`Storage::read_gap`]).
     pub fn read_gap(&self) -> u64 {
-        self.storage.read_gap()
+        self.tuning.read_gap
     }
 
     /// Reads `reads` in order with up to `ahead` requests in flight: they run
@@ -195,13 +199,16 @@ impl Store {
 
     /// Where pack spool files go for this storage.
     pub fn spool_dir(&self) -> std::path::PathBuf {
-        self.storage.spool_dir().unwrap_or_else(std::env::temp_dir)
+        self.tuning
+            .spool_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
     }
 
     /// Whether packs are spooled inside the repository (a local one) rather
     /// than in the system temp folder.
     pub fn spools_in_repository(&self) -> bool {
-        self.storage.spool_dir().is_some()
+        self.tuning.spool_dir.is_some()
     }
 
     /// Waits for a background storage task (an upload, a read ahead).

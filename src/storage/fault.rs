@@ -135,27 +135,6 @@ impl Storage for Faulty {
     fn location(&self) -> String {
         self.inner.location()
     }
-    fn spool_dir(&self) -> Option<std::path::PathBuf> {
-        self.inner.spool_dir()
-    }
-    fn upload_concurrency(&self) -> usize {
-        self.inner.upload_concurrency()
-    }
-    fn read_concurrency(&self) -> usize {
-        self.inner.read_concurrency()
-    }
-    fn read_gap(&self) -> u64 {
-        self.inner.read_gap()
-    }
-    fn multipart_threshold(&self) -> Option<u64> {
-        self.inner.multipart_threshold()
-    }
-    fn upload_settings(&self) -> String {
-        self.inner.upload_settings()
-    }
-    fn upload_hint(&self) -> Option<String> {
-        self.inner.upload_hint()
-    }
     async fn object_lock(&self) -> Result<Option<String>, StorageError> {
         self.inner.object_lock().await
     }

@@ -20,6 +20,24 @@ impl LocalStorage {
         LocalStorage { root: root.into() }
     }
 
+    /// Spool files go into the repository's own `data/` folder, so an
+    /// upload is a rename on the same file system.
+    pub fn tuning(&self) -> super::Tuning {
+        super::Tuning {
+            spool_dir: Some(self.root.join("data")),
+            ..Default::default()
+        }
+    }
+
+    /// This backend with its tuning, for a [`crate::repo::store::Store`].
+    pub fn opened(self) -> super::Opened {
+        let tuning = self.tuning();
+        super::Opened {
+            storage: Box::new(self),
+            tuning,
+        }
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         self.root.join(key)
     }
@@ -233,10 +251,6 @@ impl Storage for LocalStorage {
             removed
         })
         .await
-    }
-
-    fn spool_dir(&self) -> Option<PathBuf> {
-        Some(self.root.join("data"))
     }
 
     async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {

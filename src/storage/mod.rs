@@ -141,6 +141,56 @@ pub struct ObjectInfo {
     pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// How the layers above use a backend: spool folder, requests in flight,
+/// read coalescing, upload paths. Only a backend itself says (its
+/// `tuning()`); [`open`] takes it from the backend before any decorator
+/// wraps it, so a decorator has nothing to forward and nothing to forget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// A folder where spool files are cheap to hand to `put_file` (the same
+    /// file system for a local repository); None means the system temp folder.
+    pub spool_dir: Option<std::path::PathBuf>,
+    /// How many pack uploads may be in flight.
+    pub upload_concurrency: usize,
+    /// How many reads a caller with many keeps in flight (restore, prune's
+    /// repack, check). Locally two hide a read behind decrypting the last.
+    pub read_concurrency: usize,
+    /// Bytes of unneeded data worth reading to save one request: coalesced
+    /// reads bridge gaps up to this size.
+    pub read_gap: u64,
+    /// Files larger than this go up as a multipart upload ([`Storage::put_file`]);
+    /// None where there is no such path (a local folder). The capability
+    /// probe uploads through every path a repository's packs can take.
+    pub multipart_threshold: Option<u64>,
+    /// What else decides how uploads are sent (checksum modes), in a few
+    /// words: a capability record probed with other settings is probed again.
+    pub upload_settings: String,
+    /// What to change when an upload does not read back as sent (how
+    /// uploads are sent, and the setting that decides it), as a clause
+    /// for a message; None where nothing can be changed.
+    pub upload_hint: Option<String>,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            spool_dir: None,
+            upload_concurrency: 2,
+            read_concurrency: 2,
+            read_gap: 256 * 1024,
+            multipart_threshold: None,
+            upload_settings: String::new(),
+            upload_hint: None,
+        }
+    }
+}
+
+/// A backend opened from a repository URL, with its tuning.
+pub struct Opened {
+    pub storage: Box<dyn Storage>,
+    pub tuning: Tuning,
+}
+
 /// The one storage interface. Implementations must make `put` atomic (a reader
 /// sees the whole object or none) and `create` exclusive (fails if the key exists).
 #[async_trait]
@@ -152,42 +202,6 @@ pub trait Storage: Send + Sync {
     /// Stores the file at `path` under `key`, consuming the file (moved or
     /// deleted), so large objects never need to sit in memory.
     async fn put_file(&self, key: &str, path: &std::path::Path) -> Result<(), StorageError>;
-    /// A folder where spool files are cheap to hand to `put_file` (the same
-    /// file system for a local repository); None means the system temp folder.
-    fn spool_dir(&self) -> Option<std::path::PathBuf> {
-        None
-    }
-    /// How many pack uploads may be in flight.
-    fn upload_concurrency(&self) -> usize {
-        2
-    }
-    /// How many reads a caller with many keeps in flight (restore, prune's
-    /// repack, check). Locally two hide a read behind decrypting the last.
-    fn read_concurrency(&self) -> usize {
-        2
-    }
-    /// Bytes of unneeded data worth reading to save one request: coalesced
-    /// reads bridge gaps up to this size.
-    fn read_gap(&self) -> u64 {
-        256 * 1024
-    }
-    /// Files larger than this go up as a multipart upload ([`Storage::put_file`]);
-    /// None where there is no such path (a local folder). The capability
-    /// probe uploads through every path a repository's packs can take.
-    fn multipart_threshold(&self) -> Option<u64> {
-        None
-    }
-    /// What else decides how uploads are sent (checksum modes), in a few
-    /// words: a capability record probed with other settings is probed again.
-    fn upload_settings(&self) -> String {
-        String::new()
-    }
-    /// What to change when an upload does not read back as sent (how
-    /// uploads are sent, and the setting that decides it), as a clause
-    /// for a message; None where nothing can be changed.
-    fn upload_hint(&self) -> Option<String> {
-        None
-    }
     /// The checksum a ranged read of `length` bytes at `offset` comes with,
     /// as `"crc32 <value>"`, or None: the probe records whether a server
     /// sends the whole object's checksum with a part of it. Reads no body.
@@ -251,8 +265,11 @@ pub const DEFAULT_ATTEMPTS: u32 = 5;
 /// Every backend is wrapped in [`Retry`], the one retry layer (the S3
 /// client's own retries are off); `COFFER_FAULTS` (a fault drill, see
 /// [`fault::FaultPlan::parse`]) puts a fault injector beneath it.
-pub async fn open(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, StorageError> {
-    let mut bare = open_bare(url, s3).await?;
+pub async fn open(url: &str, s3: &S3Options) -> Result<Opened, StorageError> {
+    let Opened {
+        storage: mut bare,
+        tuning,
+    } = open_bare(url, s3).await?;
     if let Ok(spec) = std::env::var("COFFER_FAULTS") {
         let plan = fault::FaultPlan::parse(&spec).map_err(|message| StorageError::Unavailable {
             location: url.to_string(),
@@ -264,29 +281,35 @@ pub async fn open(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, Storage
         0 => DEFAULT_ATTEMPTS,
         n => n,
     };
-    Ok(Box::new(Retry::new(
+    let storage = Box::new(Retry::new(
         bare,
         attempts,
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(10),
-    )))
+    ));
+    Ok(Opened { storage, tuning })
 }
 
 /// The backend alone, without retries.
-pub async fn open_bare(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, StorageError> {
+pub async fn open_bare(url: &str, s3: &S3Options) -> Result<Opened, StorageError> {
     check_url(url).map_err(|message| StorageError::Refused {
         location: url.to_string(),
         key: String::new(),
         message,
     })?;
     if url.starts_with("s3://") {
-        return Ok(Box::new(S3Storage::connect(url, s3).await?));
+        let s3 = S3Storage::connect(url, s3).await?;
+        let tuning = s3.tuning();
+        return Ok(Opened {
+            storage: Box::new(s3),
+            tuning,
+        });
     }
     if let Some(path) = url.strip_prefix("file://") {
         // `file://localhost/srv/x` is `/srv/x` (RFC 8089); check_url
         // refused any other host.
         let path = path.strip_prefix("localhost").unwrap_or(path);
-        return Ok(Box::new(LocalStorage::new(path)));
+        return Ok(LocalStorage::new(path).opened());
     }
     if url.contains("://") {
         return Err(StorageError::Unavailable {
@@ -295,7 +318,7 @@ pub async fn open_bare(url: &str, s3: &S3Options) -> Result<Box<dyn Storage>, St
                 .into(),
         });
     }
-    Ok(Box::new(LocalStorage::new(url)))
+    Ok(LocalStorage::new(url).opened())
 }
 
 /// Refuses a repository URL that looks like a mistyped one (`s3:/acme`,

@@ -280,6 +280,26 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
 }
 
 impl S3Storage {
+    /// A request costs tens of milliseconds of round trip and server work:
+    /// keep several in flight (8 reads; 4 uploads unless the profile says),
+    /// and bridge gaps that take about as long to transfer as a request
+    /// costs (1 MiB). The upload paths and checksum settings are what the
+    /// capability probe records (s3/probe.rs).
+    pub fn tuning(&self) -> super::Tuning {
+        super::Tuning {
+            spool_dir: None,
+            upload_concurrency: match self.opts.upload_concurrency {
+                0 => 4,
+                n => n,
+            },
+            read_concurrency: 8,
+            read_gap: 1024 * 1024,
+            multipart_threshold: Some(self.threshold()),
+            upload_settings: self.probe_settings(),
+            upload_hint: Some(self.probe_upload_hint()),
+        }
+    }
+
     pub async fn connect(url: &str, opts: &S3Options) -> Result<S3Storage, StorageError> {
         let fail = |message: String| StorageError::Refused {
             location: url.to_string(),
@@ -1228,24 +1248,6 @@ impl Storage for S3Storage {
         Ok(())
     }
 
-    fn upload_concurrency(&self) -> usize {
-        if self.opts.upload_concurrency == 0 {
-            4
-        } else {
-            self.opts.upload_concurrency
-        }
-    }
-
-    /// A request costs tens of milliseconds of round trip and server work:
-    /// keep several in flight, and bridge gaps that take about as long to
-    /// transfer as a request costs.
-    fn read_concurrency(&self) -> usize {
-        8
-    }
-    fn read_gap(&self) -> u64 {
-        1024 * 1024
-    }
-
     /// Creates the bucket in the client's region, once that region is known
     /// to be allowed (data residency is checked before anything is made).
     async fn create_location(&self) -> Result<(), StorageError> {
@@ -1298,15 +1300,6 @@ impl Storage for S3Storage {
     }
 
     // The capability probe's hooks (s3/probe.rs).
-    fn multipart_threshold(&self) -> Option<u64> {
-        Some(self.threshold())
-    }
-    fn upload_settings(&self) -> String {
-        self.probe_settings()
-    }
-    fn upload_hint(&self) -> Option<String> {
-        Some(self.probe_upload_hint())
-    }
     async fn range_checksum(
         &self,
         key: &str,

@@ -17,7 +17,7 @@ use coffer::repo::caps::{self, Capabilities};
 use coffer::repo::keys::{AgentKey, Keys};
 use coffer::repo::lock::{LockProtocol, RepoLock};
 use coffer::repo::store::Store;
-use coffer::storage::{Cap, LocalStorage, ObjectInfo, S3Options, Storage, StorageError};
+use coffer::storage::{Cap, LocalStorage, ObjectInfo, Opened, S3Options, Storage, StorageError};
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::sync::Mutex;
@@ -304,7 +304,7 @@ fn racing_writers_where_if_none_match_is_ignored_never_overlap() {
 #[test]
 fn both_lock_objects_are_respected_and_a_lost_lock_is_noticed() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Box::new(LocalStorage::new(dir.path()))).unwrap();
+    let store = Store::new(LocalStorage::new(dir.path()).opened()).unwrap();
     let keys = test_keys();
     let lease = chrono::Duration::minutes(30);
     let listed = LockProtocol::List { settle_ms: 10 };
@@ -422,11 +422,17 @@ impl Storage for LaggyListing {
 #[test]
 fn a_lagging_listing_is_measured_and_a_lock_it_hides_is_refused() {
     let dir = tempfile::tempdir().unwrap();
+    let inner = LocalStorage::new(dir.path());
+    let tuning = inner.tuning();
     let laggy = LaggyListing {
-        inner: LocalStorage::new(dir.path()),
+        inner,
         hidden: Mutex::new(Vec::new()),
     };
-    let store = Store::new(Box::new(laggy)).unwrap();
+    let store = Store::new(Opened {
+        storage: Box::new(laggy),
+        tuning,
+    })
+    .unwrap();
     let keys = test_keys();
     let found: Capabilities = caps::probe(&store, PACK_SIZE).unwrap();
     assert!(!found.conditional_create);

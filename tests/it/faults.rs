@@ -10,14 +10,16 @@ use coffer::repo::Repository;
 use coffer::repo::keys::AgentKey;
 use coffer::repo::store::Store;
 use coffer::storage::fault::{FaultPlan, Faulty};
-use coffer::storage::{LocalStorage, Retry};
+use coffer::storage::{LocalStorage, Opened, Retry};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 fn faulty_repo(env: &TestEnv, plan: FaultPlan) -> (Repository, Arc<AtomicU64>) {
-    let faulty = Faulty::new(Box::new(LocalStorage::new(&env.repo)), plan);
+    let local = LocalStorage::new(&env.repo);
+    let tuning = local.tuning();
+    let faulty = Faulty::new(Box::new(local), plan);
     let injected = faulty.injected.clone();
     let retry = Retry::new(
         Box::new(faulty),
@@ -25,7 +27,11 @@ fn faulty_repo(env: &TestEnv, plan: FaultPlan) -> (Repository, Arc<AtomicU64>) {
         Duration::from_millis(1),
         Duration::from_millis(20),
     );
-    let store = Store::new(Box::new(retry)).unwrap();
+    let store = Store::new(Opened {
+        storage: Box::new(retry),
+        tuning,
+    })
+    .unwrap();
     let agent = AgentKey::load(&env.agent_key).unwrap();
     (Repository::open_agent(store, &agent).unwrap(), injected)
 }

@@ -141,7 +141,7 @@ fn both_backends_pass_the_conformance_suite() {
     let env = TestEnv::new();
     let dir = env.path("local-repo");
     std::fs::create_dir_all(&dir).unwrap();
-    conformance(&Store::new(Box::new(LocalStorage::new(&dir))).unwrap());
+    conformance(&Store::new(LocalStorage::new(&dir).opened()).unwrap());
 
     let server = S3Server::start(&env.root);
     server.create_bucket("conformance");
