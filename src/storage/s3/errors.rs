@@ -102,127 +102,155 @@ impl S3Storage {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let location = self.location();
-        let refused = |message: String| StorageError::Refused {
-            location: location.clone(),
-            key: key.to_string(),
-            message,
-        };
-        let io = |message: String, transient: bool| StorageError::Io {
-            location: location.clone(),
-            key: key.to_string(),
-            message,
-            transient,
-            kind: None,
-        };
         if let SdkError::ServiceError(se) = &e {
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or("");
             let text = se.err().message().unwrap_or("");
-            let label = if code.is_empty() {
-                format!("{status}")
-            } else {
-                format!("{status} {code}")
-            };
-            let creds = "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
-                         or credentials_file in the profile's [s3] section";
-            let upload = matches!(op, "PutObject" | "UploadPart");
-            let about_checksums = [
-                "checksum",
-                "trailer",
-                "content-sha256",
-                "aws-chunked",
-                "streaming",
-                "content-encoding",
-            ]
-            .iter()
-            .any(|w| text.to_ascii_lowercase().contains(w));
-            return match (status, code) {
-                (_, "NoSuchKey") | (404, "" | "NotFound") => StorageError::NotFound {
-                    location,
-                    key: key.to_string(),
-                },
-                (_, "NoSuchBucket") => refused(format!(
-                    "{label} on {op}: bucket {} does not exist; create it, or run `coffer init --create-bucket`",
-                    self.bucket
-                )),
-                (_, "InvalidAccessKeyId") => refused(format!(
-                    "{label} on {op}: the provider does not know this access key id; {creds}"
-                )),
-                (_, "SignatureDoesNotMatch") => refused(format!(
-                    "{label} on {op}: the secret key does not match the access key id; {creds}"
-                )),
-                (_, "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired") => refused(format!(
-                    "{label} on {op}: the session token is expired or invalid; renew the credentials"
-                )),
-                (_, "RequestTimeTooSkewed") => refused(format!(
-                    "{label} on {op}: this machine's clock is off; set it right (NTP) and run it again"
-                )),
-                (301, _) | (_, "PermanentRedirect" | "AuthorizationHeaderMalformed") => {
-                    refused(format!(
-                        "{label} on {op}: bucket {} is in another region than {}; set region in \
-                         the profile's [s3] section (or AWS_REGION) to the bucket's",
-                        self.bucket,
-                        self.region()
-                    ))
-                }
-                (403, "" | "AccessDenied" | "AllAccessDisabled") => {
-                    let lacks = self.permission(op);
-                    if code.is_empty() {
-                        // A HEAD answer has no body, so no code to tell a
-                        // wrong secret from a missing permission.
-                        refused(format!(
-                            "{label} on {op}: access denied: the credentials are wrong, or lack {lacks}; {creds}"
-                        ))
-                    } else {
-                        refused(format!(
-                            "{label} on {op}: the credentials lack {lacks} (or a bucket policy denies it)"
-                        ))
-                    }
-                }
-                (_, "QuotaExceeded" | "EntityTooLarge" | "InsufficientStorage") => {
-                    refused(format!(
-                        "{label} on {op}: the provider refused the upload: the quota is full; free space or raise it"
-                    ))
-                }
-                (411, _)
-                | (
-                    _,
-                    "MissingContentLength"
-                    | "XAmzContentSHA256Mismatch"
-                    | "InvalidDigest"
-                    | "BadDigest",
-                )
-                | (400 | 501, "InvalidArgument" | "InvalidRequest" | "NotImplemented")
-                    if upload
-                        && self.checksums.send
-                        && (about_checksums
-                            || !matches!(
-                                code,
-                                "InvalidArgument" | "InvalidRequest" | "NotImplemented"
-                            )) =>
-                {
-                    refused(self.checksum_mismatch(&label, op))
-                }
-                (s, _) if s >= 500 || s == 429 || code == "SlowDown" => {
-                    let what = if text.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {text}")
-                    };
-                    io(format!("{label} on {op}{what}"), true)
-                }
-                (_, _) => {
-                    let what = if text.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {text}")
-                    };
-                    io(format!("{label} on {op}{what}"), false)
-                }
-            };
+            return self.service_error(op, key, status, code, text);
         }
-        let detail = error_chain(&e);
+        let how = match &e {
+            SdkError::ConstructionFailure(_) => Failed::Building,
+            SdkError::TimeoutError(_) => Failed::TimedOut,
+            _ => Failed::Other,
+        };
+        self.transport_error(op, key, &error_chain(&e), how)
+    }
+
+    fn refused(&self, key: &str, message: String) -> StorageError {
+        StorageError::Refused {
+            location: self.location(),
+            key: key.to_string(),
+            message,
+        }
+    }
+
+    fn io_error(&self, key: &str, message: String, transient: bool) -> StorageError {
+        StorageError::Io {
+            location: self.location(),
+            key: key.to_string(),
+            message,
+            transient,
+            kind: None,
+        }
+    }
+
+    /// An answer from the server: its status, error code and message.
+    fn service_error(
+        &self,
+        op: &'static str,
+        key: &str,
+        status: u16,
+        code: &str,
+        text: &str,
+    ) -> StorageError {
+        let refused = |message: String| self.refused(key, message);
+        let io = |message: String, transient: bool| self.io_error(key, message, transient);
+        let label = if code.is_empty() {
+            format!("{status}")
+        } else {
+            format!("{status} {code}")
+        };
+        let creds = "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, \
+                         or credentials_file in the profile's [s3] section";
+        let upload = matches!(op, "PutObject" | "UploadPart");
+        let about_checksums = [
+            "checksum",
+            "trailer",
+            "content-sha256",
+            "aws-chunked",
+            "streaming",
+            "content-encoding",
+        ]
+        .iter()
+        .any(|w| text.to_ascii_lowercase().contains(w));
+        match (status, code) {
+            (_, "NoSuchKey") | (404, "" | "NotFound") => StorageError::NotFound {
+                location: self.location(),
+                key: key.to_string(),
+            },
+            (_, "NoSuchBucket") => refused(format!(
+                "{label} on {op}: bucket {} does not exist; create it, or run `coffer init --create-bucket`",
+                self.bucket
+            )),
+            (_, "InvalidAccessKeyId") => refused(format!(
+                "{label} on {op}: the provider does not know this access key id; {creds}"
+            )),
+            (_, "SignatureDoesNotMatch") => refused(format!(
+                "{label} on {op}: the secret key does not match the access key id; {creds}"
+            )),
+            (_, "ExpiredToken" | "InvalidToken" | "TokenRefreshRequired") => refused(format!(
+                "{label} on {op}: the session token is expired or invalid; renew the credentials"
+            )),
+            (_, "RequestTimeTooSkewed") => refused(format!(
+                "{label} on {op}: this machine's clock is off; set it right (NTP) and run it again"
+            )),
+            (301, _) | (_, "PermanentRedirect" | "AuthorizationHeaderMalformed") => {
+                refused(format!(
+                    "{label} on {op}: bucket {} is in another region than {}; set region in \
+                         the profile's [s3] section (or AWS_REGION) to the bucket's",
+                    self.bucket,
+                    self.region()
+                ))
+            }
+            (403, "" | "AccessDenied" | "AllAccessDisabled") => {
+                let lacks = self.permission(op);
+                if code.is_empty() {
+                    // A HEAD answer has no body, so no code to tell a
+                    // wrong secret from a missing permission.
+                    refused(format!(
+                        "{label} on {op}: access denied: the credentials are wrong, or lack {lacks}; {creds}"
+                    ))
+                } else {
+                    refused(format!(
+                        "{label} on {op}: the credentials lack {lacks} (or a bucket policy denies it)"
+                    ))
+                }
+            }
+            (_, "QuotaExceeded" | "EntityTooLarge" | "InsufficientStorage") => refused(format!(
+                "{label} on {op}: the provider refused the upload: the quota is full; free space or raise it"
+            )),
+            (411, _)
+            | (
+                _,
+                "MissingContentLength"
+                | "XAmzContentSHA256Mismatch"
+                | "InvalidDigest"
+                | "BadDigest",
+            )
+            | (400 | 501, "InvalidArgument" | "InvalidRequest" | "NotImplemented")
+                if upload
+                    && self.checksums.send
+                    && (about_checksums
+                        || !matches!(
+                            code,
+                            "InvalidArgument" | "InvalidRequest" | "NotImplemented"
+                        )) =>
+            {
+                refused(self.checksum_mismatch(&label, op))
+            }
+            // Throttling and server errors pass; anything else is this request's.
+            (s, _) => {
+                let what = if text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {text}")
+                };
+                let transient = s >= 500 || s == 429 || code == "SlowDown";
+                io(format!("{label} on {op}{what}"), transient)
+            }
+        }
+    }
+
+    /// No answer from the server: credentials, DNS, a closed port, TLS, a
+    /// request that could not be built, a timeout or a cut connection.
+    fn transport_error(
+        &self,
+        op: &'static str,
+        key: &str,
+        detail: &str,
+        how: Failed,
+    ) -> StorageError {
+        let refused = |message: String| self.refused(key, message);
         let lower = detail.to_ascii_lowercase();
         let host = self
             .endpoint
@@ -274,15 +302,19 @@ impl S3Storage {
                 self.endpoint
             ));
         }
-        if let SdkError::ConstructionFailure(_) = &e {
+        if let Failed::Building = how {
             return refused(format!("{op}: the request could not be built: {detail}"));
         }
-        let what = if matches!(e, SdkError::TimeoutError(_)) || lower.contains("timed out") {
+        let what = if matches!(how, Failed::TimedOut) || lower.contains("timed out") {
             "timed out"
         } else {
             "failed"
         };
-        io(format!("{op} to {} {what}: {detail}", self.endpoint), true)
+        self.io_error(
+            key,
+            format!("{op} to {} {what}: {detail}", self.endpoint),
+            true,
+        )
     }
 }
 
@@ -299,4 +331,11 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
         next = err.source();
     }
     parts.join(": ")
+}
+
+/// How a request that got no answer failed, as far as the SDK tells.
+enum Failed {
+    Building,
+    TimedOut,
+    Other,
 }
