@@ -229,23 +229,9 @@ pub struct Profile {
 /// The hard cap of snapshots per day (the product promise).
 pub const MAX_PER_DAY: u32 = 6;
 
-/// Parses `30s`, `15m`, `4h`, `90d`, `2w`.
+/// Parses a duration: the one grammar of [`crate::duration`].
 pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30m, 4h or 90d"))?;
-    let d = match unit {
-        "s" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        "w" => chrono::Duration::weeks(n),
-        _ => return Err(format!("{s:?}: unit must be s, m, h, d or w")),
-    };
-    Ok(d)
+    crate::duration::parse(s)
 }
 
 fn parse_time_of_day(s: &str) -> Result<u32, String> {
