@@ -641,8 +641,8 @@ keep_daily = 7
             ),
             (
                 "keep_within = \"30d\"",
-                "keep_within = \"30 days\"",
-                "keep_within",
+                "keep_within = \"1 month\"",
+                "retention.keep_within: \"1 month\": months and years have no fixed length",
             ),
             (
                 "times = [\"04:00\", \"00:00\"]",
