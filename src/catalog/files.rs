@@ -40,38 +40,21 @@ pub(super) fn decode_extents(b: &[u8]) -> Option<Vec<Extent>> {
 
 impl Catalog {
     pub fn files(&self) -> Result<HashMap<Vec<u8>, CachedFile>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT path, size, mtime, ctime, ino, content FROM files")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Vec<u8>>(5)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
         let mut out = HashMap::new();
-        for r in rows {
-            let (path, size, mtime, ctime, ino, content) = r.map_err(|e| self.err(e))?;
-            if let Some(content) = decode_extents(&content) {
-                out.insert(
-                    path,
-                    CachedFile {
-                        size: size as u64,
-                        mtime,
-                        ctime,
-                        ino: ino as u64,
-                        content,
-                    },
-                );
+        let sql = "SELECT path, size, mtime, ctime, ino, content FROM files";
+        self.each_row(sql, [], |r| {
+            if let Some(content) = decode_extents(&r.get::<_, Vec<u8>>(5)?) {
+                let file = CachedFile {
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime: r.get(2)?,
+                    ctime: r.get(3)?,
+                    ino: r.get::<_, i64>(4)? as u64,
+                    content,
+                };
+                out.insert(r.get(0)?, file);
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 

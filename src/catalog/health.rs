@@ -36,22 +36,14 @@ impl Catalog {
 
     /// The damage records this catalog has read, by object id.
     pub fn damage_records(&self) -> Result<Vec<([u8; 32], DamageRecord)>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, json FROM damage")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for r in rows {
-            let (id, json) = r.map_err(|e| self.err(e))?;
-            if let (Some(id), Ok(rec)) = (id32(id), serde_json::from_str(&json)) {
+        self.each_row("SELECT id, json FROM damage", [], |r| {
+            let json: String = r.get(1)?;
+            if let (Some(id), Ok(rec)) = (id32(r.get(0)?), serde_json::from_str(&json)) {
                 out.push((id, rec));
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -75,26 +67,13 @@ impl Catalog {
     /// Packs this machine read whole and found to hash to their names, with
     /// the size and upload time storage listed for them then.
     pub fn sound_packs(&self) -> Result<HashMap<PackId, (u64, String)>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, size, modified FROM sound_packs")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
         let mut out = HashMap::new();
-        for r in rows {
-            let (id, size, modified) = r.map_err(|e| self.err(e))?;
-            if let Some(id) = id32(id) {
-                out.insert(PackId(id), (size as u64, modified));
+        self.each_row("SELECT id, size, modified FROM sound_packs", [], |r| {
+            if let Some(id) = id32(r.get(0)?) {
+                out.insert(PackId(id), (r.get::<_, i64>(1)? as u64, r.get(2)?));
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -188,41 +188,25 @@ impl Catalog {
 
     /// Every pack the index knows, with its size.
     pub fn packs(&self) -> Result<HashMap<PackId, u64>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT DISTINCT id, size FROM packs")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.err(e))?;
         let mut out = HashMap::new();
-        for r in rows {
-            let (id, size) = r.map_err(|e| self.err(e))?;
-            if let Some(id) = id32(id) {
-                out.insert(PackId(id), size as u64);
+        self.each_row("SELECT DISTINCT id, size FROM packs", [], |r| {
+            if let Some(id) = id32(r.get(0)?) {
+                out.insert(PackId(id), r.get::<_, i64>(1)? as u64);
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
     /// Every index object that lists each pack (usually one).
     pub fn pack_indexes(&self) -> Result<HashMap<PackId, Vec<IndexId>>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, idx FROM packs")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
         let mut out: HashMap<PackId, Vec<IndexId>> = HashMap::new();
-        for r in rows {
-            let (pack, idx) = r.map_err(|e| self.err(e))?;
-            if let (Some(p), Some(i)) = (id32(pack), id32(idx)) {
+        self.each_row("SELECT id, idx FROM packs", [], |r| {
+            if let (Some(p), Some(i)) = (id32(r.get(0)?), id32(r.get(1)?)) {
                 out.entry(PackId(p)).or_default().push(IndexId(i));
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 }

@@ -232,15 +232,28 @@ impl Catalog {
 
     /// The 32-byte ids in the first column of `sql`'s rows.
     fn ids(&self, sql: &str) -> Result<Vec<[u8; 32]>, CatalogError> {
-        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for r in rows {
-            out.extend(id32(r.map_err(|e| self.err(e))?));
-        }
+        self.each_row(sql, [], |r| {
+            out.extend(id32(r.get(0)?));
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    /// Runs `sql` and hands each row to `f`, one at a time (the file cache
+    /// of a million files is never held twice).
+    fn each_row(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        mut f: impl FnMut(&rusqlite::Row) -> rusqlite::Result<()>,
+    ) -> Result<(), CatalogError> {
+        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let mut rows = st.query(params).map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            f(row).map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// Appends to the job history.
@@ -308,24 +321,21 @@ impl Catalog {
 
     /// The audit log of operator actions, oldest first.
     pub fn audit_rows(&self) -> Result<Vec<AuditRow>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT time, actor, action, detail FROM audit ORDER BY time, id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(AuditRow {
-                    time: r
-                        .get::<_, String>(0)?
-                        .parse()
-                        .unwrap_or(chrono::DateTime::UNIX_EPOCH),
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    detail: r.get(3)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let mut out = Vec::new();
+        let sql = "SELECT time, actor, action, detail FROM audit ORDER BY time, id";
+        self.each_row(sql, [], |r| {
+            out.push(AuditRow {
+                time: r
+                    .get::<_, String>(0)?
+                    .parse()
+                    .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                detail: r.get(3)?,
+            });
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 

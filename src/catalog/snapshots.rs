@@ -34,22 +34,18 @@ impl Catalog {
 
     /// Snapshots sorted by time, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, json FROM snapshots ORDER BY time, id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for r in rows {
-            let (id, json) = r.map_err(|e| self.err(e))?;
-            if let (Some(id), Ok(s)) = (id32(id), serde_json::from_str(&json)) {
-                out.push((SnapshotId(id), s));
-            }
-        }
+        self.each_row(
+            "SELECT id, json FROM snapshots ORDER BY time, id",
+            [],
+            |r| {
+                let json: String = r.get(1)?;
+                if let (Some(id), Ok(s)) = (id32(r.get(0)?), serde_json::from_str(&json)) {
+                    out.push((SnapshotId(id), s));
+                }
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 }
