@@ -13,16 +13,14 @@
 
 use super::health::Health;
 use super::rewrite::{BlobWriter, ListWriter};
-use super::{
-    Progress, SnapshotState, adopt_orphan_packs, snapshot_states, stop, sync, sync_index,
-    with_writer_lock,
-};
+use super::{Progress, SnapshotState, adopt_orphan_packs, snapshot_states, stop, sync, sync_index};
 use crate::Result;
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::IndexFile;
 use crate::repo::keys::AgentKey;
+use crate::repo::lock::WriterLock;
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Entry, EntryKind, TreeParser, parse_index, walk_order};
 use serde::Serialize;
@@ -55,72 +53,82 @@ pub fn repair_index(
     lock_wait: std::time::Duration,
     cancel: &AtomicBool,
 ) -> Result<IndexRepair> {
-    with_writer_lock(repo, lock_wait, |lock| {
-        let synced = sync_index(repo, catalog)?;
-        stop(cancel)?;
-        let mut report = IndexRepair {
-            dry_run,
-            indexes_unreadable: synced
-                .bad_objects
-                .iter()
-                .filter(|(k, _)| k.starts_with("index/"))
-                .cloned()
-                .collect(),
-            ..Default::default()
-        };
-        let indexed = catalog.packs()?;
-        report.packs_missing = indexed
-            .keys()
-            .filter(|p| !synced.health.stored.contains_key(p))
-            .count();
-        if dry_run {
-            let orphans: Vec<(PackId, u64)> = synced
-                .health
-                .stored
-                .iter()
-                .filter(|(p, _)| !indexed.contains_key(p))
-                .map(|(p, i)| (*p, i.size))
-                .collect();
-            let mut packs = Vec::new();
-            for (id, size) in orphans {
-                match repo.read_pack_trailer(&id, size) {
-                    Ok(blobs) => packs.push(crate::repo::index::IndexedPack { id, size, blobs }),
-                    Err(e) => report
-                        .packs_unreadable
-                        .push((id.key(), super::one_line(&e.to_string()))),
-                }
-            }
-            report.packs_indexed = packs.len();
-            report.indexes_written = IndexFile::split(packs).len();
-            report.indexes_removed = report.indexes_unreadable.len();
-            return Ok(report);
-        }
-        let super::Adopted {
-            index: adopted,
-            objects,
-            unreadable,
-        } = adopt_orphan_packs(repo, catalog, &synced.health.stored)?;
-        // The new index is written: a stop here leaves only the old objects.
-        stop(cancel)?;
-        report.packs_indexed = adopted.packs.len();
-        report.indexes_written = objects;
-        report.packs_unreadable = unreadable
-            .into_iter()
-            .map(|(p, why)| (p.key(), super::one_line(&why)))
-            .collect();
-        // The new index is stored: the unreadable ones can go.
-        let gone: Vec<String> = report
-            .indexes_unreadable
+    let mut lock = WriterLock::of(repo, lock_wait)?;
+    let done = repair_index_locked(repo, catalog, dry_run, &mut lock, cancel);
+    lock.release_after(done)
+}
+
+fn repair_index_locked(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    dry_run: bool,
+    lock: &mut WriterLock,
+    cancel: &AtomicBool,
+) -> Result<IndexRepair> {
+    let synced = sync_index(repo, catalog)?;
+    stop(cancel)?;
+    let mut report = IndexRepair {
+        dry_run,
+        indexes_unreadable: synced
+            .bad_objects
             .iter()
-            .map(|(k, _)| k.clone())
+            .filter(|(k, _)| k.starts_with("index/"))
+            .cloned()
+            .collect(),
+        ..Default::default()
+    };
+    let indexed = catalog.packs()?;
+    report.packs_missing = indexed
+        .keys()
+        .filter(|p| !synced.health.stored.contains_key(p))
+        .count();
+    if dry_run {
+        let orphans: Vec<(PackId, u64)> = synced
+            .health
+            .stored
+            .iter()
+            .filter(|(p, _)| !indexed.contains_key(p))
+            .map(|(p, i)| (*p, i.size))
             .collect();
-        if !gone.is_empty() {
-            lock.confirm(&repo.store, &repo.keys)?;
+        let mut packs = Vec::new();
+        for (id, size) in orphans {
+            match repo.read_pack_trailer(&id, size) {
+                Ok(blobs) => packs.push(crate::repo::index::IndexedPack { id, size, blobs }),
+                Err(e) => report
+                    .packs_unreadable
+                    .push((id.key(), super::one_line(&e.to_string()))),
+            }
         }
-        repo.store.delete_many(&gone)?;
-        report.indexes_removed = gone.len();
-        Ok(report)
-    })
+        report.packs_indexed = packs.len();
+        report.indexes_written = IndexFile::split(packs).len();
+        report.indexes_removed = report.indexes_unreadable.len();
+        return Ok(report);
+    }
+    let super::Adopted {
+        index: adopted,
+        objects,
+        unreadable,
+    } = adopt_orphan_packs(repo, catalog, &synced.health.stored)?;
+    // The new index is written: a stop here leaves only the old objects.
+    stop(cancel)?;
+    report.packs_indexed = adopted.packs.len();
+    report.indexes_written = objects;
+    report.packs_unreadable = unreadable
+        .into_iter()
+        .map(|(p, why)| (p.key(), super::one_line(&why)))
+        .collect();
+    // The new index is stored: the unreadable ones can go.
+    let gone: Vec<String> = report
+        .indexes_unreadable
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !gone.is_empty() {
+        lock.confirm()?;
+    }
+    repo.store.delete_many(&gone)?;
+    report.indexes_removed = gone.len();
+    Ok(report)
 }
 
 /// Writes the keyring and its copy again from the agent key file.
@@ -137,10 +145,9 @@ pub fn repair_keyring(
     if dry_run {
         return Ok(keys);
     }
-    with_writer_lock(repo, lock_wait, |_| {
-        Repository::write_keyring(&repo.store, &repo.keys, agent)?;
-        Ok(keys)
-    })
+    let lock = WriterLock::of(repo, lock_wait)?;
+    let written = Repository::write_keyring(&repo.store, &repo.keys, agent);
+    Ok(lock.release_after(written.map(|()| keys))?)
 }
 
 /// What repair did (or would do) to one damaged snapshot.
@@ -406,85 +413,97 @@ pub fn repair_snapshots(
         }
         .into());
     }
-    with_writer_lock(repo, lock_wait, |lock| {
-        let synced = sync(repo, catalog)?;
-        let mut report = SnapshotsRepair {
-            dry_run,
-            warnings: synced.warnings(),
-            ..Default::default()
+    let mut lock = WriterLock::of(repo, lock_wait)?;
+    let done = repair_snapshots_locked(repo, catalog, forget, dry_run, progress, &mut lock, cancel);
+    lock.release_after(done)
+}
+
+fn repair_snapshots_locked(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    forget: bool,
+    dry_run: bool,
+    progress: &dyn Progress,
+    lock: &mut WriterLock,
+    cancel: &AtomicBool,
+) -> Result<SnapshotsRepair> {
+    let synced = sync(repo, catalog)?;
+    let mut report = SnapshotsRepair {
+        dry_run,
+        warnings: synced.warnings(),
+        ..Default::default()
+    };
+    let (blobs, health, snaps) = (&synced.blobs, &synced.health, &synced.snaps);
+    let states = snapshot_states(repo, catalog, blobs, health, snaps)?;
+    let damaged: Vec<usize> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.0 == SnapshotState::Damaged)
+        .map(|(i, _)| i)
+        .collect();
+    progress.phase("repair", Some(damaged.len() as u64));
+    let mut w = BlobWriter::new(repo, blobs, super::packer::ReadBack::of(lock));
+    let mut new_snaps: Vec<(usize, Snapshot, SnapshotRepair)> = Vec::new();
+    for &n in &damaged {
+        stop(cancel)?;
+        lock.refresh_if_due()?;
+        let snap = &snaps[n].1;
+        let damage = states[n].1.clone().unwrap_or_default();
+        let (entries, rep) = plan_repair(repo, blobs, health, snaps, n, damage)?;
+        let mut summary = Summary {
+            files: 0,
+            dirs: 0,
+            bytes: 0,
+            ..snap.summary.clone()
         };
-        let (blobs, health, snaps) = (&synced.blobs, &synced.health, &synced.snaps);
-        let states = snapshot_states(repo, catalog, blobs, health, snaps)?;
-        let damaged: Vec<usize> = states
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.0 == SnapshotState::Damaged)
-            .map(|(i, _)| i)
-            .collect();
-        progress.phase("repair", Some(damaged.len() as u64));
-        let mut w = BlobWriter::new(repo, blobs, super::packer::ReadBack::of(lock));
-        let mut new_snaps: Vec<(usize, Snapshot, SnapshotRepair)> = Vec::new();
-        for &n in &damaged {
-            stop(cancel)?;
-            lock.refresh_if_due(&repo.store, &repo.keys)?;
-            let snap = &snaps[n].1;
-            let damage = states[n].1.clone().unwrap_or_default();
-            let (entries, rep) = plan_repair(repo, blobs, health, snaps, n, damage)?;
-            let mut summary = Summary {
-                files: 0,
-                dirs: 0,
-                bytes: 0,
-                ..snap.summary.clone()
-            };
-            let mut list = ListWriter::new(repo);
-            for e in &entries {
-                match e.kind {
-                    EntryKind::File => {
-                        summary.files += 1;
-                        summary.bytes += e.size;
-                    }
-                    EntryKind::Dir => summary.dirs += 1,
-                    _ => {}
+        let mut list = ListWriter::new(repo);
+        for e in &entries {
+            match e.kind {
+                EntryKind::File => {
+                    summary.files += 1;
+                    summary.bytes += e.size;
                 }
-                if !dry_run {
-                    list.push(&mut w, e)?;
-                }
+                EntryKind::Dir => summary.dirs += 1,
+                _ => {}
             }
             if !dry_run {
-                let new = list.finish(&mut w)?.snapshot_like(snap, summary);
-                new_snaps.push((n, new, rep));
-            } else {
-                report.snapshots.push(rep);
+                list.push(&mut w, e)?;
             }
-            progress.advance(1);
         }
-        if dry_run {
-            return Ok(report);
-        }
-        // Commit: the new packs' index, the new snapshots, then the originals.
-        let written = w.finish()?;
-        // The last safe point: the new packs are orphans a backup adopts.
-        stop(cancel)?;
-        report.packs_written = written.len();
-        if !written.is_empty() {
-            let index = IndexFile { packs: written };
-            let id = repo.write_index(&index)?;
-            catalog.add_index(&id, &index)?;
-        }
-        lock.refresh_if_due(&repo.store, &repo.keys)?;
-        for (n, snap, mut rep) in new_snaps {
-            let id = repo.write_snapshot(&snap)?;
-            catalog.put_snapshot(&id, &snap)?;
-            rep.new_id = Some(id.to_hex());
-            let old = snaps[n].0;
-            if forget && old != id {
-                lock.confirm(&repo.store, &repo.keys)?;
-                repo.store.delete(&old.key())?;
-                catalog.remove_snapshot(&old)?;
-                rep.forgotten = true;
-            }
+        if !dry_run {
+            let new = list.finish(&mut w)?.snapshot_like(snap, summary);
+            new_snaps.push((n, new, rep));
+        } else {
             report.snapshots.push(rep);
         }
-        Ok(report)
-    })
+        progress.advance(1);
+    }
+    if dry_run {
+        return Ok(report);
+    }
+    // Commit: the new packs' index, the new snapshots, then the originals.
+    let written = w.finish()?;
+    // The last safe point: the new packs are orphans a backup adopts.
+    stop(cancel)?;
+    report.packs_written = written.len();
+    if !written.is_empty() {
+        let index = IndexFile { packs: written };
+        let id = repo.write_index(&index)?;
+        catalog.add_index(&id, &index)?;
+    }
+    lock.refresh_if_due()?;
+    for (n, snap, mut rep) in new_snaps {
+        let id = repo.write_snapshot(&snap)?;
+        catalog.put_snapshot(&id, &snap)?;
+        rep.new_id = Some(id.to_hex());
+        let old = snaps[n].0;
+        if forget && old != id {
+            lock.confirm()?;
+            repo.store.delete(&old.key())?;
+            catalog.remove_snapshot(&old)?;
+            rep.forgotten = true;
+        }
+        report.snapshots.push(rep);
+    }
+    Ok(report)
 }
