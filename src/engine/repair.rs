@@ -261,6 +261,40 @@ fn intact(e: &Entry, blobs: &HashMap<BlobId, BlobLocation>, health: &Health) -> 
         .all(|x| blobs.get(&x.blob).is_some_and(|l| health.usable(l)))
 }
 
+/// What is lost from a file list as read: files with a piece that can not
+/// be read, and the ranges of the list between the entries around each gap.
+fn lost_and_gaps(
+    items: &[Item],
+    blobs: &HashMap<BlobId, BlobLocation>,
+    health: &Health,
+) -> (HashSet<Vec<u8>>, Vec<PathRange>) {
+    let mut lost: HashSet<Vec<u8>> = HashSet::new();
+    let mut gaps: Vec<PathRange> = Vec::new();
+    let mut last: Option<Vec<u8>> = None;
+    let mut open_gap = false;
+    for item in items {
+        match item {
+            Item::Gap => {
+                gaps.push((last.clone(), None));
+                open_gap = true;
+            }
+            Item::Entry(e) => {
+                if open_gap {
+                    if let Some(g) = gaps.last_mut() {
+                        g.1 = Some(e.path.clone());
+                    }
+                    open_gap = false;
+                }
+                if e.kind == EntryKind::File && !intact(e, blobs, health) {
+                    lost.insert(e.path.clone());
+                }
+                last = Some(e.path.clone());
+            }
+        }
+    }
+    (lost, gaps)
+}
+
 /// What one damaged snapshot's repaired file list holds, in walk order:
 /// its intact entries, lost files from the newest older snapshot that holds
 /// them intact, and the entries older snapshots hold in the path ranges of
@@ -287,32 +321,7 @@ fn plan_repair(
         unreadable_ranges: Vec::new(),
         forgotten: false,
     };
-    // What is lost: files with a piece that can not be read, and
-    // the ranges of the list between the entries around each gap.
-    let mut lost: HashSet<Vec<u8>> = HashSet::new();
-    let mut gaps: Vec<PathRange> = Vec::new();
-    let mut last: Option<Vec<u8>> = None;
-    let mut open_gap = false;
-    for item in &items {
-        match item {
-            Item::Gap => {
-                gaps.push((last.clone(), None));
-                open_gap = true;
-            }
-            Item::Entry(e) => {
-                if open_gap {
-                    if let Some(g) = gaps.last_mut() {
-                        g.1 = Some(e.path.clone());
-                    }
-                    open_gap = false;
-                }
-                if e.kind == EntryKind::File && !intact(e, blobs, health) {
-                    lost.insert(e.path.clone());
-                }
-                last = Some(e.path.clone());
-            }
-        }
-    }
+    let (lost, gaps) = lost_and_gaps(&items, blobs, health);
     let in_gap = |p: &[u8]| {
         gaps.iter().any(|(a, b)| {
             a.as_deref().is_none_or(|a| walk_order(a, p).is_lt())
@@ -506,4 +515,72 @@ fn repair_snapshots_locked(
         report.snapshots.push(rep);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::{BlobKind, PackEntry};
+    use crate::repo::tree::Extent;
+
+    fn file(path: &str, blob: u8) -> Item {
+        Item::Entry(Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            ctime: 0,
+            ino: 0,
+            size: 10,
+            content: vec![Extent {
+                blob: BlobId([blob; 32]),
+                offset: 0,
+                length: 10,
+            }],
+            target: None,
+            rdev: 0,
+        })
+    }
+
+    #[test]
+    fn files_with_an_unreadable_piece_are_lost_and_gaps_span_their_neighbours() {
+        // Blob 1 is in a stored pack, blob 2 is not.
+        let pack = PackId([1; 32]);
+        let entry = PackEntry {
+            id: BlobId([1; 32]),
+            kind: BlobKind::Data,
+            offset: 0,
+            length: 10,
+            raw_length: 10,
+        };
+        let blobs = HashMap::from([(entry.id, BlobLocation { pack, entry })]);
+        let stored = HashMap::from([(
+            pack,
+            crate::engine::health::PackInfo {
+                size: 10,
+                modified: None,
+            },
+        )]);
+        let health = Health::new(stored, &HashMap::from([(pack, 10)]), vec![]);
+        let items = vec![
+            Item::Gap,
+            file("a", 1),
+            file("b", 2),
+            Item::Gap,
+            file("c", 1),
+            Item::Gap,
+        ];
+        let (lost, gaps) = lost_and_gaps(&items, &blobs, &health);
+        assert_eq!(lost, HashSet::from([b"b".to_vec()]));
+        assert_eq!(
+            gaps,
+            vec![
+                (None, Some(b"a".to_vec())),
+                (Some(b"b".to_vec()), Some(b"c".to_vec())),
+                (Some(b"c".to_vec()), None),
+            ]
+        );
+    }
 }
