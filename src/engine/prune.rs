@@ -322,8 +322,10 @@ pub fn plan(facts: &PruneFacts, opts: &PruneOptions) -> PrunePlan {
         .iter()
         .filter(|p| p.action == PackAction::Repack)
         .map(|p| {
-            let mut live: Vec<PackEntry> = contents[&p.pack]
-                .iter()
+            let mut live: Vec<PackEntry> = contents
+                .get(&p.pack)
+                .into_iter()
+                .flatten()
                 .filter(|e| facts.live.contains(&e.id))
                 .copied()
                 .collect();
