@@ -30,6 +30,10 @@ pub enum Error {
         reason: String,
         hint: &'static str,
     },
+    #[error(transparent)]
+    Prune(#[from] crate::engine::prune::PruneError),
+    #[error(transparent)]
+    Erase(#[from] crate::engine::erase::EraseError),
     #[error("{0}")]
     Invalid(String),
     /// Stopped by the caller's cancel flag (SIGINT, SIGTERM) at a safe point.

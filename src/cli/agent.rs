@@ -18,7 +18,7 @@ fn duration(s: &str) -> Result<chrono::Duration, String> {
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
-    /// Show what would stay and go; change nothing.
+    /// Show what would stay and go; change nothing (takes no lock).
     #[arg(long)]
     dry_run: bool,
     /// Keep every snapshot newer than this (default: the profile's, else 90d).
@@ -50,7 +50,8 @@ pub struct ForgetArgs {
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Show what would be deleted and repacked; change nothing.
+    /// Show what would be deleted and repacked; change nothing (takes no
+    /// lock: works while another writer holds it).
     #[arg(long)]
     dry_run: bool,
     /// Leave unreferenced data younger than this (default: the profile's, else 2h).

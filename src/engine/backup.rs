@@ -12,7 +12,7 @@ use crate::repo::damage::{BadPack, DamageRecord};
 use crate::repo::ids::PackId;
 use crate::repo::ids::{BlobId, IndexId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
-use crate::repo::lock::{RepoLock, hostname};
+use crate::repo::lock::{RepoLock, WriterLock, hostname};
 use crate::repo::pack::{BlobKind, SealedBlob, seal_blob};
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::TreeIndexBuilder;
@@ -408,8 +408,9 @@ pub fn backup(
         progress,
         cancel,
     };
-    let mut report =
-        super::with_writer_lock(repo, opts.lock_wait, |lock| run(&job, catalog, lock))?;
+    let mut lock = WriterLock::of(repo, opts.lock_wait)?;
+    let ran = run(&job, catalog, &mut lock);
+    let mut report = lock.release_after(ran)?;
     report.summary.seconds = started.elapsed().as_secs_f64();
     let _ = catalog.record_run(&crate::catalog::RunRecord {
         profile: opts.profile.clone(),
