@@ -37,6 +37,9 @@ pub struct AgentOptions {
     pub metrics_file: Option<PathBuf>,
     /// How long shutdown waits for runs to stop before killing them.
     pub stop_timeout: std::time::Duration,
+    /// How often the metrics are rendered again from the state files, which
+    /// a manual `coffer run` changes too (the binary: every minute).
+    pub metrics_refresh: std::time::Duration,
 }
 
 /// Where `/metrics` is served.
@@ -471,7 +474,7 @@ pub async fn serve(
         "agent started"
     );
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let mut tick = tokio::time::interval(opts.metrics_refresh.max(std::time::Duration::from_millis(1)));
     tokio::pin!(shutdown);
     let mut reload_open = true;
     loop {

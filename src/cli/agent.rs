@@ -393,6 +393,7 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
         metrics_listen: a.metrics_listen.map(MetricsListen::Address),
         metrics_file: a.metrics_file,
         stop_timeout: a.stop_timeout.to_std().unwrap_or_default(),
+        metrics_refresh: std::time::Duration::from_secs(60),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,0 +1,391 @@
+//! The agent in-process on simulated time: the real service loop (`serve`)
+//! on tokio's paused clock, with a runner that records each run (and keeps
+//! a list of snapshots, applying the profile's retention as the job does)
+//! instead of starting `coffer run`. Months of schedule run in a second.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use coffer::agent::clock::{BoxFuture, Clock, RunRequest, Runner, Stop, TokioClock};
+use coffer::agent::schedule::jitter_offset;
+use coffer::agent::service::{AgentOptions, MetricsListen, planned, serve};
+use coffer::agent::state::{self, ProfileState};
+use coffer::config::Profile;
+use coffer::engine::forget;
+use coffer::engine::job::{JobPlan, JobReport, RunStatus};
+use coffer::host::hostname;
+use coffer::repo::ids::SnapshotId;
+use coffer::repo::snapshot::{Snapshot, Summary};
+use tokio::sync::mpsc;
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+/// One run as the runner saw it.
+#[derive(Clone, Debug)]
+struct Run {
+    profile: String,
+    started: DateTime<Utc>,
+    ended: DateTime<Utc>,
+    status: RunStatus,
+}
+
+/// What a run does when the agent asks it to stop.
+#[derive(Clone, Copy)]
+enum OnStop {
+    Obey,
+    Ignore,
+}
+
+/// Runs take `took` of simulated time, then save a snapshot into `repo`,
+/// apply the profile's retention to it (as the job plans it, with the real
+/// retention policy) and record their end in the state file, as
+/// `coffer run --scheduled` does.
+struct SimRunner {
+    clock: Arc<TokioClock>,
+    state_dir: PathBuf,
+    took: Duration,
+    on_stop: OnStop,
+    runs: Arc<Mutex<Vec<Run>>>,
+    repo: Arc<Mutex<Vec<(SnapshotId, Snapshot)>>>,
+    /// Stop requests seen (in order).
+    stops: Arc<Mutex<Vec<(String, Stop)>>>,
+}
+
+impl SimRunner {
+    fn new(clock: &Arc<TokioClock>, state_dir: &Path, took: Duration) -> SimRunner {
+        SimRunner {
+            clock: clock.clone(),
+            state_dir: state_dir.to_path_buf(),
+            took,
+            on_stop: OnStop::Obey,
+            runs: Default::default(),
+            repo: Default::default(),
+            stops: Default::default(),
+        }
+    }
+
+    fn runs(&self) -> Vec<Run> {
+        self.runs.lock().unwrap().clone()
+    }
+
+    fn starts_of(&self, profile: &str) -> Vec<DateTime<Utc>> {
+        self.runs()
+            .iter()
+            .filter(|r| r.profile == profile)
+            .map(|r| r.started)
+            .collect()
+    }
+}
+
+/// A snapshot id unique to a profile and start time.
+fn snapshot_id(profile: &str, at: DateTime<Utc>) -> SnapshotId {
+    let mut id = [0u8; 32];
+    id[..8].copy_from_slice(&at.timestamp().to_be_bytes());
+    for (i, b) in profile.bytes().take(24).enumerate() {
+        id[8 + i] = b;
+    }
+    SnapshotId(id)
+}
+
+impl Runner for SimRunner {
+    fn run(&self, request: RunRequest) -> BoxFuture<JobReport> {
+        let (clock, state_dir, took, on_stop) = (
+            self.clock.clone(),
+            self.state_dir.clone(),
+            self.took,
+            self.on_stop,
+        );
+        let (runs, repo, stops) = (self.runs.clone(), self.repo.clone(), self.stops.clone());
+        Box::pin(async move {
+            let RunRequest {
+                profile,
+                started,
+                mut stop,
+            } = request;
+            let name = profile.name.clone();
+            let stopped = async {
+                loop {
+                    if stop.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                    let s = *stop.borrow();
+                    stops.lock().unwrap().push((name.clone(), s));
+                    match (s, on_stop) {
+                        (Stop::Now, _) | (Stop::Gently, OnStop::Obey) => return,
+                        _ => {}
+                    }
+                }
+            };
+            let cancelled = tokio::select! {
+                _ = tokio::time::sleep(took) => false,
+                _ = stopped => true,
+            };
+            let mut report = JobReport::new(&name, started);
+            if cancelled {
+                report.status = RunStatus::Cancelled;
+            } else {
+                let id = snapshot_id(&name, started);
+                let mut repo = repo.lock().unwrap();
+                repo.push((
+                    id,
+                    Snapshot {
+                        time: started,
+                        host: hostname(),
+                        profile: name.clone(),
+                        paths: vec![],
+                        tree: vec![],
+                        refs: vec![],
+                        tree_index: None,
+                        summary: Summary::default(),
+                    },
+                ));
+                let plan = JobPlan::run(&profile, clock.now(), Duration::ZERO);
+                let f = plan.forget.expect("a run plans retention");
+                let decisions = forget::plan(&repo, &f.policy, &f.filter, &f.tz, f.now);
+                let before = repo.len();
+                repo.retain(|(id, _)| !decisions.iter().any(|d| d.id == *id && !d.keep));
+                report.forgotten = before - repo.len();
+                report.snapshot = Some(id.to_hex());
+                report.snapshots = repo.len();
+                report.status = RunStatus::Ok;
+            }
+            runs.lock().unwrap().push(Run {
+                profile: name.clone(),
+                started,
+                ended: clock.now(),
+                status: report.status,
+            });
+            state::record_around(&state_dir, &name, true, started, || report)
+        })
+    }
+}
+
+/// A folder of profiles and a state folder.
+struct Folders {
+    _tmp: tempfile::TempDir,
+    profiles: PathBuf,
+    state: PathBuf,
+}
+
+impl Folders {
+    fn new() -> Folders {
+        let tmp = tempfile::tempdir().unwrap();
+        let profiles = tmp.path().join("profiles");
+        let state = tmp.path().join("state");
+        std::fs::create_dir_all(&profiles).unwrap();
+        Folders {
+            profiles,
+            state,
+            _tmp: tmp,
+        }
+    }
+
+    /// Writes `<name>.toml` with this `[schedule]` body; returns the profile.
+    fn profile(&self, name: &str, schedule: &str) -> Profile {
+        let file = self.profiles.join(format!("{name}.toml"));
+        let text = format!(
+            "name = \"{name}\"\nsources = [\"/srv/{name}\"]\nrepository = \"/backup/repo\"\n\n\
+             [schedule]\n{schedule}\n\n[retention]\nkeep_within = \"90d\"\n"
+        );
+        std::fs::write(&file, text).unwrap();
+        Profile::load(&file).unwrap()
+    }
+
+    fn options(&self, max_running: usize) -> AgentOptions {
+        AgentOptions {
+            profiles_dir: self.profiles.clone(),
+            state_dir: self.state.clone(),
+            max_running,
+            metrics_listen: None,
+            metrics_file: None,
+            stop_timeout: Duration::from_secs(100),
+            metrics_refresh: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Runs the agent from now until the clock reads `until`.
+async fn serve_until(
+    opts: AgentOptions,
+    clock: &Arc<TokioClock>,
+    runner: &Arc<SimRunner>,
+    until: DateTime<Utc>,
+) {
+    let (_reload_tx, reload) = mpsc::channel(1);
+    let shutdown = clock.sleep_until(until);
+    serve(opts, clock.clone(), runner.clone(), shutdown, reload)
+        .await
+        .unwrap();
+}
+
+const SIX: &str = "times = [\"00:30\", \"02:30\", \"06:00\", \"10:00\", \"14:00\", \"18:00\"]\n\
+                   timezone = \"Europe/Berlin\"";
+
+/// Every slot of `times` (local times in Berlin) from `from` to `to`, in UTC:
+/// a time a DST change skips is an hour later, a time it repeats is the first.
+fn berlin_slots(from: DateTime<Utc>, to: DateTime<Utc>, times: &[(i8, i8)]) -> Vec<DateTime<Utc>> {
+    let tz = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    let ts = |t: DateTime<Utc>| jiff::Timestamp::from_second(t.timestamp()).unwrap();
+    let mut day = ts(from).to_zoned(tz.clone()).date();
+    let last = ts(to).to_zoned(tz.clone()).date();
+    let mut out = Vec::new();
+    while day <= last {
+        for (h, m) in times {
+            let z = day.at(*h, *m, 0, 0).to_zoned(tz.clone()).unwrap();
+            let at = DateTime::from_timestamp(z.timestamp().as_second(), 0).unwrap();
+            if at > from && at < to {
+                out.push(at);
+            }
+        }
+        day = day.tomorrow().unwrap();
+    }
+    out
+}
+
+const SIX_TIMES: [(i8, i8); 6] = [(0, 30), (2, 30), (6, 0), (10, 0), (14, 0), (18, 0)];
+
+/// 172 simulated days of two six-a-day profiles in Europe/Berlin, across the
+/// autumn (25-hour day) and the spring (23-hour day) change (Berlin's two
+/// changes are 154 days apart), with eight hours of downtime: every slot
+/// runs exactly once at its slot plus the server's jitter offset, the missed
+/// slots are caught up by one run at restart, a cap of 3 a day holds on
+/// every day, and retention keeps exactly the last 90 days.
+#[tokio::test(start_paused = true)]
+async fn half_a_year_of_a_six_a_day_schedule_across_both_dst_changes() {
+    let real = std::time::Instant::now();
+    let dirs = Folders::new();
+    let six = dirs.profile("six", &format!("{SIX}\njitter = \"20m\"\nmax_per_day = 6"));
+    dirs.profile("capped", &format!("{SIX}\njitter = \"0s\"\nmax_per_day = 3"));
+    let origin = t("2026-10-15T12:00:00Z");
+    let down = t("2026-12-10T05:40:00Z"); // 06:40 CET
+    let up = t("2026-12-10T13:30:00Z"); // 14:30 CET: 10:00 and 14:00 missed
+    let end = t("2027-04-05T12:00:00Z");
+    let clock = Arc::new(TokioClock::starting_at(origin));
+    let runner = Arc::new(SimRunner::new(&clock, &dirs.state, Duration::from_secs(7 * 60)));
+
+    serve_until(dirs.options(2), &clock, &runner, down).await;
+    clock.sleep_until(up).await; // the server is off
+    assert_eq!(clock.now(), up);
+    serve_until(dirs.options(2), &clock, &runner, end).await;
+
+    let runs = runner.runs();
+    assert!(runs.iter().all(|r| r.status == RunStatus::Ok), "every run ends ok");
+    // Jitter: one fixed offset for this server and profile, below the window.
+    let offset = jitter_offset(&six.schedule, &hostname(), "six");
+    assert!(
+        offset >= chrono::Duration::zero() && offset < chrono::Duration::minutes(20),
+        "{offset}"
+    );
+
+    // Every slot ran exactly once, at slot + offset; none while the server
+    // was off; one catch-up run at the restart.
+    let mut want: Vec<DateTime<Utc>> = berlin_slots(origin, end, &SIX_TIMES)
+        .into_iter()
+        .map(|s| s + offset)
+        .filter(|s| *s > origin && *s < end && !(*s >= down && *s < up))
+        .collect();
+    want.push(up);
+    want.sort();
+    let got = runner.starts_of("six");
+    assert_eq!(got.len(), want.len(), "runs of six");
+    assert_eq!(got, want, "the runs of six are its slots (and one catch-up)");
+
+    // The DST days, slot by slot (UTC): 02:30 runs once on the 25-hour day
+    // (the first 02:30, CEST) and at 03:30 CEST on the 23-hour day.
+    let on = |from: &str, to: &str| -> Vec<DateTime<Utc>> {
+        got.iter()
+            .copied()
+            .filter(|s| *s >= t(from) && *s < t(to))
+            .map(|s| s - offset)
+            .collect()
+    };
+    let autumn = on("2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z");
+    let want_autumn: Vec<DateTime<Utc>> = [
+        "2026-10-24T22:30:00Z",
+        "2026-10-25T00:30:00Z",
+        "2026-10-25T05:00:00Z",
+        "2026-10-25T09:00:00Z",
+        "2026-10-25T13:00:00Z",
+        "2026-10-25T17:00:00Z",
+    ]
+    .map(t)
+    .to_vec();
+    assert_eq!(autumn, want_autumn, "the 25-hour day (2026-10-25)");
+    let spring = on("2027-03-27T23:00:00Z", "2027-03-28T22:00:00Z");
+    let want_spring: Vec<DateTime<Utc>> = [
+        "2027-03-27T23:30:00Z",
+        "2027-03-28T01:30:00Z",
+        "2027-03-28T04:00:00Z",
+        "2027-03-28T08:00:00Z",
+        "2027-03-28T12:00:00Z",
+        "2027-03-28T16:00:00Z",
+    ]
+    .map(t)
+    .to_vec();
+    assert_eq!(spring, want_spring, "the 23-hour day (2027-03-28)");
+    // The restart day (CET): three slots, the catch-up, then 18:00.
+    let restart_day = on("2026-12-09T23:00:00Z", "2026-12-10T23:00:00Z");
+    assert_eq!(
+        restart_day,
+        vec![
+            t("2026-12-09T23:30:00Z"),
+            t("2026-12-10T01:30:00Z"),
+            t("2026-12-10T05:00:00Z"),
+            up - offset,
+            t("2026-12-10T17:00:00Z"),
+        ],
+        "downtime: one catch-up at the restart, the missed slots not replayed"
+    );
+
+    // The cap of 3: the day's first three slots, every day; at the restart
+    // the cap was used up, so no catch-up.
+    let capped_want: Vec<DateTime<Utc>> = berlin_slots(origin, end, &SIX_TIMES[..3])
+        .into_iter()
+        .filter(|s| !(*s >= down && *s < up))
+        .collect();
+    assert_eq!(runner.starts_of("capped"), capped_want, "runs of capped");
+    let tz = six.schedule.tz();
+    let mut per_day: BTreeMap<_, usize> = BTreeMap::new();
+    for s in runner.starts_of("capped") {
+        *per_day
+            .entry(coffer::agent::schedule::local_day(&tz, s))
+            .or_default() += 1;
+    }
+    assert!(per_day.values().all(|n| *n == 3), "{per_day:?}");
+
+    // Retention (keep_within 90d, applied by each run): exactly the
+    // snapshots younger than 90 days at the last run's end are left.
+    let repo = runner.repo.lock().unwrap().clone();
+    for profile in ["six", "capped"] {
+        let last_end = runs
+            .iter()
+            .filter(|r| r.profile == profile)
+            .map(|r| r.ended)
+            .max()
+            .unwrap();
+        let mut kept: Vec<DateTime<Utc>> = repo
+            .iter()
+            .filter(|(_, s)| s.profile == profile)
+            .map(|(_, s)| s.time)
+            .collect();
+        kept.sort();
+        let want: Vec<DateTime<Utc>> = runner
+            .starts_of(profile)
+            .into_iter()
+            .filter(|s| last_end - *s < chrono::Duration::days(90))
+            .collect();
+        assert!(want.len() > 200 && want.len() < runner.starts_of(profile).len());
+        assert_eq!(kept, want, "retention of {profile}");
+    }
+    assert!(
+        real.elapsed() < Duration::from_secs(60),
+        "simulated time: took {:?}",
+        real.elapsed()
+    );
+}
