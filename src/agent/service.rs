@@ -474,7 +474,10 @@ pub async fn serve(
         "agent started"
     );
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut tick = tokio::time::interval(opts.metrics_refresh.max(std::time::Duration::from_millis(1)));
+    let mut tick = tokio::time::interval(
+        opts.metrics_refresh
+            .max(std::time::Duration::from_millis(1)),
+    );
     tokio::pin!(shutdown);
     let mut reload_open = true;
     loop {
