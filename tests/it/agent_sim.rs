@@ -423,3 +423,320 @@ async fn half_a_year_of_a_six_a_day_schedule_across_both_dst_changes() {
         real.elapsed()
     );
 }
+
+// ---------------------------------------------------------------------------
+// One behaviour each
+// ---------------------------------------------------------------------------
+
+/// Serves in a task until the returned sender is used (or dropped).
+fn spawn_agent(
+    opts: AgentOptions,
+    clock: Arc<dyn Clock>,
+    runner: Arc<dyn Runner>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    mpsc::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (reload_tx, reload) = mpsc::channel(1);
+    let shutdown = async move {
+        let _ = stop_rx.await;
+    };
+    let task = tokio::spawn(async move {
+        serve(opts, clock, runner, shutdown, reload).await.unwrap();
+    });
+    (stop_tx, reload_tx, task)
+}
+
+/// An interval of 2 s and a cap of 3 a day: three runs, then nothing for
+/// the rest of the day, and the next run is the next local midnight.
+#[tokio::test(start_paused = true)]
+async fn the_cap_moves_the_next_run_to_the_next_local_day() {
+    let dirs = Folders::new();
+    let p = dirs.profile(
+        "a",
+        "interval = \"2s\"\nmax_per_day = 3\njitter = \"0s\"\ntimezone = \"Etc/GMT-12\"",
+    );
+    // 10:00 UTC is 22:00 in UTC+12: two hours of the local day left.
+    let clock = Arc::new(TokioClock::starting_at(t("2026-05-01T10:00:00Z")));
+    let runner = Arc::new(SimRunner::new(
+        &clock,
+        &dirs.state,
+        Duration::from_millis(500),
+    ));
+    serve_until(dirs.options(1), &clock, &runner, t("2026-05-01T11:59:00Z")).await;
+    let starts = runner.starts_of("a");
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    assert!(starts[2] < t("2026-05-01T10:00:10Z"), "{starts:?}");
+    let st = ProfileState::load(&dirs.state, "a");
+    assert_eq!((st.runs_ok, st.runs_failed), (3, 0));
+    assert_eq!(st.running_since, None);
+    let midnight = t("2026-05-01T12:00:00Z"); // local midnight in UTC+12
+    assert_eq!(planned(&p, &dirs.state, clock.now()), midnight);
+    // The next day runs again, from its midnight.
+    serve_until(dirs.options(1), &clock, &runner, t("2026-05-01T12:00:30Z")).await;
+    assert_eq!(runner.starts_of("a").get(3), Some(&midnight));
+}
+
+/// A profile that does not load is skipped; the others run.
+#[tokio::test(start_paused = true)]
+async fn a_broken_profile_is_skipped_while_the_others_run() {
+    let dirs = Folders::new();
+    dirs.profile("good", "interval = \"1h\"\njitter = \"0s\"");
+    std::fs::write(
+        dirs.profiles.join("broken.toml"),
+        "name = \"broken\"\nfrequency = \"often\"\n",
+    )
+    .unwrap();
+    let clock = Arc::new(TokioClock::starting_at(t("2026-05-01T10:30:00Z")));
+    let runner = Arc::new(SimRunner::new(&clock, &dirs.state, Duration::from_secs(60)));
+    serve_until(dirs.options(2), &clock, &runner, t("2026-05-01T13:30:00Z")).await;
+    let runs = runner.runs();
+    assert!(runs.iter().all(|r| r.profile == "good"), "{runs:?}");
+    assert_eq!(
+        runner.starts_of("good"),
+        [
+            "2026-05-01T11:00:00Z",
+            "2026-05-01T12:00:00Z",
+            "2026-05-01T13:00:00Z"
+        ]
+        .map(t)
+    );
+}
+
+/// A reload picks up a profile written since the start.
+#[tokio::test(start_paused = true)]
+async fn a_reload_picks_up_a_new_profile() {
+    let dirs = Folders::new();
+    dirs.profile("a", "interval = \"1h\"\njitter = \"0s\"");
+    let clock = Arc::new(TokioClock::starting_at(t("2026-05-01T10:30:00Z")));
+    let runner = Arc::new(SimRunner::new(&clock, &dirs.state, Duration::from_secs(60)));
+    let (stop, reload, task) = spawn_agent(dirs.options(2), clock.clone(), runner.clone());
+    clock.sleep_until(t("2026-05-01T11:30:00Z")).await;
+    assert!(runner.starts_of("c").is_empty());
+    dirs.profile("c", "interval = \"1h\"\njitter = \"0s\"");
+    clock.sleep_until(t("2026-05-01T12:30:00Z")).await;
+    assert!(runner.starts_of("c").is_empty(), "not before the reload");
+    reload.send(()).await.unwrap();
+    clock.sleep_until(t("2026-05-01T13:30:00Z")).await;
+    assert_eq!(runner.starts_of("c"), vec![t("2026-05-01T13:00:00Z")]);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// Counts the agent's sleeps: a loop that polls instead of sleeping until
+/// something can happen would wake many times.
+struct CountingClock {
+    inner: Arc<TokioClock>,
+    sleeps: AtomicUsize,
+}
+
+impl Clock for CountingClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.now()
+    }
+    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<()> {
+        self.sleeps.fetch_add(1, Ordering::SeqCst);
+        self.inner.sleep_until(t)
+    }
+}
+
+/// With one run slot, a profile due while another runs waits for that run
+/// to end (the loop sleeps meanwhile, it does not poll), then runs.
+#[tokio::test(start_paused = true)]
+async fn a_due_profile_waits_for_a_free_run_slot_without_polling() {
+    let dirs = Folders::new();
+    dirs.profile("x", "interval = \"1h\"\njitter = \"0s\"\nmax_per_day = 1");
+    dirs.profile("y", "interval = \"1h\"\njitter = \"0s\"\nmax_per_day = 1");
+    let tokio_clock = Arc::new(TokioClock::starting_at(t("2026-05-01T10:30:00Z")));
+    let clock = Arc::new(CountingClock {
+        inner: tokio_clock.clone(),
+        sleeps: AtomicUsize::new(0),
+    });
+    let runner = Arc::new(SimRunner::new(
+        &tokio_clock,
+        &dirs.state,
+        Duration::from_secs(600),
+    ));
+    let (stop, _reload, task) = spawn_agent(dirs.options(1), clock.clone(), runner.clone());
+    // Both are due at 11:00; one runs until 11:10.
+    tokio_clock.sleep_until(t("2026-05-01T11:00:01Z")).await;
+    let sleeps = clock.sleeps.load(Ordering::SeqCst);
+    tokio_clock.sleep_until(t("2026-05-01T11:09:59Z")).await;
+    let waiting = clock.sleeps.load(Ordering::SeqCst) - sleeps;
+    assert!(
+        waiting <= 1,
+        "{waiting} wake-ups while the run slot was taken"
+    );
+    assert_eq!(runner.runs().len(), 0, "the first run is still under way");
+    tokio_clock.sleep_until(t("2026-05-01T11:30:00Z")).await;
+    let runs = runner.runs();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].started, t("2026-05-01T11:00:00Z"));
+    assert_eq!(
+        runs[1].started, runs[0].ended,
+        "the second starts when the first ends"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// Shutdown asks each run to stop and waits; a run that does not stop
+/// within the stop timeout is stopped at once.
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_runs_gently_then_at_once() {
+    for (on_stop, want) in [
+        (OnStop::Obey, vec![Stop::Gently]),
+        (OnStop::Ignore, vec![Stop::Gently, Stop::Now]),
+    ] {
+        let dirs = Folders::new();
+        dirs.profile("a", "interval = \"1h\"\njitter = \"0s\"");
+        let clock = Arc::new(TokioClock::starting_at(t("2026-05-01T10:59:00Z")));
+        let mut runner = SimRunner::new(&clock, &dirs.state, Duration::from_secs(3600));
+        runner.on_stop = on_stop;
+        let runner = Arc::new(runner);
+        let mut opts = dirs.options(1);
+        opts.stop_timeout = Duration::from_secs(30);
+        let stopped_at = t("2026-05-01T11:05:00Z");
+        serve_until(opts, &clock, &runner, stopped_at).await;
+        let agent_ended = clock.now();
+        // Let the run see the last request.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let stops: Vec<Stop> = runner.stops.lock().unwrap().iter().map(|s| s.1).collect();
+        assert_eq!(stops, want);
+        match on_stop {
+            OnStop::Obey => {
+                // Waited for the run, which ended cancelled.
+                let runs = runner.runs();
+                assert_eq!(runs.len(), 1);
+                assert_eq!(runs[0].status, RunStatus::Cancelled);
+                assert_eq!(runs[0].ended, stopped_at);
+                assert_eq!(agent_ended, stopped_at, "waited for the run, no longer");
+                let st = ProfileState::load(&dirs.state, "a");
+                assert_eq!((st.runs_ok, st.runs_failed), (0, 1));
+            }
+            OnStop::Ignore => {
+                // Gave up after the stop timeout.
+                assert_eq!(agent_ended, stopped_at + chrono::Duration::seconds(30));
+            }
+        }
+    }
+}
+
+/// A restarted agent whose profile missed a slot runs it once at once,
+/// and that catch-up counts against the day's cap.
+#[tokio::test(start_paused = true)]
+async fn a_restart_catches_up_once_then_the_cap_holds() {
+    let dirs = Folders::new();
+    let p = dirs.profile("big", "interval = \"2s\"\njitter = \"0s\"\nmax_per_day = 2");
+    // A run started (and was killed) an hour ago.
+    let mut st = ProfileState::load(&dirs.state, "big");
+    st.started(t("2026-05-01T09:00:00Z"));
+    st.save(&dirs.state).unwrap();
+    let restart = t("2026-05-01T10:00:00Z");
+    let clock = Arc::new(TokioClock::starting_at(restart));
+    let runner = Arc::new(SimRunner::new(&clock, &dirs.state, Duration::from_secs(5)));
+    serve_until(dirs.options(1), &clock, &runner, t("2026-05-01T12:00:00Z")).await;
+    assert_eq!(
+        runner.starts_of("big"),
+        vec![restart],
+        "one catch-up, at once"
+    );
+    assert_eq!(
+        planned(&p, &dirs.state, clock.now()),
+        t("2026-05-02T00:00:00Z"),
+        "with the cap of 2 reached (killed run + catch-up), the next run is tomorrow"
+    );
+}
+
+/// GET /metrics over a tokio stream.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    raw.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text body.
+fn sample(body: &str, name_labels: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name_labels)?.trim().parse().ok())
+}
+
+/// Metrics on a socket bound once by the caller (no port race): they agree
+/// with the state file, and the textfile has the same families.
+#[tokio::test]
+async fn metrics_are_served_on_a_listener_bound_by_the_caller() {
+    let dirs = Folders::new();
+    let p = dirs.profile("a", "interval = \"1h\"\njitter = \"0s\"\nmax_per_day = 1");
+    std::fs::write(dirs.profiles.join("broken.toml"), "name = 3\n").unwrap();
+    // Missed a slot: due at once (catch-up).
+    let origin = t("2026-05-01T10:30:00Z");
+    let mut st = ProfileState::load(&dirs.state, "a");
+    st.starts = vec![t("2026-04-30T08:00:00Z")];
+    st.save(&dirs.state).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let textfile = dirs.state.join("coffer.prom");
+    let mut opts = dirs.options(1);
+    opts.metrics_listen = Some(MetricsListen::Bound(Arc::new(listener)));
+    opts.metrics_file = Some(textfile.clone());
+    let clock = Arc::new(TokioClock::starting_at(origin));
+    let runner = Arc::new(SimRunner::new(&clock, &dirs.state, Duration::ZERO));
+    let (stop, _reload, task) = spawn_agent(opts, clock.clone(), runner.clone());
+    // The run's end is reported before the metrics are rendered again.
+    let mut body = scrape(addr).await;
+    for _ in 0..200 {
+        if sample(&body, "coffer_runs_total{profile=\"a\",result=\"ok\"}") == Some(1.0) {
+            break;
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        body = scrape(addr).await;
+    }
+    let st = ProfileState::load(&dirs.state, "a");
+    assert_eq!(st.runs_ok, 1, "{st:?}");
+    let a = |n: &str| sample(&body, &format!("{n}{{profile=\"a\"}}"));
+    assert_eq!(
+        sample(&body, "coffer_runs_total{profile=\"a\",result=\"ok\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "coffer_runs_total{profile=\"a\",result=\"failed\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(a("coffer_last_run_success"), Some(1.0), "{body}");
+    assert_eq!(a("coffer_running"), Some(0.0), "{body}");
+    assert_eq!(
+        a("coffer_next_run_timestamp_seconds"),
+        Some(planned(&p, &dirs.state, clock.now()).timestamp() as f64),
+        "{body}"
+    );
+    assert_eq!(
+        a("coffer_last_success_timestamp_seconds"),
+        st.last_success.map(|t| t.timestamp() as f64),
+        "{body}"
+    );
+    assert_eq!(sample(&body, "coffer_profiles_broken"), Some(1.0), "{body}");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    let families = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap_or("").to_string())
+            .collect()
+    };
+    let file = std::fs::read_to_string(&textfile).unwrap();
+    assert_eq!(families(&file), families(&body));
+    assert!(families(&body).len() >= 11, "{body}");
+}
