@@ -675,6 +675,7 @@ fn metrics_address(agent: &AgentProcess) -> Option<String> {
 /// (HTTP on a port the agent picked, and the textfile) agree, SIGTERM stops
 /// the agent cleanly. The schedule's behaviours are tested in-process on
 /// simulated time (agent_sim.rs).
+// Long: one agent process (the binary is slow to start), checked as a user meets it.
 #[test]
 fn agent_binary_runs_a_profile_reports_and_stops_on_sigterm() {
     let env = TestEnv::with_repo();
@@ -911,6 +912,7 @@ fn agent_binary_reloads_on_sighup() {
 /// signal), stops and releases the lock; a restarted agent (no faults) starts
 /// one catch-up run at once; the repository checks clean and the snapshot
 /// restores the source exactly.
+// Long: a kill and a restart on the same state; each step needs the one before.
 #[test]
 fn agent_killed_mid_backup_restarts_and_catches_up() {
     let env = TestEnv::with_repo();
@@ -1065,6 +1067,7 @@ fn agent_killed_mid_backup_restarts_and_catches_up() {
 
 /// Notifications: the ping URL gets /start, then success or /fail; the
 /// webhook gets the report on failure and, with on_success, on success.
+// Long: one agent run feeds every assertion on the recorded requests.
 #[test]
 fn agent_sends_pings_and_webhooks() {
     let env = TestEnv::with_repo();

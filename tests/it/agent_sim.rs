@@ -268,6 +268,7 @@ const SIX_TIMES: [(i8, i8); 6] = [(0, 30), (2, 30), (6, 0), (10, 0), (14, 0), (1
 /// runs exactly once at its slot plus the server's jitter offset, the missed
 /// slots are caught up by one run at restart, a cap of 3 a day holds on
 /// every day, and retention keeps exactly the last 90 days.
+// Long: one simulated half-year; every assertion reads the same run log.
 #[tokio::test(start_paused = true)]
 async fn half_a_year_of_a_six_a_day_schedule_across_both_dst_changes() {
     let real = std::time::Instant::now();
