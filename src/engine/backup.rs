@@ -381,7 +381,6 @@ pub fn backup(
     cancel: &AtomicBool,
 ) -> Result<BackupReport> {
     let started = std::time::Instant::now();
-    let start_time = chrono::Utc::now();
     let mut sources = Vec::new();
     for s in &opts.sources {
         let abs = std::path::absolute(s).map_err(|e| Error::io(s, e))?;
@@ -412,22 +411,6 @@ pub fn backup(
     let ran = run(&job, catalog, &mut lock);
     let mut report = lock.release_after(ran)?;
     report.summary.seconds = started.elapsed().as_secs_f64();
-    let _ = catalog.record_run(&crate::catalog::RunRecord {
-        profile: opts.profile.clone(),
-        started: start_time,
-        seconds: report.summary.seconds,
-        status: if report.skipped.is_empty() {
-            "ok"
-        } else {
-            "partial"
-        }
-        .into(),
-        snapshot: Some(report.snapshot.to_hex()),
-        files: report.summary.files,
-        bytes: report.summary.bytes,
-        added: report.summary.stored_added,
-        error: None,
-    });
     Ok(report)
 }
 

@@ -10,6 +10,7 @@ pub mod export;
 pub mod forget;
 pub mod health;
 pub mod history;
+pub mod job;
 mod packer;
 pub mod prune;
 mod read;
