@@ -385,18 +385,14 @@ pub fn backup(
     for s in &opts.sources {
         let abs = std::path::absolute(s).map_err(|e| Error::io(s, e))?;
         let abs: PathBuf = abs.components().collect(); // drops `.` and trailing `/`
-        std::fs::symlink_metadata(&abs).map_err(|e| {
-            Error::Invalid(format!(
-                "source {}: {e}; check the path in the profile or command line",
-                abs.display()
-            ))
+        std::fs::symlink_metadata(&abs).map_err(|e| Error::Source {
+            path: abs.clone(),
+            reason: e.to_string(),
         })?;
         sources.push(abs);
     }
     if sources.is_empty() {
-        return Err(Error::Invalid(
-            "nothing to back up: name at least one path".into(),
-        ));
+        return Err(Error::NoSources);
     }
     let excludes = Excludes::new(&opts.exclude).map_err(Error::Invalid)?;
     let job = Job {
@@ -491,7 +487,7 @@ fn pipeline(
             .spawn_scoped(s, move || {
                 walk::walk(sources, excludes, &walk_tx);
             })
-            .map_err(|e| Error::Invalid(format!("cannot start walker: {e}")))?;
+            .map_err(|e| Error::Thread("walker", e))?;
         for _ in 0..workers {
             let (job_rx, done_tx, seal_tx) = (job_rx.clone(), done_tx.clone(), seal_tx.clone());
             let (chunker, read_bytes, progress) = (&data_chunker, &read_bytes, job.progress);
@@ -556,7 +552,7 @@ fn pipeline(
         drop(seal_tx);
         let packed = packer_handle
             .join()
-            .map_err(|_| Error::Invalid("packer thread panicked".into()))?;
+            .map_err(|_| Error::Stopped("packer thread panicked"))?;
         // The packer's error first: a full spool disk stops the driver too,
         // which then only knows that the pipeline stopped.
         let indexes = packed?;
@@ -763,7 +759,7 @@ impl<'a> Driver<'a> {
                                 abs: node.abs,
                                 meta: node.meta,
                             })
-                            .map_err(|_| Error::Invalid("file readers stopped".into()))?;
+                            .map_err(|_| Error::Stopped("file readers stopped"))?;
                         reading += 1;
                     }
                 }
@@ -799,7 +795,7 @@ impl<'a> Driver<'a> {
     fn wait_one(&mut self, done_rx: &Receiver<FileDone>, reading: &mut usize) -> Result<()> {
         let done = done_rx
             .recv()
-            .map_err(|_| Error::Invalid("file readers stopped".into()))?;
+            .map_err(|_| Error::Stopped("file readers stopped"))?;
         *reading -= 1;
         self.complete(done);
         Ok(())
@@ -947,7 +943,7 @@ impl<'a> Driver<'a> {
         if self.dedup.claim(&id) {
             self.seal_tx
                 .send(PlainBlob { id, kind, data })
-                .map_err(|_| Error::Invalid("backup pipeline stopped".into()))?;
+                .map_err(|_| Error::Stopped("backup pipeline stopped"))?;
         }
         Ok(id)
     }
