@@ -59,14 +59,69 @@ impl CatalogError {
     }
 }
 
+/// How a run ended. Serialized as the lowercase word (`ok`, `partial`,
+/// `failed`, `cancelled`) in `coffer run --json`, the state files, the job
+/// history, the metrics and the notifications.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Everything done.
+    Ok,
+    /// Done, but some files could not be read.
+    Partial,
+    #[default]
+    Failed,
+    /// Stopped by SIGTERM or SIGINT.
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Ok or partial: a snapshot was saved and every step after it ran.
+    pub fn succeeded(self) -> bool {
+        matches!(self, RunStatus::Ok | RunStatus::Partial)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RunStatus, String> {
+        [
+            RunStatus::Ok,
+            RunStatus::Partial,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("{s:?} is not a run status"))
+    }
+}
+
 /// One line of the job history.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RunRecord {
     pub profile: String,
     pub started: chrono::DateTime<chrono::Utc>,
     pub seconds: f64,
-    /// ok, partial, failed, cancelled.
-    pub status: String,
+    pub status: RunStatus,
     pub snapshot: Option<String>,
     pub files: u64,
     pub bytes: u64,
@@ -266,7 +321,7 @@ impl Catalog {
                     run.profile,
                     run.started.to_rfc3339(),
                     run.seconds,
-                    run.status,
+                    run.status.as_str(),
                     run.snapshot,
                     run.files as i64,
                     run.bytes as i64,
@@ -296,7 +351,8 @@ impl Catalog {
                         .parse()
                         .unwrap_or(chrono::DateTime::UNIX_EPOCH),
                     seconds: r.get(2)?,
-                    status: r.get(3)?,
+                    // Written by record_run: a word of RunStatus.
+                    status: r.get::<_, String>(3)?.parse().unwrap_or(RunStatus::Failed),
                     snapshot: r.get(4)?,
                     files: r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u64,
                     bytes: r.get::<_, Option<i64>>(6)?.unwrap_or(0) as u64,

@@ -29,43 +29,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// How a run ended. Serialized as the lowercase word (`ok`, `partial`,
-/// `failed`, `cancelled`) in `coffer run --json`, the state files, the job
-/// history, the metrics and the notifications.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Everything done.
-    Ok,
-    /// Done, but some files could not be read.
-    Partial,
-    #[default]
-    Failed,
-    /// Stopped by SIGTERM or SIGINT.
-    Cancelled,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Ok => "ok",
-            RunStatus::Partial => "partial",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-
-    /// Ok or partial: a snapshot was saved and every step after it ran.
-    pub fn succeeded(self) -> bool {
-        matches!(self, RunStatus::Ok | RunStatus::Partial)
-    }
-}
-
-impl std::fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::catalog::RunStatus;
 
 /// What a run did; also the JSON that `coffer run --json` prints and the
 /// agent reads, logs and forwards to notifications.
@@ -425,7 +389,7 @@ fn record(catalog: &Catalog, r: &JobReport) {
         profile: r.profile.clone(),
         started: r.started,
         seconds: r.seconds,
-        status: r.status.as_str().into(),
+        status: r.status,
         snapshot: r.snapshot.clone(),
         files: r.files,
         bytes: r.bytes,
