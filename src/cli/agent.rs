@@ -440,6 +440,90 @@ fn signals() -> std::io::Result<(
     Ok((shutdown, rx))
 }
 
+/// One profile's line of `coffer status` (and its `--json` object).
+#[derive(serde::Serialize)]
+struct StatusRow {
+    profile: String,
+    file: PathBuf,
+    running_since: Option<chrono::DateTime<chrono::Utc>>,
+    last_run: Option<chrono::DateTime<chrono::Utc>>,
+    result: Option<RunStatus>,
+    seconds: Option<f64>,
+    bytes_added: Option<u64>,
+    snapshot: Option<String>,
+    last_error: Option<String>,
+    last_success: Option<chrono::DateTime<chrono::Utc>>,
+    next_run: chrono::DateTime<chrono::Utc>,
+    snapshots: Option<usize>,
+    storage_bytes: Option<u64>,
+    runs_ok: u64,
+    runs_failed: u64,
+}
+
+/// A profile file that does not parse.
+#[derive(serde::Serialize)]
+struct BrokenRow<'a> {
+    file: &'a PathBuf,
+    error: &'a str,
+}
+
+impl StatusRow {
+    fn of(
+        p: &crate::config::Profile,
+        state_dir: &std::path::Path,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StatusRow {
+        let st = ProfileState::load(state_dir, &p.name);
+        let last = st.last.as_ref();
+        StatusRow {
+            profile: p.name.clone(),
+            file: p.file.clone(),
+            running_since: st.running_since,
+            last_run: last.map(|l| l.started),
+            result: last.map(|l| l.status),
+            seconds: last.map(|l| l.seconds),
+            bytes_added: last.map(|l| l.bytes_added),
+            snapshot: last.and_then(|l| l.snapshot.clone()),
+            last_error: last.and_then(|l| l.error.clone()),
+            last_success: st.last_success,
+            next_run: planned(p, state_dir, now),
+            snapshots: last.map(|l| l.snapshots),
+            storage_bytes: last.map(|l| l.storage_bytes),
+            runs_ok: st.runs_ok,
+            runs_failed: st.runs_failed,
+        }
+    }
+
+    fn print(&self) {
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|x| x.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "never".into())
+        };
+        let bytes = |n: Option<u64>| n.map(super::backup::human).unwrap_or_else(|| "-".into());
+        let result = match (self.running_since, self.result) {
+            (Some(_), _) => "running",
+            (None, Some(r)) => r.as_str(),
+            (None, None) => "-",
+        };
+        println!(
+            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  {}",
+            text::name_str(&self.profile),
+            time(self.last_run),
+            result,
+            self.seconds
+                .map(|x| format!("{x:.0}s"))
+                .unwrap_or_else(|| "-".into()),
+            bytes(self.bytes_added),
+            time(Some(self.next_run)),
+            self.snapshots
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into()),
+            bytes(self.storage_bytes),
+            text::message(self.last_error.as_deref().unwrap_or(""))
+        );
+    }
+}
+
 pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
     let state_dir = a.state_dir.unwrap_or_else(state::default_dir);
     let (profiles, broken) = match &ctx.profile {
@@ -447,35 +531,16 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
         None => load_profiles(&a.profiles_dir)?,
     };
     let now = chrono::Utc::now();
-    let rows: Vec<serde_json::Value> = profiles
+    let rows: Vec<StatusRow> = profiles
         .iter()
-        .map(|p| {
-            let st = ProfileState::load(&state_dir, &p.name);
-            let last = st.last.as_ref();
-            serde_json::json!({
-                "profile": p.name,
-                "file": p.file,
-                "running_since": st.running_since,
-                "last_run": last.map(|l| l.started),
-                "result": last.map(|l| l.status),
-                "seconds": last.map(|l| l.seconds),
-                "bytes_added": last.map(|l| l.bytes_added),
-                "snapshot": last.and_then(|l| l.snapshot.clone()),
-                "last_error": last.and_then(|l| l.error.clone()),
-                "last_success": st.last_success,
-                "next_run": planned(p, &state_dir, now),
-                "snapshots": last.map(|l| l.snapshots),
-                "storage_bytes": last.map(|l| l.storage_bytes),
-                "runs_ok": st.runs_ok,
-                "runs_failed": st.runs_failed,
-            })
-        })
+        .map(|p| StatusRow::of(p, &state_dir, now))
         .collect();
     if ctx.json {
-        print_json(&serde_json::json!({
-            "profiles": rows,
-            "broken": broken.iter().map(|(p, e)| serde_json::json!({"file": p, "error": e})).collect::<Vec<_>>(),
-        }))?;
+        let broken: Vec<BrokenRow> = broken
+            .iter()
+            .map(|(file, error)| BrokenRow { file, error })
+            .collect();
+        print_json(&serde_json::json!({ "profiles": rows, "broken": broken }))?;
     } else {
         println!(
             "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  last error",
@@ -488,48 +553,14 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
             "snaps",
             "stored"
         );
-        let s = |v: &serde_json::Value| text::name_str(v.as_str().unwrap_or("-")).into_owned();
-        let t = |v: &serde_json::Value| {
-            v.as_str()
-                .and_then(|x| x.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                .map(|x| x.format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_else(|| "never".into())
-        };
-        let n = |v: &serde_json::Value| {
-            v.as_u64()
-                .map(super::backup::human)
-                .unwrap_or_else(|| "-".into())
-        };
         for r in &rows {
-            let result = if r["running_since"].is_null() {
-                s(&r["result"])
-            } else {
-                "running".into()
-            };
-            println!(
-                "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  {}",
-                s(&r["profile"]),
-                t(&r["last_run"]),
-                result,
-                r["seconds"]
-                    .as_f64()
-                    .map(|x| format!("{x:.0}s"))
-                    .unwrap_or_else(|| "-".into()),
-                n(&r["bytes_added"]),
-                t(&r["next_run"]),
-                r["snapshots"]
-                    .as_u64()
-                    .map(|x| x.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                n(&r["storage_bytes"]),
-                text::message(r["last_error"].as_str().unwrap_or(""))
-            );
+            r.print();
         }
         for (p, e) in &broken {
             println!("BROKEN {}: {}", text::path(p), text::message(e));
         }
     }
-    let failing = rows.iter().any(|r| r["result"] == "failed");
+    let failing = rows.iter().any(|r| r.result == Some(RunStatus::Failed));
     Ok(if failing || !broken.is_empty() {
         Exit::Failure
     } else {
