@@ -163,19 +163,56 @@ fn copy_failed(cancel: &super::signal::Cancel, short: String, step: StepError) -
     }
 }
 
+/// `coffer backup --json`.
+#[derive(serde::Serialize)]
+struct BackupJson<'a> {
+    snapshot: String,
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+    files_new: u64,
+    files_changed: u64,
+    files_unchanged: u64,
+    data_added: u64,
+    stored_added: u64,
+    packs_added: u64,
+    skipped: Vec<SkippedRow<'a>>,
+    changed_during_backup: &'a [String],
+    warnings: &'a [String],
+    seconds: f64,
+}
+
+/// A file or folder a backup could not read.
+#[derive(serde::Serialize)]
+struct SkippedRow<'a> {
+    path: &'a str,
+    error: &'a str,
+}
+
 fn print_backup(ctx: &Context, report: &crate::engine::backup::BackupReport) -> Result<()> {
     let s = &report.summary;
     if ctx.json {
-        print_json(&serde_json::json!({
-            "snapshot": report.snapshot.to_hex(),
-            "files": s.files, "dirs": s.dirs, "bytes": s.bytes,
-            "files_new": s.files_new, "files_changed": s.files_changed, "files_unchanged": s.files_unchanged,
-            "data_added": s.data_added, "stored_added": s.stored_added, "packs_added": report.packs_added,
-            "skipped": report.skipped.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
-            "changed_during_backup": report.changed,
-            "warnings": report.warnings,
-            "seconds": s.seconds,
-        }))?;
+        let skipped: Vec<SkippedRow> = report
+            .skipped
+            .iter()
+            .map(|(path, error)| SkippedRow { path, error })
+            .collect();
+        print_json(&BackupJson {
+            snapshot: report.snapshot.to_hex(),
+            files: s.files,
+            dirs: s.dirs,
+            bytes: s.bytes,
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unchanged: s.files_unchanged,
+            data_added: s.data_added,
+            stored_added: s.stored_added,
+            packs_added: report.packs_added,
+            skipped,
+            changed_during_backup: &report.changed,
+            warnings: &report.warnings,
+            seconds: s.seconds,
+        })?;
     } else if !ctx.quiet {
         println!(
             "snapshot {} saved: {} files, {} folders, {} ({} new, {} changed, {} unchanged files); added {} of data, {} stored, in {:.1}s",
