@@ -18,6 +18,7 @@ mod refs;
 pub mod repair;
 pub mod restore;
 mod rewrite;
+pub mod select;
 mod states;
 mod sync;
 mod walk;
