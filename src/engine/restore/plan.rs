@@ -297,3 +297,287 @@ fn by_pack(
     missing.sort_by_key(|m| m.1.first().copied());
     (work, missing)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::BlobKind;
+    use crate::repo::tree::Extent;
+    use std::cell::RefCell;
+
+    fn entry(path: &str, kind: EntryKind, content: &[(u8, u64, u64)]) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000_000_000_000,
+            ctime: 0,
+            ino: 0,
+            size: content.iter().map(|c| c.2).sum(),
+            content: content
+                .iter()
+                .map(|&(b, offset, length)| Extent {
+                    blob: BlobId([b; 32]),
+                    offset,
+                    length,
+                })
+                .collect(),
+            target: None,
+            rdev: 0,
+        }
+    }
+
+    /// Blob `b` lies in pack `pack` at `offset`, sealed `length` bytes, `raw` plain.
+    fn located(b: u8, pack: u8, offset: u64, length: u64, raw: u64) -> (BlobId, BlobLocation) {
+        let id = BlobId([b; 32]);
+        let entry = PackEntry {
+            id,
+            kind: BlobKind::Data,
+            offset,
+            length,
+            raw_length: raw,
+        };
+        (
+            id,
+            BlobLocation {
+                pack: PackId([pack; 32]),
+                entry,
+            },
+        )
+    }
+
+    fn opts(overwrite: Overwrite) -> RestoreOptions {
+        RestoreOptions {
+            target: PathBuf::from("/t"),
+            overwrite,
+            ..RestoreOptions::default()
+        }
+    }
+
+    fn plan_of(
+        entries: Vec<Entry>,
+        opts: &RestoreOptions,
+        fresh: bool,
+        lookup: &dyn Fn(&Path) -> Option<Existing>,
+        blobs: &HashMap<BlobId, BlobLocation>,
+    ) -> RestorePlan {
+        plan(
+            entries,
+            &PlanInput {
+                opts,
+                fresh,
+                lookup,
+                blobs,
+                span: (100, 1000),
+            },
+        )
+    }
+
+    /// A fresh target: everything is created, nothing is looked at; pieces
+    /// are grouped by pack in the order of the files they feed, neighbours
+    /// share a read, a blob the index lacks is named with its files.
+    #[test]
+    fn a_fresh_target_plans_reads_by_pack_and_names_missing_blobs() {
+        let blobs: HashMap<_, _> = [
+            located(1, 9, 0, 500, 400),
+            located(2, 9, 550, 300, 300),
+            located(3, 9, 5000, 100, 100),
+            located(4, 7, 0, 100, 50),
+        ]
+        .into_iter()
+        .collect();
+        let entries = vec![
+            entry("a", EntryKind::Dir, &[]),
+            entry("a/one", EntryKind::File, &[(4, 0, 50)]),
+            entry("a/two", EntryKind::File, &[(1, 0, 400), (2, 0, 300)]),
+            entry("a/three", EntryKind::File, &[(3, 10, 90), (6, 0, 5)]),
+            entry("a/empty", EntryKind::File, &[]),
+        ];
+        let looked = RefCell::new(0);
+        let lookup = |_: &Path| {
+            *looked.borrow_mut() += 1;
+            None
+        };
+        let p = plan_of(entries, &opts(Overwrite::IfChanged), true, &lookup, &blobs);
+        assert_eq!(*looked.borrow(), 0, "a fresh target is not looked at");
+        assert!(p.failures.is_empty() && p.skipped == 0);
+        assert!(p.entries.iter().all(|e| e.action == Action::Create));
+        assert!(p.entries.iter().all(|e| e.entry.content.is_empty()));
+        let pieces: Vec<u32> = p.entries.iter().map(|e| e.pieces).collect();
+        assert_eq!(pieces, vec![0, 1, 2, 2, 0]);
+        assert_eq!(p.bytes, 50 + 700 + 95);
+        // Pack 7 feeds file 1 first, pack 9 file 2.
+        let order: Vec<PackId> = p.packs.iter().map(|w| w.0).collect();
+        assert_eq!(order, vec![PackId([7; 32]), PackId([9; 32])]);
+        let offsets: Vec<u64> = p.packs[1].1.iter().map(|(e, _)| e.offset).collect();
+        assert_eq!(offsets, vec![0, 550, 5000]);
+        assert_eq!(
+            p.packs[1].1[1].1,
+            vec![Piece {
+                file: 2,
+                file_off: 400,
+                blob_off: 0,
+                len: 300
+            }]
+        );
+        // Blobs 1 and 2 are 50 bytes apart (within the gap): one read.
+        let reads: Vec<(usize, u64, u64)> = p
+            .reads
+            .iter()
+            .map(|(n, r)| (*n, r.offset, r.length))
+            .collect();
+        assert_eq!(reads, vec![(0, 0, 100), (1, 0, 850), (1, 5000, 100)]);
+        assert_eq!(p.missing, vec![(BlobId([6; 32]), vec![3])]);
+    }
+
+    /// What is in the target decides each entry's fate under each policy;
+    /// a folder where a file goes is refused, a replacement is written
+    /// beside its place.
+    #[test]
+    fn existing_entries_are_skipped_replaced_or_refused_by_policy() {
+        let blobs: HashMap<_, _> = [located(1, 9, 0, 100, 10)].into_iter().collect();
+        let same = entry("same", EntryKind::File, &[(1, 0, 10)]);
+        let mut link = entry("link", EntryKind::Symlink, &[]);
+        link.target = Some(b"same".to_vec());
+        let entries = || {
+            vec![
+                entry("d", EntryKind::Dir, &[]),
+                same.clone(),
+                entry("changed", EntryKind::File, &[(1, 0, 10)]),
+                entry("folder", EntryKind::File, &[(1, 0, 10)]),
+                link.clone(),
+                entry("new", EntryKind::File, &[(1, 0, 10)]),
+            ]
+        };
+        let lookup = |abs: &Path| match abs.to_str()? {
+            "/t/d" | "/t/folder" => Some(Existing::Dir),
+            "/t/same" => Some(Existing::File {
+                len: 10,
+                mtime: same.mtime as i128,
+            }),
+            "/t/changed" => Some(Existing::File { len: 10, mtime: 5 }),
+            "/t/link" => Some(Existing::Symlink(Some(b"same".to_vec()))),
+            _ => None,
+        };
+        let actions =
+            |p: &RestorePlan| -> Vec<Action> { p.entries.iter().map(|e| e.action).collect() };
+        use Action::*;
+
+        let p = plan_of(
+            entries(),
+            &opts(Overwrite::IfChanged),
+            false,
+            &lookup,
+            &blobs,
+        );
+        assert_eq!(
+            actions(&p),
+            vec![
+                Create,
+                SkipUnchanged,
+                Replace,
+                Replace,
+                SkipUnchanged,
+                Create
+            ]
+        );
+        assert_eq!(p.skipped, 2);
+        assert_eq!(p.failures.len(), 1);
+        assert_eq!(p.failures[0].kind, FailKind::FolderInTheWay);
+        assert_eq!(
+            p.failures[0].message,
+            "/t/folder is a folder; move it away to restore this file"
+        );
+        assert!(p.entries[3].failed && p.entries[3].temp.is_none());
+        let temp = p.entries[2].temp.as_ref().unwrap();
+        assert_eq!(temp.parent(), Some(Path::new("/t")));
+        let name = temp.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with(".coffer-restore-") && name.ends_with("-2-changed"),
+            "{name}"
+        );
+        // Only the changed and the new file are read.
+        let files: Vec<usize> = p.packs[0].1[0].1.iter().map(|x| x.file).collect();
+        assert_eq!(files, vec![2, 5]);
+        assert_eq!(p.bytes, 20);
+
+        let p = plan_of(entries(), &opts(Overwrite::Never), false, &lookup, &blobs);
+        assert_eq!(
+            actions(&p),
+            vec![
+                Create,
+                SkipExisting,
+                SkipExisting,
+                SkipExisting,
+                SkipExisting,
+                Create
+            ]
+        );
+        assert!(p.failures.is_empty());
+        let p = plan_of(entries(), &opts(Overwrite::Always), false, &lookup, &blobs);
+        assert_eq!(
+            actions(&p),
+            vec![Create, Replace, Replace, Replace, Replace, Create]
+        );
+        assert_eq!(p.bytes, 30);
+    }
+
+    /// A path listed twice is restored once; a list pointing outside its
+    /// blob is refused before anything is created.
+    #[test]
+    fn malformed_lists_are_refused_in_the_plan() {
+        let blobs: HashMap<_, _> = [located(1, 9, 0, 100, 10)].into_iter().collect();
+        let entries = vec![
+            entry("a", EntryKind::File, &[(1, 0, 10)]),
+            entry("a", EntryKind::File, &[(1, 0, 10)]),
+            entry("b", EntryKind::File, &[(1, 5, 10)]),
+            entry("c", EntryKind::File, &[(1, 0, 4)]),
+        ];
+        let p = plan_of(
+            entries,
+            &opts(Overwrite::IfChanged),
+            true,
+            &|_| None,
+            &blobs,
+        );
+        let kinds: Vec<(&[u8], FailKind)> = p
+            .failures
+            .iter()
+            .map(|f| (f.path.as_slice(), f.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (b"a".as_slice(), FailKind::Refused),
+                (b"b", FailKind::BadList)
+            ]
+        );
+        let paths: Vec<&[u8]> = p.entries.iter().map(|e| e.entry.path.as_slice()).collect();
+        assert_eq!(paths, vec![b"a".as_slice(), b"b", b"c"]);
+        assert!(p.entries[1].failed && p.entries[1].pieces == 0);
+        // Places in the pieces are places in the kept entries.
+        let files: Vec<usize> = p.packs[0].1[0].1.iter().map(|x| x.file).collect();
+        assert_eq!(files, vec![0, 2]);
+        assert_eq!(p.bytes, 14);
+    }
+
+    #[test]
+    fn a_look_at_the_target_tells_files_folders_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("f"), b"12345").unwrap();
+        std::os::unix::fs::symlink("f", d.join("l")).unwrap();
+        assert!(matches!(
+            look(&d.join("f")),
+            Some(Existing::File { len: 5, .. })
+        ));
+        assert_eq!(look(d), Some(Existing::Dir));
+        assert_eq!(
+            look(&d.join("l")),
+            Some(Existing::Symlink(Some(b"f".to_vec())))
+        );
+        assert_eq!(look(&d.join("none")), None);
+    }
+}
