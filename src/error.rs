@@ -30,8 +30,35 @@ pub enum Error {
         reason: String,
         hint: &'static str,
     },
+    #[error(transparent)]
+    Prune(#[from] crate::engine::prune::PruneError),
+    #[error(transparent)]
+    Erase(#[from] crate::engine::erase::EraseError),
     #[error("{0}")]
     Invalid(String),
+    /// A backup source that can not be looked at.
+    #[error("source {path}: {reason}; check the path in the profile or command line")]
+    Source { path: PathBuf, reason: String },
+    #[error("nothing to back up: name at least one path")]
+    NoSources,
+    /// A glob (`--include`, `find`, …) that does not parse.
+    #[error("{what} {pattern:?}: {reason}")]
+    Pattern {
+        what: &'static str,
+        pattern: String,
+        reason: String,
+    },
+    /// A file whose stored data could not be read back.
+    #[error(
+        "/{path}: {reason}; `coffer check --read-data` names what is damaged, and an older snapshot may hold this file intact"
+    )]
+    Unreadable { path: String, reason: String },
+    /// A stage of a pipeline stopped before the work was done; the first
+    /// stage's own error is what the caller reports, this only says so.
+    #[error("{0}")]
+    Stopped(&'static str),
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
     /// Stopped by the caller's cancel flag (SIGINT, SIGTERM) at a safe point.
     #[error("interrupted")]
     Interrupted,

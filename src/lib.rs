@@ -33,6 +33,7 @@ pub mod agent;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod host;

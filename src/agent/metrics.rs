@@ -46,13 +46,10 @@ pub fn render(profiles: &[ProfileView], broken: usize) -> String {
         "gauge",
         "1 if the last run succeeded (ok or partial), else 0.",
         each(&|p| {
-            p.state.last.as_ref().map(|l| {
-                if l.status == "ok" || l.status == "partial" {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
+            p.state
+                .last
+                .as_ref()
+                .map(|l| if l.status.succeeded() { 1.0 } else { 0.0 })
         }),
     );
     family(

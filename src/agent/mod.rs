@@ -1,9 +1,8 @@
-//! The agent: the scheduler, one run of a profile (`job`), hooks, the
-//! per-profile state, notifications and metrics, and the service loop.
-//! Backups, retention and prune themselves are engine use cases.
+//! The agent: the scheduler, the per-profile state, notifications and
+//! metrics, and the service loop. The job a run carries out (hooks, backup,
+//! copy, retention, prune) is the engine's use case `engine::job`.
 
-pub mod hooks;
-pub mod job;
+pub mod clock;
 pub mod metrics;
 pub mod notify;
 pub mod schedule;

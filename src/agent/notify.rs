@@ -3,8 +3,8 @@
 //! failure). Sent by the agent; a notification that cannot be delivered is
 //! logged and never fails or delays the backups.
 
-use super::job::JobReport;
 use crate::config::Notify;
+use crate::engine::job::JobReport;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
@@ -92,7 +92,7 @@ impl Notifier {
 
     /// A run ended: ping success or failure; webhook on failure (and success if asked).
     pub async fn finished(&self, n: &Notify, report: &JobReport) -> Vec<NotifyError> {
-        let failed = report.status == "failed" || report.status == "cancelled";
+        let failed = !report.status.succeeded();
         let body = serde_json::json!({
             "event": if failed { "failure" } else { "success" },
             "report": report,

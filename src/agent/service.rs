@@ -1,26 +1,31 @@
-//! `coffer agent`: a tokio service over a profile folder. Each run is a child
-//! process (`coffer run --scheduled`), so a run's memory is returned when it
-//! ends, a crash in one run cannot take the agent down, and SIGTERM reaches
-//! the run, which stops cleanly (what it uploaded is reused next time).
+//! `coffer agent`: a tokio service over a profile folder. In the binary each
+//! run is a child process (`coffer run --scheduled`, [`ChildRunner`]), so a
+//! run's memory is returned when it ends, a crash in one run cannot take the
+//! agent down, and SIGTERM reaches the run, which stops cleanly (what it
+//! uploaded is reused next time).
 //!
 //! The loop: sleep until the earliest due profile, start what is due (one run
 //! per profile, at most `max_running` at once), and on each run's end log it,
-//! notify, and plan the profile's next run. SIGHUP reloads the folder; a broken
-//! profile is logged and skipped while the others go on. SIGTERM forwards
-//! SIGTERM to the runs, waits for them, and exits.
+//! notify, and plan the profile's next run. A reload (SIGHUP) rereads the
+//! folder; a broken profile is logged and skipped while the others go on. At
+//! shutdown (SIGTERM) the runs are asked to stop, waited for, and the loop ends.
+//! The clock and the runner are parameters ([`super::clock`]), so tests run
+//! the loop on simulated time.
 
-use super::job::JobReport;
+use super::clock::{BoxFuture, Clock, RunRequest, Runner, Stop};
 use super::metrics::{self, ProfileView};
 use super::notify::Notifier;
 use super::schedule::{jitter_offset, next_run};
 use super::state::ProfileState;
 use crate::config::Profile;
+use crate::engine::job::JobReport;
 use crate::repo::lock::hostname;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 #[derive(Clone, Debug)]
@@ -28,14 +33,22 @@ pub struct AgentOptions {
     pub profiles_dir: PathBuf,
     pub state_dir: PathBuf,
     pub max_running: usize,
-    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub metrics_listen: Option<MetricsListen>,
     pub metrics_file: Option<PathBuf>,
-    /// The coffer binary that runs jobs (this one).
-    pub exe: PathBuf,
-    /// How long a run waits for another writer's lock.
-    pub lock_wait: std::time::Duration,
-    /// How long SIGTERM waits for runs to stop before killing them.
+    /// How long shutdown waits for runs to stop before killing them.
     pub stop_timeout: std::time::Duration,
+    /// How often the metrics are rendered again from the state files, which
+    /// a manual `coffer run` changes too (the binary: every minute).
+    pub metrics_refresh: std::time::Duration,
+}
+
+/// Where `/metrics` is served.
+#[derive(Clone, Debug)]
+pub enum MetricsListen {
+    /// Bind this address (`--metrics-listen`; port 0 picks a free one).
+    Address(std::net::SocketAddr),
+    /// A socket bound already (tests bind once and know the port).
+    Bound(Arc<std::net::TcpListener>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +57,6 @@ pub enum AgentError {
     ProfilesDir { path: PathBuf, reason: String },
     #[error("metrics address {addr}: {reason}")]
     Metrics { addr: String, reason: String },
-    #[error("signal handler: {0}")]
-    Signal(std::io::Error),
 }
 
 /// Loads every `*.toml` in the folder. Broken ones come back as errors
@@ -104,12 +115,17 @@ struct Slot {
     next: DateTime<Utc>,
 }
 
+/// The end of a run: (profile, report).
+type Done = (String, JobReport);
+
 struct Agent {
     opts: AgentOptions,
+    clock: Arc<dyn Clock>,
+    runner: Arc<dyn Runner>,
     slots: BTreeMap<String, Slot>,
     broken: usize,
-    /// Running profiles and their child's pid (0 until it started).
-    running: Arc<Mutex<HashMap<String, u32>>>,
+    /// Running profiles, and how to ask each run to stop.
+    running: HashMap<String, watch::Sender<Stop>>,
     metrics: Arc<Mutex<String>>,
     notifier: Arc<Notifier>,
 }
@@ -127,7 +143,7 @@ impl Agent {
             error!(profile_file = %path.display(), error = %reason, "profile skipped: fix it and send SIGHUP (systemctl reload coffer-agent)");
         }
         self.broken = bad.len();
-        let now = Utc::now();
+        let now = self.clock.now();
         self.slots = good
             .into_iter()
             .map(|p| {
@@ -140,10 +156,7 @@ impl Agent {
     }
 
     fn is_running(&self, name: &str) -> bool {
-        self.running
-            .lock()
-            .map(|r| r.contains_key(name))
-            .unwrap_or(false)
+        self.running.contains_key(name)
     }
 
     fn refresh_metrics(&self) {
@@ -179,23 +192,44 @@ impl Agent {
         }
     }
 
-    fn start(&self, slot: &Slot, done: tokio::sync::mpsc::UnboundedSender<(String, JobReport)>) {
-        let name = slot.profile.name.clone();
-        if let Ok(mut r) = self.running.lock() {
-            r.insert(name.clone(), 0);
+    /// Starts every due profile there is a free run slot for. Returns the
+    /// free slots left.
+    fn start_due(&mut self, done: &mpsc::UnboundedSender<Done>) -> usize {
+        let now = self.clock.now();
+        let mut free = self.opts.max_running.saturating_sub(self.running.len());
+        let due: Vec<Profile> = self
+            .slots
+            .values()
+            .filter(|s| s.next <= now && !self.is_running(&s.profile.name))
+            .take(free)
+            .map(|s| s.profile.clone())
+            .collect();
+        for profile in due {
+            self.start(profile, done.clone());
+            free -= 1;
         }
+        free
+    }
+
+    fn start(&mut self, profile: Profile, done: mpsc::UnboundedSender<Done>) {
+        let name = profile.name.clone();
+        let (stop_tx, stop) = watch::channel(Stop::No);
+        self.running.insert(name.clone(), stop_tx);
         // The agent records the start itself, so a run that cannot even start
         // still counts against the per-day cap (no tight retry loop).
+        let started = self.clock.now();
         let mut state = ProfileState::load(&self.opts.state_dir, &name);
-        state.started(Utc::now());
+        state.started(started);
         if let Err(e) = state.save(&self.opts.state_dir) {
             warn!(profile = %name, error = %e, "cannot write the state file");
         }
         info!(profile = %name, "run starting");
-        let opts = self.opts.clone();
-        let profile = slot.profile.clone();
-        let running = self.running.clone();
         let notifier = self.notifier.clone();
+        let run = self.runner.run(RunRequest {
+            profile: profile.clone(),
+            started,
+            stop,
+        });
         tokio::spawn(async move {
             // The start ping goes out alongside the run: an endpoint that is
             // down or slow (three tries, 10 s each) must not delay the backup.
@@ -208,38 +242,97 @@ impl Agent {
                     }
                 })
             };
-            let report = run_child(&opts, &profile, &running).await;
+            let report = run.await;
             let _ = ping.await;
-            let _ = done.send((profile.name.clone(), report));
+            let _ = done.send((profile.name, report));
         });
+    }
+
+    /// A run ended: log it, notify, plan the profile's next run.
+    fn finished(&mut self, name: String, report: JobReport) {
+        self.running.remove(&name);
+        if report.status.succeeded() {
+            info!(profile = %name, status = %report.status, seconds = report.seconds,
+                snapshot = report.snapshot.as_deref().unwrap_or(""), bytes_added = report.bytes_added,
+                forgotten = report.forgotten, pruned_bytes = report.pruned_bytes, "run finished");
+        } else {
+            error!(profile = %name, status = %report.status, seconds = report.seconds,
+                error = report.error.as_deref().unwrap_or(""), "run failed");
+        }
+        let now = self.clock.now();
+        if let Some(slot) = self.slots.get_mut(&name) {
+            let notify = slot.profile.notify.clone();
+            let notifier = self.notifier.clone();
+            tokio::spawn(async move {
+                for e in notifier.finished(&notify, &report).await {
+                    warn!(profile = %report.profile, error = %e, "notification not delivered");
+                }
+            });
+            slot.next = planned(&slot.profile, &self.opts.state_dir, now);
+            info!(profile = %name, next_run = %slot.next.to_rfc3339(), "next run planned");
+        }
+        self.refresh_metrics();
+    }
+
+    /// When the loop must wake next: the earliest due profile that could
+    /// start, at most an hour away. With every run slot taken, a due profile
+    /// waits for a run to end (which wakes the loop); sleeping until its past
+    /// due time would spin.
+    fn wake_at(&self, free: usize) -> DateTime<Utc> {
+        let latest = self.clock.now() + chrono::Duration::hours(1);
+        self.slots
+            .values()
+            .filter(|s| free > 0 && !self.is_running(&s.profile.name))
+            .map(|s| s.next)
+            .min()
+            .map_or(latest, |t| t.min(latest))
     }
 }
 
-/// Runs `coffer run --scheduled` for one profile and returns its report.
+/// The child-process runner: `coffer run --scheduled` for each run, so a
+/// run's memory is returned when it ends and a crash cannot take the agent
+/// down.
+pub struct ChildRunner {
+    /// The coffer binary (this one).
+    pub exe: PathBuf,
+    pub state_dir: PathBuf,
+    /// How long a run waits for another writer's lock.
+    pub lock_wait: std::time::Duration,
+}
+
+impl Runner for ChildRunner {
+    fn run(&self, request: RunRequest) -> BoxFuture<JobReport> {
+        let (exe, state_dir, lock_wait) =
+            (self.exe.clone(), self.state_dir.clone(), self.lock_wait);
+        Box::pin(async move { run_child(&exe, &state_dir, lock_wait, request).await })
+    }
+}
+
+/// Runs `coffer run --scheduled` for one profile and returns its report;
+/// signals the child when the agent stops.
 async fn run_child(
-    opts: &AgentOptions,
-    profile: &Profile,
-    running: &Arc<Mutex<HashMap<String, u32>>>,
+    exe: &Path,
+    state_dir: &Path,
+    lock_wait: std::time::Duration,
+    request: RunRequest,
 ) -> JobReport {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-    let failed = |error: String| JobReport {
-        profile: profile.name.clone(),
-        host: hostname(),
-        started: Utc::now(),
-        status: "failed".into(),
-        error: Some(error),
-        ..Default::default()
-    };
-    let mut cmd = tokio::process::Command::new(&opts.exe);
+    let RunRequest {
+        profile,
+        started,
+        mut stop,
+    } = request;
+    let failed = |error: String| JobReport::failed(&profile.name, started, error);
+    let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("--json")
         .arg("run")
         .arg("--scheduled")
         .arg("--profile")
         .arg(&profile.file)
         .arg("--state-dir")
-        .arg(&opts.state_dir)
+        .arg(state_dir)
         .arg("--lock-wait")
-        .arg(format!("{}s", opts.lock_wait.as_secs()))
+        .arg(format!("{}s", lock_wait.as_secs()))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -255,14 +348,24 @@ async fn run_child(
         Ok(c) => c,
         Err(e) => {
             return record_failure(
-                opts,
-                failed(format!("cannot start {}: {e}", opts.exe.display())),
+                state_dir,
+                failed(format!("cannot start {}: {e}", exe.display())),
             );
         }
     };
-    if let (Some(pid), Ok(mut r)) = (child.id(), running.lock()) {
-        r.insert(profile.name.clone(), pid);
-    }
+    let signaller = child.id().map(|pid| {
+        tokio::spawn(async move {
+            while stop.changed().await.is_ok() {
+                let sig = match *stop.borrow() {
+                    Stop::No => continue,
+                    Stop::Gently => libc::SIGTERM,
+                    Stop::Now => libc::SIGKILL,
+                };
+                // SAFETY: signals our own child process.
+                unsafe { libc::kill(pid as i32, sig) };
+            }
+        })
+    });
     let mut stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let name = profile.name.clone();
@@ -279,11 +382,14 @@ async fn run_child(
         let _ = so.read_to_end(&mut out).await;
     }
     let status = child.wait().await;
+    if let Some(s) = signaller {
+        s.abort();
+    }
     let _ = log_task.await;
     match serde_json::from_slice::<JobReport>(&out) {
         Ok(r) => r,
         Err(_) => record_failure(
-            opts,
+            state_dir,
             failed(match status {
                 Ok(s) => format!("the run ended ({s}) without a report"),
                 Err(e) => format!("the run could not be waited for: {e}"),
@@ -295,42 +401,70 @@ async fn run_child(
 /// A run that never reported (it could not start, or crashed) did not record
 /// its end: record the failure in the state file, so `coffer status` and the
 /// metrics show it instead of a run that seems to go on forever.
-fn record_failure(opts: &AgentOptions, mut report: JobReport) -> JobReport {
-    let mut state = ProfileState::load(&opts.state_dir, &report.profile);
+fn record_failure(state_dir: &Path, mut report: JobReport) -> JobReport {
+    let mut state = ProfileState::load(state_dir, &report.profile);
     if let Some(since) = state.running_since {
         report.started = since;
         state.finished(&report);
-        if let Err(e) = state.save(&opts.state_dir) {
+        if let Err(e) = state.save(state_dir) {
             warn!(profile = %report.profile, error = %e, "cannot write the state file");
         }
     }
     report
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub async fn serve(opts: AgentOptions) -> Result<(), AgentError> {
-    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Signal)?;
+async fn metrics_listener(listen: &MetricsListen) -> Result<tokio::net::TcpListener, AgentError> {
+    let fail = |addr: String, e: std::io::Error| AgentError::Metrics {
+        addr,
+        reason: format!("{e}; choose a free port"),
+    };
+    match listen {
+        MetricsListen::Address(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| fail(addr.to_string(), e)),
+        MetricsListen::Bound(l) => {
+            let addr = l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "(bound)".into());
+            l.try_clone()
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(l)
+                })
+                .map_err(|e| fail(addr, e))
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves: plans by `clock`, carries out
+/// runs with `runner`, reloads the profile folder on each message of
+/// `reload`. The binary passes the wall clock, the child-process runner,
+/// SIGTERM/SIGINT and SIGHUP (`cli/agent.rs`); tests pass their own.
+pub async fn serve(
+    opts: AgentOptions,
+    clock: Arc<dyn Clock>,
+    runner: Arc<dyn Runner>,
+    shutdown: impl Future<Output = ()>,
+    mut reload: mpsc::Receiver<()>,
+) -> Result<(), AgentError> {
     // Fail early on a missing folder: the one error that stops the agent.
     load_profiles(&opts.profiles_dir)?;
     let mut agent = Agent {
         opts: opts.clone(),
+        clock,
+        runner,
         slots: BTreeMap::new(),
         broken: 0,
-        running: Arc::new(Mutex::new(HashMap::new())),
+        running: HashMap::new(),
         metrics: Arc::new(Mutex::new(String::new())),
         notifier: Arc::new(Notifier::new()),
     };
-    if let Some(addr) = opts.metrics_listen {
-        let listener =
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| AgentError::Metrics {
-                    addr: addr.to_string(),
-                    reason: format!("{e}; choose a free port"),
-                })?;
-        info!(address = %addr, "metrics at /metrics");
+    if let Some(listen) = &opts.metrics_listen {
+        let listener = metrics_listener(listen).await?;
+        if let Ok(addr) = listener.local_addr() {
+            info!(address = %addr, "metrics at /metrics");
+        }
         tokio::spawn(metrics::serve(listener, agent.metrics.clone()));
     }
     agent.reload();
@@ -339,117 +473,61 @@ pub async fn serve(opts: AgentOptions) -> Result<(), AgentError> {
         broken = agent.broken,
         "agent started"
     );
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, JobReport)>();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut tick = tokio::time::interval(
+        opts.metrics_refresh
+            .max(std::time::Duration::from_millis(1)),
+    );
+    tokio::pin!(shutdown);
+    let mut reload_open = true;
     loop {
-        let now = Utc::now();
-        let running = agent.running.lock().map(|r| r.len()).unwrap_or(0);
-        let mut free = agent.opts.max_running.saturating_sub(running);
-        let mut started = false;
-        for slot in agent.slots.values() {
-            if free > 0 && slot.next <= now && !agent.is_running(&slot.profile.name) {
-                agent.start(slot, done_tx.clone());
-                free -= 1;
-                started = true;
-            }
-        }
-        if started {
+        let before = agent.running.len();
+        let free = agent.start_due(&done_tx);
+        if agent.running.len() > before {
             // coffer_running shows the new runs now, not at the next tick.
             agent.refresh_metrics();
         }
-        // With every run slot taken, a due profile waits for a run to end
-        // (which wakes the loop); sleeping until its past due time would spin.
-        let wake = agent
-            .slots
-            .values()
-            .filter(|s| free > 0 && !agent.is_running(&s.profile.name))
-            .map(|s| s.next)
-            .min()
-            .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
-            .unwrap_or(std::time::Duration::from_secs(3600))
-            .min(std::time::Duration::from_secs(3600));
+        let wake = agent.clock.sleep_until(agent.wake_at(free));
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => {
-                info!("SIGHUP: reloading profiles");
-                agent.reload();
-            }
-            Some((name, report)) = done_rx.recv() => {
-                if let Ok(mut r) = agent.running.lock() {
-                    r.remove(&name);
+            _ = &mut shutdown => break,
+            r = reload.recv(), if reload_open => match r {
+                Some(()) => {
+                    info!("SIGHUP: reloading profiles");
+                    agent.reload();
                 }
-                if report.status == "failed" || report.status == "cancelled" {
-                    error!(profile = %name, status = %report.status, seconds = report.seconds,
-                        error = report.error.as_deref().unwrap_or(""), "run failed");
-                } else {
-                    info!(profile = %name, status = %report.status, seconds = report.seconds,
-                        snapshot = report.snapshot.as_deref().unwrap_or(""), bytes_added = report.bytes_added,
-                        forgotten = report.forgotten, pruned_bytes = report.pruned_bytes, "run finished");
-                }
-                if let Some(slot) = agent.slots.get(&name) {
-                    let notify = slot.profile.notify.clone();
-                    let notifier = agent.notifier.clone();
-                    tokio::spawn(async move {
-                        for e in notifier.finished(&notify, &report).await {
-                            warn!(profile = %report.profile, error = %e, "notification not delivered");
-                        }
-                    });
-                }
-                let state_dir = agent.opts.state_dir.clone();
-                if let Some(slot) = agent.slots.get_mut(&name) {
-                    slot.next = planned(&slot.profile, &state_dir, Utc::now());
-                    info!(profile = %name, next_run = %slot.next.to_rfc3339(), "next run planned");
-                }
-                agent.refresh_metrics();
-            }
+                None => reload_open = false,
+            },
+            Some((name, report)) = done_rx.recv() => agent.finished(name, report),
             _ = tick.tick() => agent.refresh_metrics(),
-            _ = tokio::time::sleep(wake) => {}
+            _ = wake => {}
         }
     }
-    shutdown(&agent, &mut done_rx).await;
+    stop_runs(&mut agent, &mut done_rx).await;
     Ok(())
 }
 
-/// Forwards SIGTERM to every run and waits for them (then SIGKILL).
-async fn shutdown(
-    agent: &Agent,
-    done_rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, JobReport)>,
-) {
-    let pids: Vec<(String, u32)> = agent
-        .running
-        .lock()
-        .map(|r| r.iter().map(|(n, p)| (n.clone(), *p)).collect())
-        .unwrap_or_default();
+/// Asks every run to stop and waits for them (then stops them at once).
+async fn stop_runs(agent: &mut Agent, done_rx: &mut mpsc::UnboundedReceiver<Done>) {
     info!(
-        runs = pids.len(),
+        runs = agent.running.len(),
         "stopping: asking running backups to stop"
     );
-    for (_, pid) in &pids {
-        if *pid > 0 {
-            // SAFETY: signals our own child process.
-            unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
-        }
+    for stop in agent.running.values() {
+        let _ = stop.send(Stop::Gently);
     }
-    let mut left = pids.len();
     let deadline = tokio::time::Instant::now() + agent.opts.stop_timeout;
-    while left > 0 {
+    while !agent.running.is_empty() {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
             Ok(Some((name, report))) => {
                 info!(profile = %name, status = %report.status, "run stopped");
-                left -= 1;
+                agent.running.remove(&name);
             }
             _ => break,
         }
     }
-    if left > 0 {
-        for (name, pid) in &pids {
-            if *pid > 0 {
-                warn!(profile = %name, "run did not stop in time; killing it");
-                // SAFETY: as above.
-                unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
-            }
-        }
+    for (name, stop) in &agent.running {
+        warn!(profile = %name, "run did not stop in time; killing it");
+        let _ = stop.send(Stop::Now);
     }
     agent.refresh_metrics();
     info!("agent stopped");

@@ -4,7 +4,7 @@
 //! The job history itself is in the catalog; this is the at-a-glance view,
 //! readable without storage access.
 
-use super::job::JobReport;
+use crate::engine::job::JobReport;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -73,12 +73,75 @@ impl ProfileState {
 
     pub fn finished(&mut self, report: &JobReport) {
         self.running_since = None;
-        if report.status == "failed" || report.status == "cancelled" {
-            self.runs_failed += 1;
-        } else {
+        if report.status.succeeded() {
             self.runs_ok += 1;
             self.last_success = Some(report.started);
+        } else {
+            self.runs_failed += 1;
         }
         self.last = Some(report.clone());
+    }
+}
+
+/// Runs `job` between its start and its end recorded in the profile's state
+/// file (`coffer run`). A run the agent started has its start recorded by
+/// the agent already (`scheduled`): only `running_since` is set again.
+pub fn record_around(
+    dir: &Path,
+    profile: &str,
+    scheduled: bool,
+    started: DateTime<Utc>,
+    job: impl FnOnce() -> JobReport,
+) -> JobReport {
+    let mut state = ProfileState::load(dir, profile);
+    if scheduled {
+        state.running_since = Some(started);
+    } else {
+        state.started(started);
+    }
+    let _ = state.save(dir);
+    let report = job();
+    state.finished(&report);
+    let _ = state.save(dir);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::job::RunStatus;
+
+    #[test]
+    fn a_run_is_recorded_around_the_job_and_counted_by_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0: DateTime<Utc> = "2026-05-01T10:00:00Z".parse().unwrap();
+        let report = |status, at| JobReport {
+            status,
+            started: at,
+            ..JobReport::new("p", at)
+        };
+        let r = record_around(dir.path(), "p", false, t0, || {
+            let during = ProfileState::load(dir.path(), "p");
+            assert_eq!(during.running_since, Some(t0), "running while the job runs");
+            report(RunStatus::Partial, t0)
+        });
+        assert_eq!(r.status, RunStatus::Partial);
+        let t1 = t0 + chrono::Duration::hours(1);
+        record_around(dir.path(), "p", false, t1, || {
+            report(RunStatus::Cancelled, t1)
+        });
+        let st = ProfileState::load(dir.path(), "p");
+        assert_eq!((st.runs_ok, st.runs_failed), (1, 1));
+        assert_eq!(st.last_success, Some(t0));
+        assert_eq!(st.starts, vec![t0, t1]);
+        assert_eq!(st.running_since, None);
+        // A scheduled run's start was recorded by the agent: not again.
+        let t2 = t1 + chrono::Duration::hours(1);
+        record_around(dir.path(), "p", true, t2, || report(RunStatus::Ok, t2));
+        let st = ProfileState::load(dir.path(), "p");
+        assert_eq!(st.starts.len(), 2);
+        assert_eq!(st.last.map(|l| l.status), Some(RunStatus::Ok));
+        let text = std::fs::read_to_string(dir.path().join("p.json")).unwrap();
+        assert!(text.contains("\"status\": \"ok\""), "{text}");
     }
 }

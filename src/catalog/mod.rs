@@ -13,6 +13,15 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod files;
+mod health;
+mod index;
+mod refs;
+mod snapshots;
+
+pub use files::CachedFile;
+pub use index::BlobLocation;
+
 /// Bump when the schema changes: an older catalog is dropped and rebuilt.
 const SCHEMA_VERSION: i64 = 5;
 
@@ -50,61 +59,60 @@ impl CatalogError {
     }
 }
 
-/// Where a blob lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlobLocation {
-    pub pack: PackId,
-    pub entry: PackEntry,
+/// How a run ended. Serialized as the lowercase word (`ok`, `partial`,
+/// `failed`, `cancelled`) in `coffer run --json`, the state files, the job
+/// history, the metrics and the notifications.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Everything done.
+    Ok,
+    /// Done, but some files could not be read.
+    Partial,
+    #[default]
+    Failed,
+    /// Stopped by SIGTERM or SIGINT.
+    Cancelled,
 }
 
-impl BlobLocation {
-    /// Every blob an index object lists, where it is.
-    pub fn all_in(index: &IndexFile) -> impl Iterator<Item = BlobLocation> + '_ {
-        index.packs.iter().flat_map(|p| {
-            p.blobs
-                .iter()
-                .map(|&entry| BlobLocation { pack: p.id, entry })
-        })
-    }
-
-    /// Lays an index object's blobs over a blob map: of two objects that
-    /// list a blob, the later one says where it is, as in [`Catalog::blobs`],
-    /// unless only the earlier copy is `usable` (a backup stored a blob
-    /// again because its first copy was lost: the new one must win, in
-    /// whatever order the objects are read).
-    pub fn lay_over(
-        map: &mut HashMap<BlobId, BlobLocation>,
-        index: &IndexFile,
-        usable: &dyn Fn(&BlobLocation) -> bool,
-    ) {
-        for l in Self::all_in(index) {
-            l.put(map, usable);
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
-    /// Puts this copy in the map, unless the map's copy is usable and this one is not.
-    fn put(self, map: &mut HashMap<BlobId, BlobLocation>, usable: &dyn Fn(&BlobLocation) -> bool) {
-        match map.entry(self.entry.id) {
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                if !usable(o.get()) || usable(&self) {
-                    o.insert(self);
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(self);
-            }
-        }
+    /// Ok or partial: a snapshot was saved and every step after it ran.
+    pub fn succeeded(self) -> bool {
+        matches!(self, RunStatus::Ok | RunStatus::Partial)
     }
 }
 
-/// What the file cache remembers of a file from an earlier backup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CachedFile {
-    pub size: u64,
-    pub mtime: i64,
-    pub ctime: i64,
-    pub ino: u64,
-    pub content: Vec<Extent>,
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<RunStatus, String> {
+        [
+            RunStatus::Ok,
+            RunStatus::Partial,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("{s:?} is not a run status"))
+    }
 }
 
 /// One line of the job history.
@@ -113,8 +121,7 @@ pub struct RunRecord {
     pub profile: String,
     pub started: chrono::DateTime<chrono::Utc>,
     pub seconds: f64,
-    /// ok, partial, failed, cancelled.
-    pub status: String,
+    pub status: RunStatus,
     pub snapshot: Option<String>,
     pub files: u64,
     pub bytes: u64,
@@ -125,91 +132,6 @@ pub struct RunRecord {
 pub struct Catalog {
     conn: Connection,
     path: PathBuf,
-}
-
-fn encode_extents(ext: &[Extent]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(ext.len() * 48);
-    for e in ext {
-        out.extend_from_slice(&e.blob.0);
-        out.extend_from_slice(&e.offset.to_le_bytes());
-        out.extend_from_slice(&e.length.to_le_bytes());
-    }
-    out
-}
-
-fn decode_extents(b: &[u8]) -> Option<Vec<Extent>> {
-    if !b.len().is_multiple_of(48) {
-        return None;
-    }
-    Some(
-        b.chunks_exact(48)
-            .map(|c| Extent {
-                blob: BlobId(c[..32].try_into().unwrap_or([0; 32])),
-                offset: u64::from_le_bytes(c[32..40].try_into().unwrap_or([0; 8])),
-                length: u64::from_le_bytes(c[40..48].try_into().unwrap_or([0; 8])),
-            })
-            .collect(),
-    )
-}
-
-/// Bytes of one blob in an index row: id, kind, offset, length, raw length.
-const ROW_BLOB: usize = 32 + 1 + 8 + 8 + 8;
-
-/// An index object as the catalog stores it, one row per object: for each
-/// pack its id and blob count, then its blobs at [`ROW_BLOB`] bytes each.
-/// One row, not one per blob, because a new machine's catalog takes in the
-/// whole index at once, and SQLite spends more on a row than on its bytes.
-fn encode_index(index: &IndexFile) -> Vec<u8> {
-    let n: usize = index
-        .packs
-        .iter()
-        .map(|p| 36 + p.blobs.len() * ROW_BLOB)
-        .sum();
-    let mut out = Vec::with_capacity(n);
-    for p in &index.packs {
-        out.extend_from_slice(&p.id.0);
-        out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
-        for b in &p.blobs {
-            out.extend_from_slice(&b.id.0);
-            out.push(b.kind.code() as u8);
-            for v in [b.offset, b.length, b.raw_length] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-    }
-    out
-}
-
-/// Lays the blobs of an encoded index row over `map` (a later row wins).
-fn decode_index(
-    mut b: &[u8],
-    map: &mut HashMap<BlobId, BlobLocation>,
-    usable: &dyn Fn(&BlobLocation) -> bool,
-) -> Option<()> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = b.split_at_checked(n)?;
-        *b = rest;
-        Some(head)
-    }
-    let u64_at =
-        |c: &[u8], at: usize| u64::from_le_bytes(c[at..at + 8].try_into().unwrap_or([0; 8]));
-    while !b.is_empty() {
-        let pack = PackId(take(&mut b, 32)?.try_into().ok()?);
-        let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
-        let blobs = take(&mut b, count.checked_mul(ROW_BLOB)?)?;
-        for c in blobs.chunks_exact(ROW_BLOB) {
-            let id = BlobId(c[..32].try_into().ok()?);
-            let entry = PackEntry {
-                id,
-                kind: BlobKind::from_code(i64::from(c[32]))?,
-                offset: u64_at(c, 33),
-                length: u64_at(c, 41),
-                raw_length: u64_at(c, 49),
-            };
-            BlobLocation { pack, entry }.put(map, usable);
-        }
-    }
-    Some(())
 }
 
 /// Maps SQLite errors inside a transaction, where `self` is borrowed.
@@ -365,410 +287,28 @@ impl Catalog {
 
     /// The 32-byte ids in the first column of `sql`'s rows.
     fn ids(&self, sql: &str) -> Result<Vec<[u8; 32]>, CatalogError> {
-        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for r in rows {
-            out.extend(id32(r.map_err(|e| self.err(e))?));
-        }
+        self.each_row(sql, [], |r| {
+            out.extend(id32(r.get(0)?));
+            Ok(())
+        })?;
         Ok(out)
     }
 
-    pub fn known_indexes(&self) -> Result<HashSet<IndexId>, CatalogError> {
-        Ok(self
-            .ids("SELECT id FROM indexes")?
-            .into_iter()
-            .map(IndexId)
-            .collect())
-    }
-
-    /// Records an index object and the packs it lists, in one transaction.
-    pub fn add_index(&mut self, id: &IndexId, index: &IndexFile) -> Result<(), CatalogError> {
-        let err = sql_error(self.path.clone());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO indexes (id, blobs) VALUES (?1, ?2)",
-            params![&id.0[..], encode_index(index)],
-        )
-        .map_err(&err)?;
-        {
-            let mut pk = tx
-                .prepare("INSERT OR REPLACE INTO packs (id, size, idx) VALUES (?1, ?2, ?3)")
-                .map_err(&err)?;
-            for p in &index.packs {
-                pk.execute(params![&p.id.0[..], p.size as i64, &id.0[..]])
-                    .map_err(&err)?;
-            }
-        }
-        tx.commit().map_err(&err)
-    }
-
-    /// Forgets an index object (it was removed from the repository).
-    pub fn remove_index(&mut self, id: &IndexId) -> Result<(), CatalogError> {
-        let err = sql_error(self.path.clone());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        tx.execute("DELETE FROM packs WHERE idx = ?1", [&id.0[..]])
-            .map_err(&err)?;
-        tx.execute("DELETE FROM indexes WHERE id = ?1", [&id.0[..]])
-            .map_err(&err)?;
-        tx.commit().map_err(&err)
-    }
-
-    /// Every blob the index objects list and where it is. A blob two objects
-    /// list (in two packs) is where the one recorded later says.
-    pub fn blobs(&self) -> Result<HashMap<BlobId, BlobLocation>, CatalogError> {
-        self.blobs_preferring(&|_| true)
-    }
-
-    /// [`Catalog::blobs`], where a usable copy wins over one that is not.
-    pub fn blobs_preferring(
+    /// Runs `sql` and hands each row to `f`, one at a time (the file cache
+    /// of a million files is never held twice).
+    fn each_row(
         &self,
-        usable: &dyn Fn(&BlobLocation) -> bool,
-    ) -> Result<HashMap<BlobId, BlobLocation>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT blobs FROM indexes ORDER BY rowid")
-            .map_err(|e| self.err(e))?;
-        let mut rows = st.query([]).map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
-        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
-            let data = row
-                .get_ref(0)
-                .and_then(|v| Ok(v.as_blob()?))
-                .map_err(|e| self.err(e))?;
-            decode_index(data, &mut out, usable).ok_or_else(|| CatalogError::Damaged {
-                path: self.path.clone(),
-                what: "an index record".into(),
-            })?;
-        }
-        Ok(out)
-    }
-
-    /// Every pack the index knows, with its size.
-    pub fn packs(&self) -> Result<HashMap<PackId, u64>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT DISTINCT id, size FROM packs")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
-        for r in rows {
-            let (id, size) = r.map_err(|e| self.err(e))?;
-            if let Some(id) = id32(id) {
-                out.insert(PackId(id), size as u64);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Every index object that lists each pack (usually one).
-    pub fn pack_indexes(&self) -> Result<HashMap<PackId, Vec<IndexId>>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, idx FROM packs")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out: HashMap<PackId, Vec<IndexId>> = HashMap::new();
-        for r in rows {
-            let (pack, idx) = r.map_err(|e| self.err(e))?;
-            if let (Some(p), Some(i)) = (id32(pack), id32(idx)) {
-                out.entry(PackId(p)).or_default().push(IndexId(i));
-            }
-        }
-        Ok(out)
-    }
-
-    /// A cached reference-list blob (plaintext), if this catalog has read it.
-    pub fn refs_blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>, CatalogError> {
-        self.conn
-            .query_row("SELECT data FROM refs WHERE id = ?1", [&id.0[..]], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| self.err(e))
-    }
-
-    /// The reference-list blobs the catalog holds.
-    pub fn refs_blob_ids(&self) -> Result<HashSet<BlobId>, CatalogError> {
-        Ok(self
-            .ids("SELECT id FROM refs")?
-            .into_iter()
-            .map(BlobId)
-            .collect())
-    }
-
-    /// Caches a reference-list blob: they never change, so prune reads each once.
-    pub fn put_refs_blob(&self, id: &BlobId, data: &[u8]) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT OR IGNORE INTO refs (id, data) VALUES (?1, ?2)",
-                params![&id.0[..], data],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    /// Snapshots whose every blob `check --read-data` decrypted and verified.
-    pub fn verified_snapshots(&self) -> Result<HashSet<SnapshotId>, CatalogError> {
-        Ok(self
-            .ids("SELECT snapshot FROM verified")?
-            .into_iter()
-            .map(SnapshotId)
-            .collect())
-    }
-
-    /// Records that `check --read-data` verified these snapshots now; forgets
-    /// earlier verdicts on the others (they were not verified this time).
-    pub fn set_verified(&mut self, ids: &[SnapshotId]) -> Result<(), CatalogError> {
-        let err = sql_error(self.path.clone());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        tx.execute("DELETE FROM verified", []).map_err(&err)?;
-        {
-            let mut st = tx
-                .prepare("INSERT OR REPLACE INTO verified (snapshot, time) VALUES (?1, ?2)")
-                .map_err(&err)?;
-            let now = chrono::Utc::now().to_rfc3339();
-            for id in ids {
-                st.execute(params![&id.0[..], now]).map_err(&err)?;
-            }
-        }
-        tx.commit().map_err(&err)
-    }
-
-    /// The damage records this catalog has read, by object id.
-    pub fn damage_records(&self) -> Result<Vec<([u8; 32], DamageRecord)>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, json FROM damage")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (id, json) = r.map_err(|e| self.err(e))?;
-            if let (Some(id), Ok(rec)) = (id32(id), serde_json::from_str(&json)) {
-                out.push((id, rec));
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn put_damage(&self, id: &[u8; 32], record: &DamageRecord) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO damage (id, json) VALUES (?1, ?2)",
-                params![&id[..], serde_json::to_string(record).unwrap_or_default()],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    pub fn remove_damage(&self, id: &[u8; 32]) -> Result<(), CatalogError> {
-        self.conn
-            .execute("DELETE FROM damage WHERE id = ?1", [&id[..]])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    /// Packs this machine read whole and found to hash to their names, with
-    /// the size and upload time storage listed for them then.
-    pub fn sound_packs(&self) -> Result<HashMap<PackId, (u64, String)>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, size, modified FROM sound_packs")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
-        for r in rows {
-            let (id, size, modified) = r.map_err(|e| self.err(e))?;
-            if let Some(id) = id32(id) {
-                out.insert(PackId(id), (size as u64, modified));
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn put_sound_pack(
-        &self,
-        id: &PackId,
-        size: u64,
-        modified: &str,
+        sql: &str,
+        params: impl rusqlite::Params,
+        mut f: impl FnMut(&rusqlite::Row) -> rusqlite::Result<()>,
     ) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO sound_packs (id, size, modified) VALUES (?1, ?2, ?3)",
-                params![&id.0[..], size as i64, modified],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    /// Drops cached reference blobs no longer in the index.
-    pub fn trim_refs_cache(&self) -> Result<(), CatalogError> {
-        let indexed = self.blobs()?;
-        let mut st = self
-            .conn
-            .prepare("DELETE FROM refs WHERE id = ?1")
-            .map_err(|e| self.err(e))?;
-        for id in self.refs_blob_ids()? {
-            if !indexed.contains_key(&id) {
-                st.execute([&id.0[..]]).map_err(|e| self.err(e))?;
-            }
+        let mut st = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let mut rows = st.query(params).map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            f(row).map_err(|e| self.err(e))?;
         }
         Ok(())
-    }
-
-    pub fn files(&self) -> Result<HashMap<Vec<u8>, CachedFile>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT path, size, mtime, ctime, ino, content FROM files")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Vec<u8>>(5)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
-        for r in rows {
-            let (path, size, mtime, ctime, ino, content) = r.map_err(|e| self.err(e))?;
-            if let Some(content) = decode_extents(&content) {
-                out.insert(
-                    path,
-                    CachedFile {
-                        size: size as u64,
-                        mtime,
-                        ctime,
-                        ino: ino as u64,
-                        content,
-                    },
-                );
-            }
-        }
-        Ok(out)
-    }
-
-    /// Upserts file-cache rows, in one transaction.
-    pub fn save_files<'a>(
-        &mut self,
-        files: impl IntoIterator<Item = (&'a [u8], &'a CachedFile)>,
-    ) -> Result<(), CatalogError> {
-        let err = sql_error(self.path.clone());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        {
-            let mut st = tx
-                .prepare(
-                    "INSERT OR REPLACE INTO files (path, size, mtime, ctime, ino, content)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(&err)?;
-            for (p, f) in files {
-                st.execute(params![
-                    p,
-                    f.size as i64,
-                    f.mtime,
-                    f.ctime,
-                    f.ino as i64,
-                    encode_extents(&f.content)
-                ])
-                .map_err(&err)?;
-            }
-        }
-        tx.commit().map_err(&err)
-    }
-
-    pub fn clear_files(&self) -> Result<(), CatalogError> {
-        self.conn
-            .execute("DELETE FROM files", [])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    pub fn put_snapshot(&self, id: &SnapshotId, snap: &Snapshot) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO snapshots (id, time, json) VALUES (?1, ?2, ?3)",
-                params![
-                    &id.0[..],
-                    snap.time.to_rfc3339(),
-                    serde_json::to_string(snap).unwrap_or_default()
-                ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    pub fn snapshot_ids(&self) -> Result<HashSet<SnapshotId>, CatalogError> {
-        Ok(self
-            .ids("SELECT id FROM snapshots")?
-            .into_iter()
-            .map(SnapshotId)
-            .collect())
-    }
-
-    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), CatalogError> {
-        self.conn
-            .execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
-    /// Snapshots sorted by time, oldest first.
-    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, json FROM snapshots ORDER BY time, id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (id, json) = r.map_err(|e| self.err(e))?;
-            if let (Some(id), Ok(s)) = (id32(id), serde_json::from_str(&json)) {
-                out.push((SnapshotId(id), s));
-            }
-        }
-        Ok(out)
     }
 
     /// Appends to the job history.
@@ -781,7 +321,7 @@ impl Catalog {
                     run.profile,
                     run.started.to_rfc3339(),
                     run.seconds,
-                    run.status,
+                    run.status.as_str(),
                     run.snapshot,
                     run.files as i64,
                     run.bytes as i64,
@@ -811,7 +351,8 @@ impl Catalog {
                         .parse()
                         .unwrap_or(chrono::DateTime::UNIX_EPOCH),
                     seconds: r.get(2)?,
-                    status: r.get(3)?,
+                    // Written by record_run: a word of RunStatus.
+                    status: r.get::<_, String>(3)?.parse().unwrap_or(RunStatus::Failed),
                     snapshot: r.get(4)?,
                     files: r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u64,
                     bytes: r.get::<_, Option<i64>>(6)?.unwrap_or(0) as u64,
@@ -836,24 +377,21 @@ impl Catalog {
 
     /// The audit log of operator actions, oldest first.
     pub fn audit_rows(&self) -> Result<Vec<AuditRow>, CatalogError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT time, actor, action, detail FROM audit ORDER BY time, id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(AuditRow {
-                    time: r
-                        .get::<_, String>(0)?
-                        .parse()
-                        .unwrap_or(chrono::DateTime::UNIX_EPOCH),
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    detail: r.get(3)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let mut out = Vec::new();
+        let sql = "SELECT time, actor, action, detail FROM audit ORDER BY time, id";
+        self.each_row(sql, [], |r| {
+            out.push(AuditRow {
+                time: r
+                    .get::<_, String>(0)?
+                    .parse()
+                    .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+                actor: r.get(1)?,
+                action: r.get(2)?,
+                detail: r.get(3)?,
+            });
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 
@@ -868,6 +406,7 @@ pub struct AuditRow {
 
 #[cfg(test)]
 mod tests {
+    use super::files::{decode_extents, encode_extents};
     use super::*;
 
     /// A catalog another process keeps locked past the busy timeout (10 s)

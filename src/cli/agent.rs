@@ -1,13 +1,17 @@
 //! `coffer forget`, `coffer prune`, `coffer run`, `coffer agent`, `coffer status`.
 
 use super::{Context, Exit, print_json, text};
-use crate::agent::job::{self, JobOptions, JobReport};
-use crate::agent::service::{AgentOptions, load_profiles, planned, serve};
+use crate::agent::clock::WallClock;
+use crate::agent::service::{
+    AgentOptions, ChildRunner, MetricsListen, load_profiles, planned, serve,
+};
 use crate::agent::state::{self, ProfileState};
-use crate::config::{Retention, parse_duration};
-use crate::engine::forget::{Filter, ForgetOptions, forget, format_duration};
-use crate::engine::prune::{PruneOptions, prune};
-use crate::repo::lock::hostname;
+use crate::config::parse_duration;
+use crate::engine::forget::{forget, format_duration};
+use crate::engine::job::{
+    self, FilterOverrides, JobReport, PruneOverrides, RetentionOverrides, RunStatus,
+};
+use crate::engine::prune::prune;
 use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
 use std::path::PathBuf;
@@ -18,7 +22,7 @@ fn duration(s: &str) -> Result<chrono::Duration, String> {
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
-    /// Show what would stay and go; change nothing.
+    /// Show what would stay and go; change nothing (takes no lock).
     #[arg(long)]
     dry_run: bool,
     /// Keep every snapshot newer than this (default: the profile's, else 90d).
@@ -50,7 +54,8 @@ pub struct ForgetArgs {
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
-    /// Show what would be deleted and repacked; change nothing.
+    /// Show what would be deleted and repacked; change nothing (takes no
+    /// lock: works while another writer holds it).
     #[arg(long)]
     dry_run: bool,
     /// Leave unreferenced data younger than this (default: the profile's, else 2h).
@@ -111,65 +116,41 @@ pub struct StatusArgs {
     state_dir: Option<PathBuf>,
 }
 
-fn retention(ctx: &Context, a: &ForgetArgs) -> Retention {
-    let base = ctx
-        .profile
-        .as_ref()
-        .map(|p| p.retention.clone())
-        .unwrap_or(Retention {
-            keep_within: chrono::Duration::days(90),
-            keep_last: 0,
-            keep_hourly: 0,
-            keep_daily: 0,
-            keep_weekly: 0,
-            keep_monthly: 0,
-        });
-    Retention {
-        keep_within: a.keep_within.unwrap_or(base.keep_within),
-        keep_last: a.keep_last.unwrap_or(base.keep_last),
-        keep_hourly: a.keep_hourly.unwrap_or(base.keep_hourly),
-        keep_daily: a.keep_daily.unwrap_or(base.keep_daily),
-        keep_weekly: a.keep_weekly.unwrap_or(base.keep_weekly),
-        keep_monthly: a.keep_monthly.unwrap_or(base.keep_monthly),
+impl ForgetArgs {
+    fn policy(&self) -> RetentionOverrides {
+        RetentionOverrides {
+            keep_within: self.keep_within,
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+        }
+    }
+
+    fn filter(&self) -> FilterOverrides {
+        FilterOverrides {
+            host: self.host.clone(),
+            snapshot_profile: self.snapshot_profile.clone(),
+            all: self.all,
+        }
     }
 }
 
 pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
-    let policy = retention(ctx, &a);
-    let filter = if a.all {
-        Filter::default()
-    } else {
-        Filter {
-            host: a
-                .host
-                .clone()
-                .or_else(|| ctx.profile.as_ref().map(|_| hostname())),
-            profile: a
-                .snapshot_profile
-                .clone()
-                .or_else(|| ctx.profile.as_ref().map(|p| p.name.clone())),
-        }
-    };
-    let tz = ctx
-        .profile
-        .as_ref()
-        .map(|p| p.schedule.tz())
-        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let opts = job::forget_options(
+        ctx.profile.as_ref(),
+        &a.policy(),
+        &a.filter(),
+        chrono::Utc::now(),
+        a.dry_run,
+        ctx.lock_wait,
+    );
+    let policy = opts.policy.clone();
     let cancel = super::signal::Cancel::install()?;
     let repo = ctx.open_agent()?;
     let mut catalog = ctx.open_catalog(&repo)?;
-    let report = forget(
-        &repo,
-        &mut catalog,
-        &ForgetOptions {
-            policy: policy.clone(),
-            filter,
-            tz,
-            now: chrono::Utc::now(),
-            dry_run: a.dry_run,
-            lock_wait: ctx.lock_wait,
-        },
-    )?;
+    let report = forget(&repo, &mut catalog, &opts)?;
     let pruned = if a.prune && !a.dry_run {
         Some(run_prune(
             ctx,
@@ -246,20 +227,16 @@ fn run_prune(
     a: &PruneArgs,
     cancel: &super::signal::Cancel,
 ) -> Result<crate::engine::prune::PruneReport> {
-    let settings = ctx
-        .profile
-        .as_ref()
-        .map(|p| p.prune.clone())
-        .unwrap_or_default();
-    let opts = PruneOptions {
-        grace: a.grace.unwrap_or(settings.grace),
-        max_unused: a.max_unused.unwrap_or(settings.max_unused),
-        repack_older_than: a
-            .repack_older_than
-            .or_else(|| ctx.profile.as_ref().map(|p| p.retention.keep_within)),
-        dry_run: a.dry_run,
-        lock_wait: ctx.lock_wait,
-    };
+    let opts = job::prune_options(
+        ctx.profile.as_ref(),
+        &PruneOverrides {
+            grace: a.grace,
+            max_unused: a.max_unused,
+            repack_older_than: a.repack_older_than,
+        },
+        a.dry_run,
+        ctx.lock_wait,
+    );
     prune(repo, catalog, &opts, cancel.flag()).map_err(|e| {
         cancel.explain(
             "prune",
@@ -320,24 +297,20 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
         .ok_or_else(|| anyhow!("`coffer run` runs a profile: pass --profile FILE"))?;
     // SIGTERM and SIGINT stop the run at a safe point; it reports `cancelled`.
     let cancel = super::signal::Cancel::install()?;
-    let report = job::run(
-        profile,
-        &JobOptions {
-            state_dir: a.state_dir.unwrap_or_else(state::default_dir),
-            lock_wait: ctx.lock_wait,
-            scheduled: a.scheduled,
-        },
-        cancel.flag(),
-    );
+    let state_dir = a.state_dir.unwrap_or_else(state::default_dir);
+    let started = chrono::Utc::now();
+    let report = state::record_around(&state_dir, &profile.name, a.scheduled, started, || {
+        job::run(profile, started, ctx.lock_wait, cancel.flag())
+    });
     if ctx.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !ctx.quiet {
         print_report(&report);
     }
-    Ok(match report.status.as_str() {
-        "ok" => Exit::Success,
-        "partial" => Exit::Partial,
-        _ => {
+    Ok(match report.status {
+        RunStatus::Ok => Exit::Success,
+        RunStatus::Partial => Exit::Partial,
+        RunStatus::Failed | RunStatus::Cancelled => {
             if !ctx.json
                 && let Some(e) = &report.error
             {
@@ -405,26 +378,150 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
     } else {
         builder.init();
     }
-    let opts = AgentOptions {
-        profiles_dir: a.profiles_dir,
-        state_dir,
-        max_running: a.max_running as usize,
-        metrics_listen: a.metrics_listen,
-        metrics_file: a.metrics_file,
+    let runner = ChildRunner {
         exe: std::env::current_exe().context("finding the coffer binary")?,
+        state_dir: state_dir.clone(),
         lock_wait: if ctx.lock_wait.is_zero() {
             std::time::Duration::from_secs(600)
         } else {
             ctx.lock_wait
         },
+    };
+    let opts = AgentOptions {
+        profiles_dir: a.profiles_dir,
+        state_dir,
+        max_running: a.max_running as usize,
+        metrics_listen: a.metrics_listen.map(MetricsListen::Address),
+        metrics_file: a.metrics_file,
         stop_timeout: a.stop_timeout.to_std().unwrap_or_default(),
+        metrics_refresh: std::time::Duration::from_secs(60),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the agent's runtime")?;
-    rt.block_on(serve(opts))?;
+    rt.block_on(async {
+        let (shutdown, reload) = signals().context("installing the signal handlers")?;
+        serve(
+            opts,
+            std::sync::Arc::new(WallClock),
+            std::sync::Arc::new(runner),
+            shutdown,
+            reload,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })?;
     Ok(Exit::Success)
+}
+
+/// The agent's signals: SIGTERM or SIGINT end it; each SIGHUP reloads.
+fn signals() -> std::io::Result<(
+    impl std::future::Future<Output = ()>,
+    tokio::sync::mpsc::Receiver<()>,
+)> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            // One pending reload is enough: more in the meantime are the same.
+            let _ = tx.try_send(());
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    Ok((shutdown, rx))
+}
+
+/// One profile's line of `coffer status` (and its `--json` object).
+#[derive(serde::Serialize)]
+struct StatusRow {
+    profile: String,
+    file: PathBuf,
+    running_since: Option<chrono::DateTime<chrono::Utc>>,
+    last_run: Option<chrono::DateTime<chrono::Utc>>,
+    result: Option<RunStatus>,
+    seconds: Option<f64>,
+    bytes_added: Option<u64>,
+    snapshot: Option<String>,
+    last_error: Option<String>,
+    last_success: Option<chrono::DateTime<chrono::Utc>>,
+    next_run: chrono::DateTime<chrono::Utc>,
+    snapshots: Option<usize>,
+    storage_bytes: Option<u64>,
+    runs_ok: u64,
+    runs_failed: u64,
+}
+
+/// A profile file that does not parse.
+#[derive(serde::Serialize)]
+struct BrokenRow<'a> {
+    file: &'a PathBuf,
+    error: &'a str,
+}
+
+impl StatusRow {
+    fn of(
+        p: &crate::config::Profile,
+        state_dir: &std::path::Path,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> StatusRow {
+        let st = ProfileState::load(state_dir, &p.name);
+        let last = st.last.as_ref();
+        StatusRow {
+            profile: p.name.clone(),
+            file: p.file.clone(),
+            running_since: st.running_since,
+            last_run: last.map(|l| l.started),
+            result: last.map(|l| l.status),
+            seconds: last.map(|l| l.seconds),
+            bytes_added: last.map(|l| l.bytes_added),
+            snapshot: last.and_then(|l| l.snapshot.clone()),
+            last_error: last.and_then(|l| l.error.clone()),
+            last_success: st.last_success,
+            next_run: planned(p, state_dir, now),
+            snapshots: last.map(|l| l.snapshots),
+            storage_bytes: last.map(|l| l.storage_bytes),
+            runs_ok: st.runs_ok,
+            runs_failed: st.runs_failed,
+        }
+    }
+
+    fn print(&self) {
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|x| x.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "never".into())
+        };
+        let bytes = |n: Option<u64>| n.map(super::backup::human).unwrap_or_else(|| "-".into());
+        let result = match (self.running_since, self.result) {
+            (Some(_), _) => "running",
+            (None, Some(r)) => r.as_str(),
+            (None, None) => "-",
+        };
+        println!(
+            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  {}",
+            text::name_str(&self.profile),
+            time(self.last_run),
+            result,
+            self.seconds
+                .map(|x| format!("{x:.0}s"))
+                .unwrap_or_else(|| "-".into()),
+            bytes(self.bytes_added),
+            time(Some(self.next_run)),
+            self.snapshots
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into()),
+            bytes(self.storage_bytes),
+            text::message(self.last_error.as_deref().unwrap_or(""))
+        );
+    }
 }
 
 pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
@@ -434,35 +531,16 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
         None => load_profiles(&a.profiles_dir)?,
     };
     let now = chrono::Utc::now();
-    let rows: Vec<serde_json::Value> = profiles
+    let rows: Vec<StatusRow> = profiles
         .iter()
-        .map(|p| {
-            let st = ProfileState::load(&state_dir, &p.name);
-            let last = st.last.as_ref();
-            serde_json::json!({
-                "profile": p.name,
-                "file": p.file,
-                "running_since": st.running_since,
-                "last_run": last.map(|l| l.started),
-                "result": last.map(|l| l.status.clone()),
-                "seconds": last.map(|l| l.seconds),
-                "bytes_added": last.map(|l| l.bytes_added),
-                "snapshot": last.and_then(|l| l.snapshot.clone()),
-                "last_error": last.and_then(|l| l.error.clone()),
-                "last_success": st.last_success,
-                "next_run": planned(p, &state_dir, now),
-                "snapshots": last.map(|l| l.snapshots),
-                "storage_bytes": last.map(|l| l.storage_bytes),
-                "runs_ok": st.runs_ok,
-                "runs_failed": st.runs_failed,
-            })
-        })
+        .map(|p| StatusRow::of(p, &state_dir, now))
         .collect();
     if ctx.json {
-        print_json(&serde_json::json!({
-            "profiles": rows,
-            "broken": broken.iter().map(|(p, e)| serde_json::json!({"file": p, "error": e})).collect::<Vec<_>>(),
-        }))?;
+        let broken: Vec<BrokenRow> = broken
+            .iter()
+            .map(|(file, error)| BrokenRow { file, error })
+            .collect();
+        print_json(&serde_json::json!({ "profiles": rows, "broken": broken }))?;
     } else {
         println!(
             "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  last error",
@@ -475,48 +553,14 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
             "snaps",
             "stored"
         );
-        let s = |v: &serde_json::Value| text::name_str(v.as_str().unwrap_or("-")).into_owned();
-        let t = |v: &serde_json::Value| {
-            v.as_str()
-                .and_then(|x| x.parse::<chrono::DateTime<chrono::Utc>>().ok())
-                .map(|x| x.format("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_else(|| "never".into())
-        };
-        let n = |v: &serde_json::Value| {
-            v.as_u64()
-                .map(super::backup::human)
-                .unwrap_or_else(|| "-".into())
-        };
         for r in &rows {
-            let result = if r["running_since"].is_null() {
-                s(&r["result"])
-            } else {
-                "running".into()
-            };
-            println!(
-                "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  {}",
-                s(&r["profile"]),
-                t(&r["last_run"]),
-                result,
-                r["seconds"]
-                    .as_f64()
-                    .map(|x| format!("{x:.0}s"))
-                    .unwrap_or_else(|| "-".into()),
-                n(&r["bytes_added"]),
-                t(&r["next_run"]),
-                r["snapshots"]
-                    .as_u64()
-                    .map(|x| x.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                n(&r["storage_bytes"]),
-                text::message(r["last_error"].as_str().unwrap_or(""))
-            );
+            r.print();
         }
         for (p, e) in &broken {
             println!("BROKEN {}: {}", text::path(p), text::message(e));
         }
     }
-    let failing = rows.iter().any(|r| r["result"] == "failed");
+    let failing = rows.iter().any(|r| r.result == Some(RunStatus::Failed));
     Ok(if failing || !broken.is_empty() {
         Exit::Failure
     } else {

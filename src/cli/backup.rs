@@ -1,7 +1,7 @@
 //! `coffer backup`.
 
 use super::{Context, Exit, print_json, text};
-use crate::engine::backup::{BackupOptions, backup};
+use crate::engine::job::{self, BackupOverrides, JobError, JobPlan, JobReport, StepError};
 use crate::repo::Repository;
 use crate::repo::keys::OperatorIdentity;
 use anyhow::{Result, anyhow};
@@ -71,32 +71,22 @@ const RESUMES: &str = "the next backup resumes from what was uploaded";
 pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
     auto_init(ctx)?;
     let profile = ctx.profile.as_ref();
-    let sources = if args.paths.is_empty() {
-        profile.map(|p| p.sources.clone()).unwrap_or_default()
-    } else {
-        args.paths
-    };
-    if sources.is_empty() {
+    let plan = JobPlan::backup(
+        profile,
+        BackupOverrides {
+            paths: args.paths,
+            exclude: args.exclude,
+            host: args.host,
+            compression: args.compression,
+            time: args.time,
+        },
+        ctx.lock_wait,
+    );
+    if plan.backup.sources.is_empty() {
         return Err(anyhow!(
             "nothing to back up: name paths, or use --profile with sources"
         ));
     }
-    let mut exclude = profile.map(|p| p.exclude.clone()).unwrap_or_default();
-    exclude.extend(args.exclude);
-    let opts = BackupOptions {
-        sources,
-        exclude,
-        host: args.host,
-        profile: profile
-            .map(|p| p.name.clone())
-            .unwrap_or_else(|| "cli".into()),
-        compression: args
-            .compression
-            .or(profile.map(|p| p.compression))
-            .unwrap_or(crate::config::DEFAULT_COMPRESSION),
-        time: args.time,
-        lock_wait: ctx.lock_wait,
-    };
     let repo = ctx
         .open_agent()
         .map_err(|e| super::if_gave_up(e, RESUMES))?;
@@ -104,30 +94,76 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
     let cancel = super::signal::Cancel::install()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let bar = ctx.progress();
-    let result = backup(&repo, &mut catalog, &opts, &bar, cancel.flag());
+    let began = std::time::Instant::now();
+    let report = JobReport::new(&plan.backup.profile, chrono::Utc::now());
+    let done = job::execute(
+        &repo,
+        &mut catalog,
+        &plan,
+        &bar,
+        cancel.flag(),
+        report,
+        began,
+    );
     bar.finish();
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let stopped = matches!(e, crate::Error::Interrupted);
-            let _ = catalog.record_run(&crate::catalog::RunRecord {
-                profile: opts.profile.clone(),
-                started: chrono::Utc::now(),
-                seconds: 0.0,
-                status: if stopped { "cancelled" } else { "failed" }.into(),
-                snapshot: None,
-                files: 0,
-                bytes: 0,
-                added: 0,
-                error: Some(e.to_string()),
-            });
-            return Err(cancel.explain(
-                "backup",
-                super::if_gave_up(e.into(), RESUMES),
-                "the lock is released and no spool file is left; the next backup reuses what was uploaded",
-            ));
-        }
+    let Some(report) = &done.backup else {
+        let e = match done.error {
+            Some(JobError::Backup(e)) => anyhow::Error::from(e),
+            Some(other) => anyhow::Error::from(other),
+            None => anyhow!("the backup ended without a report"),
+        };
+        return Err(cancel.explain(
+            "backup",
+            super::if_gave_up(e, RESUMES),
+            "the lock is released and no spool file is left; the next backup reuses what was uploaded",
+        ));
     };
+    print_backup(ctx, report)?;
+    if let Some(JobError::AfterBackup { short, step }) = done.error {
+        return Err(copy_failed(&cancel, short, *step));
+    }
+    if let Some((copied, location)) = &done.copied
+        && !ctx.quiet
+        && !ctx.json
+    {
+        println!(
+            "copied {} new objects ({}) to {}",
+            copied.objects_copied,
+            human(copied.bytes_copied),
+            location
+        );
+    }
+    if report.skipped.is_empty() {
+        Ok(Exit::Success)
+    } else {
+        eprintln!(
+            "coffer: backup finished but {} item(s) could not be read (exit code 3)",
+            report.skipped.len()
+        );
+        Ok(Exit::Partial)
+    }
+}
+
+/// The profile's copy (`copy_to`) did not finish: the snapshot is saved.
+fn copy_failed(cancel: &super::signal::Cancel, short: String, step: StepError) -> anyhow::Error {
+    match step {
+        StepError::CopyTarget(e) => e.into(),
+        StepError::Copy { to, source } if matches!(source, crate::Error::Interrupted) => cancel
+            .explain(
+                "backup",
+                source.into(),
+                &format!(
+                    "snapshot {short} is saved; the copy to {to} stopped: run `coffer copy --to {to}` to finish it"
+                ),
+            ),
+        StepError::Copy { to, source } => anyhow!(
+            "snapshot {short} is saved, but the copy to {to} failed: {source}; run `coffer copy --to {to}` to retry"
+        ),
+        other => anyhow!("snapshot {short} is saved, but {other}"),
+    }
+}
+
+fn print_backup(ctx: &Context, report: &crate::engine::backup::BackupReport) -> Result<()> {
     let s = &report.summary;
     if ctx.json {
         print_json(&serde_json::json!({
@@ -171,50 +207,7 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
             text::message(err)
         );
     }
-    if let Some(to) = profile.and_then(|p| p.copy_to.as_ref()) {
-        let target = crate::repo::store::Store::open(
-            to,
-            &profile.map(|p| p.s3.clone()).unwrap_or_default(),
-        )?;
-        let copied = crate::engine::copy::copy(
-            &repo,
-            &target,
-            &crate::engine::NoProgress,
-            cancel.flag(),
-        )
-        .map_err(|e| {
-            let short = report.snapshot.short();
-            if matches!(e, crate::Error::Interrupted) {
-                return cancel.explain(
-                    "backup",
-                    e.into(),
-                    &format!(
-                        "snapshot {short} is saved; the copy to {to} stopped: run `coffer copy --to {to}` to finish it"
-                    ),
-                );
-            }
-            anyhow!(
-                "snapshot {short} is saved, but the copy to {to} failed: {e}; run `coffer copy --to {to}` to retry"
-            )
-        })?;
-        if !ctx.quiet && !ctx.json {
-            println!(
-                "copied {} new objects ({}) to {}",
-                copied.objects_copied,
-                human(copied.bytes_copied),
-                target.location()
-            );
-        }
-    }
-    if report.skipped.is_empty() {
-        Ok(Exit::Success)
-    } else {
-        eprintln!(
-            "coffer: backup finished but {} item(s) could not be read (exit code 3)",
-            report.skipped.len()
-        );
-        Ok(Exit::Partial)
-    }
+    Ok(())
 }
 
 pub fn human(n: u64) -> String {

@@ -13,7 +13,7 @@ pub struct EraseArgs {
     /// '/'; `*` stops at '/', `**` does not), and what is below them. Repeatable.
     #[arg(long = "path", required = true, value_name = "GLOB")]
     paths: Vec<String>,
-    /// List what would be removed; change nothing.
+    /// List what would be removed; change nothing (takes no lock).
     #[arg(long)]
     dry_run: bool,
 }

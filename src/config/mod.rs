@@ -139,6 +139,19 @@ pub struct Schedule {
     pub catch_up: bool,
 }
 
+/// Without a `[schedule]`: every 4 hours (six a day), UTC, 5 minutes of jitter.
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            kind: ScheduleKind::Interval(chrono::Duration::hours(4)),
+            max_per_day: MAX_PER_DAY,
+            timezone: "UTC".into(),
+            jitter: chrono::Duration::minutes(5),
+            catch_up: true,
+        }
+    }
+}
+
 impl Schedule {
     /// The schedule's time zone (validated at load, so this cannot fail then).
     pub fn tz(&self) -> jiff::tz::TimeZone {
@@ -185,6 +198,25 @@ pub struct Hooks {
     pub timeout: chrono::Duration,
 }
 
+impl Default for Hooks {
+    fn default() -> Self {
+        Hooks {
+            before: None,
+            after: None,
+            timeout: chrono::Duration::minutes(15),
+        }
+    }
+}
+
+impl Hooks {
+    /// The timeout as the hook runner takes it (checked to be at least 1s at load).
+    pub fn timeout_std(&self) -> std::time::Duration {
+        self.timeout
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1))
+    }
+}
+
 /// `[notify]`: where the agent reports runs.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Notify {
@@ -201,6 +233,21 @@ pub struct Retention {
     pub keep_daily: u32,
     pub keep_weekly: u32,
     pub keep_monthly: u32,
+}
+
+/// Without a `[retention]` (and for `coffer forget` without a profile):
+/// keep everything of the last 90 days, the product's promise.
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_within: chrono::Duration::days(90),
+            keep_last: 0,
+            keep_hourly: 0,
+            keep_daily: 0,
+            keep_weekly: 0,
+            keep_monthly: 0,
+        }
+    }
 }
 
 /// A checked profile with absolute paths.
@@ -229,23 +276,9 @@ pub struct Profile {
 /// The hard cap of snapshots per day (the product promise).
 pub const MAX_PER_DAY: u32 = 6;
 
-/// Parses `30s`, `15m`, `4h`, `90d`, `2w`.
+/// Parses a duration: the one grammar of [`crate::duration`].
 pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30m, 4h or 90d"))?;
-    let d = match unit {
-        "s" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        "w" => chrono::Duration::weeks(n),
-        _ => return Err(format!("{s:?}: unit must be s, m, h, d or w")),
-    };
-    Ok(d)
+    crate::duration::parse(s)
 }
 
 fn parse_time_of_day(s: &str) -> Result<u32, String> {
@@ -298,303 +331,55 @@ impl Profile {
                 e.message().trim_end()
             ),
         })?;
-        // Messages start with the key they are about; point at its line.
-        let invalid = |message: String| {
-            let key = message
-                .split([' ', ':', '='])
-                .next()
-                .and_then(|k| k.rsplit('.').next())
-                .unwrap_or("");
-            match line_of_key(text, key) {
-                Some(line) => ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    line,
-                    message,
-                },
-                None => ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    message,
-                },
-            }
-        };
-        let base = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let base = std::path::absolute(&base).unwrap_or(base);
-        let resolve = |p: &str| -> PathBuf {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
-        if raw.name.is_empty()
-            || !raw
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(invalid(format!(
-                "name {:?}: use letters, digits, '-' and '_' only",
-                raw.name
-            )));
-        }
-        if raw.sources.is_empty() {
-            return Err(invalid(
-                "sources is empty; name at least one folder to back up".into(),
-            ));
-        }
-        if !(1..=19).contains(&raw.compression) {
-            return Err(invalid(format!(
-                "compression = {}: choose a zstd level from 1 to 19 (3 is a good default)",
-                raw.compression
-            )));
-        }
-        for g in &raw.exclude {
-            globset::Glob::new(g).map_err(|e| invalid(format!("exclude {g:?}: {e}")))?;
-        }
-        for (key, url) in [
-            ("repository", Some(&raw.repository)),
-            ("copy_to", raw.copy_to.as_ref()),
-        ] {
-            if let Some(u) = url {
-                crate::storage::check_url(u).map_err(|e| invalid(format!("{key}: {e}")))?;
-            }
-        }
-        let repository = match raw.repository.strip_prefix("file://") {
-            Some(p) => format!(
-                "file://{}",
-                resolve(p.strip_prefix("localhost").unwrap_or(p)).display()
-            ),
-            None if raw.repository.contains("://") => raw.repository.clone(),
-            None => format!("file://{}", resolve(&raw.repository).display()),
-        };
-        let schedule = match raw.schedule {
-            None => Schedule {
-                kind: ScheduleKind::Interval(chrono::Duration::hours(4)),
-                max_per_day: MAX_PER_DAY,
-                timezone: "UTC".into(),
-                jitter: chrono::Duration::minutes(5),
-                catch_up: true,
-            },
-            Some(s) => {
-                let kind = match (s.times, s.interval) {
-                    (Some(t), None) => {
-                        let mut mins = t
-                            .iter()
-                            .map(|x| parse_time_of_day(x))
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(|e| invalid(format!("schedule.times: {e}")))?;
-                        mins.sort_unstable();
-                        mins.dedup();
-                        if mins.is_empty() {
-                            return Err(invalid("schedule.times is empty".into()));
-                        }
-                        ScheduleKind::Times(mins)
-                    }
-                    (None, Some(i)) => {
-                        let d = parse_duration(&i)
-                            .map_err(|e| invalid(format!("schedule.interval: {e}")))?;
-                        if d < chrono::Duration::seconds(1) {
-                            return Err(invalid("schedule.interval must be at least 1s".into()));
-                        }
-                        ScheduleKind::Interval(d)
-                    }
-                    _ => {
-                        return Err(invalid(
-                            "schedule: set exactly one of `times` or `interval`".into(),
-                        ));
-                    }
-                };
-                let max_per_day = s.max_per_day.unwrap_or(MAX_PER_DAY);
-                if max_per_day == 0 || max_per_day > MAX_PER_DAY {
-                    return Err(invalid(format!(
-                        "schedule.max_per_day = {max_per_day}: must be 1 to {MAX_PER_DAY}"
-                    )));
-                }
-                let timezone = s.timezone.unwrap_or_else(|| "UTC".into());
-                time_zone(&timezone).map_err(|e| invalid(format!("schedule.timezone: {e}")))?;
-                let jitter = match s.jitter {
-                    Some(j) => {
-                        parse_duration(&j).map_err(|e| invalid(format!("schedule.jitter: {e}")))?
-                    }
-                    None => chrono::Duration::minutes(5),
-                };
-                Schedule {
-                    kind,
-                    max_per_day,
-                    timezone,
-                    jitter,
-                    catch_up: s.catch_up.unwrap_or(true),
-                }
-            }
-        };
-        let r = raw.retention.unwrap_or(RetentionFile {
-            keep_within: None,
-            keep_last: None,
-            keep_hourly: None,
-            keep_daily: None,
-            keep_weekly: None,
-            keep_monthly: None,
-        });
-        let retention = Retention {
-            keep_within: match r.keep_within {
-                Some(k) => parse_duration(&k)
-                    .map_err(|e| invalid(format!("retention.keep_within: {e}")))?,
-                None => chrono::Duration::days(90),
-            },
-            keep_last: r.keep_last.unwrap_or(0),
-            keep_hourly: r.keep_hourly.unwrap_or(0),
-            keep_daily: r.keep_daily.unwrap_or(0),
-            keep_weekly: r.keep_weekly.unwrap_or(0),
-            keep_monthly: r.keep_monthly.unwrap_or(0),
-        };
-        let prune = match raw.prune {
-            None => PruneSettings::default(),
-            Some(p) => {
-                let d = PruneSettings::default();
-                if let Some(m) = p.max_unused.filter(|m| *m > 100) {
-                    return Err(invalid(format!(
-                        "prune.max_unused = {m}: a percentage from 0 to 100"
-                    )));
-                }
-                PruneSettings {
-                    enabled: p.enabled.unwrap_or(d.enabled),
-                    grace: match p.grace {
-                        Some(g) => {
-                            parse_duration(&g).map_err(|e| invalid(format!("prune.grace: {e}")))?
-                        }
-                        None => d.grace,
-                    },
-                    max_unused: p.max_unused.unwrap_or(d.max_unused),
-                }
-            }
-        };
-        let hooks = match raw.hooks {
-            None => Hooks {
-                before: None,
-                after: None,
-                timeout: chrono::Duration::minutes(15),
-            },
-            Some(h) => {
-                let timeout = match h.timeout {
-                    Some(t) => {
-                        parse_duration(&t).map_err(|e| invalid(format!("hooks.timeout: {e}")))?
-                    }
-                    None => chrono::Duration::minutes(15),
-                };
-                if timeout < chrono::Duration::seconds(1) {
-                    return Err(invalid("hooks.timeout must be at least 1s".into()));
-                }
-                let nonempty = |c: Option<String>| c.filter(|c| !c.trim().is_empty());
-                Hooks {
-                    before: nonempty(h.before),
-                    after: nonempty(h.after),
-                    timeout,
-                }
-            }
-        };
-        let notify = match raw.notify {
-            None => Notify::default(),
-            Some(n) => {
-                for (key, url) in [("notify.webhook", &n.webhook), ("notify.ping", &n.ping)] {
-                    if let Some(u) = url
-                        && !(u.starts_with("https://") || u.starts_with("http://"))
-                    {
-                        return Err(invalid(format!(
-                            "{key} = {u:?}: give an http:// or https:// URL"
-                        )));
-                    }
-                }
-                Notify {
-                    webhook: n.webhook,
-                    ping: n.ping.map(|p| p.trim_end_matches('/').to_string()),
-                    on_success: n.on_success,
-                }
-            }
-        };
+        let cx = ParseCx::new(text, path);
+        let invalid = |m: String| cx.invalid(m);
+        check_top_level(&raw).map_err(invalid)?;
+        let repository = cx.repository_url(&raw.repository);
+        let schedule = raw
+            .schedule
+            .map(parse_schedule)
+            .transpose()
+            .map_err(invalid)?
+            .unwrap_or_default();
+        let retention = raw
+            .retention
+            .map(parse_retention)
+            .transpose()
+            .map_err(invalid)?
+            .unwrap_or_default();
+        let prune = raw
+            .prune
+            .map(parse_prune)
+            .transpose()
+            .map_err(invalid)?
+            .unwrap_or_default();
+        let hooks = raw
+            .hooks
+            .map(parse_hooks)
+            .transpose()
+            .map_err(invalid)?
+            .unwrap_or_default();
+        let notify = raw
+            .notify
+            .map(parse_notify)
+            .transpose()
+            .map_err(invalid)?
+            .unwrap_or_default();
         let s3 = match raw.s3 {
             None => crate::storage::S3Options::default(),
-            Some(f) => {
-                if let Some(n) = f.max_attempts.filter(|n| !(1..=20).contains(n)) {
-                    return Err(invalid(format!("max_attempts = {n}: choose 1 to 20")));
-                }
-                if let Some(n) = f.upload_concurrency.filter(|n| !(1..=64).contains(n)) {
-                    return Err(invalid(format!("upload_concurrency = {n}: choose 1 to 64")));
-                }
-                // S3 takes parts of 5 MiB at least, and one PUT of 5 GiB at most.
-                if let Some(n) = f
-                    .multipart_threshold_mib
-                    .filter(|n| !(5..=5120).contains(n))
-                {
-                    return Err(invalid(format!(
-                        "multipart_threshold_mib = {n}: choose 5 to 5120"
-                    )));
-                }
-                if let Some(c) = f
-                    .storage_class
-                    .as_deref()
-                    .filter(|c| matches!(*c, "GLACIER" | "DEEP_ARCHIVE"))
-                {
-                    return Err(invalid(format!(
-                        "storage_class = {c:?}: archive classes cannot be read back without a thaw; use STANDARD or STANDARD_IA"
-                    )));
-                }
-                if let Some(s) = f
-                    .server_side_encryption
-                    .as_deref()
-                    .filter(|s| !matches!(*s, "AES256" | "aws:kms"))
-                {
-                    return Err(invalid(format!(
-                        "server_side_encryption = {s:?}: use \"AES256\" or \"aws:kms\""
-                    )));
-                }
-                let checksums = match f.checksums.as_deref() {
-                    None => crate::storage::ChecksumSetting::Auto,
-                    Some(c) => c
-                        .parse()
-                        .map_err(|e| invalid(format!("[s3] checksums = {e}")))?,
-                };
-                crate::storage::S3Options {
-                    checksums,
-                    region: f.region,
-                    endpoint: f.endpoint,
-                    path_style: f.path_style,
-                    ca_bundle: f.ca_bundle.as_deref().map(resolve),
-                    allow_insecure_http: f.allow_insecure_http,
-                    max_attempts: f.max_attempts.unwrap_or(0),
-                    storage_class: f.storage_class,
-                    server_side_encryption: f.server_side_encryption,
-                    sse_kms_key_id: f.sse_kms_key_id,
-                    upload_concurrency: f.upload_concurrency.unwrap_or(0),
-                    allowed_regions: f.allowed_regions,
-                    multipart_threshold: f.multipart_threshold_mib.unwrap_or(0) << 20,
-                    credentials_file: f.credentials_file.as_deref().map(resolve),
-                }
-            }
+            Some(f) => parse_s3(f, &|p| cx.resolve(p)).map_err(invalid)?,
         };
-        let copy_to = raw.copy_to.map(|u| match u.strip_prefix("file://") {
-            Some(p) => format!(
-                "file://{}",
-                resolve(p.strip_prefix("localhost").unwrap_or(p)).display()
-            ),
-            None if u.contains("://") => u,
-            None => format!("file://{}", resolve(&u).display()),
-        });
         Ok(Profile {
-            copy_to,
+            copy_to: raw.copy_to.as_deref().map(|u| cx.repository_url(u)),
             s3,
             file: path.to_path_buf(),
             name: raw.name,
-            sources: raw.sources.iter().map(|s| resolve(s)).collect(),
+            sources: raw.sources.iter().map(|s| cx.resolve(s)).collect(),
             exclude: raw.exclude,
             repository,
-            agent_key: raw.agent_key.as_deref().map(resolve),
-            identity: raw.identity.as_deref().map(resolve),
-            catalog: raw.catalog.as_deref().map(resolve),
+            agent_key: raw.agent_key.as_deref().map(|p| cx.resolve(p)),
+            identity: raw.identity.as_deref().map(|p| cx.resolve(p)),
+            catalog: raw.catalog.as_deref().map(|p| cx.resolve(p)),
             compression: raw.compression,
             auto_init: raw.auto_init,
             schedule,
@@ -604,6 +389,270 @@ impl Profile {
             notify,
         })
     }
+}
+
+/// What parsing one profile file needs besides its values: the text (to
+/// point errors at their line) and the folder relative paths start from.
+struct ParseCx<'a> {
+    text: &'a str,
+    path: &'a Path,
+    base: PathBuf,
+}
+
+impl<'a> ParseCx<'a> {
+    fn new(text: &'a str, path: &'a Path) -> ParseCx<'a> {
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::path::absolute(&base).unwrap_or(base);
+        ParseCx { text, path, base }
+    }
+
+    /// Messages start with the key they are about; point at its line.
+    fn invalid(&self, message: String) -> ConfigError {
+        let key = message
+            .split([' ', ':', '='])
+            .next()
+            .and_then(|k| k.rsplit('.').next())
+            .unwrap_or("");
+        match line_of_key(self.text, key) {
+            Some(line) => ConfigError::Parse {
+                path: self.path.to_path_buf(),
+                line,
+                message,
+            },
+            None => ConfigError::Invalid {
+                path: self.path.to_path_buf(),
+                message,
+            },
+        }
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    /// `repository` and `copy_to`: a URL, or a folder relative to the profile.
+    fn repository_url(&self, u: &str) -> String {
+        match u.strip_prefix("file://") {
+            Some(p) => format!(
+                "file://{}",
+                self.resolve(p.strip_prefix("localhost").unwrap_or(p))
+                    .display()
+            ),
+            None if u.contains("://") => u.to_string(),
+            None => format!("file://{}", self.resolve(u).display()),
+        }
+    }
+}
+
+/// The top-level keys: name, sources, compression, excludes, URLs.
+fn check_top_level(raw: &ProfileFile) -> Result<(), String> {
+    if raw.name.is_empty()
+        || !raw
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "name {:?}: use letters, digits, '-' and '_' only",
+            raw.name
+        ));
+    }
+    if raw.sources.is_empty() {
+        return Err("sources is empty; name at least one folder to back up".into());
+    }
+    if !(1..=19).contains(&raw.compression) {
+        return Err(format!(
+            "compression = {}: choose a zstd level from 1 to 19 (3 is a good default)",
+            raw.compression
+        ));
+    }
+    for g in &raw.exclude {
+        globset::Glob::new(g).map_err(|e| format!("exclude {g:?}: {e}"))?;
+    }
+    for (key, url) in [
+        ("repository", Some(&raw.repository)),
+        ("copy_to", raw.copy_to.as_ref()),
+    ] {
+        if let Some(u) = url {
+            crate::storage::check_url(u).map_err(|e| format!("{key}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_schedule(s: ScheduleFile) -> Result<Schedule, String> {
+    let d = Schedule::default();
+    let kind = match (s.times, s.interval) {
+        (Some(t), None) => {
+            let mut mins = t
+                .iter()
+                .map(|x| parse_time_of_day(x))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("schedule.times: {e}"))?;
+            mins.sort_unstable();
+            mins.dedup();
+            if mins.is_empty() {
+                return Err("schedule.times is empty".into());
+            }
+            ScheduleKind::Times(mins)
+        }
+        (None, Some(i)) => {
+            let d = parse_duration(&i).map_err(|e| format!("schedule.interval: {e}"))?;
+            if d < chrono::Duration::seconds(1) {
+                return Err("schedule.interval must be at least 1s".into());
+            }
+            ScheduleKind::Interval(d)
+        }
+        _ => return Err("schedule: set exactly one of `times` or `interval`".into()),
+    };
+    let max_per_day = s.max_per_day.unwrap_or(d.max_per_day);
+    if max_per_day == 0 || max_per_day > MAX_PER_DAY {
+        return Err(format!(
+            "schedule.max_per_day = {max_per_day}: must be 1 to {MAX_PER_DAY}"
+        ));
+    }
+    let timezone = s.timezone.unwrap_or(d.timezone);
+    time_zone(&timezone).map_err(|e| format!("schedule.timezone: {e}"))?;
+    let jitter = match s.jitter {
+        Some(j) => parse_duration(&j).map_err(|e| format!("schedule.jitter: {e}"))?,
+        None => d.jitter,
+    };
+    Ok(Schedule {
+        kind,
+        max_per_day,
+        timezone,
+        jitter,
+        catch_up: s.catch_up.unwrap_or(d.catch_up),
+    })
+}
+
+fn parse_retention(r: RetentionFile) -> Result<Retention, String> {
+    let d = Retention::default();
+    Ok(Retention {
+        keep_within: match r.keep_within {
+            Some(k) => parse_duration(&k).map_err(|e| format!("retention.keep_within: {e}"))?,
+            None => d.keep_within,
+        },
+        keep_last: r.keep_last.unwrap_or(d.keep_last),
+        keep_hourly: r.keep_hourly.unwrap_or(d.keep_hourly),
+        keep_daily: r.keep_daily.unwrap_or(d.keep_daily),
+        keep_weekly: r.keep_weekly.unwrap_or(d.keep_weekly),
+        keep_monthly: r.keep_monthly.unwrap_or(d.keep_monthly),
+    })
+}
+
+fn parse_prune(p: PruneFile) -> Result<PruneSettings, String> {
+    let d = PruneSettings::default();
+    if let Some(m) = p.max_unused.filter(|m| *m > 100) {
+        return Err(format!(
+            "prune.max_unused = {m}: a percentage from 0 to 100"
+        ));
+    }
+    Ok(PruneSettings {
+        enabled: p.enabled.unwrap_or(d.enabled),
+        grace: match p.grace {
+            Some(g) => parse_duration(&g).map_err(|e| format!("prune.grace: {e}"))?,
+            None => d.grace,
+        },
+        max_unused: p.max_unused.unwrap_or(d.max_unused),
+    })
+}
+
+fn parse_hooks(h: HooksFile) -> Result<Hooks, String> {
+    let timeout = match h.timeout {
+        Some(t) => parse_duration(&t).map_err(|e| format!("hooks.timeout: {e}"))?,
+        None => Hooks::default().timeout,
+    };
+    if timeout < chrono::Duration::seconds(1) {
+        return Err("hooks.timeout must be at least 1s".into());
+    }
+    let nonempty = |c: Option<String>| c.filter(|c| !c.trim().is_empty());
+    Ok(Hooks {
+        before: nonempty(h.before),
+        after: nonempty(h.after),
+        timeout,
+    })
+}
+
+fn parse_notify(n: NotifyFile) -> Result<Notify, String> {
+    for (key, url) in [("notify.webhook", &n.webhook), ("notify.ping", &n.ping)] {
+        if let Some(u) = url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(format!("{key} = {u:?}: give an http:// or https:// URL"));
+        }
+    }
+    Ok(Notify {
+        webhook: n.webhook,
+        ping: n.ping.map(|p| p.trim_end_matches('/').to_string()),
+        on_success: n.on_success,
+    })
+}
+
+fn parse_s3(
+    f: S3File,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<crate::storage::S3Options, String> {
+    if let Some(n) = f.max_attempts.filter(|n| !(1..=20).contains(n)) {
+        return Err(format!("max_attempts = {n}: choose 1 to 20"));
+    }
+    if let Some(n) = f.upload_concurrency.filter(|n| !(1..=64).contains(n)) {
+        return Err(format!("upload_concurrency = {n}: choose 1 to 64"));
+    }
+    // S3 takes parts of 5 MiB at least, and one PUT of 5 GiB at most.
+    if let Some(n) = f
+        .multipart_threshold_mib
+        .filter(|n| !(5..=5120).contains(n))
+    {
+        return Err(format!("multipart_threshold_mib = {n}: choose 5 to 5120"));
+    }
+    if let Some(c) = f
+        .storage_class
+        .as_deref()
+        .filter(|c| matches!(*c, "GLACIER" | "DEEP_ARCHIVE"))
+    {
+        return Err(format!(
+            "storage_class = {c:?}: archive classes cannot be read back without a thaw; use STANDARD or STANDARD_IA"
+        ));
+    }
+    if let Some(s) = f
+        .server_side_encryption
+        .as_deref()
+        .filter(|s| !matches!(*s, "AES256" | "aws:kms"))
+    {
+        return Err(format!(
+            "server_side_encryption = {s:?}: use \"AES256\" or \"aws:kms\""
+        ));
+    }
+    let checksums = match f.checksums.as_deref() {
+        None => crate::storage::ChecksumSetting::Auto,
+        Some(c) => c.parse().map_err(|e| format!("[s3] checksums = {e}"))?,
+    };
+    Ok(crate::storage::S3Options {
+        checksums,
+        region: f.region,
+        endpoint: f.endpoint,
+        path_style: f.path_style,
+        ca_bundle: f.ca_bundle.as_deref().map(resolve),
+        allow_insecure_http: f.allow_insecure_http,
+        max_attempts: f.max_attempts.unwrap_or(0),
+        storage_class: f.storage_class,
+        server_side_encryption: f.server_side_encryption,
+        sse_kms_key_id: f.sse_kms_key_id,
+        upload_concurrency: f.upload_concurrency.unwrap_or(0),
+        allowed_regions: f.allowed_regions,
+        multipart_threshold: f.multipart_threshold_mib.unwrap_or(0) << 20,
+        credentials_file: f.credentials_file.as_deref().map(resolve),
+    })
 }
 
 #[cfg(test)]
@@ -637,6 +686,30 @@ keep_daily = 7
     }
 
     #[test]
+    fn missing_sections_take_the_one_set_of_defaults() {
+        let text = "name = \"p\"\nsources = [\"/srv\"]\nrepository = \"/r\"\n";
+        let p = Profile::parse(text, Path::new("/etc/p.toml")).unwrap();
+        assert_eq!(p.schedule, Schedule::default());
+        assert_eq!(
+            p.schedule.kind,
+            ScheduleKind::Interval(chrono::Duration::hours(4))
+        );
+        assert_eq!(p.retention, Retention::default());
+        assert_eq!(p.retention.keep_within, chrono::Duration::days(90));
+        assert_eq!(p.hooks, Hooks::default());
+        assert_eq!(p.hooks.timeout_std(), std::time::Duration::from_secs(900));
+        assert_eq!(p.prune, PruneSettings::default());
+        assert_eq!(p.notify, Notify::default());
+        // An empty section is the same as none.
+        let text = format!("{text}[schedule]\ntimes = [\"01:00\"]\n[retention]\n[hooks]\n");
+        let p = Profile::parse(&text, Path::new("/etc/p.toml")).unwrap();
+        assert_eq!(p.retention, Retention::default());
+        assert_eq!(p.hooks, Hooks::default());
+        assert_eq!(p.schedule.jitter, Schedule::default().jitter);
+        assert_eq!(p.schedule.max_per_day, MAX_PER_DAY);
+    }
+
+    #[test]
     fn unknown_keys_name_the_line() {
         let text = GOOD.replace("keep_daily = 7", "keep_dialy = 7");
         let e = Profile::parse(&text, Path::new("p.toml"))
@@ -655,8 +728,8 @@ keep_daily = 7
             ),
             (
                 "keep_within = \"30d\"",
-                "keep_within = \"30 days\"",
-                "keep_within",
+                "keep_within = \"1 month\"",
+                "retention.keep_within: \"1 month\": months and years have no fixed length",
             ),
             (
                 "times = [\"04:00\", \"00:00\"]",

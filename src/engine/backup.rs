@@ -12,7 +12,7 @@ use crate::repo::damage::{BadPack, DamageRecord};
 use crate::repo::ids::PackId;
 use crate::repo::ids::{BlobId, IndexId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
-use crate::repo::lock::{RepoLock, hostname};
+use crate::repo::lock::{RepoLock, WriterLock, hostname};
 use crate::repo::pack::{BlobKind, SealedBlob, seal_blob};
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::TreeIndexBuilder;
@@ -381,61 +381,59 @@ pub fn backup(
     cancel: &AtomicBool,
 ) -> Result<BackupReport> {
     let started = std::time::Instant::now();
-    let start_time = chrono::Utc::now();
     let mut sources = Vec::new();
     for s in &opts.sources {
         let abs = std::path::absolute(s).map_err(|e| Error::io(s, e))?;
         let abs: PathBuf = abs.components().collect(); // drops `.` and trailing `/`
-        std::fs::symlink_metadata(&abs).map_err(|e| {
-            Error::Invalid(format!(
-                "source {}: {e}; check the path in the profile or command line",
-                abs.display()
-            ))
+        std::fs::symlink_metadata(&abs).map_err(|e| Error::Source {
+            path: abs.clone(),
+            reason: e.to_string(),
         })?;
         sources.push(abs);
     }
     if sources.is_empty() {
-        return Err(Error::Invalid(
-            "nothing to back up: name at least one path".into(),
-        ));
+        return Err(Error::NoSources);
     }
     let excludes = Excludes::new(&opts.exclude).map_err(Error::Invalid)?;
-    let mut report = super::with_writer_lock(repo, opts.lock_wait, |lock| {
-        run(
-            repo, catalog, opts, &sources, &excludes, progress, cancel, lock,
-        )
-    })?;
+    let job = Job {
+        repo,
+        opts,
+        sources: &sources,
+        excludes: &excludes,
+        progress,
+        cancel,
+    };
+    let mut lock = WriterLock::of(repo, opts.lock_wait)?;
+    let ran = run(&job, catalog, &mut lock);
+    let mut report = lock.release_after(ran)?;
     report.summary.seconds = started.elapsed().as_secs_f64();
-    let _ = catalog.record_run(&crate::catalog::RunRecord {
-        profile: opts.profile.clone(),
-        started: start_time,
-        seconds: report.summary.seconds,
-        status: if report.skipped.is_empty() {
-            "ok"
-        } else {
-            "partial"
-        }
-        .into(),
-        snapshot: Some(report.snapshot.to_hex()),
-        files: report.summary.files,
-        bytes: report.summary.bytes,
-        added: report.summary.stored_added,
-        error: None,
-    });
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    repo: &Repository,
-    catalog: &mut Catalog,
-    opts: &BackupOptions,
-    sources: &[PathBuf],
-    excludes: &Excludes,
-    progress: &dyn Progress,
-    cancel: &AtomicBool,
-    lock: &mut RepoLock,
-) -> Result<BackupReport> {
+/// Everything a backup reads and makes: the repository and catalog, what to
+/// back up and how, and the lock it holds.
+struct Job<'a> {
+    repo: &'a Repository,
+    opts: &'a BackupOptions,
+    sources: &'a [PathBuf],
+    excludes: &'a Excludes,
+    progress: &'a dyn Progress,
+    cancel: &'a AtomicBool,
+}
+
+/// What the pipeline made: the index objects written (every stored pack
+/// once), the file and reference lists, and the driver's account.
+struct Piped {
+    indexes: Vec<(IndexId, IndexFile)>,
+    finished: Finished,
+    summary: Summary,
+    skipped: Vec<(String, String)>,
+    changed: Vec<String>,
+    new_cache: Vec<(Vec<u8>, CachedFile)>,
+}
+
+fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupReport> {
+    let (repo, progress) = (job.repo, job.progress);
     progress.phase("index", None);
     // We hold the lock: temporary files in the repository are a killed writer's.
     repo.store.remove_stale_temp()?;
@@ -445,49 +443,68 @@ fn run(
         known,
         queued: Mutex::new(HashSet::new()),
     };
+    progress.phase("backup", None);
+    let piped = pipeline(job, &dedup, &file_cache, lock)?;
+    // Stopping stages may have dropped blobs the file list names: once
+    // the flag is set, no commit (the packs stored are indexed).
+    if job.cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    let mut report = commit(job, catalog, piped)?;
+    report.orphans_adopted = orphans_adopted;
+    report.warnings = warnings;
+    Ok(report)
+}
+
+/// Walks, reads, chunks, seals and packs, each stage on its own threads
+/// with bounded channels between them (memory stays flat), while the
+/// driver keeps the file list in walk order.
+fn pipeline(
+    job: &Job,
+    dedup: &Dedup,
+    file_cache: &HashMap<Vec<u8>, CachedFile>,
+    lock: &mut RepoLock,
+) -> Result<Piped> {
+    let (repo, cancel) = (job.repo, job.cancel);
     let seed = repo.keys.chunker_seed();
     let data_chunker = Chunker::new(repo.config.data_chunks, seed);
     let meta_chunker = Chunker::new(repo.config.meta_chunks, seed);
-    let small = SMALL_FILE;
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .clamp(1, 8);
     let read_bytes = AtomicU64::new(0);
-
     let (walk_tx, walk_rx) = bounded::<WalkItem>(4096);
     let (job_tx, job_rx) = unbounded::<FileJob>();
     let (done_tx, done_rx) = unbounded::<FileDone>();
     let (seal_tx, seal_rx) = bounded::<PlainBlob>(workers);
     let (pack_tx, pack_rx) = bounded::<SealedBlob>(workers);
-
-    progress.phase("backup", None);
-    std::thread::scope(|s| -> Result<BackupReport> {
+    std::thread::scope(|s| -> Result<Piped> {
+        let (sources, excludes) = (job.sources, job.excludes);
         std::thread::Builder::new()
             .name("walker".into())
             .stack_size(64 << 20)
             .spawn_scoped(s, move || {
                 walk::walk(sources, excludes, &walk_tx);
             })
-            .map_err(|e| Error::Invalid(format!("cannot start walker: {e}")))?;
+            .map_err(|e| Error::Thread("walker", e))?;
         for _ in 0..workers {
             let (job_rx, done_tx, seal_tx) = (job_rx.clone(), done_tx.clone(), seal_tx.clone());
-            let (dedup, chunker, read_bytes) = (&dedup, &data_chunker, &read_bytes);
+            let (chunker, read_bytes, progress) = (&data_chunker, &read_bytes, job.progress);
             s.spawn(move || {
-                for job in job_rx.iter() {
+                for file in job_rx.iter() {
                     if cancel.load(Ordering::Relaxed) {
                         break;
                     }
                     let result = read_file(
-                        &job, chunker, small, dedup, &repo.keys, &seal_tx, progress, read_bytes,
+                        &file, chunker, SMALL_FILE, dedup, &repo.keys, &seal_tx, progress,
+                        read_bytes,
                     );
-                    if done_tx
-                        .send(FileDone {
-                            seq: job.seq,
-                            result,
-                        })
-                        .is_err()
-                    {
+                    let done = FileDone {
+                        seq: file.seq,
+                        result,
+                    };
+                    if done_tx.send(done).is_err() {
                         break;
                     }
                 }
@@ -495,7 +512,7 @@ fn run(
         }
         for _ in 0..workers {
             let (seal_rx, pack_tx) = (seal_rx.clone(), pack_tx.clone());
-            let level = opts.compression;
+            let level = job.opts.compression;
             s.spawn(move || {
                 for b in seal_rx.iter() {
                     if cancel.load(Ordering::Relaxed) {
@@ -512,28 +529,8 @@ fn run(
         let read_back = ReadBack::of(lock);
         let packer_handle = s.spawn(move || packer(repo, pack_rx, read_back));
 
-        let mut d = Driver {
-            repo,
-            dedup: &dedup,
-            seal_tx,
-            splitter: Splitter::new(meta_chunker.clone()),
-            tree_index: (repo.config.version >= 2).then(TreeIndexBuilder::default),
-            tree: Vec::new(),
-            refs: HashSet::new(),
-            pending: VecDeque::new(),
-            base: 0,
-            cursor: 0,
-            bundle: Vec::new(),
-            bundle_no: 0,
-            bundles: HashMap::new(),
-            summary: Summary::default(),
-            skipped: Vec::new(),
-            changed: Vec::new(),
-            new_cache: Vec::new(),
-            hardlinks: HashMap::new(),
-            line: Vec::new(),
-        };
-        let driven = d.drive(walk_rx, &job_tx, &done_rx, &file_cache, cancel, lock);
+        let mut d = Driver::new(repo, dedup, seal_tx, &meta_chunker);
+        let driven = d.drive(walk_rx, &job_tx, &done_rx, file_cache, cancel, lock);
         drop(job_tx);
         // On failure, hang up so every stage stops, then report the first cause.
         // After a cancel, the stages that stopped are no failure of their own.
@@ -555,58 +552,68 @@ fn run(
         drop(seal_tx);
         let packed = packer_handle
             .join()
-            .map_err(|_| Error::Invalid("packer thread panicked".into()))?;
+            .map_err(|_| Error::Stopped("packer thread panicked"))?;
         // The packer's error first: a full spool disk stops the driver too,
         // which then only knows that the pipeline stopped.
         let indexes = packed?;
-        let Finished {
-            tree,
-            refs,
-            tree_index,
-        } = finished?;
-        // Stopping stages may have dropped blobs the file list names: once
-        // the flag is set, no commit (the packs stored are indexed).
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
-
-        // Commit: indexes are written; now the snapshot, last.
-        let new_packs = || indexes.iter().flat_map(|(_, i)| i.packs.iter());
-        let mut summary = summary;
-        summary.stored_added = new_packs().map(|p| p.size).sum();
-        summary.data_added = new_packs()
-            .flat_map(|p| p.blobs.iter())
-            .filter(|b| b.kind == BlobKind::Data)
-            .map(|b| b.raw_length)
-            .sum();
-        summary.skipped = skipped.len() as u64;
-        let snap = Snapshot {
-            time: opts.time.unwrap_or_else(chrono::Utc::now),
-            host: opts.host.clone().unwrap_or_else(hostname),
-            profile: opts.profile.clone(),
-            paths: sources.iter().map(|p| p.display().to_string()).collect(),
-            tree,
-            refs,
-            tree_index,
-            summary: summary.clone(),
-        };
-        let snapshot = repo.write_snapshot(&snap)?;
-
-        // The catalog follows the repository; failures here cost only time.
-        for (id, index) in &indexes {
-            catalog.add_index(id, index)?;
-        }
-        catalog.put_snapshot(&snapshot, &snap)?;
-        catalog.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
-        Ok(BackupReport {
-            snapshot,
+        Ok(Piped {
+            indexes,
+            finished: finished?,
             summary,
-            packs_added: new_packs().count() as u64,
             skipped,
             changed,
-            orphans_adopted,
-            warnings,
+            new_cache,
         })
+    })
+}
+
+/// Commits the backup: its index objects are written; now the snapshot,
+/// last. The catalog follows the repository; failures there cost only time.
+fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport> {
+    let Piped {
+        indexes,
+        finished,
+        mut summary,
+        skipped,
+        changed,
+        new_cache,
+    } = piped;
+    let new_packs = || indexes.iter().flat_map(|(_, i)| i.packs.iter());
+    summary.stored_added = new_packs().map(|p| p.size).sum();
+    summary.data_added = new_packs()
+        .flat_map(|p| p.blobs.iter())
+        .filter(|b| b.kind == BlobKind::Data)
+        .map(|b| b.raw_length)
+        .sum();
+    summary.skipped = skipped.len() as u64;
+    let snap = Snapshot {
+        time: job.opts.time.unwrap_or_else(chrono::Utc::now),
+        host: job.opts.host.clone().unwrap_or_else(hostname),
+        profile: job.opts.profile.clone(),
+        paths: job
+            .sources
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        tree: finished.tree,
+        refs: finished.refs,
+        tree_index: finished.tree_index,
+        summary: summary.clone(),
+    };
+    let snapshot = job.repo.write_snapshot(&snap)?;
+    for (id, index) in &indexes {
+        catalog.add_index(id, index)?;
+    }
+    catalog.put_snapshot(&snapshot, &snap)?;
+    catalog.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
+    Ok(BackupReport {
+        snapshot,
+        summary,
+        packs_added: new_packs().count() as u64,
+        skipped,
+        changed,
+        orphans_adopted: 0,
+        warnings: Vec::new(),
     })
 }
 
@@ -637,8 +644,36 @@ struct Driver<'a> {
     line: Vec<u8>,
 }
 
-impl Driver<'_> {
-    #[allow(clippy::too_many_arguments)]
+impl<'a> Driver<'a> {
+    fn new(
+        repo: &'a Repository,
+        dedup: &'a Dedup,
+        seal_tx: Sender<PlainBlob>,
+        meta_chunker: &Chunker,
+    ) -> Driver<'a> {
+        Driver {
+            repo,
+            dedup,
+            seal_tx,
+            splitter: Splitter::new(meta_chunker.clone()),
+            tree_index: (repo.config.version >= 2).then(TreeIndexBuilder::default),
+            tree: Vec::new(),
+            refs: HashSet::new(),
+            pending: VecDeque::new(),
+            base: 0,
+            cursor: 0,
+            bundle: Vec::new(),
+            bundle_no: 0,
+            bundles: HashMap::new(),
+            summary: Summary::default(),
+            skipped: Vec::new(),
+            changed: Vec::new(),
+            new_cache: Vec::new(),
+            hardlinks: HashMap::new(),
+            line: Vec::new(),
+        }
+    }
+
     fn drive(
         &mut self,
         walk_rx: Receiver<WalkItem>,
@@ -724,7 +759,7 @@ impl Driver<'_> {
                                 abs: node.abs,
                                 meta: node.meta,
                             })
-                            .map_err(|_| Error::Invalid("file readers stopped".into()))?;
+                            .map_err(|_| Error::Stopped("file readers stopped"))?;
                         reading += 1;
                     }
                 }
@@ -760,7 +795,7 @@ impl Driver<'_> {
     fn wait_one(&mut self, done_rx: &Receiver<FileDone>, reading: &mut usize) -> Result<()> {
         let done = done_rx
             .recv()
-            .map_err(|_| Error::Invalid("file readers stopped".into()))?;
+            .map_err(|_| Error::Stopped("file readers stopped"))?;
         *reading -= 1;
         self.complete(done);
         Ok(())
@@ -908,7 +943,7 @@ impl Driver<'_> {
         if self.dedup.claim(&id) {
             self.seal_tx
                 .send(PlainBlob { id, kind, data })
-                .map_err(|_| Error::Invalid("backup pipeline stopped".into()))?;
+                .map_err(|_| Error::Stopped("backup pipeline stopped"))?;
         }
         Ok(id)
     }

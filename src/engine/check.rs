@@ -57,23 +57,59 @@ struct Damage {
     blobs: HashSet<BlobId>,
 }
 
+impl Damage {
+    fn of(problem: String) -> Damage {
+        Damage {
+            problem,
+            blobs: HashSet::new(),
+        }
+    }
+
+    fn with(self, blobs: HashSet<BlobId>) -> Damage {
+        Damage { blobs, ..self }
+    }
+}
+
+/// Why a snapshot's reference list can not be read.
+#[derive(Clone, Debug, thiserror::Error)]
+enum ListUnreadable {
+    /// A blob of it could not be read (the read's error, as text: one
+    /// blob's failure is told for every snapshot that shares it).
+    #[error("{0}")]
+    Read(String),
+    #[error("blob {} is missing from the index", .0.short())]
+    Missing(BlobId),
+    #[error("{0}")]
+    Decode(String),
+}
+
+/// Runs a check: [`gather`] reads the index, the pack listing and the
+/// damage records; [`plan`] decides from them alone what is already known
+/// damaged and which packs are read ([`CheckPlan`]); the executor reads
+/// them, the snapshots and their lists, and traces damage to snapshots.
 pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Result<CheckReport> {
-    let mut report = CheckReport::default();
-    let mut damaged: BTreeMap<String, Damage> = BTreeMap::new();
+    let facts = gather(repo)?;
+    let plan = plan(facts, read_data);
+    execute(repo, plan, progress)
+}
 
-    let FreshIndex {
-        copies,
-        packs,
-        pack_indexes,
-        index_times,
-        unreadable,
-    } = read_index_fresh(repo)?;
-    damaged.extend(unreadable);
-    report.blobs = copies.len();
-    report.packs = packs.len();
-    let by_pack = |pack: &PackId| pack_blobs(&packs, pack);
+/// What storage holds, as check reads it first.
+struct CheckFacts {
+    index: FreshIndex,
+    stored: HashMap<PackId, PackInfo>,
+    /// The damage records that could be read.
+    records: Vec<([u8; 32], DamageRecord)>,
+    /// Damage records that could not be read: (key, what is wrong).
+    bad_records: Vec<(String, Damage)>,
+    /// For packs stored longer than indexed: the chunk-length line they
+    /// begin with, if they begin with one (an upload's aws-chunked framing).
+    framing: HashMap<PackId, String>,
+}
 
-    // What storage holds, and what earlier reads recorded as bad.
+/// Reads the index (afresh, not from the catalog), lists the packs, and
+/// reads the damage records.
+fn gather(repo: &Repository) -> Result<CheckFacts> {
+    let index = read_index_fresh(repo)?;
     let stored: HashMap<PackId, PackInfo> = repo
         .store
         .list("data/")?
@@ -87,6 +123,7 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         })
         .collect();
     let mut records = Vec::new();
+    let mut bad_records = Vec::new();
     for o in repo.list_damage()? {
         match repo.read_damage(&o) {
             Ok(r) => records.push((o.id, r)),
@@ -95,84 +132,177 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                 if !is_bad_object(&e) {
                     return Err(e);
                 }
-                damaged.insert(
-                    o.key.clone(),
-                    Damage {
-                        problem: e.to_string(),
-                        blobs: HashSet::new(),
-                    },
-                );
+                bad_records.push((o.key.clone(), Damage::of(e.to_string())));
             }
         }
     }
-    let sizes: HashMap<PackId, u64> = packs.iter().map(|(p, (s, _))| (*p, *s)).collect();
-    let mut health = Health::new(stored, &sizes, records);
+    // One ranged read of 24 bytes per pack stored longer than indexed.
+    let mut framing = HashMap::new();
+    for (pack, (size, _)) in &index.packs {
+        if let Some(s) = stored.get(pack).filter(|s| s.size > *size)
+            && let Some(line) = crate::repo::caps::framing(&repo.store, &pack.key(), s.size)
+        {
+            framing.insert(*pack, line);
+        }
+    }
+    Ok(CheckFacts {
+        index,
+        stored,
+        records,
+        bad_records,
+        framing,
+    })
+}
 
+/// What a check knows before it reads data, and what it will read.
+struct CheckPlan {
+    read_data: bool,
+    index: FreshIndex,
+    health: Health,
+    /// Each indexed pack's size.
+    sizes: HashMap<PackId, u64>,
+    /// Objects known damaged already, by key.
+    damaged: BTreeMap<String, Damage>,
+    /// Packs of the wrong size that are read (with `read_data`): the
+    /// problem is told with what the read finds.
+    size_notes: HashMap<PackId, String>,
+    /// The packs read whole and verified (with `read_data`): every indexed
+    /// pack not known damaged already.
+    to_read: Vec<PackId>,
+    notes: Vec<String>,
+}
+
+/// Decides, without I/O, what is known damaged and what will be read.
+fn plan(facts: CheckFacts, read_data: bool) -> CheckPlan {
+    let CheckFacts {
+        mut index,
+        stored,
+        records,
+        bad_records,
+        framing,
+    } = facts;
+    let mut damaged: BTreeMap<String, Damage> = std::mem::take(&mut index.unreadable)
+        .into_iter()
+        .chain(bad_records)
+        .collect();
+    let sizes: HashMap<PackId, u64> = index.packs.iter().map(|(p, (s, _))| (*p, *s)).collect();
+    let health = Health::new(stored, &sizes, records);
     let mut size_notes: HashMap<PackId, String> = HashMap::new();
-    for (pack, (size, _)) in &packs {
-        match health.stored.get(pack) {
+    for (pack, (size, _)) in &index.packs {
+        let problem = match health.stored.get(pack) {
             None => {
+                let blobs = pack_blobs(&index.packs, pack);
                 damaged.insert(
                     pack.key(),
-                    Damage {
-                        problem: "missing from storage".into(),
-                        blobs: by_pack(pack),
-                    },
+                    Damage::of("missing from storage".into()).with(blobs),
                 );
+                continue;
             }
-            Some(s) if s.size != *size => {
-                // A pack stored with the chunk framing of its upload is
-                // longer and begins with a chunk's length line: named, with
-                // what to do (one ranged read of 24 bytes per such pack).
-                let framing = (s.size > *size)
-                    .then(|| crate::repo::caps::framing(&repo.store, &pack.key(), s.size))
-                    .flatten();
-                let problem = match framing {
-                    Some(line) => format!(
-                        "size is {} bytes, the index says {size}, and it begins `{line}\\r\\n`: stored with its upload's aws-chunked framing as data (the server does not understand aws-chunked uploads with trailing checksums: turn them off with `checksums = \"when_required\"` in the profile's [s3] section, AWS_REQUEST_CHECKSUM_CALCULATION unset, and back up again: the next backup stores the lost data again)",
-                        s.size
-                    ),
-                    None => format!(
-                        "size is {} bytes, the index says {size} (truncated or altered)",
-                        s.size
-                    ),
-                };
-                if read_data {
-                    // Reading it tells exactly which blobs survive.
-                    size_notes.insert(*pack, problem);
-                } else {
-                    damaged.insert(
-                        pack.key(),
-                        Damage {
-                            problem,
-                            blobs: by_pack(pack),
-                        },
-                    );
-                }
-            }
-            _ => {}
+            Some(s) if s.size != *size => size_problem(s.size, *size, framing.get(pack)),
+            _ => continue,
+        };
+        if read_data {
+            // Reading it tells exactly which blobs survive.
+            size_notes.insert(*pack, problem);
+        } else {
+            damaged.insert(
+                pack.key(),
+                Damage::of(problem).with(pack_blobs(&index.packs, pack)),
+            );
         }
     }
-    // Earlier findings, for the packs this check does not read again.
-    if !read_data {
-        recorded_damage(&health, &packs, &mut damaged);
-    }
+    let mut notes = Vec::new();
     let unindexed = health
         .stored
         .keys()
-        .filter(|p| !packs.contains_key(p))
+        .filter(|p| !index.packs.contains_key(p))
         .count();
     if unindexed > 0 {
-        report.notes.push(format!(
+        notes.push(format!(
             "{unindexed} pack(s) are not in any index (left by an interrupted backup, or their index is lost); the next backup or `coffer repair index` adopts them"
         ));
     }
+    let mut to_read = Vec::new();
+    if read_data {
+        to_read = index
+            .packs
+            .keys()
+            .filter(|p| !damaged.contains_key(&p.key()))
+            .copied()
+            .collect();
+        to_read.sort();
+    } else {
+        // Earlier findings, for the packs this check does not read again.
+        recorded_damage(&health, &index.packs, &mut damaged);
+        // Packs storage says were written after their index: replaced in
+        // place by someone. Only reading them tells whether they changed.
+        let suspects = health.suspects(&index.pack_indexes, &index.index_times, &HashMap::new());
+        if let Some(first) = suspects.first() {
+            notes.push(format!(
+                "{} pack(s) were written after the index that lists them (replaced in storage?), e.g. {}; `coffer check --read-data` verifies them",
+                suspects.len(),
+                first.key()
+            ));
+        }
+    }
+    CheckPlan {
+        read_data,
+        index,
+        health,
+        sizes,
+        damaged,
+        size_notes,
+        to_read,
+        notes,
+    }
+}
 
+/// The problem of a pack stored at `stored` bytes that its index says
+/// holds `indexed`. A pack stored with the chunk framing of its upload
+/// (`framing`: its first line) is longer: named, with what to do.
+fn size_problem(stored: u64, indexed: u64, framing: Option<&String>) -> String {
+    match framing {
+        Some(line) => format!(
+            "size is {stored} bytes, the index says {indexed}, and it begins `{line}\\r\\n`: stored with its upload's aws-chunked framing as data (the server does not understand aws-chunked uploads with trailing checksums: turn them off with `checksums = \"when_required\"` in the profile's [s3] section, AWS_REQUEST_CHECKSUM_CALCULATION unset, and back up again: the next backup stores the lost data again)"
+        ),
+        None => format!("size is {stored} bytes, the index says {indexed} (truncated or altered)"),
+    }
+}
+
+/// Whether a copy of a blob is bad: unusable, or in an object found damaged.
+fn bad_copy(health: &Health, damaged: &BTreeMap<String, Damage>, loc: &BlobLocation) -> bool {
+    !health.usable(loc)
+        || damaged
+            .get(&loc.pack.key())
+            .is_some_and(|d| d.blobs.contains(&loc.entry.id))
+}
+
+/// Runs the plan: reads the packs it names (recording what is bad), the
+/// snapshots, their file and reference lists, and names the snapshots
+/// and files each damaged object costs.
+fn execute(repo: &Repository, plan: CheckPlan, progress: &dyn Progress) -> Result<CheckReport> {
+    let CheckPlan {
+        read_data,
+        index,
+        mut health,
+        sizes,
+        mut damaged,
+        size_notes,
+        to_read,
+        notes,
+    } = plan;
+    let mut report = CheckReport {
+        blobs: index.copies.len(),
+        packs: index.packs.len(),
+        notes,
+        ..Default::default()
+    };
     let mut found = DamageRecord::new("check");
     if read_data {
         let (bad_packs, sound) = read_all_packs(
             repo,
-            &packs,
+            &index.packs,
+            to_read,
             &size_notes,
             &mut damaged,
             progress,
@@ -180,63 +310,26 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         )?;
         found.packs.extend(bad_packs);
         health = clear_stale_records(repo, health, &sizes, &sound, &mut report);
-    } else {
-        // Packs storage says were written after their index: replaced in
-        // place by someone. Only reading them tells whether they changed.
-        let suspects = health.suspects(&pack_indexes, &index_times, &HashMap::new());
-        if !suspects.is_empty() {
-            report.notes.push(format!(
-                "{} pack(s) were written after the index that lists them (replaced in storage?), e.g. {}; `coffer check --read-data` verifies them",
-                suspects.len(),
-                suspects[0].key()
-            ));
-        }
     }
-
     // A blob is lost when no copy of it is good.
-    let bad_copy = |loc: &BlobLocation| -> bool {
-        !health.usable(loc)
-            || damaged
-                .get(&loc.pack.key())
-                .is_some_and(|d| d.blobs.contains(&loc.entry.id))
-    };
-    let is_lost = |id: &BlobId| -> bool { copies.get(id).is_none_or(|c| c.iter().all(&bad_copy)) };
+    let copies = &index.copies;
     let lost_blobs: HashSet<BlobId> = damaged
         .values()
         .flat_map(|d| d.blobs.iter())
-        .filter(|b| is_lost(b))
+        .filter(|b| {
+            copies
+                .get(b)
+                .is_none_or(|c| c.iter().all(|l| bad_copy(&health, &damaged, l)))
+        })
         .copied()
         .collect();
-    let lost = |id: &BlobId| lost_blobs.contains(id);
-
-    // Snapshots: readable, and every blob they need has a good copy.
-    let mut affected: HashMap<String, Vec<(SnapshotId, Snapshot)>> = HashMap::new();
-    let snap_ids = repo.list_snapshot_ids()?;
-    report.snapshots = snap_ids.len();
-    let mut snaps = Vec::with_capacity(snap_ids.len());
-    for (id, read) in snap_ids.iter().zip(repo.read_snapshots(&snap_ids)) {
-        match read {
-            Ok(s) => snaps.push((*id, s)),
-            Err(e) => {
-                let e = crate::Error::from(e);
-                if !is_bad_object(&e) {
-                    return Err(e);
-                }
-                report.problems.push(Problem {
-                    object: id.key(),
-                    problem: format!("{e}; the snapshot can not be read"),
-                    snapshots: vec![id.short()],
-                    files: vec![],
-                })
-            }
-        }
-    }
+    let snaps = read_snapshots(repo, &mut report)?;
     // One good copy of each blob, for reading reference lists and file lists.
     let good: HashMap<BlobId, BlobLocation> = copies
         .iter()
         .filter_map(|(id, c)| {
             c.iter()
-                .find(|l| !bad_copy(l))
+                .find(|l| !bad_copy(&health, &damaged, l))
                 .or(c.first())
                 .map(|l| (*id, *l))
         })
@@ -250,8 +343,166 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         &mut report,
         &mut found,
     );
-    // Consecutive snapshots share most blobs of their reference lists: each
-    // distinct blob is read once.
+    let traced = Traced {
+        copies,
+        damaged: &damaged,
+        lost: &lost_blobs,
+        health: &health,
+    };
+    let (named, affected) = traced.snapshots(repo, &good, &snaps, read_data, &mut report);
+    name_damage(repo, damaged, affected, &good, &lost_blobs, &mut report);
+    keep_unrecorded(&mut found, &health);
+    if !found.is_empty() {
+        report.damage_recorded = repo.write_damage(&found)?;
+    }
+    report.sound = snaps
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !named.contains(id))
+        .collect();
+    report.ok = report.problems.is_empty();
+    Ok(report)
+}
+
+/// Reads every snapshot; one that can not be read is a problem.
+fn read_snapshots(
+    repo: &Repository,
+    report: &mut CheckReport,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let snap_ids = repo.list_snapshot_ids()?;
+    report.snapshots = snap_ids.len();
+    let mut snaps = Vec::with_capacity(snap_ids.len());
+    for (id, read) in snap_ids.iter().zip(repo.read_snapshots(&snap_ids)) {
+        match read {
+            Ok(s) => snaps.push((*id, s)),
+            Err(e) => {
+                let e = crate::Error::from(e);
+                if !is_bad_object(&e) {
+                    return Err(e);
+                }
+                report.problems.push(snapshot_problem(
+                    id,
+                    format!("{e}; the snapshot can not be read"),
+                ));
+            }
+        }
+    }
+    Ok(snaps)
+}
+
+fn snapshot_problem(id: &SnapshotId, problem: String) -> Problem {
+    Problem {
+        object: id.key(),
+        problem,
+        snapshots: vec![id.short()],
+        files: vec![],
+    }
+}
+
+/// The snapshots each damaged object costs, by the object's key.
+type Affected = HashMap<String, Vec<(SnapshotId, Snapshot)>>;
+
+/// What tracing damage to snapshots goes by.
+struct Traced<'a> {
+    copies: &'a HashMap<BlobId, Vec<BlobLocation>>,
+    damaged: &'a BTreeMap<String, Damage>,
+    /// Blobs no good copy of is left.
+    lost: &'a HashSet<BlobId>,
+    health: &'a Health,
+}
+
+impl Traced<'_> {
+    /// Judges every snapshot: readable, and every blob it needs has a good
+    /// copy. Returns the snapshots a problem names, and the snapshots each
+    /// damaged object costs.
+    fn snapshots(
+        &self,
+        repo: &Repository,
+        good: &HashMap<BlobId, BlobLocation>,
+        snaps: &[(SnapshotId, Snapshot)],
+        read_data: bool,
+        report: &mut CheckReport,
+    ) -> (HashSet<SnapshotId>, Affected) {
+        let refs_blobs = read_reference_blobs(repo, good, snaps);
+        let mut affected: Affected = HashMap::new();
+        let mut named: HashSet<SnapshotId> = HashSet::new();
+        // With --read-data and the identity the lists are judged afresh.
+        let fresh = read_data && repo.keys.is_operator();
+        for (id, snap) in snaps {
+            if let Some(why) = self.health.snapshot_problem(id).filter(|_| !fresh) {
+                named.insert(*id);
+                report.problems.push(snapshot_problem(
+                    id,
+                    format!("recorded as damaged: its file list: {why}"),
+                ));
+            }
+            // The damaged object that held the list (or the file list)
+            // costs this snapshot too: named with it.
+            let refs = match reference_list(snap, &refs_blobs) {
+                Ok(r) => r,
+                Err(e) => {
+                    named.insert(*id);
+                    report.problems.push(snapshot_problem(
+                        id,
+                        format!("reference list unreadable: {e}"),
+                    ));
+                    self.costs(&snap.refs, snap, id, &mut affected);
+                    continue;
+                }
+            };
+            let missing = refs
+                .iter()
+                .chain(&snap.refs)
+                .filter(|b| !self.copies.contains_key(b))
+                .count();
+            if missing > 0 {
+                named.insert(*id);
+                report.problems.push(snapshot_problem(
+                    id,
+                    format!("{missing} blob(s) it needs are in no index"),
+                ));
+            }
+            if self.costs(&refs, snap, id, &mut affected) {
+                named.insert(*id);
+            }
+        }
+        (named, affected)
+    }
+
+    /// Adds the snapshot to every damaged object that lost one of `refs`
+    /// or of its file list; whether any did.
+    fn costs(
+        &self,
+        refs: &[BlobId],
+        snap: &Snapshot,
+        id: &SnapshotId,
+        affected: &mut Affected,
+    ) -> bool {
+        let mut any = false;
+        for (object, d) in self.damaged {
+            if refs
+                .iter()
+                .chain(&snap.tree)
+                .any(|b| d.blobs.contains(b) && self.lost.contains(b))
+            {
+                any = true;
+                affected
+                    .entry(object.clone())
+                    .or_default()
+                    .push((*id, snap.clone()));
+            }
+        }
+        any
+    }
+}
+
+/// Reads the blobs of every snapshot's reference list: consecutive
+/// snapshots share most of them, so each distinct blob is read once.
+fn read_reference_blobs(
+    repo: &Repository,
+    good: &HashMap<BlobId, BlobLocation>,
+    snaps: &[(SnapshotId, Snapshot)],
+) -> HashMap<BlobId, std::result::Result<Vec<u8>, ListUnreadable>> {
     let mut wanted: Vec<BlobId> = snaps
         .iter()
         .flat_map(|(_, s)| s.refs.iter().copied())
@@ -260,81 +511,27 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
         .into_iter()
         .collect();
     wanted.sort_by_key(|b| good.get(b).map(|l| (l.pack.0, l.entry.offset)));
-    let refs_blobs: HashMap<BlobId, std::result::Result<Vec<u8>, String>> = wanted
+    wanted
         .iter()
         .copied()
-        .zip(read_blobs(repo, &good, &wanted).map(|r| r.map_err(|e| e.to_string())))
-        .collect();
-    let mut named: HashSet<SnapshotId> = HashSet::new();
-    for (id, snap) in &snaps {
-        // With --read-data and the identity the lists are judged afresh below.
-        let fresh = read_data && repo.keys.is_operator();
-        if let Some(why) = health.snapshot_problem(id).filter(|_| !fresh) {
-            named.insert(*id);
-            report.problems.push(Problem {
-                object: id.key(),
-                problem: format!("recorded as damaged: its file list: {why}"),
-                snapshots: vec![id.short()],
-                files: vec![],
-            });
-        }
-        let refs = match reference_list(snap, &refs_blobs) {
-            Ok(r) => r,
-            Err(e) => {
-                named.insert(*id);
-                report.problems.push(Problem {
-                    object: id.key(),
-                    problem: format!("reference list unreadable: {e}"),
-                    snapshots: vec![id.short()],
-                    files: vec![],
-                });
-                // The damaged object that held the list (or the file
-                // list) costs this snapshot too: named with it.
-                for (object, d) in &damaged {
-                    if snap
-                        .refs
-                        .iter()
-                        .chain(&snap.tree)
-                        .any(|b| d.blobs.contains(b) && lost(b))
-                    {
-                        affected
-                            .entry(object.clone())
-                            .or_default()
-                            .push((*id, snap.clone()));
-                    }
-                }
-                continue;
-            }
-        };
-        let missing: Vec<&BlobId> = refs
-            .iter()
-            .chain(&snap.refs)
-            .filter(|b| !copies.contains_key(b))
-            .collect();
-        if !missing.is_empty() {
-            named.insert(*id);
-            report.problems.push(Problem {
-                object: id.key(),
-                problem: format!("{} blob(s) it needs are in no index", missing.len()),
-                snapshots: vec![id.short()],
-                files: vec![],
-            });
-        }
-        for (object, d) in &damaged {
-            if refs
-                .iter()
-                .chain(&snap.tree)
-                .any(|b| d.blobs.contains(b) && lost(b))
-            {
-                named.insert(*id);
-                affected
-                    .entry(object.clone())
-                    .or_default()
-                    .push((*id, snap.clone()));
-            }
-        }
-    }
+        .zip(
+            read_blobs(repo, good, &wanted)
+                .map(|r| r.map_err(|e| ListUnreadable::Read(e.to_string()))),
+        )
+        .collect()
+}
 
+/// One problem per damaged object: the snapshots it costs and, with the
+/// identity, their files; a damaged pack that costs none is a note.
+fn name_damage(
+    repo: &Repository,
+    damaged: BTreeMap<String, Damage>,
+    mut affected: Affected,
+    good: &HashMap<BlobId, BlobLocation>,
+    lost: &HashSet<BlobId>,
+    report: &mut CheckReport,
+) {
+    let lost = |id: &BlobId| lost.contains(id);
     for (object, d) in damaged {
         let snaps = affected.remove(&object).unwrap_or_default();
         let is_pack = object.starts_with("data/");
@@ -354,7 +551,7 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
                     files.push("(the snapshot's file list itself)".to_string());
                     continue;
                 }
-                let _ = for_each_entry(repo, &good, snap, |e| {
+                let _ = for_each_entry(repo, good, snap, |e| {
                     if e.content
                         .iter()
                         .any(|x| d.blobs.contains(&x.blob) && lost(&x.blob))
@@ -374,38 +571,23 @@ pub fn check(repo: &Repository, read_data: bool, progress: &dyn Progress) -> Res
             files,
         });
     }
-    keep_unrecorded(&mut found, &health);
-    if !found.is_empty() {
-        report.damage_recorded = repo.write_damage(&found)?;
-    }
-    report.sound = snaps
-        .iter()
-        .map(|(id, _)| *id)
-        .filter(|id| !named.contains(id))
-        .collect();
-    report.ok = report.problems.is_empty();
-    Ok(report)
 }
 
-/// Reads every pack not already known damaged and verifies it (every blob
+/// Reads the packs of the plan and verifies each (every blob
 /// with the identity; its name and the bookkeeping blobs without). Returns
 /// what was found bad, for a damage record, and the packs that read whole.
 fn read_all_packs(
     repo: &Repository,
     packs: &HashMap<PackId, (u64, Vec<PackEntry>)>,
+    todo: Vec<PackId>,
     size_notes: &HashMap<PackId, String>,
     damaged: &mut BTreeMap<String, Damage>,
     progress: &dyn Progress,
     report: &mut CheckReport,
 ) -> Result<(Vec<BadPack>, HashSet<PackId>)> {
-    let todo: Vec<(PackId, u64)> = packs
-        .iter()
-        .filter(|(p, _)| !damaged.contains_key(&p.key()))
-        .map(|(p, (s, _))| (*p, *s))
-        .collect();
     progress.phase("read data", Some(todo.len() as u64));
     report.packs_read = todo.len();
-    let read = super::par_map(todo, 2, |(pack, _)| {
+    let read = super::par_map(todo, 2, |pack| {
         let entries = packs.get(&pack).map_or(&[][..], |(_, b)| b);
         let bad = read_pack(repo, &pack, entries).map(|r| (pack, r));
         progress.advance(1);
@@ -624,17 +806,17 @@ fn keep_unrecorded(found: &mut DamageRecord, health: &Health) {
 /// A snapshot's reference list from its blobs, read beforehand.
 fn reference_list(
     snap: &Snapshot,
-    read: &HashMap<BlobId, std::result::Result<Vec<u8>, String>>,
-) -> std::result::Result<Vec<BlobId>, String> {
+    read: &HashMap<BlobId, std::result::Result<Vec<u8>, ListUnreadable>>,
+) -> std::result::Result<Vec<BlobId>, ListUnreadable> {
     let mut parts = Vec::with_capacity(snap.refs.len());
     for b in &snap.refs {
         match read.get(b) {
             Some(Ok(data)) => parts.push(data.as_slice()),
             Some(Err(e)) => return Err(e.clone()),
-            None => return Err(format!("blob {} is missing from the index", b.short())),
+            None => return Err(ListUnreadable::Missing(*b)),
         }
     }
-    decode_refs(parts).map_err(|e| e.to_string())
+    decode_refs(parts).map_err(|e| ListUnreadable::Decode(e.to_string()))
 }
 
 /// What reading one pack found: (pack, problem, damaged blobs, whether the
@@ -867,4 +1049,145 @@ fn judge_file_list(
         ));
     }
     ListPass::Done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index of packs 1..=n, each with one blob (its number + 10) of
+    /// 100 bytes and a size of 200; storage holds `stored` (pack, size).
+    fn facts(n: u8, stored: &[(u8, u64)]) -> CheckFacts {
+        let mut index = FreshIndex {
+            copies: HashMap::new(),
+            packs: HashMap::new(),
+            pack_indexes: HashMap::new(),
+            index_times: HashMap::new(),
+            unreadable: Vec::new(),
+        };
+        for p in 1..=n {
+            let pack = PackId([p; 32]);
+            let entry = PackEntry {
+                id: BlobId([p + 10; 32]),
+                kind: BlobKind::Data,
+                offset: 0,
+                length: 100,
+                raw_length: 100,
+            };
+            index
+                .copies
+                .insert(entry.id, vec![BlobLocation { pack, entry }]);
+            index.packs.insert(pack, (200, vec![entry]));
+        }
+        CheckFacts {
+            index,
+            stored: stored
+                .iter()
+                .map(|&(p, size)| {
+                    let info = PackInfo {
+                        size,
+                        modified: None,
+                    };
+                    (PackId([p; 32]), info)
+                })
+                .collect(),
+            records: Vec::new(),
+            bad_records: Vec::new(),
+            framing: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_plan_names_missing_and_resized_packs_and_reads_the_rest() {
+        // 1 whole, 2 missing, 3 shorter, 4 longer with an upload's framing,
+        // 9 in no index.
+        let mut f = facts(4, &[(1, 200), (3, 150), (4, 230), (9, 50)]);
+        f.framing
+            .insert(PackId([4; 32]), "1e;chunk-signature".into());
+        let quick = plan(f, false);
+        let keys: Vec<&String> = quick.damaged.keys().collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        let missing = &quick.damaged[&PackId([2; 32]).key()];
+        assert_eq!(missing.problem, "missing from storage");
+        assert!(missing.blobs.contains(&BlobId([12; 32])));
+        let short = &quick.damaged[&PackId([3; 32]).key()].problem;
+        assert_eq!(
+            short,
+            "size is 150 bytes, the index says 200 (truncated or altered)"
+        );
+        let framed = &quick.damaged[&PackId([4; 32]).key()].problem;
+        assert!(
+            framed.contains("begins `1e;chunk-signature\\r\\n`"),
+            "{framed}"
+        );
+        assert!(
+            quick.to_read.is_empty(),
+            "nothing is read without read_data"
+        );
+        assert_eq!(quick.notes.len(), 1);
+        assert!(quick.notes[0].starts_with("1 pack(s) are not in any index"));
+
+        // With read_data, resized packs are read (and told with what the
+        // read finds); a missing one can not be.
+        let mut f = facts(4, &[(1, 200), (3, 150), (4, 230), (9, 50)]);
+        f.framing
+            .insert(PackId([4; 32]), "1e;chunk-signature".into());
+        let full = plan(f, true);
+        assert_eq!(
+            full.to_read,
+            vec![PackId([1; 32]), PackId([3; 32]), PackId([4; 32])]
+        );
+        assert_eq!(full.damaged.len(), 1, "only the missing pack is known");
+        assert_eq!(full.size_notes.len(), 2);
+    }
+
+    #[test]
+    fn recorded_damage_counts_unless_the_pack_is_read_again() {
+        let mut f = facts(2, &[(1, 200), (2, 200)]);
+        let mut rec = DamageRecord::new("restore");
+        rec.packs.push(BadPack {
+            id: PackId([2; 32]),
+            reason: "blob fails to decrypt".into(),
+            blobs: vec![BlobId([12; 32])],
+        });
+        f.records.push(([7; 32], rec.clone()));
+        let quick = plan(f, false);
+        let d = &quick.damaged[&PackId([2; 32]).key()];
+        assert_eq!(
+            d.problem,
+            "1 blob(s) recorded as damaged by an earlier read"
+        );
+        assert!(d.blobs.contains(&BlobId([12; 32])));
+
+        let mut f = facts(2, &[(1, 200), (2, 200)]);
+        f.records.push(([7; 32], rec));
+        let full = plan(f, true);
+        assert!(full.damaged.is_empty());
+        assert_eq!(full.to_read.len(), 2, "read again, judged afresh");
+    }
+
+    #[test]
+    fn a_reference_list_names_what_keeps_it_from_being_read() {
+        let snap = Snapshot {
+            time: chrono::Utc::now(),
+            host: "h".into(),
+            profile: "p".into(),
+            paths: vec![],
+            tree: vec![],
+            refs: vec![BlobId([1; 32])],
+            tree_index: None,
+            summary: Default::default(),
+        };
+        let none = HashMap::new();
+        let e = reference_list(&snap, &none).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("blob {} is missing from the index", BlobId([1; 32]).short())
+        );
+        let failed = HashMap::from([(BlobId([1; 32]), Err(ListUnreadable::Read("gone".into())))]);
+        assert_eq!(
+            reference_list(&snap, &failed).unwrap_err().to_string(),
+            "gone"
+        );
+    }
 }

@@ -7,7 +7,7 @@
 use super::Progress;
 use crate::repo::ids::PackId;
 use crate::repo::limits;
-use crate::repo::lock::RepoLock;
+use crate::repo::lock::WriterLock;
 use crate::repo::store::Store;
 use crate::repo::{CONFIG_KEY, KEYRING_COPY_KEY, KEYRING_KEY, RepoError, Repository};
 use crate::{Error, Result};
@@ -51,17 +51,13 @@ pub fn copy(
     } else if !target.exists()? {
         target.create_location()?;
     }
-    let lock = RepoLock::for_writer(
+    let lock = WriterLock::take(
         target,
         &repo.keys,
         repo.config.pack_size,
-        crate::repo::lock::LEASE,
         std::time::Duration::ZERO,
     )?;
-    let result = copy_objects(repo, target, progress, cancel);
-    let released = lock.release(target, &repo.keys);
-    let report = result?;
-    released?;
+    let report = lock.release_after(copy_objects(repo, target, progress, cancel))?;
     // Everything else is copied; damaged packs must not pass for a whole copy.
     if let Some((pack, why)) = report.damaged.first() {
         return Err(RepoError::Corrupt {

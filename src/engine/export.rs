@@ -349,9 +349,7 @@ fn write_archive<W: Write>(
                 return Err(Error::Interrupted);
             }
             let Item::Entry(entry) = item? else {
-                return Err(Error::Invalid(
-                    "export: a blob came without its file".into(),
-                ));
+                return Err(Error::Stopped("export: a blob came without its file"));
             };
             append_entry(
                 &mut tar,
@@ -491,7 +489,7 @@ fn append_entry<W: Write>(
         EntryKind::Chardev => EntryType::Char,
         EntryKind::Blockdev => EntryType::Block,
     });
-    let io_err = |err: std::io::Error| Error::Invalid(format!("/{shown}: {err}"));
+    let io_err = |err: std::io::Error| Error::io(format!("/{shown}"), err);
     // Nanoseconds (and times before 1970) need a PAX record.
     if e.mtime < 0 || e.mtime % 1_000_000_000 != 0 {
         tar.append_pax_extensions([("mtime", pax_time(e.mtime).as_bytes())])
@@ -503,9 +501,10 @@ fn append_entry<W: Write>(
             if let Err(err) = tar.append_data(&mut h, path, &mut *content) {
                 return Err(match content.failure.take() {
                     _ if content.cancel.load(Ordering::Relaxed) => Error::Interrupted,
-                    Some(why) => Error::Invalid(format!(
-                        "/{shown}: {why}; `coffer check --read-data` names what is damaged, and an older snapshot may hold this file intact"
-                    )),
+                    Some(why) => Error::Unreadable {
+                        path: shown.to_string(),
+                        reason: why,
+                    },
                     None => out_err(err),
                 });
             }

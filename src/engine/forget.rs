@@ -13,7 +13,7 @@ use crate::catalog::Catalog;
 use crate::config::Retention;
 use crate::repo::Repository;
 use crate::repo::ids::SnapshotId;
-use crate::repo::lock::{LEASE, RepoLock};
+use crate::repo::lock::WriterLock;
 use crate::repo::snapshot::Snapshot;
 use chrono::{DateTime, Utc};
 use jiff::tz::TimeZone;
@@ -157,64 +157,79 @@ pub struct ForgetOptions {
     pub tz: TimeZone,
     /// "Now" for `keep_within` (simulated in tests).
     pub now: DateTime<Utc>,
+    /// Plan only: no lock, nothing deleted.
     pub dry_run: bool,
     pub lock_wait: std::time::Duration,
 }
 
+/// What applying a policy does: the verdict on every snapshot it judges;
+/// the objects of those no rule keeps are deleted.
+#[derive(Clone, Debug)]
+pub struct ForgetPlan {
+    pub decisions: Vec<Decision>,
+}
+
+impl ForgetPlan {
+    /// The verdicts of `opts` on `snaps` (see [`plan`]).
+    pub fn new(snaps: &[(SnapshotId, Snapshot)], opts: &ForgetOptions) -> ForgetPlan {
+        ForgetPlan {
+            decisions: plan(snaps, &opts.policy, &opts.filter, &opts.tz, opts.now),
+        }
+    }
+
+    /// The snapshots that go, oldest first.
+    pub fn removals(&self) -> Vec<SnapshotId> {
+        self.decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.id)
+            .collect()
+    }
+
+    pub fn report(self, dry_run: bool) -> ForgetReport {
+        ForgetReport {
+            removed: self.removals().len(),
+            decisions: self.decisions,
+            dry_run,
+        }
+    }
+}
+
 /// Applies the policy: removes the snapshot objects it does not keep. The data
-/// they alone used stays until `prune`. Takes the writer lock.
+/// they alone used stays until `prune`. Takes the writer lock; a dry run
+/// reads the snapshots, plans, and takes no lock.
 pub fn forget(
     repo: &Repository,
     catalog: &mut Catalog,
     opts: &ForgetOptions,
 ) -> Result<ForgetReport> {
-    let ForgetOptions {
-        policy,
-        filter,
-        tz,
-        now,
-        dry_run,
-        lock_wait,
-    } = opts;
-    let (now, dry_run, lock_wait) = (*now, *dry_run, *lock_wait);
-    let mut lock = if dry_run {
-        None
-    } else {
-        Some(RepoLock::for_writer(
-            &repo.store,
-            &repo.keys,
-            repo.config.pack_size,
-            LEASE,
-            lock_wait,
-        )?)
-    };
-    let result = (|| {
+    if opts.dry_run {
         let (snaps, _) = sync_snapshots(repo, catalog)?;
-        let decisions = plan(&snaps, policy, filter, tz, now);
-        let gone: Vec<&Decision> = decisions.iter().filter(|d| !d.keep).collect();
-        if !dry_run && !gone.is_empty() {
-            let keys: Vec<String> = gone.iter().map(|d| d.id.key()).collect();
-            if let Some(lock) = lock.as_mut() {
-                lock.confirm(&repo.store, &repo.keys)?;
-            }
-            repo.store.delete_many(&keys)?;
-            for d in &gone {
-                catalog.remove_snapshot(&d.id)?;
-            }
-        }
-        Ok(ForgetReport {
-            removed: gone.len(),
-            decisions: decisions.clone(),
-            dry_run,
-        })
-    })();
-    if let Some(lock) = lock {
-        let released = lock.release(&repo.store, &repo.keys);
-        let report = result?;
-        released?;
-        return Ok(report);
+        return Ok(ForgetPlan::new(&snaps, opts).report(true));
     }
-    result
+    let mut lock = WriterLock::of(repo, opts.lock_wait)?;
+    let done = forget_locked(repo, catalog, opts, &mut lock);
+    lock.release_after(done)
+}
+
+fn forget_locked(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    opts: &ForgetOptions,
+    lock: &mut WriterLock,
+) -> Result<ForgetReport> {
+    let (snaps, _) = sync_snapshots(repo, catalog)?;
+    let plan = ForgetPlan::new(&snaps, opts);
+    let gone = plan.removals();
+    if !gone.is_empty() {
+        let keys: Vec<String> = gone.iter().map(SnapshotId::key).collect();
+        lock.confirm()?;
+        repo.store.delete_many(&keys)?;
+        for id in &gone {
+            catalog.remove_snapshot(id)?;
+        }
+    }
+    Ok(plan.report(false))
 }
 
 #[cfg(test)]
@@ -339,5 +354,34 @@ mod tests {
             .count();
         assert_eq!(within, 10);
         assert_eq!(format_duration(p.keep_within), "10d");
+    }
+
+    #[test]
+    fn the_plan_removes_exactly_what_no_rule_keeps() {
+        let snaps: Vec<_> = [
+            "2026-11-01T01:00:00Z",
+            "2026-11-02T01:00:00Z",
+            "2026-11-03T01:00:00Z",
+        ]
+        .iter()
+        .map(|t| snap(t, "a"))
+        .collect();
+        let opts = ForgetOptions {
+            policy: Retention {
+                keep_last: 2,
+                ..policy()
+            },
+            filter: Filter::default(),
+            tz: TimeZone::UTC,
+            now: "2026-11-03T02:00:00Z".parse().unwrap(),
+            dry_run: true,
+            lock_wait: std::time::Duration::ZERO,
+        };
+        let plan = ForgetPlan::new(&snaps, &opts);
+        assert_eq!(plan.removals(), vec![snaps[0].0]);
+        let report = plan.report(true);
+        assert_eq!((report.removed, report.decisions.len()), (1, 3));
+        assert!(report.dry_run);
+        assert_eq!(report.decisions[2].reasons, ["newest", "last 1/2"]);
     }
 }

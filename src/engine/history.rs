@@ -30,7 +30,11 @@ impl Pattern {
             .literal_separator(true)
             .backslash_escape(true)
             .build()
-            .map_err(|e| Error::Invalid(format!("pattern {pattern:?}: {e}")))?
+            .map_err(|e| Error::Pattern {
+                what: "pattern",
+                pattern: pattern.to_string(),
+                reason: e.to_string(),
+            })?
             .compile_matcher();
         Ok(Pattern { glob, by_name })
     }

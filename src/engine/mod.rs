@@ -10,6 +10,7 @@ pub mod export;
 pub mod forget;
 pub mod health;
 pub mod history;
+pub mod job;
 mod packer;
 pub mod prune;
 mod read;
@@ -24,7 +25,6 @@ mod sync;
 mod walk;
 
 use crate::Result;
-use crate::repo::Repository;
 
 pub use audit::{AuditEntry, AuditLog, AuditSource, audit_actor, audit_log, record_audit};
 pub use health::record_damage;
@@ -88,22 +88,4 @@ pub(crate) fn stop(cancel: &std::sync::atomic::AtomicBool) -> Result<()> {
         return Err(crate::Error::Interrupted);
     }
     Ok(())
-}
-
-/// Runs `f` under the writer lock (the protocol the capability record
-/// chooses), released whatever happens; a release error never hides the
-/// error of `f`.
-pub(crate) fn with_writer_lock<T>(
-    repo: &Repository,
-    wait: std::time::Duration,
-    f: impl FnOnce(&mut crate::repo::lock::RepoLock) -> Result<T>,
-) -> Result<T> {
-    use crate::repo::lock::{LEASE, RepoLock};
-    let mut lock =
-        RepoLock::for_writer(&repo.store, &repo.keys, repo.config.pack_size, LEASE, wait)?;
-    let result = f(&mut lock);
-    let released = lock.release(&repo.store, &repo.keys);
-    let value = result?;
-    released?;
-    Ok(value)
 }

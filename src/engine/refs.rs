@@ -81,9 +81,38 @@ pub fn walk_refs(
     snaps: &[(SnapshotId, Snapshot)],
     mut f: impl FnMut(usize, RefsPiece, Option<&[BlobId]>) -> Result<()>,
 ) -> Result<Vec<(usize, crate::Error)>> {
-    // Blobs of the lists that the catalog does not hold yet are fetched
-    // together, several in flight, not one request after another. One that
-    // cannot be read is left to the walk below, which reports it.
+    prefetch(repo, catalog, blobs, snaps)?;
+    let mut w = RefsWalker {
+        repo,
+        catalog,
+        blobs,
+        seen: HashSet::new(),
+        loaded: HashMap::new(),
+    };
+    let mut failed = Vec::new();
+    for (n, (sid, s)) in snaps.iter().enumerate() {
+        // The callback's own errors stop the walk; the list's only this snapshot.
+        let mut walk = |piece, ids: Option<&[BlobId]>| f(n, piece, ids).map_err(Stop::Caller);
+        match w.walk(sid, s, &mut walk) {
+            Ok(()) => {}
+            Err(Stop::Caller(e)) => return Err(e),
+            Err(Stop::List(e)) if is_bad_object(&e) => failed.push((n, e)),
+            Err(Stop::List(e)) => return Err(e),
+        }
+    }
+    Ok(failed)
+}
+
+/// Blobs of the lists that the catalog does not hold yet are fetched
+/// together, several in flight and neighbours sharing reads, not one request
+/// after another. One that cannot be read is left to the walk, which
+/// reports it.
+fn prefetch(
+    repo: &Repository,
+    catalog: &Catalog,
+    blobs: &HashMap<BlobId, BlobLocation>,
+    snaps: &[(SnapshotId, Snapshot)],
+) -> Result<()> {
     let cached = catalog.refs_blob_ids()?;
     let mut fetch: Vec<BlobId> = snaps
         .iter()
@@ -93,130 +122,141 @@ pub fn walk_refs(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    // In storage order, so neighbours share reads.
     fetch.sort_by_key(|id| blobs.get(id).map(|l| (l.pack.0, l.entry.offset)));
     for (id, data) in fetch.iter().zip(read_blobs(repo, blobs, &fetch)) {
         if let Ok(data) = data {
             catalog.put_refs_blob(id, &data)?;
         }
     }
-    let mut seen: HashSet<RefsPiece> = HashSet::new();
-    let mut loaded: HashMap<BlobId, std::sync::Arc<Vec<u8>>> = HashMap::new();
-    let mut load = |id: &BlobId, sid: &SnapshotId| -> Result<std::sync::Arc<Vec<u8>>> {
-        if let Some(d) = loaded.get(id) {
+    Ok(())
+}
+
+/// Why a snapshot's walk stopped: the caller's callback failed (the whole
+/// walk stops), or the snapshot's list could not be read (only it does).
+enum Stop {
+    Caller(crate::Error),
+    List(crate::Error),
+}
+
+impl From<crate::Error> for Stop {
+    fn from(e: crate::Error) -> Stop {
+        Stop::List(e)
+    }
+}
+
+impl From<crate::catalog::CatalogError> for Stop {
+    fn from(e: crate::catalog::CatalogError) -> Stop {
+        Stop::List(e.into())
+    }
+}
+
+struct RefsWalker<'a> {
+    repo: &'a Repository,
+    catalog: &'a Catalog,
+    blobs: &'a HashMap<BlobId, BlobLocation>,
+    /// Pieces handed out with their ids already.
+    seen: HashSet<RefsPiece>,
+    /// The blobs of the snapshot at hand and its neighbour.
+    loaded: HashMap<BlobId, std::sync::Arc<Vec<u8>>>,
+}
+
+impl RefsWalker<'_> {
+    fn load(&mut self, id: &BlobId, sid: &SnapshotId) -> Result<std::sync::Arc<Vec<u8>>> {
+        if let Some(d) = self.loaded.get(id) {
             return Ok(d.clone());
         }
-        let data = match catalog.refs_blob(id)? {
+        let data = match self.catalog.refs_blob(id)? {
             Some(d) => d,
             None => {
-                let loc = blobs.get(id).ok_or_else(|| {
-                    corrupt_refs(
-                        sid,
-                        "a blob of its reference list is missing from the index; run `coffer check`",
-                    )
-                })?;
-                let d = repo.read_blob(&loc.pack, &loc.entry)?;
-                catalog.put_refs_blob(id, &d)?;
+                let loc = self.blobs.get(id).ok_or_else(|| missing_blob(sid))?;
+                let d = self.repo.read_blob(&loc.pack, &loc.entry)?;
+                self.catalog.put_refs_blob(id, &d)?;
                 d
             }
         };
         // Only the blobs of the snapshot at hand and its neighbour are needed
         // again (and a hostile list's blobs can be 16 MiB each: bounded in bytes too).
-        if loaded.len() > 64 || loaded.values().map(|d| d.len()).sum::<usize>() > 64 << 20 {
-            loaded.clear();
+        let held: usize = self.loaded.values().map(|d| d.len()).sum();
+        if self.loaded.len() > 64 || held > 64 << 20 {
+            self.loaded.clear();
         }
         let data = std::sync::Arc::new(data);
-        loaded.insert(*id, data.clone());
+        self.loaded.insert(*id, data.clone());
         Ok(data)
-    };
-    let to_ids = |bytes: &[u8]| -> Vec<BlobId> {
-        bytes
-            .chunks_exact(32)
-            .map(|c| BlobId(c.try_into().unwrap_or([0; 32])))
-            .collect()
-    };
-    let mut failed = Vec::new();
-    for (n, (sid, s)) in snaps.iter().enumerate() {
-        // The callback's own errors stop the walk; the list's only this snapshot.
-        let mut stop: Option<crate::Error> = None;
-        let mut one = || -> Result<()> {
-            let lengths = s
-                .refs
-                .iter()
-                .map(|id| {
-                    blobs.get(id).map(|l| l.entry.raw_length).ok_or_else(|| {
-                        corrupt_refs(
-                            sid,
-                            "a blob of its reference list is missing from the index; run `coffer check`",
-                        )
-                    })
-                })
-                .collect::<Result<Vec<u64>>>()?;
-            let mut offset = 0u64;
-            for (i, id) in s.refs.iter().enumerate() {
-                let len = lengths[i];
-                let align = offset % 32;
-                let piece = RefsPiece::Inner(*id, align);
-                if !seen.contains(&piece) {
-                    let data = load(id, sid)?;
-                    if data.len() as u64 != len {
-                        return Err(corrupt_refs(
-                            sid,
-                            "a reference blob's length differs from the index",
-                        ));
-                    }
-                    let head = ((32 - align) % 32) as usize;
-                    if let Err(e) = f(n, piece, Some(&to_ids(&data[head.min(data.len())..]))) {
-                        stop = Some(e);
-                        return Ok(());
-                    }
-                    seen.insert(piece);
-                } else if let Err(e) = f(n, piece, None) {
-                    stop = Some(e);
-                    return Ok(());
-                }
-                let end_align = (offset + len) % 32;
-                if end_align != 0
-                    && let Some(next) = s.refs.get(i + 1)
-                {
-                    let piece = RefsPiece::Straddle(*id, *next, end_align);
-                    let res = if !seen.contains(&piece) {
-                        let (a, b) = (load(id, sid)?, load(next, sid)?);
-                        let (tail, need) = (end_align as usize, 32 - end_align as usize);
-                        if a.len() < tail || b.len() < need {
-                            return Err(corrupt_refs(sid, "its reference list is cut short"));
-                        }
-                        let mut joined = a[a.len() - tail..].to_vec();
-                        joined.extend_from_slice(&b[..need]);
-                        seen.insert(piece);
-                        f(n, piece, Some(&to_ids(&joined)))
-                    } else {
-                        f(n, piece, None)
-                    };
-                    if let Err(e) = res {
-                        stop = Some(e);
-                        return Ok(());
-                    }
-                }
-                offset += len;
-            }
-            if !offset.is_multiple_of(32) {
-                return Err(corrupt_refs(
-                    sid,
-                    "its reference list is not a whole number of ids",
-                ));
-            }
-            Ok(())
-        };
-        let walked = one();
-        if let Some(e) = stop {
-            return Err(e);
-        }
-        match walked {
-            Ok(()) => {}
-            Err(e) if is_bad_object(&e) => failed.push((n, e)),
-            Err(e) => return Err(e),
-        }
     }
-    Ok(failed)
+
+    /// Hands every piece of one snapshot's list to `f`: each blob at its
+    /// alignment, and each id that straddles two blobs.
+    fn walk(
+        &mut self,
+        sid: &SnapshotId,
+        s: &Snapshot,
+        f: &mut impl FnMut(RefsPiece, Option<&[BlobId]>) -> std::result::Result<(), Stop>,
+    ) -> std::result::Result<(), Stop> {
+        let lengths = s
+            .refs
+            .iter()
+            .map(|id| {
+                let loc = self.blobs.get(id).ok_or_else(|| missing_blob(sid))?;
+                Ok(loc.entry.raw_length)
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        let mut offset = 0u64;
+        for (i, (id, &len)) in s.refs.iter().zip(&lengths).enumerate() {
+            let align = offset % 32;
+            let piece = RefsPiece::Inner(*id, align);
+            if self.seen.contains(&piece) {
+                f(piece, None)?;
+            } else {
+                let data = self.load(id, sid)?;
+                if data.len() as u64 != len {
+                    let why = "a reference blob's length differs from the index";
+                    return Err(corrupt_refs(sid, why).into());
+                }
+                let head = ((32 - align) % 32) as usize;
+                f(piece, Some(&to_ids(&data[head.min(data.len())..])))?;
+                // Seen once handed out whole: a piece that failed is tried again.
+                self.seen.insert(piece);
+            }
+            let end_align = (offset + len) % 32;
+            if end_align != 0
+                && let Some(next) = s.refs.get(i + 1)
+            {
+                let piece = RefsPiece::Straddle(*id, *next, end_align);
+                if self.seen.contains(&piece) {
+                    f(piece, None)?;
+                } else {
+                    let (a, b) = (self.load(id, sid)?, self.load(next, sid)?);
+                    let (tail, need) = (end_align as usize, 32 - end_align as usize);
+                    if a.len() < tail || b.len() < need {
+                        return Err(corrupt_refs(sid, "its reference list is cut short").into());
+                    }
+                    let mut joined = a[a.len() - tail..].to_vec();
+                    joined.extend_from_slice(&b[..need]);
+                    self.seen.insert(piece);
+                    f(piece, Some(&to_ids(&joined)))?;
+                }
+            }
+            offset += len;
+        }
+        if !offset.is_multiple_of(32) {
+            let why = "its reference list is not a whole number of ids";
+            return Err(corrupt_refs(sid, why).into());
+        }
+        Ok(())
+    }
+}
+
+fn missing_blob(sid: &SnapshotId) -> crate::Error {
+    corrupt_refs(
+        sid,
+        "a blob of its reference list is missing from the index; run `coffer check`",
+    )
+}
+
+fn to_ids(bytes: &[u8]) -> Vec<BlobId> {
+    bytes
+        .chunks_exact(32)
+        .map(|c| BlobId(c.try_into().unwrap_or([0; 32])))
+        .collect()
 }

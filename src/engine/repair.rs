@@ -13,16 +13,14 @@
 
 use super::health::Health;
 use super::rewrite::{BlobWriter, ListWriter};
-use super::{
-    Progress, SnapshotState, adopt_orphan_packs, snapshot_states, stop, sync, sync_index,
-    with_writer_lock,
-};
+use super::{Progress, SnapshotState, adopt_orphan_packs, snapshot_states, stop, sync, sync_index};
 use crate::Result;
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId, SnapshotId};
 use crate::repo::index::IndexFile;
 use crate::repo::keys::AgentKey;
+use crate::repo::lock::WriterLock;
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Entry, EntryKind, TreeParser, parse_index, walk_order};
 use serde::Serialize;
@@ -55,72 +53,82 @@ pub fn repair_index(
     lock_wait: std::time::Duration,
     cancel: &AtomicBool,
 ) -> Result<IndexRepair> {
-    with_writer_lock(repo, lock_wait, |lock| {
-        let synced = sync_index(repo, catalog)?;
-        stop(cancel)?;
-        let mut report = IndexRepair {
-            dry_run,
-            indexes_unreadable: synced
-                .bad_objects
-                .iter()
-                .filter(|(k, _)| k.starts_with("index/"))
-                .cloned()
-                .collect(),
-            ..Default::default()
-        };
-        let indexed = catalog.packs()?;
-        report.packs_missing = indexed
-            .keys()
-            .filter(|p| !synced.health.stored.contains_key(p))
-            .count();
-        if dry_run {
-            let orphans: Vec<(PackId, u64)> = synced
-                .health
-                .stored
-                .iter()
-                .filter(|(p, _)| !indexed.contains_key(p))
-                .map(|(p, i)| (*p, i.size))
-                .collect();
-            let mut packs = Vec::new();
-            for (id, size) in orphans {
-                match repo.read_pack_trailer(&id, size) {
-                    Ok(blobs) => packs.push(crate::repo::index::IndexedPack { id, size, blobs }),
-                    Err(e) => report
-                        .packs_unreadable
-                        .push((id.key(), super::one_line(&e.to_string()))),
-                }
-            }
-            report.packs_indexed = packs.len();
-            report.indexes_written = IndexFile::split(packs).len();
-            report.indexes_removed = report.indexes_unreadable.len();
-            return Ok(report);
-        }
-        let super::Adopted {
-            index: adopted,
-            objects,
-            unreadable,
-        } = adopt_orphan_packs(repo, catalog, &synced.health.stored)?;
-        // The new index is written: a stop here leaves only the old objects.
-        stop(cancel)?;
-        report.packs_indexed = adopted.packs.len();
-        report.indexes_written = objects;
-        report.packs_unreadable = unreadable
-            .into_iter()
-            .map(|(p, why)| (p.key(), super::one_line(&why)))
-            .collect();
-        // The new index is stored: the unreadable ones can go.
-        let gone: Vec<String> = report
-            .indexes_unreadable
+    let mut lock = WriterLock::of(repo, lock_wait)?;
+    let done = repair_index_locked(repo, catalog, dry_run, &mut lock, cancel);
+    lock.release_after(done)
+}
+
+fn repair_index_locked(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    dry_run: bool,
+    lock: &mut WriterLock,
+    cancel: &AtomicBool,
+) -> Result<IndexRepair> {
+    let synced = sync_index(repo, catalog)?;
+    stop(cancel)?;
+    let mut report = IndexRepair {
+        dry_run,
+        indexes_unreadable: synced
+            .bad_objects
             .iter()
-            .map(|(k, _)| k.clone())
+            .filter(|(k, _)| k.starts_with("index/"))
+            .cloned()
+            .collect(),
+        ..Default::default()
+    };
+    let indexed = catalog.packs()?;
+    report.packs_missing = indexed
+        .keys()
+        .filter(|p| !synced.health.stored.contains_key(p))
+        .count();
+    if dry_run {
+        let orphans: Vec<(PackId, u64)> = synced
+            .health
+            .stored
+            .iter()
+            .filter(|(p, _)| !indexed.contains_key(p))
+            .map(|(p, i)| (*p, i.size))
             .collect();
-        if !gone.is_empty() {
-            lock.confirm(&repo.store, &repo.keys)?;
+        let mut packs = Vec::new();
+        for (id, size) in orphans {
+            match repo.read_pack_trailer(&id, size) {
+                Ok(blobs) => packs.push(crate::repo::index::IndexedPack { id, size, blobs }),
+                Err(e) => report
+                    .packs_unreadable
+                    .push((id.key(), super::one_line(&e.to_string()))),
+            }
         }
-        repo.store.delete_many(&gone)?;
-        report.indexes_removed = gone.len();
-        Ok(report)
-    })
+        report.packs_indexed = packs.len();
+        report.indexes_written = IndexFile::split(packs).len();
+        report.indexes_removed = report.indexes_unreadable.len();
+        return Ok(report);
+    }
+    let super::Adopted {
+        index: adopted,
+        objects,
+        unreadable,
+    } = adopt_orphan_packs(repo, catalog, &synced.health.stored)?;
+    // The new index is written: a stop here leaves only the old objects.
+    stop(cancel)?;
+    report.packs_indexed = adopted.packs.len();
+    report.indexes_written = objects;
+    report.packs_unreadable = unreadable
+        .into_iter()
+        .map(|(p, why)| (p.key(), super::one_line(&why)))
+        .collect();
+    // The new index is stored: the unreadable ones can go.
+    let gone: Vec<String> = report
+        .indexes_unreadable
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    if !gone.is_empty() {
+        lock.confirm()?;
+    }
+    repo.store.delete_many(&gone)?;
+    report.indexes_removed = gone.len();
+    Ok(report)
 }
 
 /// Writes the keyring and its copy again from the agent key file.
@@ -137,10 +145,9 @@ pub fn repair_keyring(
     if dry_run {
         return Ok(keys);
     }
-    with_writer_lock(repo, lock_wait, |_| {
-        Repository::write_keyring(&repo.store, &repo.keys, agent)?;
-        Ok(keys)
-    })
+    let lock = WriterLock::of(repo, lock_wait)?;
+    let written = Repository::write_keyring(&repo.store, &repo.keys, agent);
+    Ok(lock.release_after(written.map(|()| keys))?)
 }
 
 /// What repair did (or would do) to one damaged snapshot.
@@ -254,6 +261,40 @@ fn intact(e: &Entry, blobs: &HashMap<BlobId, BlobLocation>, health: &Health) -> 
         .all(|x| blobs.get(&x.blob).is_some_and(|l| health.usable(l)))
 }
 
+/// What is lost from a file list as read: files with a piece that can not
+/// be read, and the ranges of the list between the entries around each gap.
+fn lost_and_gaps(
+    items: &[Item],
+    blobs: &HashMap<BlobId, BlobLocation>,
+    health: &Health,
+) -> (HashSet<Vec<u8>>, Vec<PathRange>) {
+    let mut lost: HashSet<Vec<u8>> = HashSet::new();
+    let mut gaps: Vec<PathRange> = Vec::new();
+    let mut last: Option<Vec<u8>> = None;
+    let mut open_gap = false;
+    for item in items {
+        match item {
+            Item::Gap => {
+                gaps.push((last.clone(), None));
+                open_gap = true;
+            }
+            Item::Entry(e) => {
+                if open_gap {
+                    if let Some(g) = gaps.last_mut() {
+                        g.1 = Some(e.path.clone());
+                    }
+                    open_gap = false;
+                }
+                if e.kind == EntryKind::File && !intact(e, blobs, health) {
+                    lost.insert(e.path.clone());
+                }
+                last = Some(e.path.clone());
+            }
+        }
+    }
+    (lost, gaps)
+}
+
 /// What one damaged snapshot's repaired file list holds, in walk order:
 /// its intact entries, lost files from the newest older snapshot that holds
 /// them intact, and the entries older snapshots hold in the path ranges of
@@ -280,32 +321,7 @@ fn plan_repair(
         unreadable_ranges: Vec::new(),
         forgotten: false,
     };
-    // What is lost: files with a piece that can not be read, and
-    // the ranges of the list between the entries around each gap.
-    let mut lost: HashSet<Vec<u8>> = HashSet::new();
-    let mut gaps: Vec<PathRange> = Vec::new();
-    let mut last: Option<Vec<u8>> = None;
-    let mut open_gap = false;
-    for item in &items {
-        match item {
-            Item::Gap => {
-                gaps.push((last.clone(), None));
-                open_gap = true;
-            }
-            Item::Entry(e) => {
-                if open_gap {
-                    if let Some(g) = gaps.last_mut() {
-                        g.1 = Some(e.path.clone());
-                    }
-                    open_gap = false;
-                }
-                if e.kind == EntryKind::File && !intact(e, blobs, health) {
-                    lost.insert(e.path.clone());
-                }
-                last = Some(e.path.clone());
-            }
-        }
-    }
+    let (lost, gaps) = lost_and_gaps(&items, blobs, health);
     let in_gap = |p: &[u8]| {
         gaps.iter().any(|(a, b)| {
             a.as_deref().is_none_or(|a| walk_order(a, p).is_lt())
@@ -406,85 +422,165 @@ pub fn repair_snapshots(
         }
         .into());
     }
-    with_writer_lock(repo, lock_wait, |lock| {
-        let synced = sync(repo, catalog)?;
-        let mut report = SnapshotsRepair {
-            dry_run,
-            warnings: synced.warnings(),
-            ..Default::default()
+    let mut lock = WriterLock::of(repo, lock_wait)?;
+    let done = repair_snapshots_locked(repo, catalog, forget, dry_run, progress, &mut lock, cancel);
+    lock.release_after(done)
+}
+
+fn repair_snapshots_locked(
+    repo: &Repository,
+    catalog: &mut Catalog,
+    forget: bool,
+    dry_run: bool,
+    progress: &dyn Progress,
+    lock: &mut WriterLock,
+    cancel: &AtomicBool,
+) -> Result<SnapshotsRepair> {
+    let synced = sync(repo, catalog)?;
+    let mut report = SnapshotsRepair {
+        dry_run,
+        warnings: synced.warnings(),
+        ..Default::default()
+    };
+    let (blobs, health, snaps) = (&synced.blobs, &synced.health, &synced.snaps);
+    let states = snapshot_states(repo, catalog, blobs, health, snaps)?;
+    let damaged: Vec<usize> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.0 == SnapshotState::Damaged)
+        .map(|(i, _)| i)
+        .collect();
+    progress.phase("repair", Some(damaged.len() as u64));
+    let mut w = BlobWriter::new(repo, blobs, super::packer::ReadBack::of(lock));
+    let mut new_snaps: Vec<(usize, Snapshot, SnapshotRepair)> = Vec::new();
+    for &n in &damaged {
+        stop(cancel)?;
+        lock.refresh_if_due()?;
+        let snap = &snaps[n].1;
+        let damage = states[n].1.clone().unwrap_or_default();
+        let (entries, rep) = plan_repair(repo, blobs, health, snaps, n, damage)?;
+        let mut summary = Summary {
+            files: 0,
+            dirs: 0,
+            bytes: 0,
+            ..snap.summary.clone()
         };
-        let (blobs, health, snaps) = (&synced.blobs, &synced.health, &synced.snaps);
-        let states = snapshot_states(repo, catalog, blobs, health, snaps)?;
-        let damaged: Vec<usize> = states
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.0 == SnapshotState::Damaged)
-            .map(|(i, _)| i)
-            .collect();
-        progress.phase("repair", Some(damaged.len() as u64));
-        let mut w = BlobWriter::new(repo, blobs, super::packer::ReadBack::of(lock));
-        let mut new_snaps: Vec<(usize, Snapshot, SnapshotRepair)> = Vec::new();
-        for &n in &damaged {
-            stop(cancel)?;
-            lock.refresh_if_due(&repo.store, &repo.keys)?;
-            let snap = &snaps[n].1;
-            let damage = states[n].1.clone().unwrap_or_default();
-            let (entries, rep) = plan_repair(repo, blobs, health, snaps, n, damage)?;
-            let mut summary = Summary {
-                files: 0,
-                dirs: 0,
-                bytes: 0,
-                ..snap.summary.clone()
-            };
-            let mut list = ListWriter::new(repo);
-            for e in &entries {
-                match e.kind {
-                    EntryKind::File => {
-                        summary.files += 1;
-                        summary.bytes += e.size;
-                    }
-                    EntryKind::Dir => summary.dirs += 1,
-                    _ => {}
+        let mut list = ListWriter::new(repo);
+        for e in &entries {
+            match e.kind {
+                EntryKind::File => {
+                    summary.files += 1;
+                    summary.bytes += e.size;
                 }
-                if !dry_run {
-                    list.push(&mut w, e)?;
-                }
+                EntryKind::Dir => summary.dirs += 1,
+                _ => {}
             }
             if !dry_run {
-                let new = list.finish(&mut w)?.snapshot_like(snap, summary);
-                new_snaps.push((n, new, rep));
-            } else {
-                report.snapshots.push(rep);
+                list.push(&mut w, e)?;
             }
-            progress.advance(1);
         }
-        if dry_run {
-            return Ok(report);
-        }
-        // Commit: the new packs' index, the new snapshots, then the originals.
-        let written = w.finish()?;
-        // The last safe point: the new packs are orphans a backup adopts.
-        stop(cancel)?;
-        report.packs_written = written.len();
-        if !written.is_empty() {
-            let index = IndexFile { packs: written };
-            let id = repo.write_index(&index)?;
-            catalog.add_index(&id, &index)?;
-        }
-        lock.refresh_if_due(&repo.store, &repo.keys)?;
-        for (n, snap, mut rep) in new_snaps {
-            let id = repo.write_snapshot(&snap)?;
-            catalog.put_snapshot(&id, &snap)?;
-            rep.new_id = Some(id.to_hex());
-            let old = snaps[n].0;
-            if forget && old != id {
-                lock.confirm(&repo.store, &repo.keys)?;
-                repo.store.delete(&old.key())?;
-                catalog.remove_snapshot(&old)?;
-                rep.forgotten = true;
-            }
+        if !dry_run {
+            let new = list.finish(&mut w)?.snapshot_like(snap, summary);
+            new_snaps.push((n, new, rep));
+        } else {
             report.snapshots.push(rep);
         }
-        Ok(report)
-    })
+        progress.advance(1);
+    }
+    if dry_run {
+        return Ok(report);
+    }
+    // Commit: the new packs' index, the new snapshots, then the originals.
+    let written = w.finish()?;
+    // The last safe point: the new packs are orphans a backup adopts.
+    stop(cancel)?;
+    report.packs_written = written.len();
+    if !written.is_empty() {
+        let index = IndexFile { packs: written };
+        let id = repo.write_index(&index)?;
+        catalog.add_index(&id, &index)?;
+    }
+    lock.refresh_if_due()?;
+    for (n, snap, mut rep) in new_snaps {
+        let id = repo.write_snapshot(&snap)?;
+        catalog.put_snapshot(&id, &snap)?;
+        rep.new_id = Some(id.to_hex());
+        let old = snaps[n].0;
+        if forget && old != id {
+            lock.confirm()?;
+            repo.store.delete(&old.key())?;
+            catalog.remove_snapshot(&old)?;
+            rep.forgotten = true;
+        }
+        report.snapshots.push(rep);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::{BlobKind, PackEntry};
+    use crate::repo::tree::Extent;
+
+    fn file(path: &str, blob: u8) -> Item {
+        Item::Entry(Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            ctime: 0,
+            ino: 0,
+            size: 10,
+            content: vec![Extent {
+                blob: BlobId([blob; 32]),
+                offset: 0,
+                length: 10,
+            }],
+            target: None,
+            rdev: 0,
+        })
+    }
+
+    #[test]
+    fn files_with_an_unreadable_piece_are_lost_and_gaps_span_their_neighbours() {
+        // Blob 1 is in a stored pack, blob 2 is not.
+        let pack = PackId([1; 32]);
+        let entry = PackEntry {
+            id: BlobId([1; 32]),
+            kind: BlobKind::Data,
+            offset: 0,
+            length: 10,
+            raw_length: 10,
+        };
+        let blobs = HashMap::from([(entry.id, BlobLocation { pack, entry })]);
+        let stored = HashMap::from([(
+            pack,
+            crate::engine::health::PackInfo {
+                size: 10,
+                modified: None,
+            },
+        )]);
+        let health = Health::new(stored, &HashMap::from([(pack, 10)]), vec![]);
+        let items = vec![
+            Item::Gap,
+            file("a", 1),
+            file("b", 2),
+            Item::Gap,
+            file("c", 1),
+            Item::Gap,
+        ];
+        let (lost, gaps) = lost_and_gaps(&items, &blobs, &health);
+        assert_eq!(lost, HashSet::from([b"b".to_vec()]));
+        assert_eq!(
+            gaps,
+            vec![
+                (None, Some(b"a".to_vec())),
+                (Some(b"b".to_vec()), Some(b"c".to_vec())),
+                (Some(b"c".to_vec()), None),
+            ]
+        );
+    }
 }

@@ -254,7 +254,7 @@ fn fetch_damage(
         |id| format!("{}{}", crate::repo::damage::PREFIX, hex::encode(id)),
         |id| match keys.get(id) {
             Some(o) => Ok(repo.read_damage(o)?),
-            None => Err(crate::Error::Invalid("damage record vanished".into())),
+            None => Err(crate::Error::Stopped("damage record vanished")),
         },
     )?;
     Ok(Fetched { in_repo, new, bad })

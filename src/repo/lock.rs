@@ -70,7 +70,7 @@ impl LockInfo {
 }
 
 /// A held lock. Call [`RepoLock::release`] when done; a dropped lock simply
-/// expires with its lease.
+/// expires with its lease. Writers hold it through [`WriterLock`].
 pub struct RepoLock {
     info: LockInfo,
     lease: Duration,
@@ -442,10 +442,104 @@ impl RepoLock {
     }
 
     pub fn release(self, store: &Store, keys: &Keys) -> Result<(), RepoError> {
+        self.remove(store, keys)
+    }
+
+    /// Deletes our lock object if it still holds our lock.
+    fn remove(&self, store: &Store, keys: &Keys) -> Result<(), RepoError> {
         if Self::read(store, keys, &self.key)?.is_some_and(|held| held.nonce == self.info.nonce) {
             store.delete(&self.key)?;
         }
         Ok(())
+    }
+}
+
+/// The writer lock, held: every writer takes it through
+/// [`WriterLock::take`] and gives it back through [`WriterLock::release`]
+/// (or [`WriterLock::release_after`]), the one place where that happens. A
+/// guard dropped without that (an early return, a panic) still tries to
+/// release, best effort: its error has nowhere to go, and the lease ends
+/// the lock anyway.
+pub struct WriterLock<'a> {
+    lock: RepoLock,
+    store: &'a Store,
+    keys: &'a Keys,
+    released: bool,
+}
+
+impl<'a> WriterLock<'a> {
+    /// Takes the lock on `store` by [`RepoLock::for_writer`], waiting up
+    /// to `wait` for another writer.
+    pub fn take(
+        store: &'a Store,
+        keys: &'a Keys,
+        pack_size: u64,
+        wait: std::time::Duration,
+    ) -> Result<WriterLock<'a>, RepoError> {
+        let lock = RepoLock::for_writer(store, keys, pack_size, LEASE, wait)?;
+        Ok(WriterLock {
+            lock,
+            store,
+            keys,
+            released: false,
+        })
+    }
+
+    /// [`WriterLock::take`] on a repository's own storage.
+    pub fn of(
+        repo: &'a super::Repository,
+        wait: std::time::Duration,
+    ) -> Result<WriterLock<'a>, RepoError> {
+        Self::take(&repo.store, &repo.keys, repo.config.pack_size, wait)
+    }
+
+    /// [`RepoLock::confirm`]: before a destructive step.
+    pub fn confirm(&mut self) -> Result<(), RepoError> {
+        self.lock.confirm(self.store, self.keys)
+    }
+
+    /// [`RepoLock::refresh_if_due`]: cheap to call often.
+    pub fn refresh_if_due(&mut self) -> Result<(), RepoError> {
+        self.lock.refresh_if_due(self.store, self.keys)
+    }
+
+    /// Gives the lock back, reporting whether that worked.
+    pub fn release(mut self) -> Result<(), RepoError> {
+        self.released = true;
+        self.lock.remove(self.store, self.keys)
+    }
+
+    /// Gives the lock back after `work`; the outcome of `work` wins: a
+    /// release error is reported only when `work` succeeded, never in
+    /// place of its error.
+    pub fn release_after<T, E: From<RepoError>>(self, work: Result<T, E>) -> Result<T, E> {
+        let released = self.release();
+        let value = work?;
+        released?;
+        Ok(value)
+    }
+}
+
+impl Drop for WriterLock<'_> {
+    fn drop(&mut self) {
+        if !self.released {
+            let _ = self.lock.remove(self.store, self.keys);
+        }
+    }
+}
+
+/// The held lock's own calls (its object, the capability record) and the
+/// code that takes a `&mut RepoLock` work through the guard.
+impl std::ops::Deref for WriterLock<'_> {
+    type Target = RepoLock;
+    fn deref(&self) -> &RepoLock {
+        &self.lock
+    }
+}
+
+impl std::ops::DerefMut for WriterLock<'_> {
+    fn deref_mut(&mut self) -> &mut RepoLock {
+        &mut self.lock
     }
 }
 

@@ -300,15 +300,8 @@ impl Storage for LocalStorage {
         })
         .await?
         .map_err(|e| self.err(key, e))?;
-        let short = |got: String| StorageError::Io {
-            location: self.location(),
-            key: key.to_string(),
-            message: format!(
-                "object is truncated: wanted {length} bytes at offset {offset}, {got}"
-            ),
-            transient: false,
-            kind: None,
-        };
+        let short =
+            |got: String| StorageError::truncated(self.location(), key, offset, length, &got);
         match res {
             Err(size) => Err(short(format!("but it has {size} bytes"))),
             Ok(buf) if (buf.len() as u64) < length => Err(short(format!("got {}", buf.len()))),

@@ -97,6 +97,18 @@ fn keyed(key: &str) -> String {
 }
 
 impl StorageError {
+    /// A ranged read that got fewer bytes than asked for (`got` says what).
+    pub fn truncated(location: String, key: &str, offset: u64, length: u64, got: &str) -> Self {
+        StorageError::Io {
+            location,
+            key: key.to_string(),
+            message: format!(
+                "object is truncated: wanted {length} bytes at offset {offset}, {got}"
+            ),
+            transient: false,
+            kind: None,
+        }
+    }
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
     }

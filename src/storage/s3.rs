@@ -160,15 +160,8 @@ impl Storage for S3Storage {
         if length == 0 {
             return Ok(Bytes::new());
         }
-        let truncated = |got: String| StorageError::Io {
-            location: self.location(),
-            key: key.to_string(),
-            message: format!(
-                "object is truncated: wanted {length} bytes at offset {offset}, {got}"
-            ),
-            transient: false,
-            kind: None,
-        };
+        let truncated =
+            |got: String| StorageError::truncated(self.location(), key, offset, length, &got);
         let Some(last) = offset.checked_add(length - 1) else {
             return Err(truncated("which lies past any object".into()));
         };

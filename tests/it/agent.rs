@@ -4,8 +4,13 @@
 //! notifications; `coffer run` runs one profile's job with its hooks;
 //! `coffer status` and `coffer agent --check` report on a profile folder.
 //!
-//! The schedules use a 2 s interval, so the agent runs several times within
-//! a test; every wait is a poll with a deadline.
+//! These drive the real binary: two smoke tests of the service (a run,
+//! metrics, SIGTERM; SIGHUP), what only real processes show (a killed agent's
+//! run stopping by itself, a run that dies without a report, two runs on one
+//! repository), and `coffer run`, `status` and `agent --check`. The
+//! schedule's behaviours (cap, catch-up, DST, jitter, queueing, reload,
+//! shutdown) run in-process on simulated time in agent_sim.rs. Every wait
+//! here is a poll with a deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -538,14 +543,6 @@ fn scrape(addr: &str) -> Result<String, String> {
     Ok(body.to_string())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // ---------------------------------------------------------------------------
 // A recording HTTP server (ping and webhook endpoints)
 // ---------------------------------------------------------------------------
@@ -665,23 +662,29 @@ impl Drop for Recorder {
 // Tests
 // ---------------------------------------------------------------------------
 
-/// The real binary as a service: two good profiles run on their 2 s
-/// schedule up to their per-day cap of 3 and not once more, a broken one is
-/// logged and skipped, `status` and the metrics (HTTP and textfile) agree,
-/// SIGHUP picks up a new profile, SIGTERM stops the agent cleanly.
+/// The address the agent logged for `/metrics` (it was asked for port 0).
+fn metrics_address(agent: &AgentProcess) -> Option<String> {
+    agent
+        .events_with("metrics at /metrics", None)
+        .first()
+        .and_then(|e| e["address"].as_str().map(str::to_string))
+}
+
+/// Smoke test of the real binary as a service: a good profile runs once
+/// (its cap), a broken one is logged and skipped, `status` and the metrics
+/// (HTTP on a port the agent picked, and the textfile) agree, SIGTERM stops
+/// the agent cleanly. The schedule's behaviours are tested in-process on
+/// simulated time (agent_sim.rs).
+// Long: one agent process (the binary is slow to start), checked as a user meets it.
 #[test]
-fn agent_runs_profiles_until_the_cap_reports_reloads_and_stops() {
+fn agent_binary_runs_a_profile_reports_and_stops_on_sigterm() {
     let env = TestEnv::with_repo();
     let (_, offset) = day_zone();
     let profiles = env.source_dir("profiles");
     let state = env.path("state");
-    write_profile(&env, &profiles, "a", 3, "");
-    write_profile(&env, &profiles, "b", 3, "");
+    write_profile(&env, &profiles, "a", 1, "");
     let broken = write_broken_profile(&env, &profiles);
-    let addr = format!("127.0.0.1:{}", free_port());
     let textfile = env.path("coffer.prom");
-    // One run at a time: runs of two profiles on one repository at the same
-    // time are `two_profiles_of_one_repository_run_at_the_same_time`.
     let mut agent = AgentProcess::spawn(
         &env,
         &agent_args(
@@ -689,29 +692,23 @@ fn agent_runs_profiles_until_the_cap_reports_reloads_and_stops() {
             &state,
             &[
                 "--metrics-listen",
-                &addr,
+                "127.0.0.1:0",
                 "--metrics-file",
                 textfile.to_str().unwrap(),
-                "--max-running",
-                "1",
             ],
         ),
         &[],
         "agent",
     );
-
-    // Both good profiles run, again and again.
     let st = wait_for(
-        "two successful runs and two snapshots of each of a and b",
-        Duration::from_secs(90),
+        "a finished run and a snapshot of a",
+        Duration::from_secs(60),
         || {
             agent.assert_alive();
             let (_, st) = status(&env, &profiles, &state);
-            let snaps = snapshots_by_profile(&env);
-            (runs_ok(&st, "a") >= 2
-                && runs_ok(&st, "b") >= 2
-                && count(&snaps, "a") >= 2
-                && count(&snaps, "b") >= 2)
+            (runs_ok(&st, "a") == 1
+                && status_row(&st, "a").is_some_and(|r| r["running_since"].is_null())
+                && count(&snapshots_by_profile(&env), "a") == 1)
                 .then_some(st)
         },
         || agent.describe(),
@@ -743,40 +740,16 @@ fn agent_runs_profiles_until_the_cap_reports_reloads_and_stops() {
         agent.describe()
     );
 
-    // `coffer status`: both good profiles ok with a next run; the broken one listed.
+    // `coffer status`: ok with a next run (tomorrow: the cap of 1 is used);
+    // the broken one listed, and status fails.
     let (out, _) = status(&env, &profiles, &state);
-    out.expect_code(1); // a broken profile makes status fail
-    for p in ["a", "b"] {
-        let row =
-            status_row(&st, p).unwrap_or_else(|| panic!("status must list profile {p}\n{out}"));
-        assert_eq!(
-            row["result"],
-            "ok",
-            "status of {p}: result\n{row:#}\n{}",
-            agent.describe()
-        );
-        assert!(
-            row["runs_ok"].as_u64().unwrap_or(0) >= 2,
-            "status of {p}: runs_ok >= 2 expected\n{row:#}\n{}",
-            agent.describe()
-        );
-        assert_eq!(
-            row["runs_failed"],
-            0,
-            "status of {p}: runs_failed\n{row:#}\n{}",
-            agent.describe()
-        );
-        assert!(
-            time_field(&row["next_run"]).is_some(),
-            "status of {p}: next_run must be a time\n{row:#}\n{}",
-            agent.describe()
-        );
-        assert!(
-            row["last_error"].is_null(),
-            "status of {p}: no last_error expected\n{row:#}\n{}",
-            agent.describe()
-        );
-    }
+    out.expect_code(1);
+    let tomorrow = next_local_midnight(offset);
+    let row = status_row(&st, "a").unwrap_or_else(|| panic!("status must list a\n{out}"));
+    assert_eq!(row["result"], "ok", "{row:#}\n{}", agent.describe());
+    assert_eq!(row["runs_failed"], 0, "{row:#}");
+    assert_eq!(time_field(&row["next_run"]), Some(tomorrow), "{row:#}");
+    assert!(row["last_error"].is_null(), "{row:#}");
     let broken_rows = st["broken"].as_array().cloned().unwrap_or_default();
     assert!(
         broken_rows.len() == 1
@@ -787,159 +760,58 @@ fn agent_runs_profiles_until_the_cap_reports_reloads_and_stops() {
         "status must list {} under \"broken\" with its error\n{st:#}",
         broken.display()
     );
-    assert!(
-        status_row(&st, "broken").is_none(),
-        "the broken profile is no profile row\n{st:#}"
-    );
-
-    // The per-day cap: 3 runs each, then the next run is tomorrow.
-    wait_for(
-        "three finished runs of a and of b",
-        Duration::from_secs(90),
-        || {
-            agent.assert_alive();
-            let (_, st) = status(&env, &profiles, &state);
-            ["a", "b"]
-                .iter()
-                .all(|p| {
-                    runs_ok(&st, p) >= 3
-                        && status_row(&st, p).is_some_and(|r| r["running_since"].is_null())
-                })
-                .then_some(())
-        },
-        || agent.describe(),
-    );
-    let tomorrow = next_local_midnight(offset);
-    // Watch more than two interval slots pass: nothing may start.
-    let watch = Instant::now();
-    while watch.elapsed() < Duration::from_millis(5000) {
-        agent.assert_alive();
-        let (_, st) = status(&env, &profiles, &state);
-        for p in ["a", "b"] {
-            let row = status_row(&st, p).unwrap();
-            assert!(
-                row["runs_ok"] == 3 && row["runs_failed"] == 0 && row["running_since"].is_null(),
-                "the cap of 3 runs a day must hold for {p}: expected runs_ok 3, nothing running\n{row:#}\n{}",
-                agent.describe()
-            );
-            assert_eq!(
-                time_field(&row["next_run"]),
-                Some(tomorrow),
-                "after 3 runs, {p}'s next run must be the start of the next day ({tomorrow})\n{row:#}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let snaps = snapshots_by_profile(&env);
-    for p in ["a", "b"] {
-        assert_eq!(
-            count(&snaps, p),
-            3,
-            "expected exactly 3 snapshots of {p} (cap 3 a day, nothing forgotten): {snaps:?}"
-        );
-        assert_eq!(
-            agent.events_with("run starting", Some(p)).len(),
-            3,
-            "expected 3 \"run starting\" log lines for {p}\n{}",
-            agent.describe()
-        );
-    }
+    assert!(status_row(&st, "broken").is_none(), "{st:#}");
 
     // Metrics over HTTP agree with status; the textfile has the same families.
-    let (_, st) = status(&env, &profiles, &state);
-    let samples = wait_for(
-        "the metrics to count 3 ok runs of a",
-        Duration::from_secs(10),
-        || {
-            let body = scrape(&addr).ok()?;
-            let samples = parse_metrics(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
-            (metric(
-                &samples,
-                "coffer_runs_total",
-                &[("profile", "a"), ("result", "ok")],
-            ) == Some(runs_ok(&st, "a") as f64))
-            .then_some(samples)
-        },
-        || format!("{:?}\n{}", scrape(&addr), agent.describe()),
-    );
+    let addr = metrics_address(&agent)
+        .unwrap_or_else(|| panic!("no \"metrics at /metrics\" address\n{}", agent.describe()));
+    let body = scrape(&addr).unwrap_or_else(|e| panic!("{e}\n{}", agent.describe()));
+    let samples = parse_metrics(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     let show = || format!("{samples:#?}");
-    for p in ["a", "b"] {
-        assert_eq!(
-            metric(
-                &samples,
-                "coffer_runs_total",
-                &[("profile", p), ("result", "ok")]
-            ),
-            Some(runs_ok(&st, p) as f64),
-            "coffer_runs_total{{profile={p:?},result=\"ok\"}} must equal status runs_ok\n{}",
-            show()
-        );
-        assert_eq!(
-            metric(
-                &samples,
-                "coffer_runs_total",
-                &[("profile", p), ("result", "failed")]
-            ),
-            Some(0.0),
-            "no failed runs of {p}\n{}",
-            show()
-        );
-        assert_eq!(
-            metric(&samples, "coffer_last_run_success", &[("profile", p)]),
-            Some(1.0),
-            "coffer_last_run_success of {p}\n{}",
-            show()
-        );
-        assert_eq!(
-            metric(&samples, "coffer_running", &[("profile", p)]),
-            Some(0.0),
-            "coffer_running of {p}\n{}",
-            show()
-        );
-        assert_eq!(
-            metric(
-                &samples,
-                "coffer_next_run_timestamp_seconds",
-                &[("profile", p)]
-            ),
-            Some(tomorrow.timestamp() as f64),
-            "coffer_next_run_timestamp_seconds of {p}: the next day\n{}",
-            show()
-        );
-        let last_success = metric(
-            &samples,
-            "coffer_last_success_timestamp_seconds",
-            &[("profile", p)],
-        )
-        .unwrap_or(0.0);
-        assert!(
-            last_success >= agent.started_at.timestamp() as f64,
-            "coffer_last_success_timestamp_seconds of {p} must be a time during this test\n{}",
-            show()
-        );
-    }
+    let ok = [("profile", "a"), ("result", "ok")];
+    assert_eq!(
+        metric(&samples, "coffer_runs_total", &ok),
+        Some(1.0),
+        "{}",
+        show()
+    );
+    let failed = [("profile", "a"), ("result", "failed")];
+    assert_eq!(
+        metric(&samples, "coffer_runs_total", &failed),
+        Some(0.0),
+        "{}",
+        show()
+    );
+    let a = [("profile", "a")];
+    assert_eq!(
+        metric(&samples, "coffer_last_run_success", &a),
+        Some(1.0),
+        "{}",
+        show()
+    );
+    assert_eq!(
+        metric(&samples, "coffer_running", &a),
+        Some(0.0),
+        "{}",
+        show()
+    );
+    assert_eq!(
+        metric(&samples, "coffer_next_run_timestamp_seconds", &a),
+        Some(tomorrow.timestamp() as f64),
+        "{}",
+        show()
+    );
+    let last_success = metric(&samples, "coffer_last_success_timestamp_seconds", &a).unwrap_or(0.0);
+    assert!(
+        last_success >= agent.started_at.timestamp() as f64,
+        "coffer_last_success_timestamp_seconds must be a time during this test\n{}",
+        show()
+    );
     assert_eq!(
         metric(&samples, "coffer_profiles_broken", &[]),
         Some(1.0),
-        "coffer_profiles_broken\n{}",
+        "{}",
         show()
-    );
-    let file_text = fs::read_to_string(&textfile)
-        .unwrap_or_else(|e| panic!("the metrics textfile {}: {e}", textfile.display()));
-    let file_samples = parse_metrics(&file_text).unwrap_or_else(|e| panic!("{e}\n{file_text}"));
-    assert_eq!(
-        families(&file_samples),
-        families(&samples),
-        "the textfile must have the same metric families as /metrics\n{file_text}"
-    );
-    assert_eq!(
-        metric(
-            &file_samples,
-            "coffer_runs_total",
-            &[("profile", "a"), ("result", "ok")]
-        ),
-        Some(3.0),
-        "textfile coffer_runs_total of a\n{file_text}"
     );
     for name in [
         "coffer_last_run_timestamp_seconds",
@@ -954,23 +826,14 @@ fn agent_runs_profiles_until_the_cap_reports_reloads_and_stops() {
             show()
         );
     }
-
-    // SIGHUP picks up a new profile.
-    write_profile(&env, &profiles, "c", 3, "");
-    agent.signal(libc::SIGHUP);
-    wait_for(
-        "a snapshot of profile c after SIGHUP",
-        Duration::from_secs(60),
-        || {
-            agent.assert_alive();
-            (count(&snapshots_by_profile(&env), "c") >= 1).then_some(())
-        },
-        || agent.describe(),
-    );
-    assert!(
-        !agent.events_with("profile loaded", Some("c")).is_empty(),
-        "expected a \"profile loaded\" log line for c after SIGHUP\n{}",
-        agent.describe()
+    let file_text = fs::read_to_string(&textfile)
+        .unwrap_or_else(|e| panic!("the metrics textfile {}: {e}", textfile.display()));
+    let file_samples = parse_metrics(&file_text).unwrap_or_else(|e| panic!("{e}\n{file_text}"));
+    assert_eq!(families(&file_samples), families(&samples), "{file_text}");
+    assert_eq!(
+        metric(&file_samples, "coffer_runs_total", &ok),
+        Some(1.0),
+        "{file_text}"
     );
 
     // SIGTERM: a clean stop.
@@ -1000,17 +863,56 @@ fn agent_runs_profiles_until_the_cap_reports_reloads_and_stops() {
         !env.repo.join("lock").exists(),
         "no lock may be left after the agent stopped"
     );
-    let snaps = snapshots_by_profile(&env);
-    assert!(
-        count(&snaps, "a") == 3 && count(&snaps, "b") == 3 && count(&snaps, "c") <= 3,
-        "the cap of 3 a day per profile: {snaps:?}"
+    assert_eq!(
+        count(&snapshots_by_profile(&env), "a"),
+        1,
+        "the cap of 1 a day"
     );
+}
+
+/// Smoke test: SIGHUP makes the real binary read its profile folder again.
+#[test]
+fn agent_binary_reloads_on_sighup() {
+    let env = TestEnv::with_repo();
+    let profiles = env.source_dir("profiles");
+    let state = env.path("state");
+    write_profile(&env, &profiles, "a", 1, "");
+    let mut agent = AgentProcess::spawn(&env, &agent_args(&profiles, &state, &[]), &[], "agent");
+    wait_for(
+        "the agent to load a",
+        Duration::from_secs(30),
+        || {
+            agent.assert_alive();
+            (!agent.events_with("profile loaded", Some("a")).is_empty()).then_some(())
+        },
+        || agent.describe(),
+    );
+    write_profile(&env, &profiles, "c", 1, "");
+    agent.signal(libc::SIGHUP);
+    wait_for(
+        "a snapshot of profile c after SIGHUP",
+        Duration::from_secs(60),
+        || {
+            agent.assert_alive();
+            (count(&snapshots_by_profile(&env), "c") >= 1).then_some(())
+        },
+        || agent.describe(),
+    );
+    assert!(
+        !agent.events_with("profile loaded", Some("c")).is_empty(),
+        "expected a \"profile loaded\" log line for c after SIGHUP\n{}",
+        agent.describe()
+    );
+    agent.signal(libc::SIGTERM);
+    let out = agent.wait_exit(Duration::from_secs(60));
+    assert_eq!(out.code, Some(0), "{}", agent.describe());
 }
 
 /// SIGKILL of the agent mid-backup: the run gets SIGTERM (parent-death
 /// signal), stops and releases the lock; a restarted agent (no faults) starts
 /// one catch-up run at once; the repository checks clean and the snapshot
 /// restores the source exactly.
+// Long: a kill and a restart on the same state; each step needs the one before.
 #[test]
 fn agent_killed_mid_backup_restarts_and_catches_up() {
     let env = TestEnv::with_repo();
@@ -1165,6 +1067,7 @@ fn agent_killed_mid_backup_restarts_and_catches_up() {
 
 /// Notifications: the ping URL gets /start, then success or /fail; the
 /// webhook gets the report on failure and, with on_success, on success.
+// Long: one agent run feeds every assertion on the recorded requests.
 #[test]
 fn agent_sends_pings_and_webhooks() {
     let env = TestEnv::with_repo();
@@ -1420,102 +1323,6 @@ fn two_profiles_of_one_repository_run_at_the_same_time() {
         "three snapshots each: {snaps:?}"
     );
     env.check(false).expect_ok();
-}
-
-/// Voluntary context switches of a process's main thread (where the
-/// agent's single-threaded runtime runs).
-fn context_switches(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// `--max-running 1`: a due profile waits for the running one to end (the
-/// agent sleeps meanwhile, it does not poll in a loop), then runs.
-#[test]
-fn agent_queues_due_profiles_beyond_max_running_without_spinning() {
-    let env = TestEnv::with_repo();
-    let profiles = env.source_dir("profiles");
-    let state = env.path("state");
-    write_profile(&env, &profiles, "x", 1, "");
-    write_profile(&env, &profiles, "y", 1, "");
-    let mut agent = AgentProcess::spawn(
-        &env,
-        &agent_args(&profiles, &state, &["--max-running", "1"]),
-        // Slow storage: each run takes a few seconds.
-        &[("COFFER_FAULTS", "seed=3,delay_rate=1.0,max_delay_ms=400")],
-        "agent-queue",
-    );
-    // Both are due at the same slot; one runs, the other waits.
-    let (running, waiting) = wait_for(
-        "one profile running while the other is due",
-        Duration::from_secs(30),
-        || {
-            agent.assert_alive();
-            let starts = agent.events_with("run starting", None);
-            let first = starts.first()?["profile"].as_str()?.to_string();
-            let other = if first == "x" { "y" } else { "x" };
-            let due = agent
-                .events_with("profile loaded", Some(other))
-                .first()
-                .and_then(|e| time_field(&e["next_run"]))?;
-            (starts.len() == 1 && Utc::now() > due + chrono::Duration::milliseconds(200))
-                .then(|| (first, other.to_string()))
-        },
-        || agent.describe(),
-    );
-    let before = context_switches(agent.pid());
-    let window = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    let switches = context_switches(agent.pid()) - before;
-    let still_waiting = agent.events_with("run finished", None).is_empty();
-    assert!(
-        still_waiting,
-        "the first run ended within the measuring window; cannot judge (make the storage slower)\n{}",
-        agent.describe()
-    );
-    assert!(
-        switches < 150,
-        "while {waiting} waits for a free run slot ({running} runs), the agent must sleep: \
-         {switches} context switches in {:.1?} (a 1 ms polling loop makes about 1500)\n{}",
-        window.elapsed(),
-        agent.describe()
-    );
-    wait_for(
-        "both profiles to run",
-        Duration::from_secs(90),
-        || {
-            agent.assert_alive();
-            (agent.events_with("run finished", None).len() == 2).then_some(())
-        },
-        || agent.describe(),
-    );
-    // One at a time: the second started after the first finished.
-    let events = agent.events();
-    let pos = |msg: &str, p: &str| {
-        events
-            .iter()
-            .position(|e| e["message"] == msg && e["profile"] == p)
-            .unwrap_or_else(|| panic!("no {msg:?} for {p}\n{}", agent.describe()))
-    };
-    assert!(
-        pos("run finished", &running) < pos("run starting", &waiting),
-        "with --max-running 1, {waiting} must start only after {running} finished\n{}",
-        agent.describe()
-    );
-    agent.signal(libc::SIGTERM);
-    let out = agent.wait_exit(Duration::from_secs(60));
-    assert_eq!(out.code, Some(0), "{}", agent.describe());
-    let snaps = snapshots_by_profile(&env);
-    assert!(
-        count(&snaps, "x") == 1 && count(&snaps, "y") == 1,
-        "one snapshot each: {snaps:?}"
-    );
 }
 
 /// `coffer run`: the before hook's output is in the snapshot, the after hook

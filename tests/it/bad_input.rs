@@ -546,6 +546,34 @@ fn newer_repository_format_is_refused(backend: Backend) {
     assert_repo_valid(&env);
 }
 
+/// One duration grammar for every flag and profile key: `--keep-within
+/// 1h30m` and `"2 days"` work as `--since "1h30m ago"` always did, and a
+/// month (no fixed length) is refused naming the fix.
+#[test]
+fn every_duration_flag_takes_the_same_grammar() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    write_file(&src.join("a"), b"a");
+    env.backup(&[&src]);
+    for within in ["1h30m", "2 days", "1h 30m", "90d"] {
+        let out = env.agent(["forget", "--keep-within", within, "--dry-run", "--json"]);
+        out.expect_ok();
+        let decisions = out.json()["forget"]["decisions"].clone();
+        assert_eq!(decisions[0]["keep"], true, "{within}: kept\n{out}");
+    }
+    let out = env.agent([
+        "--lock-wait",
+        "1m30s",
+        "forget",
+        "--keep-within",
+        "1d",
+        "--dry-run",
+    ]);
+    out.expect_ok();
+    let out = env.agent(["forget", "--keep-within", "3 months", "--dry-run"]);
+    out.expect_failure().expect_stderr_contains("give days");
+}
+
 // Everything that reaches the repository runs on both backends; the tests
 // with a plain `#[test]` above are local only (see the comment on each).
 on_both_backends!(

@@ -5,6 +5,7 @@ mod env;
 
 mod adversarial;
 mod agent;
+mod agent_sim;
 mod audit;
 mod bad_input;
 mod caps;

@@ -193,3 +193,115 @@ fn a_backup_running_beside_prune_loses_nothing(backend: Backend) {
     let latest = env.restore("latest");
     assert_same_tree(&src, &crate::env::restored_path(&latest, &src));
 }
+
+/// Every file under `dir` (the local repository: every object, the lock,
+/// temporary files) with its bytes.
+fn every_object(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Dry runs of prune, forget and erase take no lock and change nothing:
+/// they work while another writer holds the lock, and leave every object
+/// of the repository as it was, byte for byte (a stale temporary file
+/// that a real prune would remove included).
+#[test]
+fn dry_runs_work_beside_a_writer_and_leave_the_repository_byte_for_byte() {
+    use coffer::repo::Repository;
+    use coffer::repo::keys::AgentKey;
+    use coffer::repo::lock::WriterLock;
+    use coffer::repo::store::Store;
+
+    let env = TestEnv::with_repo_on(Backend::Local);
+    let src = env.source_dir("src");
+    write_random_file(&src.join("gone"), 1024 * 1024, 1);
+    env.backup(&[&src]);
+    std::fs::remove_file(src.join("gone")).unwrap();
+    write_random_file(&src.join("kept"), 1024 * 1024, 2);
+    env.backup(&[&src]);
+    env.agent(["forget", "--keep-within", "0s", "--keep-last", "1"])
+        .expect_ok();
+    // A killed writer's temporary file: a real prune removes it.
+    let stale = env.repo.join("data").join(".tmp-pack-4294967294-1-stale");
+    std::fs::write(&stale, b"left by a killed writer").unwrap();
+
+    // Another writer holds the lock.
+    let store = Store::open(env.repo.to_str().unwrap(), &Default::default()).unwrap();
+    let agent = AgentKey::load(&env.agent_key).unwrap();
+    let repo = Repository::open_agent(store, &agent).unwrap();
+    let lock = WriterLock::of(&repo, std::time::Duration::ZERO).unwrap();
+    assert!(env.repo.join("lock").exists());
+    let before = every_object(&env.repo);
+
+    let plan = env.agent(["prune", "--dry-run", "--grace", "0s", "--json"]);
+    plan.expect_ok();
+    let p = plan.json();
+    assert_eq!(p["dry_run"], serde_json::Value::Bool(true), "{plan}");
+    assert!(
+        u64_field(&p, "packs_deleted") + u64_field(&p, "packs_repacked") > 0,
+        "the plan names what the forgotten snapshot alone used\n{plan}"
+    );
+    assert!(u64_field(&p, "bytes_freed") >= 1024 * 1024, "{plan}");
+    env.agent([
+        "forget",
+        "--keep-within",
+        "0s",
+        "--keep-last",
+        "1",
+        "--dry-run",
+    ])
+    .expect_ok();
+    env.operator(["erase", "--path", "**/kept", "--dry-run"])
+        .expect_ok();
+
+    let after = every_object(&env.repo);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "dry runs add or delete no object"
+    );
+    for (key, bytes) in &before {
+        assert!(
+            after[key] == *bytes,
+            "{} changed in a dry run",
+            key.display()
+        );
+    }
+    assert!(stale.exists(), "a dry run removes no temporary file");
+
+    // Once the writer is done, the real prune does what the plan said.
+    lock.release().unwrap();
+    let done = env.agent(["prune", "--grace", "0s", "--json"]);
+    done.expect_ok();
+    let d = done.json();
+    for field in [
+        "packs_deleted",
+        "packs_repacked",
+        "orphans_deleted",
+        "indexes_rewritten",
+    ] {
+        assert_eq!(
+            u64_field(&d, field),
+            u64_field(&p, field),
+            "{field}\n{plan}\n{done}"
+        );
+    }
+    assert!(
+        !stale.exists(),
+        "the real prune removes the killed writer's file"
+    );
+    env.check(true).expect_ok();
+}
