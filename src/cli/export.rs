@@ -18,7 +18,7 @@ pub struct ExportArgs {
     #[arg(long, value_parser = select::at)]
     at: Option<DateTime<Utc>>,
     #[command(flatten)]
-    filter: select::Filter,
+    filter: select::FilterArgs,
     /// Export only entries matching this glob (and what is below them). Repeatable.
     #[arg(long)]
     include: Vec<String>,
@@ -106,7 +106,7 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
         bail!("the archive goes to standard output, so --json needs --output FILE");
     }
     let view = select::open_view(ctx, &args.filter)?;
-    let index = view.pick(args.snapshot.as_deref(), args.at, "")?;
+    let index = select::pick(&view, args.snapshot.as_deref(), args.at, "")?;
     let (id, snap) = &view.snaps[index];
     let opts = ExportOptions {
         include: args.include.clone(),

@@ -15,7 +15,7 @@ pub struct FindArgs {
     /// A glob: without '/', matched against file names anywhere; with '/', against whole snapshot paths (no leading '/').
     pattern: String,
     #[command(flatten)]
-    filter: select::Filter,
+    filter: select::FilterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -25,7 +25,7 @@ pub struct DiffArgs {
     /// The snapshot to compare to: id prefix or `latest`.
     b: String,
     #[command(flatten)]
-    filter: select::Filter,
+    filter: select::FilterArgs,
 }
 
 fn rfc3339_ns(ns: i64) -> String {
@@ -176,8 +176,8 @@ pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
 
 pub fn diff(ctx: &Context, args: DiffArgs) -> Result<Exit> {
     let view = select::open_view(ctx, &args.filter)?;
-    let a = view.pick(Some(&args.a), None, "")?;
-    let b = view.pick(Some(&args.b), None, "")?;
+    let a = select::pick(&view, Some(&args.a), None, "")?;
+    let b = select::pick(&view, Some(&args.b), None, "")?;
     let (sa, sb) = (&view.snaps[a], &view.snaps[b]);
     let report = history::diff(&view.repo, &view.blobs, sa, sb)
         .with_context(|| format!("diff of {} and {}", sa.0.short(), sb.0.short()))?;

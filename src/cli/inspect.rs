@@ -23,7 +23,7 @@ pub enum CatalogCommand {
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
     #[command(flatten)]
-    filter: super::select::Filter,
+    filter: super::select::FilterArgs,
     /// Times in UTC (default: the local time zone, from TZ).
     #[arg(long)]
     utc: bool,
@@ -36,10 +36,11 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
     for w in &synced.warnings() {
         super::warn(w);
     }
+    let filter = args.filter.filter();
     let snaps: Vec<_> = synced
         .snaps
         .into_iter()
-        .filter(|(_, s)| args.filter.matches(s))
+        .filter(|(_, s)| filter.matches(s))
         .collect();
     let states = snapshot_states(&repo, &catalog, &synced.blobs, &synced.health, &snaps)?;
     if ctx.json {
@@ -63,7 +64,7 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
     if snaps.is_empty() {
         println!(
             "no snapshots yet{}",
-            if args.filter.matches_all() {
+            if filter.matches_all() {
                 ""
             } else {
                 " that match"

@@ -3,13 +3,17 @@
 use super::select::{self, View};
 use super::{Context, Exit, print_json, text};
 use crate::engine::for_each_entry;
-use crate::engine::restore::{Overwrite, RestoreOptions, restore as run_restore, write_file};
-use crate::repo::ids::{BlobId, SnapshotId};
+use crate::engine::restore::{
+    Action, Overwrite, RestoreOptions, RestorePlan, RestoreReport, execute, prepare, write_file,
+};
+use crate::engine::select::{Recovered, unrecovered};
+use crate::repo::ids::SnapshotId;
+use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::EntryKind;
 use anyhow::{Context as _, Result};
-use clap::Args;
-use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
@@ -21,7 +25,7 @@ pub struct LsArgs {
     #[arg(long, value_parser = select::at)]
     at: Option<chrono::DateTime<chrono::Utc>>,
     #[command(flatten)]
-    filter: select::Filter,
+    filter: select::FilterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -32,7 +36,7 @@ pub struct RestoreArgs {
     #[arg(long, value_parser = select::at)]
     at: Option<chrono::DateTime<chrono::Utc>>,
     #[command(flatten)]
-    filter: select::Filter,
+    filter: select::FilterArgs,
     /// Folder to restore into; entries keep their full path below it.
     #[arg(
         long,
@@ -50,8 +54,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     exclude: Vec<String>,
     /// Existing files: never, if-changed (size or time differ; default), always.
-    #[arg(long, default_value = "if-changed", value_parser = ["never", "if-changed", "always"])]
-    overwrite: String,
+    #[arg(long, value_enum, default_value_t = OverwriteArg::IfChanged)]
+    overwrite: OverwriteArg,
     /// List what would be written; write nothing.
     #[arg(long)]
     dry_run: bool,
@@ -72,7 +76,26 @@ pub struct CatArgs {
     #[arg(long, value_parser = select::at)]
     at: Option<chrono::DateTime<chrono::Utc>>,
     #[command(flatten)]
-    filter: select::Filter,
+    filter: select::FilterArgs,
+}
+
+/// `--overwrite`: the values of [`Overwrite`]. (No doc comments on the
+/// values: clap would list them one per line in `--help`.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OverwriteArg {
+    Never,
+    IfChanged,
+    Always,
+}
+
+impl From<OverwriteArg> for Overwrite {
+    fn from(a: OverwriteArg) -> Overwrite {
+        match a {
+            OverwriteArg::Never => Overwrite::Never,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Always => Overwrite::Always,
+        }
+    }
 }
 
 /// What a restore stopped by a signal leaves.
@@ -83,11 +106,11 @@ fn choose(
     ctx: &Context,
     spec: Option<&str>,
     at: Option<chrono::DateTime<chrono::Utc>>,
-    filter: &select::Filter,
+    filter: &select::FilterArgs,
 ) -> Result<(View, usize)> {
     let view = select::open_view(ctx, filter)?;
     let hint = "; --fallback recovers what older ones hold";
-    let index = view.pick(spec, at, hint)?;
+    let index = select::pick(&view, spec, at, hint)?;
     Ok((view, index))
 }
 
@@ -155,63 +178,36 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
     // Installed once keys are loaded: a passphrase prompt stays killable.
     let cancel = super::signal::Cancel::install()?;
     let (id, snap) = c.snaps[index].clone();
-    let target = match (&args.target, args.in_place) {
-        (Some(t), _) => t.clone(),
-        (None, _) => PathBuf::from("/"),
-    };
+    // Without --target, --in-place is set (clap requires one of them).
+    let target = args.target.clone().unwrap_or_else(|| PathBuf::from("/"));
     let opts = RestoreOptions {
         target: target.clone(),
         include: args.include.clone(),
         exclude: args.exclude.clone(),
         only: None,
-        overwrite: match args.overwrite.as_str() {
-            "never" => Overwrite::Never,
-            "always" => Overwrite::Always,
-            _ => Overwrite::IfChanged,
-        },
-        dry_run: args.dry_run,
+        overwrite: args.overwrite.into(),
         verify: args.verify,
     };
-    let bar = if args.dry_run {
-        super::progress::Bar::new(false)
-    } else {
-        ctx.progress()
+    let failed = |e: crate::Error| {
+        let e = anyhow::Error::new(e).context(format!("restore of snapshot {}", id.short()));
+        cancel.explain("restore", e, STOPPED)
     };
-    let result = run_restore(&c.repo, &c.blobs, &snap, &opts, &bar, cancel.flag());
-    bar.finish();
-    let report = result
-        .with_context(|| format!("restore of snapshot {}", id.short()))
-        .map_err(|e| cancel.explain("restore", e, STOPPED))?;
     if args.dry_run {
-        if ctx.json {
-            print_json(&serde_json::json!({
-                "snapshot": id.to_hex(), "dry_run": true,
-                "entries": report.plan.iter().map(|(p, k, a)| serde_json::json!({"path": p, "type": k, "action": a})).collect::<Vec<_>>(),
-            }))?;
-        } else {
-            for (p, k, a) in &report.plan {
-                let a = serde_json::to_value(a)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                println!("{a:<14} {k:<8} {}", text::path(&target.join(p)));
-            }
-            println!(
-                "dry run of snapshot {} into {}: {} entries, {} would be skipped; nothing written",
-                id.short(),
-                text::path(&target),
-                report.plan.len(),
-                report.skipped
-            );
-        }
+        let plan = prepare(&c.repo, &c.blobs, &snap, &opts, cancel.flag()).map_err(failed)?;
+        print_plan(ctx, &id, &plan)?;
         return Ok(Exit::Success);
     }
+    let bar = ctx.progress();
+    let result = prepare(&c.repo, &c.blobs, &snap, &opts, cancel.flag())
+        .and_then(|plan| execute(&c.repo, plan, opts.verify, &bar, cancel.flag()));
+    bar.finish();
+    let report = result.map_err(failed)?;
     // Files the snapshot could not give: where an older snapshot holds them.
-    let recovered = if report.failed_paths.is_empty() {
+    let recovered = if report.failures.is_empty() {
         Vec::new()
     } else {
-        fallback(&c, index, &report, &opts, args.fallback, cancel.flag())
-            .map_err(|e| cancel.explain("restore", e, STOPPED))?
+        c.fallback(index, &report, &opts, args.fallback, cancel.flag())
+            .map_err(|e| cancel.explain("restore", e.into(), STOPPED))?
     };
     super::audit::record(
         &c.repo,
@@ -224,197 +220,217 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
             args.include,
             args.exclude,
             report.files,
-            report.failed.len(),
+            report.failures.len(),
             recovered.iter().filter(|r| r.restored).count()
         ),
     );
-    // (raw path, reason) of what is still missing.
-    let still_failed: Vec<(&Vec<u8>, &String)> = report
-        .failed
-        .iter()
-        .zip(&report.failed_paths)
-        .filter(|(_, raw)| !recovered.iter().any(|r| r.restored && &r.path == *raw))
-        .map(|((_, err), raw)| (raw, err))
-        .collect();
     if ctx.json {
-        print_json(&serde_json::json!({
-            "snapshot": id.to_hex(), "files": report.files, "dirs": report.dirs, "links": report.links,
-            "bytes": report.bytes, "skipped": report.skipped,
-            "verified": if args.verify { Some(report.verified) } else { None },
-            "failed": report.failed.iter().map(|(p, e)| serde_json::json!({"path": p, "error": e})).collect::<Vec<_>>(),
-            "fallback": recovered.iter().map(|r| serde_json::json!({
-                "path": String::from_utf8_lossy(&r.path), "from": r.from.as_ref().map(|f| f.0.to_hex()),
-                "time": r.from.as_ref().map(|f| f.1), "restored": r.restored, "error": r.error,
-            })).collect::<Vec<_>>(),
-            "warnings": report.warnings,
-        }))?;
+        print_json(&RestoreJson::new(&id, &report, &recovered, args.verify))?;
     } else if !ctx.quiet {
-        println!(
-            "restored snapshot {} ({}) to {}: {} files ({}), {} folders, {} links{}{}",
-            id.short(),
-            snap.time.format("%Y-%m-%d %H:%M:%S UTC"),
-            text::path(&target),
-            report.files,
-            super::backup::human(report.bytes),
-            report.dirs,
-            report.links,
-            if report.skipped > 0 {
-                format!(", {} existing left as they were", report.skipped)
-            } else {
-                String::new()
-            },
-            if args.verify {
-                format!("; {} files read back and verified", report.verified)
-            } else {
-                String::new()
-            }
-        );
-        for r in &recovered {
-            let p = text::name(&r.path);
-            match (&r.from, r.restored) {
-                (Some((sid, t)), true) => println!(
-                    "restored /{p} from older snapshot {} ({})",
-                    sid.short(),
-                    t.format("%Y-%m-%d %H:%M:%S UTC")
-                ),
-                (Some((sid, t)), false) => println!(
-                    "/{p} is intact in older snapshot {} ({}){}",
-                    sid.short(),
-                    t.format("%Y-%m-%d %H:%M:%S UTC"),
-                    match &r.error {
-                        Some(e) =>
-                            format!(", but restoring it from there failed: {}", text::message(e)),
-                        None => "; restore with --fallback to take it from there".into(),
-                    }
-                ),
-                (None, _) => println!("/{p}: no older snapshot holds it intact"),
-            }
-        }
+        print_restored(&id, &snap, &target, &report, args.verify);
+        print_recovered(&recovered);
     }
     for w in &report.warnings {
         eprintln!("coffer: warning: {}", text::message(w));
     }
-    for (path, err) in &still_failed {
+    let still_failed = unrecovered(&report.failures, &recovered);
+    for f in &still_failed {
         eprintln!(
             "coffer: could not restore /{}: {}",
-            text::name(path),
-            text::message(err)
+            text::name(&f.path),
+            text::message(&f.message)
         );
     }
     if still_failed.is_empty() {
-        Ok(Exit::Success)
-    } else {
-        eprintln!(
-            "coffer: error: {} entr{} of snapshot {} could not be restored (listed above); the others were restored. If the reasons name the repository's data, `coffer check --read-data` tells what is damaged{}.",
-            still_failed.len(),
-            if still_failed.len() == 1 { "y" } else { "ies" },
-            id.short(),
-            if args.fallback {
-                ""
-            } else {
-                ", and --fallback takes damaged files from older snapshots"
-            }
-        );
-        Ok(Exit::Failure)
+        return Ok(Exit::Success);
     }
-}
-
-/// One file the chosen snapshot could not give, and where it is intact.
-struct Recovered {
-    path: Vec<u8>,
-    from: Option<(SnapshotId, chrono::DateTime<chrono::Utc>)>,
-    restored: bool,
-    error: Option<String>,
-}
-
-/// For each failed file, the newest older snapshot that holds it with every
-/// blob present and none known bad; with `apply`, restores it from there.
-fn fallback(
-    c: &View,
-    index: usize,
-    report: &crate::engine::restore::RestoreReport,
-    opts: &RestoreOptions,
-    apply: bool,
-    cancel: &std::sync::atomic::AtomicBool,
-) -> Result<Vec<Recovered>> {
-    let intact = |id: &BlobId| {
-        !report.bad_blobs.contains(id) && c.blobs.get(id).is_some_and(|l| c.health.usable(l))
-    };
-    let mut missing: HashSet<Vec<u8>> = report.failed_paths.iter().cloned().collect();
-    let mut found: Vec<(usize, HashSet<Vec<u8>>)> = Vec::new();
-    for j in (0..index).rev() {
-        if missing.is_empty() {
-            break;
+    eprintln!(
+        "coffer: error: {} entr{} of snapshot {} could not be restored (listed above); the others were restored. If the reasons name the repository's data, `coffer check --read-data` tells what is damaged{}.",
+        still_failed.len(),
+        if still_failed.len() == 1 { "y" } else { "ies" },
+        id.short(),
+        if args.fallback {
+            ""
+        } else {
+            ", and --fallback takes damaged files from older snapshots"
         }
-        let mut here = HashSet::new();
-        let _ = for_each_entry(&c.repo, &c.blobs, &c.snaps[j].1, |e| {
-            if missing.contains(&e.path)
-                && e.kind == EntryKind::File
-                && e.content.iter().all(|x| intact(&x.blob))
-            {
-                here.insert(e.path.clone());
-            }
-            Ok(())
+    );
+    Ok(Exit::Failure)
+}
+
+/// `restore --dry-run --json`.
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    dry_run: bool,
+    entries: Vec<PlanEntryJson>,
+    snapshot: &'a str,
+}
+
+#[derive(Serialize)]
+struct PlanEntryJson {
+    action: Action,
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// A dry run: every selected entry and what would happen to it.
+fn print_plan(ctx: &Context, id: &SnapshotId, plan: &RestorePlan) -> Result<()> {
+    if ctx.json {
+        return print_json(&PlanJson {
+            dry_run: true,
+            entries: plan
+                .entries
+                .iter()
+                .map(|p| PlanEntryJson {
+                    action: p.action,
+                    path: p.entry.path_display(),
+                    kind: p.entry.kind.name(),
+                })
+                .collect(),
+            snapshot: &id.to_hex(),
         });
-        missing.retain(|p| !here.contains(p));
-        if !here.is_empty() {
-            found.push((j, here));
+    }
+    for p in &plan.entries {
+        println!(
+            "{:<14} {:<8} {}",
+            p.action.name(),
+            p.entry.kind.name(),
+            text::path(&plan.target.join(p.entry.path_display()))
+        );
+    }
+    println!(
+        "dry run of snapshot {} into {}: {} entries, {} would be skipped; nothing written",
+        id.short(),
+        text::path(&plan.target),
+        plan.entries.len(),
+        plan.skipped
+    );
+    Ok(())
+}
+
+/// `restore --json` (fields in the order they always had: alphabetical).
+#[derive(Serialize)]
+struct RestoreJson<'a> {
+    bytes: u64,
+    dirs: u64,
+    failed: Vec<FailedJson<'a>>,
+    fallback: Vec<FallbackJson<'a>>,
+    files: u64,
+    links: u64,
+    skipped: u64,
+    snapshot: String,
+    /// Only with `--verify`; null otherwise.
+    verified: Option<u64>,
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct FailedJson<'a> {
+    error: &'a str,
+    path: String,
+}
+
+#[derive(Serialize)]
+struct FallbackJson<'a> {
+    error: Option<&'a str>,
+    from: Option<String>,
+    path: String,
+    restored: bool,
+    time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> RestoreJson<'a> {
+    fn new(
+        id: &SnapshotId,
+        report: &'a RestoreReport,
+        recovered: &'a [Recovered],
+        verify: bool,
+    ) -> RestoreJson<'a> {
+        RestoreJson {
+            bytes: report.bytes,
+            dirs: report.dirs,
+            failed: report
+                .failures
+                .iter()
+                .map(|f| FailedJson {
+                    error: &f.message,
+                    path: f.path_display(),
+                })
+                .collect(),
+            fallback: recovered
+                .iter()
+                .map(|r| FallbackJson {
+                    error: r.error.as_deref(),
+                    from: r.from.as_ref().map(|f| f.0.to_hex()),
+                    path: String::from_utf8_lossy(&r.path).into_owned(),
+                    restored: r.restored,
+                    time: r.from.as_ref().map(|f| f.1),
+                })
+                .collect(),
+            files: report.files,
+            links: report.links,
+            skipped: report.skipped,
+            snapshot: id.to_hex(),
+            verified: verify.then_some(report.verified),
+            warnings: &report.warnings,
         }
     }
-    let mut out: Vec<Recovered> = missing
-        .into_iter()
-        .map(|path| Recovered {
-            path,
-            from: None,
-            restored: false,
-            error: None,
-        })
-        .collect();
-    for (j, paths) in found {
-        let (sid, snap) = &c.snaps[j];
-        let mut errors: HashMap<Vec<u8>, String> = HashMap::new();
-        if apply {
-            let o = RestoreOptions {
-                only: Some(paths.clone()),
-                overwrite: Overwrite::Always,
-                dry_run: false,
-                include: Vec::new(),
-                exclude: Vec::new(),
-                ..opts.clone()
-            };
-            match run_restore(
-                &c.repo,
-                &c.blobs,
-                snap,
-                &o,
-                &crate::engine::NoProgress,
-                cancel,
-            ) {
-                Err(crate::Error::Interrupted) => return Err(crate::Error::Interrupted.into()),
-                Ok(r) => {
-                    for (raw, (_, e)) in r.failed_paths.iter().zip(&r.failed) {
-                        errors.insert(raw.clone(), e.clone());
-                    }
-                }
-                Err(e) => {
-                    for p in &paths {
-                        errors.insert(p.clone(), e.to_string());
-                    }
-                }
-            }
+}
+
+/// The one line that sums up a restore.
+fn print_restored(
+    id: &SnapshotId,
+    snap: &Snapshot,
+    target: &Path,
+    report: &RestoreReport,
+    verify: bool,
+) {
+    println!(
+        "restored snapshot {} ({}) to {}: {} files ({}), {} folders, {} links{}{}",
+        id.short(),
+        snap.time.format("%Y-%m-%d %H:%M:%S UTC"),
+        text::path(target),
+        report.files,
+        super::backup::human(report.bytes),
+        report.dirs,
+        report.links,
+        if report.skipped > 0 {
+            format!(", {} existing left as they were", report.skipped)
+        } else {
+            String::new()
+        },
+        if verify {
+            format!("; {} files read back and verified", report.verified)
+        } else {
+            String::new()
         }
-        for p in paths {
-            let error = errors.remove(&p);
-            out.push(Recovered {
-                restored: apply && error.is_none(),
-                path: p,
-                from: Some((*sid, snap.time)),
-                error,
-            });
+    );
+}
+
+/// Where each file the snapshot could not give was found, or not.
+fn print_recovered(recovered: &[Recovered]) {
+    for r in recovered {
+        let p = text::name(&r.path);
+        match (&r.from, r.restored) {
+            (Some((sid, t)), true) => println!(
+                "restored /{p} from older snapshot {} ({})",
+                sid.short(),
+                t.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            (Some((sid, t)), false) => println!(
+                "/{p} is intact in older snapshot {} ({}){}",
+                sid.short(),
+                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                match &r.error {
+                    Some(e) =>
+                        format!(", but restoring it from there failed: {}", text::message(e)),
+                    None => "; restore with --fallback to take it from there".into(),
+                }
+            ),
+            (None, _) => println!("/{p}: no older snapshot holds it intact"),
         }
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
 }
 
 pub fn cat(ctx: &Context, args: CatArgs) -> Result<Exit> {

@@ -19,6 +19,7 @@ mod refs;
 pub mod repair;
 pub mod restore;
 mod rewrite;
+pub mod select;
 mod states;
 mod sync;
 mod walk;

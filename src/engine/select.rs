@@ -1,0 +1,587 @@
+//! Choosing snapshots: filters (host, profile name, source path, since,
+//! until), and a snapshot named by id prefix, `latest` (the newest complete
+//! one) or a time (the newest at or before it); and, after a restore, the
+//! older snapshots that hold intact what the chosen one could not give.
+//!
+//! Times are RFC 3339 (`2026-11-20T14:00:00+01:00`), a local date and time
+//! (`2026-11-20 14:00`, in the zone of `TZ`), a date (`2026-11-20`: its end for
+//! `at`/`until`, its start for `since`), `now`, or a span ago
+//! (`2 days ago`, `3h ago`).
+//!
+//! Nothing here prints: what a front end should tell the operator comes
+//! back as values ([`Note`], [`View::open`]'s warnings).
+
+use super::health::Health;
+use super::restore::{Failure, Overwrite, RestoreOptions, RestoreReport, restore};
+use super::{NoProgress, Skipped, for_each_entry, newest_whole, sync};
+use crate::catalog::{BlobLocation, Catalog};
+use crate::repo::Repository;
+use crate::repo::ids::{BlobId, SnapshotId};
+use crate::repo::snapshot::Snapshot;
+use crate::repo::tree::EntryKind;
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+
+/// Which snapshots to consider; every unset field lets all through.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub host: Option<String>,
+    pub profile_name: Option<String>,
+    /// Sources include this path (or a folder above it).
+    pub path: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    pub fn matches_all(&self) -> bool {
+        self.host.is_none()
+            && self.profile_name.is_none()
+            && self.path.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
+
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        let path_ok = self.path.as_ref().is_none_or(|p| {
+            let p = format!("/{}", p.trim_matches('/'));
+            s.paths.iter().any(|src| {
+                let src = src.trim_end_matches('/');
+                p == src || p.starts_with(&format!("{src}/")) || src.is_empty()
+            })
+        });
+        self.host.as_ref().is_none_or(|h| *h == s.host)
+            && self.profile_name.as_ref().is_none_or(|n| *n == s.profile)
+            && self.since.is_none_or(|t| s.time >= t)
+            && self.until.is_none_or(|t| s.time <= t)
+            && path_ok
+    }
+}
+
+/// A lower bound in time: a date means its start.
+pub fn since(s: &str) -> std::result::Result<DateTime<Utc>, String> {
+    parse_when(s, false, Utc::now())
+}
+
+/// An upper bound in time (also `at`): a date means its end.
+pub fn until(s: &str) -> std::result::Result<DateTime<Utc>, String> {
+    parse_when(s, true, Utc::now())
+}
+
+/// For "the snapshot at": a date means its end.
+pub fn at(s: &str) -> std::result::Result<DateTime<Utc>, String> {
+    until(s)
+}
+
+fn to_chrono(t: jiff::Timestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().max(0) as u32).unwrap_or_default()
+}
+
+/// Parses a time as the module docs describe; `end`: a bare date means its end.
+pub fn parse_when(
+    s: &str,
+    end: bool,
+    now: DateTime<Utc>,
+) -> std::result::Result<DateTime<Utc>, String> {
+    let s = s.trim();
+    let tz = jiff::tz::TimeZone::system();
+    let now_j =
+        jiff::Timestamp::from_second(now.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Some(ago) = s.strip_suffix(" ago").or_else(|| s.strip_suffix("ago")) {
+        let span: jiff::Span = ago
+            .trim()
+            .parse()
+            .map_err(|e| format!("{s:?}: {e}; write e.g. \"2 days ago\" or \"3h ago\""))?;
+        let then = now_j
+            .to_zoned(tz)
+            .checked_sub(span)
+            .map_err(|e| format!("{s:?}: {e}"))?;
+        return Ok(to_chrono(then.timestamp()));
+    }
+    // jiff reads a date out of a date-time too: only a bare date is one.
+    if let Some(d) = (!s.contains(':'))
+        .then(|| s.parse::<jiff::civil::Date>().ok())
+        .flatten()
+    {
+        let z = if end {
+            d.tomorrow()
+                .and_then(|d| d.to_zoned(tz))
+                .map(|z| z.timestamp() - jiff::SignedDuration::from_nanos(1))
+        } else {
+            d.to_zoned(tz).map(|z| z.timestamp())
+        };
+        return z.map(to_chrono).map_err(|e| format!("{s:?}: {e}"));
+    }
+    if let Ok(dt) = s.replacen(' ', "T", 1).parse::<jiff::civil::DateTime>() {
+        return dt
+            .to_zoned(tz)
+            .map(|z| to_chrono(z.timestamp()))
+            .map_err(|e| format!("{s:?}: {e}"));
+    }
+    Err(format!(
+        "{s:?} is not a time: use RFC 3339 (2026-11-20T14:00:00Z), a local \"2026-11-20 14:00\", a date, or \"2 days ago\""
+    ))
+}
+
+/// The operator's view of the repository, synced into the catalog: the
+/// index, the packs in storage, and the snapshots a filter keeps.
+pub struct View {
+    pub repo: Repository,
+    pub catalog: Catalog,
+    pub blobs: HashMap<BlobId, BlobLocation>,
+    /// The packs in storage and what is known bad.
+    pub health: Health,
+    pub snaps: Vec<(SnapshotId, Snapshot)>,
+}
+
+/// Something the operator should hear about a choice of snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// `skipped` is damaged (`why`), so the older `using` was chosen.
+    SkippedDamaged {
+        skipped: (SnapshotId, DateTime<Utc>),
+        why: String,
+        using: (SnapshotId, DateTime<Utc>),
+    },
+    /// Every snapshot (at or before the time asked, if `at`) is damaged;
+    /// the newest, `using`, was chosen anyway.
+    AllDamaged {
+        at: bool,
+        using: (SnapshotId, DateTime<Utc>),
+        why: String,
+    },
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let when = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC");
+        match self {
+            Note::SkippedDamaged {
+                skipped,
+                why,
+                using,
+            } => write!(
+                f,
+                "skipped damaged snapshot {} ({}): {why}; using {} ({})",
+                skipped.0.short(),
+                when(&skipped.1),
+                using.0.short(),
+                when(&using.1)
+            ),
+            Note::AllDamaged { at, using, why } => write!(
+                f,
+                "every snapshot{} is damaged; using the newest ({}), of {}: {why}",
+                if *at { " at or before that time" } else { "" },
+                using.0.short(),
+                when(&using.1),
+            ),
+        }
+    }
+}
+
+/// A snapshot chosen by [`View::pick`]: its place in [`View::snaps`], and
+/// what the operator should hear about the choice.
+#[derive(Debug)]
+pub struct Choice {
+    pub index: usize,
+    pub notes: Vec<Note>,
+}
+
+impl View {
+    /// Syncs the catalog with the repository and keeps the snapshots
+    /// `filter` lets through. Returns the view and, as warnings, the objects
+    /// that could not be read (they are skipped).
+    pub fn open(
+        repo: Repository,
+        mut catalog: Catalog,
+        filter: &Filter,
+    ) -> Result<(View, Vec<String>)> {
+        let synced = sync(&repo, &mut catalog)?;
+        let warnings = synced.warnings();
+        let view = View {
+            repo,
+            catalog,
+            blobs: synced.blobs,
+            health: synced.health,
+            snaps: synced
+                .snaps
+                .into_iter()
+                .filter(|(_, s)| filter.matches(s))
+                .collect(),
+        };
+        Ok((view, warnings))
+    }
+
+    /// Chooses one snapshot: the newest at or before `at`, an id prefix, or
+    /// `latest`, the newest that is not damaged (checked newest first, so
+    /// only the snapshots passed over and the chosen one have their
+    /// reference lists read). When every snapshot is damaged, `latest` is the
+    /// newest, with a note. The one place restore, ls, cat, export, find and
+    /// diff choose a snapshot.
+    pub fn pick(&self, spec: Option<&str>, at: Option<DateTime<Utc>>) -> Result<Choice> {
+        let snaps = &self.snaps;
+        let before = match at {
+            Some(t) => Some(
+                snaps
+                    .iter()
+                    .rposition(|(_, s)| s.time <= t)
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "no snapshot at or before {}; list them with `coffer snapshots`",
+                            t.to_rfc3339()
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let spec = spec.unwrap_or("latest");
+        if at.is_none() && spec != "latest" {
+            let id = Repository::resolve_snapshot(snaps, spec)?.0;
+            let index = snaps.iter().position(|(s, _)| *s == id).unwrap_or_default();
+            return Ok(Choice {
+                index,
+                notes: Vec::new(),
+            });
+        }
+        if snaps.is_empty() {
+            return Err(Error::Invalid(
+                "no snapshots (that match the filters); list them with `coffer snapshots`".into(),
+            ));
+        }
+        let (whole, skipped) = newest_whole(
+            &self.repo,
+            &self.catalog,
+            &self.blobs,
+            &self.health,
+            snaps,
+            before,
+        )?;
+        Ok(choice(snaps, before, at.is_some(), whole, skipped))
+    }
+
+    /// For each path the restore in `report` could not give, the newest
+    /// snapshot older than the one at `index` that holds it as a file with
+    /// every blob present and none known bad; with `apply`, restores it from
+    /// there (as `opts` says, replacing what is in the target). Only
+    /// [`Error::Interrupted`] stops it; other errors are in the answers.
+    pub fn fallback(
+        &self,
+        index: usize,
+        report: &RestoreReport,
+        opts: &RestoreOptions,
+        apply: bool,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<Recovered>> {
+        let intact = |id: &BlobId| {
+            !report.bad_blobs.contains(id)
+                && self.blobs.get(id).is_some_and(|l| self.health.usable(l))
+        };
+        let mut missing: HashSet<Vec<u8>> =
+            report.failures.iter().map(|f| f.path.clone()).collect();
+        let mut found: Vec<(usize, HashSet<Vec<u8>>)> = Vec::new();
+        for j in (0..index.min(self.snaps.len())).rev() {
+            if missing.is_empty() {
+                break;
+            }
+            let mut here = HashSet::new();
+            // A list that can not be read holds nothing to recover from.
+            let _ = for_each_entry(&self.repo, &self.blobs, &self.snaps[j].1, |e| {
+                if missing.contains(&e.path)
+                    && e.kind == EntryKind::File
+                    && e.content.iter().all(|x| intact(&x.blob))
+                {
+                    here.insert(e.path.clone());
+                }
+                Ok(())
+            });
+            missing.retain(|p| !here.contains(p));
+            if !here.is_empty() {
+                found.push((j, here));
+            }
+        }
+        let mut out: Vec<Recovered> = missing
+            .into_iter()
+            .map(|path| Recovered {
+                path,
+                from: None,
+                restored: false,
+                error: None,
+            })
+            .collect();
+        for (j, paths) in found {
+            let (sid, snap) = &self.snaps[j];
+            let mut errors = if apply {
+                self.restore_only(snap, &paths, opts, cancel)?
+            } else {
+                HashMap::new()
+            };
+            for p in paths {
+                let error = errors.remove(&p);
+                out.push(Recovered {
+                    restored: apply && error.is_none(),
+                    path: p,
+                    from: Some((*sid, snap.time)),
+                    error,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Restores exactly `paths` of `snap`, replacing what is there; returns
+    /// the error of each path that failed.
+    fn restore_only(
+        &self,
+        snap: &Snapshot,
+        paths: &HashSet<Vec<u8>>,
+        opts: &RestoreOptions,
+        cancel: &AtomicBool,
+    ) -> Result<HashMap<Vec<u8>, String>> {
+        let o = RestoreOptions {
+            only: Some(paths.clone()),
+            overwrite: Overwrite::Always,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            ..opts.clone()
+        };
+        Ok(
+            match restore(&self.repo, &self.blobs, snap, &o, &NoProgress, cancel) {
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Ok(r) => r
+                    .failures
+                    .into_iter()
+                    .map(|f| (f.path, f.message))
+                    .collect(),
+                Err(e) => paths.iter().map(|p| (p.clone(), e.to_string())).collect(),
+            },
+        )
+    }
+}
+
+/// The choice among `snaps` once [`newest_whole`] answered: the whole one
+/// it found (noting the damaged ones passed over), else the newest at or
+/// before `before` (noting that all are damaged). `snaps` is not empty.
+fn choice(
+    snaps: &[(SnapshotId, Snapshot)],
+    before: Option<usize>,
+    at: bool,
+    whole: Option<usize>,
+    skipped: Vec<Skipped>,
+) -> Choice {
+    let it = |i: usize| (snaps[i].0, snaps[i].1.time);
+    if let Some(w) = whole {
+        let notes = skipped
+            .into_iter()
+            .map(|(i, why)| Note::SkippedDamaged {
+                skipped: it(i),
+                why,
+                using: it(w),
+            })
+            .collect();
+        return Choice { index: w, notes };
+    }
+    let newest = before.unwrap_or(snaps.len().saturating_sub(1));
+    let why = skipped.into_iter().next().map(|s| s.1).unwrap_or_default();
+    Choice {
+        index: newest,
+        notes: vec![Note::AllDamaged {
+            at,
+            using: it(newest),
+            why,
+        }],
+    }
+}
+
+/// One file the chosen snapshot could not give, and where it is intact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    pub path: Vec<u8>,
+    /// The newest older snapshot that holds it intact, if any.
+    pub from: Option<(SnapshotId, DateTime<Utc>)>,
+    /// Restored from there (only when asked to).
+    pub restored: bool,
+    /// Why restoring it from there failed.
+    pub error: Option<String>,
+}
+
+/// The failures of a restore that no older snapshot made good.
+pub fn unrecovered<'a>(failures: &'a [Failure], recovered: &[Recovered]) -> Vec<&'a Failure> {
+    let made_good: HashSet<&[u8]> = recovered
+        .iter()
+        .filter(|r| r.restored)
+        .map(|r| r.path.as_slice())
+        .collect();
+    failures
+        .iter()
+        .filter(|f| !made_good.contains(f.path.as_slice()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::restore::FailKind;
+
+    #[test]
+    fn times_in_every_accepted_form() {
+        let now: DateTime<Utc> = "2026-11-22T12:00:00Z".parse().unwrap();
+        let p = |s: &str, end: bool| parse_when(s, end, now).unwrap().to_rfc3339();
+        assert_eq!(
+            p("2026-11-20T14:00:00+09:00", false),
+            "2026-11-20T05:00:00+00:00"
+        );
+        assert_eq!(p("2 days ago", false), "2026-11-20T12:00:00+00:00");
+        assert_eq!(p("3h ago", false), "2026-11-22T09:00:00+00:00");
+        assert_eq!(p("now", true), now.to_rfc3339());
+        assert!(parse_when("yesterday-ish", false, now).is_err());
+        // Local forms follow TZ; with TZ unset or UTC they are UTC.
+        if std::env::var("TZ").is_err() && jiff::tz::TimeZone::system() == jiff::tz::TimeZone::UTC {
+            assert_eq!(p("2026-11-20 14:00", false), "2026-11-20T14:00:00+00:00");
+            assert!(p("2026-11-20", true).starts_with("2026-11-20T23:59:59"));
+            assert_eq!(p("2026-11-20", false), "2026-11-20T00:00:00+00:00");
+        }
+    }
+
+    fn snap(host: &str, profile: &str, paths: &[&str], time: &str) -> Snapshot {
+        Snapshot {
+            time: time.parse().unwrap(),
+            host: host.into(),
+            profile: profile.into(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            tree: Vec::new(),
+            refs: Vec::new(),
+            tree_index: None,
+            summary: Default::default(),
+        }
+    }
+
+    fn id(n: u8) -> SnapshotId {
+        SnapshotId([n; 32])
+    }
+
+    #[test]
+    fn filters_keep_what_they_name() {
+        let s = snap(
+            "db1",
+            "nightly",
+            &["/srv/data", "/etc/"],
+            "2026-11-20T12:00:00Z",
+        );
+        assert!(Filter::default().matches_all() && Filter::default().matches(&s));
+        let f = |f: Filter| f.matches(&s);
+        assert!(f(Filter {
+            host: Some("db1".into()),
+            profile_name: Some("nightly".into()),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            host: Some("db2".into()),
+            ..Filter::default()
+        }));
+        assert!(f(Filter {
+            path: Some("srv/data/x/".into()),
+            ..Filter::default()
+        }));
+        assert!(f(Filter {
+            path: Some("/etc".into()),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            path: Some("/srv/database".into()),
+            ..Filter::default()
+        }));
+        let t = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        assert!(f(Filter {
+            since: t("2026-11-20T12:00:00Z"),
+            until: t("2026-11-20T12:00:00Z"),
+            ..Filter::default()
+        }));
+        assert!(!f(Filter {
+            since: t("2026-11-20T12:00:01Z"),
+            ..Filter::default()
+        }));
+        assert!(
+            !Filter {
+                until: t("2026-11-20T11:00:00Z"),
+                ..Filter::default()
+            }
+            .matches_all()
+        );
+    }
+
+    #[test]
+    fn a_choice_notes_the_damaged_snapshots_passed_over() {
+        let snaps: Vec<_> = (0..3u8)
+            .map(|n| {
+                let t = format!("2026-11-2{n}T12:00:00Z");
+                (id(n), snap("h", "p", &["/"], &t))
+            })
+            .collect();
+        let c = choice(
+            &snaps,
+            None,
+            false,
+            Some(0),
+            vec![(2, "x".into()), (1, "y".into())],
+        );
+        assert_eq!(c.index, 0);
+        assert_eq!(c.notes.len(), 2);
+        let first = c.notes[0].to_string();
+        assert!(
+            first.starts_with(&format!("skipped damaged snapshot {} (2026-11-22 12:00:00 UTC): x; using {} (2026-11-20 12:00:00 UTC)", id(2).short(), id(0).short())),
+            "{first}"
+        );
+        // None whole: the newest at or before the bound, with the first reason.
+        let c = choice(
+            &snaps,
+            Some(1),
+            true,
+            None,
+            vec![(1, "a".into()), (0, "b".into())],
+        );
+        assert_eq!(c.index, 1);
+        assert_eq!(
+            c.notes,
+            vec![Note::AllDamaged {
+                at: true,
+                using: (id(1), snaps[1].1.time),
+                why: "a".into()
+            }]
+        );
+        assert!(
+            c.notes[0]
+                .to_string()
+                .starts_with("every snapshot at or before that time is damaged; using the newest")
+        );
+        let c = choice(&snaps, None, false, None, vec![]);
+        assert_eq!(c.index, 2);
+    }
+
+    #[test]
+    fn only_failures_no_older_snapshot_made_good_remain() {
+        let fail = |p: &str| Failure {
+            path: p.as_bytes().to_vec(),
+            kind: FailKind::DamagedBlob,
+            message: "bad".into(),
+        };
+        let failures = vec![fail("a"), fail("b"), fail("c")];
+        let rec = |p: &str, restored: bool| Recovered {
+            path: p.as_bytes().to_vec(),
+            from: Some((id(1), Utc::now())),
+            restored,
+            error: None,
+        };
+        let left = unrecovered(&failures, &[rec("a", true), rec("b", false)]);
+        let left: Vec<&[u8]> = left.iter().map(|f| f.path.as_slice()).collect();
+        assert_eq!(left, vec![b"b".as_slice(), b"c".as_slice()]);
+    }
+}
