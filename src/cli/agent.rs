@@ -20,6 +20,15 @@ fn duration(s: &str) -> Result<chrono::Duration, String> {
     parse_duration(s)
 }
 
+/// `agent --log-format`'s values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Plain text lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
     /// Show what would stay and go; change nothing (takes no lock).
@@ -97,8 +106,8 @@ pub struct AgentArgs {
     #[arg(long)]
     metrics_file: Option<PathBuf>,
     /// Log lines as plain text or JSON (one object per line), on stdout.
-    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
-    log_format: String,
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
     /// How long SIGTERM waits for running backups to stop.
     #[arg(long, default_value = "100s", value_parser = duration)]
     stop_timeout: chrono::Duration,
@@ -368,7 +377,7 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
             Exit::Usage
         });
     }
-    let json = a.log_format == "json";
+    let json = matches!(a.log_format, LogFormat::Json);
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stdout)
         .with_max_level(tracing::Level::INFO)

@@ -23,17 +23,25 @@ pub struct ExportArgs {
     #[arg(long)]
     include: Vec<String>,
     /// Archive format; default: tar.zst if the output's name ends in .zst or .tzst, else tar.
-    #[arg(long, value_parser = ["tar", "tar.zst"])]
-    format: Option<String>,
+    #[arg(long)]
+    format: Option<ArchiveFormat>,
     /// The archive file (written under a temporary name, then renamed), or `-` for standard output.
     #[arg(long, short, default_value = "-")]
     output: PathBuf,
 }
 
+/// `--format`'s values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ArchiveFormat {
+    Tar,
+    #[value(name = "tar.zst")]
+    TarZst,
+}
+
 fn format_of(args: &ExportArgs) -> Format {
-    match args.format.as_deref() {
-        Some("tar.zst") => Format::TarZst,
-        Some(_) => Format::Tar,
+    match args.format {
+        Some(ArchiveFormat::TarZst) => Format::TarZst,
+        Some(ArchiveFormat::Tar) => Format::Tar,
         None => {
             let name = args.output.to_string_lossy();
             if name.ends_with(".zst") || name.ends_with(".tzst") {
