@@ -493,13 +493,18 @@ fn pipeline(
             let (chunker, read_bytes, progress) = (&data_chunker, &read_bytes, job.progress);
             s.spawn(move || {
                 for file in job_rx.iter() {
-                    if cancel.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let result = read_file(
-                        &file, chunker, SMALL_FILE, dedup, &repo.keys, &seal_tx, progress,
-                        read_bytes,
-                    );
+                    // Every job taken is answered, a stopped one too: the
+                    // driver waits for each, and a reader that left one
+                    // unanswered while another waited for work hung the
+                    // backup after SIGINT.
+                    let result = if cancel.load(Ordering::Relaxed) {
+                        Err("stopped".to_string())
+                    } else {
+                        read_file(
+                            &file, chunker, SMALL_FILE, dedup, &repo.keys, &seal_tx, progress,
+                            read_bytes,
+                        )
+                    };
                     let done = FileDone {
                         seq: file.seq,
                         result,

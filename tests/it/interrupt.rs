@@ -222,6 +222,38 @@ fn backup_stops_cleanly_on_sigint(backend: Backend) {
     assert_trees_equal(&src, &restored_path(&target, &src));
 }
 
+/// SIGINT while one file waits in the queue and every reader holds one: the
+/// reader that takes the last job after the signal must still answer it.
+/// One that dropped it silently left the driver waiting for that file
+/// while the other readers waited for work: the backup never ended.
+#[test]
+fn backup_stops_on_sigint_when_the_last_file_is_taken_after_it() {
+    let env = TestEnv::with_repo();
+    let tmp = tmpdir(&env);
+    let src = env.source_dir("src");
+    // coffer reads with one thread per core (at most 8): one file more.
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+    for i in 0..=readers as u64 {
+        write_random_file(&src.join(format!("f{i:02}.bin")), 24 * MIB, 300 + i);
+    }
+    let spool = spool_dir(&env, &tmp);
+    let mut run = Running::start(
+        &env,
+        &args(&["backup", src.to_str().unwrap()], env.repo_flags()),
+        &slow(&tmp),
+        "backup",
+    );
+    run.signal_when("a pack spool file of the backup", libc::SIGINT, || {
+        !spool_files(&spool).is_empty()
+    });
+    let out = run.finish();
+    assert_stopped(&out, libc::SIGINT, &env, &tmp);
+    assert!(
+        env.snapshots().is_empty(),
+        "a stopped backup commits no snapshot\n{out}"
+    );
+}
+
 /// Restore into an empty folder (SIGTERM), then over existing files with
 /// `--overwrite always` (SIGINT): no file is left half written, no temporary
 /// name is left, and the next restore finishes the job.
