@@ -192,6 +192,27 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Backs up `src` under slow storage, sends SIGINT once the first pack is
+/// being spooled, and checks the documented stop: no snapshot committed.
+fn backup_stopped_by_sigint(env: &TestEnv, tmp: &Path, src: &Path) {
+    let spool = spool_dir(env, tmp);
+    let mut run = Running::start(
+        env,
+        &args(&["backup", src.to_str().unwrap()], env.repo_flags()),
+        &slow(tmp),
+        "backup",
+    );
+    run.signal_when("a pack spool file of the backup", libc::SIGINT, || {
+        !spool_files(&spool).is_empty()
+    });
+    let out = run.finish();
+    assert_stopped(&out, libc::SIGINT, env, tmp);
+    assert!(
+        env.snapshots().is_empty(),
+        "a stopped backup commits no snapshot\n{out}"
+    );
+}
+
 fn backup_stops_cleanly_on_sigint(backend: Backend) {
     let env = TestEnv::with_repo_on(backend);
     let tmp = tmpdir(&env);
@@ -199,22 +220,7 @@ fn backup_stops_cleanly_on_sigint(backend: Backend) {
     for i in 0..32u64 {
         write_random_file(&src.join(format!("f{i:02}.bin")), 2 * MIB, 100 + i);
     }
-    let spool = spool_dir(&env, &tmp);
-    let mut run = Running::start(
-        &env,
-        &args(&["backup", src.to_str().unwrap()], env.repo_flags()),
-        &slow(&tmp),
-        "backup",
-    );
-    run.signal_when("a pack spool file of the backup", libc::SIGINT, || {
-        !spool_files(&spool).is_empty()
-    });
-    let out = run.finish();
-    assert_stopped(&out, libc::SIGINT, &env, &tmp);
-    assert!(
-        env.snapshots().is_empty(),
-        "a stopped backup commits no snapshot\n{out}"
-    );
+    backup_stopped_by_sigint(&env, &tmp, &src);
 
     // The next run works, and its snapshot restores the source exactly.
     env.backup(&[&src]);
@@ -236,22 +242,7 @@ fn backup_stops_on_sigint_when_the_last_file_is_taken_after_it() {
     for i in 0..=readers as u64 {
         write_random_file(&src.join(format!("f{i:02}.bin")), 24 * MIB, 300 + i);
     }
-    let spool = spool_dir(&env, &tmp);
-    let mut run = Running::start(
-        &env,
-        &args(&["backup", src.to_str().unwrap()], env.repo_flags()),
-        &slow(&tmp),
-        "backup",
-    );
-    run.signal_when("a pack spool file of the backup", libc::SIGINT, || {
-        !spool_files(&spool).is_empty()
-    });
-    let out = run.finish();
-    assert_stopped(&out, libc::SIGINT, &env, &tmp);
-    assert!(
-        env.snapshots().is_empty(),
-        "a stopped backup commits no snapshot\n{out}"
-    );
+    backup_stopped_by_sigint(&env, &tmp, &src);
 }
 
 /// Restore into an empty folder (SIGTERM), then over existing files with
