@@ -48,6 +48,15 @@ pub enum Error {
         pattern: String,
         reason: String,
     },
+    /// `cat` of a path the snapshot does not have.
+    #[error("/{path} is not in the snapshot; list it with `coffer ls SNAPSHOT {parent}`")]
+    NotInSnapshot { path: String, parent: String },
+    /// `cat` of a folder, a link, …
+    #[error("/{path} is a {kind}, not a file")]
+    NotAFile { path: String, kind: &'static str },
+    /// A file needs a blob no index lists.
+    #[error("/{path}: blob {blob} is missing from the repository; `coffer check` tells more")]
+    MissingBlob { path: String, blob: String },
     /// A file whose stored data could not be read back.
     #[error(
         "/{path}: {reason}; `coffer check --read-data` names what is damaged, and an older snapshot may hold this file intact"

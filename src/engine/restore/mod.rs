@@ -158,12 +158,18 @@ fn build_includes(patterns: &[String]) -> Result<Option<GlobSet>> {
         let g = GlobBuilder::new(p)
             .literal_separator(true)
             .build()
-            .map_err(|e| Error::Invalid(format!("include {p:?}: {e}")))?;
+            .map_err(|e| Error::Pattern {
+                what: "include",
+                pattern: p.to_string(),
+                reason: e.to_string(),
+            })?;
         b.add(g);
     }
-    b.build()
-        .map(Some)
-        .map_err(|e| Error::Invalid(e.to_string()))
+    b.build().map(Some).map_err(|e| Error::Pattern {
+        what: "includes",
+        pattern: patterns.join(" "),
+        reason: e.to_string(),
+    })
 }
 
 /// Whether the path or one of its parents matches.
@@ -357,27 +363,23 @@ pub fn write_file(
         }
     }
     let shown = String::from_utf8_lossy(path);
-    let e = found.ok_or_else(|| {
-        Error::Invalid(format!(
-            "/{shown} is not in the snapshot; list it with `coffer ls SNAPSHOT {}`",
-            String::from_utf8_lossy(parent_of(path))
-        ))
+    let e = found.ok_or_else(|| Error::NotInSnapshot {
+        path: shown.to_string(),
+        parent: String::from_utf8_lossy(parent_of(path)).into_owned(),
     })?;
     if e.kind != EntryKind::File {
-        return Err(Error::Invalid(format!(
-            "/{shown} is a {}, not a file",
-            e.kind.name()
-        )));
+        return Err(Error::NotAFile {
+            path: shown.to_string(),
+            kind: e.kind.name(),
+        });
     }
     let mut last: Option<(BlobId, Vec<u8>)> = None;
     let mut n = 0u64;
     for x in &e.content {
         if last.as_ref().is_none_or(|(id, _)| *id != x.blob) {
-            let loc = blobs.get(&x.blob).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "/{shown}: blob {} is missing from the repository; `coffer check` tells more",
-                    x.blob.short()
-                ))
+            let loc = blobs.get(&x.blob).ok_or_else(|| Error::MissingBlob {
+                path: shown.to_string(),
+                blob: x.blob.short(),
             })?;
             let plain = repo.read_blob(&loc.pack, &loc.entry).inspect_err(|e| {
                 if let crate::repo::RepoError::Corrupt { .. }
