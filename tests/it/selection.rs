@@ -345,16 +345,18 @@ fn a_damaged_snapshot_falls_back_to_older_ones(backend: Backend) {
     );
 }
 
-/// Format 2's tree index: `cat` of one file in a large file list reads the
-/// index and a tree blob or two, not the whole list (counted as requests on
-/// the S3 server), and a restore of one path does the same.
-#[test]
-fn one_file_is_found_without_reading_the_whole_file_list() {
+/// An S3 repository holding one snapshot of 40 folders of 300 small files
+/// each (a file list of many blobs), with `contents` a 96 KiB random file
+/// in each folder; returns the source and the file list's blob count.
+fn backed_up_long_file_list(contents: bool) -> (TestEnv, std::path::PathBuf, u64) {
     let env = TestEnv::with_repo_on(Backend::S3);
     let src = env.source_dir("src");
-    for d in 0..40 {
+    for d in 0..40u64 {
         let dir = src.join(format!("directory-with-a-long-name-{d:03}"));
         fs::create_dir_all(&dir).unwrap();
+        if contents {
+            write_file(&dir.join("contents.bin"), &random_bytes(96 * 1024, d));
+        }
         for f in 0..300 {
             write_file(
                 &dir.join(format!("file-with-a-longish-name-{f:05}.txt")),
@@ -366,6 +368,15 @@ fn one_file_is_found_without_reading_the_whole_file_list() {
     let snap = env.snapshots().pop().unwrap();
     let tree_blobs = snap["tree_blobs"].as_u64().unwrap();
     assert!(tree_blobs >= 20, "a file list of many blobs: {tree_blobs}");
+    (env, src, tree_blobs)
+}
+
+/// Format 2's tree index: `cat` of one file in a large file list reads the
+/// index and a tree blob or two, not the whole list (counted as requests on
+/// the S3 server), and a restore of one path does the same.
+#[test]
+fn one_file_is_found_without_reading_the_whole_file_list() {
+    let (env, src, tree_blobs) = backed_up_long_file_list(false);
     let server = env.s3.as_ref().unwrap();
     let requests = || server.requests.load(std::sync::atomic::Ordering::SeqCst);
     // Warm the catalog (index and snapshots), as an operator's second command would.
@@ -407,23 +418,7 @@ fn one_file_is_found_without_reading_the_whole_file_list() {
 /// pieces of the list.
 #[test]
 fn a_whole_file_list_is_read_in_a_few_requests() {
-    let env = TestEnv::with_repo_on(Backend::S3);
-    let src = env.source_dir("src");
-    for d in 0..40u64 {
-        let dir = src.join(format!("directory-with-a-long-name-{d:03}"));
-        fs::create_dir_all(&dir).unwrap();
-        write_file(&dir.join("contents.bin"), &random_bytes(96 * 1024, d));
-        for f in 0..300 {
-            write_file(
-                &dir.join(format!("file-with-a-longish-name-{f:05}.txt")),
-                format!("{d}/{f}").as_bytes(),
-            );
-        }
-    }
-    env.backup(&[&src]);
-    let snap = env.snapshots().pop().unwrap();
-    let tree_blobs = snap["tree_blobs"].as_u64().unwrap();
-    assert!(tree_blobs >= 20, "a file list of many blobs: {tree_blobs}");
+    let (env, src, tree_blobs) = backed_up_long_file_list(true);
     let server = env.s3.as_ref().unwrap();
     let requests = || server.requests.load(std::sync::atomic::Ordering::SeqCst);
     env.operator(["snapshots"]).expect_ok();

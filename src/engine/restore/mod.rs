@@ -10,6 +10,7 @@ mod plan;
 mod write;
 
 pub use plan::{Existing, PackWork, Piece, PlanInput, PlannedEntry, RestorePlan, look};
+pub use write::execute;
 
 use super::{Progress, for_each_entry};
 use crate::catalog::BlobLocation;
@@ -306,19 +307,6 @@ pub fn prepare(
             span: super::read_span(&repo.store),
         },
     ))
-}
-
-/// Carries out `plan`. `cancel` stops it at a safe point with
-/// [`Error::Interrupted`]: the files written whole stay, files not finished
-/// are removed, and existing files being replaced are left as they were.
-pub fn execute(
-    repo: &Repository,
-    plan: RestorePlan,
-    verify: bool,
-    progress: &dyn Progress,
-    cancel: &AtomicBool,
-) -> Result<RestoreReport> {
-    write::execute(repo, plan, verify, progress, cancel)
 }
 
 /// Restores `snap` as `opts` says: [`prepare`], then [`execute`].

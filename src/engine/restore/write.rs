@@ -231,8 +231,11 @@ struct Exec<'a> {
     report: RestoreReport,
 }
 
-/// Runs the phases of `plan` in order (see the module docs).
-pub(super) fn execute(
+/// Carries out `plan`, its phases in order (see the module docs). `cancel`
+/// stops it at a safe point with [`crate::Error::Interrupted`]: the files
+/// written whole stay, files not finished are removed, and existing files
+/// being replaced are left as they were.
+pub fn execute(
     repo: &Repository,
     plan: RestorePlan,
     verify: bool,
