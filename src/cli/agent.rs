@@ -177,7 +177,10 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
         None
     };
     if ctx.json {
-        print_json(&serde_json::json!({"forget": report, "prune": pruned}))?;
+        print_json(&super::json::Forgot {
+            forget: super::json::sorted(&report)?,
+            prune: pruned.as_ref().map(super::json::sorted).transpose()?,
+        })?;
         return Ok(Exit::Success);
     }
     println!(
@@ -449,31 +452,32 @@ fn signals() -> std::io::Result<(
     Ok((shutdown, rx))
 }
 
-/// One profile's line of `coffer status` (and its `--json` object).
+/// One profile's line of `coffer status` (and its `--json` object, whose
+/// keys have always been in alphabetical order: keep the fields so).
 #[derive(serde::Serialize)]
-struct StatusRow {
-    profile: String,
-    file: PathBuf,
-    running_since: Option<chrono::DateTime<chrono::Utc>>,
-    last_run: Option<chrono::DateTime<chrono::Utc>>,
-    result: Option<RunStatus>,
-    seconds: Option<f64>,
+pub(super) struct StatusRow {
     bytes_added: Option<u64>,
-    snapshot: Option<String>,
+    file: PathBuf,
     last_error: Option<String>,
+    last_run: Option<chrono::DateTime<chrono::Utc>>,
     last_success: Option<chrono::DateTime<chrono::Utc>>,
     next_run: chrono::DateTime<chrono::Utc>,
+    profile: String,
+    result: Option<RunStatus>,
+    running_since: Option<chrono::DateTime<chrono::Utc>>,
+    runs_failed: u64,
+    runs_ok: u64,
+    seconds: Option<f64>,
+    snapshot: Option<String>,
     snapshots: Option<usize>,
     storage_bytes: Option<u64>,
-    runs_ok: u64,
-    runs_failed: u64,
 }
 
 /// A profile file that does not parse.
 #[derive(serde::Serialize)]
-struct BrokenRow<'a> {
-    file: &'a PathBuf,
+pub(super) struct BrokenRow<'a> {
     error: &'a str,
+    file: &'a PathBuf,
 }
 
 impl StatusRow {
@@ -549,7 +553,10 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
             .iter()
             .map(|(file, error)| BrokenRow { file, error })
             .collect();
-        print_json(&serde_json::json!({ "profiles": rows, "broken": broken }))?;
+        print_json(&super::json::Status {
+            broken,
+            profiles: &rows,
+        })?;
     } else {
         println!(
             "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  last error",

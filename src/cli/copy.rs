@@ -36,10 +36,12 @@ pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
             )
         })?;
     if ctx.json {
-        print_json(&serde_json::json!({
-            "to": target.location(), "objects_copied": report.objects_copied,
-            "bytes_copied": report.bytes_copied, "objects_present": report.objects_present,
-        }))?;
+        print_json(&super::json::Copied {
+            bytes_copied: report.bytes_copied,
+            objects_copied: report.objects_copied,
+            objects_present: report.objects_present,
+            to: target.location(),
+        })?;
     } else if !ctx.quiet {
         println!(
             "copied {} objects ({}) to {}; {} were already there",

@@ -195,11 +195,18 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
         ),
     );
     if ctx.json {
-        print_json(&serde_json::json!({
-            "snapshot": id.to_hex(), "output": shown, "format": format.name(),
-            "files": report.files, "dirs": report.dirs, "links": report.links, "special": report.special,
-            "bytes": report.bytes, "archive_bytes": report.archive_bytes, "seconds": seconds,
-        }))?;
+        print_json(&super::json::Exported {
+            archive_bytes: report.archive_bytes,
+            bytes: report.bytes,
+            dirs: report.dirs,
+            files: report.files,
+            format: format.name(),
+            links: report.links,
+            output: &shown,
+            seconds,
+            snapshot: id.to_hex(),
+            special: report.special,
+        })?;
     } else if !ctx.quiet && !to_stdout {
         println!(
             "exported snapshot {} to {shown} ({}): {} files ({}), {} folders, {} links; archive {} in {seconds:.1} s",

@@ -188,15 +188,26 @@ pub fn diff(ctx: &Context, args: DiffArgs) -> Result<Exit> {
     );
     if ctx.json {
         let path = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
-        print_json(&serde_json::json!({
-            "from": sa.0.short(), "to": sb.0.short(),
-            "added": report.added.iter().map(|(p, _)| path(p)).collect::<Vec<_>>(),
-            "removed": report.removed.iter().map(|(p, _)| path(p)).collect::<Vec<_>>(),
-            "changed": report.changed.iter()
-                .map(|(p, _, what)| serde_json::json!({"path": path(p), "what": what}))
-                .collect::<Vec<_>>(),
-            "summary": {"added": added, "removed": removed, "changed": changed},
-        }))?;
+        let paths = |v: &[(Vec<u8>, EntryKind)]| v.iter().map(|(p, _)| path(p)).collect();
+        print_json(&super::json::Diff {
+            added: paths(&report.added),
+            changed: report
+                .changed
+                .iter()
+                .map(|(p, _, what)| super::json::Changed {
+                    path: path(p),
+                    what: what.clone(),
+                })
+                .collect(),
+            from: sa.0.short(),
+            removed: paths(&report.removed),
+            summary: super::json::DiffSummary {
+                added,
+                changed,
+                removed,
+            },
+            to: sb.0.short(),
+        })?;
         return Ok(Exit::Success);
     }
     for (p, kind) in &report.removed {

@@ -47,15 +47,20 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
         let v: Vec<_> = snaps
             .iter()
             .zip(&states)
-            .map(|((id, s), state)| {
-                serde_json::json!({
-                    "id": id.to_hex(), "short_id": id.short(),
-                    "time": s.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    "host": s.host, "profile": s.profile, "paths": s.paths,
-                    "files": s.summary.files, "dirs": s.summary.dirs, "bytes": s.summary.bytes,
-                    "data_added": s.summary.data_added, "tree_blobs": s.tree.len(),
-                    "state": state.0, "damage": state.1,
-                })
+            .map(|((id, s), state)| super::json::SnapshotRow {
+                bytes: s.summary.bytes,
+                damage: state.1.as_deref(),
+                data_added: s.summary.data_added,
+                dirs: s.summary.dirs,
+                files: s.summary.files,
+                host: &s.host,
+                id: id.to_hex(),
+                paths: &s.paths,
+                profile: &s.profile,
+                short_id: id.short(),
+                state: state.0,
+                time: s.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                tree_blobs: s.tree.len(),
             })
             .collect();
         print_json(&v)?;
@@ -219,9 +224,12 @@ pub fn catalog(ctx: &Context, cmd: CatalogCommand) -> Result<Exit> {
                 super::warn(w);
             }
             if ctx.json {
-                print_json(
-                    &serde_json::json!({"catalog": path, "blobs": r.blobs, "snapshots": r.snapshots, "files": r.files}),
-                )?;
+                print_json(&super::json::Rebuilt {
+                    blobs: r.blobs,
+                    catalog: &path,
+                    files: r.files,
+                    snapshots: r.snapshots,
+                })?;
             } else if !ctx.quiet {
                 println!(
                     "catalog {} rebuilt: {} blobs, {} snapshots, {} cached files{}",

@@ -70,9 +70,10 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
             };
             let recipient = OperatorIdentity::generate(&output, pass)?;
             if ctx.json {
-                print_json(
-                    &serde_json::json!({"identity": output, "recipient": recipient.to_string()}),
-                )?;
+                print_json(&super::json::KeyGenerated {
+                    identity: &output,
+                    recipient: recipient.to_string(),
+                })?;
             } else {
                 println!("{recipient}");
                 if !ctx.quiet {
@@ -155,12 +156,12 @@ pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {
     let (repo, agent, caps) = Repository::init(store, recipients, ChunkerParams::with_avg(avg))?;
     agent.save(&agent_key_path)?;
     if ctx.json {
-        print_json(&serde_json::json!({
-            "repository": repo.store.location(),
-            "id": repo.config.id,
-            "agent_key": agent_key_path,
-            "capabilities": caps,
-        }))?;
+        print_json(&super::json::Initialized {
+            agent_key: &agent_key_path,
+            capabilities: super::json::sorted(&caps)?,
+            id: &repo.config.id,
+            repository: repo.store.location(),
+        })?;
     } else if !ctx.quiet {
         eprintln!(
             "created repository {} at {}\nagent key written to {} (mode 0600): it can write backups, not read them\nstorage: {}",

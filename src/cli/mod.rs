@@ -9,6 +9,7 @@ mod erase;
 mod export;
 mod history;
 mod inspect;
+mod json;
 mod keys;
 mod progress;
 mod repair;

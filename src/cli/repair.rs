@@ -98,7 +98,10 @@ fn keyring(ctx: &Context, a: RepairArgs) -> Result<Exit> {
     let repo = crate::repo::Repository::open_agent(ctx.store()?, &agent)?;
     let written = repair_keyring(&repo, &agent, a.dry_run, ctx.lock_wait)?;
     if ctx.json {
-        print_json(&serde_json::json!({"dry_run": a.dry_run, "written": written}))?;
+        print_json(&super::json::KeyringRepaired {
+            dry_run: a.dry_run,
+            written: &written,
+        })?;
     } else {
         println!(
             "repair keyring{}: {} {} from {}",

@@ -146,9 +146,12 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
     if ctx.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|e| {
-                serde_json::json!({"path": e.path_display(), "type": e.kind.name(), "size": e.size,
-                    "mode": e.mode, "mtime": rfc3339_ns(e.mtime)})
+            .map(|e| super::json::EntryRow {
+                mode: e.mode,
+                mtime: rfc3339_ns(e.mtime),
+                path: e.path_display(),
+                size: e.size,
+                kind: e.kind.name(),
             })
             .collect();
         print_json(&v)?;
