@@ -11,6 +11,7 @@ mod history;
 mod inspect;
 mod json;
 mod keys;
+mod policy;
 mod progress;
 mod repair;
 mod restore;
@@ -131,6 +132,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Per profile: last run, result, next run, snapshots, storage used.
     Status(agent::StatusArgs),
+    /// Print the least-privilege IAM policy of a role (agent, maintainer, operator) for an S3 repository.
+    Policy(policy::PolicyArgs),
 }
 
 /// Everything a command needs, resolved once.
@@ -366,6 +369,7 @@ pub fn run() -> Result<Exit> {
         Command::Run(args) => agent::run(&ctx, args),
         Command::Agent(args) => agent::agent(&ctx, args),
         Command::Status(args) => agent::status(&ctx, args),
+        Command::Policy(args) => policy::run(&ctx, args),
     }
 }
 

@@ -8,7 +8,8 @@ mod s3;
 
 pub use local::LocalStorage;
 pub use retry::Retry;
-pub use s3::{ChecksumSetting, S3Options, S3Storage};
+pub use s3::policy::{Role, iam_policy};
+pub use s3::{ChecksumSetting, S3Options, S3Storage, parse_url as parse_s3_url};
 
 use async_trait::async_trait;
 use bytes::Bytes;

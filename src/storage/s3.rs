@@ -27,9 +27,11 @@ use std::path::{Path, PathBuf};
 mod client;
 mod errors;
 mod options;
+pub mod policy;
 mod probe;
 mod upload;
 
+pub use client::parse_url;
 pub use options::{ChecksumSetting, S3Options};
 use options::{Checksums, REQUEST_ENV, RESPONSE_ENV, resolve_checksums};
 use upload::Payload;
