@@ -547,6 +547,18 @@ impl std::ops::DerefMut for WriterLock<'_> {
 mod tests {
     use super::*;
 
+    /// The lock object as the chrono-based writer stored it reads, and is
+    /// written again byte for byte (both binaries may meet on one storage).
+    #[test]
+    fn lock_object_json_keeps_its_time_form() {
+        let old = r#"{"host":"h","pid":7,"started":"2026-05-01T10:00:00.123456789Z","expires":"2026-05-01T10:30:00.123456789Z","nonce":1,"start_ticks":null}"#;
+        let info: LockInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(serde_json::to_string(&info).unwrap(), old);
+        let whole = old.replace(".123456789", "");
+        let info: LockInfo = serde_json::from_str(&whole).unwrap();
+        assert_eq!(serde_json::to_string(&info).unwrap(), whole);
+    }
+
     #[test]
     fn this_process_is_alive_and_a_reused_pid_is_not() {
         let me = std::process::id();
