@@ -50,7 +50,7 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
             .map(|((id, s), state)| {
                 serde_json::json!({
                     "id": id.to_hex(), "short_id": id.short(),
-                    "time": s.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "time": crate::time::rfc3339_secs(s.time),
                     "host": s.host, "profile": s.profile, "paths": s.paths,
                     "files": s.summary.files, "dirs": s.summary.dirs, "bytes": s.summary.bytes,
                     "data_added": s.summary.data_added, "tree_blobs": s.tree.len(),
@@ -92,13 +92,11 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
         "state"
     );
     for ((id, s), state) in snaps.iter().zip(&states) {
-        let t = jiff::Timestamp::from_second(s.time.timestamp())
-            .map(|t| {
-                t.to_zoned(tz.clone())
-                    .strftime("%Y-%m-%d %H:%M:%S %Z")
-                    .to_string()
-            })
-            .unwrap_or_default();
+        let t = s
+            .time
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string();
         println!(
             "{:<9} {:<25} {:<16} {:<12} {:>8} {:>10} {:<9} {}",
             id.short(),
