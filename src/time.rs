@@ -15,11 +15,6 @@ use serde::{Deserialize, Deserializer, Serializer};
 
 pub use jiff::{SignedDuration, Timestamp};
 
-/// The current instant.
-pub fn now() -> Timestamp {
-    Timestamp::now()
-}
-
 /// `n` days of 24 hours.
 pub const fn days(n: i64) -> SignedDuration {
     SignedDuration::from_hours(n.saturating_mul(24))
