@@ -6,7 +6,7 @@
 //! refused, since their length depends on the date.
 
 /// Parses a duration of the grammar above; negative ones are refused.
-pub fn parse(s: &str) -> Result<chrono::Duration, String> {
+pub fn parse(s: &str) -> Result<jiff::SignedDuration, String> {
     let t = s.trim();
     let hint = "write it like 30m, 4h, 1h30m, 90d or \"2 days\"";
     let span: jiff::Span = t
@@ -23,29 +23,28 @@ pub fn parse(s: &str) -> Result<chrono::Duration, String> {
     if exact.is_negative() {
         return Err(format!("{t:?} is negative: {hint}"));
     }
-    chrono::Duration::from_std(exact.unsigned_abs())
-        .map_err(|_| format!("{t:?} is longer than any duration coffer can use"))
+    Ok(exact)
 }
 
 #[cfg(test)]
 mod tests {
     use super::parse;
-    use chrono::Duration;
+    use jiff::SignedDuration;
 
     #[test]
     fn every_spelling_of_the_grammar_parses() {
         for (s, want) in [
-            ("30s", Duration::seconds(30)),
-            ("15m", Duration::minutes(15)),
-            ("4h", Duration::hours(4)),
-            ("90d", Duration::days(90)),
-            ("2w", Duration::weeks(2)),
-            ("1h30m", Duration::minutes(90)),
-            ("1h 30m", Duration::minutes(90)),
-            ("2 days", Duration::days(2)),
-            ("1 day 12 hours", Duration::hours(36)),
-            (" 100s ", Duration::seconds(100)),
-            ("0s", Duration::zero()),
+            ("30s", SignedDuration::from_secs(30)),
+            ("15m", SignedDuration::from_mins(15)),
+            ("4h", SignedDuration::from_hours(4)),
+            ("90d", crate::time::days(90)),
+            ("2w", crate::time::days(14)),
+            ("1h30m", SignedDuration::from_mins(90)),
+            ("1h 30m", SignedDuration::from_mins(90)),
+            ("2 days", crate::time::days(2)),
+            ("1 day 12 hours", SignedDuration::from_hours(36)),
+            (" 100s ", SignedDuration::from_secs(100)),
+            ("0s", SignedDuration::ZERO),
         ] {
             assert_eq!(parse(s), Ok(want), "{s}");
         }

@@ -39,5 +39,6 @@ pub mod error;
 pub mod host;
 pub mod repo;
 pub mod storage;
+pub mod time;
 
 pub use error::{Error, Result};

@@ -6,7 +6,7 @@
 
 use crate::config::Profile;
 use crate::engine::job::JobReport;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -15,9 +15,9 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Where the agent's "now" comes from, and how it waits for a time.
 pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
+    fn now(&self) -> Timestamp;
     /// Resolves at `t` (at once if `t` has passed).
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<()>;
+    fn sleep_until(&self, t: Timestamp) -> BoxFuture<()>;
 }
 
 /// The system's clock. Sleeps are measured on tokio's clock; the agent never
@@ -26,12 +26,13 @@ pub trait Clock: Send + Sync {
 pub struct WallClock;
 
 impl Clock for WallClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
     }
 
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<()> {
-        let d = (t - Utc::now()).to_std().unwrap_or_default();
+    fn sleep_until(&self, t: Timestamp) -> BoxFuture<()> {
+        let d =
+            std::time::Duration::try_from(t.duration_since(Timestamp::now())).unwrap_or_default();
         Box::pin(tokio::time::sleep(d))
     }
 }
@@ -40,13 +41,13 @@ impl Clock for WallClock {
 /// (`tokio::time::pause`, `#[tokio::test(start_paused = true)]`) it jumps to
 /// the next timer whenever every task waits, so a test's day passes at once.
 pub struct TokioClock {
-    origin: DateTime<Utc>,
+    origin: Timestamp,
     start: tokio::time::Instant,
 }
 
 impl TokioClock {
     /// A clock that reads `origin` now.
-    pub fn starting_at(origin: DateTime<Utc>) -> TokioClock {
+    pub fn starting_at(origin: Timestamp) -> TokioClock {
         TokioClock {
             origin,
             start: tokio::time::Instant::now(),
@@ -55,13 +56,16 @@ impl TokioClock {
 }
 
 impl Clock for TokioClock {
-    fn now(&self) -> DateTime<Utc> {
+    fn now(&self) -> Timestamp {
         let passed = tokio::time::Instant::now() - self.start;
-        self.origin + chrono::Duration::from_std(passed).unwrap_or(chrono::Duration::MAX)
+        self.origin
+            .saturating_add(crate::time::from_std(passed))
+            .unwrap_or(Timestamp::MAX)
     }
 
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<()> {
-        let after = (t - self.origin).to_std().unwrap_or_default();
+    fn sleep_until(&self, t: Timestamp) -> BoxFuture<()> {
+        let after =
+            std::time::Duration::try_from(t.duration_since(self.origin)).unwrap_or_default();
         Box::pin(tokio::time::sleep_until(self.start + after))
     }
 }
@@ -81,7 +85,7 @@ pub enum Stop {
 pub struct RunRequest {
     pub profile: Profile,
     /// When the agent started it (recorded in the state file already).
-    pub started: DateTime<Utc>,
+    pub started: Timestamp,
     /// Changes when the agent stops.
     pub stop: tokio::sync::watch::Receiver<Stop>,
 }
@@ -97,10 +101,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_tokio_clock_reads_utc_from_its_origin_and_sleeps_on_paused_time() {
-        let origin: DateTime<Utc> = "2026-03-28T22:00:00Z".parse().unwrap();
+        let origin: Timestamp = "2026-03-28T22:00:00Z".parse().unwrap();
         let clock = TokioClock::starting_at(origin);
         assert_eq!(clock.now(), origin);
-        let later = origin + chrono::Duration::days(3);
+        let later = origin + crate::time::days(3);
         let real = std::time::Instant::now();
         clock.sleep_until(later).await;
         assert_eq!(clock.now(), later);

@@ -2,14 +2,14 @@
 //! served on a local address and/or written to a textfile for node_exporter.
 
 use super::state::ProfileState;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use std::fmt::Write;
 
 /// What the metrics show of one profile.
 pub struct ProfileView<'a> {
     pub name: &'a str,
     pub state: &'a ProfileState,
-    pub next_run: Option<DateTime<Utc>>,
+    pub next_run: Option<Timestamp>,
     pub running: bool,
 }
 
@@ -34,7 +34,7 @@ pub fn render(profiles: &[ProfileView], broken: usize) -> String {
             .filter_map(|p| f(p).map(|v| (label(p), v)))
             .collect()
     };
-    let ts = |t: DateTime<Utc>| t.timestamp() as f64;
+    let ts = |t: Timestamp| crate::time::unix_seconds(t) as f64;
     family(
         "coffer_last_run_timestamp_seconds",
         "gauge",

@@ -14,29 +14,21 @@
 //!   catch-up run starts now; the missed slots are not replayed one by one.
 
 use crate::config::{Schedule, ScheduleKind};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-fn to_jiff(t: DateTime<Utc>) -> jiff::Timestamp {
-    jiff::Timestamp::from_second(t.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-}
-
-fn from_jiff(t: jiff::Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.as_second(), 0).unwrap_or_default()
-}
-
 /// The local day `t` falls on.
-pub fn local_day(tz: &TimeZone, t: DateTime<Utc>) -> jiff::civil::Date {
-    to_jiff(t).to_zoned(tz.clone()).date()
+pub fn local_day(tz: &TimeZone, t: Timestamp) -> jiff::civil::Date {
+    t.to_zoned(tz.clone()).date()
 }
 
 /// The first slot strictly after `after`.
-pub fn next_slot(s: &Schedule, tz: &TimeZone, after: DateTime<Utc>) -> DateTime<Utc> {
+pub fn next_slot(s: &Schedule, tz: &TimeZone, after: Timestamp) -> Timestamp {
     match &s.kind {
         ScheduleKind::Interval(d) => {
-            let step = d.num_seconds().max(1);
-            let n = after.timestamp().div_euclid(step) + 1;
-            DateTime::from_timestamp(n * step, 0).unwrap_or(after)
+            let step = d.as_secs().max(1);
+            let n = crate::time::unix_seconds(after).div_euclid(step) + 1;
+            Timestamp::from_second(n.saturating_mul(step)).unwrap_or(after)
         }
         ScheduleKind::Times(mins) => {
             let mut day = local_day(tz, after);
@@ -45,7 +37,7 @@ pub fn next_slot(s: &Schedule, tz: &TimeZone, after: DateTime<Utc>) -> DateTime<
                 for m in mins {
                     let at = day.at((m / 60) as i8, (m % 60) as i8, 0, 0);
                     if let Ok(z) = at.to_zoned(tz.clone()) {
-                        let t = from_jiff(z.timestamp());
+                        let t = z.timestamp();
                         if t > after {
                             return t;
                         }
@@ -53,19 +45,19 @@ pub fn next_slot(s: &Schedule, tz: &TimeZone, after: DateTime<Utc>) -> DateTime<
                 }
                 day = day.tomorrow().unwrap_or(day);
             }
-            after + chrono::Duration::days(1)
+            after + crate::time::days(1)
         }
     }
 }
 
 /// This server's fixed share of the jitter window, below the gap between slots.
-pub fn jitter_offset(s: &Schedule, host: &str, profile: &str) -> chrono::Duration {
-    let window = s.jitter.num_seconds();
+pub fn jitter_offset(s: &Schedule, host: &str, profile: &str) -> jiff::SignedDuration {
+    let window = s.jitter.as_secs();
     if window <= 0 {
-        return chrono::Duration::zero();
+        return jiff::SignedDuration::ZERO;
     }
     let gap = match &s.kind {
-        ScheduleKind::Interval(d) => d.num_seconds(),
+        ScheduleKind::Interval(d) => d.as_secs(),
         ScheduleKind::Times(m) if m.len() > 1 => {
             let gaps = m.windows(2).map(|w| (w[1] - w[0]) as i64);
             gaps.chain([(1440 - m[m.len() - 1] + m[0]) as i64])
@@ -78,7 +70,7 @@ pub fn jitter_offset(s: &Schedule, host: &str, profile: &str) -> chrono::Duratio
     let window = window.min(gap / 2).max(1);
     let h = blake3::hash(format!("{host}\0{profile}").as_bytes());
     let n = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]));
-    chrono::Duration::seconds((n % window as u64) as i64)
+    jiff::SignedDuration::from_secs((n % window as u64) as i64)
 }
 
 /// When the next run starts, given the starts of earlier runs (any order;
@@ -86,10 +78,10 @@ pub fn jitter_offset(s: &Schedule, host: &str, profile: &str) -> chrono::Duratio
 pub fn next_run(
     s: &Schedule,
     tz: &TimeZone,
-    offset: chrono::Duration,
-    starts: &[DateTime<Utc>],
-    now: DateTime<Utc>,
-) -> DateTime<Utc> {
+    offset: jiff::SignedDuration,
+    starts: &[Timestamp],
+    now: Timestamp,
+) -> Timestamp {
     let last = starts.iter().max().copied();
     let mut at = match last {
         // A slot passed since the last start: one catch-up run, now.
@@ -108,9 +100,13 @@ pub fn next_run(
             .tomorrow()
             .ok()
             .and_then(|d| d.to_zoned(tz.clone()).ok())
-            .map(|z| from_jiff(z.timestamp()))
-            .unwrap_or(at + chrono::Duration::days(1));
-        at = next_slot(s, tz, midnight - chrono::Duration::seconds(1) - offset) + offset;
+            .map(|z| z.timestamp())
+            .unwrap_or(at + crate::time::days(1));
+        at = next_slot(
+            s,
+            tz,
+            midnight - jiff::SignedDuration::from_secs(1) - offset,
+        ) + offset;
         if at < midnight {
             at = midnight;
         }
@@ -127,12 +123,12 @@ mod tests {
             kind,
             max_per_day: max,
             timezone: "UTC".into(),
-            jitter: chrono::Duration::zero(),
+            jitter: jiff::SignedDuration::ZERO,
             catch_up: true,
         }
     }
 
-    fn t(s: &str) -> DateTime<Utc> {
+    fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
 
@@ -159,7 +155,10 @@ mod tests {
 
     #[test]
     fn the_cap_moves_runs_to_the_next_day() {
-        let s = sched(ScheduleKind::Interval(chrono::Duration::hours(1)), 3);
+        let s = sched(
+            ScheduleKind::Interval(jiff::SignedDuration::from_hours(1)),
+            3,
+        );
         let starts = [
             t("2026-05-01T00:00:00Z"),
             t("2026-05-01T01:00:00Z"),
@@ -168,7 +167,7 @@ mod tests {
         let next = next_run(
             &s,
             &TimeZone::UTC,
-            chrono::Duration::zero(),
+            jiff::SignedDuration::ZERO,
             &starts,
             t("2026-05-01T02:00:01Z"),
         );
@@ -177,8 +176,11 @@ mod tests {
 
     #[test]
     fn one_catch_up_after_downtime_then_back_to_slots() {
-        let s = sched(ScheduleKind::Interval(chrono::Duration::hours(4)), 6);
-        let z = chrono::Duration::zero();
+        let s = sched(
+            ScheduleKind::Interval(jiff::SignedDuration::from_hours(4)),
+            6,
+        );
+        let z = jiff::SignedDuration::ZERO;
         let mut starts = vec![t("2026-05-01T04:00:00Z")];
         let now = t("2026-05-03T10:17:00Z");
         assert_eq!(next_run(&s, &TimeZone::UTC, z, &starts, now), now);
@@ -189,7 +191,7 @@ mod tests {
                 &TimeZone::UTC,
                 z,
                 &starts,
-                now + chrono::Duration::minutes(5)
+                now + jiff::SignedDuration::from_mins(5)
             ),
             t("2026-05-03T12:00:00Z")
         );
@@ -205,8 +207,11 @@ mod tests {
 
     #[test]
     fn jitter_is_stable_per_server_and_below_the_window() {
-        let mut s = sched(ScheduleKind::Interval(chrono::Duration::hours(4)), 6);
-        s.jitter = chrono::Duration::minutes(10);
+        let mut s = sched(
+            ScheduleKind::Interval(jiff::SignedDuration::from_hours(4)),
+            6,
+        );
+        s.jitter = jiff::SignedDuration::from_mins(10);
         let a = jitter_offset(&s, "web-1", "p");
         assert_eq!(a, jitter_offset(&s, "web-1", "p"));
         let spread: std::collections::HashSet<_> = (0..20)
@@ -216,7 +221,8 @@ mod tests {
         assert!(
             spread
                 .iter()
-                .all(|d| *d >= chrono::Duration::zero() && *d < chrono::Duration::minutes(10))
+                .all(|d| *d >= jiff::SignedDuration::ZERO
+                    && *d < jiff::SignedDuration::from_mins(10))
         );
     }
 }

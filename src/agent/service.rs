@@ -20,7 +20,7 @@ use super::state::ProfileState;
 use crate::config::Profile;
 use crate::engine::job::JobReport;
 use crate::repo::lock::hostname;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -98,7 +98,7 @@ pub fn load_profiles(dir: &Path) -> Result<(Vec<Profile>, Broken), AgentError> {
 }
 
 /// When a profile runs next, from its state file.
-pub fn planned(profile: &Profile, state_dir: &Path, now: DateTime<Utc>) -> DateTime<Utc> {
+pub fn planned(profile: &Profile, state_dir: &Path, now: Timestamp) -> Timestamp {
     let state = ProfileState::load(state_dir, &profile.name);
     let offset = jitter_offset(&profile.schedule, &hostname(), &profile.name);
     next_run(
@@ -112,7 +112,7 @@ pub fn planned(profile: &Profile, state_dir: &Path, now: DateTime<Utc>) -> DateT
 
 struct Slot {
     profile: Profile,
-    next: DateTime<Utc>,
+    next: Timestamp,
 }
 
 /// The end of a run: (profile, report).
@@ -148,7 +148,7 @@ impl Agent {
             .into_iter()
             .map(|p| {
                 let next = planned(&p, &self.opts.state_dir, now);
-                info!(profile = %p.name, next_run = %next.to_rfc3339(), "profile loaded");
+                info!(profile = %p.name, next_run = %crate::time::rfc3339_offset(next), "profile loaded");
                 (p.name.clone(), Slot { profile: p, next })
             })
             .collect();
@@ -160,7 +160,7 @@ impl Agent {
     }
 
     fn refresh_metrics(&self) {
-        let states: Vec<(String, ProfileState, DateTime<Utc>, bool)> = self
+        let states: Vec<(String, ProfileState, Timestamp, bool)> = self
             .slots
             .values()
             .map(|s| {
@@ -269,7 +269,7 @@ impl Agent {
                 }
             });
             slot.next = planned(&slot.profile, &self.opts.state_dir, now);
-            info!(profile = %name, next_run = %slot.next.to_rfc3339(), "next run planned");
+            info!(profile = %name, next_run = %crate::time::rfc3339_offset(slot.next), "next run planned");
         }
         self.refresh_metrics();
     }
@@ -278,8 +278,8 @@ impl Agent {
     /// start, at most an hour away. With every run slot taken, a due profile
     /// waits for a run to end (which wakes the loop); sleeping until its past
     /// due time would spin.
-    fn wake_at(&self, free: usize) -> DateTime<Utc> {
-        let latest = self.clock.now() + chrono::Duration::hours(1);
+    fn wake_at(&self, free: usize) -> Timestamp {
+        let latest = self.clock.now() + jiff::SignedDuration::from_hours(1);
         self.slots
             .values()
             .filter(|s| free > 0 && !self.is_running(&s.profile.name))

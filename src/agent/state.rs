@@ -5,7 +5,7 @@
 //! readable without storage access.
 
 use crate::engine::job::JobReport;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -14,14 +14,17 @@ pub struct ProfileState {
     pub profile: String,
     /// Start times of recent runs (two days), successful or not.
     #[serde(default)]
-    pub starts: Vec<DateTime<Utc>>,
+    #[serde(with = "crate::time::serde_rfc3339::vec")]
+    pub starts: Vec<Timestamp>,
     /// Set while a run is under way (cleared when it ends).
     #[serde(default)]
-    pub running_since: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub running_since: Option<Timestamp>,
     #[serde(default)]
     pub last: Option<JobReport>,
     #[serde(default)]
-    pub last_success: Option<DateTime<Utc>>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub last_success: Option<Timestamp>,
     #[serde(default)]
     pub runs_ok: u64,
     #[serde(default)]
@@ -65,8 +68,9 @@ impl ProfileState {
     }
 
     /// Records a start; forgets starts older than two days.
-    pub fn started(&mut self, at: DateTime<Utc>) {
-        self.starts.retain(|t| at - *t < chrono::Duration::days(2));
+    pub fn started(&mut self, at: Timestamp) {
+        self.starts
+            .retain(|t| at.duration_since(*t) < crate::time::days(2));
         self.starts.push(at);
         self.running_since = Some(at);
     }
@@ -90,7 +94,7 @@ pub fn record_around(
     dir: &Path,
     profile: &str,
     scheduled: bool,
-    started: DateTime<Utc>,
+    started: Timestamp,
     job: impl FnOnce() -> JobReport,
 ) -> JobReport {
     let mut state = ProfileState::load(dir, profile);
@@ -114,7 +118,7 @@ mod tests {
     #[test]
     fn a_run_is_recorded_around_the_job_and_counted_by_status() {
         let dir = tempfile::tempdir().unwrap();
-        let t0: DateTime<Utc> = "2026-05-01T10:00:00Z".parse().unwrap();
+        let t0: Timestamp = "2026-05-01T10:00:00Z".parse().unwrap();
         let report = |status, at| JobReport {
             status,
             started: at,
@@ -126,7 +130,7 @@ mod tests {
             report(RunStatus::Partial, t0)
         });
         assert_eq!(r.status, RunStatus::Partial);
-        let t1 = t0 + chrono::Duration::hours(1);
+        let t1 = t0 + jiff::SignedDuration::from_hours(1);
         record_around(dir.path(), "p", false, t1, || {
             report(RunStatus::Cancelled, t1)
         });
@@ -136,7 +140,7 @@ mod tests {
         assert_eq!(st.starts, vec![t0, t1]);
         assert_eq!(st.running_since, None);
         // A scheduled run's start was recorded by the agent: not again.
-        let t2 = t1 + chrono::Duration::hours(1);
+        let t2 = t1 + jiff::SignedDuration::from_hours(1);
         record_around(dir.path(), "p", true, t2, || report(RunStatus::Ok, t2));
         let st = ProfileState::load(dir.path(), "p");
         assert_eq!(st.starts.len(), 2);

@@ -26,7 +26,7 @@ impl Catalog {
             let mut st = tx
                 .prepare("INSERT OR REPLACE INTO verified (snapshot, time) VALUES (?1, ?2)")
                 .map_err(&err)?;
-            let now = chrono::Utc::now().to_rfc3339();
+            let now = crate::time::rfc3339_offset(jiff::Timestamp::now());
             for id in ids {
                 st.execute(params![&id.0[..], now]).map_err(&err)?;
             }

@@ -119,7 +119,8 @@ impl std::str::FromStr for RunStatus {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RunRecord {
     pub profile: String,
-    pub started: chrono::DateTime<chrono::Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub started: jiff::Timestamp,
     pub seconds: f64,
     pub status: RunStatus,
     pub snapshot: Option<String>,
@@ -319,7 +320,7 @@ impl Catalog {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     run.profile,
-                    run.started.to_rfc3339(),
+                    crate::time::rfc3339_offset(run.started),
                     run.seconds,
                     run.status.as_str(),
                     run.snapshot,
@@ -349,7 +350,7 @@ impl Catalog {
                     started: r
                         .get::<_, String>(1)?
                         .parse()
-                        .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+                        .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
                     seconds: r.get(2)?,
                     // Written by record_run: a word of RunStatus.
                     status: r.get::<_, String>(3)?.parse().unwrap_or(RunStatus::Failed),
@@ -369,7 +370,12 @@ impl Catalog {
         self.conn
             .execute(
                 "INSERT INTO audit (time, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![chrono::Utc::now().to_rfc3339(), actor, action, detail],
+                params![
+                    crate::time::rfc3339_offset(jiff::Timestamp::now()),
+                    actor,
+                    action,
+                    detail
+                ],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
@@ -384,7 +390,7 @@ impl Catalog {
                 time: r
                     .get::<_, String>(0)?
                     .parse()
-                    .unwrap_or(chrono::DateTime::UNIX_EPOCH),
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
                 actor: r.get(1)?,
                 action: r.get(2)?,
                 detail: r.get(3)?,
@@ -398,7 +404,7 @@ impl Catalog {
 /// One row of the catalog's audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRow {
-    pub time: chrono::DateTime<chrono::Utc>,
+    pub time: jiff::Timestamp,
     pub actor: String,
     pub action: String,
     pub detail: String,

@@ -9,7 +9,7 @@ impl Catalog {
                 "INSERT OR REPLACE INTO snapshots (id, time, json) VALUES (?1, ?2, ?3)",
                 params![
                     &id.0[..],
-                    snap.time.to_rfc3339(),
+                    crate::time::rfc3339_offset(snap.time),
                     serde_json::to_string(snap).unwrap_or_default()
                 ],
             )

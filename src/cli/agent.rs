@@ -16,7 +16,7 @@ use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
 use std::path::PathBuf;
 
-fn duration(s: &str) -> Result<chrono::Duration, String> {
+fn duration(s: &str) -> Result<jiff::SignedDuration, String> {
     parse_duration(s)
 }
 
@@ -36,7 +36,7 @@ pub struct ForgetArgs {
     dry_run: bool,
     /// Keep every snapshot newer than this (default: the profile's, else 90d).
     #[arg(long, value_parser = duration)]
-    keep_within: Option<chrono::Duration>,
+    keep_within: Option<jiff::SignedDuration>,
     #[arg(long)]
     keep_last: Option<u32>,
     #[arg(long)]
@@ -69,14 +69,14 @@ pub struct PruneArgs {
     dry_run: bool,
     /// Leave unreferenced data younger than this (default: the profile's, else 2h).
     #[arg(long, value_parser = duration)]
-    grace: Option<chrono::Duration>,
+    grace: Option<jiff::SignedDuration>,
     /// Repack packs with more than this percentage unused (default 20).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
     max_unused: Option<u32>,
     /// Repack packs older than this that hold any unused data (default: the
     /// profile's keep_within; with no profile, never).
     #[arg(long, value_parser = duration)]
-    repack_older_than: Option<chrono::Duration>,
+    repack_older_than: Option<jiff::SignedDuration>,
 }
 
 #[derive(Args, Debug)]
@@ -110,7 +110,7 @@ pub struct AgentArgs {
     log_format: LogFormat,
     /// How long SIGTERM waits for running backups to stop.
     #[arg(long, default_value = "100s", value_parser = duration)]
-    stop_timeout: chrono::Duration,
+    stop_timeout: jiff::SignedDuration,
     /// Check every profile in the folder, print the plan, and exit (2 if any is broken).
     #[arg(long)]
     check: bool,
@@ -151,7 +151,7 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
         ctx.profile.as_ref(),
         &a.policy(),
         &a.filter(),
-        chrono::Utc::now(),
+        jiff::Timestamp::now(),
         a.dry_run,
         ctx.lock_wait,
     );
@@ -200,7 +200,7 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
         println!(
             "{:<9} {:<20} {:<16} {:<12} {:<6}  {}",
             d.id.short(),
-            d.time.format("%Y-%m-%d %H:%M:%S"),
+            d.time.strftime("%Y-%m-%d %H:%M:%S"),
             text::name_str(&d.host),
             text::name_str(&d.profile),
             if d.keep { "keep" } else { "remove" },
@@ -310,7 +310,7 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
     // SIGTERM and SIGINT stop the run at a safe point; it reports `cancelled`.
     let cancel = super::signal::Cancel::install()?;
     let state_dir = a.state_dir.unwrap_or_else(state::default_dir);
-    let started = chrono::Utc::now();
+    let started = jiff::Timestamp::now();
     let report = state::record_around(&state_dir, &profile.name, a.scheduled, started, || {
         job::run(profile, started, ctx.lock_wait, cancel.flag())
     });
@@ -339,7 +339,7 @@ fn print_report(r: &JobReport) {
         "{} run of {}: {} in {:.1}s; snapshot {}, {} files ({}), {} added; {} snapshot(s) forgotten, {} pruned; {} snapshots, {} stored",
         r.status,
         text::name_str(&r.profile),
-        r.started.format("%Y-%m-%d %H:%M:%S UTC"),
+        r.started.strftime("%Y-%m-%d %H:%M:%S UTC"),
         r.seconds,
         r.snapshot
             .as_deref()
@@ -362,13 +362,13 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
     let state_dir = a.state_dir.clone().unwrap_or_else(state::default_dir);
     if a.check {
         let (good, bad) = load_profiles(&a.profiles_dir)?;
-        let now = chrono::Utc::now();
+        let now = jiff::Timestamp::now();
         for p in &good {
             println!(
                 "ok      {} ({}): next run {}",
                 text::name_str(&p.name),
                 text::path(&p.file),
-                planned(p, &state_dir, now).to_rfc3339()
+                crate::time::rfc3339_offset(planned(p, &state_dir, now))
             );
         }
         for (path, e) in &bad {
@@ -405,7 +405,7 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
         max_running: a.max_running as usize,
         metrics_listen: a.metrics_listen.map(MetricsListen::Address),
         metrics_file: a.metrics_file,
-        stop_timeout: a.stop_timeout.to_std().unwrap_or_default(),
+        stop_timeout: std::time::Duration::try_from(a.stop_timeout).unwrap_or_default(),
         metrics_refresh: std::time::Duration::from_secs(60),
     };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -459,12 +459,16 @@ pub(super) struct StatusRow {
     bytes_added: Option<u64>,
     file: PathBuf,
     last_error: Option<String>,
-    last_run: Option<chrono::DateTime<chrono::Utc>>,
-    last_success: Option<chrono::DateTime<chrono::Utc>>,
-    next_run: chrono::DateTime<chrono::Utc>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    last_run: Option<jiff::Timestamp>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    last_success: Option<jiff::Timestamp>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    next_run: jiff::Timestamp,
     profile: String,
     result: Option<RunStatus>,
-    running_since: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    running_since: Option<jiff::Timestamp>,
     runs_failed: u64,
     runs_ok: u64,
     seconds: Option<f64>,
@@ -484,7 +488,7 @@ impl StatusRow {
     fn of(
         p: &crate::config::Profile,
         state_dir: &std::path::Path,
-        now: chrono::DateTime<chrono::Utc>,
+        now: jiff::Timestamp,
     ) -> StatusRow {
         let st = ProfileState::load(state_dir, &p.name);
         let last = st.last.as_ref();
@@ -508,8 +512,8 @@ impl StatusRow {
     }
 
     fn print(&self) {
-        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-            t.map(|x| x.format("%Y-%m-%d %H:%M").to_string())
+        let time = |t: Option<jiff::Timestamp>| {
+            t.map(|x| x.strftime("%Y-%m-%d %H:%M").to_string())
                 .unwrap_or_else(|| "never".into())
         };
         let bytes = |n: Option<u64>| n.map(super::backup::human).unwrap_or_else(|| "-".into());
@@ -543,7 +547,7 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
         Some(p) => (vec![p.clone()], vec![]),
         None => load_profiles(&a.profiles_dir)?,
     };
-    let now = chrono::Utc::now();
+    let now = jiff::Timestamp::now();
     let rows: Vec<StatusRow> = profiles
         .iter()
         .map(|p| StatusRow::of(p, &state_dir, now))

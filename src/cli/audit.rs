@@ -7,18 +7,18 @@ use crate::catalog::Catalog;
 use crate::engine::{AuditSource, audit_log, record_audit};
 use crate::repo::Repository;
 use anyhow::{Context as _, Result};
-use chrono::{DateTime, Utc};
 use clap::Args;
+use jiff::Timestamp;
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
     /// Only events at or after this time (RFC 3339, "2026-11-20 14:00", a date, "7 days ago").
     #[arg(long, value_parser = since)]
-    since: Option<DateTime<Utc>>,
+    since: Option<Timestamp>,
 }
 
-fn since(s: &str) -> Result<DateTime<Utc>, String> {
-    super::select::parse_when(s, false, Utc::now())
+fn since(s: &str) -> Result<Timestamp, String> {
+    super::select::parse_when(s, false, Timestamp::now())
 }
 
 /// Records an operator action in the repository and the catalog. A failure
@@ -54,8 +54,8 @@ pub fn run(ctx: &Context, args: AuditArgs) -> Result<Exit> {
             println!(
                 "{}  {:<24} {:<10} {}{}",
                 e.time
-                    .with_timezone(&chrono::Local)
-                    .format("%Y-%m-%d %H:%M:%S %z"),
+                    .to_zoned(jiff::tz::TimeZone::system())
+                    .strftime("%Y-%m-%d %H:%M:%S %z"),
                 text::name_str(&e.actor),
                 text::name_str(&e.action),
                 text::message(&e.detail),

@@ -24,7 +24,7 @@ pub struct BackupArgs {
     /// Record this time (RFC 3339) as the snapshot's, instead of now: for
     /// importing history and for benchmarks of retention.
     #[arg(long)]
-    time: Option<chrono::DateTime<chrono::Utc>>,
+    time: Option<jiff::Timestamp>,
 }
 
 /// The demo profile's first run: make an identity and a repository.
@@ -95,7 +95,7 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
     let mut catalog = ctx.open_catalog(&repo)?;
     let bar = ctx.progress();
     let began = std::time::Instant::now();
-    let report = JobReport::new(&plan.backup.profile, chrono::Utc::now());
+    let report = JobReport::new(&plan.backup.profile, jiff::Timestamp::now());
     let done = job::execute(
         &repo,
         &mut catalog,

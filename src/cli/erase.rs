@@ -88,7 +88,7 @@ fn print(r: &EraseReport) {
     let verb = if r.dry_run { "would lose" } else { "lost" };
     for s in &r.snapshots {
         let short = &s.id[..8.min(s.id.len())];
-        let then = s.time.format("%Y-%m-%d %H:%M:%S UTC");
+        let then = s.time.strftime("%Y-%m-%d %H:%M:%S UTC");
         let what = if s.entries_removed > 0 {
             format!(
                 "{verb} {} entries ({} files, {})",

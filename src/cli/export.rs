@@ -4,8 +4,8 @@ use super::select;
 use super::{Context, Exit, print_json};
 use crate::engine::export::{ExportOptions, ExportReport, Format, export as run_export};
 use anyhow::{Context as _, Result, anyhow, bail};
-use chrono::{DateTime, Utc};
 use clap::Args;
+use jiff::Timestamp;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ pub struct ExportArgs {
     snapshot: Option<String>,
     /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago").
     #[arg(long, value_parser = select::at)]
-    at: Option<DateTime<Utc>>,
+    at: Option<Timestamp>,
     #[command(flatten)]
     filter: select::FilterArgs,
     /// Export only entries matching this glob (and what is below them). Repeatable.

@@ -29,16 +29,13 @@ pub struct DiffArgs {
 }
 
 fn rfc3339_ns(ns: i64) -> String {
-    chrono::DateTime::from_timestamp(
-        ns.div_euclid(1_000_000_000),
-        ns.rem_euclid(1_000_000_000) as u32,
-    )
-    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-    .unwrap_or_default()
+    crate::time::from_unix_nanos(ns)
+        .map(crate::time::rfc3339)
+        .unwrap_or_default()
 }
 
-fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+fn time(t: &jiff::Timestamp) -> String {
+    crate::time::rfc3339_secs(*t)
 }
 
 fn shown(path: &[u8], kind: EntryKind) -> String {

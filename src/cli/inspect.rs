@@ -59,7 +59,7 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
                 profile: &s.profile,
                 short_id: id.short(),
                 state: state.0,
-                time: s.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                time: crate::time::rfc3339_secs(s.time),
                 tree_blobs: s.tree.len(),
             })
             .collect();
@@ -97,13 +97,11 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
         "state"
     );
     for ((id, s), state) in snaps.iter().zip(&states) {
-        let t = jiff::Timestamp::from_second(s.time.timestamp())
-            .map(|t| {
-                t.to_zoned(tz.clone())
-                    .strftime("%Y-%m-%d %H:%M:%S %Z")
-                    .to_string()
-            })
-            .unwrap_or_default();
+        let t = s
+            .time
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string();
         println!(
             "{:<9} {:<25} {:<16} {:<12} {:>8} {:>10} {:<9} {}",
             id.short(),

@@ -74,7 +74,7 @@ pub struct Cli {
     quiet: bool,
     /// Wait this long for another writer's lock (e.g. 10m) instead of failing at once.
     #[arg(long, global = true, value_parser = crate::config::parse_duration)]
-    lock_wait: Option<chrono::Duration>,
+    lock_wait: Option<jiff::SignedDuration>,
     #[command(subcommand)]
     command: Command,
 }
@@ -343,7 +343,7 @@ pub fn run() -> Result<Exit> {
         quiet: cli.quiet,
         lock_wait: cli
             .lock_wait
-            .and_then(|d| d.to_std().ok())
+            .and_then(|d| std::time::Duration::try_from(d).ok())
             .unwrap_or_default(),
         profile,
     };

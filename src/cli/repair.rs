@@ -151,7 +151,7 @@ fn snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<Exit> {
         let short = &s.id[..8.min(s.id.len())];
         println!(
             "snapshot {short} ({}, {} / {}): {}",
-            s.time.format("%Y-%m-%d %H:%M:%S UTC"),
+            s.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
             s.host,
             s.profile,
             s.damage

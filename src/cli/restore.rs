@@ -23,7 +23,7 @@ pub struct LsArgs {
     path: Option<String>,
     /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago").
     #[arg(long, value_parser = select::at)]
-    at: Option<chrono::DateTime<chrono::Utc>>,
+    at: Option<jiff::Timestamp>,
     #[command(flatten)]
     filter: select::FilterArgs,
 }
@@ -34,7 +34,7 @@ pub struct RestoreArgs {
     snapshot: Option<String>,
     /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago").
     #[arg(long, value_parser = select::at)]
-    at: Option<chrono::DateTime<chrono::Utc>>,
+    at: Option<jiff::Timestamp>,
     #[command(flatten)]
     filter: select::FilterArgs,
     /// Folder to restore into; entries keep their full path below it.
@@ -74,7 +74,7 @@ pub struct CatArgs {
     /// The file's path in the snapshot.
     path: String,
     #[arg(long, value_parser = select::at)]
-    at: Option<chrono::DateTime<chrono::Utc>>,
+    at: Option<jiff::Timestamp>,
     #[command(flatten)]
     filter: select::FilterArgs,
 }
@@ -105,7 +105,7 @@ const STOPPED: &str = "the files written whole stay, unfinished ones were remove
 fn choose(
     ctx: &Context,
     spec: Option<&str>,
-    at: Option<chrono::DateTime<chrono::Utc>>,
+    at: Option<jiff::Timestamp>,
     filter: &select::FilterArgs,
 ) -> Result<(View, usize)> {
     let view = select::open_view(ctx, filter)?;
@@ -115,12 +115,9 @@ fn choose(
 }
 
 fn rfc3339_ns(ns: i64) -> String {
-    chrono::DateTime::from_timestamp(
-        ns.div_euclid(1_000_000_000),
-        ns.rem_euclid(1_000_000_000) as u32,
-    )
-    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-    .unwrap_or_default()
+    crate::time::from_unix_nanos(ns)
+        .map(crate::time::rfc3339_secs)
+        .unwrap_or_default()
 }
 
 pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
@@ -340,7 +337,8 @@ struct FallbackJson<'a> {
     from: Option<String>,
     path: String,
     restored: bool,
-    time: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    time: Option<jiff::Timestamp>,
 }
 
 impl<'a> RestoreJson<'a> {
@@ -392,7 +390,7 @@ fn print_restored(
     println!(
         "restored snapshot {} ({}) to {}: {} files ({}), {} folders, {} links{}{}",
         id.short(),
-        snap.time.format("%Y-%m-%d %H:%M:%S UTC"),
+        snap.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
         text::path(target),
         report.files,
         super::backup::human(report.bytes),
@@ -419,12 +417,12 @@ fn print_recovered(recovered: &[Recovered]) {
             (Some((sid, t)), true) => println!(
                 "restored /{p} from older snapshot {} ({})",
                 sid.short(),
-                t.format("%Y-%m-%d %H:%M:%S UTC")
+                t.strftime("%Y-%m-%d %H:%M:%S UTC")
             ),
             (Some((sid, t)), false) => println!(
                 "/{p} is intact in older snapshot {} ({}){}",
                 sid.short(),
-                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                t.strftime("%Y-%m-%d %H:%M:%S UTC"),
                 match &r.error {
                     Some(e) =>
                         format!(", but restoring it from there failed: {}", text::message(e)),

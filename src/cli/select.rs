@@ -6,8 +6,8 @@ use super::Context;
 use crate::engine::select::{Filter, since, until};
 pub use crate::engine::select::{View, at, parse_when};
 use anyhow::Result;
-use chrono::{DateTime, Utc};
 use clap::Args;
+use jiff::Timestamp;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct FilterArgs {
@@ -22,10 +22,10 @@ pub struct FilterArgs {
     pub path: Option<String>,
     /// Only snapshots at or after this time.
     #[arg(long, value_parser = since)]
-    pub since: Option<DateTime<Utc>>,
+    pub since: Option<Timestamp>,
     /// Only snapshots at or before this time.
     #[arg(long, value_parser = until)]
-    pub until: Option<DateTime<Utc>>,
+    pub until: Option<Timestamp>,
 }
 
 impl FilterArgs {
@@ -55,12 +55,7 @@ pub fn open_view(ctx: &Context, filter: &FilterArgs) -> Result<View> {
 /// Chooses one snapshot as [`View::pick`] does; what the operator should
 /// hear about the choice goes to stderr, each ending in `hint`. Returns its
 /// place in [`View::snaps`].
-pub fn pick(
-    view: &View,
-    spec: Option<&str>,
-    at: Option<DateTime<Utc>>,
-    hint: &str,
-) -> Result<usize> {
+pub fn pick(view: &View, spec: Option<&str>, at: Option<Timestamp>, hint: &str) -> Result<usize> {
     let choice = view.pick(spec, at)?;
     for note in &choice.notes {
         super::warn(&format!("{note}{hint}"));

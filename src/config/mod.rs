@@ -125,7 +125,7 @@ struct RetentionFile {
 pub enum ScheduleKind {
     /// Times of day, minutes after midnight.
     Times(Vec<u32>),
-    Interval(chrono::Duration),
+    Interval(jiff::SignedDuration),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -134,7 +134,7 @@ pub struct Schedule {
     pub max_per_day: u32,
     /// "UTC", "local" or an IANA name; checked to exist when loaded.
     pub timezone: String,
-    pub jitter: chrono::Duration,
+    pub jitter: jiff::SignedDuration,
     /// Run once on start if a slot was missed while the agent was down.
     pub catch_up: bool,
 }
@@ -143,10 +143,10 @@ pub struct Schedule {
 impl Default for Schedule {
     fn default() -> Self {
         Schedule {
-            kind: ScheduleKind::Interval(chrono::Duration::hours(4)),
+            kind: ScheduleKind::Interval(jiff::SignedDuration::from_hours(4)),
             max_per_day: MAX_PER_DAY,
             timezone: "UTC".into(),
-            jitter: chrono::Duration::minutes(5),
+            jitter: jiff::SignedDuration::from_mins(5),
             catch_up: true,
         }
     }
@@ -175,7 +175,7 @@ pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
 pub struct PruneSettings {
     pub enabled: bool,
     /// Unreferenced objects younger than this are left (a backup may be using them).
-    pub grace: chrono::Duration,
+    pub grace: jiff::SignedDuration,
     /// A pack with more than this percentage of unused bytes is repacked.
     pub max_unused: u32,
 }
@@ -184,7 +184,7 @@ impl Default for PruneSettings {
     fn default() -> Self {
         PruneSettings {
             enabled: true,
-            grace: chrono::Duration::hours(2),
+            grace: jiff::SignedDuration::from_hours(2),
             max_unused: 20,
         }
     }
@@ -195,7 +195,7 @@ impl Default for PruneSettings {
 pub struct Hooks {
     pub before: Option<String>,
     pub after: Option<String>,
-    pub timeout: chrono::Duration,
+    pub timeout: jiff::SignedDuration,
 }
 
 impl Default for Hooks {
@@ -203,7 +203,7 @@ impl Default for Hooks {
         Hooks {
             before: None,
             after: None,
-            timeout: chrono::Duration::minutes(15),
+            timeout: jiff::SignedDuration::from_mins(15),
         }
     }
 }
@@ -211,9 +211,7 @@ impl Default for Hooks {
 impl Hooks {
     /// The timeout as the hook runner takes it (checked to be at least 1s at load).
     pub fn timeout_std(&self) -> std::time::Duration {
-        self.timeout
-            .to_std()
-            .unwrap_or(std::time::Duration::from_secs(1))
+        std::time::Duration::try_from(self.timeout).unwrap_or(std::time::Duration::from_secs(1))
     }
 }
 
@@ -227,7 +225,7 @@ pub struct Notify {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Retention {
-    pub keep_within: chrono::Duration,
+    pub keep_within: jiff::SignedDuration,
     pub keep_last: u32,
     pub keep_hourly: u32,
     pub keep_daily: u32,
@@ -240,7 +238,7 @@ pub struct Retention {
 impl Default for Retention {
     fn default() -> Self {
         Retention {
-            keep_within: chrono::Duration::days(90),
+            keep_within: crate::time::days(90),
             keep_last: 0,
             keep_hourly: 0,
             keep_daily: 0,
@@ -277,7 +275,7 @@ pub struct Profile {
 pub const MAX_PER_DAY: u32 = 6;
 
 /// Parses a duration: the one grammar of [`crate::duration`].
-pub fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+pub fn parse_duration(s: &str) -> Result<jiff::SignedDuration, String> {
     crate::duration::parse(s)
 }
 
@@ -507,7 +505,7 @@ fn parse_schedule(s: ScheduleFile) -> Result<Schedule, String> {
         }
         (None, Some(i)) => {
             let d = parse_duration(&i).map_err(|e| format!("schedule.interval: {e}"))?;
-            if d < chrono::Duration::seconds(1) {
+            if d < jiff::SignedDuration::from_secs(1) {
                 return Err("schedule.interval must be at least 1s".into());
             }
             ScheduleKind::Interval(d)
@@ -572,7 +570,7 @@ fn parse_hooks(h: HooksFile) -> Result<Hooks, String> {
         Some(t) => parse_duration(&t).map_err(|e| format!("hooks.timeout: {e}"))?,
         None => Hooks::default().timeout,
     };
-    if timeout < chrono::Duration::seconds(1) {
+    if timeout < jiff::SignedDuration::from_secs(1) {
         return Err("hooks.timeout must be at least 1s".into());
     }
     let nonempty = |c: Option<String>| c.filter(|c| !c.trim().is_empty());
@@ -681,7 +679,7 @@ keep_daily = 7
         assert_eq!(p.sources[1], PathBuf::from("/etc/coffer/profiles/data"));
         assert_eq!(p.repository, "file:///etc/coffer/profiles/repo");
         assert_eq!(p.schedule.kind, ScheduleKind::Times(vec![0, 240]));
-        assert_eq!(p.retention.keep_within, chrono::Duration::days(30));
+        assert_eq!(p.retention.keep_within, crate::time::days(30));
         assert_eq!(p.retention.keep_daily, 7);
     }
 
@@ -692,10 +690,10 @@ keep_daily = 7
         assert_eq!(p.schedule, Schedule::default());
         assert_eq!(
             p.schedule.kind,
-            ScheduleKind::Interval(chrono::Duration::hours(4))
+            ScheduleKind::Interval(jiff::SignedDuration::from_hours(4))
         );
         assert_eq!(p.retention, Retention::default());
-        assert_eq!(p.retention.keep_within, chrono::Duration::days(90));
+        assert_eq!(p.retention.keep_within, crate::time::days(90));
         assert_eq!(p.hooks, Hooks::default());
         assert_eq!(p.hooks.timeout_std(), std::time::Duration::from_secs(900));
         assert_eq!(p.prune, PruneSettings::default());

@@ -27,7 +27,7 @@ pub fn record_audit(
     detail: &str,
 ) -> Result<()> {
     let event = crate::repo::audit::AuditEvent {
-        time: chrono::Utc::now(),
+        time: jiff::Timestamp::now(),
         actor: audit_actor(),
         action: action.to_string(),
         detail: detail.to_string(),
@@ -50,7 +50,8 @@ pub enum AuditSource {
 /// One audit event, from the repository or only from the local catalog.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEntry {
-    pub time: chrono::DateTime<chrono::Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub time: jiff::Timestamp,
     pub actor: String,
     pub action: String,
     pub detail: String,
@@ -68,7 +69,7 @@ pub struct AuditLog {
 /// A catalog row and a repository event are one action when they agree on
 /// actor, action and detail and lie this close in time (the catalog stamps
 /// its row a moment after the event).
-const AUDIT_SAME_EVENT: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+const AUDIT_SAME_EVENT: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
 /// Reads every audit event of the repository (operator only) and merges the
 /// local catalog's rows in: a row that records the same action as an event is
@@ -77,14 +78,14 @@ const AUDIT_SAME_EVENT: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 pub fn audit_log(
     repo: &Repository,
     catalog: Option<&Catalog>,
-    since: Option<chrono::DateTime<chrono::Utc>>,
+    since: Option<jiff::Timestamp>,
 ) -> Result<AuditLog> {
     let objects: Vec<_> = repo
         .list_audit()?
         .into_iter()
         // Storage writes an object after its event's time (allow for skewed clocks).
         .filter(|o| match (since, o.modified) {
-            (Some(s), Some(m)) => m >= s - chrono::TimeDelta::hours(1),
+            (Some(s), Some(m)) => m >= s - jiff::SignedDuration::from_hours(1),
             _ => true,
         })
         .collect();
@@ -118,9 +119,9 @@ pub fn audit_log(
                         && e.actor == row.actor
                         && e.action == row.action
                         && e.detail == row.detail
-                        && (e.time - row.time).abs() <= AUDIT_SAME_EVENT
+                        && e.time.duration_since(row.time).abs() <= AUDIT_SAME_EVENT
                 })
-                .min_by_key(|(_, e)| (e.time - row.time).abs())
+                .min_by_key(|(_, e)| e.time.duration_since(row.time).abs())
                 .map(|(i, _)| i);
             match twin {
                 Some(i) => matched[i] = true,

@@ -33,7 +33,7 @@ pub struct BackupOptions {
     pub profile: String,
     pub compression: i32,
     /// The snapshot's time; `None` is now. (Tests of retention simulate months.)
-    pub time: Option<chrono::DateTime<chrono::Utc>>,
+    pub time: Option<jiff::Timestamp>,
     /// How long to wait for another writer's lock before giving up.
     pub lock_wait: std::time::Duration,
 }
@@ -592,7 +592,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         .sum();
     summary.skipped = skipped.len() as u64;
     let snap = Snapshot {
-        time: job.opts.time.unwrap_or_else(chrono::Utc::now),
+        time: job.opts.time.unwrap_or_else(jiff::Timestamp::now),
         host: job.opts.host.clone().unwrap_or_else(hostname),
         profile: job.opts.profile.clone(),
         paths: job

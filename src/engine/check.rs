@@ -720,7 +720,7 @@ struct FreshIndex {
     copies: HashMap<BlobId, Vec<BlobLocation>>,
     packs: HashMap<PackId, (u64, Vec<PackEntry>)>,
     pack_indexes: HashMap<PackId, Vec<IndexId>>,
-    index_times: HashMap<IndexId, chrono::DateTime<chrono::Utc>>,
+    index_times: HashMap<IndexId, jiff::Timestamp>,
     unreadable: Vec<(String, Damage)>,
 }
 
@@ -1169,7 +1169,7 @@ mod tests {
     #[test]
     fn a_reference_list_names_what_keeps_it_from_being_read() {
         let snap = Snapshot {
-            time: chrono::Utc::now(),
+            time: jiff::Timestamp::now(),
             host: "h".into(),
             profile: "p".into(),
             paths: vec![],

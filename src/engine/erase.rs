@@ -40,8 +40,8 @@ use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Entry, EntryKind, TreeParser};
 use crate::{Error, Result};
-use chrono::{DateTime, Utc};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use jiff::Timestamp;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
@@ -66,7 +66,8 @@ pub struct SnapshotErasure {
     pub id: String,
     /// The snapshot that replaces it (none in a dry run).
     pub new_id: Option<String>,
-    pub time: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub time: Timestamp,
     pub host: String,
     pub profile: String,
     /// Entries removed: files, folders, links and what else matched.
@@ -714,7 +715,7 @@ fn erase_locked(
     // The erased data leaves storage: nothing unreferenced may stay behind.
     progress.phase("prune", None);
     let opts = PruneOptions {
-        grace: chrono::Duration::zero(),
+        grace: jiff::SignedDuration::ZERO,
         max_unused: 0,
         repack_older_than: None,
         dry_run: false,

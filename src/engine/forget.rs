@@ -15,7 +15,7 @@ use crate::repo::Repository;
 use crate::repo::ids::SnapshotId;
 use crate::repo::lock::WriterLock;
 use crate::repo::snapshot::Snapshot;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
@@ -23,7 +23,8 @@ use serde::Serialize;
 #[derive(Clone, Debug, Serialize)]
 pub struct Decision {
     pub id: SnapshotId,
-    pub time: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub time: Timestamp,
     pub host: String,
     pub profile: String,
     pub keep: bool,
@@ -46,10 +47,8 @@ impl Filter {
 }
 
 /// Period keys for the bucketed rules: snapshots in the same period share a key.
-fn period_keys(t: DateTime<Utc>, tz: &TimeZone) -> [(i32, i32, i32, i32); 4] {
-    let z = jiff::Timestamp::from_second(t.timestamp())
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-        .to_zoned(tz.clone());
+fn period_keys(t: Timestamp, tz: &TimeZone) -> [(i32, i32, i32, i32); 4] {
+    let z = t.to_zoned(tz.clone());
     let (y, m, d, h) = (
         z.year() as i32,
         z.month() as i32,
@@ -72,7 +71,7 @@ pub fn plan(
     policy: &Retention,
     filter: &Filter,
     tz: &TimeZone,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> Vec<Decision> {
     let mut groups: std::collections::BTreeMap<(&str, &str), Vec<&(SnapshotId, Snapshot)>> =
         Default::default();
@@ -100,7 +99,7 @@ pub fn plan(
             if i == 0 {
                 reasons.push("newest".to_string());
             }
-            if now - s.time < policy.keep_within {
+            if now.duration_since(s.time) < policy.keep_within {
                 reasons.push(format!("within {within}"));
             }
             if (i as u32) < policy.keep_last {
@@ -131,8 +130,8 @@ pub fn plan(
 }
 
 /// `90d`, `36h`, `15m`: the largest whole unit.
-pub fn format_duration(d: chrono::Duration) -> String {
-    let s = d.num_seconds();
+pub fn format_duration(d: jiff::SignedDuration) -> String {
+    let s = d.as_secs();
     for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60)] {
         if s >= n && s % n == 0 {
             return format!("{}{unit}", s / n);
@@ -156,7 +155,7 @@ pub struct ForgetOptions {
     /// Whose hours, days, weeks and months.
     pub tz: TimeZone,
     /// "Now" for `keep_within` (simulated in tests).
-    pub now: DateTime<Utc>,
+    pub now: Timestamp,
     /// Plan only: no lock, nothing deleted.
     pub dry_run: bool,
     pub lock_wait: std::time::Duration,
@@ -238,9 +237,9 @@ mod tests {
     use crate::repo::snapshot::Summary;
 
     fn snap(t: &str, host: &str) -> (SnapshotId, Snapshot) {
-        let time: DateTime<Utc> = t.parse().unwrap();
+        let time: Timestamp = t.parse().unwrap();
         let mut id = [0u8; 32];
-        id[..8].copy_from_slice(&time.timestamp().to_be_bytes());
+        id[..8].copy_from_slice(&time.as_second().to_be_bytes());
         id[8] = host.len() as u8;
         (
             SnapshotId(id),
@@ -259,7 +258,7 @@ mod tests {
 
     fn policy() -> Retention {
         Retention {
-            keep_within: chrono::Duration::zero(),
+            keep_within: jiff::SignedDuration::ZERO,
             keep_last: 0,
             keep_hourly: 0,
             keep_daily: 0,
@@ -271,7 +270,7 @@ mod tests {
     fn kept(d: &[Decision]) -> Vec<String> {
         d.iter()
             .filter(|d| d.keep)
-            .map(|d| d.time.format("%m-%d %H:%M").to_string())
+            .map(|d| d.time.strftime("%m-%d %H:%M").to_string())
             .collect()
     }
 
@@ -329,13 +328,18 @@ mod tests {
     #[test]
     fn within_last_weekly_and_monthly_combine() {
         // One snapshot a day at noon for 120 days.
-        let start: DateTime<Utc> = "2026-01-01T12:00:00Z".parse().unwrap();
+        let start: Timestamp = "2026-01-01T12:00:00Z".parse().unwrap();
         let snaps: Vec<_> = (0..120)
-            .map(|i| snap(&(start + chrono::Duration::days(i)).to_rfc3339(), "a"))
+            .map(|i| {
+                snap(
+                    &crate::time::rfc3339_offset(start + crate::time::days(i)),
+                    "a",
+                )
+            })
             .collect();
-        let now = start + chrono::Duration::days(119) + chrono::Duration::hours(1);
+        let now = start + crate::time::days(119) + jiff::SignedDuration::from_hours(1);
         let p = Retention {
-            keep_within: chrono::Duration::days(10),
+            keep_within: crate::time::days(10),
             keep_last: 3,
             keep_weekly: 4,
             keep_monthly: 3,

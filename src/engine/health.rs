@@ -7,19 +7,19 @@
 use crate::catalog::BlobLocation;
 use crate::repo::damage::DamageRecord;
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use std::collections::{HashMap, HashSet};
 
 /// A pack as storage lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackInfo {
     pub size: u64,
-    pub modified: Option<DateTime<Utc>>,
+    pub modified: Option<Timestamp>,
 }
 
 /// Listings give times to the second (a pack and the index written right
 /// after it can share one), and a provider's nodes may disagree a little.
-const CLOCK_SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+const CLOCK_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(1);
 
 #[derive(Debug, Default)]
 pub struct Health {
@@ -146,7 +146,7 @@ impl Health {
     pub fn suspects(
         &self,
         pack_indexes: &HashMap<PackId, Vec<IndexId>>,
-        index_times: &HashMap<IndexId, DateTime<Utc>>,
+        index_times: &HashMap<IndexId, Timestamp>,
         sound: &HashMap<PackId, (u64, String)>,
     ) -> Vec<PackId> {
         let mut out: Vec<PackId> = pack_indexes
@@ -168,8 +168,8 @@ impl Health {
 }
 
 /// How a listed upload time is kept in the catalog.
-pub fn stamp(t: Option<DateTime<Utc>>) -> String {
-    t.map(|t| t.to_rfc3339()).unwrap_or_default()
+pub fn stamp(t: Option<Timestamp>) -> String {
+    t.map(crate::time::rfc3339_offset).unwrap_or_default()
 }
 
 /// The blobs of `map` whose chosen copy can be used.
@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_pack_written_after_its_index_is_a_suspect_until_read_whole() {
-        let t = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0);
+        let t = |s: i64| Timestamp::from_second(1_800_000_000 + s).ok();
         let pack = PackId([1; 32]);
         let stored = HashMap::from([(
             pack,

@@ -22,8 +22,8 @@ use crate::repo::Repository;
 use crate::repo::keys::AgentKey;
 use crate::repo::lock::hostname;
 use crate::repo::store::Store;
-use chrono::{DateTime, Utc};
 use hooks::HookError;
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +37,8 @@ pub use crate::catalog::RunStatus;
 pub struct JobReport {
     pub profile: String,
     pub host: String,
-    pub started: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub started: Timestamp,
     pub seconds: f64,
     pub status: RunStatus,
     pub snapshot: Option<String>,
@@ -57,7 +58,7 @@ pub struct JobReport {
 
 impl JobReport {
     /// A report of a run that has not done anything yet (status failed).
-    pub fn new(profile: &str, started: DateTime<Utc>) -> JobReport {
+    pub fn new(profile: &str, started: Timestamp) -> JobReport {
         JobReport {
             profile: profile.to_string(),
             host: hostname(),
@@ -67,7 +68,7 @@ impl JobReport {
     }
 
     /// A run that failed before it could report (it could not start, say).
-    pub fn failed(profile: &str, started: DateTime<Utc>, error: String) -> JobReport {
+    pub fn failed(profile: &str, started: Timestamp, error: String) -> JobReport {
         JobReport {
             error: Some(error),
             ..JobReport::new(profile, started)
@@ -135,7 +136,7 @@ pub struct BackupOverrides {
     pub exclude: Vec<String>,
     pub host: Option<String>,
     pub compression: Option<i32>,
-    pub time: Option<DateTime<Utc>>,
+    pub time: Option<Timestamp>,
 }
 
 /// The profile name snapshots and runs of a backup without profile carry.
@@ -170,7 +171,7 @@ pub fn backup_options(
 /// `coffer forget`'s policy arguments (each replaces the profile's rule).
 #[derive(Clone, Debug, Default)]
 pub struct RetentionOverrides {
-    pub keep_within: Option<chrono::Duration>,
+    pub keep_within: Option<jiff::SignedDuration>,
     pub keep_last: Option<u32>,
     pub keep_hourly: Option<u32>,
     pub keep_daily: Option<u32>,
@@ -218,7 +219,7 @@ pub fn forget_options(
     profile: Option<&Profile>,
     policy: &RetentionOverrides,
     filter: &FilterOverrides,
-    now: DateTime<Utc>,
+    now: Timestamp,
     dry_run: bool,
     lock_wait: Duration,
 ) -> ForgetOptions {
@@ -235,9 +236,9 @@ pub fn forget_options(
 /// `coffer prune`'s arguments that override the profile's `[prune]`.
 #[derive(Clone, Debug, Default)]
 pub struct PruneOverrides {
-    pub grace: Option<chrono::Duration>,
+    pub grace: Option<jiff::SignedDuration>,
     pub max_unused: Option<u32>,
-    pub repack_older_than: Option<chrono::Duration>,
+    pub repack_older_than: Option<jiff::SignedDuration>,
 }
 
 /// Packs older than the profile's `keep_within` are repacked when they hold
@@ -297,7 +298,7 @@ impl JobPlan {
     }
 
     /// A scheduled run (`coffer run`, the agent): the whole job.
-    pub fn run(profile: &Profile, now: DateTime<Utc>, lock_wait: Duration) -> JobPlan {
+    pub fn run(profile: &Profile, now: Timestamp, lock_wait: Duration) -> JobPlan {
         let hook = |c: &Option<String>| {
             c.clone().map(|command| Hook {
                 command,
@@ -453,7 +454,7 @@ fn steps(
     if let Some(f) = &plan.forget {
         // "Now" for keep_within is after the backup, as the snapshot's age is.
         let opts = ForgetOptions {
-            now: Utc::now().max(f.now),
+            now: Timestamp::now().max(f.now),
             ..f.clone()
         };
         let forgot = forget(repo, catalog, &opts).map_err(|e| saved(StepError::Retention(e)))?;
@@ -507,7 +508,7 @@ fn open(profile: &Profile) -> Result<(Repository, Catalog), JobError> {
 /// `failed` (or `cancelled`) and the reason.
 pub fn run(
     profile: &Profile,
-    started: DateTime<Utc>,
+    started: Timestamp,
     lock_wait: Duration,
     cancel: &AtomicBool,
 ) -> JobReport {
@@ -573,7 +574,7 @@ timeout = "2m"
         }
         assert!(RunStatus::Ok.succeeded() && RunStatus::Partial.succeeded());
         assert!(!RunStatus::Failed.succeeded() && !RunStatus::Cancelled.succeeded());
-        let r = JobReport::new("web", DateTime::UNIX_EPOCH);
+        let r = JobReport::new("web", Timestamp::UNIX_EPOCH);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["status"], "failed");
     }
@@ -606,16 +607,16 @@ timeout = "2m"
             Some("file:///backup/copy")
         );
         let f = plan.forget.as_ref().unwrap();
-        assert_eq!(f.policy.keep_within, chrono::Duration::days(30));
+        assert_eq!(f.policy.keep_within, crate::time::days(30));
         assert_eq!(f.policy.keep_daily, 7);
         assert_eq!(f.filter.host, Some(hostname()));
         assert_eq!(f.filter.profile.as_deref(), Some("web"));
         assert_eq!(f.now, now);
         assert!(!f.dry_run);
         let pr = plan.prune.as_ref().unwrap();
-        assert_eq!(pr.grace, chrono::Duration::hours(1));
+        assert_eq!(pr.grace, jiff::SignedDuration::from_hours(1));
         assert_eq!(pr.max_unused, 20);
-        assert_eq!(pr.repack_older_than, Some(chrono::Duration::days(30)));
+        assert_eq!(pr.repack_older_than, Some(crate::time::days(30)));
         // prune off: no prune step.
         let off = profile(&PROFILE.replace("grace = \"1h\"", "enabled = false"));
         assert!(JobPlan::run(&off, now, Duration::ZERO).prune.is_none());
@@ -651,7 +652,7 @@ timeout = "2m"
     #[test]
     fn forget_and_prune_options_lay_overrides_on_the_profile_or_defaults() {
         let p = profile(PROFILE);
-        let now = DateTime::UNIX_EPOCH;
+        let now = Timestamp::UNIX_EPOCH;
         let policy = RetentionOverrides {
             keep_last: Some(3),
             ..Default::default()
@@ -664,7 +665,7 @@ timeout = "2m"
             true,
             Duration::ZERO,
         );
-        assert_eq!(o.policy.keep_within, chrono::Duration::days(30));
+        assert_eq!(o.policy.keep_within, crate::time::days(30));
         assert_eq!((o.policy.keep_last, o.policy.keep_daily), (3, 7));
         assert!(o.dry_run);
         // No profile: 90 days, every host and profile unless named.
@@ -676,7 +677,7 @@ timeout = "2m"
             false,
             Duration::ZERO,
         );
-        assert_eq!(o.policy.keep_within, chrono::Duration::days(90));
+        assert_eq!(o.policy.keep_within, crate::time::days(90));
         assert_eq!((o.filter.host, o.filter.profile), (None, None));
         let all = FilterOverrides {
             all: true,
@@ -697,18 +698,18 @@ timeout = "2m"
         );
 
         let pr = prune_options(None, &PruneOverrides::default(), true, Duration::ZERO);
-        assert_eq!(pr.grace, chrono::Duration::hours(2));
+        assert_eq!(pr.grace, jiff::SignedDuration::from_hours(2));
         assert_eq!(pr.repack_older_than, None);
         assert!(pr.dry_run);
         let o = PruneOverrides {
-            grace: Some(chrono::Duration::zero()),
+            grace: Some(jiff::SignedDuration::ZERO),
             max_unused: Some(50),
-            repack_older_than: Some(chrono::Duration::days(1)),
+            repack_older_than: Some(crate::time::days(1)),
         };
         let pr = prune_options(Some(&p), &o, false, Duration::ZERO);
-        assert_eq!(pr.grace, chrono::Duration::zero());
+        assert_eq!(pr.grace, jiff::SignedDuration::ZERO);
         assert_eq!(pr.max_unused, 50);
-        assert_eq!(pr.repack_older_than, Some(chrono::Duration::days(1)));
+        assert_eq!(pr.repack_older_than, Some(crate::time::days(1)));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::repo::index::IndexedPack;
 use crate::repo::lock::WriterLock;
 use crate::repo::pack::{PackEntry, SealedBlob};
 use crate::repo::snapshot::Snapshot;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
@@ -40,11 +40,11 @@ use std::sync::atomic::AtomicBool;
 pub struct PruneOptions {
     /// Unreferenced packs younger than this are left alone: defence in depth
     /// for a backup whose lock was taken over while it still uploaded.
-    pub grace: chrono::Duration,
+    pub grace: jiff::SignedDuration,
     /// Repack a pack once more than this percentage of it is unused.
     pub max_unused: u32,
     /// Repack a pack older than this that holds any unreferenced blob.
-    pub repack_older_than: Option<chrono::Duration>,
+    pub repack_older_than: Option<jiff::SignedDuration>,
     /// Plan only: no lock, nothing in the repository changes.
     pub dry_run: bool,
     pub lock_wait: std::time::Duration,
@@ -253,7 +253,7 @@ impl PrunePlan {
 /// What the repository holds, as prune needs it: gathered by [`gather`].
 #[derive(Debug, Default)]
 pub struct PruneFacts {
-    pub now: DateTime<Utc>,
+    pub now: Timestamp,
     pub snapshots: usize,
     /// The packs in storage and what is known bad.
     pub health: Health,
@@ -372,7 +372,9 @@ fn judge(
     use PackAction::*;
     use PackReason::*;
     let now = facts.now;
-    let young = info.modified.is_some_and(|m| now - m < opts.grace);
+    let young = info
+        .modified
+        .is_some_and(|m| now.duration_since(m) < opts.grace);
     let (live_bytes, unused_bytes) =
         entries
             .iter()
@@ -401,7 +403,7 @@ fn judge(
     let old_enough = opts
         .repack_older_than
         .zip(info.modified)
-        .is_some_and(|(limit, m)| now - m > limit);
+        .is_some_and(|(limit, m)| now.duration_since(m) > limit);
     let over = unused_bytes.saturating_mul(100) > size.saturating_mul(opts.max_unused as u64);
     let (action, reason) = if damaged_live {
         (Keep, HoldsDamagedLive)
@@ -482,7 +484,7 @@ fn gather(
     catalog: &mut Catalog,
     adopt: Option<&mut WriterLock>,
 ) -> Result<PruneFacts> {
-    let now = Utc::now();
+    let now = Timestamp::now();
     let synced = sync(repo, catalog)?;
     let mut warnings = synced.warnings();
     let (health, snaps, mut blobs) = (synced.health, synced.snaps, synced.blobs);
@@ -829,13 +831,13 @@ mod tests {
     /// (blob number, offset, length, live), its age in hours, and whether
     /// an index lists it (index object = the pack's number + 100).
     struct Repo {
-        now: DateTime<Utc>,
+        now: Timestamp,
         facts: PruneFacts,
     }
 
     impl Repo {
         fn new() -> Repo {
-            let now: DateTime<Utc> = "2026-11-20T12:00:00Z".parse().unwrap();
+            let now: Timestamp = "2026-11-20T12:00:00Z".parse().unwrap();
             Repo {
                 now,
                 facts: PruneFacts {
@@ -874,7 +876,7 @@ mod tests {
                     pack,
                     PackInfo {
                         size,
-                        modified: Some(self.now - chrono::Duration::hours(hours_old)),
+                        modified: Some(self.now - jiff::SignedDuration::from_hours(hours_old)),
                     },
                 );
             }
@@ -911,7 +913,7 @@ mod tests {
 
     fn opts() -> PruneOptions {
         PruneOptions {
-            grace: chrono::Duration::hours(2),
+            grace: jiff::SignedDuration::from_hours(2),
             max_unused: 20,
             repack_older_than: None,
             dry_run: true,
@@ -1002,7 +1004,7 @@ mod tests {
             &[(40, 0, 50, false), (41, 50, 950, true)],
         );
         let o = PruneOptions {
-            repack_older_than: Some(chrono::Duration::hours(50)),
+            repack_older_than: Some(jiff::SignedDuration::from_hours(50)),
             ..opts()
         };
         let p = plan(&r.facts, &o);
@@ -1011,7 +1013,7 @@ mod tests {
             (PackAction::Repack, PackReason::OldWithUnused)
         );
         let younger = PruneOptions {
-            repack_older_than: Some(chrono::Duration::hours(200)),
+            repack_older_than: Some(jiff::SignedDuration::from_hours(200)),
             ..opts()
         };
         let p = plan(&r.facts, &younger);

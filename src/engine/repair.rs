@@ -156,7 +156,8 @@ pub struct SnapshotRepair {
     pub id: String,
     /// The repaired snapshot (the same in a dry run: its id is known first).
     pub new_id: Option<String>,
-    pub time: chrono::DateTime<chrono::Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub time: jiff::Timestamp,
     pub host: String,
     pub profile: String,
     /// Why it was damaged.

@@ -20,7 +20,7 @@ use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::EntryKind;
 use crate::{Error, Result};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 
@@ -31,8 +31,8 @@ pub struct Filter {
     pub profile_name: Option<String>,
     /// Sources include this path (or a folder above it).
     pub path: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    pub until: Option<DateTime<Utc>>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
 }
 
 impl Filter {
@@ -61,50 +61,40 @@ impl Filter {
 }
 
 /// A lower bound in time: a date means its start.
-pub fn since(s: &str) -> std::result::Result<DateTime<Utc>, String> {
-    parse_when(s, false, Utc::now())
+pub fn since(s: &str) -> std::result::Result<Timestamp, String> {
+    parse_when(s, false, Timestamp::now())
 }
 
 /// An upper bound in time (also `at`): a date means its end.
-pub fn until(s: &str) -> std::result::Result<DateTime<Utc>, String> {
-    parse_when(s, true, Utc::now())
+pub fn until(s: &str) -> std::result::Result<Timestamp, String> {
+    parse_when(s, true, Timestamp::now())
 }
 
 /// For "the snapshot at": a date means its end.
-pub fn at(s: &str) -> std::result::Result<DateTime<Utc>, String> {
+pub fn at(s: &str) -> std::result::Result<Timestamp, String> {
     until(s)
 }
 
-fn to_chrono(t: jiff::Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().max(0) as u32).unwrap_or_default()
-}
-
 /// Parses a time as the module docs describe; `end`: a bare date means its end.
-pub fn parse_when(
-    s: &str,
-    end: bool,
-    now: DateTime<Utc>,
-) -> std::result::Result<DateTime<Utc>, String> {
+pub fn parse_when(s: &str, end: bool, now: Timestamp) -> std::result::Result<Timestamp, String> {
     let s = s.trim();
     let tz = jiff::tz::TimeZone::system();
-    let now_j =
-        jiff::Timestamp::from_second(now.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     if s == "now" {
         return Ok(now);
     }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
+    if let Ok(t) = crate::time::parse(s) {
+        return Ok(t);
     }
     if let Some(ago) = s.strip_suffix(" ago").or_else(|| s.strip_suffix("ago")) {
         let span: jiff::Span = ago
             .trim()
             .parse()
             .map_err(|e| format!("{s:?}: {e}; write e.g. \"2 days ago\" or \"3h ago\""))?;
-        let then = now_j
+        let then = now
             .to_zoned(tz)
             .checked_sub(span)
             .map_err(|e| format!("{s:?}: {e}"))?;
-        return Ok(to_chrono(then.timestamp()));
+        return Ok(then.timestamp());
     }
     // jiff reads a date out of a date-time too: only a bare date is one.
     if let Some(d) = (!s.contains(':'))
@@ -118,12 +108,12 @@ pub fn parse_when(
         } else {
             d.to_zoned(tz).map(|z| z.timestamp())
         };
-        return z.map(to_chrono).map_err(|e| format!("{s:?}: {e}"));
+        return z.map_err(|e| format!("{s:?}: {e}"));
     }
     if let Ok(dt) = s.replacen(' ', "T", 1).parse::<jiff::civil::DateTime>() {
         return dt
             .to_zoned(tz)
-            .map(|z| to_chrono(z.timestamp()))
+            .map(|z| z.timestamp())
             .map_err(|e| format!("{s:?}: {e}"));
     }
     Err(format!(
@@ -147,22 +137,22 @@ pub struct View {
 pub enum Note {
     /// `skipped` is damaged (`why`), so the older `using` was chosen.
     SkippedDamaged {
-        skipped: (SnapshotId, DateTime<Utc>),
+        skipped: (SnapshotId, Timestamp),
         why: String,
-        using: (SnapshotId, DateTime<Utc>),
+        using: (SnapshotId, Timestamp),
     },
     /// Every snapshot (at or before the time asked, if `at`) is damaged;
     /// the newest, `using`, was chosen anyway.
     AllDamaged {
         at: bool,
-        using: (SnapshotId, DateTime<Utc>),
+        using: (SnapshotId, Timestamp),
         why: String,
     },
 }
 
 impl std::fmt::Display for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let when = |t: &DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC");
+        let when = |t: &Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC");
         match self {
             Note::SkippedDamaged {
                 skipped,
@@ -226,7 +216,7 @@ impl View {
     /// reference lists read). When every snapshot is damaged, `latest` is the
     /// newest, with a note. The one place restore, ls, cat, export, find and
     /// diff choose a snapshot.
-    pub fn pick(&self, spec: Option<&str>, at: Option<DateTime<Utc>>) -> Result<Choice> {
+    pub fn pick(&self, spec: Option<&str>, at: Option<Timestamp>) -> Result<Choice> {
         let snaps = &self.snaps;
         let before = match at {
             Some(t) => Some(
@@ -236,7 +226,7 @@ impl View {
                     .ok_or_else(|| {
                         Error::Invalid(format!(
                             "no snapshot at or before {}; list them with `coffer snapshots`",
-                            t.to_rfc3339()
+                            crate::time::rfc3339_offset(t)
                         ))
                     })?,
             ),
@@ -406,7 +396,7 @@ fn choice(
 pub struct Recovered {
     pub path: Vec<u8>,
     /// The newest older snapshot that holds it intact, if any.
-    pub from: Option<(SnapshotId, DateTime<Utc>)>,
+    pub from: Option<(SnapshotId, Timestamp)>,
     /// Restored from there (only when asked to).
     pub restored: bool,
     /// Why restoring it from there failed.
@@ -433,15 +423,15 @@ mod tests {
 
     #[test]
     fn times_in_every_accepted_form() {
-        let now: DateTime<Utc> = "2026-11-22T12:00:00Z".parse().unwrap();
-        let p = |s: &str, end: bool| parse_when(s, end, now).unwrap().to_rfc3339();
+        let now: Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+        let p = |s: &str, end: bool| crate::time::rfc3339_offset(parse_when(s, end, now).unwrap());
         assert_eq!(
             p("2026-11-20T14:00:00+09:00", false),
             "2026-11-20T05:00:00+00:00"
         );
         assert_eq!(p("2 days ago", false), "2026-11-20T12:00:00+00:00");
         assert_eq!(p("3h ago", false), "2026-11-22T09:00:00+00:00");
-        assert_eq!(p("now", true), now.to_rfc3339());
+        assert_eq!(p("now", true), crate::time::rfc3339_offset(now));
         assert!(parse_when("yesterday-ish", false, now).is_err());
         // Local forms follow TZ; with TZ unset or UTC they are UTC.
         if std::env::var("TZ").is_err() && jiff::tz::TimeZone::system() == jiff::tz::TimeZone::UTC {
@@ -499,7 +489,7 @@ mod tests {
             path: Some("/srv/database".into()),
             ..Filter::default()
         }));
-        let t = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        let t = |s: &str| Some(s.parse::<Timestamp>().unwrap());
         assert!(f(Filter {
             since: t("2026-11-20T12:00:00Z"),
             until: t("2026-11-20T12:00:00Z"),
@@ -576,7 +566,7 @@ mod tests {
         let failures = vec![fail("a"), fail("b"), fail("c")];
         let rec = |p: &str, restored: bool| Recovered {
             path: p.as_bytes().to_vec(),
-            from: Some((id(1), Utc::now())),
+            from: Some((id(1), Timestamp::now())),
             restored,
             error: None,
         };

@@ -21,7 +21,7 @@ pub struct Synced {
     /// The packs in storage and what is known bad (see [`health`]).
     pub health: Health,
     /// When storage wrote each index object (for [`Health::suspects`]).
-    pub index_times: HashMap<IndexId, chrono::DateTime<chrono::Utc>>,
+    pub index_times: HashMap<IndexId, jiff::Timestamp>,
     /// Objects that could not be read, decrypted or parsed: (key, why).
     /// They are skipped: one bad object never blocks the rest.
     pub bad_objects: Vec<BadObject>,
@@ -190,7 +190,7 @@ fn read_new<I: Send + Copy, T: Send>(
 /// The index objects listed, with when storage wrote them, and the new ones read.
 struct FetchedIndexes {
     in_repo: HashSet<IndexId>,
-    times: HashMap<IndexId, chrono::DateTime<chrono::Utc>>,
+    times: HashMap<IndexId, jiff::Timestamp>,
     new: Vec<(IndexId, IndexFile)>,
     bad: Vec<BadObject>,
 }

@@ -11,7 +11,7 @@
 use super::keys::Audience;
 use super::{RepoError, Repository};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// The storage prefix of audit events.
@@ -22,7 +22,8 @@ pub const PREFIX: &str = "audit/";
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {
     /// When it happened (UTC).
-    pub time: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub time: Timestamp,
     /// Who: `user@host`.
     pub actor: String,
     /// What: `restore`, `export`, `erase`, `key-export`, ...
@@ -37,7 +38,7 @@ pub struct AuditObject {
     pub key: String,
     pub id: [u8; 32],
     /// When storage says it was written (an event is never newer than this).
-    pub modified: Option<DateTime<Utc>>,
+    pub modified: Option<Timestamp>,
 }
 
 fn id_from_key(key: &str) -> Option<[u8; 32]> {

@@ -18,7 +18,7 @@ use super::lock::LockProtocol;
 use super::store::Store;
 use crate::storage::{Cap, ObjectInfo, StorageError};
 use bytes::Bytes;
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// The record: `age(operator+agent, JSON)`.
@@ -26,7 +26,7 @@ pub const CAPS_KEY: &str = "capabilities";
 /// Where the probe's objects live while it runs (`probe/<16 hex>.<what>`).
 pub const PROBE_PREFIX: &str = "probe/";
 /// A record older than this is probed again at the next writer's start.
-pub const MAX_AGE: Duration = Duration::days(7);
+pub const MAX_AGE: SignedDuration = crate::time::days(7);
 /// The coffer that made a record; another version probes again.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -76,7 +76,8 @@ pub struct Uploads {
 /// The record of one probe.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Capabilities {
-    pub probed: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub probed: Timestamp,
     /// The coffer version and host that probed.
     pub coffer: String,
     pub host: String,
@@ -105,13 +106,13 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Whether a writer may go by this record instead of probing again.
-    pub fn is_current(&self, store: &Store, now: DateTime<Utc>) -> bool {
+    pub fn is_current(&self, store: &Store, now: Timestamp) -> bool {
         self.coffer == VERSION
             && self.storage == store.location()
             && self.settings == store.upload_settings()
             && self.multipart_threshold == store.multipart_threshold()
-            && now - self.probed < MAX_AGE
-            && self.probed < now + Duration::days(1)
+            && now.duration_since(self.probed) < MAX_AGE
+            && self.probed < now + crate::time::days(1)
     }
 
     /// Packs above this size took an upload path the probe did not read
@@ -203,7 +204,7 @@ pub fn for_writer(
     pack_size: u64,
 ) -> Result<(Capabilities, bool), RepoError> {
     if let Some(caps) = read(store, keys)?
-        && caps.is_current(store, Utc::now())
+        && caps.is_current(store, Timestamp::now())
     {
         return Ok((caps, false));
     }
@@ -472,7 +473,7 @@ impl Probe<'_> {
             ));
         };
         Ok(Capabilities {
-            probed: Utc::now(),
+            probed: Timestamp::now(),
             coffer: VERSION.into(),
             host: super::lock::hostname(),
             storage: store.location(),
@@ -502,7 +503,7 @@ impl Probe<'_> {
             .into_iter()
             .filter(|o| {
                 o.modified
-                    .is_some_and(|t| Utc::now() - t > Duration::days(1))
+                    .is_some_and(|t| Timestamp::now().duration_since(t) > crate::time::days(1))
             })
             .map(|o| o.key)
             .collect();
@@ -715,7 +716,7 @@ mod tests {
     #[test]
     fn multipart_packs_are_read_back_where_the_probe_did_not() {
         let mut caps = Capabilities {
-            probed: Utc::now(),
+            probed: Timestamp::now(),
             coffer: VERSION.into(),
             host: "h".into(),
             storage: "s3://b/p".into(),

@@ -14,7 +14,7 @@ use super::ids::{BlobId, PackId, SnapshotId};
 use super::keys::Audience;
 use super::{RepoError, Repository};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 /// The storage prefix of damage records.
@@ -40,7 +40,8 @@ fn cut(s: &str) -> String {
 #[serde(deny_unknown_fields)]
 pub struct DamageRecord {
     /// When the damage was found (UTC).
-    pub time: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub time: Timestamp,
     /// What found it: `check`, `restore`, `backup`, `prune`, `copy`, ...
     pub found_by: String,
     /// The host that found it.
@@ -73,7 +74,7 @@ pub struct BadSnapshot {
 impl DamageRecord {
     pub fn new(found_by: &str) -> DamageRecord {
         DamageRecord {
-            time: Utc::now(),
+            time: Timestamp::now(),
             found_by: found_by.to_string(),
             host: super::lock::hostname(),
             packs: Vec::new(),

@@ -158,7 +158,7 @@ impl OperatorIdentity {
         let recipient = id.to_public();
         let text = format!(
             "# created: {}\n# public key: {}\n{}\n",
-            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            crate::time::rfc3339_secs(jiff::Timestamp::now()),
             recipient,
             id.to_string().expose_secret()
         );

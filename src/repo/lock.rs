@@ -23,7 +23,7 @@ use super::caps::Capabilities;
 use super::keys::{Audience, Keys};
 use super::store::Store;
 use bytes::Bytes;
-use chrono::{DateTime, Duration, Utc};
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// The create-only lock object.
@@ -35,7 +35,7 @@ pub const LOCKS_PREFIX: &str = "locks/";
 const MAX_LOCK_BYTES: usize = 64 * 1024;
 
 /// A writer's lease; refreshed every third of it while the writer works.
-pub const LEASE: Duration = Duration::minutes(30);
+pub const LEASE: SignedDuration = SignedDuration::from_mins(30);
 
 /// How a writer takes the lock on a storage (recorded in `capabilities`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,8 +51,10 @@ pub enum LockProtocol {
 struct LockInfo {
     host: String,
     pid: u32,
-    started: DateTime<Utc>,
-    expires: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    started: Timestamp,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    expires: Timestamp,
     nonce: u64,
     /// The holder's start time (clock ticks since boot), to tell a reused pid.
     #[serde(default)]
@@ -62,7 +64,7 @@ struct LockInfo {
 impl LockInfo {
     /// Whether `self`, another writer's lock, may be taken over by `me`.
     fn stale_for(&self, me: &LockInfo) -> bool {
-        self.expires < Utc::now()
+        self.expires < Timestamp::now()
             || (self.host == me.host
                 && self.pid != me.pid
                 && !process_alive(self.pid, self.start_ticks))
@@ -73,8 +75,8 @@ impl LockInfo {
 /// expires with its lease. Writers hold it through [`WriterLock`].
 pub struct RepoLock {
     info: LockInfo,
-    lease: Duration,
-    refreshed: DateTime<Utc>,
+    lease: SignedDuration,
+    refreshed: Timestamp,
     /// The object that holds it: `lock`, or `locks/<id>`.
     key: String,
     /// What the storage was found to do (writers that came in through
@@ -101,8 +103,8 @@ fn locked(key: &str, held: LockInfo) -> RepoError {
 }
 
 impl RepoLock {
-    fn new_info(lease: Duration) -> LockInfo {
-        let now = Utc::now();
+    fn new_info(lease: SignedDuration) -> LockInfo {
+        let now = Timestamp::now();
         LockInfo {
             host: hostname(),
             pid: std::process::id(),
@@ -120,9 +122,9 @@ impl RepoLock {
         ))
     }
 
-    fn held(info: LockInfo, lease: Duration, key: String) -> RepoLock {
+    fn held(info: LockInfo, lease: SignedDuration, key: String) -> RepoLock {
         RepoLock {
-            refreshed: Utc::now(),
+            refreshed: Timestamp::now(),
             info,
             lease,
             key,
@@ -140,7 +142,7 @@ impl RepoLock {
         store: &Store,
         keys: &Keys,
         pack_size: u64,
-        lease: Duration,
+        lease: SignedDuration,
         wait: std::time::Duration,
     ) -> Result<RepoLock, RepoError> {
         let (caps, probed) = super::caps::for_writer(store, keys, pack_size)?;
@@ -166,7 +168,11 @@ impl RepoLock {
 
     /// Takes the lock with the create-only write (the protocol of older
     /// builds, and of storage whose create-only write works).
-    pub fn acquire(store: &Store, keys: &Keys, lease: Duration) -> Result<RepoLock, RepoError> {
+    pub fn acquire(
+        store: &Store,
+        keys: &Keys,
+        lease: SignedDuration,
+    ) -> Result<RepoLock, RepoError> {
         Self::acquire_with(store, keys, lease, LockProtocol::Create)
     }
 
@@ -174,7 +180,7 @@ impl RepoLock {
     pub fn acquire_with(
         store: &Store,
         keys: &Keys,
-        lease: Duration,
+        lease: SignedDuration,
         protocol: LockProtocol,
     ) -> Result<RepoLock, RepoError> {
         match protocol {
@@ -188,7 +194,11 @@ impl RepoLock {
         }
     }
 
-    fn acquire_create(store: &Store, keys: &Keys, lease: Duration) -> Result<RepoLock, RepoError> {
+    fn acquire_create(
+        store: &Store,
+        keys: &Keys,
+        lease: SignedDuration,
+    ) -> Result<RepoLock, RepoError> {
         let info = Self::new_info(lease);
         for _ in 0..3 {
             let ours = |held: &LockInfo| held.nonce == info.nonce;
@@ -231,7 +241,7 @@ impl RepoLock {
         Err(RepoError::Locked {
             host: "another writer".into(),
             pid: 0,
-            since: Utc::now(),
+            since: Timestamp::now(),
             object: LOCK_KEY.into(),
         })
     }
@@ -241,7 +251,7 @@ impl RepoLock {
     fn acquire_listed(
         store: &Store,
         keys: &Keys,
-        lease: Duration,
+        lease: SignedDuration,
         settle: std::time::Duration,
     ) -> Result<RepoLock, RepoError> {
         let info = Self::new_info(lease);
@@ -323,7 +333,7 @@ impl RepoLock {
     pub fn acquire_wait(
         store: &Store,
         keys: &Keys,
-        lease: Duration,
+        lease: SignedDuration,
         wait: std::time::Duration,
     ) -> Result<RepoLock, RepoError> {
         Self::acquire_wait_with(store, keys, lease, wait, LockProtocol::Create)
@@ -335,7 +345,7 @@ impl RepoLock {
     pub fn acquire_wait_with(
         store: &Store,
         keys: &Keys,
-        lease: Duration,
+        lease: SignedDuration,
         wait: std::time::Duration,
         protocol: LockProtocol,
     ) -> Result<RepoLock, RepoError> {
@@ -421,8 +431,8 @@ impl RepoLock {
 
     /// Extends the lease if a third of it has passed. Cheap to call often.
     pub fn refresh_if_due(&mut self, store: &Store, keys: &Keys) -> Result<(), RepoError> {
-        let now = Utc::now();
-        if now - self.refreshed < self.lease / 3 {
+        let now = Timestamp::now();
+        if now.duration_since(self.refreshed) < self.lease / 3 {
             return Ok(());
         }
         self.check_held(store, keys)?;
@@ -546,6 +556,18 @@ impl std::ops::DerefMut for WriterLock<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lock object as the chrono-based writer stored it reads, and is
+    /// written again byte for byte (both binaries may meet on one storage).
+    #[test]
+    fn lock_object_json_keeps_its_time_form() {
+        let old = r#"{"host":"h","pid":7,"started":"2026-05-01T10:00:00.123456789Z","expires":"2026-05-01T10:30:00.123456789Z","nonce":1,"start_ticks":null}"#;
+        let info: LockInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(serde_json::to_string(&info).unwrap(), old);
+        let whole = old.replace(".123456789", "");
+        let info: LockInfo = serde_json::from_str(&whole).unwrap();
+        assert_eq!(serde_json::to_string(&info).unwrap(), whole);
+    }
 
     #[test]
     fn this_process_is_alive_and_a_reused_pid_is_not() {

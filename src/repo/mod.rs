@@ -17,10 +17,10 @@ pub mod tree;
 
 use crate::storage::StorageError;
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
 use chunker::ChunkerParams;
 use ids::{IndexId, PackId, SnapshotId};
 use index::IndexFile;
+use jiff::Timestamp;
 use keys::{AgentKey, Audience, Keys, OperatorIdentity};
 use pack::PackEntry;
 use serde::{Deserialize, Serialize};
@@ -75,12 +75,13 @@ pub enum RepoError {
     #[error("{object} is corrupt: {reason}")]
     Corrupt { object: String, reason: String },
     #[error(
-        "repository is locked by {host} (pid {pid}) since {since}; wait for that backup to finish, or delete the `{object}` object if it is certainly dead"
+        "repository is locked by {host} (pid {pid}) since {}; wait for that backup to finish, or delete the `{object}` object if it is certainly dead",
+        crate::time::utc_text(*.since)
     )]
     Locked {
         host: String,
         pid: u32,
-        since: DateTime<Utc>,
+        since: Timestamp,
         /// The lock object: `lock`, or `locks/<id>` (docs/FORMAT.md, "The lock").
         object: String,
     },
@@ -104,7 +105,8 @@ pub struct RepoConfig {
     pub format: String,
     pub version: u32,
     pub id: String,
-    pub created: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub created: Timestamp,
     pub data_chunks: ChunkerParams,
     pub meta_chunks: ChunkerParams,
     /// Packs are closed once they reach this many bytes.
@@ -138,7 +140,7 @@ impl Repository {
             format: "coffer".into(),
             version: FORMAT_VERSION,
             id: hex::encode(rand::random::<[u8; 16]>()),
-            created: Utc::now(),
+            created: Timestamp::now(),
             data_chunks,
             meta_chunks: ChunkerParams::META,
             pack_size: 16 * 1024 * 1024,

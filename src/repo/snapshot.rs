@@ -3,13 +3,14 @@
 //! source paths, and the ids of the tree (file list) and refs blobs.
 
 use super::ids::BlobId;
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
-    pub time: DateTime<Utc>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub time: Timestamp,
     pub host: String,
     pub profile: String,
     /// Source paths as given (absolute).

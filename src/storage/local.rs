@@ -144,7 +144,10 @@ impl LocalStorage {
                     out.push(ObjectInfo {
                         key,
                         size: meta.len(),
-                        modified: meta.modified().ok().map(chrono::DateTime::from),
+                        modified: meta
+                            .modified()
+                            .ok()
+                            .and_then(|t| jiff::Timestamp::try_from(t).ok()),
                     });
                 }
             }

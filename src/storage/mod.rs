@@ -151,7 +151,7 @@ pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
     /// When the object was written, where the backend says (prune's grace period).
-    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+    pub modified: Option<jiff::Timestamp>,
 }
 
 /// How the layers above use a backend: spool folder, requests in flight,

@@ -246,7 +246,7 @@ impl Storage for S3Storage {
                     size: o.size().unwrap_or(0).max(0) as u64,
                     modified: o
                         .last_modified()
-                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), 0)),
+                        .and_then(|t| jiff::Timestamp::from_second(t.secs()).ok()),
                 });
             }
         }

@@ -139,7 +139,7 @@ impl Forger {
         edit(&mut index);
         self.repo.write_index(&index).expect("write the index");
         let snap = Snapshot {
-            time: chrono::Utc::now(),
+            time: jiff::Timestamp::now(),
             host: "hostile".into(),
             profile: "adversarial".into(),
             paths: vec!["/hostile".into()],

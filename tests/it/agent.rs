@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::env::*;
@@ -37,10 +37,9 @@ use crate::env::*;
 /// else UTC+12 (`Etc/GMT-12`), chosen once per test run. Returns the zone's
 /// name and its offset from UTC in hours.
 fn day_zone() -> (&'static str, i64) {
-    use chrono::Timelike;
     static ZONE: std::sync::OnceLock<(&'static str, i64)> = std::sync::OnceLock::new();
     *ZONE.get_or_init(|| {
-        if (6..18).contains(&Utc::now().hour()) {
+        if (6..18).contains(&Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).hour()) {
             ("UTC", 0)
         } else {
             ("Etc/GMT-12", 12)
@@ -50,10 +49,24 @@ fn day_zone() -> (&'static str, i64) {
 
 /// The next local midnight of a zone `offset_hours` ahead of UTC, in UTC:
 /// where the per-day cap moves a profile's next run.
-fn next_local_midnight(offset_hours: i64) -> DateTime<Utc> {
-    let offset = chrono::Duration::hours(offset_hours);
-    let tomorrow = (Utc::now() + offset).date_naive() + chrono::Days::new(1);
-    tomorrow.and_hms_opt(0, 0, 0).unwrap().and_utc() - offset
+fn next_local_midnight(offset_hours: i64) -> Timestamp {
+    let offset = jiff::SignedDuration::from_hours(offset_hours);
+    utc_midnight(Timestamp::now() + offset + coffer::time::days(1)) - offset
+}
+
+/// The start of the UTC day `t` falls on.
+fn utc_midnight(t: Timestamp) -> Timestamp {
+    let utc = jiff::tz::TimeZone::UTC;
+    t.to_zoned(utc.clone())
+        .date()
+        .to_zoned(utc)
+        .unwrap()
+        .timestamp()
+}
+
+/// Parses an RFC 3339 time printed by coffer.
+fn rfc3339(s: &str) -> Option<Timestamp> {
+    coffer::time::parse(s.trim()).ok()
 }
 
 fn toml_str(p: impl AsRef<Path>) -> String {
@@ -132,7 +145,7 @@ struct AgentProcess {
     stderr: PathBuf,
     cmdline: String,
     /// When it was started (for "started within N s" checks on log times).
-    started_at: DateTime<Utc>,
+    started_at: Timestamp,
     started: Instant,
     exited: bool,
 }
@@ -148,7 +161,7 @@ impl AgentProcess {
         cmd.stdin(Stdio::null())
             .stdout(fs::File::create(&log).unwrap())
             .stderr(fs::File::create(&stderr).unwrap());
-        let started_at = Utc::now();
+        let started_at = Timestamp::now();
         let child = cmd.spawn().expect("spawn coffer agent");
         let cmdline = format!(
             "{vars}coffer {}",
@@ -322,7 +335,7 @@ fn runs_ok(status: &Value, profile: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn time_field(v: &Value) -> Option<DateTime<Utc>> {
+fn time_field(v: &Value) -> Option<Timestamp> {
     v.as_str()?.parse().ok()
 }
 
@@ -797,13 +810,13 @@ fn agent_binary_runs_a_profile_reports_and_stops_on_sigterm() {
     );
     assert_eq!(
         metric(&samples, "coffer_next_run_timestamp_seconds", &a),
-        Some(tomorrow.timestamp() as f64),
+        Some(tomorrow.as_second() as f64),
         "{}",
         show()
     );
     let last_success = metric(&samples, "coffer_last_success_timestamp_seconds", &a).unwrap_or(0.0);
     assert!(
-        last_success >= agent.started_at.timestamp() as f64,
+        last_success >= agent.started_at.as_second() as f64,
         "coffer_last_success_timestamp_seconds must be a time during this test\n{}",
         show()
     );
@@ -1041,10 +1054,10 @@ fn agent_killed_mid_backup_restarts_and_catches_up() {
         "expected exactly one run after the restart\n{}",
         agent.describe()
     );
-    let first: DateTime<Utc> = time_field(&starts[0]["timestamp"]).expect("log timestamp");
-    let delay = first - agent.started_at;
+    let first: Timestamp = time_field(&starts[0]["timestamp"]).expect("log timestamp");
+    let delay = first.duration_since(agent.started_at);
     assert!(
-        delay < chrono::Duration::seconds(4),
+        delay < jiff::SignedDuration::from_secs(4),
         "the restarted agent must start the missed run at once (catch-up), started after {delay}\n{}",
         agent.describe()
     );
@@ -1305,7 +1318,7 @@ fn two_profiles_of_one_repository_run_at_the_same_time() {
                 time_field(&w[0]["timestamp"]),
                 time_field(&w[1]["timestamp"]),
             ) {
-                (Some(a), Some(b)) => (b - a).num_milliseconds().abs() < 500,
+                (Some(a), Some(b)) => b.duration_since(a).abs().as_millis() < 500,
                 _ => false,
             }
     });
@@ -1465,7 +1478,7 @@ fn agent_check_validates_the_profile_folder() {
     fs::remove_file(&broken).unwrap();
     let out = check(&env);
     out.expect_ok();
-    let now = Utc::now();
+    let now = Timestamp::now();
     for p in ["a", "b"] {
         let line = out
             .stdout
@@ -1475,11 +1488,11 @@ fn agent_check_validates_the_profile_folder() {
         let next = line
             .split("next run ")
             .nth(1)
-            .and_then(|t| DateTime::parse_from_rfc3339(t.trim()).ok())
+            .and_then(rfc3339)
             .unwrap_or_else(|| panic!("--check must print {p}'s next run as a time\n{out}"));
-        let next = next.with_timezone(&Utc);
         assert!(
-            next > now - chrono::Duration::seconds(5) && next < now + chrono::Duration::seconds(10),
+            next > now - jiff::SignedDuration::from_secs(5)
+                && next < now + jiff::SignedDuration::from_secs(10),
             "{p} (every 2 s, never run) is due within seconds, --check says {next}\n{out}"
         );
     }
@@ -1497,52 +1510,49 @@ fn agent_check_validates_the_profile_folder() {
             .replace("catch_up = true", &format!("catch_up = {catch_up}"));
         write_file(&profiles.join(format!("{name}.toml")), text.as_bytes());
     };
-    let seed_state = |name: &str, starts: &[DateTime<Utc>]| {
-        let state_json = serde_json::json!({"profile": name, "starts": starts});
+    let seed_state = |name: &str, starts: &[Timestamp]| {
+        let state_json = serde_json::json!({
+            "profile": name,
+            "starts": starts.iter().map(|t| coffer::time::rfc3339(*t)).collect::<Vec<_>>(),
+        });
         write_file(
             &state.join(format!("{name}.json")),
             state_json.to_string().as_bytes(),
         );
     };
-    let now = Utc::now();
+    let now = Timestamp::now();
     hourly("missed", true, 6);
-    seed_state("missed", &[now - chrono::Duration::hours(2)]);
+    seed_state("missed", &[now - jiff::SignedDuration::from_hours(2)]);
     hourly("nocatchup", false, 6);
-    seed_state("nocatchup", &[now - chrono::Duration::hours(2)]);
+    seed_state("nocatchup", &[now - jiff::SignedDuration::from_hours(2)]);
     hourly("capped", true, 2);
     let today = |h: i64| {
-        (now + chrono::Duration::hours(offset))
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .unwrap()
-            .and_utc()
-            - chrono::Duration::hours(offset)
-            + chrono::Duration::minutes(h)
+        utc_midnight(now + jiff::SignedDuration::from_hours(offset))
+            - jiff::SignedDuration::from_hours(offset)
+            + jiff::SignedDuration::from_mins(h)
     };
     // Two starts earlier today (local day of the schedule's zone `tz`).
     seed_state("capped", &[today(1), today(2)]);
-    let before = Utc::now();
+    let before = Timestamp::now();
     let out = check(&env);
-    let after = Utc::now();
+    let after = Timestamp::now();
     out.expect_ok();
-    let next_of = |name: &str| -> DateTime<Utc> {
+    let next_of = |name: &str| -> Timestamp {
         out.stdout
             .lines()
             .find(|l| l.contains(&format!("{name}.toml")))
             .and_then(|l| l.split("next run ").nth(1))
-            .and_then(|t| DateTime::parse_from_rfc3339(t.trim()).ok())
-            .map(|t| t.with_timezone(&Utc))
+            .and_then(rfc3339)
             .unwrap_or_else(|| panic!("--check must print {name}'s next run\n{out}"))
     };
     let missed = next_of("missed");
     assert!(
-        missed >= before - chrono::Duration::seconds(1)
-            && missed <= after + chrono::Duration::seconds(1),
+        missed >= before - jiff::SignedDuration::from_secs(1)
+            && missed <= after + jiff::SignedDuration::from_secs(1),
         "a slot passed since the last start (2 h ago, every 1 h): one catch-up run now, \
          --check says {missed}\n{out}"
     );
-    let hour =
-        |t: DateTime<Utc>| DateTime::from_timestamp((t.timestamp() / 3600 + 1) * 3600, 0).unwrap();
+    let hour = |t: Timestamp| Timestamp::from_second((t.as_second() / 3600 + 1) * 3600).unwrap();
     let nocatchup = next_of("nocatchup");
     assert!(
         nocatchup == hour(before) || nocatchup == hour(after),

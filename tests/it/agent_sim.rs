@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use coffer::agent::clock::{BoxFuture, Clock, RunRequest, Runner, Stop, TokioClock};
 use coffer::agent::schedule::jitter_offset;
 use coffer::agent::service::{AgentOptions, MetricsListen, planned, serve};
@@ -20,9 +19,10 @@ use coffer::engine::job::{JobPlan, JobReport, RunStatus};
 use coffer::host::hostname;
 use coffer::repo::ids::SnapshotId;
 use coffer::repo::snapshot::{Snapshot, Summary};
+use jiff::Timestamp;
 use tokio::sync::mpsc;
 
-fn t(s: &str) -> DateTime<Utc> {
+fn t(s: &str) -> Timestamp {
     s.parse().unwrap()
 }
 
@@ -30,8 +30,8 @@ fn t(s: &str) -> DateTime<Utc> {
 #[derive(Clone, Debug)]
 struct Run {
     profile: String,
-    started: DateTime<Utc>,
-    ended: DateTime<Utc>,
+    started: Timestamp,
+    ended: Timestamp,
     status: RunStatus,
 }
 
@@ -74,7 +74,7 @@ impl SimRunner {
         self.runs.lock().unwrap().clone()
     }
 
-    fn starts_of(&self, profile: &str) -> Vec<DateTime<Utc>> {
+    fn starts_of(&self, profile: &str) -> Vec<Timestamp> {
         self.runs()
             .iter()
             .filter(|r| r.profile == profile)
@@ -84,9 +84,9 @@ impl SimRunner {
 }
 
 /// A snapshot id unique to a profile and start time.
-fn snapshot_id(profile: &str, at: DateTime<Utc>) -> SnapshotId {
+fn snapshot_id(profile: &str, at: Timestamp) -> SnapshotId {
     let mut id = [0u8; 32];
-    id[..8].copy_from_slice(&at.timestamp().to_be_bytes());
+    id[..8].copy_from_slice(&at.as_second().to_be_bytes());
     for (i, b) in profile.bytes().take(24).enumerate() {
         id[8 + i] = b;
     }
@@ -215,7 +215,7 @@ async fn serve_until(
     opts: AgentOptions,
     clock: &Arc<TokioClock>,
     runner: &Arc<SimRunner>,
-    until: DateTime<Utc>,
+    until: Timestamp,
 ) {
     let (_reload_tx, reload) = mpsc::channel(1);
     let shutdown = clock.sleep_until(until);
@@ -229,16 +229,16 @@ const SIX: &str = "times = [\"00:30\", \"02:30\", \"06:00\", \"10:00\", \"14:00\
 
 /// Every slot of `times` (local times in Berlin) from `from` to `to`, in UTC:
 /// a time a DST change skips is an hour later, a time it repeats is the first.
-fn berlin_slots(from: DateTime<Utc>, to: DateTime<Utc>, times: &[(i8, i8)]) -> Vec<DateTime<Utc>> {
+fn berlin_slots(from: Timestamp, to: Timestamp, times: &[(i8, i8)]) -> Vec<Timestamp> {
     let tz = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
-    let ts = |t: DateTime<Utc>| jiff::Timestamp::from_second(t.timestamp()).unwrap();
+    let ts = |t: Timestamp| jiff::Timestamp::from_second(t.as_second()).unwrap();
     let mut day = ts(from).to_zoned(tz.clone()).date();
     let last = ts(to).to_zoned(tz.clone()).date();
     let mut out = Vec::new();
     while day <= last {
         for (h, m) in times {
             let z = day.at(*h, *m, 0, 0).to_zoned(tz.clone()).unwrap();
-            let at = DateTime::from_timestamp(z.timestamp().as_second(), 0).unwrap();
+            let at = z.timestamp();
             if at > from && at < to {
                 out.push(at);
             }
@@ -250,7 +250,7 @@ fn berlin_slots(from: DateTime<Utc>, to: DateTime<Utc>, times: &[(i8, i8)]) -> V
 
 /// Equal lists of times; else says which are extra and which missing.
 #[track_caller]
-fn assert_same_times(got: &[DateTime<Utc>], want: &[DateTime<Utc>], what: &str) {
+fn assert_same_times(got: &[Timestamp], want: &[Timestamp], what: &str) {
     let extra: Vec<_> = got.iter().filter(|g| !want.contains(g)).collect();
     let missing: Vec<_> = want.iter().filter(|w| !got.contains(w)).collect();
     assert!(
@@ -302,14 +302,14 @@ async fn half_a_year_of_a_six_a_day_schedule_across_both_dst_changes() {
     // Jitter: one fixed offset for this server and profile, below the window.
     let offset = jitter_offset(&six.schedule, &hostname(), "six");
     assert!(
-        offset >= chrono::Duration::zero() && offset < chrono::Duration::minutes(20),
+        offset >= jiff::SignedDuration::ZERO && offset < jiff::SignedDuration::from_mins(20),
         "{offset}"
     );
 
     // Every slot ran exactly once, at slot + offset; none while the server
     // was off; one catch-up run at the restart.
-    let day = chrono::Duration::days(1);
-    let mut want: Vec<DateTime<Utc>> = berlin_slots(origin - day, end, &SIX_TIMES)
+    let day = coffer::time::days(1);
+    let mut want: Vec<Timestamp> = berlin_slots(origin - day, end, &SIX_TIMES)
         .into_iter()
         .map(|s| s + offset)
         .filter(|s| *s > origin && *s < end && !(*s >= down && *s < up))
@@ -325,7 +325,7 @@ async fn half_a_year_of_a_six_a_day_schedule_across_both_dst_changes() {
 
     // The DST days, slot by slot (UTC): 02:30 runs once on the 25-hour day
     // (the first 02:30, CEST) and at 03:30 CEST on the 23-hour day.
-    let on = |from: &str, to: &str| -> Vec<DateTime<Utc>> {
+    let on = |from: &str, to: &str| -> Vec<Timestamp> {
         got.iter()
             .copied()
             .filter(|s| *s >= t(from) && *s < t(to))
@@ -333,7 +333,7 @@ async fn half_a_year_of_a_six_a_day_schedule_across_both_dst_changes() {
             .collect()
     };
     let autumn = on("2026-10-24T22:00:00Z", "2026-10-25T23:00:00Z");
-    let want_autumn: Vec<DateTime<Utc>> = [
+    let want_autumn: Vec<Timestamp> = [
         "2026-10-24T22:30:00Z",
         "2026-10-25T00:30:00Z",
         "2026-10-25T05:00:00Z",
@@ -345,7 +345,7 @@ async fn half_a_year_of_a_six_a_day_schedule_across_both_dst_changes() {
     .to_vec();
     assert_eq!(autumn, want_autumn, "the 25-hour day (2026-10-25)");
     let spring = on("2027-03-27T23:00:00Z", "2027-03-28T22:00:00Z");
-    let want_spring: Vec<DateTime<Utc>> = [
+    let want_spring: Vec<Timestamp> = [
         "2027-03-27T23:30:00Z",
         "2027-03-28T01:30:00Z",
         "2027-03-28T04:00:00Z",
@@ -373,7 +373,7 @@ async fn half_a_year_of_a_six_a_day_schedule_across_both_dst_changes() {
     // The cap of 3: on the first day the one slot left (18:00 CEST), then
     // the day's first three slots, every day; at the restart the cap was
     // used up, so no catch-up.
-    let mut capped_want: Vec<DateTime<Utc>> = berlin_slots(origin, end, &SIX_TIMES[..3])
+    let mut capped_want: Vec<Timestamp> = berlin_slots(origin, end, &SIX_TIMES[..3])
         .into_iter()
         .filter(|s| !(*s >= down && *s < up))
         .collect();
@@ -404,16 +404,16 @@ async fn half_a_year_of_a_six_a_day_schedule_across_both_dst_changes() {
             .map(|r| r.ended)
             .max()
             .unwrap();
-        let mut kept: Vec<DateTime<Utc>> = repo
+        let mut kept: Vec<Timestamp> = repo
             .iter()
             .filter(|(_, s)| s.profile == profile)
             .map(|(_, s)| s.time)
             .collect();
         kept.sort();
-        let want: Vec<DateTime<Utc>> = runner
+        let want: Vec<Timestamp> = runner
             .starts_of(profile)
             .into_iter()
-            .filter(|s| last_end - *s < chrono::Duration::days(90))
+            .filter(|s| last_end.duration_since(*s) < coffer::time::days(90))
             .collect();
         assert!(want.len() > 200 && want.len() < runner.starts_of(profile).len());
         assert_eq!(kept, want, "retention of {profile}");
@@ -534,10 +534,10 @@ struct CountingClock {
 }
 
 impl Clock for CountingClock {
-    fn now(&self) -> DateTime<Utc> {
+    fn now(&self) -> Timestamp {
         self.inner.now()
     }
-    fn sleep_until(&self, t: DateTime<Utc>) -> BoxFuture<()> {
+    fn sleep_until(&self, t: Timestamp) -> BoxFuture<()> {
         self.sleeps.fetch_add(1, Ordering::SeqCst);
         self.inner.sleep_until(t)
     }
@@ -619,7 +619,10 @@ async fn shutdown_stops_runs_gently_then_at_once() {
             }
             OnStop::Ignore => {
                 // Gave up after the stop timeout.
-                assert_eq!(agent_ended, stopped_at + chrono::Duration::seconds(30));
+                assert_eq!(
+                    agent_ended,
+                    stopped_at + jiff::SignedDuration::from_secs(30)
+                );
             }
         }
     }
@@ -720,12 +723,12 @@ async fn metrics_are_served_on_a_listener_bound_by_the_caller() {
     assert_eq!(a("coffer_running"), Some(0.0), "{body}");
     assert_eq!(
         a("coffer_next_run_timestamp_seconds"),
-        Some(planned(&p, &dirs.state, clock.now()).timestamp() as f64),
+        Some(planned(&p, &dirs.state, clock.now()).as_second() as f64),
         "{body}"
     );
     assert_eq!(
         a("coffer_last_success_timestamp_seconds"),
-        st.last_success.map(|t| t.timestamp() as f64),
+        st.last_success.map(|t| t.as_second() as f64),
         "{body}"
     );
     assert_eq!(sample(&body, "coffer_profiles_broken"), Some(1.0), "{body}");

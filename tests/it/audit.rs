@@ -73,7 +73,7 @@ fn operator_actions_are_recorded_in_the_repository(backend: Backend) {
             "actor is user@host: {e}"
         );
         assert!(
-            chrono::DateTime::parse_from_rfc3339(str_field(e, "time")).is_ok(),
+            coffer::time::parse(str_field(e, "time")).is_ok(),
             "time is RFC 3339: {e}"
         );
     }
@@ -88,7 +88,7 @@ fn operator_actions_are_recorded_in_the_repository(backend: Backend) {
     assert_eq!(with_action(&all, "key-export").len(), 1, "{all:#?}");
     let times: Vec<&str> = all.iter().map(|e| str_field(e, "time")).collect();
     let mut sorted = times.clone();
-    sorted.sort_by_key(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap());
+    sorted.sort_by_key(|t| coffer::time::parse(t).unwrap());
     assert_eq!(times, sorted, "oldest first");
 
     // --since; and the text form.

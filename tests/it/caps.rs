@@ -221,7 +221,7 @@ fn racing_writers_where_if_none_match_is_ignored_never_overlap() {
     server.create_bucket("race");
     let store = Store::open("s3://race/repo", &s3_options(&server, dir.path())).unwrap();
     let keys = test_keys();
-    let lease = chrono::Duration::minutes(30);
+    let lease = jiff::SignedDuration::from_mins(30);
 
     // Why the probe matters: the create-only lock is not exclusive here.
     let a = RepoLock::acquire(&store, &keys, lease).unwrap();
@@ -306,7 +306,7 @@ fn both_lock_objects_are_respected_and_a_lost_lock_is_noticed() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::new(LocalStorage::new(dir.path()).opened()).unwrap();
     let keys = test_keys();
-    let lease = chrono::Duration::minutes(30);
+    let lease = jiff::SignedDuration::from_mins(30);
     let listed = LockProtocol::List { settle_ms: 10 };
 
     let old = RepoLock::acquire(&store, &keys, lease).unwrap();
@@ -342,7 +342,7 @@ fn both_lock_objects_are_respected_and_a_lost_lock_is_noticed() {
 
     // A stale listed lock (its lease ran out) is taken over.
     let dead =
-        RepoLock::acquire_with(&store, &keys, chrono::Duration::seconds(-1), listed).unwrap();
+        RepoLock::acquire_with(&store, &keys, jiff::SignedDuration::from_secs(-1), listed).unwrap();
     std::mem::forget(dead);
     let taker = RepoLock::acquire_with(&store, &keys, lease, listed).unwrap();
     assert_eq!(store.list("locks/").unwrap().len(), 1, "the stale one went");
@@ -447,7 +447,7 @@ fn a_lagging_listing_is_measured_and_a_lock_it_hides_is_refused() {
     let e = RepoLock::acquire_with(
         &store,
         &keys,
-        chrono::Duration::minutes(30),
+        jiff::SignedDuration::from_mins(30),
         LockProtocol::List { settle_ms: 10 },
     )
     .err()

@@ -720,12 +720,12 @@ fn example_profiles_load() {
                 match file.as_ref() {
                     "six-a-day-s3.toml" => {
                         assert_eq!(p.schedule.max_per_day, 6);
-                        assert_eq!(p.retention.keep_within, chrono::Duration::days(90));
+                        assert_eq!(p.retention.keep_within, coffer::time::days(90));
                         assert!(p.repository.starts_with("s3://"));
                     }
                     "nightly-7d.toml" => {
                         assert_eq!(p.schedule.max_per_day, 1);
-                        assert_eq!(p.retention.keep_within, chrono::Duration::days(7));
+                        assert_eq!(p.retention.keep_within, coffer::time::days(7));
                     }
                     _ => {}
                 }

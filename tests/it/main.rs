@@ -32,4 +32,5 @@ mod s3server;
 mod seaweed;
 mod selection;
 mod tamper;
+mod time_formats;
 mod transport;

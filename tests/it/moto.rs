@@ -94,7 +94,7 @@ fn racing_writers_on_s3_exactly_one_wins_and_a_stale_lease_is_taken_over() {
         "race".into(),
         vec![operator.to_public()],
     ));
-    let lease = chrono::Duration::minutes(30);
+    let lease = jiff::SignedDuration::from_mins(30);
 
     // The capability probe finds the create-only write honoured here.
     let found = coffer::repo::caps::probe(&store, 16 << 20).unwrap();
@@ -145,7 +145,7 @@ fn racing_writers_on_s3_exactly_one_wins_and_a_stale_lease_is_taken_over() {
     );
 
     // A writer that died with its lease run out: the next one takes over.
-    let dead = RepoLock::acquire(&store, &keys, chrono::Duration::seconds(-1)).unwrap();
+    let dead = RepoLock::acquire(&store, &keys, jiff::SignedDuration::from_secs(-1)).unwrap();
     std::mem::forget(dead);
     let taker = RepoLock::acquire(&store, &keys, lease).expect("a stale lease is taken over");
     taker.release(&store, &keys).unwrap();

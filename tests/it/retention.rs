@@ -3,7 +3,6 @@
 //! (snapshot times are the simulated ones) against a local repository.
 
 use crate::env::{TestEnv, write_random_file};
-use chrono::{DateTime, Duration, Utc};
 use coffer::agent::schedule::{local_day, next_run};
 use coffer::catalog::Catalog;
 use coffer::config::{Retention, Schedule, ScheduleKind};
@@ -14,6 +13,7 @@ use coffer::engine::prune::{PruneOptions, prune};
 use coffer::repo::Repository;
 use coffer::repo::keys::AgentKey;
 use coffer::repo::store::Store;
+use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 
@@ -37,11 +37,11 @@ fn three_months_of_six_a_day_keep_the_window_and_storage_stays_flat() {
         kind: ScheduleKind::Times(vec![30, 270, 510, 750, 990, 1230]),
         max_per_day: 6,
         timezone: "Europe/Berlin".into(),
-        jitter: Duration::zero(),
+        jitter: SignedDuration::ZERO,
         catch_up: true,
     };
     let policy = Retention {
-        keep_within: Duration::days(90),
+        keep_within: coffer::time::days(90),
         keep_last: 0,
         keep_hourly: 0,
         keep_daily: 0,
@@ -49,30 +49,30 @@ fn three_months_of_six_a_day_keep_the_window_and_storage_stays_flat() {
         keep_monthly: 0,
     };
     let prune_opts = PruneOptions {
-        grace: Duration::zero(),
+        grace: SignedDuration::ZERO,
         ..Default::default()
     };
     let filter = Filter::default();
     let cancel = AtomicBool::new(false);
 
-    let start: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
     let outage = (
-        start + Duration::days(94) + Duration::hours(2),
-        start + Duration::days(96) + Duration::hours(13),
+        start + coffer::time::days(94) + SignedDuration::from_hours(2),
+        start + coffer::time::days(96) + SignedDuration::from_hours(13),
     );
-    let end = start + Duration::days(100);
+    let end = start + coffer::time::days(100);
     let mut now = start;
-    let mut starts: Vec<DateTime<Utc>> = Vec::new();
-    let mut made: Vec<DateTime<Utc>> = Vec::new();
+    let mut starts: Vec<Timestamp> = Vec::new();
+    let mut made: Vec<Timestamp> = Vec::new();
     let mut changed_on: Option<jiff::civil::Date> = None;
     let mut catch_ups = 0;
     let mut bytes_by_day: BTreeMap<i64, u64> = BTreeMap::new();
     loop {
-        let mut at = next_run(&schedule, &tz, Duration::zero(), &starts, now);
+        let mut at = next_run(&schedule, &tz, SignedDuration::ZERO, &starts, now);
         if at > outage.0 && now < outage.1 {
             // The server is off: the clock jumps to when it is back.
             now = outage.1;
-            at = next_run(&schedule, &tz, Duration::zero(), &starts, now);
+            at = next_run(&schedule, &tz, SignedDuration::ZERO, &starts, now);
             assert_eq!(at, now, "one catch-up run right after the outage");
             catch_ups += 1;
         } else if at == now && !starts.is_empty() {
@@ -111,12 +111,12 @@ fn three_months_of_six_a_day_keep_the_window_and_storage_stays_flat() {
         )
         .unwrap();
         // The expected set: every snapshot made within 90 days of now.
-        let expect: BTreeSet<DateTime<Utc>> = made
+        let expect: BTreeSet<Timestamp> = made
             .iter()
             .copied()
-            .filter(|t| now - *t < Duration::days(90))
+            .filter(|t| now.duration_since(*t) < coffer::time::days(90))
             .collect();
-        let kept: BTreeSet<DateTime<Utc>> = report
+        let kept: BTreeSet<Timestamp> = report
             .decisions
             .iter()
             .filter(|d| d.keep)
@@ -134,7 +134,7 @@ fn three_months_of_six_a_day_keep_the_window_and_storage_stays_flat() {
         );
         if starts.iter().filter(|t| local_day(&tz, **t) == day).count() == 1 {
             prune(&repo, &mut catalog, &prune_opts, &AtomicBool::new(false)).unwrap();
-            bytes_by_day.insert((now - start).num_days(), data_bytes(&env));
+            bytes_by_day.insert(now.duration_since(start).as_hours() / 24, data_bytes(&env));
         }
     }
     // 100 days × 6, less the runs the outage cost, plus its one catch-up.
@@ -154,7 +154,7 @@ fn three_months_of_six_a_day_keep_the_window_and_storage_stays_flat() {
     );
     let days_90: usize = made
         .iter()
-        .filter(|t| **t < start + Duration::days(90))
+        .filter(|t| **t < start + coffer::time::days(90))
         .count();
     assert_eq!(days_90, 540, "three months of six a day");
 
