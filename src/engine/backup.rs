@@ -122,9 +122,27 @@ enum FileContent {
     Inline(Vec<u8>),
 }
 
+/// Why a file was skipped rather than read; its text goes into the report.
+#[derive(Debug, thiserror::Error)]
+enum ReadFailure {
+    /// Removed between the walk and the read.
+    #[error("{0}")]
+    Vanished(std::io::Error),
+    /// Opening, reading or looking at it failed (permissions, I/O errors).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The backup was stopped before this file was read.
+    #[error("stopped")]
+    Stopped,
+    /// The sealers hung up while it was read: the backup is stopping.
+    #[error("backup is stopping")]
+    Stopping,
+}
+
 struct FileDone {
     seq: u64,
-    result: std::result::Result<(FileContent, bool), String>,
+    /// The content, and whether the file changed while it was read.
+    result: std::result::Result<(FileContent, bool), ReadFailure>,
 }
 
 /// One entry waiting to be written to the file list, in walk order.
@@ -210,49 +228,48 @@ fn read_file(
     seal_tx: &Sender<PlainBlob>,
     progress: &dyn Progress,
     read_bytes: &AtomicU64,
-) -> std::result::Result<(FileContent, bool), String> {
-    let f = std::fs::File::open(&job.abs).map_err(|e| e.to_string())?;
+) -> std::result::Result<(FileContent, bool), ReadFailure> {
+    let f = std::fs::File::open(&job.abs).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ReadFailure::Vanished(e),
+        _ => ReadFailure::Io(e),
+    })?;
     let before = &job.meta;
     let content = if before.len() < small {
         let mut data = Vec::with_capacity(before.len() as usize);
-        (&f).take(small)
-            .read_to_end(&mut data)
-            .map_err(|e| e.to_string())?;
+        (&f).take(small).read_to_end(&mut data)?;
         progress.advance(data.len() as u64);
         read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         FileContent::Inline(data)
     } else {
         let mut extents = Vec::new();
-        let total = chunker
-            .split_reader::<_, std::io::Error>(&f, |chunk| {
-                let id = keys.blob_id(&chunk);
-                let len = chunk.len() as u64;
-                extents.push(Extent {
-                    blob: id,
-                    offset: 0,
-                    length: len,
-                });
-                progress.advance(len);
-                read_bytes.fetch_add(len, Ordering::Relaxed);
-                if dedup.claim(&id) {
-                    seal_tx
-                        .send(PlainBlob {
-                            id,
-                            kind: BlobKind::Data,
-                            data: chunk,
-                        })
-                        .map_err(|_| std::io::Error::other("backup is stopping"))?;
-                }
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
+        let total = chunker.split_reader::<_, ReadFailure>(&f, |chunk| {
+            let id = keys.blob_id(&chunk);
+            let len = chunk.len() as u64;
+            extents.push(Extent {
+                blob: id,
+                offset: 0,
+                length: len,
+            });
+            progress.advance(len);
+            read_bytes.fetch_add(len, Ordering::Relaxed);
+            if dedup.claim(&id) {
+                seal_tx
+                    .send(PlainBlob {
+                        id,
+                        kind: BlobKind::Data,
+                        data: chunk,
+                    })
+                    .map_err(|_| ReadFailure::Stopping)?;
+            }
+            Ok(())
+        })?;
         FileContent::Chunked(extents, total)
     };
     let read_len = match &content {
         FileContent::Inline(d) => d.len() as u64,
         FileContent::Chunked(_, n) => *n,
     };
-    let after = f.metadata().map_err(|e| e.to_string())?;
+    let after = f.metadata()?;
     let changed = read_len != before.len()
         || after.len() != before.len()
         || after.mtime() != before.mtime()
@@ -394,7 +411,7 @@ pub fn backup(
     if sources.is_empty() {
         return Err(Error::NoSources);
     }
-    let excludes = Excludes::new(&opts.exclude).map_err(Error::Invalid)?;
+    let excludes = Excludes::new(&opts.exclude)?;
     let job = Job {
         repo,
         opts,
@@ -498,7 +515,7 @@ fn pipeline(
                     // unanswered while another waited for work hung the
                     // backup after SIGINT.
                     let result = if cancel.load(Ordering::Relaxed) {
-                        Err("stopped".to_string())
+                        Err(ReadFailure::Stopped)
                     } else {
                         read_file(
                             &file, chunker, SMALL_FILE, dedup, &repo.keys, &seal_tx, progress,
@@ -830,7 +847,7 @@ impl<'a> Driver<'a> {
             }
             Err(e) => {
                 self.skipped
-                    .push((format!("/{}", slot.entry.path_display()), e));
+                    .push((format!("/{}", slot.entry.path_display()), e.to_string()));
                 slot.state = SlotState::Failed;
             }
         }

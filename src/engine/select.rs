@@ -233,12 +233,7 @@ impl View {
                 snaps
                     .iter()
                     .rposition(|(_, s)| s.time <= t)
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "no snapshot at or before {}; list them with `coffer snapshots`",
-                            t.to_rfc3339()
-                        ))
-                    })?,
+                    .ok_or_else(|| Error::NoSnapshotBefore { at: t.to_rfc3339() })?,
             ),
             None => None,
         };
@@ -252,9 +247,7 @@ impl View {
             });
         }
         if snaps.is_empty() {
-            return Err(Error::Invalid(
-                "no snapshots (that match the filters); list them with `coffer snapshots`".into(),
-            ));
+            return Err(Error::NoSnapshots);
         }
         let (whole, skipped) = newest_whole(
             &self.repo,
