@@ -623,11 +623,15 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         summary: summary.clone(),
     };
     let snapshot = job.repo.write_snapshot(&snap)?;
+    // The index objects, the snapshot and the file cache that relies on
+    // them: in the catalog together or not at all.
+    let tx = catalog.begin()?;
     for (id, index) in &indexes {
-        catalog.add_index(id, index)?;
+        tx.add_index(id, index)?;
     }
-    catalog.put_snapshot(&snapshot, &snap)?;
-    catalog.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
+    tx.put_snapshot(&snapshot, &snap)?;
+    tx.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
+    tx.commit()?;
     Ok(BackupReport {
         snapshot,
         summary,
