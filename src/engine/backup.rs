@@ -117,6 +117,7 @@ struct FileJob {
     meta: std::fs::Metadata,
 }
 
+#[derive(Debug)]
 enum FileContent {
     Chunked(Vec<Extent>, u64),
     Inline(Vec<u8>),
@@ -1014,5 +1015,71 @@ impl<'a> Driver<'a> {
             refs: ref_ids,
             tree_index,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::chunker::ChunkerParams;
+    use crate::repo::keys::{AgentKey, Keys};
+
+    /// Reads `abs` as a reader thread does, its metadata taken first (the
+    /// walk's), with `small` as the inline threshold.
+    fn read(
+        abs: PathBuf,
+        meta: std::fs::Metadata,
+        small: u64,
+        seal_tx: &Sender<PlainBlob>,
+    ) -> std::result::Result<(FileContent, bool), ReadFailure> {
+        let id = age::x25519::Identity::generate();
+        let keys = Keys::from_agent_key(&AgentKey::generate("t".into(), vec![id.to_public()]));
+        let dedup = Dedup {
+            known: HashMap::new(),
+            queued: Mutex::new(HashSet::new()),
+        };
+        let job = FileJob { seq: 0, abs, meta };
+        let chunker = Chunker::new(ChunkerParams::with_avg(1024), 0);
+        let read_bytes = AtomicU64::new(0);
+        read_file(
+            &job,
+            &chunker,
+            small,
+            &dedup,
+            &keys,
+            seal_tx,
+            &super::super::NoProgress,
+            &read_bytes,
+        )
+    }
+
+    /// A file removed between the walk and the read is told apart from one
+    /// that can not be read; sealers gone mid-file mean the backup stops.
+    #[test]
+    fn a_read_says_why_it_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 10_000]).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let (seal_tx, seal_rx) = unbounded();
+
+        let (content, changed) = read(path.clone(), meta.clone(), 1 << 20, &seal_tx).unwrap();
+        assert!(!changed);
+        assert!(matches!(content, FileContent::Inline(d) if d.len() == 10_000));
+
+        drop(seal_rx);
+        let e = read(path.clone(), meta.clone(), 0, &seal_tx).unwrap_err();
+        assert!(matches!(e, ReadFailure::Stopping), "{e:?}");
+        assert_eq!(e.to_string(), "backup is stopping");
+
+        let e = read(dir.path().to_path_buf(), meta.clone(), 0, &seal_tx).unwrap_err();
+        assert!(matches!(e, ReadFailure::Io(_)), "{e:?}");
+
+        std::fs::remove_file(&path).unwrap();
+        let e = read(path, meta, 0, &seal_tx).unwrap_err();
+        assert!(
+            matches!(&e, ReadFailure::Vanished(io) if io.kind() == std::io::ErrorKind::NotFound)
+        );
+        assert_eq!(e.to_string(), "No such file or directory (os error 2)");
     }
 }
