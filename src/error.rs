@@ -34,8 +34,8 @@ pub enum Error {
     Prune(#[from] crate::engine::prune::PruneError),
     #[error(transparent)]
     Erase(#[from] crate::engine::erase::EraseError),
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Exclude(#[from] crate::engine::ExcludeError),
     /// A backup source that can not be looked at.
     #[error("source {path}: {reason}; check the path in the profile or command line")]
     Source { path: PathBuf, reason: String },
@@ -57,6 +57,15 @@ pub enum Error {
     /// A file needs a blob no index lists.
     #[error("/{path}: blob {blob} is missing from the repository; `coffer check` tells more")]
     MissingBlob { path: String, blob: String },
+    /// A file list extent that ends past its blob's plaintext.
+    #[error("/{path}: the file list points outside blob {blob}")]
+    OutsideBlob { path: String, blob: String },
+    /// `--at` (or `as of`) before the first snapshot.
+    #[error("no snapshot at or before {at}; list them with `coffer snapshots`")]
+    NoSnapshotBefore { at: String },
+    /// None at all, or none that the filters let through.
+    #[error("no snapshots (that match the filters); list them with `coffer snapshots`")]
+    NoSnapshots,
     /// A file whose stored data could not be read back.
     #[error(
         "/{path}: {reason}; `coffer check --read-data` names what is damaged, and an older snapshot may hold this file intact"

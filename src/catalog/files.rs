@@ -38,6 +38,28 @@ pub(super) fn decode_extents(b: &[u8]) -> Option<Vec<Extent>> {
     )
 }
 
+/// The write of file-cache rows, inside a [`Tx`].
+pub(super) fn upsert<'a>(
+    conn: &Connection,
+    files: impl IntoIterator<Item = (&'a [u8], &'a CachedFile)>,
+) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(
+        "INSERT OR REPLACE INTO files (path, size, mtime, ctime, ino, content)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (p, f) in files {
+        st.execute(params![
+            p,
+            f.size as i64,
+            f.mtime,
+            f.ctime,
+            f.ino as i64,
+            encode_extents(&f.content)
+        ])?;
+    }
+    Ok(())
+}
+
 impl Catalog {
     pub fn files(&self) -> Result<HashMap<Vec<u8>, CachedFile>, CatalogError> {
         let mut out = HashMap::new();
@@ -63,31 +85,9 @@ impl Catalog {
         &mut self,
         files: impl IntoIterator<Item = (&'a [u8], &'a CachedFile)>,
     ) -> Result<(), CatalogError> {
-        let err = sql_error(self.path.clone());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        {
-            let mut st = tx
-                .prepare(
-                    "INSERT OR REPLACE INTO files (path, size, mtime, ctime, ino, content)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(&err)?;
-            for (p, f) in files {
-                st.execute(params![
-                    p,
-                    f.size as i64,
-                    f.mtime,
-                    f.ctime,
-                    f.ino as i64,
-                    encode_extents(&f.content)
-                ])
-                .map_err(&err)?;
-            }
-        }
-        tx.commit().map_err(&err)
+        let tx = self.begin()?;
+        tx.save_files(files)?;
+        tx.commit()
     }
 
     pub fn clear_files(&self) -> Result<(), CatalogError> {

@@ -3,6 +3,36 @@
 
 use super::*;
 
+/// The writes, on the catalog's connection or inside a [`Tx`].
+pub(super) fn insert_damage(
+    conn: &Connection,
+    id: &[u8; 32],
+    record: &DamageRecord,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO damage (id, json) VALUES (?1, ?2)",
+        params![&id[..], serde_json::to_string(record).unwrap_or_default()],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn delete_damage(conn: &Connection, id: &[u8; 32]) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM damage WHERE id = ?1", [&id[..]])
+        .map(|_| ())
+}
+
+/// Replaces the verified set with `ids`, verified now.
+pub(super) fn replace_verified(conn: &Connection, ids: &[SnapshotId]) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM verified", [])?;
+    let mut st =
+        conn.prepare("INSERT OR REPLACE INTO verified (snapshot, time) VALUES (?1, ?2)")?;
+    let now = crate::time::rfc3339_offset(jiff::Timestamp::now());
+    for id in ids {
+        st.execute(params![&id.0[..], now])?;
+    }
+    Ok(())
+}
+
 impl Catalog {
     /// Snapshots whose every blob `check --read-data` decrypted and verified.
     pub fn verified_snapshots(&self) -> Result<HashSet<SnapshotId>, CatalogError> {
@@ -16,22 +46,9 @@ impl Catalog {
     /// Records that `check --read-data` verified these snapshots now; forgets
     /// earlier verdicts on the others (they were not verified this time).
     pub fn set_verified(&mut self, ids: &[SnapshotId]) -> Result<(), CatalogError> {
-        let err = sql_error(self.path.clone());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        tx.execute("DELETE FROM verified", []).map_err(&err)?;
-        {
-            let mut st = tx
-                .prepare("INSERT OR REPLACE INTO verified (snapshot, time) VALUES (?1, ?2)")
-                .map_err(&err)?;
-            let now = crate::time::rfc3339_offset(jiff::Timestamp::now());
-            for id in ids {
-                st.execute(params![&id.0[..], now]).map_err(&err)?;
-            }
-        }
-        tx.commit().map_err(&err)
+        let tx = self.begin()?;
+        tx.set_verified(ids)?;
+        tx.commit()
     }
 
     /// The damage records this catalog has read, by object id.
@@ -48,20 +65,11 @@ impl Catalog {
     }
 
     pub fn put_damage(&self, id: &[u8; 32], record: &DamageRecord) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO damage (id, json) VALUES (?1, ?2)",
-                params![&id[..], serde_json::to_string(record).unwrap_or_default()],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        insert_damage(&self.conn, id, record).map_err(|e| self.err(e))
     }
 
     pub fn remove_damage(&self, id: &[u8; 32]) -> Result<(), CatalogError> {
-        self.conn
-            .execute("DELETE FROM damage WHERE id = ?1", [&id[..]])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        delete_damage(&self.conn, id).map_err(|e| self.err(e))
     }
 
     /// Packs this machine read whole and found to hash to their names, with

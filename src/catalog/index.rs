@@ -109,6 +109,26 @@ pub(super) fn decode_index(
     Some(())
 }
 
+/// The writes of an index object's rows (two tables): inside a [`Tx`] only.
+pub(super) fn insert(conn: &Connection, id: &IndexId, index: &IndexFile) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO indexes (id, blobs) VALUES (?1, ?2)",
+        params![&id.0[..], encode_index(index)],
+    )?;
+    let mut pk =
+        conn.prepare("INSERT OR REPLACE INTO packs (id, size, idx) VALUES (?1, ?2, ?3)")?;
+    for p in &index.packs {
+        pk.execute(params![&p.id.0[..], p.size as i64, &id.0[..]])?;
+    }
+    Ok(())
+}
+
+pub(super) fn delete(conn: &Connection, id: &IndexId) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM packs WHERE idx = ?1", [&id.0[..]])?;
+    conn.execute("DELETE FROM indexes WHERE id = ?1", [&id.0[..]])?;
+    Ok(())
+}
+
 impl Catalog {
     pub fn known_indexes(&self) -> Result<HashSet<IndexId>, CatalogError> {
         Ok(self
@@ -120,40 +140,16 @@ impl Catalog {
 
     /// Records an index object and the packs it lists, in one transaction.
     pub fn add_index(&mut self, id: &IndexId, index: &IndexFile) -> Result<(), CatalogError> {
-        let err = sql_error(self.path.clone());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO indexes (id, blobs) VALUES (?1, ?2)",
-            params![&id.0[..], encode_index(index)],
-        )
-        .map_err(&err)?;
-        {
-            let mut pk = tx
-                .prepare("INSERT OR REPLACE INTO packs (id, size, idx) VALUES (?1, ?2, ?3)")
-                .map_err(&err)?;
-            for p in &index.packs {
-                pk.execute(params![&p.id.0[..], p.size as i64, &id.0[..]])
-                    .map_err(&err)?;
-            }
-        }
-        tx.commit().map_err(&err)
+        let tx = self.begin()?;
+        tx.add_index(id, index)?;
+        tx.commit()
     }
 
     /// Forgets an index object (it was removed from the repository).
     pub fn remove_index(&mut self, id: &IndexId) -> Result<(), CatalogError> {
-        let err = sql_error(self.path.clone());
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        tx.execute("DELETE FROM packs WHERE idx = ?1", [&id.0[..]])
-            .map_err(&err)?;
-        tx.execute("DELETE FROM indexes WHERE id = ?1", [&id.0[..]])
-            .map_err(&err)?;
-        tx.commit().map_err(&err)
+        let tx = self.begin()?;
+        tx.remove_index(id)?;
+        tx.commit()
     }
 
     /// Every blob the index objects list and where it is. A blob two objects

@@ -18,9 +18,11 @@ mod health;
 mod index;
 mod refs;
 mod snapshots;
+mod tx;
 
 pub use files::CachedFile;
 pub use index::BlobLocation;
+pub use tx::Tx;
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt.
 const SCHEMA_VERSION: i64 = 5;
@@ -133,11 +135,6 @@ pub struct RunRecord {
 pub struct Catalog {
     conn: Connection,
     path: PathBuf,
-}
-
-/// Maps SQLite errors inside a transaction, where `self` is borrowed.
-fn sql_error(path: PathBuf) -> impl Fn(rusqlite::Error) -> CatalogError {
-    move |source| CatalogError::sqlite(path.clone(), source)
 }
 
 /// SQLite said another connection holds the lock.

@@ -2,19 +2,27 @@
 
 use super::*;
 
+/// The writes, on the catalog's connection or inside a [`Tx`].
+pub(super) fn insert(conn: &Connection, id: &SnapshotId, snap: &Snapshot) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO snapshots (id, time, json) VALUES (?1, ?2, ?3)",
+        params![
+            &id.0[..],
+            crate::time::rfc3339_offset(snap.time),
+            serde_json::to_string(snap).unwrap_or_default()
+        ],
+    )
+    .map(|_| ())
+}
+
+pub(super) fn delete(conn: &Connection, id: &SnapshotId) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
+        .map(|_| ())
+}
+
 impl Catalog {
     pub fn put_snapshot(&self, id: &SnapshotId, snap: &Snapshot) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO snapshots (id, time, json) VALUES (?1, ?2, ?3)",
-                params![
-                    &id.0[..],
-                    crate::time::rfc3339_offset(snap.time),
-                    serde_json::to_string(snap).unwrap_or_default()
-                ],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        insert(&self.conn, id, snap).map_err(|e| self.err(e))
     }
 
     pub fn snapshot_ids(&self) -> Result<HashSet<SnapshotId>, CatalogError> {
@@ -26,10 +34,7 @@ impl Catalog {
     }
 
     pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<(), CatalogError> {
-        self.conn
-            .execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        delete(&self.conn, id).map_err(|e| self.err(e))
     }
 
     /// Snapshots sorted by time, oldest first.

@@ -451,6 +451,13 @@ impl<'a> ParseCx<'a> {
     }
 }
 
+// The per-field helpers below (and `time_zone`, `parse_duration`,
+// `parse_time_of_day` above) return a String on purpose: the message is
+// immediately prefixed with its key and wrapped by `ParseCx::invalid` into
+// `ConfigError::Parse`/`Invalid`, which reads that key to find the line.
+// The typed error is ConfigError; a variant per message would only be
+// turned back into text one call later.
+
 /// The top-level keys: name, sources, compression, excludes, URLs.
 fn check_top_level(raw: &ProfileFile) -> Result<(), String> {
     if raw.name.is_empty()

@@ -117,14 +117,33 @@ struct FileJob {
     meta: std::fs::Metadata,
 }
 
+#[derive(Debug)]
 enum FileContent {
     Chunked(Vec<Extent>, u64),
     Inline(Vec<u8>),
 }
 
+/// Why a file was skipped rather than read; its text goes into the report.
+#[derive(Debug, thiserror::Error)]
+enum ReadFailure {
+    /// Removed between the walk and the read.
+    #[error("{0}")]
+    Vanished(std::io::Error),
+    /// Opening, reading or looking at it failed (permissions, I/O errors).
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The backup was stopped before this file was read.
+    #[error("stopped")]
+    Stopped,
+    /// The sealers hung up while it was read: the backup is stopping.
+    #[error("backup is stopping")]
+    Stopping,
+}
+
 struct FileDone {
     seq: u64,
-    result: std::result::Result<(FileContent, bool), String>,
+    /// The content, and whether the file changed while it was read.
+    result: std::result::Result<(FileContent, bool), ReadFailure>,
 }
 
 /// One entry waiting to be written to the file list, in walk order.
@@ -210,49 +229,48 @@ fn read_file(
     seal_tx: &Sender<PlainBlob>,
     progress: &dyn Progress,
     read_bytes: &AtomicU64,
-) -> std::result::Result<(FileContent, bool), String> {
-    let f = std::fs::File::open(&job.abs).map_err(|e| e.to_string())?;
+) -> std::result::Result<(FileContent, bool), ReadFailure> {
+    let f = std::fs::File::open(&job.abs).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ReadFailure::Vanished(e),
+        _ => ReadFailure::Io(e),
+    })?;
     let before = &job.meta;
     let content = if before.len() < small {
         let mut data = Vec::with_capacity(before.len() as usize);
-        (&f).take(small)
-            .read_to_end(&mut data)
-            .map_err(|e| e.to_string())?;
+        (&f).take(small).read_to_end(&mut data)?;
         progress.advance(data.len() as u64);
         read_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         FileContent::Inline(data)
     } else {
         let mut extents = Vec::new();
-        let total = chunker
-            .split_reader::<_, std::io::Error>(&f, |chunk| {
-                let id = keys.blob_id(&chunk);
-                let len = chunk.len() as u64;
-                extents.push(Extent {
-                    blob: id,
-                    offset: 0,
-                    length: len,
-                });
-                progress.advance(len);
-                read_bytes.fetch_add(len, Ordering::Relaxed);
-                if dedup.claim(&id) {
-                    seal_tx
-                        .send(PlainBlob {
-                            id,
-                            kind: BlobKind::Data,
-                            data: chunk,
-                        })
-                        .map_err(|_| std::io::Error::other("backup is stopping"))?;
-                }
-                Ok(())
-            })
-            .map_err(|e| e.to_string())?;
+        let total = chunker.split_reader::<_, ReadFailure>(&f, |chunk| {
+            let id = keys.blob_id(&chunk);
+            let len = chunk.len() as u64;
+            extents.push(Extent {
+                blob: id,
+                offset: 0,
+                length: len,
+            });
+            progress.advance(len);
+            read_bytes.fetch_add(len, Ordering::Relaxed);
+            if dedup.claim(&id) {
+                seal_tx
+                    .send(PlainBlob {
+                        id,
+                        kind: BlobKind::Data,
+                        data: chunk,
+                    })
+                    .map_err(|_| ReadFailure::Stopping)?;
+            }
+            Ok(())
+        })?;
         FileContent::Chunked(extents, total)
     };
     let read_len = match &content {
         FileContent::Inline(d) => d.len() as u64,
         FileContent::Chunked(_, n) => *n,
     };
-    let after = f.metadata().map_err(|e| e.to_string())?;
+    let after = f.metadata()?;
     let changed = read_len != before.len()
         || after.len() != before.len()
         || after.mtime() != before.mtime()
@@ -394,7 +412,7 @@ pub fn backup(
     if sources.is_empty() {
         return Err(Error::NoSources);
     }
-    let excludes = Excludes::new(&opts.exclude).map_err(Error::Invalid)?;
+    let excludes = Excludes::new(&opts.exclude)?;
     let job = Job {
         repo,
         opts,
@@ -498,7 +516,7 @@ fn pipeline(
                     // unanswered while another waited for work hung the
                     // backup after SIGINT.
                     let result = if cancel.load(Ordering::Relaxed) {
-                        Err("stopped".to_string())
+                        Err(ReadFailure::Stopped)
                     } else {
                         read_file(
                             &file, chunker, SMALL_FILE, dedup, &repo.keys, &seal_tx, progress,
@@ -606,11 +624,15 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         summary: summary.clone(),
     };
     let snapshot = job.repo.write_snapshot(&snap)?;
+    // The index objects, the snapshot and the file cache that relies on
+    // them: in the catalog together or not at all.
+    let tx = catalog.begin()?;
     for (id, index) in &indexes {
-        catalog.add_index(id, index)?;
+        tx.add_index(id, index)?;
     }
-    catalog.put_snapshot(&snapshot, &snap)?;
-    catalog.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
+    tx.put_snapshot(&snapshot, &snap)?;
+    tx.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
+    tx.commit()?;
     Ok(BackupReport {
         snapshot,
         summary,
@@ -830,7 +852,7 @@ impl<'a> Driver<'a> {
             }
             Err(e) => {
                 self.skipped
-                    .push((format!("/{}", slot.entry.path_display()), e));
+                    .push((format!("/{}", slot.entry.path_display()), e.to_string()));
                 slot.state = SlotState::Failed;
             }
         }
@@ -993,5 +1015,71 @@ impl<'a> Driver<'a> {
             refs: ref_ids,
             tree_index,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::chunker::ChunkerParams;
+    use crate::repo::keys::{AgentKey, Keys};
+
+    /// Reads `abs` as a reader thread does, its metadata taken first (the
+    /// walk's), with `small` as the inline threshold.
+    fn read(
+        abs: PathBuf,
+        meta: std::fs::Metadata,
+        small: u64,
+        seal_tx: &Sender<PlainBlob>,
+    ) -> std::result::Result<(FileContent, bool), ReadFailure> {
+        let id = age::x25519::Identity::generate();
+        let keys = Keys::from_agent_key(&AgentKey::generate("t".into(), vec![id.to_public()]));
+        let dedup = Dedup {
+            known: HashMap::new(),
+            queued: Mutex::new(HashSet::new()),
+        };
+        let job = FileJob { seq: 0, abs, meta };
+        let chunker = Chunker::new(ChunkerParams::with_avg(1024), 0);
+        let read_bytes = AtomicU64::new(0);
+        read_file(
+            &job,
+            &chunker,
+            small,
+            &dedup,
+            &keys,
+            seal_tx,
+            &super::super::NoProgress,
+            &read_bytes,
+        )
+    }
+
+    /// A file removed between the walk and the read is told apart from one
+    /// that can not be read; sealers gone mid-file mean the backup stops.
+    #[test]
+    fn a_read_says_why_it_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 10_000]).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let (seal_tx, seal_rx) = unbounded();
+
+        let (content, changed) = read(path.clone(), meta.clone(), 1 << 20, &seal_tx).unwrap();
+        assert!(!changed);
+        assert!(matches!(content, FileContent::Inline(d) if d.len() == 10_000));
+
+        drop(seal_rx);
+        let e = read(path.clone(), meta.clone(), 0, &seal_tx).unwrap_err();
+        assert!(matches!(e, ReadFailure::Stopping), "{e:?}");
+        assert_eq!(e.to_string(), "backup is stopping");
+
+        let e = read(dir.path().to_path_buf(), meta.clone(), 0, &seal_tx).unwrap_err();
+        assert!(matches!(e, ReadFailure::Io(_)), "{e:?}");
+
+        std::fs::remove_file(&path).unwrap();
+        let e = read(path, meta, 0, &seal_tx).unwrap_err();
+        assert!(
+            matches!(&e, ReadFailure::Vanished(io) if io.kind() == std::io::ErrorKind::NotFound)
+        );
+        assert_eq!(e.to_string(), "No such file or directory (os error 2)");
     }
 }

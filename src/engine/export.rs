@@ -69,7 +69,35 @@ pub struct ExportReport {
 }
 
 /// A fetched blob, or why it could not be read (naming the blob and its pack).
-type Fetched = std::result::Result<Vec<u8>, String>;
+type Fetched = std::result::Result<Vec<u8>, ContentError>;
+
+/// Why a file's content stopped before its end; its text is the reason in
+/// [`Error::Unreadable`].
+#[derive(Debug, thiserror::Error)]
+enum ContentError {
+    #[error("blob {blob} is missing from the index; `coffer check` tells more")]
+    NotIndexed { blob: String },
+    /// Reading or opening the blob failed: the repository's error on one
+    /// line, naming the blob and its pack.
+    #[error("{0}")]
+    Blob(String),
+    /// The file list thread failed (its error's text).
+    #[error("{0}")]
+    List(String),
+    #[error("{}", Error::Interrupted)]
+    Interrupted,
+    #[error("the file list reader stopped")]
+    ListReaderStopped,
+    #[error("the blob reader stopped")]
+    BlobReaderStopped,
+    #[error("the file list points outside blob {blob} ({offset} + {length} > {len})")]
+    OutsideBlob {
+        blob: String,
+        offset: u64,
+        length: u64,
+        len: usize,
+    },
+}
 
 /// What the file-list thread hands the writer, in archive order: an entry,
 /// then for each of its content extents the blob it reads (`None`: the same
@@ -182,12 +210,9 @@ pub fn export<W: Write>(
 
 /// Reads one blob; an error names the blob and its pack.
 fn fetch(repo: &Repository, blobs: &HashMap<BlobId, BlobLocation>, id: &BlobId) -> Fetched {
-    let loc = blobs.get(id).ok_or_else(|| {
-        format!(
-            "blob {} is missing from the index; `coffer check` tells more",
-            id.short()
-        )
-    })?;
+    let loc = blobs
+        .get(id)
+        .ok_or_else(|| ContentError::NotIndexed { blob: id.short() })?;
     repo.read_blob(&loc.pack, &loc.entry).map_err(|e| {
         if let crate::repo::RepoError::Corrupt { .. } | crate::repo::RepoError::WrongKey { .. } = e
         {
@@ -200,11 +225,11 @@ fn fetch(repo: &Repository, blobs: &HashMap<BlobId, BlobLocation>, id: &BlobId) 
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
-        if msg.contains(&loc.pack.key()) {
+        ContentError::Blob(if msg.contains(&loc.pack.key()) {
             msg
         } else {
             format!("blob {} in {}: {msg}", id.short(), loc.pack.key())
-        }
+        })
     })
 }
 
@@ -392,26 +417,24 @@ struct Content<'a> {
     end: usize,
     tokens: &'a Receiver<()>,
     /// Why reading stopped, for the error message.
-    failure: Option<String>,
+    failure: Option<ContentError>,
     progress: &'a dyn Progress,
     cancel: &'a AtomicBool,
 }
 
 impl Content<'_> {
-    fn start_next(&mut self) -> std::result::Result<(), String> {
+    fn start_next(&mut self) -> std::result::Result<(), ContentError> {
         if self.cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted.to_string());
+            return Err(ContentError::Interrupted);
         }
         let x = self.extents[self.next];
         let piece = match self.items.recv() {
             Ok(Ok(Item::Piece(p))) => p,
-            Ok(Err(e)) => return Err(e.to_string()),
-            _ => return Err("the file list reader stopped".into()),
+            Ok(Err(e)) => return Err(ContentError::List(e.to_string())),
+            _ => return Err(ContentError::ListReaderStopped),
         };
         if let Some(rx) = piece {
-            let blob = rx
-                .recv()
-                .map_err(|_| "the blob reader stopped".to_string())??;
+            let blob = rx.recv().map_err(|_| ContentError::BlobReaderStopped)??;
             // The blob before is done with: let the reader fetch one more.
             if self.current.replace(blob).is_some() {
                 let _ = self.tokens.recv();
@@ -423,13 +446,11 @@ impl Content<'_> {
             .checked_add(x.length)
             .filter(|&end| end <= len as u64)
             .map(|end| (x.offset as usize, end as usize))
-            .ok_or_else(|| {
-                format!(
-                    "the file list points outside blob {} ({} + {} > {len})",
-                    x.blob.short(),
-                    x.offset,
-                    x.length
-                )
+            .ok_or_else(|| ContentError::OutsideBlob {
+                blob: x.blob.short(),
+                offset: x.offset,
+                length: x.length,
+                len,
             })?;
         self.pos = start;
         self.end = end;
@@ -444,8 +465,9 @@ impl Read for Content<'_> {
             if self.next == self.extents.len() {
                 return Ok(0);
             }
-            if let Err(msg) = self.start_next() {
-                self.failure = Some(msg.clone());
+            if let Err(why) = self.start_next() {
+                let msg = why.to_string();
+                self.failure = Some(why);
                 return Err(std::io::Error::other(msg));
             }
         }
@@ -503,7 +525,7 @@ fn append_entry<W: Write>(
                     _ if content.cancel.load(Ordering::Relaxed) => Error::Interrupted,
                     Some(why) => Error::Unreadable {
                         path: shown.to_string(),
-                        reason: why,
+                        reason: why.to_string(),
                     },
                     None => out_err(err),
                 });

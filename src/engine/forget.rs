@@ -224,9 +224,11 @@ fn forget_locked(
         let keys: Vec<String> = gone.iter().map(SnapshotId::key).collect();
         lock.confirm()?;
         repo.store.delete_many(&keys)?;
+        let tx = catalog.begin()?;
         for id in &gone {
-            catalog.remove_snapshot(id)?;
+            tx.remove_snapshot(id)?;
         }
+        tx.commit()?;
     }
     Ok(plan.report(false))
 }

@@ -276,9 +276,9 @@ impl Parsed {
         buf.extend_from_slice(data);
         let mut matches = Vec::new();
         let mut start = 0;
-        let corrupt = |reason: String| crate::repo::RepoError::Corrupt {
+        let corrupt = |m: crate::repo::Malformed| crate::repo::RepoError::Corrupt {
             object: what.to_string(),
-            reason: format!("bad file list entry: {reason}"),
+            reason: format!("bad file list entry: {m}"),
         };
         while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
             let e = check_line_length(nl)

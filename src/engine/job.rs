@@ -716,7 +716,7 @@ timeout = "2m"
     fn job_errors_say_what_coffer_run_said() {
         let e = JobError::AfterBackup {
             short: "abcd1234".into(),
-            step: Box::new(StepError::Retention(crate::Error::Invalid("x".into()))),
+            step: Box::new(StepError::Retention(crate::Error::Stopped("x"))),
         };
         assert_eq!(
             e.to_string(),

@@ -37,6 +37,7 @@ pub use sync::{
     Adopted, BadObject, Skipped, Snapshots, Synced, adopt_orphan_packs, is_bad_object, one_line,
     sync, sync_index, sync_snapshots,
 };
+pub use walk::ExcludeError;
 
 /// Progress reports from the engines; the CLI draws bars, tests ignore them.
 pub trait Progress: Sync {

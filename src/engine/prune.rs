@@ -755,12 +755,15 @@ fn replace_indexes(
     lock.confirm()?;
     let old: Vec<String> = plan.indexes_replaced.iter().map(|i| i.key()).collect();
     repo.store.delete_many(&old)?;
+    // The catalog never lists the old and the new index objects apart.
+    let tx = catalog.begin()?;
     for i in &plan.indexes_replaced {
-        catalog.remove_index(i)?;
+        tx.remove_index(i)?;
     }
     for (id, index) in &new_indexes {
-        catalog.add_index(id, index)?;
+        tx.add_index(id, index)?;
     }
+    tx.commit()?;
     Ok(())
 }
 

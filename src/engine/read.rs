@@ -148,7 +148,7 @@ pub fn for_each_entry_under(
         index_data = Some(d.to_vec());
         Ok(())
     })?;
-    let index = parse_index(&index_data.unwrap_or_default()).map_err(corrupt)?;
+    let index = parse_index(&index_data.unwrap_or_default()).map_err(|m| corrupt(m.to_string()))?;
     let start = index
         .iter()
         .rev()

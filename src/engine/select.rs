@@ -223,11 +223,8 @@ impl View {
                 snaps
                     .iter()
                     .rposition(|(_, s)| s.time <= t)
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "no snapshot at or before {}; list them with `coffer snapshots`",
-                            crate::time::rfc3339_offset(t)
-                        ))
+                    .ok_or_else(|| Error::NoSnapshotBefore {
+                        at: crate::time::rfc3339_offset(t),
                     })?,
             ),
             None => None,
@@ -242,9 +239,7 @@ impl View {
             });
         }
         if snaps.is_empty() {
-            return Err(Error::Invalid(
-                "no snapshots (that match the filters); list them with `coffer snapshots`".into(),
-            ));
+            return Err(Error::NoSnapshots);
         }
         let (whole, skipped) = newest_whole(
             &self.repo,

@@ -105,23 +105,26 @@ fn sync_parts(repo: &Repository, catalog: &mut Catalog, with_snaps: bool) -> Res
             PackId::from_key(&o.key).map(|p| (p, info))
         })
         .collect();
-    // The damage records: the catalog's, less those gone, plus the new ones.
+    // The damage records: the catalog's, less those gone, plus the new ones;
+    // with the index objects gone, in one transaction.
     let mut records: Vec<([u8; 32], DamageRecord)> = Vec::new();
+    let tx = catalog.begin()?;
     for (id, rec) in known_damage {
         if damage.in_repo.contains(&id) {
             records.push((id, rec));
         } else {
-            catalog.remove_damage(&id)?;
+            tx.remove_damage(&id)?;
         }
     }
     for (id, rec) in damage.new {
-        catalog.put_damage(&id, &rec)?;
+        tx.put_damage(&id, &rec)?;
         records.push((id, rec));
     }
-    // The packs' sizes as indexed: the catalog's, with the new objects laid over.
     for gone in known_indexes.difference(&indexes.in_repo) {
-        catalog.remove_index(gone)?;
+        tx.remove_index(gone)?;
     }
+    tx.commit()?;
+    // The packs' sizes as indexed: the catalog's, with the new objects laid over.
     let mut indexed = catalog.packs()?;
     for (_, index) in &indexes.new {
         indexed.extend(index.packs.iter().map(|p| (p.id, p.size)));
@@ -271,10 +274,12 @@ fn apply_indexes(
 ) -> Result<HashMap<BlobId, BlobLocation>> {
     let usable = |l: &BlobLocation| health.usable(l);
     let mut blobs = catalog.blobs_preferring(&usable)?;
+    let tx = catalog.begin()?;
     for (id, index) in &new {
-        catalog.add_index(id, index)?;
+        tx.add_index(id, index)?;
         BlobLocation::lay_over(&mut blobs, index, &usable);
     }
+    tx.commit()?;
     Ok(blobs)
 }
 
@@ -283,12 +288,14 @@ fn apply_snapshots(
     known: &HashSet<SnapshotId>,
     fetched: Fetched<SnapshotId, Snapshot>,
 ) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let tx = catalog.begin()?;
     for gone in known.difference(&fetched.in_repo) {
-        catalog.remove_snapshot(gone)?;
+        tx.remove_snapshot(gone)?;
     }
     for (id, snap) in &fetched.new {
-        catalog.put_snapshot(id, snap)?;
+        tx.put_snapshot(id, snap)?;
     }
+    tx.commit()?;
     Ok(catalog.snapshots()?)
 }
 
@@ -335,9 +342,11 @@ pub fn adopt_orphan_packs(
     }
     // Index objects of a bounded size, however many packs lost theirs.
     let written = repo.write_indexes(packs.clone())?;
+    let tx = catalog.begin()?;
     for (id, index) in &written {
-        catalog.add_index(id, index)?;
+        tx.add_index(id, index)?;
     }
+    tx.commit()?;
     Ok(Adopted {
         index: IndexFile { packs },
         objects: written.len(),

@@ -31,8 +31,21 @@ pub struct Excludes {
     by_path: GlobSet,
 }
 
+/// An exclude glob that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum ExcludeError {
+    #[error("exclude {pattern:?}: {error}")]
+    Pattern {
+        pattern: String,
+        error: globset::Error,
+    },
+    /// The set of globs could not be compiled (globset's message).
+    #[error("{0}")]
+    Set(globset::Error),
+}
+
 impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes, String> {
+    pub fn new(patterns: &[String]) -> Result<Excludes, ExcludeError> {
         let mut by_name = GlobSetBuilder::new();
         let mut by_path = GlobSetBuilder::new();
         for p in patterns {
@@ -40,7 +53,10 @@ impl Excludes {
                 .literal_separator(true)
                 .backslash_escape(true)
                 .build()
-                .map_err(|e| format!("exclude {p:?}: {e}"))?;
+                .map_err(|error| ExcludeError::Pattern {
+                    pattern: p.clone(),
+                    error,
+                })?;
             if p.contains('/') {
                 by_path.add(g);
             } else {
@@ -48,8 +64,8 @@ impl Excludes {
             }
         }
         Ok(Excludes {
-            by_name: by_name.build().map_err(|e| e.to_string())?,
-            by_path: by_path.build().map_err(|e| e.to_string())?,
+            by_name: by_name.build().map_err(ExcludeError::Set)?,
+            by_path: by_path.build().map_err(ExcludeError::Set)?,
         })
     }
 

@@ -40,7 +40,7 @@ impl ChunkerParams {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), super::Malformed> {
         let ok = self.min >= 64
             && self.min <= self.avg
             && self.avg <= self.max
@@ -53,7 +53,7 @@ impl ChunkerParams {
         if ok {
             Ok(())
         } else {
-            Err(format!("invalid chunker sizes {self:?}"))
+            Err(super::Malformed::ChunkerSizes(*self))
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::ids::PackId;
 use super::limits;
+use super::malformed::Malformed;
 use super::pack::{FOOTER_LEN, PackEntry};
 use serde::{Deserialize, Serialize};
 
@@ -28,25 +29,28 @@ impl IndexFile {
     /// footer) and within what its kind can have. An index read from storage
     /// is refused whole otherwise: its numbers would be used as lengths and
     /// offsets of reads.
-    pub fn validate(&self, max_pack: u64) -> Result<(), String> {
+    pub fn validate(&self, max_pack: u64) -> Result<(), Malformed> {
         for p in &self.packs {
-            let pack = p.id.short();
+            let pack = || p.id.short();
             if !(FOOTER_LEN..=max_pack).contains(&p.size) {
-                return Err(format!(
-                    "pack {pack} is said to be {} bytes; a pack is {FOOTER_LEN} to {max_pack}",
-                    p.size
-                ));
+                return Err(Malformed::PackSize {
+                    pack: pack(),
+                    size: p.size,
+                    max: max_pack,
+                });
             }
             if p.blobs.len() > limits::MAX_PACK_BLOBS {
-                return Err(format!(
-                    "pack {pack} is said to hold {} blobs, more than a pack can ({})",
-                    p.blobs.len(),
-                    limits::MAX_PACK_BLOBS
-                ));
+                return Err(Malformed::PackBlobs {
+                    pack: pack(),
+                    blobs: p.blobs.len(),
+                });
             }
             for b in &p.blobs {
                 b.check(p.size - FOOTER_LEN)
-                    .map_err(|e| format!("pack {pack}: {e}"))?;
+                    .map_err(|e| Malformed::InPack {
+                        pack: pack(),
+                        blob: Box::new(e),
+                    })?;
             }
         }
         Ok(())
@@ -124,8 +128,15 @@ mod tests {
         let with = |f: &dyn Fn(&mut IndexedPack)| {
             let mut ix = ok.clone();
             f(&mut ix.packs[0]);
-            ix.validate(max_pack).unwrap_err()
+            ix.validate(max_pack).unwrap_err().to_string()
         };
+        let mut ix = ok.clone();
+        ix.packs[0].blobs[0].length = 1 << 62;
+        let e = ix.validate(max_pack).unwrap_err();
+        assert!(
+            matches!(&e, Malformed::InPack { blob, .. } if matches!(**blob, Malformed::BlobOutside { .. })),
+            "{e:?}"
+        );
         let e = with(&|p| p.blobs[0].length = 1 << 62);
         assert!(e.contains("outside the pack"), "{e}");
         let e = with(&|p| p.blobs[1].offset = u64::MAX);

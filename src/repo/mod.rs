@@ -10,6 +10,7 @@ pub mod index;
 pub mod keys;
 pub mod limits;
 pub mod lock;
+mod malformed;
 pub mod pack;
 pub mod snapshot;
 pub mod store;
@@ -22,6 +23,7 @@ use ids::{IndexId, PackId, SnapshotId};
 use index::IndexFile;
 use jiff::Timestamp;
 use keys::{AgentKey, Audience, Keys, OperatorIdentity};
+pub use malformed::Malformed;
 use pack::PackEntry;
 use serde::{Deserialize, Serialize};
 use snapshot::Snapshot;
@@ -225,8 +227,9 @@ impl Repository {
         }
         let config: RepoConfig =
             serde_json::from_slice(&raw).map_err(|e| corrupt(e.to_string()))?;
-        config.data_chunks.validate().map_err(corrupt)?;
-        config.meta_chunks.validate().map_err(corrupt)?;
+        for params in [&config.data_chunks, &config.meta_chunks] {
+            params.validate().map_err(|m| corrupt(m.to_string()))?;
+        }
         if !(1024 * 1024..=1024 * 1024 * 1024).contains(&config.pack_size) {
             return Err(corrupt("pack_size out of range".into()));
         }
@@ -477,9 +480,9 @@ impl Repository {
         let index = read?;
         index
             .validate(self.max_pack_size())
-            .map_err(|reason| RepoError::Corrupt {
+            .map_err(|m| RepoError::Corrupt {
                 object: key.into(),
-                reason,
+                reason: m.to_string(),
             })?;
         Ok(index)
     }
@@ -574,9 +577,9 @@ impl Repository {
     /// Reads and opens one blob (a ranged read of exactly its bytes).
     pub fn read_blob(&self, pack: &PackId, entry: &PackEntry) -> Result<Vec<u8>, RepoError> {
         // Its numbers came from an index or trailer: bounded before the read.
-        entry.check(u64::MAX).map_err(|reason| RepoError::Corrupt {
+        entry.check(u64::MAX).map_err(|m| RepoError::Corrupt {
             object: pack.key(),
-            reason,
+            reason: m.to_string(),
         })?;
         let sealed = self
             .store

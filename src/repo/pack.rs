@@ -10,10 +10,10 @@
 //! The trailer makes a pack self-describing: a lost index can be rebuilt
 //! from the packs alone, by the agent as well as by the operator.
 
-use super::RepoError;
 use super::ids::{BlobId, PackId};
 use super::keys::{Audience, Keys};
 use super::limits;
+use super::{Malformed, RepoError};
 use serde::{Deserialize, Serialize};
 
 pub const FOOTER_MAGIC: &[u8; 8] = b"cofferP1";
@@ -79,31 +79,37 @@ impl PackEntry {
     /// Whether this entry can be real: it lies inside the first `body`
     /// bytes of its pack (the blobs, before the trailer), and its lengths are
     /// within what a blob of its kind can have (see [`super::limits`]).
-    pub fn check(&self, body: u64) -> Result<(), String> {
-        let id = self.id.short();
+    pub fn check(&self, body: u64) -> Result<(), Malformed> {
+        let blob = || self.id.short();
         let kind = self.kind.name();
         if self
             .offset
             .checked_add(self.length)
             .is_none_or(|end| end > body)
         {
-            return Err(format!(
-                "blob {id} lies outside the pack ({} bytes at offset {}, the blobs end at {body})",
-                self.length, self.offset
-            ));
+            return Err(Malformed::BlobOutside {
+                blob: blob(),
+                length: self.length,
+                offset: self.offset,
+                body,
+            });
         }
         let (sealed, raw) = (limits::sealed_cap(self.kind), limits::raw_cap(self.kind));
         if self.length > sealed {
-            return Err(format!(
-                "blob {id} is {} bytes sealed, more than a {kind} blob can be ({sealed})",
-                self.length
-            ));
+            return Err(Malformed::SealedTooLarge {
+                blob: blob(),
+                kind,
+                length: self.length,
+                cap: sealed,
+            });
         }
         if self.raw_length > raw {
-            return Err(format!(
-                "blob {id} declares {} bytes of plaintext, more than a {kind} blob can hold ({raw})",
-                self.raw_length
-            ));
+            return Err(Malformed::RawTooLarge {
+                blob: blob(),
+                kind,
+                raw: self.raw_length,
+                cap: raw,
+            });
         }
         Ok(())
     }
@@ -192,14 +198,12 @@ pub fn open_blob(
     entry
         .check(u64::MAX)
         .and_then(|()| match sealed.len() as u64 {
-            n if n > limits::sealed_cap(entry.kind) => {
-                Err(format!("{n} bytes, more than a sealed blob can be"))
-            }
+            size if size > limits::sealed_cap(entry.kind) => Err(Malformed::SealedBytes { size }),
             _ => Ok(()),
         })
-        .map_err(|reason| RepoError::Corrupt {
+        .map_err(|m| RepoError::Corrupt {
             object: what.clone(),
-            reason,
+            reason: m.to_string(),
         })?;
     let compressed = keys.open(sealed, &what)?;
     let plain =
@@ -459,7 +463,7 @@ pub fn parse_trailer(
     }
     let body = pack_len.saturating_sub(FOOTER_LEN + trailer.len() as u64);
     for e in &entries {
-        e.check(body).map_err(corrupt)?;
+        e.check(body).map_err(|m| corrupt(m.to_string()))?;
     }
     Ok(entries)
 }

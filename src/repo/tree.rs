@@ -2,9 +2,9 @@
 //! before children, names sorted bytewise), stored as CDC-split `tree` blobs.
 //! JSON lines keep it readable after `age -d | zstd -d` in a disaster.
 
-use super::RepoError;
 use super::ids::BlobId;
 use super::limits::{MAX_ENTRY_LINE, MAX_PATH, TREE_BLOB};
+use super::{Malformed, RepoError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
@@ -126,15 +126,15 @@ fn split_bytes(b: &[u8]) -> (Option<String>, Option<String>) {
 fn join_bytes(
     s: Option<String>,
     h: Option<String>,
-    field: &str,
-) -> Result<Option<Vec<u8>>, String> {
+    field: &'static str,
+) -> Result<Option<Vec<u8>>, Malformed> {
     match (s, h) {
         (Some(s), None) => Ok(Some(s.into_bytes())),
         (None, Some(h)) => hex::decode(h)
             .map(Some)
-            .map_err(|_| format!("{field}_hex is not hex")),
+            .map_err(|_| Malformed::NotHex { field }),
         (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(format!("both {field} and {field}_hex")),
+        (Some(_), Some(_)) => Err(Malformed::BothForms { field }),
     }
 }
 
@@ -176,9 +176,10 @@ impl Entry {
     }
 
     /// Parses one line, validating what restore relies on.
-    pub fn parse_line(line: &[u8]) -> Result<Entry, String> {
-        let raw: RawEntry = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-        let path = join_bytes(raw.path, raw.path_hex, "path")?.ok_or("entry without a path")?;
+    pub fn parse_line(line: &[u8]) -> Result<Entry, Malformed> {
+        let raw: RawEntry =
+            serde_json::from_slice(line).map_err(|e| Malformed::EntryJson(e.to_string()))?;
+        let path = join_bytes(raw.path, raw.path_hex, "path")?.ok_or(Malformed::NoPath)?;
         let target = join_bytes(raw.target, raw.target_hex, "target")?;
         let e = Entry {
             path,
@@ -194,21 +195,18 @@ impl Entry {
             target,
             rdev: raw.rdev,
         };
+        let path = || e.path_display();
         if e.path.len() > MAX_PATH {
-            return Err(format!(
-                "a path of {} bytes, longer than a path can be ({MAX_PATH}): {:?}…",
-                e.path.len(),
-                String::from_utf8_lossy(&e.path[..200])
-            ));
+            return Err(Malformed::PathTooLong {
+                len: e.path.len(),
+                start: String::from_utf8_lossy(&e.path[..200]).into_owned(),
+            });
         }
         if e.target.as_ref().is_some_and(|t| t.len() > MAX_PATH) {
-            return Err(format!(
-                "{}: a link target longer than a path can be ({MAX_PATH} bytes)",
-                e.path_display()
-            ));
+            return Err(Malformed::TargetTooLong { path: path() });
         }
         if !is_safe_relative(&e.path) {
-            return Err(format!("unsafe path {:?}", e.path_display()));
+            return Err(Malformed::UnsafePath { path: path() });
         }
         // Lengths come from storage: a sum that overflows must not wrap
         // around to the declared size (nor panic).
@@ -218,22 +216,19 @@ impl Entry {
             .try_fold(0u64, |n, x| n.checked_add(x.length));
         if e.kind == EntryKind::File && covered != Some(e.size) {
             return Err(match covered {
-                Some(covered) => format!(
-                    "{}: content covers {covered} of {} bytes",
-                    e.path_display(),
-                    e.size
-                ),
-                None => format!(
-                    "{}: content lengths add up to more than 2^64 bytes",
-                    e.path_display()
-                ),
+                Some(covered) => Malformed::ContentShort {
+                    path: path(),
+                    covered,
+                    size: e.size,
+                },
+                None => Malformed::ContentOverflow { path: path() },
             });
         }
         if matches!(e.kind, EntryKind::Symlink | EntryKind::Hardlink) && e.target.is_none() {
-            return Err(format!("{}: link without target", e.path_display()));
+            return Err(Malformed::NoTarget { path: path() });
         }
         if e.kind == EntryKind::Hardlink && !is_safe_relative(e.target.as_deref().unwrap_or(b"")) {
-            return Err(format!("{}: unsafe hard link target", e.path_display()));
+            return Err(Malformed::UnsafeHardLink { path: path() });
         }
         Ok(e)
     }
@@ -250,11 +245,9 @@ pub fn is_safe_relative(p: &[u8]) -> bool {
 
 /// Refuses a file list entry (line) longer than [`MAX_ENTRY_LINE`]: `len`
 /// bytes of it are known so far.
-pub fn check_line_length(len: usize) -> Result<(), String> {
+pub fn check_line_length(len: usize) -> Result<(), Malformed> {
     if len > MAX_ENTRY_LINE {
-        return Err(format!(
-            "an entry of more than {MAX_ENTRY_LINE} bytes, longer than a file list entry can be"
-        ));
+        return Err(Malformed::LineTooLong);
     }
     Ok(())
 }
@@ -270,9 +263,9 @@ pub struct TreeParser {
 impl TreeParser {
     /// Feeds the next blob; returns the complete entries it finished.
     pub fn feed(&mut self, blob: &[u8], what: &str) -> Result<Vec<Entry>, RepoError> {
-        let corrupt = |reason: String| RepoError::Corrupt {
+        let corrupt = |m: Malformed| RepoError::Corrupt {
             object: what.to_string(),
-            reason: format!("bad file list entry: {reason}"),
+            reason: format!("bad file list entry: {m}"),
         };
         let parse = |line: &[u8]| {
             check_line_length(line.len())
@@ -300,7 +293,7 @@ impl TreeParser {
 
     /// Keeps the start of an unfinished line, refusing it past the cap
     /// before anything is copied.
-    fn hold(&mut self, part: &[u8]) -> Result<(), String> {
+    fn hold(&mut self, part: &[u8]) -> Result<(), Malformed> {
         check_line_length(self.pending.len() + part.len())?;
         self.pending.extend_from_slice(part);
         if self.pending.is_empty() {
@@ -621,17 +614,17 @@ impl TreeIndexBuilder {
 }
 
 /// Parses a tree index blob.
-pub fn parse_index(data: &[u8]) -> Result<Vec<IndexLine>, String> {
+pub fn parse_index(data: &[u8]) -> Result<Vec<IndexLine>, Malformed> {
     let mut out: Vec<IndexLine> = Vec::new();
     for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let raw: RawIndexLine = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-        let path =
-            join_bytes(raw.path, raw.path_hex, "path")?.ok_or("index line without a path")?;
+        let raw: RawIndexLine =
+            serde_json::from_slice(line).map_err(|e| Malformed::EntryJson(e.to_string()))?;
+        let path = join_bytes(raw.path, raw.path_hex, "path")?.ok_or(Malformed::IndexLineNoPath)?;
         if out
             .last()
             .is_some_and(|p| p.blob >= raw.blob || walk_order(&p.path, &path).is_gt())
         {
-            return Err("tree index out of order".into());
+            return Err(Malformed::IndexOrder);
         }
         out.push(IndexLine {
             blob: raw.blob,
@@ -788,7 +781,14 @@ mod tests {
             vec!["a"; 3000].join("/")
         );
         let err = Entry::parse_line(line.as_bytes()).unwrap_err();
-        assert!(err.contains("longer than a path can be"), "{err}");
+        assert!(
+            matches!(err, Malformed::PathTooLong { len: 5999, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("longer than a path can be"),
+            "{err}"
+        );
     }
 
     #[test]

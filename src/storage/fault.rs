@@ -24,16 +24,27 @@ pub struct FaultPlan {
     pub down_after: Option<u64>,
 }
 
+/// Why a `COFFER_FAULTS` spec does not parse.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FaultSpecError {
+    #[error("COFFER_FAULTS: {part:?} is not key=value")]
+    NotKeyValue { part: String },
+    #[error("COFFER_FAULTS: bad value in {part:?}")]
+    BadValue { part: String },
+    #[error("COFFER_FAULTS: unknown key {key:?}")]
+    UnknownKey { key: String },
+}
+
 impl FaultPlan {
     /// Parses `seed=3,error_rate=0.1,delay_rate=0.2,max_delay_ms=50,down_after=100`
     /// (the `COFFER_FAULTS` variable: fault drills with the real binary).
-    pub fn parse(spec: &str) -> Result<FaultPlan, String> {
+    pub fn parse(spec: &str) -> Result<FaultPlan, FaultSpecError> {
         let mut plan = FaultPlan::default();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part
                 .split_once('=')
-                .ok_or_else(|| format!("COFFER_FAULTS: {part:?} is not key=value"))?;
-            let bad = format!("COFFER_FAULTS: bad value in {part:?}");
+                .ok_or_else(|| FaultSpecError::NotKeyValue { part: part.into() })?;
+            let bad = FaultSpecError::BadValue { part: part.into() };
             match k {
                 "seed" => plan.seed = v.parse().map_err(|_| bad)?,
                 "error_rate" => plan.error_rate = v.parse().map_err(|_| bad)?,
@@ -42,7 +53,7 @@ impl FaultPlan {
                     plan.max_delay = Duration::from_millis(v.parse().map_err(|_| bad)?)
                 }
                 "down_after" => plan.down_after = Some(v.parse().map_err(|_| bad)?),
-                _ => return Err(format!("COFFER_FAULTS: unknown key {k:?}")),
+                _ => return Err(FaultSpecError::UnknownKey { key: k.into() }),
             }
         }
         Ok(plan)
@@ -188,5 +199,38 @@ impl Storage for Faulty {
     }
     async fn create_location(&self) -> Result<(), StorageError> {
         self.inner.create_location().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FaultPlan, FaultSpecError};
+    use std::time::Duration;
+
+    #[test]
+    fn a_fault_spec_parses_and_a_bad_one_says_which_part() {
+        let plan = FaultPlan::parse("seed=3, error_rate=0.5,max_delay_ms=20,down_after=9").unwrap();
+        assert_eq!(plan.seed, 3);
+        assert_eq!(plan.error_rate, 0.5);
+        assert_eq!(plan.max_delay, Duration::from_millis(20));
+        assert_eq!(plan.down_after, Some(9));
+        let e = FaultPlan::parse("seed").unwrap_err();
+        assert_eq!(
+            e,
+            FaultSpecError::NotKeyValue {
+                part: "seed".into()
+            }
+        );
+        assert_eq!(e.to_string(), r#"COFFER_FAULTS: "seed" is not key=value"#);
+        let e = FaultPlan::parse("seed=x").unwrap_err();
+        assert_eq!(e.to_string(), r#"COFFER_FAULTS: bad value in "seed=x""#);
+        let e = FaultPlan::parse("speed=1").unwrap_err();
+        assert_eq!(
+            e,
+            FaultSpecError::UnknownKey {
+                key: "speed".into()
+            }
+        );
+        assert_eq!(e.to_string(), r#"COFFER_FAULTS: unknown key "speed""#);
     }
 }

@@ -5,11 +5,13 @@ pub mod fault;
 mod local;
 mod retry;
 mod s3;
+mod setup;
 
 pub use local::LocalStorage;
 pub use retry::Retry;
 pub use s3::policy::{Role, iam_policy};
 pub use s3::{ChecksumSetting, S3Options, S3Storage, parse_url as parse_s3_url};
+pub use setup::SetupError;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -43,6 +45,13 @@ pub enum StorageError {
         /// The object the request was for; empty for the bucket itself.
         key: String,
         message: String,
+    },
+    /// The repository URL or the backend's settings are wrong; nothing was
+    /// sent, and trying again will not help.
+    #[error("{location}: {problem}")]
+    Setup {
+        location: String,
+        problem: SetupError,
     },
     /// A transient failure that lasted through every attempt of the retry
     /// layer (the message is the last attempt's).
@@ -122,6 +131,7 @@ impl StorageError {
             StorageError::NotFound { .. }
             | StorageError::TooLarge { .. }
             | StorageError::Refused { .. }
+            | StorageError::Setup { .. }
             | StorageError::GaveUp { .. } => false,
         }
     }
@@ -135,6 +145,7 @@ impl StorageError {
             StorageError::NotFound { .. } | StorageError::TooLarge { .. } => true,
             StorageError::Unavailable { .. }
             | StorageError::Refused { .. }
+            | StorageError::Setup { .. }
             | StorageError::GaveUp { .. } => false,
         }
     }
@@ -284,9 +295,9 @@ pub async fn open(url: &str, s3: &S3Options) -> Result<Opened, StorageError> {
         tuning,
     } = open_bare(url, s3).await?;
     if let Ok(spec) = std::env::var("COFFER_FAULTS") {
-        let plan = fault::FaultPlan::parse(&spec).map_err(|message| StorageError::Unavailable {
+        let plan = fault::FaultPlan::parse(&spec).map_err(|e| StorageError::Setup {
             location: url.to_string(),
-            message,
+            problem: e.into(),
         })?;
         bare = Box::new(fault::Faulty::new(bare, plan));
     }
@@ -305,10 +316,9 @@ pub async fn open(url: &str, s3: &S3Options) -> Result<Opened, StorageError> {
 
 /// The backend alone, without retries.
 pub async fn open_bare(url: &str, s3: &S3Options) -> Result<Opened, StorageError> {
-    check_url(url).map_err(|message| StorageError::Refused {
+    check_url(url).map_err(|problem| StorageError::Setup {
         location: url.to_string(),
-        key: String::new(),
-        message,
+        problem,
     })?;
     if url.starts_with("s3://") {
         let s3 = S3Storage::connect(url, s3).await?;
@@ -338,13 +348,12 @@ pub async fn open_bare(url: &str, s3: &S3Options) -> Result<Opened, StorageError
 /// `s3:acme`, `s3//acme`, `file://srv/backup`, `file:/srv`), which would
 /// otherwise name a local folder relative to the working directory, and
 /// says what was probably meant. Plain paths and well-formed URLs pass.
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), SetupError> {
     let refuse = |meant: String| {
-        Err(format!(
-            "repository URL {url:?} looks mistyped; did you mean {meant:?}? \
-             (use s3://bucket/prefix, file:///absolute/path, or a plain path such as ./{})",
-            url.trim_start_matches("./")
-        ))
+        Err(SetupError::MistypedUrl {
+            url: url.to_string(),
+            meant,
+        })
     };
     if let Some(rest) = url.strip_prefix("file://") {
         if rest.starts_with('/') || rest.starts_with("localhost/") {
@@ -369,10 +378,10 @@ pub fn check_url(url: &str) -> Result<(), String> {
             return match scheme.to_ascii_lowercase().as_str() {
                 "s3" => refuse(format!("s3://{rest}")),
                 "file" => refuse(format!("file:///{rest}")),
-                _ => Err(format!(
-                    "repository URL {url:?}: {scheme:?} is not a storage coffer knows; \
-                     use s3://bucket/prefix, file:///absolute/path, or ./{url} for a local folder of that name"
-                )),
+                _ => Err(SetupError::UnknownScheme {
+                    url: url.to_string(),
+                    scheme: scheme.to_string(),
+                }),
             };
         }
     }
@@ -391,7 +400,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_url;
+    use super::{SetupError, check_url};
 
     #[test]
     fn mistyped_repository_urls_are_refused_with_what_was_meant() {
@@ -408,10 +417,18 @@ mod tests {
             ("file//srv/backup", "file:///srv/backup"),
         ] {
             let e = check_url(url).expect_err(url);
-            assert!(e.contains(&format!("did you mean {meant:?}")), "{url}: {e}");
+            assert!(
+                matches!(&e, SetupError::MistypedUrl { meant: m, .. } if m == meant),
+                "{url}: {e:?}"
+            );
+            assert!(
+                e.to_string().contains(&format!("did you mean {meant:?}")),
+                "{url}: {e}"
+            );
         }
         let e = check_url("backup:2024").unwrap_err();
-        assert!(e.contains("./backup:2024"), "{e}");
+        assert!(matches!(&e, SetupError::UnknownScheme { scheme, .. } if scheme == "backup"));
+        assert!(e.to_string().contains("./backup:2024"), "{e}");
     }
 
     #[test]
@@ -427,7 +444,7 @@ mod tests {
             "backups/s3/web-1",
             "s3/web-1",
         ] {
-            assert_eq!(check_url(url), Ok(()), "{url}");
+            check_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
         }
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! Retries: the SDK's are off; [`super::Retry`] is the one retry layer.
 
-use super::{Cap, ObjectInfo, Storage, StorageError};
+use super::{Cap, ObjectInfo, SetupError, Storage, StorageError};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
@@ -418,8 +418,13 @@ mod tests {
             parse_url("s3://my-bucket/hosts/web-1/").unwrap(),
             ("my-bucket".into(), "hosts/web-1/".into())
         );
-        assert!(parse_url("s3://My_Bucket/x").is_err());
-        assert!(parse_url("s3://ab").is_err());
+        for (url, bucket) in [("s3://My_Bucket/x", "My_Bucket"), ("s3://ab", "ab")] {
+            assert!(
+                matches!(parse_url(url), Err(SetupError::BadBucket { bucket: b }) if b == bucket),
+                "{url}"
+            );
+        }
+        assert!(matches!(parse_url("file:///x"), Err(SetupError::NotS3)));
     }
 
     #[test]
@@ -453,6 +458,10 @@ mod tests {
         let env = r(WhenSupported, false, None, Some("when_required"));
         assert!(env.send && !env.validate && env.from == "[s3] checksums");
         let e = resolve_checksums(Auto, true, Some("sometimes"), None).unwrap_err();
+        assert!(
+            matches!(&e, SetupError::ChecksumEnv { name: REQUEST_ENV, value } if value == "sometimes")
+        );
+        let e = e.to_string();
         assert!(
             e.contains(REQUEST_ENV) && e.contains("when_required"),
             "{e}"

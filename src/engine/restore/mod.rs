@@ -364,34 +364,33 @@ pub fn write_file(
     let mut last: Option<(BlobId, Vec<u8>)> = None;
     let mut n = 0u64;
     for x in &e.content {
-        if last.as_ref().is_none_or(|(id, _)| *id != x.blob) {
-            let loc = blobs.get(&x.blob).ok_or_else(|| Error::MissingBlob {
-                path: shown.to_string(),
-                blob: x.blob.short(),
-            })?;
-            let plain = repo.read_blob(&loc.pack, &loc.entry).inspect_err(|e| {
-                if let crate::repo::RepoError::Corrupt { .. }
-                | crate::repo::RepoError::WrongKey { .. } = e
-                {
-                    // Best effort: the error below is what the operator needs.
-                    let _ = super::record_damage(repo, "cat", &[(loc.pack, x.blob, e.to_string())]);
-                }
-            })?;
-            last = Some((x.blob, plain));
-        }
-        let data = &last
-            .as_ref()
-            .map(|l| &l.1)
-            .ok_or_else(|| Error::Invalid("no blob".into()))?;
+        // The blob of the extent before, or this one's, read now.
+        let data = match &mut last {
+            Some((id, plain)) if *id == x.blob => plain,
+            held => {
+                let loc = blobs.get(&x.blob).ok_or_else(|| Error::MissingBlob {
+                    path: shown.to_string(),
+                    blob: x.blob.short(),
+                })?;
+                let plain = repo.read_blob(&loc.pack, &loc.entry).inspect_err(|e| {
+                    if let crate::repo::RepoError::Corrupt { .. }
+                    | crate::repo::RepoError::WrongKey { .. } = e
+                    {
+                        // Best effort: the error below is what the operator needs.
+                        let _ =
+                            super::record_damage(repo, "cat", &[(loc.pack, x.blob, e.to_string())]);
+                    }
+                })?;
+                &mut held.insert((x.blob, plain)).1
+            }
+        };
         let piece = x
             .offset
             .checked_add(x.length)
             .and_then(|end| data.get(x.offset as usize..end as usize))
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "/{shown}: the file list points outside blob {}",
-                    x.blob.short()
-                ))
+            .ok_or_else(|| Error::OutsideBlob {
+                path: shown.to_string(),
+                blob: x.blob.short(),
             })?;
         out.write_all(piece)
             .map_err(|err| Error::io("standard output", err))?;

@@ -43,6 +43,33 @@ impl Item {
     }
 }
 
+/// Why a folder, a fifo, a device node or a link could not be made in the
+/// target; its text is the failure's message.
+#[derive(Debug, thiserror::Error)]
+enum MakeError {
+    /// Something other than a folder (a symlink planted in the target)
+    /// stands where a folder is to be.
+    #[error("{} exists and is not a folder; refusing to write through it", .path.display())]
+    NotAFolder { path: PathBuf },
+    /// A hard link's source lies beyond something that is not a folder.
+    #[error(
+        "link target goes through {}, which is not a folder; refusing to link through it",
+        .path.display()
+    )]
+    LinkThrough { path: PathBuf },
+    #[error("device files can only be restored as root")]
+    DeviceNeedsRoot,
+    /// A path with a NUL byte can not be handed to the system.
+    #[error("{0}")]
+    Nul(std::ffi::NulError),
+    /// The system refused (mkdir, mkfifo, mknod).
+    #[error("{}: {error}", .path.display())]
+    Os {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
 /// Creates the folders leading to `rel` below `root`, refusing to go through
 /// anything that is not a real folder (a symlink planted in the target).
 /// It remembers the last folder it made sure of, whose ancestors are real
@@ -62,7 +89,7 @@ impl DirMaker {
         }
     }
 
-    fn ensure(&mut self, rel_dir: &[u8]) -> std::result::Result<(), String> {
+    fn ensure(&mut self, rel_dir: &[u8]) -> std::result::Result<(), MakeError> {
         // The folders `rel_dir` shares with the verified one are real.
         let mut done = 0;
         let slash = |b: &u8| *b == b'/';
@@ -82,15 +109,11 @@ impl DirMaker {
             abs.push(OsStr::from_bytes(c));
             match std::fs::symlink_metadata(&abs) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(format!(
-                        "{} exists and is not a folder; refusing to write through it",
-                        abs.display()
-                    ));
-                }
-                Err(_) => {
-                    std::fs::create_dir(&abs).map_err(|e| format!("{}: {e}", abs.display()))?
-                }
+                Ok(_) => return Err(MakeError::NotAFolder { path: abs }),
+                Err(_) => std::fs::create_dir(&abs).map_err(|error| MakeError::Os {
+                    path: abs.clone(),
+                    error,
+                })?,
             }
             if !self.verified.is_empty() {
                 self.verified.push(b'/');
@@ -103,15 +126,12 @@ impl DirMaker {
 
 /// Checks that no folder on the way to `rel_dir` below `root` is a symlink
 /// or anything else but a folder (a missing one is left to the caller).
-fn real_folders(root: &Path, rel_dir: &[u8]) -> std::result::Result<(), String> {
+fn real_folders(root: &Path, rel_dir: &[u8]) -> std::result::Result<(), MakeError> {
     let mut abs = root.to_path_buf();
     for c in rel_dir.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
         abs.push(OsStr::from_bytes(c));
         if std::fs::symlink_metadata(&abs).is_ok_and(|m| !m.is_dir()) {
-            return Err(format!(
-                "link target goes through {}, which is not a folder; refusing to link through it",
-                abs.display()
-            ));
+            return Err(MakeError::LinkThrough { path: abs });
         }
     }
     Ok(())
@@ -156,16 +176,16 @@ fn set_metadata_fd(f: &std::fs::File, e: &Entry, root: bool) -> std::io::Result<
 }
 
 /// Makes a fifo or a device node at `abs` (replacing what is there).
-fn make_node(abs: &Path, e: &Entry, root: bool) -> std::result::Result<(), String> {
+fn make_node(abs: &Path, e: &Entry, root: bool) -> std::result::Result<(), MakeError> {
     let kind = match e.kind {
         EntryKind::Fifo => None,
         EntryKind::Chardev => Some(libc::S_IFCHR),
         _ => Some(libc::S_IFBLK),
     };
     if kind.is_some() && !root {
-        return Err("device files can only be restored as root".into());
+        return Err(MakeError::DeviceNeedsRoot);
     }
-    let c = std::ffi::CString::new(abs.as_os_str().as_bytes()).map_err(|err| err.to_string())?;
+    let c = std::ffi::CString::new(abs.as_os_str().as_bytes()).map_err(MakeError::Nul)?;
     let _ = std::fs::remove_file(abs);
     let made = match kind {
         // SAFETY: c is a valid NUL-terminated path.
@@ -180,11 +200,10 @@ fn make_node(abs: &Path, e: &Entry, root: bool) -> std::result::Result<(), Strin
         },
     };
     if made != 0 {
-        return Err(format!(
-            "{}: {}",
-            abs.display(),
-            std::io::Error::last_os_error()
-        ));
+        return Err(MakeError::Os {
+            path: abs.to_path_buf(),
+            error: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }
@@ -343,7 +362,7 @@ impl Exec<'_> {
                 EntryKind::File | EntryKind::Symlink | EntryKind::Hardlink => Ok(()),
             });
             if let Err(why) = made {
-                self.fail(i, FailKind::Create, why);
+                self.fail(i, FailKind::Create, why.to_string());
             }
         }
         Ok(())
@@ -801,7 +820,7 @@ fn write_blobs(
 
 #[cfg(test)]
 mod tests {
-    use super::DirMaker;
+    use super::{DirMaker, MakeError};
 
     /// A path of 50,000 components is walked in a loop: the folders are made
     /// until the system refuses the length (PATH_MAX), then a clean error.
@@ -813,7 +832,8 @@ mod tests {
         let mut dirs = DirMaker::new(dir.path().to_path_buf());
         let deep = vec!["a"; 50_000].join("/");
         let err = dirs.ensure(deep.as_bytes()).unwrap_err();
-        assert!(err.contains("too long"), "{err}");
+        assert!(matches!(err, MakeError::Os { .. }), "{err:?}");
+        assert!(err.to_string().contains("too long"), "{err}");
         assert!(dir.path().join("a/a/a").is_dir());
     }
 
@@ -833,7 +853,11 @@ mod tests {
         dirs.ensure(b"").unwrap();
         std::os::unix::fs::symlink(root.join("x/y"), root.join("x/link")).unwrap();
         let err = dirs.ensure(b"x/link/sub").unwrap_err();
-        assert!(err.contains("not a folder"), "{err}");
+        assert!(
+            matches!(&err, MakeError::NotAFolder { path } if *path == root.join("x/link")),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("not a folder"), "{err}");
         assert!(root.join("x/link").is_symlink());
         // Verified folders survive a refusal below them.
         dirs.ensure(b"x/y/z/w").unwrap();

@@ -4,19 +4,21 @@
 use super::*;
 
 /// Reads static keys from a credentials file, refusing one others can read.
-pub(super) fn static_credentials(path: &Path) -> Result<aws_sdk_s3::config::Credentials, String> {
+pub(super) fn static_credentials(
+    path: &Path,
+) -> Result<aws_sdk_s3::config::Credentials, SetupError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("credentials_file {}: {e}", path.display()))?;
+    let unreadable = |error| SetupError::CredentialsUnreadable {
+        path: path.to_path_buf(),
+        error,
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
     if meta.permissions().mode() & 0o077 != 0 {
-        return Err(format!(
-            "credentials_file {} is readable by others; run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        ));
+        return Err(SetupError::CredentialsOpen {
+            path: path.to_path_buf(),
+        });
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("credentials_file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
     let get = |name: &str| {
         text.lines()
             .filter_map(|l| l.split_once('='))
@@ -24,10 +26,9 @@ pub(super) fn static_credentials(path: &Path) -> Result<aws_sdk_s3::config::Cred
             .map(|(_, v)| v.trim().trim_matches('"').to_string())
     };
     let (Some(id), Some(secret)) = (get("aws_access_key_id"), get("aws_secret_access_key")) else {
-        return Err(format!(
-            "credentials_file {}: needs aws_access_key_id and aws_secret_access_key lines",
-            path.display()
-        ));
+        return Err(SetupError::CredentialsIncomplete {
+            path: path.to_path_buf(),
+        });
     };
     Ok(aws_sdk_s3::config::Credentials::new(
         id,
@@ -82,17 +83,17 @@ impl Intercept for HttpsOnly {
 }
 
 /// Parses `s3://bucket/prefix`.
-pub fn parse_url(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("s3://").ok_or("not an s3:// URL")?;
+pub fn parse_url(url: &str) -> Result<(String, String), SetupError> {
+    let rest = url.strip_prefix("s3://").ok_or(SetupError::NotS3)?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     let valid = (3..=63).contains(&bucket.len())
         && bucket
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
     if !valid {
-        return Err(format!(
-            "{bucket:?} is not a valid bucket name (3-63 lowercase letters, digits, '-', '.'): use s3://bucket/prefix"
-        ));
+        return Err(SetupError::BadBucket {
+            bucket: bucket.to_string(),
+        });
     }
     let prefix = prefix.trim_matches('/');
     let prefix = if prefix.is_empty() {
@@ -105,10 +106,9 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
 
 impl S3Storage {
     pub async fn connect(url: &str, opts: &S3Options) -> Result<S3Storage, StorageError> {
-        let fail = |message: String| StorageError::Refused {
+        let fail = |problem: SetupError| StorageError::Setup {
             location: url.to_string(),
-            key: String::new(),
-            message,
+            problem,
         };
         let (bucket, prefix) = parse_url(url).map_err(fail)?;
         let endpoint = opts
@@ -120,13 +120,14 @@ impl S3Storage {
             if let Some(rest) = ep.strip_prefix("http://") {
                 let host = rest.split(['/', ':']).next().unwrap_or("");
                 if !(opts.allow_insecure_http && is_loopback(host)) {
-                    return Err(fail(format!(
-                        "endpoint {ep} is plain HTTP; coffer only talks to storage over TLS: use https:// \
-                         (plain http is allowed only for a loopback test endpoint with allow_insecure_http)"
-                    )));
+                    return Err(fail(SetupError::PlainHttp {
+                        endpoint: ep.clone(),
+                    }));
                 }
             } else if !ep.starts_with("https://") {
-                return Err(fail(format!("endpoint {ep} must start with https://")));
+                return Err(fail(SetupError::EndpointScheme {
+                    endpoint: ep.clone(),
+                }));
             }
         }
         let checksums = resolve_checksums(
@@ -255,37 +256,37 @@ impl S3Storage {
 /// PEM file `ca` if given.
 pub(super) fn https_client(
     ca: Option<&Path>,
-) -> Result<aws_sdk_s3::config::SharedHttpClient, String> {
+) -> Result<aws_sdk_s3::config::SharedHttpClient, SetupError> {
     use aws_smithy_http_client::tls;
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let mut store = tls::TrustStore::default();
     if let Some(ca) = ca {
-        let pem = std::fs::read(ca).map_err(|e| format!("ca_bundle {}: {e}", ca.display()))?;
+        let pem = std::fs::read(ca).map_err(|error| SetupError::CaUnreadable {
+            path: ca.to_path_buf(),
+            error,
+        })?;
         // The SDK does not validate the PEM until the first connection (and
         // then panics), so parse it here for a clean error.
         let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<_, _>>()
-            .map_err(|e| {
-                format!(
-                    "ca_bundle {}: not a PEM certificate file: {e}",
-                    ca.display()
-                )
+            .map_err(|e| SetupError::CaNotPem {
+                path: ca.to_path_buf(),
+                reason: e.to_string(),
             })?;
         if certs.is_empty() {
-            return Err(format!("ca_bundle {}: no certificate in it", ca.display()));
+            return Err(SetupError::CaEmpty {
+                path: ca.to_path_buf(),
+            });
         }
         store = store.with_pem_certificate(pem);
     }
     let ctx = tls::TlsContext::builder()
         .with_trust_store(store)
         .build()
-        .map_err(|e| {
-            format!(
-                "cannot set up TLS with the system's CA certificates{}: {e}; check /etc/ssl/certs (package ca-certificates){}",
-                if ca.is_some() { " and ca_bundle" } else { "" },
-                if ca.is_some() { " and the ca_bundle file" } else { "" }
-            )
+        .map_err(|e| SetupError::Tls {
+            ca_bundle: ca.is_some(),
+            reason: e.to_string(),
         })?;
     Ok(aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(

@@ -110,13 +110,14 @@ pub(super) fn resolve_checksums(
     custom_endpoint: bool,
     request_env: Option<&str>,
     response_env: Option<&str>,
-) -> Result<Checksums, String> {
-    let parse = |name: &str, v: &str| match v.trim().to_ascii_lowercase().as_str() {
+) -> Result<Checksums, SetupError> {
+    let parse = |name: &'static str, v: &str| match v.trim().to_ascii_lowercase().as_str() {
         "when_supported" => Ok(true),
         "when_required" => Ok(false),
-        _ => Err(format!(
-            "{name}={v:?}: use when_supported or when_required (or unset it)"
-        )),
+        _ => Err(SetupError::ChecksumEnv {
+            name,
+            value: v.to_string(),
+        }),
     };
     let request = request_env.map(|v| parse(REQUEST_ENV, v)).transpose()?;
     let response = response_env.map(|v| parse(RESPONSE_ENV, v)).transpose()?;
