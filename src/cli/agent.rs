@@ -1,5 +1,6 @@
 //! `coffer forget`, `coffer prune`, `coffer run`, `coffer agent`, `coffer status`.
 
+use super::json::{BrokenRow, StatusRow};
 use super::{Context, Exit, print_json, text};
 use crate::agent::clock::WallClock;
 use crate::agent::service::{
@@ -450,38 +451,6 @@ fn signals() -> std::io::Result<(
         }
     };
     Ok((shutdown, rx))
-}
-
-/// One profile's line of `coffer status` (and its `--json` object, whose
-/// keys have always been in alphabetical order: keep the fields so).
-#[derive(serde::Serialize)]
-pub(super) struct StatusRow {
-    bytes_added: Option<u64>,
-    file: PathBuf,
-    last_error: Option<String>,
-    #[serde(with = "crate::time::serde_rfc3339::option")]
-    last_run: Option<jiff::Timestamp>,
-    #[serde(with = "crate::time::serde_rfc3339::option")]
-    last_success: Option<jiff::Timestamp>,
-    #[serde(with = "crate::time::serde_rfc3339")]
-    next_run: jiff::Timestamp,
-    profile: String,
-    result: Option<RunStatus>,
-    #[serde(with = "crate::time::serde_rfc3339::option")]
-    running_since: Option<jiff::Timestamp>,
-    runs_failed: u64,
-    runs_ok: u64,
-    seconds: Option<f64>,
-    snapshot: Option<String>,
-    snapshots: Option<usize>,
-    storage_bytes: Option<u64>,
-}
-
-/// A profile file that does not parse.
-#[derive(serde::Serialize)]
-pub(super) struct BrokenRow<'a> {
-    error: &'a str,
-    file: &'a PathBuf,
 }
 
 impl StatusRow {

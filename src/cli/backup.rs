@@ -1,5 +1,6 @@
 //! `coffer backup`.
 
+use super::json::{BackupJson, SkippedRow};
 use super::{Context, Exit, print_json, text};
 use crate::engine::job::{self, BackupOverrides, JobError, JobPlan, JobReport, StepError};
 use crate::repo::Repository;
@@ -161,32 +162,6 @@ fn copy_failed(cancel: &super::signal::Cancel, short: String, step: StepError) -
         ),
         other => anyhow!("snapshot {short} is saved, but {other}"),
     }
-}
-
-/// `coffer backup --json`.
-#[derive(serde::Serialize)]
-struct BackupJson<'a> {
-    snapshot: String,
-    files: u64,
-    dirs: u64,
-    bytes: u64,
-    files_new: u64,
-    files_changed: u64,
-    files_unchanged: u64,
-    data_added: u64,
-    stored_added: u64,
-    packs_added: u64,
-    skipped: Vec<SkippedRow<'a>>,
-    changed_during_backup: &'a [String],
-    warnings: &'a [String],
-    seconds: f64,
-}
-
-/// A file or folder a backup could not read.
-#[derive(serde::Serialize)]
-struct SkippedRow<'a> {
-    path: &'a str,
-    error: &'a str,
 }
 
 fn print_backup(ctx: &Context, report: &crate::engine::backup::BackupReport) -> Result<()> {

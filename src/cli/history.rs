@@ -1,13 +1,13 @@
 //! `coffer find` (versions of matching files across snapshots) and `coffer
 //! diff` (what changed between two snapshots).
 
+use super::json::{FindJson, SnapRef};
 use super::select;
 use super::{Context, Exit, print_json, text};
 use crate::engine::history::{self, Pattern};
 use crate::repo::tree::EntryKind;
 use anyhow::{Context as _, Result};
 use clap::Args;
-use serde::Serialize;
 use std::io::Write;
 
 #[derive(Args, Debug)]
@@ -41,69 +41,6 @@ fn time(t: &jiff::Timestamp) -> String {
 fn shown(path: &[u8], kind: EntryKind) -> String {
     let slash = if kind == EntryKind::Dir { "/" } else { "" };
     format!("/{}{slash}", text::name(path))
-}
-
-/// A snapshot as `find` shows it.
-#[derive(Serialize)]
-struct SnapRef {
-    id: String,
-    time: String,
-}
-
-/// `find --json`, serialized as it is written.
-struct FindJson<'a> {
-    found: &'a [history::Found],
-    refs: &'a [SnapRef],
-}
-
-#[derive(Serialize)]
-struct FoundJson<'a> {
-    path: std::borrow::Cow<'a, str>,
-    versions: Vec<VersionJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct VersionJson<'a> {
-    size: u64,
-    mtime: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    snapshots: Held<'a>,
-}
-
-/// The snapshots that hold a version, by reference to the shared list.
-struct Held<'a> {
-    which: &'a [usize],
-    refs: &'a [SnapRef],
-}
-
-impl Serialize for Held<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_seq(self.which.iter().filter_map(|n| self.refs.get(*n)))
-    }
-}
-
-impl Serialize for FindJson<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_seq(self.found.iter().map(|f| {
-            FoundJson {
-                path: String::from_utf8_lossy(&f.path),
-                versions: f
-                    .versions
-                    .iter()
-                    .map(|v| VersionJson {
-                        size: v.size,
-                        mtime: rfc3339_ns(v.mtime),
-                        kind: v.kind.name(),
-                        snapshots: Held {
-                            which: &v.snapshots,
-                            refs: self.refs,
-                        },
-                    })
-                    .collect(),
-            }
-        }))
-    }
 }
 
 pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {

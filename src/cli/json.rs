@@ -1,11 +1,14 @@
-//! The `--json` shapes of the commands that print one object or list, in one
-//! place. Fields are declared in alphabetical order, the order these outputs
-//! have always had; a library report nested inside is carried as a
+//! The `--json` shapes of every command, in one place. Each prints its keys
+//! in the order it always has: alphabetical, except `backup`'s (declared
+//! order); a library report nested inside is carried as a
 //! `serde_json::Value`, whose keys serialize sorted, for the same reason.
 
+use crate::catalog::RunStatus;
+use crate::engine::history;
+use crate::engine::restore::Action;
 use serde::Serialize;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `key generate --json`.
 #[derive(Serialize)]
@@ -126,13 +129,184 @@ pub struct Forgot {
 /// `status --json`: every profile, and the files that do not parse.
 #[derive(Serialize)]
 pub struct Status<'a> {
-    pub broken: Vec<super::agent::BrokenRow<'a>>,
-    pub profiles: &'a [super::agent::StatusRow],
+    pub broken: Vec<BrokenRow<'a>>,
+    pub profiles: &'a [StatusRow],
 }
 
 /// A library report as a sorted-key value (see the module comment).
 pub fn sorted(v: &impl Serialize) -> anyhow::Result<Value> {
     Ok(serde_json::to_value(v)?)
+}
+
+/// `coffer backup --json`.
+#[derive(serde::Serialize)]
+pub(super) struct BackupJson<'a> {
+    pub(super) snapshot: String,
+    pub(super) files: u64,
+    pub(super) dirs: u64,
+    pub(super) bytes: u64,
+    pub(super) files_new: u64,
+    pub(super) files_changed: u64,
+    pub(super) files_unchanged: u64,
+    pub(super) data_added: u64,
+    pub(super) stored_added: u64,
+    pub(super) packs_added: u64,
+    pub(super) skipped: Vec<SkippedRow<'a>>,
+    pub(super) changed_during_backup: &'a [String],
+    pub(super) warnings: &'a [String],
+    pub(super) seconds: f64,
+}
+
+/// A file or folder a backup could not read.
+#[derive(serde::Serialize)]
+pub(super) struct SkippedRow<'a> {
+    pub(super) path: &'a str,
+    pub(super) error: &'a str,
+}
+
+/// `restore --dry-run --json`.
+#[derive(Serialize)]
+pub(super) struct PlanJson<'a> {
+    pub(super) dry_run: bool,
+    pub(super) entries: Vec<PlanEntryJson>,
+    pub(super) snapshot: &'a str,
+}
+
+#[derive(Serialize)]
+pub(super) struct PlanEntryJson {
+    pub(super) action: Action,
+    pub(super) path: String,
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+}
+
+/// `restore --json` (fields in the order they always had: alphabetical).
+#[derive(Serialize)]
+pub(super) struct RestoreJson<'a> {
+    pub(super) bytes: u64,
+    pub(super) dirs: u64,
+    pub(super) failed: Vec<FailedJson<'a>>,
+    pub(super) fallback: Vec<FallbackJson<'a>>,
+    pub(super) files: u64,
+    pub(super) links: u64,
+    pub(super) skipped: u64,
+    pub(super) snapshot: String,
+    /// Only with `--verify`; null otherwise.
+    pub(super) verified: Option<u64>,
+    pub(super) warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+pub(super) struct FailedJson<'a> {
+    pub(super) error: &'a str,
+    pub(super) path: String,
+}
+
+#[derive(Serialize)]
+pub(super) struct FallbackJson<'a> {
+    pub(super) error: Option<&'a str>,
+    pub(super) from: Option<String>,
+    pub(super) path: String,
+    pub(super) restored: bool,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub(super) time: Option<jiff::Timestamp>,
+}
+
+/// A snapshot as `find` shows it.
+#[derive(Serialize)]
+pub(super) struct SnapRef {
+    pub(super) id: String,
+    pub(super) time: String,
+}
+
+/// `find --json`, serialized as it is written.
+pub(super) struct FindJson<'a> {
+    pub(super) found: &'a [history::Found],
+    pub(super) refs: &'a [SnapRef],
+}
+
+#[derive(Serialize)]
+pub(super) struct FoundJson<'a> {
+    pub(super) path: std::borrow::Cow<'a, str>,
+    pub(super) versions: Vec<VersionJson<'a>>,
+}
+
+#[derive(Serialize)]
+pub(super) struct VersionJson<'a> {
+    pub(super) size: u64,
+    pub(super) mtime: String,
+    #[serde(rename = "type")]
+    pub(super) kind: &'static str,
+    pub(super) snapshots: Held<'a>,
+}
+
+/// The snapshots that hold a version, by reference to the shared list.
+pub(super) struct Held<'a> {
+    pub(super) which: &'a [usize],
+    pub(super) refs: &'a [SnapRef],
+}
+
+impl Serialize for Held<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.which.iter().filter_map(|n| self.refs.get(*n)))
+    }
+}
+
+impl Serialize for FindJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.found.iter().map(|f| {
+            FoundJson {
+                path: String::from_utf8_lossy(&f.path),
+                versions: f
+                    .versions
+                    .iter()
+                    .map(|v| VersionJson {
+                        size: v.size,
+                        mtime: crate::time::from_unix_nanos(v.mtime)
+                            .map(crate::time::rfc3339)
+                            .unwrap_or_default(),
+                        kind: v.kind.name(),
+                        snapshots: Held {
+                            which: &v.snapshots,
+                            refs: self.refs,
+                        },
+                    })
+                    .collect(),
+            }
+        }))
+    }
+}
+
+/// One profile's line of `coffer status` (and its `--json` object, whose
+/// keys have always been in alphabetical order: keep the fields so).
+#[derive(serde::Serialize)]
+pub(super) struct StatusRow {
+    pub(super) bytes_added: Option<u64>,
+    pub(super) file: PathBuf,
+    pub(super) last_error: Option<String>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub(super) last_run: Option<jiff::Timestamp>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub(super) last_success: Option<jiff::Timestamp>,
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub(super) next_run: jiff::Timestamp,
+    pub(super) profile: String,
+    pub(super) result: Option<RunStatus>,
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub(super) running_since: Option<jiff::Timestamp>,
+    pub(super) runs_failed: u64,
+    pub(super) runs_ok: u64,
+    pub(super) seconds: Option<f64>,
+    pub(super) snapshot: Option<String>,
+    pub(super) snapshots: Option<usize>,
+    pub(super) storage_bytes: Option<u64>,
+}
+
+/// A profile file that does not parse.
+#[derive(serde::Serialize)]
+pub(super) struct BrokenRow<'a> {
+    pub(super) error: &'a str,
+    pub(super) file: &'a PathBuf,
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! `coffer ls` and `coffer restore`.
 
+use super::json::{FailedJson, FallbackJson, PlanEntryJson, PlanJson, RestoreJson};
 use super::select::{self, View};
 use super::{Context, Exit, print_json, text};
 use crate::engine::for_each_entry;
 use crate::engine::restore::{
-    Action, Overwrite, RestoreOptions, RestorePlan, RestoreReport, execute, prepare, write_file,
+    Overwrite, RestoreOptions, RestorePlan, RestoreReport, execute, prepare, write_file,
 };
 use crate::engine::select::{Recovered, unrecovered};
 use crate::repo::ids::SnapshotId;
@@ -12,7 +13,6 @@ use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::EntryKind;
 use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -258,22 +258,6 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
     Ok(Exit::Failure)
 }
 
-/// `restore --dry-run --json`.
-#[derive(Serialize)]
-struct PlanJson<'a> {
-    dry_run: bool,
-    entries: Vec<PlanEntryJson>,
-    snapshot: &'a str,
-}
-
-#[derive(Serialize)]
-struct PlanEntryJson {
-    action: Action,
-    path: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
 /// A dry run: every selected entry and what would happen to it.
 fn print_plan(ctx: &Context, id: &SnapshotId, plan: &RestorePlan) -> Result<()> {
     if ctx.json {
@@ -307,38 +291,6 @@ fn print_plan(ctx: &Context, id: &SnapshotId, plan: &RestorePlan) -> Result<()> 
         plan.skipped
     );
     Ok(())
-}
-
-/// `restore --json` (fields in the order they always had: alphabetical).
-#[derive(Serialize)]
-struct RestoreJson<'a> {
-    bytes: u64,
-    dirs: u64,
-    failed: Vec<FailedJson<'a>>,
-    fallback: Vec<FallbackJson<'a>>,
-    files: u64,
-    links: u64,
-    skipped: u64,
-    snapshot: String,
-    /// Only with `--verify`; null otherwise.
-    verified: Option<u64>,
-    warnings: &'a [String],
-}
-
-#[derive(Serialize)]
-struct FailedJson<'a> {
-    error: &'a str,
-    path: String,
-}
-
-#[derive(Serialize)]
-struct FallbackJson<'a> {
-    error: Option<&'a str>,
-    from: Option<String>,
-    path: String,
-    restored: bool,
-    #[serde(with = "crate::time::serde_rfc3339::option")]
-    time: Option<jiff::Timestamp>,
 }
 
 impl<'a> RestoreJson<'a> {
