@@ -211,6 +211,155 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::repo::keys::OWN_SIGNER;
+
+    fn event() -> AuditEvent {
+        AuditEvent {
+            time: crate::time::parse("2026-05-01T10:00:00.5Z").unwrap(),
+            actor: "op@h".into(),
+            action: "restore".into(),
+            detail: "snapshot 1a2b to /tmp/r \"quoted\" \u{e9}".into(),
+            signer: None,
+            signature: None,
+        }
+    }
+
+    fn parse(json: &[u8]) -> AuditEvent {
+        serde_json::from_slice(json).unwrap()
+    }
+
+    #[test]
+    fn a_signed_event_is_the_operators_for_a_reader_who_trusts_its_key() {
+        let key = SigningKey::generate();
+        let json = event().to_json(Some(&key));
+        let read = parse(&json);
+        assert_eq!(read.signer, Some(key.public().to_string()));
+        let trusted = TrustedSigners::new(Some(key.public()));
+        assert_eq!(
+            verify(&json, &read, &trusted),
+            (Signed::Operator, Some(OWN_SIGNER.to_string()))
+        );
+        // The same event for a reader who does not trust the key.
+        assert_eq!(
+            verify(&json, &read, &TrustedSigners::default()),
+            (Signed::UnknownSigner, Some(key.public().to_string()))
+        );
+    }
+
+    #[test]
+    fn the_signature_covers_the_stored_json_without_its_signature_member() {
+        let key = SigningKey::generate();
+        let json = event().to_json(Some(&key));
+        let (body, sig) = split_signature(&json).unwrap();
+        // The body is the event with its signer and without a signature,
+        // byte for byte as serialised, and ends the object where the
+        // signature member began.
+        let mut unsigned = event();
+        unsigned.signer = Some(key.public().to_string());
+        assert_eq!(body, serde_json::to_vec(&unsigned).unwrap());
+        assert!(json.starts_with(&body[..body.len() - 1]));
+        let tail = &json[body.len() - 1..];
+        assert_eq!(
+            tail,
+            format!(",\"signature\":\"{}\"}}", hex::encode(sig)).as_bytes()
+        );
+        let mut message = SIGNING_CONTEXT.to_vec();
+        message.extend_from_slice(&body);
+        assert!(key.public().verify(&message, &sig));
+        // Without the context the signature is not valid: it is bound to this use.
+        assert!(!key.public().verify(&body, &sig));
+    }
+
+    #[test]
+    fn an_event_from_before_signing_reads_and_writes_back_the_same_and_is_unsigned() {
+        let old = br#"{"time":"2026-05-01T10:00:00.500Z","actor":"op@h","action":"restore","detail":"x"}"#;
+        let ev = parse(old);
+        assert_eq!(
+            (ev.signer.as_deref(), ev.signature.as_deref()),
+            (None, None)
+        );
+        assert_eq!(ev.to_json(None), old.to_vec());
+        let trusted = TrustedSigners::new(Some(SigningKey::generate().public()));
+        assert_eq!(verify(old, &ev, &trusted), (Signed::Unsigned, None));
+    }
+
+    #[test]
+    fn tampering_with_any_byte_that_is_signed_makes_a_bad_signature() {
+        let key = SigningKey::generate();
+        let trusted = TrustedSigners::new(Some(key.public()));
+        let json = String::from_utf8(event().to_json(Some(&key))).unwrap();
+        let sig = parse(json.as_bytes()).signature.unwrap();
+        let flipped = format!(
+            "{}{}",
+            if sig.starts_with('0') { '1' } else { '0' },
+            &sig[1..]
+        );
+        let cases = [
+            // Another signature.
+            json.replace(&sig, &flipped),
+            // Another detail.
+            json.replace("/tmp/r", "/tmp/x"),
+            // Upper-case hex: decodes to the same bytes, but is not the stored form.
+            json.replace(&sig, &sig.to_uppercase()),
+        ];
+        for tampered in cases {
+            assert_ne!(tampered, json);
+            let ev = parse(tampered.as_bytes());
+            assert_eq!(
+                verify(tampered.as_bytes(), &ev, &trusted).0,
+                Signed::BadSignature,
+                "{tampered}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_envelope_is_a_bad_signature_never_the_operators() {
+        let key = SigningKey::generate();
+        let trusted = TrustedSigners::new(Some(key.public()));
+        let json = event().to_json(Some(&key));
+        let signed = parse(&json);
+        // The signature moved before the signer: same members, other bytes.
+        let mut reordered = serde_json::Map::new();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        for k in ["signature", "time", "actor", "action", "detail", "signer"] {
+            reordered.insert(k.into(), v[k].clone());
+        }
+        let moved = serde_json::to_vec(&reordered).unwrap();
+        assert_eq!(parse(&moved), signed);
+        assert_eq!(verify(&moved, &signed, &trusted).0, Signed::BadSignature);
+        // A signer without a signature, a signature without a signer, a
+        // signer that is not a key.
+        let mut no_sig = signed.clone();
+        no_sig.signature = None;
+        let mut no_signer = signed.clone();
+        no_signer.signer = None;
+        let mut garbage = signed.clone();
+        garbage.signer = Some("ed25519:zz".into());
+        for ev in [no_sig, no_signer, garbage] {
+            let bytes = serde_json::to_vec(&ev).unwrap();
+            assert_eq!(
+                verify(&bytes, &ev, &trusted).0,
+                Signed::BadSignature,
+                "{ev:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_valid_signature_under_another_key_claiming_a_trusted_signer_is_bad() {
+        let ours = SigningKey::generate();
+        let theirs = SigningKey::generate();
+        let trusted = TrustedSigners::new(Some(ours.public()));
+        let json = String::from_utf8(event().to_json(Some(&theirs))).unwrap();
+        let forged = json.replace(&theirs.public().to_string(), &ours.public().to_string());
+        let ev = parse(forged.as_bytes());
+        assert_eq!(ev.signer, Some(ours.public().to_string()));
+        assert_eq!(
+            verify(forged.as_bytes(), &ev, &trusted).0,
+            Signed::BadSignature
+        );
+    }
 
     #[test]
     fn keys_name_their_ids() {

@@ -633,3 +633,166 @@ impl Keys {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_passphrase() -> Result<String, RepoError> {
+        panic!("no passphrase should be asked for")
+    }
+
+    #[test]
+    fn a_signing_key_reads_back_from_its_text() {
+        let key = SigningKey::generate();
+        let text = key.to_text();
+        assert!(text.contains(&key.public().to_string()), "{text}");
+        let back = SigningKey::parse(&text, "k").unwrap();
+        assert_eq!(back.public(), key.public());
+        assert_eq!(back.sign(b"m"), key.sign(b"m"));
+    }
+
+    #[test]
+    fn garbage_is_not_a_signing_key_and_the_error_says_the_fix() {
+        let key = SigningKey::generate().to_text();
+        let two = format!("{key}{}", SigningKey::generate().to_text());
+        for text in [
+            "",
+            "hello",
+            "COFFER-SIGNING-KEY-ED25519 abcd",
+            "AGE-SECRET-KEY-1QQQ",
+            two.as_str(),
+        ] {
+            let err = SigningKey::parse(text, "/x/op.key.sign")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("/x/op.key.sign"), "{err}");
+            assert!(err.contains("coffer key add-signing"), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn a_public_key_reads_back_from_its_text() {
+        let public = SigningKey::generate().public();
+        let text = public.to_string();
+        assert!(
+            text.starts_with("ed25519:") && text.len() == 8 + 64,
+            "{text}"
+        );
+        assert_eq!(SignerKey::parse(&text), Some(public));
+        assert_eq!(SignerKey::parse(&text[8..]), None);
+        assert_eq!(SignerKey::parse("ed25519:00"), None);
+        assert_eq!(SignerKey::parse(&text.replace("ed25519:", "x25519:")), None);
+    }
+
+    #[test]
+    fn a_signers_list_names_its_keys_and_rejects_a_bad_line_by_number() {
+        let (a, b) = (
+            SigningKey::generate().public(),
+            SigningKey::generate().public(),
+        );
+        let mut trusted = TrustedSigners::new(None);
+        assert!(trusted.is_empty());
+        trusted
+            .add_list(&format!("# the team\n\nalice {a}\n  bob\t{b}  \n"), "s")
+            .unwrap();
+        assert_eq!(trusted.name_of(&a), Some("alice"));
+        assert_eq!(trusted.name_of(&b), Some("bob"));
+        assert_eq!(trusted.name_of(&SigningKey::generate().public()), None);
+        for (list, line) in [
+            (format!("alice {a}\ncarol\n"), "line 2"),
+            (format!("alice {a} extra"), "line 1"),
+            ("# x\ncarol age1xyz".to_string(), "line 2"),
+        ] {
+            let err = TrustedSigners::new(None)
+                .add_list(&list, "/x/op.key.signers")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains("/x/op.key.signers") && err.contains(line),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_own_key_is_trusted_as_self() {
+        let own = SigningKey::generate().public();
+        assert_eq!(
+            TrustedSigners::new(Some(own)).name_of(&own),
+            Some(OWN_SIGNER)
+        );
+    }
+
+    #[test]
+    fn key_files_sit_beside_the_identity() {
+        let id = Path::new("/keys/operator.key");
+        assert_eq!(signing_key_path(id), Path::new("/keys/operator.key.sign"));
+        assert_eq!(signers_path(id), Path::new("/keys/operator.key.signers"));
+    }
+
+    #[test]
+    fn a_signing_key_file_saves_with_mode_0600_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("op.key.sign");
+        assert!(SigningKey::load(&path, &no_passphrase).unwrap().is_none());
+        let key = SigningKey::generate();
+        key.save(&path, None).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let back = SigningKey::load(&path, &no_passphrase).unwrap().unwrap();
+        assert_eq!(back.public(), key.public());
+        // Never overwritten.
+        let err = SigningKey::generate()
+            .save(&path, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("refusing to overwrite"), "{err}");
+        // Readable by others: refused, with the fix.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = SigningKey::load(&path, &no_passphrase)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_protected_signing_key_opens_only_with_its_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("op.key.sign");
+        let key = SigningKey::generate();
+        key.save(&path, Some("correct horse")).unwrap();
+        let raw = std::fs::read(&path).unwrap();
+        assert!(raw.starts_with(b"age-encryption.org/"), "an age file");
+        let back = SigningKey::load(&path, &|| Ok("correct horse".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.public(), key.public());
+        let err = SigningKey::load(&path, &|| Ok("wrong".into()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("wrong passphrase"), "{err}");
+    }
+
+    #[test]
+    fn generate_refuses_when_a_signing_key_is_in_the_way_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("op.key");
+        std::fs::write(signing_key_path(&id), b"x").unwrap();
+        let err = OperatorIdentity::generate(&id, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("op.key.sign") && err.contains("refusing"),
+            "{err}"
+        );
+        assert!(!id.exists());
+    }
+}
