@@ -355,9 +355,17 @@ impl SigningKey {
         path: &Path,
         passphrase: &dyn Fn() -> Result<String, RepoError>,
     ) -> Result<Option<SigningKey>, RepoError> {
-        match std::fs::symlink_metadata(path) {
+        let bad = |reason: String| RepoError::KeyFile {
+            path: path.display().to_string(),
+            reason: format!(
+                "{reason}; make it the file `coffer key add-signing` writes (move this away first)"
+            ),
+        };
+        match std::fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            _ => {}
+            Err(e) => return Err(bad(format!("cannot read the signing key: {e}"))),
+            Ok(m) if !m.is_file() => return Err(bad("the signing key is not a file".into())),
+            Ok(_) => {}
         }
         let raw = read_secret_bytes(path, "signing key")?;
         let (text, _) = open_secret_text(path, raw, passphrase, "signing key")?;
