@@ -315,30 +315,27 @@ impl SigningKey {
 
     /// Parses the text form; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<SigningKey, RepoError> {
-        let bad = |reason: &str| RepoError::KeyFile {
-            path: origin.to_string(),
-            reason: format!(
-                "{reason}; move it away and run `coffer key add-signing --identity IDENTITY` for a new one"
-            ),
-        };
         let mut lines = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'));
-        let (Some(line), None) = (lines.next(), lines.next()) else {
-            return Err(bad(&format!(
-                "not a coffer signing key (one `{SIGNING_KEY_TAG} <64 hex>` line expected)"
-            )));
-        };
         let mut seed = [0u8; 32];
-        line.strip_prefix(SIGNING_KEY_TAG)
-            .map(str::trim)
-            .and_then(|h| hex::decode_to_slice(h, &mut seed).ok())
-            .ok_or_else(|| {
-                bad(&format!(
-                    "not a coffer signing key (one `{SIGNING_KEY_TAG} <64 hex>` line expected)"
-                ))
-            })?;
+        let found = match (lines.next(), lines.next()) {
+            (Some(line), None) => line
+                .strip_prefix(SIGNING_KEY_TAG)
+                .map(str::trim)
+                .is_some_and(|h| hex::decode_to_slice(h, &mut seed).is_ok()),
+            _ => false,
+        };
+        if !found {
+            return Err(RepoError::KeyFile {
+                path: origin.to_string(),
+                reason: format!(
+                    "not a coffer signing key (one `{SIGNING_KEY_TAG} <64 hex>` line expected); \
+                     move it away and run `coffer key add-signing --identity IDENTITY` for a new one"
+                ),
+            });
+        }
         Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(&seed)))
     }
 
