@@ -40,6 +40,7 @@ pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
         Err(e) => {
             if !args.dry_run {
                 super::audit::record(
+                    ctx,
                     &repo,
                     &catalog,
                     "erase",
@@ -54,7 +55,7 @@ pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
         }
     };
     if !args.dry_run {
-        super::audit::record(&repo, &catalog, "erase", &detail(&report));
+        super::audit::record(ctx, &repo, &catalog, "erase", &detail(&report));
     }
     if ctx.json {
         print_json(&report)?;

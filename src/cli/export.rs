@@ -173,6 +173,7 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
         Ok(r) => r,
         Err(e) => {
             super::audit::record(
+                ctx,
                 &view.repo,
                 &view.catalog,
                 "export",
@@ -186,6 +187,7 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
         }
     };
     super::audit::record(
+        ctx,
         &view.repo,
         &view.catalog,
         "export",

@@ -15,6 +15,16 @@ use std::path::{Path, PathBuf};
 pub struct KeyGenerated<'a> {
     pub identity: &'a Path,
     pub recipient: String,
+    pub signer: String,
+    pub signing_key: &'a Path,
+}
+
+/// `key add-signing --json`.
+#[derive(Serialize)]
+pub struct SigningKeyAdded<'a> {
+    pub identity: &'a Path,
+    pub signer: String,
+    pub signing_key: &'a Path,
 }
 
 /// `init --json`.
@@ -362,7 +372,20 @@ mod tests {
             objects_present: 3,
             to: "t".into(),
         };
+        let generated = KeyGenerated {
+            identity: Path::new("i"),
+            recipient: "age1".into(),
+            signer: "ed25519:".into(),
+            signing_key: Path::new("i.sign"),
+        };
+        let added = SigningKeyAdded {
+            identity: Path::new("i"),
+            signer: "ed25519:".into(),
+            signing_key: Path::new("i.sign"),
+        };
         for (declared, sorted) in [
+            declared_and_sorted(&generated),
+            declared_and_sorted(&added),
             declared_and_sorted(&diff),
             declared_and_sorted(&exported),
             declared_and_sorted(&row),

@@ -3,7 +3,9 @@
 use super::{Context, Exit, print_json};
 use crate::repo::Repository;
 use crate::repo::chunker::ChunkerParams;
-use crate::repo::keys::OperatorIdentity;
+use crate::repo::keys::{
+    OperatorIdentity, SigningKey, TrustedSigners, signers_path, signing_key_path,
+};
 use anyhow::{Context as _, Result, anyhow};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -11,7 +13,8 @@ use std::str::FromStr;
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
-    /// Write a new operator identity (mode 0600) and print its recipient.
+    /// Write a new operator identity and its signing key beside it
+    /// (IDENTITY.sign, both mode 0600) and print its recipient.
     Generate {
         #[arg(long, short)]
         output: PathBuf,
@@ -21,6 +24,12 @@ pub enum KeyCommand {
     },
     /// Print the recipient (public key) of an identity.
     Recipient,
+    /// Write a signing key beside an existing identity (IDENTITY.sign, mode
+    /// 0600; the identity's passphrase protects it too) and print its public key.
+    AddSigning,
+    /// Print the public signing key of an identity, as a line for another
+    /// operator's IDENTITY.signers file.
+    Signer,
     /// Write the agent key file from the repository's keyring (operator).
     ExportAgent {
         #[arg(long, short)]
@@ -68,11 +77,14 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
             } else {
                 None
             };
-            let recipient = OperatorIdentity::generate(&output, pass)?;
+            let (recipient, signer) = OperatorIdentity::generate_with_signing_key(&output, pass)?;
+            let signing_key = signing_key_path(&output);
             if ctx.json {
                 print_json(&super::json::KeyGenerated {
                     identity: &output,
                     recipient: recipient.to_string(),
+                    signer: signer.to_string(),
+                    signing_key: &signing_key,
                 })?;
             } else {
                 println!("{recipient}");
@@ -81,8 +93,27 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
                         "identity written to {} (mode 0600). Keep it offline; give the line above to `coffer init --recipient`.",
                         output.display()
                     );
+                    eprintln!(
+                        "signing key written to {} (mode 0600): keep it beside the identity; it signs your audit events ({signer})",
+                        signing_key.display()
+                    );
                 }
             }
+        }
+        KeyCommand::AddSigning => add_signing(ctx)?,
+        KeyCommand::Signer => {
+            let path = ctx
+                .identity
+                .as_ref()
+                .ok_or_else(|| anyhow!("pass --identity FILE"))?;
+            let key = ctx.signing_key()?.ok_or_else(|| {
+                anyhow!(
+                    "{}: no signing key beside the identity; create one with `coffer key add-signing --identity {}`",
+                    signing_key_path(path).display(),
+                    path.display()
+                )
+            })?;
+            println!("{}", key.public());
         }
         KeyCommand::Recipient => {
             let path = ctx
@@ -101,6 +132,7 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
             key.save(&output)?;
             match ctx.open_catalog(&repo) {
                 Ok(catalog) => super::audit::record(
+                    ctx,
                     &repo,
                     &catalog,
                     "key-export",
@@ -114,6 +146,77 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
         }
     }
     Ok(Exit::Success)
+}
+
+/// `key add-signing`: a signing key for an identity made before signing.
+fn add_signing(ctx: &Context) -> Result<()> {
+    let path = ctx
+        .identity
+        .as_ref()
+        .ok_or_else(|| anyhow!("pass --identity FILE: the identity to add a signing key to"))?;
+    let signing_key = signing_key_path(path);
+    if signing_key.symlink_metadata().is_ok() {
+        return Err(anyhow!(
+            "{}: a signing key exists already; refusing to overwrite it (its events would no longer verify). Move it away first to replace it",
+            signing_key.display()
+        ));
+    }
+    // Loading proves the identity (and its passphrase), which protects the new key too.
+    ctx.load_identity(path)?;
+    let key = SigningKey::generate();
+    key.save(&signing_key, ctx.passphrase.get().map(String::as_str))?;
+    if ctx.json {
+        print_json(&super::json::SigningKeyAdded {
+            identity: path,
+            signer: key.public().to_string(),
+            signing_key: &signing_key,
+        })?;
+    } else {
+        println!("{}", key.public());
+        if !ctx.quiet {
+            eprintln!(
+                "signing key written to {} (mode 0600{}): keep it beside the identity; your audit events are signed from now on",
+                signing_key.display(),
+                if ctx.passphrase.get().is_some() {
+                    ", protected with the identity's passphrase"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Context {
+    /// The signing key beside the identity; `None` if there is none (or no
+    /// identity was given). A protected one opens with the identity's passphrase.
+    pub(super) fn signing_key(&self) -> Result<Option<SigningKey>> {
+        let Some(identity) = &self.identity else {
+            return Ok(None);
+        };
+        let path = signing_key_path(identity);
+        Ok(SigningKey::load(&path, &|| {
+            self.passphrase_for(&path, "signing key")
+        })?)
+    }
+
+    /// The signing keys whose events this reader takes as an operator's: its
+    /// own and those in IDENTITY.signers.
+    pub(super) fn trusted_signers(&self) -> Result<TrustedSigners> {
+        let Some(identity) = &self.identity else {
+            return Ok(TrustedSigners::default());
+        };
+        let own = self.signing_key()?.map(|k| k.public());
+        if own.is_none() && !self.quiet && !signers_path(identity).exists() {
+            super::warn(&format!(
+                "no signing key beside {}: no audit event can show as yours; create one with `coffer key add-signing --identity {}`",
+                identity.display(),
+                identity.display()
+            ));
+        }
+        Ok(TrustedSigners::load(identity, own)?)
+    }
 }
 
 pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {

@@ -146,6 +146,9 @@ pub struct Context {
     pub json: bool,
     pub quiet: bool,
     pub lock_wait: std::time::Duration,
+    /// The passphrase that opened the identity, kept for the signing key
+    /// beside it (same passphrase), so it is asked for once.
+    pub passphrase: std::sync::OnceLock<String>,
 }
 
 impl Context {
@@ -166,17 +169,31 @@ impl Context {
     }
 
     fn load_identity(&self, path: &std::path::Path) -> Result<OperatorIdentity> {
-        Ok(OperatorIdentity::load(path, &|| {
-            if let Ok(p) = std::env::var("COFFER_PASSPHRASE") {
-                return Ok(p);
+        let (identity, passphrase) = OperatorIdentity::load_keeping_passphrase(path, &|| {
+            self.passphrase_for(path, "identity")
+        })?;
+        if let Some(p) = passphrase {
+            // Already set only if an identity was loaded before: same file.
+            let _ = self.passphrase.set(p);
+        }
+        Ok(identity)
+    }
+
+    /// The passphrase of a protected key file: the one that opened the
+    /// identity, COFFER_PASSPHRASE, or a prompt.
+    fn passphrase_for(&self, path: &std::path::Path, what: &str) -> Result<String, RepoError> {
+        if let Some(p) = self.passphrase.get() {
+            return Ok(p.clone());
+        }
+        if let Ok(p) = std::env::var("COFFER_PASSPHRASE") {
+            return Ok(p);
+        }
+        rpassword::prompt_password(format!("passphrase for {}: ", path.display())).map_err(|e| {
+            RepoError::KeyFile {
+                path: path.display().to_string(),
+                reason: format!("{what} is passphrase-protected and no passphrase could be read ({e}); set COFFER_PASSPHRASE"),
             }
-            rpassword::prompt_password(format!("passphrase for {}: ", path.display())).map_err(|e| {
-                RepoError::KeyFile {
-                    path: path.display().to_string(),
-                    reason: format!("identity is passphrase-protected and no passphrase could be read ({e}); set COFFER_PASSPHRASE"),
-                }
-            })
-        })?)
+        })
     }
 
     /// Opens the repository as the operator (identity required).
@@ -341,6 +358,7 @@ pub fn run() -> Result<Exit> {
         ),
         json: cli.json,
         quiet: cli.quiet,
+        passphrase: std::sync::OnceLock::new(),
         lock_wait: cli
             .lock_wait
             .and_then(|d| std::time::Duration::try_from(d).ok())

@@ -210,6 +210,7 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
             .map_err(|e| cancel.explain("restore", e.into(), STOPPED))?
     };
     super::audit::record(
+        ctx,
         &c.repo,
         &c.catalog,
         "restore",
@@ -395,6 +396,7 @@ pub fn cat(ctx: &Context, args: CatArgs) -> Result<Exit> {
     let n = write_file(&c.repo, &c.blobs, snap, path.as_bytes(), &mut out)
         .with_context(|| format!("snapshot {}", id.short()))?;
     super::audit::record(
+        ctx,
         &c.repo,
         &c.catalog,
         "restore",

@@ -4,6 +4,8 @@ use super::par_map;
 use crate::Result;
 use crate::catalog::Catalog;
 use crate::repo::Repository;
+use crate::repo::audit::{Signed, verify};
+use crate::repo::keys::{SigningKey, TrustedSigners};
 
 /// Who runs this process, as `user@host`, for audit events.
 pub fn audit_actor() -> String {
@@ -18,11 +20,13 @@ pub fn audit_actor() -> String {
 
 /// Records an operator action (restore, export, erase, key-export, ...) in
 /// the repository (an `audit/` object, sealed to the operator) and in the
-/// local catalog. Both are attempted; the first failure is returned, and the
-/// caller warns and carries on: recording must never fail the action itself.
+/// local catalog, signed with `key` when the operator has one. Both are
+/// attempted; the first failure is returned, and the caller warns and carries
+/// on: recording must never fail the action itself.
 pub fn record_audit(
     repo: &Repository,
     catalog: &Catalog,
+    key: Option<&SigningKey>,
     action: &str,
     detail: &str,
 ) -> Result<()> {
@@ -31,8 +35,10 @@ pub fn record_audit(
         actor: audit_actor(),
         action: action.to_string(),
         detail: detail.to_string(),
+        signer: None,
+        signature: None,
     };
-    let in_repo = repo.write_audit(&event);
+    let in_repo = repo.write_audit(&event, key);
     let in_catalog = catalog.audit(&event.actor, &event.action, &event.detail);
     in_repo?;
     in_catalog?;
@@ -56,6 +62,13 @@ pub struct AuditEntry {
     pub action: String,
     pub detail: String,
     pub source: AuditSource,
+    /// Whose it is: only `operator` events are signed by a trusted key.
+    /// Catalog rows carry no signature, so one no event matches is `unsigned`.
+    pub signed: Signed,
+    /// Who signed: the trusted name (`self` for the reader's own key), or
+    /// the key as written for an unknown or bad signer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }
 
 /// The audit log: repository events merged with the catalog's rows, oldest first.
@@ -74,11 +87,13 @@ const AUDIT_SAME_EVENT: jiff::SignedDuration = jiff::SignedDuration::from_secs(6
 /// Reads every audit event of the repository (operator only) and merges the
 /// local catalog's rows in: a row that records the same action as an event is
 /// shown once, as the repository's. `since` drops older events; objects
-/// storage wrote before it are not even read.
+/// storage wrote before it are not even read. Each event's signature is
+/// checked against the `trusted` keys.
 pub fn audit_log(
     repo: &Repository,
     catalog: Option<&Catalog>,
     since: Option<jiff::Timestamp>,
+    trusted: &TrustedSigners,
 ) -> Result<AuditLog> {
     let objects: Vec<_> = repo
         .list_audit()?
@@ -95,13 +110,18 @@ pub fn audit_log(
     let mut log = AuditLog::default();
     for r in found {
         match r {
-            Ok(ev) => log.entries.push(AuditEntry {
-                time: ev.time,
-                actor: ev.actor,
-                action: ev.action,
-                detail: ev.detail,
-                source: AuditSource::Repository,
-            }),
+            Ok((ev, json)) => {
+                let (signed, signer) = verify(&json, &ev, trusted);
+                log.entries.push(AuditEntry {
+                    time: ev.time,
+                    actor: ev.actor,
+                    action: ev.action,
+                    detail: ev.detail,
+                    source: AuditSource::Repository,
+                    signed,
+                    signer,
+                })
+            }
             Err(p) => log.problems.push(p),
         }
     }
@@ -131,6 +151,8 @@ pub fn audit_log(
                     action: row.action,
                     detail: row.detail,
                     source: AuditSource::Catalog,
+                    signed: Signed::Unsigned,
+                    signer: None,
                 }),
             }
         }

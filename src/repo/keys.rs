@@ -14,7 +14,7 @@ use age::x25519;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// The agent key file's contents (also stored, sealed to the operator, as `keyring`).
@@ -112,28 +112,22 @@ impl OperatorIdentity {
         path: &Path,
         passphrase: &dyn Fn() -> Result<String, RepoError>,
     ) -> Result<OperatorIdentity, RepoError> {
+        Ok(Self::load_keeping_passphrase(path, passphrase)?.0)
+    }
+
+    /// As [`OperatorIdentity::load`], and returns the passphrase that opened
+    /// it (`None` for a plain file), so the signing key beside it, protected
+    /// with the same passphrase, opens without asking twice.
+    pub fn load_keeping_passphrase(
+        path: &Path,
+        passphrase: &dyn Fn() -> Result<String, RepoError>,
+    ) -> Result<(OperatorIdentity, Option<String>), RepoError> {
         let raw = read_secret_bytes(path, "identity")?;
         let bad = |reason: String| RepoError::KeyFile {
             path: path.display().to_string(),
             reason,
         };
-        let text = if raw.starts_with(b"age-encryption.org/") {
-            let pass = passphrase()?;
-            let id = age::scrypt::Identity::new(pass.into());
-            let dec = age::Decryptor::new_buffered(&raw[..])
-                .map_err(|e| bad(format!("not a readable age file: {e}")))?;
-            let mut r = dec
-                .decrypt(std::iter::once(&id as &dyn age::Identity))
-                .map_err(|_| {
-                    bad("wrong passphrase (set COFFER_PASSPHRASE or type it at the prompt)".into())
-                })?;
-            let mut out = Vec::new();
-            r.read_to_end(&mut out)
-                .map_err(|e| bad(format!("cannot decrypt: {e}")))?;
-            String::from_utf8(out).map_err(|_| bad("decrypted identity is not text".into()))?
-        } else {
-            String::from_utf8(raw).map_err(|_| bad("not an age identity file (not text)".into()))?
-        };
+        let (text, pass) = open_secret_text(path, raw, passphrase, "identity")?;
         let identities = text
             .lines()
             .map(str::trim)
@@ -146,14 +140,33 @@ impl OperatorIdentity {
         if identities.is_empty() {
             return Err(bad("no AGE-SECRET-KEY-1 line found".into()));
         }
-        Ok(OperatorIdentity { identities })
+        Ok((OperatorIdentity { identities }, pass))
     }
 
-    /// Writes a new identity file, optionally protected with a passphrase.
+    /// Writes a new identity file, optionally protected with a passphrase,
+    /// and its signing key beside it (see [`SigningKey`]).
     pub fn generate(
         path: &Path,
         passphrase: Option<String>,
     ) -> Result<x25519::Recipient, RepoError> {
+        Ok(Self::generate_with_signing_key(path, passphrase)?.0)
+    }
+
+    /// As [`OperatorIdentity::generate`], and returns the signing key's public half too.
+    pub fn generate_with_signing_key(
+        path: &Path,
+        passphrase: Option<String>,
+    ) -> Result<(x25519::Recipient, SignerKey), RepoError> {
+        let signing_path = signing_key_path(path);
+        // Both or neither: refuse before writing the identity.
+        for p in [path, signing_path.as_path()] {
+            if p.symlink_metadata().is_ok() {
+                return Err(RepoError::KeyFile {
+                    path: p.display().to_string(),
+                    reason: "file exists; refusing to overwrite a key (move it away first)".into(),
+                });
+            }
+        }
         let id = x25519::Identity::generate();
         let recipient = id.to_public();
         let text = format!(
@@ -162,19 +175,286 @@ impl OperatorIdentity {
             recipient,
             id.to_string().expose_secret()
         );
-        let bytes = match passphrase {
-            None => text.into_bytes(),
-            Some(p) => {
-                let enc = age::Encryptor::with_user_passphrase(p.into());
-                let mut out = Vec::new();
-                let mut w = enc.wrap_output(&mut out).map_err(|e| io_err(path, e))?;
-                w.write_all(text.as_bytes()).map_err(|e| io_err(path, e))?;
-                w.finish().map_err(|e| io_err(path, e))?;
-                out
-            }
+        write_secret_file(path, &seal_secret_text(path, &text, passphrase.as_deref())?)?;
+        let signing = SigningKey::generate();
+        signing.save(&signing_path, passphrase.as_deref())?;
+        Ok((recipient, signing.public()))
+    }
+}
+
+/// Decrypts a passphrase-protected secret file (an age scrypt file), or
+/// takes a plain one as it is; returns its text and the passphrase used.
+fn open_secret_text(
+    path: &Path,
+    raw: Vec<u8>,
+    passphrase: &dyn Fn() -> Result<String, RepoError>,
+    what: &str,
+) -> Result<(String, Option<String>), RepoError> {
+    let bad = |reason: String| RepoError::KeyFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    if !raw.starts_with(b"age-encryption.org/") {
+        let text = String::from_utf8(raw)
+            .map_err(|_| bad(format!("not an age {what} file (not text)")))?;
+        return Ok((text, None));
+    }
+    let pass = passphrase()?;
+    let id = age::scrypt::Identity::new(pass.clone().into());
+    let dec = age::Decryptor::new_buffered(&raw[..])
+        .map_err(|e| bad(format!("not a readable age file: {e}")))?;
+    let mut r = dec
+        .decrypt(std::iter::once(&id as &dyn age::Identity))
+        .map_err(|_| {
+            bad("wrong passphrase (set COFFER_PASSPHRASE or type it at the prompt)".into())
+        })?;
+    let mut out = Vec::new();
+    r.read_to_end(&mut out)
+        .map_err(|e| bad(format!("cannot decrypt: {e}")))?;
+    let text = String::from_utf8(out).map_err(|_| bad(format!("decrypted {what} is not text")))?;
+    Ok((text, Some(pass)))
+}
+
+/// A secret file's bytes: the text itself, or with a passphrase an age
+/// scrypt file (as `age -p` writes), which the stock `age -d` opens.
+fn seal_secret_text(
+    path: &Path,
+    text: &str,
+    passphrase: Option<&str>,
+) -> Result<Vec<u8>, RepoError> {
+    let Some(p) = passphrase else {
+        return Ok(text.as_bytes().to_vec());
+    };
+    let enc = age::Encryptor::with_user_passphrase(p.to_string().into());
+    let mut out = Vec::new();
+    let mut w = enc.wrap_output(&mut out).map_err(|e| io_err(path, e))?;
+    w.write_all(text.as_bytes()).map_err(|e| io_err(path, e))?;
+    w.finish().map_err(|e| io_err(path, e))?;
+    Ok(out)
+}
+
+/// The file beside an identity that holds its signing key.
+pub fn signing_key_path(identity: &Path) -> PathBuf {
+    beside(identity, ".sign")
+}
+
+/// The file beside an identity that lists the other operators' signing keys
+/// its reader trusts (one `name public-key` a line).
+pub fn signers_path(identity: &Path) -> PathBuf {
+    beside(identity, ".signers")
+}
+
+fn beside(identity: &Path, suffix: &str) -> PathBuf {
+    let mut name = identity.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The tag of a signing key's secret line, and of its public text form.
+const SIGNING_KEY_TAG: &str = "COFFER-SIGNING-KEY-ED25519";
+const SIGNER_KEY_PREFIX: &str = "ed25519:";
+
+/// An operator's public signing key (ed25519), written `ed25519:<64 hex>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignerKey(ed25519_dalek::VerifyingKey);
+
+impl SignerKey {
+    /// Parses the text form; `None` if it is not one.
+    pub fn parse(text: &str) -> Option<SignerKey> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.strip_prefix(SIGNER_KEY_PREFIX)?, &mut bytes).ok()?;
+        ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .ok()
+            .map(SignerKey)
+    }
+
+    /// Whether `signature` is this key's over `message` (strict: no
+    /// malleable or small-order forms).
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        let sig = ed25519_dalek::Signature::from_bytes(signature);
+        self.0.verify_strict(message, &sig).is_ok()
+    }
+}
+
+impl std::fmt::Display for SignerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{SIGNER_KEY_PREFIX}{}", hex::encode(self.0.as_bytes()))
+    }
+}
+
+/// The operator's signing key: signs the audit events of the commands that
+/// hold the identity, so that events the agent can also seal (it holds the
+/// recipients) are told apart. Kept in `<identity>.sign`, mode 0600: a text
+/// file, or, when the identity has a passphrase, an age scrypt file with the
+/// same passphrase (docs/FORMAT.md, "Key files").
+pub struct SigningKey(ed25519_dalek::SigningKey);
+
+impl SigningKey {
+    pub fn generate() -> SigningKey {
+        SigningKey(ed25519_dalek::SigningKey::from_bytes(&rand::random()))
+    }
+
+    pub fn public(&self) -> SignerKey {
+        SignerKey(self.0.verifying_key())
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        self.0.sign(message).to_bytes()
+    }
+
+    fn to_text(&self) -> String {
+        format!(
+            "# coffer signing key: signs this operator's audit events.\n\
+             # Keep it beside the identity and as secret (mode 0600).\n\
+             # public key: {}\n{SIGNING_KEY_TAG} {}\n",
+            self.public(),
+            hex::encode(self.0.to_bytes())
+        )
+    }
+
+    /// Parses the text form; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<SigningKey, RepoError> {
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let mut seed = [0u8; 32];
+        let found = match (lines.next(), lines.next()) {
+            (Some(line), None) => line
+                .strip_prefix(SIGNING_KEY_TAG)
+                .map(str::trim)
+                .is_some_and(|h| hex::decode_to_slice(h, &mut seed).is_ok()),
+            _ => false,
         };
-        write_secret_file(path, &bytes)?;
-        Ok(recipient)
+        if !found {
+            return Err(RepoError::KeyFile {
+                path: origin.to_string(),
+                reason: format!(
+                    "not a coffer signing key (one `{SIGNING_KEY_TAG} <64 hex>` line expected); \
+                     move it away and run `coffer key add-signing --identity IDENTITY` for a new one"
+                ),
+            });
+        }
+        Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(&seed)))
+    }
+
+    /// Writes a new signing key file (mode 0600; refuses to overwrite one),
+    /// sealed with `passphrase` when given.
+    pub fn save(&self, path: &Path, passphrase: Option<&str>) -> Result<(), RepoError> {
+        let text = self.to_text();
+        write_secret_file(path, &seal_secret_text(path, &text, passphrase)?)
+    }
+
+    /// Loads a signing key file; `None` when there is none. `passphrase`
+    /// is asked only for a protected one.
+    pub fn load(
+        path: &Path,
+        passphrase: &dyn Fn() -> Result<String, RepoError>,
+    ) -> Result<Option<SigningKey>, RepoError> {
+        let bad = |reason: String| RepoError::KeyFile {
+            path: path.display().to_string(),
+            reason: format!(
+                "{reason}; make it the file `coffer key add-signing` writes (move this away first)"
+            ),
+        };
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(bad(format!("cannot read the signing key: {e}"))),
+            Ok(m) if !m.is_file() => return Err(bad("the signing key is not a file".into())),
+            Ok(_) => {}
+        }
+        let raw = read_secret_bytes(path, "signing key")?;
+        let (text, _) = open_secret_text(path, raw, passphrase, "signing key")?;
+        SigningKey::parse(&text, &path.display().to_string()).map(Some)
+    }
+}
+
+/// The signing keys whose audit events a reader takes as an operator's:
+/// the key beside its own identity (named `self`) and those it lists in
+/// `<identity>.signers`. Nothing in the repository can add to it.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedSigners {
+    keys: Vec<(String, SignerKey)>,
+}
+
+/// The name the reader's own signing key goes by.
+pub const OWN_SIGNER: &str = "self";
+
+impl TrustedSigners {
+    pub fn new(own: Option<SignerKey>) -> TrustedSigners {
+        TrustedSigners {
+            keys: own
+                .map(|k| (OWN_SIGNER.to_string(), k))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Adds the keys of a signers list: `name public-key` a line, `#`
+    /// comments and blank lines allowed. `origin` names the file in errors.
+    pub fn add_list(&mut self, text: &str, origin: &str) -> Result<(), RepoError> {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(key), None) = (words.next(), words.next(), words.next()) else {
+                return Err(RepoError::KeyFile {
+                    path: origin.to_string(),
+                    reason: format!(
+                        "line {}: expected `name ed25519:<64 hex>` (what `coffer key signer` prints)",
+                        n + 1
+                    ),
+                });
+            };
+            let key = SignerKey::parse(key).ok_or_else(|| RepoError::KeyFile {
+                path: origin.to_string(),
+                reason: format!(
+                    "line {}: {key:?} is not a signing public key (ed25519:<64 hex>, what `coffer key signer` prints)",
+                    n + 1
+                ),
+            })?;
+            self.keys.push((name.to_string(), key));
+        }
+        Ok(())
+    }
+
+    /// The reader's own key and `<identity>.signers` if it exists. The list
+    /// is a trust anchor: one that others can write is refused.
+    pub fn load(identity: &Path, own: Option<SignerKey>) -> Result<TrustedSigners, RepoError> {
+        let mut trusted = TrustedSigners::new(own);
+        let path = signers_path(identity);
+        let meta = match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(trusted),
+            other => other.map_err(|e| io_err(&path, e))?,
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(RepoError::KeyFile {
+                path: path.display().to_string(),
+                reason: format!(
+                    "signers list has mode {mode:04o}, writable by others; run `chmod go-w {}`",
+                    path.display()
+                ),
+            });
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        trusted.add_list(&text, &path.display().to_string())?;
+        Ok(trusted)
+    }
+
+    /// The name a trusted key goes by; `None` if it is not trusted.
+    pub fn name_of(&self, key: &SignerKey) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(_, k)| k == key)
+            .map(|(n, _)| n.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 }
 
@@ -192,10 +472,10 @@ fn read_secret_bytes(path: &Path, what: &str) -> Result<Vec<u8>, RepoError> {
         reason: if e.kind() == std::io::ErrorKind::NotFound {
             format!(
                 "{what} file not found; check the path (or create it with `coffer {}`)",
-                if what == "identity" {
-                    "key generate"
-                } else {
-                    "init"
+                match what {
+                    "identity" => "key generate",
+                    "signing key" => "key add-signing",
+                    _ => "init",
                 }
             )
         } else {
@@ -356,5 +636,168 @@ impl Keys {
             reason: format!("authentication failed: {e}"),
         })?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_passphrase() -> Result<String, RepoError> {
+        panic!("no passphrase should be asked for")
+    }
+
+    #[test]
+    fn a_signing_key_reads_back_from_its_text() {
+        let key = SigningKey::generate();
+        let text = key.to_text();
+        assert!(text.contains(&key.public().to_string()), "{text}");
+        let back = SigningKey::parse(&text, "k").unwrap();
+        assert_eq!(back.public(), key.public());
+        assert_eq!(back.sign(b"m"), key.sign(b"m"));
+    }
+
+    #[test]
+    fn garbage_is_not_a_signing_key_and_the_error_says_the_fix() {
+        let key = SigningKey::generate().to_text();
+        let two = format!("{key}{}", SigningKey::generate().to_text());
+        for text in [
+            "",
+            "hello",
+            "COFFER-SIGNING-KEY-ED25519 abcd",
+            "AGE-SECRET-KEY-1QQQ",
+            two.as_str(),
+        ] {
+            let err = SigningKey::parse(text, "/x/op.key.sign")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("/x/op.key.sign"), "{err}");
+            assert!(err.contains("coffer key add-signing"), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+    }
+
+    #[test]
+    fn a_public_key_reads_back_from_its_text() {
+        let public = SigningKey::generate().public();
+        let text = public.to_string();
+        assert!(
+            text.starts_with("ed25519:") && text.len() == 8 + 64,
+            "{text}"
+        );
+        assert_eq!(SignerKey::parse(&text), Some(public));
+        assert_eq!(SignerKey::parse(&text[8..]), None);
+        assert_eq!(SignerKey::parse("ed25519:00"), None);
+        assert_eq!(SignerKey::parse(&text.replace("ed25519:", "x25519:")), None);
+    }
+
+    #[test]
+    fn a_signers_list_names_its_keys_and_rejects_a_bad_line_by_number() {
+        let (a, b) = (
+            SigningKey::generate().public(),
+            SigningKey::generate().public(),
+        );
+        let mut trusted = TrustedSigners::new(None);
+        assert!(trusted.is_empty());
+        trusted
+            .add_list(&format!("# the team\n\nalice {a}\n  bob\t{b}  \n"), "s")
+            .unwrap();
+        assert_eq!(trusted.name_of(&a), Some("alice"));
+        assert_eq!(trusted.name_of(&b), Some("bob"));
+        assert_eq!(trusted.name_of(&SigningKey::generate().public()), None);
+        for (list, line) in [
+            (format!("alice {a}\ncarol\n"), "line 2"),
+            (format!("alice {a} extra"), "line 1"),
+            ("# x\ncarol age1xyz".to_string(), "line 2"),
+        ] {
+            let err = TrustedSigners::new(None)
+                .add_list(&list, "/x/op.key.signers")
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains("/x/op.key.signers") && err.contains(line),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_own_key_is_trusted_as_self() {
+        let own = SigningKey::generate().public();
+        assert_eq!(
+            TrustedSigners::new(Some(own)).name_of(&own),
+            Some(OWN_SIGNER)
+        );
+    }
+
+    #[test]
+    fn key_files_sit_beside_the_identity() {
+        let id = Path::new("/keys/operator.key");
+        assert_eq!(signing_key_path(id), Path::new("/keys/operator.key.sign"));
+        assert_eq!(signers_path(id), Path::new("/keys/operator.key.signers"));
+    }
+
+    #[test]
+    fn a_signing_key_file_saves_with_mode_0600_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("op.key.sign");
+        assert!(SigningKey::load(&path, &no_passphrase).unwrap().is_none());
+        let key = SigningKey::generate();
+        key.save(&path, None).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let back = SigningKey::load(&path, &no_passphrase).unwrap().unwrap();
+        assert_eq!(back.public(), key.public());
+        // Never overwritten.
+        let err = SigningKey::generate()
+            .save(&path, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("refusing to overwrite"), "{err}");
+        // Readable by others: refused, with the fix.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = SigningKey::load(&path, &no_passphrase)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_protected_signing_key_opens_only_with_its_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("op.key.sign");
+        let key = SigningKey::generate();
+        key.save(&path, Some("correct horse")).unwrap();
+        let raw = std::fs::read(&path).unwrap();
+        assert!(raw.starts_with(b"age-encryption.org/"), "an age file");
+        let back = SigningKey::load(&path, &|| Ok("correct horse".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.public(), key.public());
+        let err = SigningKey::load(&path, &|| Ok("wrong".into()))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("wrong passphrase"), "{err}");
+    }
+
+    #[test]
+    fn generate_refuses_when_a_signing_key_is_in_the_way_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = dir.path().join("op.key");
+        std::fs::write(signing_key_path(&id), b"x").unwrap();
+        let err = OperatorIdentity::generate(&id, None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("op.key.sign") && err.contains("refusing"),
+            "{err}"
+        );
+        assert!(!id.exists());
     }
 }

@@ -388,8 +388,7 @@ impl Repository {
         key: &str,
         id: &[u8; 32],
     ) -> Result<T, RepoError> {
-        let cap = limits::object_cap(key).map_or(limits::SNAPSHOT, |c| c.0);
-        self.open_object(key, id, &self.store.get_capped(key, cap)?)
+        parse_object(key, &self.get_json(key, id)?)
     }
 
     /// Reads many objects with several requests in flight; results in order.
@@ -416,6 +415,17 @@ impl Repository {
         id: &[u8; 32],
         sealed: &[u8],
     ) -> Result<T, RepoError> {
+        parse_object(key, &self.open_json(key, id, sealed)?)
+    }
+
+    /// Reads one object's JSON, checked against its name, as stored: for
+    /// what is verified over its exact bytes (signed audit events).
+    fn get_json(&self, key: &str, id: &[u8; 32]) -> Result<Vec<u8>, RepoError> {
+        let cap = limits::object_cap(key).map_or(limits::SNAPSHOT, |c| c.0);
+        self.open_json(key, id, &self.store.get_capped(key, cap)?)
+    }
+
+    fn open_json(&self, key: &str, id: &[u8; 32], sealed: &[u8]) -> Result<Vec<u8>, RepoError> {
         let compressed = self.keys.open(sealed, key)?;
         let max = limits::object_cap(key).map_or(limits::SNAPSHOT_JSON, |c| c.1);
         let json = limits::decompress(&compressed, max).map_err(|reason| RepoError::Corrupt {
@@ -428,10 +438,7 @@ impl Repository {
                 reason: "content does not match its name".into(),
             });
         }
-        serde_json::from_slice(&json).map_err(|e| RepoError::Corrupt {
-            object: key.into(),
-            reason: e.to_string(),
-        })
+        Ok(json)
     }
 
     pub fn write_index(&self, index: &IndexFile) -> Result<IndexId, RepoError> {
@@ -607,4 +614,11 @@ impl Repository {
             _ => Err(RepoError::NoSuchSnapshot(spec.into())),
         }
     }
+}
+
+fn parse_object<T: for<'de> Deserialize<'de>>(key: &str, json: &[u8]) -> Result<T, RepoError> {
+    serde_json::from_slice(json).map_err(|e| RepoError::Corrupt {
+        object: key.into(),
+        reason: e.to_string(),
+    })
 }
