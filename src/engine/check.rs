@@ -324,6 +324,7 @@ fn execute(repo: &Repository, plan: CheckPlan, progress: &dyn Progress) -> Resul
         .copied()
         .collect();
     let snaps = read_snapshots(repo, &mut report)?;
+    lock_gaps(repo, &index, &snaps, &mut report);
     // One good copy of each blob, for reading reference lists and file lists.
     let good: HashMap<BlobId, BlobLocation> = copies
         .iter()
@@ -362,6 +363,51 @@ fn execute(repo: &Repository, plan: CheckPlan, progress: &dyn Progress) -> Resul
         .collect();
     report.ok = report.problems.is_empty();
     Ok(report)
+}
+
+/// On a repository under Object Lock: every object history needs whose
+/// lock ends too early (or that has none) is a problem.
+fn lock_gaps(
+    repo: &Repository,
+    index: &FreshIndex,
+    snaps: &[(SnapshotId, Snapshot)],
+    report: &mut CheckReport,
+) {
+    let Some(lock) = repo.config.object_lock else {
+        return;
+    };
+    let window = crate::time::days(i64::from(lock.window_days));
+    let snapshots: Vec<(String, jiff::Timestamp)> =
+        snaps.iter().map(|(id, s)| (id.key(), s.time)).collect();
+    let indexes: HashSet<&IndexId> = index
+        .pack_indexes
+        .values()
+        .flatten()
+        .chain(index.index_times.keys())
+        .collect();
+    let others = index
+        .packs
+        .keys()
+        .map(PackId::key)
+        .chain(indexes.into_iter().map(IndexId::key))
+        .chain(
+            [
+                crate::repo::CONFIG_KEY,
+                crate::repo::KEYRING_KEY,
+                crate::repo::KEYRING_COPY_KEY,
+            ]
+            .iter()
+            .map(|k| k.to_string()),
+        );
+    let needed = super::locks::needed_until(window, jiff::Timestamp::now(), &snapshots, others);
+    for gap in super::locks::gaps(repo, &needed) {
+        report.problems.push(Problem {
+            problem: gap.text(),
+            object: gap.key,
+            snapshots: Vec::new(),
+            files: Vec::new(),
+        });
+    }
 }
 
 /// Reads every snapshot; one that can not be read is a problem.

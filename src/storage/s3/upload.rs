@@ -57,6 +57,7 @@ impl S3Storage {
         create_only: bool,
     ) -> Result<bool, StorageError> {
         let (class, sse, kms) = self.object_settings();
+        let (lock_mode, lock_until) = self.lock_now();
         let mut req = self
             .client
             .put_object()
@@ -65,6 +66,8 @@ impl S3Storage {
             .set_storage_class(class)
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms)
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(lock_until)
             .body(self.body(key, &payload).await?);
         if create_only {
             req = req.if_none_match("*");
@@ -97,6 +100,7 @@ impl S3Storage {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let full = self.full_key(key);
         let (class, sse, kms) = self.object_settings();
+        let (lock_mode, lock_until) = self.lock_now();
         let create = self
             .client
             .create_multipart_upload()
@@ -105,6 +109,8 @@ impl S3Storage {
             .set_storage_class(class)
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms)
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(lock_until)
             .set_checksum_algorithm(self.multipart_algorithm());
         let upload = create
             .send()
@@ -162,7 +168,16 @@ impl S3Storage {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| self.error("CompleteMultipartUpload", key, e))
+                .map_err(|e| self.error("CompleteMultipartUpload", key, e))?;
+            // Some servers store a multipart object without the lock asked
+            // for on its create (moto 5.2.5): set it again, one request.
+            match self.locking() {
+                Some(l) => {
+                    self.put_retention(key, l.retention_from(jiff::Timestamp::now()))
+                        .await
+                }
+                None => Ok(()),
+            }
         }
         .await;
         if result.is_err() {
