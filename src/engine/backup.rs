@@ -293,6 +293,15 @@ fn read_file(
 /// (what [`super::locks::extend`] takes for objects not in its ledger).
 type Listed = HashMap<String, jiff::Timestamp>;
 
+/// What a backup starts from: the blobs it may reference, the packs it
+/// adopted, warnings, and when each pack and index object was stored.
+struct Vouched {
+    blobs: HashMap<BlobId, BlobLocation>,
+    adopted: usize,
+    warnings: Vec<String>,
+    listed: Listed,
+}
+
 fn listed_times(synced: &super::Synced) -> Listed {
     let packs = synced
         .health
@@ -303,10 +312,7 @@ fn listed_times(synced: &super::Synced) -> Listed {
     packs.chain(indexes).collect()
 }
 
-fn vouched_blobs(
-    repo: &Repository,
-    catalog: &mut Catalog,
-) -> Result<(HashMap<BlobId, BlobLocation>, usize, Vec<String>, Listed)> {
+fn vouched_blobs(repo: &Repository, catalog: &mut Catalog) -> Result<Vouched> {
     let synced = super::sync_index(repo, catalog)?;
     let listed = listed_times(&synced);
     let mut warnings = synced.warnings();
@@ -377,12 +383,12 @@ fn vouched_blobs(
             packs.len()
         ));
     }
-    Ok((
-        usable_blobs(&known, &health),
-        adopted.packs.len(),
+    Ok(Vouched {
+        blobs: usable_blobs(&known, &health),
+        adopted: adopted.packs.len(),
         warnings,
         listed,
-    ))
+    })
 }
 
 /// Assembles sealed blobs into packs (spooled to disk, never held in
@@ -477,7 +483,12 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
     progress.phase("index", None);
     // We hold the lock: temporary files in the repository are a killed writer's.
     repo.store.remove_stale_temp()?;
-    let (known, orphans_adopted, mut warnings, listed) = vouched_blobs(repo, catalog)?;
+    let Vouched {
+        blobs: known,
+        adopted: orphans_adopted,
+        mut warnings,
+        listed,
+    } = vouched_blobs(repo, catalog)?;
     let file_cache = catalog.files()?;
     let dedup = Dedup {
         known,
