@@ -28,6 +28,21 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Records lock ends storage reported (`check` found them shorter
+    /// than the ledger had them), so the next pass lengthens them.
+    pub fn correct_locks(&mut self, untils: &[(String, Timestamp)]) -> Result<(), CatalogError> {
+        self.ensure_locks()?;
+        for (k, t) in untils {
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO locks (key, until) VALUES (?1, ?2)",
+                    params![k, t.as_second()],
+                )
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
     /// Records lock ends, and forgets the objects not in `keep` (deleted,
     /// or no longer needed by history), in one transaction.
     pub fn record_locks(

@@ -153,7 +153,7 @@ impl LockGap {
                 format!("it has no Object Lock; history needs it locked until {needed}")
             }
             (None, Some(u)) => format!(
-                "its Object Lock ends {}, but history needs it until {needed}: the next backup lengthens it (or run `coffer backup` now)",
+                "its Object Lock ends {}, but history needs it until {needed}: the next backup lengthens it",
                 crate::time::utc_text(u)
             ),
         }

@@ -37,9 +37,15 @@ impl S3Storage {
     /// same one on CreateMultipartUpload, each UploadPart and (per part) on
     /// CompleteMultipartUpload, or none anywhere.
     pub(super) fn multipart_algorithm(&self) -> Option<aws_sdk_s3::types::ChecksumAlgorithm> {
-        self.checksums
-            .send
+        self.sends_checksums()
             .then_some(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+    }
+
+    /// Whether uploads carry a CRC32: as the settings say, and always
+    /// under Object Lock, where S3 refuses an upload without a checksum
+    /// (`MissingUploadObjectWithObjectLockHeaders`).
+    pub(super) fn sends_checksums(&self) -> bool {
+        self.checksums.send || self.locking().is_some()
     }
 
     /// The one upload path of a single object: packs streamed from spool
@@ -71,6 +77,9 @@ impl S3Storage {
             .body(self.body(key, &payload).await?);
         if create_only {
             req = req.if_none_match("*");
+        }
+        if self.locking().is_some() {
+            req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
         }
         match req.customize().disable_payload_signing().send().await {
             Ok(_) => Ok(true),
@@ -147,7 +156,7 @@ impl S3Storage {
                         // Only some servers answer with the part's checksum.
                         .set_checksum_crc32(
                             part.checksum_crc32()
-                                .filter(|_| self.checksums.send)
+                                .filter(|_| self.sends_checksums())
                                 .map(str::to_string),
                         )
                         .build(),
