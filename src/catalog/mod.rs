@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 mod files;
 mod health;
 mod index;
+mod locks;
 mod refs;
 mod snapshots;
 mod tx;

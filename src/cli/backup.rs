@@ -51,6 +51,7 @@ fn auto_init(ctx: &Context) -> Result<()> {
         store,
         vec![recipient],
         crate::repo::chunker::ChunkerParams::DATA,
+        None,
     )?;
     agent.save(agent_key)?;
     if !ctx.quiet && !ctx.json {

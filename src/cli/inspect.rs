@@ -143,6 +143,16 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
     let bar = ctx.progress();
     let report = run_check(&repo, args.read_data, &bar)?;
     bar.finish();
+    if !report.lock_gaps.is_empty() {
+        // Storage's word over the ledger's: the next backup reads these
+        // locks afresh and lengthens them.
+        let gaps: Vec<(String, jiff::Timestamp)> = report
+            .lock_gaps
+            .iter()
+            .map(|g| (g.object.clone(), g.ends))
+            .collect();
+        ctx.open_catalog(&repo)?.correct_locks(&gaps)?;
+    }
     if args.read_data && repo.keys.is_operator() {
         // Every blob was decrypted: snapshots no problem names are verified.
         let mut catalog = ctx.open_catalog(&repo)?;
@@ -160,6 +170,13 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
     } else {
         for n in &report.notes {
             println!("note: {}", text::message(n));
+        }
+        for g in &report.lock_gaps {
+            println!(
+                "LOCK GAP {}: {}",
+                text::name_str(&g.object),
+                text::message(&g.problem)
+            );
         }
         for p in &report.problems {
             println!(
@@ -186,6 +203,8 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
             },
             if report.ok {
                 "no problems found"
+            } else if report.problems.is_empty() {
+                "LOCK GAPS FOUND"
             } else {
                 "DAMAGE FOUND"
             }
@@ -193,6 +212,12 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
     }
     if report.ok {
         Ok(Exit::Success)
+    } else if report.problems.is_empty() {
+        eprintln!(
+            "coffer: {} objects history needs are locked for less time than it needs them (see above); the next backup lengthens their locks",
+            report.lock_gaps.len()
+        );
+        Ok(Exit::Failure)
     } else {
         for p in &report.problems {
             eprintln!(

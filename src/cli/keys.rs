@@ -1,6 +1,7 @@
 //! `coffer key …` and `coffer init`.
 
 use super::{Context, Exit, print_json};
+use crate::repo::LockConfig;
 use crate::repo::Repository;
 use crate::repo::chunker::ChunkerParams;
 use crate::repo::keys::{
@@ -51,6 +52,16 @@ pub struct InitArgs {
     #[arg(long, default_value_t = (ChunkerParams::DATA.avg / 1024) as u32,
           value_parser = clap::value_parser!(u32).range(64..=4096))]
     chunk_avg_kib: u32,
+    /// Keep the history under S3 Object Lock in this mode (default: the
+    /// profile's `[s3] object_lock`): a compromised server can then not
+    /// delete or shorten it. Needs a bucket with Object Lock (`--create-bucket`
+    /// makes one). See docs/IMMUTABILITY.md.
+    #[arg(long, value_enum)]
+    object_lock: Option<crate::storage::LockMode>,
+    /// The history every lock covers, e.g. 90d (default: the profile's
+    /// `keep_within`, else 90 days); locks reach 30 days past it.
+    #[arg(long, value_parser = crate::duration::parse, requires = "object_lock")]
+    lock_window: Option<jiff::SignedDuration>,
 }
 
 fn read_passphrase() -> Result<String> {
@@ -219,6 +230,55 @@ impl Context {
     }
 }
 
+/// The lock a new repository asks for: the flag, else the profile's
+/// `[s3] object_lock`; refused where storage can not keep one.
+fn lock_config(ctx: &Context, args: &InitArgs, url: &str) -> Result<Option<LockConfig>> {
+    let profile = ctx.profile.as_ref();
+    let Some(mode) = args
+        .object_lock
+        .or_else(|| profile.and_then(|p| p.s3.object_lock))
+    else {
+        return Ok(None);
+    };
+    if !url.starts_with("s3://") {
+        return Err(anyhow!(
+            "{url}: Object Lock needs S3 storage with Object Lock; a local folder can not keep history from a compromised server (drop --object-lock, or use an s3:// bucket: docs/IMMUTABILITY.md)"
+        ));
+    }
+    let window = args
+        .lock_window
+        .or_else(|| profile.map(|p| p.retention.keep_within))
+        .unwrap_or(crate::config::Retention::default().keep_within);
+    // Whole days, rounded up: the lock must cover all of the window.
+    let days = (window.as_secs().max(1) as u64).div_ceil(86_400);
+    let window_days = u32::try_from(days)
+        .ok()
+        .filter(|d| *d <= 3650)
+        .ok_or_else(|| anyhow!("--lock-window {days} days: choose at most 3650 days"))?;
+    Ok(Some(LockConfig {
+        mode,
+        window_days,
+        margin_days: crate::repo::LOCK_MARGIN_DAYS,
+    }))
+}
+
+/// A bucket without Object Lock can not get it later: say so before
+/// anything is written.
+fn check_bucket_lock(store: &crate::repo::store::Store, url: &str) -> Result<()> {
+    match store.object_lock()?.as_deref() {
+        Some("off") => Err(anyhow!(
+            "{url}: the bucket has no Object Lock, and it can only be turned on when a bucket is created: create one with `coffer init --create-bucket --object-lock MODE` (a new bucket name), or in your provider's console"
+        )),
+        Some(s) if s.starts_with("unknown") => {
+            eprintln!(
+                "coffer: warning: {url}: could not read the bucket's Object Lock setting ({s}); the first locked write will tell"
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {
     let recipients = args
         .recipients
@@ -244,8 +304,12 @@ pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {
             agent_key_path.display()
         ));
     }
-    let store = ctx.store()?;
     let url = ctx.repo_url()?;
+    let lock = lock_config(ctx, &args, url)?;
+    let store = match lock {
+        Some(l) => ctx.store_with_lock(l.mode)?,
+        None => ctx.store()?,
+    };
     if !store.exists()? {
         if args.create_bucket || !url.starts_with("s3://") {
             store.create_location()?;
@@ -255,8 +319,12 @@ pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {
             ));
         }
     }
+    if lock.is_some() {
+        check_bucket_lock(&store, url)?;
+    }
     let avg = (args.chunk_avg_kib as usize * 1024) & !1;
-    let (repo, agent, caps) = Repository::init(store, recipients, ChunkerParams::with_avg(avg))?;
+    let (repo, agent, caps) =
+        Repository::init(store, recipients, ChunkerParams::with_avg(avg), lock)?;
     agent.save(&agent_key_path)?;
     if ctx.json {
         print_json(&super::json::Initialized {

@@ -160,12 +160,23 @@ impl Context {
 
     fn store(&self) -> Result<Store> {
         let url = self.repo_url()?;
-        let s3 = self
-            .profile
+        Ok(Store::open(url, &self.s3_options())?)
+    }
+
+    /// The store for a new repository under Object Lock: a bucket it
+    /// creates gets versioning and Object Lock.
+    fn store_with_lock(&self, mode: crate::storage::LockMode) -> Result<Store> {
+        let url = self.repo_url()?;
+        let mut s3 = self.s3_options();
+        s3.object_lock = Some(mode);
+        Ok(Store::open(url, &s3)?)
+    }
+
+    fn s3_options(&self) -> crate::storage::S3Options {
+        self.profile
             .as_ref()
             .map(|p| p.s3.clone())
-            .unwrap_or_default();
-        Ok(Store::open(url, &s3)?)
+            .unwrap_or_default()
     }
 
     fn load_identity(&self, path: &std::path::Path) -> Result<OperatorIdentity> {

@@ -88,6 +88,8 @@ struct S3File {
     #[serde(default)]
     allowed_regions: Vec<String>,
     credentials_file: Option<String>,
+    /// "governance" or "compliance" (docs/IMMUTABILITY.md).
+    object_lock: Option<crate::storage::LockMode>,
 }
 
 /// zstd level 3: 1.2% smaller than level 2 on the benchmark data set for
@@ -657,6 +659,7 @@ fn parse_s3(
         allowed_regions: f.allowed_regions,
         multipart_threshold: f.multipart_threshold_mib.unwrap_or(0) << 20,
         credentials_file: f.credentials_file.as_deref().map(resolve),
+        object_lock: f.object_lock,
     })
 }
 

@@ -69,6 +69,8 @@ pub struct BackupReport {
     /// Files that changed while they were read (stored as read).
     pub changed: Vec<String>,
     pub orphans_adopted: usize,
+    /// Objects whose Object Lock this backup lengthened (engine/locks.rs).
+    pub locks_extended: usize,
     /// What the operator should know: objects skipped, data stored again.
     pub warnings: Vec<String>,
 }
@@ -287,11 +289,32 @@ fn read_file(
 /// again, so a new snapshot never references lost data. Packs no index
 /// lists are adopted first. Returns the blobs, the packs adopted, and
 /// warnings for the operator.
-fn vouched_blobs(
-    repo: &Repository,
-    catalog: &mut Catalog,
-) -> Result<(HashMap<BlobId, BlobLocation>, usize, Vec<String>)> {
+/// When storage wrote each pack and index object, as the sync listed them
+/// (what [`super::locks::extend`] takes for objects not in its ledger).
+type Listed = HashMap<String, jiff::Timestamp>;
+
+/// What a backup starts from: the blobs it may reference, the packs it
+/// adopted, warnings, and when each pack and index object was stored.
+struct Vouched {
+    blobs: HashMap<BlobId, BlobLocation>,
+    adopted: usize,
+    warnings: Vec<String>,
+    listed: Listed,
+}
+
+fn listed_times(synced: &super::Synced) -> Listed {
+    let packs = synced
+        .health
+        .stored
+        .iter()
+        .filter_map(|(id, p)| Some((id.key(), p.modified?)));
+    let indexes = synced.index_times.iter().map(|(id, t)| (id.key(), *t));
+    packs.chain(indexes).collect()
+}
+
+fn vouched_blobs(repo: &Repository, catalog: &mut Catalog) -> Result<Vouched> {
     let synced = super::sync_index(repo, catalog)?;
+    let listed = listed_times(&synced);
     let mut warnings = synced.warnings();
     let mut health = synced.health;
     let mut known = synced.blobs;
@@ -360,7 +383,12 @@ fn vouched_blobs(
             packs.len()
         ));
     }
-    Ok((usable_blobs(&known, &health), adopted.packs.len(), warnings))
+    Ok(Vouched {
+        blobs: usable_blobs(&known, &health),
+        adopted: adopted.packs.len(),
+        warnings,
+        listed,
+    })
 }
 
 /// Assembles sealed blobs into packs (spooled to disk, never held in
@@ -455,7 +483,12 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
     progress.phase("index", None);
     // We hold the lock: temporary files in the repository are a killed writer's.
     repo.store.remove_stale_temp()?;
-    let (known, orphans_adopted, warnings) = vouched_blobs(repo, catalog)?;
+    let Vouched {
+        blobs: known,
+        adopted: orphans_adopted,
+        mut warnings,
+        listed,
+    } = vouched_blobs(repo, catalog)?;
     let file_cache = catalog.files()?;
     let dedup = Dedup {
         known,
@@ -469,6 +502,12 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
         return Err(Error::Interrupted);
     }
     let mut report = commit(job, catalog, piped)?;
+    // The new snapshot needs what it references for its whole window.
+    let pass = super::locks::extend(repo, catalog, &listed, jiff::Timestamp::now())?;
+    warnings.extend(pass.failed.iter().map(|(key, why)| {
+        format!("{key}: its Object Lock could not be lengthened ({why}); the next backup tries again, `coffer check` shows the gap")
+    }));
+    report.locks_extended = pass.extended;
     report.orphans_adopted = orphans_adopted;
     report.warnings = warnings;
     Ok(report)
@@ -640,6 +679,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         skipped,
         changed,
         orphans_adopted: 0,
+        locks_extended: 0,
         warnings: Vec::new(),
     })
 }

@@ -41,6 +41,9 @@ pub struct CheckReport {
     pub packs: usize,
     pub blobs: usize,
     pub packs_read: usize,
+    /// On a repository under Object Lock: objects history needs for longer
+    /// than their lock runs (not damage: nothing is lost yet).
+    pub lock_gaps: Vec<LockGapRow>,
     /// Damage records written for what this check found.
     pub damage_recorded: Vec<String>,
     /// Damage records deleted: every pack they name read back whole.
@@ -49,6 +52,20 @@ pub struct CheckReport {
     /// and the identity).
     #[serde(skip)]
     pub sound: Vec<SnapshotId>,
+}
+
+/// An object whose lock ends before history stops needing it.
+#[derive(Debug, Serialize)]
+pub struct LockGapRow {
+    pub object: String,
+    pub problem: String,
+    /// When its lock ends (RFC 3339); null: none, or it could not be read.
+    pub locked_until: Option<String>,
+    pub needed_until: String,
+    /// When its lock ends, as the ledger should have it (the epoch where
+    /// there is none).
+    #[serde(skip)]
+    pub ends: jiff::Timestamp,
 }
 
 /// One damaged object: why, and the blobs it can no longer give.
@@ -324,6 +341,7 @@ fn execute(repo: &Repository, plan: CheckPlan, progress: &dyn Progress) -> Resul
         .copied()
         .collect();
     let snaps = read_snapshots(repo, &mut report)?;
+    lock_gaps(repo, &index, &snaps, &mut report);
     // One good copy of each blob, for reading reference lists and file lists.
     let good: HashMap<BlobId, BlobLocation> = copies
         .iter()
@@ -360,8 +378,54 @@ fn execute(repo: &Repository, plan: CheckPlan, progress: &dyn Progress) -> Resul
         .map(|(id, _)| *id)
         .filter(|id| !named.contains(id))
         .collect();
-    report.ok = report.problems.is_empty();
+    report.ok = report.problems.is_empty() && report.lock_gaps.is_empty();
     Ok(report)
+}
+
+/// On a repository under Object Lock: every object history needs whose
+/// lock ends too early (or that has none) is a problem.
+fn lock_gaps(
+    repo: &Repository,
+    index: &FreshIndex,
+    snaps: &[(SnapshotId, Snapshot)],
+    report: &mut CheckReport,
+) {
+    let Some(lock) = repo.config.object_lock else {
+        return;
+    };
+    let window = crate::time::days(i64::from(lock.window_days));
+    let snapshots: Vec<(String, jiff::Timestamp)> =
+        snaps.iter().map(|(id, s)| (id.key(), s.time)).collect();
+    let indexes: HashSet<&IndexId> = index
+        .pack_indexes
+        .values()
+        .flatten()
+        .chain(index.index_times.keys())
+        .collect();
+    let others = index
+        .packs
+        .keys()
+        .map(PackId::key)
+        .chain(indexes.into_iter().map(IndexId::key))
+        .chain(
+            [
+                crate::repo::CONFIG_KEY,
+                crate::repo::KEYRING_KEY,
+                crate::repo::KEYRING_COPY_KEY,
+            ]
+            .iter()
+            .map(|k| k.to_string()),
+        );
+    let needed = super::locks::needed_until(window, jiff::Timestamp::now(), &snapshots, others);
+    for gap in super::locks::gaps(repo, &needed) {
+        report.lock_gaps.push(LockGapRow {
+            problem: gap.text(),
+            locked_until: gap.until.map(crate::time::rfc3339_secs),
+            needed_until: crate::time::rfc3339_secs(gap.needed),
+            ends: gap.until.unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            object: gap.key,
+        });
+    }
 }
 
 /// Reads every snapshot; one that can not be read is a problem.

@@ -11,6 +11,7 @@ pub mod forget;
 pub mod health;
 pub mod history;
 pub mod job;
+pub mod locks;
 mod packer;
 pub mod prune;
 mod read;

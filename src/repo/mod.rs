@@ -30,10 +30,15 @@ use snapshot::Snapshot;
 use store::Store;
 
 /// The newest format this build writes; it reads every version up to it.
-/// 2 adds the snapshot's tree index. A repository keeps the version it was
-/// made with: snapshots of a version 1 repository are written without the
-/// index, so older coffer builds keep reading it.
-pub const FORMAT_VERSION: u32 = 2;
+/// 2 adds the snapshot's tree index; 3 adds Object Lock (`object_lock` in
+/// the config): a build that does not know it would write objects without
+/// their lock, so it must refuse the repository. A repository keeps the
+/// version it was made with: snapshots of a version 1 repository are
+/// written without the index, so older coffer builds keep reading it, and
+/// a repository without Object Lock is made as version 2.
+pub const FORMAT_VERSION: u32 = 3;
+/// The version of a new repository without Object Lock.
+const UNLOCKED_VERSION: u32 = 2;
 pub const CONFIG_KEY: &str = "config";
 pub const KEYRING_KEY: &str = "keyring";
 /// A second copy of the keyring: one damaged object must not lock the
@@ -101,6 +106,43 @@ pub enum RepoError {
     AmbiguousSnapshot(String),
 }
 
+/// How a repository on an Object Lock bucket locks its objects: every
+/// object is written locked for `window_days + margin_days`, and a writer
+/// lengthens the lock of what history still needs once it has less than
+/// `window_days` left (engine/locks.rs): each object at most once per
+/// `margin_days`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockConfig {
+    pub mode: crate::storage::LockMode,
+    /// The history the locks protect: at least the profile's `keep_within`.
+    pub window_days: u32,
+    /// How far past the window a lock reaches when written or lengthened.
+    pub margin_days: u32,
+}
+
+/// The lock margin (docs/IMMUTABILITY.md, "What locks cost"): a longer one
+/// lengthens fewer locks a day, and keeps forgotten data that much longer.
+pub const LOCK_MARGIN_DAYS: u32 = 30;
+
+impl LockConfig {
+    /// The lock every new object gets.
+    pub fn write_lock(&self) -> crate::storage::WriteLock {
+        crate::storage::WriteLock {
+            mode: self.mode,
+            period: crate::time::days(i64::from(self.window_days + self.margin_days)),
+        }
+    }
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=3650).contains(&self.window_days) || !(1..=3650).contains(&self.margin_days) {
+            return Err(format!(
+                "object_lock window {} days, margin {} days: each must be 1 to 3650",
+                self.window_days, self.margin_days
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The plaintext `config` object: enough to know what this is and how to read it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RepoConfig {
@@ -110,6 +152,9 @@ pub struct RepoConfig {
     #[serde(with = "crate::time::serde_rfc3339")]
     pub created: Timestamp,
     pub data_chunks: ChunkerParams,
+    /// Object Lock on everything history depends on (docs/IMMUTABILITY.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<LockConfig>,
     pub meta_chunks: ChunkerParams,
     /// Packs are closed once they reach this many bytes.
     pub pack_size: u64,
@@ -132,6 +177,7 @@ impl Repository {
         store: Store,
         recipients: Vec<age::x25519::Recipient>,
         data_chunks: ChunkerParams,
+        object_lock: Option<LockConfig>,
     ) -> Result<(Repository, AgentKey, caps::Capabilities), RepoError> {
         if store.stat(CONFIG_KEY)?.is_some() {
             return Err(RepoError::AlreadyExists {
@@ -140,14 +186,20 @@ impl Repository {
         }
         let config = RepoConfig {
             format: "coffer".into(),
-            version: FORMAT_VERSION,
+            version: match object_lock {
+                Some(_) => FORMAT_VERSION,
+                None => UNLOCKED_VERSION,
+            },
             id: hex::encode(rand::random::<[u8; 16]>()),
             created: Timestamp::now(),
             data_chunks,
+            object_lock,
             meta_chunks: ChunkerParams::META,
             pack_size: 16 * 1024 * 1024,
         };
         let capabilities = caps::probe(&store, config.pack_size)?;
+        // After the probe: its objects are deleted again at once.
+        Self::arm(&store, &config)?;
         let agent = AgentKey::generate(config.id.clone(), recipients);
         let keys = Keys::from_agent_key(&agent);
         // The keyring lets an operator re-issue the agent key on a new server.
@@ -233,7 +285,29 @@ impl Repository {
         if !(1024 * 1024..=1024 * 1024 * 1024).contains(&config.pack_size) {
             return Err(corrupt("pack_size out of range".into()));
         }
+        if let Some(l) = &config.object_lock {
+            l.validate().map_err(corrupt)?;
+        }
         Ok(config)
+    }
+
+    /// Every object this store writes from now on gets the repository's
+    /// lock. Storage without Object Lock refuses it.
+    fn arm(store: &Store, config: &RepoConfig) -> Result<(), RepoError> {
+        Ok(store.set_write_lock(config.object_lock.map(|l| l.write_lock()))?)
+    }
+
+    /// [`Repository::arm`] for a repository being opened: a copy of a
+    /// locked repository on storage without Object Lock (a folder) still
+    /// opens, and says that what is written there is not locked.
+    fn arm_or_warn(store: &Store, config: &RepoConfig) -> Result<Vec<String>, RepoError> {
+        match Self::arm(store, config) {
+            Err(RepoError::Storage(StorageError::Unsupported { .. })) => Ok(vec![format!(
+                "{} is a copy of a repository under Object Lock, on storage without it: what is written here is not locked",
+                store.location()
+            )]),
+            other => other.map(|_| Vec::new()),
+        }
     }
 
     /// Opens with the agent key: can write and read bookkeeping, not contents.
@@ -246,11 +320,12 @@ impl Repository {
                 repo: config.id,
             });
         }
+        let warnings = Self::arm_or_warn(&store, &config)?;
         Ok(Repository {
             keys: Keys::from_agent_key(agent),
             store,
             config,
-            warnings: Vec::new(),
+            warnings,
         })
     }
 
@@ -271,7 +346,7 @@ impl Repository {
             agent_identity: None,
             operator: Some(identity),
         };
-        let mut warnings = Vec::new();
+        let mut warnings = Self::arm_or_warn(&store, &config)?;
         let agent = match Self::open_keyring(&probe, &config, KEYRING_KEY, sealed) {
             Ok(a) => a,
             // The copy, whatever went wrong: a keyring planted for other

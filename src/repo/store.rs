@@ -1,6 +1,8 @@
 //! A blocking facade over the async [`Storage`]: the engines are plain threads.
 
-use crate::storage::{Cap, ObjectInfo, Opened, Storage, StorageError, Tuning};
+use crate::storage::{
+    Cap, ObjectInfo, Opened, Retention, Storage, StorageError, Tuning, VersionInfo, WriteLock,
+};
 use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
@@ -77,6 +79,71 @@ impl Store {
     /// See [`Storage::object_lock`].
     pub fn object_lock(&self) -> Result<Option<String>, StorageError> {
         self.run(self.storage.object_lock())
+    }
+    /// See [`Storage::set_write_lock`].
+    pub fn set_write_lock(&self, lock: Option<WriteLock>) -> Result<(), StorageError> {
+        self.storage.set_write_lock(lock)
+    }
+    /// See [`Storage::retention`].
+    pub fn retention(&self, key: &str) -> Result<Option<Retention>, StorageError> {
+        self.run(self.storage.retention(key))
+    }
+    /// See [`Storage::extend_retention`].
+    pub fn extend_retention(&self, key: &str, r: Retention) -> Result<(), StorageError> {
+        self.run(self.storage.extend_retention(key, r))
+    }
+    /// Several [`Store::retention`] reads at once (`read_concurrency` in flight).
+    pub fn retentions(
+        &self,
+        keys: &[String],
+    ) -> Vec<(String, Result<Option<Retention>, StorageError>)> {
+        self.each(keys, |s, k| async move { s.retention(&k).await })
+    }
+    /// Several [`Store::extend_retention`] at once.
+    pub fn extend_retentions(
+        &self,
+        keys: &[String],
+        r: Retention,
+    ) -> Vec<(String, Result<(), StorageError>)> {
+        self.each(
+            keys,
+            move |s, k| async move { s.extend_retention(&k, r).await },
+        )
+    }
+    /// `op` on every key, `read_concurrency` in flight; answers in key order.
+    fn each<T, F, Fut>(&self, keys: &[String], op: F) -> Vec<(String, T)>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<dyn Storage>, String) -> Fut,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let mut out = Vec::with_capacity(keys.len());
+        for batch in keys.chunks(self.read_concurrency()) {
+            let tasks: Vec<_> = batch
+                .iter()
+                .map(|k| self.runtime.spawn(op(self.storage.clone(), k.clone())))
+                .collect();
+            for (k, t) in batch.iter().zip(tasks) {
+                // A task only fails by panicking: a bug, passed on as one.
+                let v = self
+                    .run(t)
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+                out.push((k.clone(), v));
+            }
+        }
+        out
+    }
+    /// See [`Storage::list_versions`].
+    pub fn list_versions(&self, prefix: &str) -> Result<Vec<VersionInfo>, StorageError> {
+        self.run(self.storage.list_versions(prefix))
+    }
+    /// See [`Storage::delete_version`].
+    pub fn delete_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        self.run(self.storage.delete_version(key, version))
+    }
+    /// See [`Storage::restore_version`].
+    pub fn restore_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        self.run(self.storage.restore_version(key, version))
     }
     /// See [`Storage::range_checksum`].
     pub fn range_checksum(

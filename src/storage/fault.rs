@@ -200,6 +200,48 @@ impl Storage for Faulty {
     async fn create_location(&self) -> Result<(), StorageError> {
         self.inner.create_location().await
     }
+    fn set_write_lock(&self, lock: Option<super::WriteLock>) -> Result<(), StorageError> {
+        self.inner.set_write_lock(lock)
+    }
+    async fn retention(&self, key: &str) -> Result<Option<super::Retention>, StorageError> {
+        self.apply(key, self.inner.retention(key)).await
+    }
+    async fn extend_retention(&self, key: &str, r: super::Retention) -> Result<(), StorageError> {
+        self.apply(key, self.inner.extend_retention(key, r)).await
+    }
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<super::VersionInfo>, StorageError> {
+        self.apply(prefix, self.inner.list_versions(prefix)).await
+    }
+    async fn get_version_capped(
+        &self,
+        key: &str,
+        version: &str,
+        cap: Cap,
+    ) -> Result<Bytes, StorageError> {
+        self.apply(key, self.inner.get_version_capped(key, version, cap))
+            .await
+    }
+    async fn get_version_range(
+        &self,
+        key: &str,
+        version: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, StorageError> {
+        self.apply(
+            key,
+            self.inner.get_version_range(key, version, offset, length),
+        )
+        .await
+    }
+    async fn delete_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        self.apply(key, self.inner.delete_version(key, version))
+            .await
+    }
+    async fn restore_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        self.apply(key, self.inner.restore_version(key, version))
+            .await
+    }
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 
 pub mod fault;
 mod local;
+pub mod retention;
 mod retry;
 mod s3;
 mod setup;
 
 pub use local::LocalStorage;
+pub use retention::{LockMode, Retention, VersionInfo, WriteLock};
 pub use retry::Retry;
 pub use s3::policy::{Role, iam_policy};
 pub use s3::{ChecksumSetting, S3Options, S3Storage, parse_url as parse_s3_url};
@@ -52,6 +54,14 @@ pub enum StorageError {
     Setup {
         location: String,
         problem: SetupError,
+    },
+    /// What was asked needs something this storage does not have (Object
+    /// Lock, object versions: a local folder has neither).
+    #[error("{location}: {what} needs S3 storage with {needs}; {location} has none")]
+    Unsupported {
+        location: String,
+        what: &'static str,
+        needs: &'static str,
     },
     /// A transient failure that lasted through every attempt of the retry
     /// layer (the message is the last attempt's).
@@ -132,6 +142,7 @@ impl StorageError {
             | StorageError::TooLarge { .. }
             | StorageError::Refused { .. }
             | StorageError::Setup { .. }
+            | StorageError::Unsupported { .. }
             | StorageError::GaveUp { .. } => false,
         }
     }
@@ -146,6 +157,7 @@ impl StorageError {
             StorageError::Unavailable { .. }
             | StorageError::Refused { .. }
             | StorageError::Setup { .. }
+            | StorageError::Unsupported { .. }
             | StorageError::GaveUp { .. } => false,
         }
     }
@@ -279,6 +291,75 @@ pub trait Storage: Send + Sync {
     async fn exists(&self) -> Result<bool, StorageError>;
     /// Creates the location (a directory, a bucket).
     async fn create_location(&self) -> Result<(), StorageError>;
+
+    // Object Lock and versions (docs/IMMUTABILITY.md). A backend without
+    // them keeps these defaults: asking for a lock or a version is refused
+    // with `Unsupported`, never silently ignored.
+
+    /// Locks every object written from now on (`put`, `put_file`,
+    /// `create`) with `lock`; None writes without a lock.
+    fn set_write_lock(&self, lock: Option<WriteLock>) -> Result<(), StorageError> {
+        match lock {
+            None => Ok(()),
+            Some(_) => Err(self.unsupported("Object Lock", "Object Lock")),
+        }
+    }
+    /// The lock of an object's current version; None if it has none.
+    async fn retention(&self, key: &str) -> Result<Option<Retention>, StorageError> {
+        let _ = key;
+        Err(self.unsupported("reading a lock", "Object Lock"))
+    }
+    /// Sets the lock of an object's current version to `r`. Storage
+    /// refuses a shorter one; callers only ever lengthen.
+    async fn extend_retention(&self, key: &str, r: Retention) -> Result<(), StorageError> {
+        let _ = (key, r);
+        Err(self.unsupported("extending a lock", "Object Lock"))
+    }
+    /// Every version and delete marker of the objects under `prefix`.
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<VersionInfo>, StorageError> {
+        let _ = prefix;
+        Err(self.unsupported("reading earlier versions", "versioning"))
+    }
+    /// Reads a whole version of at most `cap.max` bytes (as `get_capped`).
+    async fn get_version_capped(
+        &self,
+        key: &str,
+        version: &str,
+        cap: Cap,
+    ) -> Result<Bytes, StorageError> {
+        let _ = (key, version, cap);
+        Err(self.unsupported("reading earlier versions", "versioning"))
+    }
+    /// Reads `length` bytes at `offset` of a version (as `get_range`).
+    async fn get_version_range(
+        &self,
+        key: &str,
+        version: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, StorageError> {
+        let _ = (key, version, offset, length);
+        Err(self.unsupported("reading earlier versions", "versioning"))
+    }
+    /// Removes one version or delete marker for good (a locked version is
+    /// refused by storage).
+    async fn delete_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        let _ = (key, version);
+        Err(self.unsupported("deleting versions", "versioning"))
+    }
+    /// Makes an earlier version current again, by a copy inside storage.
+    async fn restore_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        let _ = (key, version);
+        Err(self.unsupported("restoring versions", "versioning"))
+    }
+    /// The refusal of something this backend does not have.
+    fn unsupported(&self, what: &'static str, needs: &'static str) -> StorageError {
+        StorageError::Unsupported {
+            location: self.location(),
+            what,
+            needs,
+        }
+    }
 }
 
 /// Attempts per request when the profile does not say (`[s3] max_attempts`).

@@ -119,4 +119,41 @@ impl Storage for Retry {
     async fn create_location(&self) -> Result<(), StorageError> {
         self.run(|| self.inner.create_location()).await
     }
+    fn set_write_lock(&self, lock: Option<super::WriteLock>) -> Result<(), StorageError> {
+        self.inner.set_write_lock(lock)
+    }
+    async fn retention(&self, key: &str) -> Result<Option<super::Retention>, StorageError> {
+        self.run(|| self.inner.retention(key)).await
+    }
+    async fn extend_retention(&self, key: &str, r: super::Retention) -> Result<(), StorageError> {
+        self.run(|| self.inner.extend_retention(key, r)).await
+    }
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<super::VersionInfo>, StorageError> {
+        self.run(|| self.inner.list_versions(prefix)).await
+    }
+    async fn get_version_capped(
+        &self,
+        key: &str,
+        version: &str,
+        cap: Cap,
+    ) -> Result<Bytes, StorageError> {
+        self.run(|| self.inner.get_version_capped(key, version, cap))
+            .await
+    }
+    async fn get_version_range(
+        &self,
+        key: &str,
+        version: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, StorageError> {
+        self.run(|| self.inner.get_version_range(key, version, offset, length))
+            .await
+    }
+    async fn delete_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        self.run(|| self.inner.delete_version(key, version)).await
+    }
+    async fn restore_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        self.run(|| self.inner.restore_version(key, version)).await
+    }
 }

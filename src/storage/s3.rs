@@ -30,6 +30,7 @@ mod options;
 pub mod policy;
 mod probe;
 mod upload;
+mod versions;
 
 pub use client::parse_url;
 pub use options::{ChecksumSetting, S3Options};
@@ -50,6 +51,8 @@ pub struct S3Storage {
     /// The custom endpoint, or "AWS S3".
     endpoint: String,
     checksums: Checksums,
+    /// The Object Lock every new object gets (`set_write_lock`).
+    write_lock: std::sync::Mutex<Option<super::WriteLock>>,
 }
 
 impl S3Storage {
@@ -99,6 +102,93 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    /// A whole-object read of the current version or of `version`.
+    async fn read_capped(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        cap: Cap,
+    ) -> Result<Bytes, StorageError> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .set_version_id(version.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| self.error("GetObject", key, e))?;
+        // Refused on the announced length, before the body is read.
+        let announced = out.content_length().unwrap_or(0).max(0) as u64;
+        if announced > cap.max {
+            return Err(cap.refuse(self.location(), key, announced));
+        }
+        self.collect_capped(key, out.body, announced, cap.max)
+            .await?
+            .map_err(|size| cap.refuse(self.location(), key, size))
+    }
+
+    /// A ranged read of the current version or of `version`.
+    async fn read_range(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, StorageError> {
+        if length == 0 {
+            return Ok(Bytes::new());
+        }
+        let truncated =
+            |got: String| StorageError::truncated(self.location(), key, offset, length, &got);
+        let Some(last) = offset.checked_add(length - 1) else {
+            return Err(truncated("which lies past any object".into()));
+        };
+        // No checksum mode and no validation for a range, whatever the
+        // setting: a server may send the whole object's checksum with a part
+        // of it (Ceph before 2025-02, R2 in 2025-02), and the pack and age
+        // layers authenticate every blob read this way.
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .set_version_id(version.map(str::to_string))
+            .range(format!("bytes={offset}-{last}"))
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().response_checksum_validation(
+                    aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+                ),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                // 416: the range starts past the object's end.
+                if let SdkError::ServiceError(se) = &e
+                    && (se.raw().status().as_u16() == 416
+                        || se.err().code() == Some("InvalidRange"))
+                {
+                    return truncated("but the object is shorter".into());
+                }
+                self.error("GetObject", key, e)
+            })?;
+        let announced = out.content_length().unwrap_or(0).max(0) as u64;
+        if announced > length {
+            return Err(truncated(format!("the server sends {announced} bytes")));
+        }
+        let bytes = self
+            .collect_capped(key, out.body, announced, length)
+            .await?
+            .map_err(|got| truncated(format!("the server sent more ({got} bytes)")))?;
+        if bytes.len() as u64 != length {
+            return Err(truncated(format!("got {}", bytes.len())));
+        }
+        Ok(bytes)
+    }
+}
+
 #[async_trait]
 impl Storage for S3Storage {
     fn location(&self) -> String {
@@ -140,73 +230,11 @@ impl Storage for S3Storage {
     }
 
     async fn get_capped(&self, key: &str, cap: Cap) -> Result<Bytes, StorageError> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| self.error("GetObject", key, e))?;
-        // Refused on the announced length, before the body is read.
-        let announced = out.content_length().unwrap_or(0).max(0) as u64;
-        if announced > cap.max {
-            return Err(cap.refuse(self.location(), key, announced));
-        }
-        self.collect_capped(key, out.body, announced, cap.max)
-            .await?
-            .map_err(|size| cap.refuse(self.location(), key, size))
+        self.read_capped(key, None, cap).await
     }
 
     async fn get_range(&self, key: &str, offset: u64, length: u64) -> Result<Bytes, StorageError> {
-        if length == 0 {
-            return Ok(Bytes::new());
-        }
-        let truncated =
-            |got: String| StorageError::truncated(self.location(), key, offset, length, &got);
-        let Some(last) = offset.checked_add(length - 1) else {
-            return Err(truncated("which lies past any object".into()));
-        };
-        // No checksum mode and no validation for a range, whatever the
-        // setting: a server may send the whole object's checksum with a part
-        // of it (Ceph before 2025-02, R2 in 2025-02), and the pack and age
-        // layers authenticate every blob read this way.
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .range(format!("bytes={offset}-{last}"))
-            .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::default().response_checksum_validation(
-                    aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
-                ),
-            )
-            .send()
-            .await
-            .map_err(|e| {
-                // 416: the range starts past the object's end.
-                if let SdkError::ServiceError(se) = &e
-                    && (se.raw().status().as_u16() == 416
-                        || se.err().code() == Some("InvalidRange"))
-                {
-                    return truncated("but the object is shorter".into());
-                }
-                self.error("GetObject", key, e)
-            })?;
-        let announced = out.content_length().unwrap_or(0).max(0) as u64;
-        if announced > length {
-            return Err(truncated(format!("the server sends {announced} bytes")));
-        }
-        let bytes = self
-            .collect_capped(key, out.body, announced, length)
-            .await?
-            .map_err(|got| truncated(format!("the server sent more ({got} bytes)")))?;
-        if bytes.len() as u64 != length {
-            return Err(truncated(format!("got {}", bytes.len())));
-        }
-        Ok(bytes)
+        self.read_range(key, None, offset, length).await
     }
 
     async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError> {
@@ -350,7 +378,13 @@ impl Storage for S3Storage {
                 self.bucket
             )));
         }
-        let mut req = self.client.create_bucket().bucket(&self.bucket);
+        let mut req = self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            // Object Lock can only be turned on when a bucket is created
+            // (it turns versioning on with it).
+            .set_object_lock_enabled_for_bucket(self.opts.object_lock.map(|_| true));
         // us-east-1 is the default and must not be named as a constraint.
         if region != "us-east-1" {
             req = req.create_bucket_configuration(
@@ -400,6 +434,43 @@ impl Storage for S3Storage {
     }
     async fn object_lock(&self) -> Result<Option<String>, StorageError> {
         Ok(Some(self.probe_object_lock().await))
+    }
+
+    fn set_write_lock(&self, lock: Option<super::WriteLock>) -> Result<(), StorageError> {
+        self.set_lock(lock);
+        Ok(())
+    }
+    async fn retention(&self, key: &str) -> Result<Option<super::Retention>, StorageError> {
+        self.head_retention(key).await
+    }
+    async fn extend_retention(&self, key: &str, r: super::Retention) -> Result<(), StorageError> {
+        self.put_retention(key, r).await
+    }
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<super::VersionInfo>, StorageError> {
+        self.versions(prefix).await
+    }
+    async fn get_version_capped(
+        &self,
+        key: &str,
+        version: &str,
+        cap: Cap,
+    ) -> Result<Bytes, StorageError> {
+        self.read_capped(key, Some(version), cap).await
+    }
+    async fn get_version_range(
+        &self,
+        key: &str,
+        version: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, StorageError> {
+        self.read_range(key, Some(version), offset, length).await
+    }
+    async fn delete_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        self.remove_version(key, version).await
+    }
+    async fn restore_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
+        self.copy_version(key, version).await
     }
 }
 

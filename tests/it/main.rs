@@ -22,6 +22,7 @@ mod hostile;
 mod install;
 mod interrupt;
 mod moto;
+mod object_lock;
 mod prune;
 mod quirks;
 mod recovery;

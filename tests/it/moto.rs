@@ -16,9 +16,9 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Moto {
@@ -28,7 +28,7 @@ impl Drop for Moto {
     }
 }
 
-fn start_moto(certs: &TestCerts) -> Option<Moto> {
+pub(crate) fn start_moto(certs: &TestCerts) -> Option<Moto> {
     let bin = std::env::var("COFFER_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
     let spawned = Command::new(&bin)
         .args(["-H", "127.0.0.1", "-p", "0", "-c"])

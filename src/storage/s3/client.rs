@@ -187,6 +187,7 @@ impl S3Storage {
             prefix,
             endpoint: endpoint.unwrap_or_else(|| "AWS S3".into()),
             checksums,
+            write_lock: std::sync::Mutex::new(None),
         };
         if !opts.allowed_regions.is_empty() {
             storage.check_residency().await?;

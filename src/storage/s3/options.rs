@@ -39,6 +39,10 @@ pub struct S3Options {
     /// `aws_secret_access_key = …` lines, as in ~/.aws/credentials); unset =
     /// the standard AWS chain.
     pub credentials_file: Option<PathBuf>,
+    /// `[s3] object_lock`: the repository keeps its history under S3 Object
+    /// Lock in this mode (`init --object-lock`; a bucket created by
+    /// `--create-bucket` gets versioning and Object Lock).
+    pub object_lock: Option<crate::storage::LockMode>,
 }
 
 /// `[s3] checksums`: whether uploads carry a CRC32 (a header from memory, an

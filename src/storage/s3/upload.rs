@@ -37,9 +37,15 @@ impl S3Storage {
     /// same one on CreateMultipartUpload, each UploadPart and (per part) on
     /// CompleteMultipartUpload, or none anywhere.
     pub(super) fn multipart_algorithm(&self) -> Option<aws_sdk_s3::types::ChecksumAlgorithm> {
-        self.checksums
-            .send
+        self.sends_checksums()
             .then_some(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+    }
+
+    /// Whether uploads carry a CRC32: as the settings say, and always
+    /// under Object Lock, where S3 refuses an upload without a checksum
+    /// (`MissingUploadObjectWithObjectLockHeaders`).
+    pub(super) fn sends_checksums(&self) -> bool {
+        self.checksums.send || self.locking().is_some()
     }
 
     /// The one upload path of a single object: packs streamed from spool
@@ -57,6 +63,7 @@ impl S3Storage {
         create_only: bool,
     ) -> Result<bool, StorageError> {
         let (class, sse, kms) = self.object_settings();
+        let (lock_mode, lock_until) = self.lock_now();
         let mut req = self
             .client
             .put_object()
@@ -65,9 +72,14 @@ impl S3Storage {
             .set_storage_class(class)
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms)
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(lock_until)
             .body(self.body(key, &payload).await?);
         if create_only {
             req = req.if_none_match("*");
+        }
+        if self.locking().is_some() {
+            req = req.checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32);
         }
         match req.customize().disable_payload_signing().send().await {
             Ok(_) => Ok(true),
@@ -97,6 +109,7 @@ impl S3Storage {
         use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
         let full = self.full_key(key);
         let (class, sse, kms) = self.object_settings();
+        let (lock_mode, lock_until) = self.lock_now();
         let create = self
             .client
             .create_multipart_upload()
@@ -105,6 +118,8 @@ impl S3Storage {
             .set_storage_class(class)
             .set_server_side_encryption(sse)
             .set_ssekms_key_id(kms)
+            .set_object_lock_mode(lock_mode)
+            .set_object_lock_retain_until_date(lock_until)
             .set_checksum_algorithm(self.multipart_algorithm());
         let upload = create
             .send()
@@ -141,7 +156,7 @@ impl S3Storage {
                         // Only some servers answer with the part's checksum.
                         .set_checksum_crc32(
                             part.checksum_crc32()
-                                .filter(|_| self.checksums.send)
+                                .filter(|_| self.sends_checksums())
                                 .map(str::to_string),
                         )
                         .build(),
@@ -162,7 +177,16 @@ impl S3Storage {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| self.error("CompleteMultipartUpload", key, e))
+                .map_err(|e| self.error("CompleteMultipartUpload", key, e))?;
+            // Some servers store a multipart object without the lock asked
+            // for on its create (moto 5.2.5): set it again, one request.
+            match self.locking() {
+                Some(l) => {
+                    self.put_retention(key, l.retention_from(jiff::Timestamp::now()))
+                        .await
+                }
+                None => Ok(()),
+            }
         }
         .await;
         if result.is_err() {

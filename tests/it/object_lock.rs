@@ -1,0 +1,370 @@
+//! A repository under S3 Object Lock, on moto over TLS (moto keeps
+//! versions, retention and delete markers; shared/notes/s3-testing.md):
+//! every object is written locked, the writer lock still works, locks are
+//! lengthened over 120 simulated days at most once per margin, `check`
+//! finds a gap made on purpose, and bad inputs are refused plainly.
+//!
+//! moto does not enforce IAM, and lets a governance lock be shortened (AWS
+//! refuses without `s3:BypassGovernanceRetention`): tests that need those
+//! refusals check coffer's own behaviour instead, and say so.
+
+use crate::env::{Output, TestEnv};
+use crate::moto::{Moto, start_moto};
+use crate::s3server::TestCerts;
+use coffer::repo::Repository;
+use coffer::repo::keys::AgentKey;
+use coffer::repo::store::Store;
+use coffer::storage::{LockMode, Retention, S3Options};
+use jiff::{SignedDuration, Timestamp};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+
+/// A test environment whose repository is `s3://BUCKET/repo` on moto.
+pub(crate) struct Locked {
+    pub env: TestEnv,
+    pub opts: S3Options,
+    pub url: String,
+    vars: Vec<(&'static str, OsString)>,
+    _moto: Moto,
+}
+
+impl Locked {
+    pub fn new(bucket: &str) -> Option<Locked> {
+        let mut env = TestEnv::new();
+        let certs = TestCerts::new(&env.root);
+        let moto = start_moto(&certs)?;
+        let endpoint = format!("https://127.0.0.1:{}", moto.port);
+        let url = format!("s3://{bucket}/repo");
+        env.repo_url = url.clone().into();
+        env.recipient = env.generate_identity(&env.identity.clone());
+        let vars = vec![
+            ("AWS_ACCESS_KEY_ID", "moto".into()),
+            ("AWS_SECRET_ACCESS_KEY", "moto".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", endpoint.clone().into()),
+            ("AWS_CA_BUNDLE", certs.ca_pem.clone().into_os_string()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ];
+        let opts = S3Options {
+            region: Some("us-east-1".into()),
+            endpoint: Some(endpoint),
+            ca_bundle: Some(certs.ca_pem.clone()),
+            max_attempts: 2,
+            ..S3Options::default()
+        };
+        Some(Locked {
+            env,
+            opts,
+            url,
+            vars,
+            _moto: moto,
+        })
+    }
+
+    pub fn run<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        let vars: Vec<(&str, &OsStr)> =
+            self.vars.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        self.env.run_with_env(args, &vars)
+    }
+
+    /// `args` with the repository flags (the agent's).
+    pub fn agent<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        let mut all: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        all.extend(self.env.repo_flags());
+        self.run(all)
+    }
+
+    /// `args` with the repository flags and the identity (the operator's).
+    pub fn operator<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        let mut all: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        all.extend(self.env.operator_flags());
+        self.run(all)
+    }
+
+    /// `init --create-bucket --object-lock governance --lock-window 10d`.
+    pub fn init(&self) {
+        self.agent([
+            "init",
+            "--create-bucket",
+            "--object-lock",
+            "governance",
+            "--lock-window",
+            "10d",
+            "--recipient",
+            &self.env.recipient,
+        ])
+        .expect_ok();
+    }
+
+    pub fn store(&self) -> Store {
+        Store::open(&self.url, &self.opts).unwrap()
+    }
+
+    /// Writes `files` (name, content) under `src/` and backs up `src`.
+    pub fn backup(&self, files: &[(&str, &str)]) -> Output {
+        let src = self.env.root.join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for (name, content) in files {
+            std::fs::write(src.join(name), content).unwrap();
+        }
+        let out = self.agent([OsStr::new("backup"), src.as_os_str()]);
+        out.expect_ok();
+        out
+    }
+}
+
+/// Every key the repository holds now, but the writer's lock and probes.
+fn history_keys(store: &Store) -> Vec<String> {
+    let mut keys: Vec<String> = ["data/", "index/", "snapshots/"]
+        .iter()
+        .flat_map(|p| store.list(p).unwrap())
+        .map(|o| o.key)
+        .collect();
+    keys.extend(["config", "keyring", "keyring.copy"].map(String::from));
+    keys
+}
+
+fn days(n: i64) -> SignedDuration {
+    SignedDuration::from_hours(24 * n)
+}
+
+#[test]
+fn every_object_history_depends_on_is_written_locked() {
+    let Some(t) = Locked::new("locked-writes") else {
+        return;
+    };
+    t.init();
+    let before = Timestamp::now();
+    t.backup(&[("a.txt", "first"), ("b.bin", &"x".repeat(300_000))]);
+    // A second backup: the writer lock (created, then deleted: a delete
+    // marker over a locked version) works again on a locked bucket.
+    t.backup(&[("a.txt", "second")]);
+    let after = Timestamp::now();
+    let store = t.store();
+    let keys = history_keys(&store);
+    assert!(keys.len() >= 8, "{keys:?}");
+    for key in &keys {
+        let r = store
+            .retention(key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} is not locked"));
+        assert_eq!(r.mode, LockMode::Governance, "{key}");
+        // window 10 days + margin 30 days, from when it was written.
+        let (lo, hi) = (
+            before.checked_add(days(40)).unwrap() - SignedDuration::from_secs(5),
+            after.checked_add(days(40)).unwrap() + SignedDuration::from_secs(5),
+        );
+        assert!(
+            r.until >= lo && r.until <= hi,
+            "{key}: locked until {}",
+            r.until
+        );
+    }
+    assert_eq!(
+        store.stat("lock").unwrap(),
+        None,
+        "the writer lock is released"
+    );
+    let lock_versions = store.list_versions("lock").unwrap();
+    assert!(
+        lock_versions.iter().any(|v| v.delete_marker)
+            && lock_versions.iter().any(|v| !v.delete_marker),
+        "releasing a locked writer lock leaves a delete marker over a kept version: {lock_versions:?}"
+    );
+    // What the operator sees is whole.
+    t.operator(["check", "--read-data"]).expect_ok();
+}
+
+#[test]
+fn locks_are_lengthened_over_120_days_at_most_once_per_margin() {
+    let Some(t) = Locked::new("locked-days") else {
+        return;
+    };
+    t.init();
+    t.backup(&[("a.txt", "one"), ("b.txt", "two")]);
+    let store = t.store();
+    let agent = AgentKey::load(&t.env.agent_key).unwrap();
+    let repo = Repository::open_agent(store, &agent).unwrap();
+    let mut catalog = coffer::catalog::Catalog::open(&t.env.catalog, &repo.config.id).unwrap();
+    let listed: HashMap<String, Timestamp> = ["data/", "index/"]
+        .iter()
+        .flat_map(|p| repo.store.list(p).unwrap())
+        .filter_map(|o| Some((o.key, o.modified?)))
+        .collect();
+    let start = Timestamp::now();
+    let window = days(10);
+    let others: Vec<String> = history_keys(&repo.store)
+        .into_iter()
+        .filter(|k| !k.starts_with("snapshots/"))
+        .collect();
+    let mut extended_on = Vec::new();
+    for day in 1..=120 {
+        let now = start.checked_add(days(day)).unwrap();
+        let pass = coffer::engine::locks::extend(&repo, &mut catalog, &listed, now).unwrap();
+        assert!(pass.failed.is_empty(), "day {day}: {:?}", pass.failed);
+        if pass.extended > 0 {
+            extended_on.push((day, pass.extended));
+        }
+        // A snapshot taken today needs all of it for its window: storage's
+        // own record of every lock covers that, every day.
+        let needed: HashMap<String, Timestamp> = others
+            .iter()
+            .map(|k| (k.clone(), now.checked_add(window).unwrap()))
+            .collect();
+        let gaps = coffer::engine::locks::gaps(&repo, &needed);
+        assert!(gaps.is_empty(), "day {day}: {gaps:?}");
+    }
+    // Written (a moment before `start`) locked for 40 days: window 10 +
+    // margin 30. Due once less than the window is left, on day 30, and
+    // then every 30 days (storage keeps whole seconds, so a lengthened
+    // lock is due again on the margin's last day): the margin apart,
+    // never more often, every object each time.
+    let days_only: Vec<i64> = extended_on.iter().map(|(d, _)| *d).collect();
+    assert_eq!(days_only, [30, 60, 90, 120], "{extended_on:?}");
+    assert!(
+        extended_on.iter().all(|(_, n)| *n == others.len()),
+        "{extended_on:?} of {}",
+        others.len()
+    );
+}
+
+#[test]
+fn check_finds_a_lock_gap_made_on_purpose() {
+    let Some(t) = Locked::new("locked-gap") else {
+        return;
+    };
+    t.init();
+    t.backup(&[("a.txt", "one")]);
+    t.agent(["check"]).expect_ok();
+    let store = t.store();
+    let pack = store.list("data/").unwrap().remove(0).key;
+    // moto lets a governance lock be shortened (AWS would want the bypass
+    // permission): stands in for a lock that ran short.
+    store
+        .extend_retention(
+            &pack,
+            Retention {
+                mode: LockMode::Governance,
+                until: Timestamp::now().checked_add(days(1)).unwrap(),
+            },
+        )
+        .unwrap();
+    let out = t.agent(["check", "--json"]);
+    out.expect_code(1);
+    let report = out.json();
+    assert_eq!(report["ok"], false);
+    assert!(
+        report["problems"].as_array().unwrap().is_empty(),
+        "not damage: {report}"
+    );
+    let gaps = report["lock_gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "only the pack made short: {report}");
+    assert_eq!(gaps[0]["object"], pack.as_str());
+    assert!(
+        gaps[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("its Object Lock ends"),
+        "{}",
+        gaps[0]
+    );
+    assert!(gaps[0]["locked_until"].is_string() && gaps[0]["needed_until"].is_string());
+    let text = t.agent(["check"]);
+    text.expect_code(1);
+    assert!(
+        text.stdout
+            .contains(&format!("LOCK GAP {pack}: its Object Lock ends"))
+            && text.stdout.contains("LOCK GAPS FOUND"),
+        "{text}"
+    );
+    // The next backup lengthens it again, and the check passes.
+    t.backup(&[("a.txt", "two")]);
+    t.agent(["check"]).expect_ok();
+}
+
+#[test]
+fn object_lock_is_refused_where_it_can_not_hold() {
+    // A local folder: refused, nothing created.
+    let env = TestEnv::new();
+    let recipient = env.generate_identity(&env.identity.clone());
+    let out = env.agent([
+        "init",
+        "--object-lock",
+        "governance",
+        "--recipient",
+        &recipient,
+    ]);
+    out.expect_failure().expect_short_stderr(2);
+    out.expect_stderr_contains("Object Lock needs S3");
+    assert!(!env.agent_key.exists(), "no agent key for a refused init");
+
+    // A window without a lock: a usage error.
+    env.agent(["init", "--lock-window", "30d", "--recipient", &recipient])
+        .expect_code(2);
+
+    let Some(t) = Locked::new("plain-bucket") else {
+        return;
+    };
+    // A bucket made without Object Lock can not get it: refused before
+    // anything is written.
+    t.store().create_location().unwrap();
+    let out = t.agent([
+        "init",
+        "--object-lock",
+        "compliance",
+        "--recipient",
+        &t.env.recipient,
+    ]);
+    out.expect_failure().expect_short_stderr(2);
+    out.expect_stderr_contains("the bucket has no Object Lock");
+    assert!(t.store().list("").unwrap().is_empty(), "nothing written");
+
+    // A bad window.
+    let out = t.agent([
+        "init",
+        "--create-bucket",
+        "--object-lock",
+        "governance",
+        "--lock-window",
+        "20y",
+        "--recipient",
+        &t.env.recipient,
+    ]);
+    out.expect_failure().expect_short_stderr(2);
+}
+
+#[test]
+fn a_locked_version_can_not_be_deleted_with_the_agents_credentials() {
+    let Some(t) = Locked::new("locked-bypass") else {
+        return;
+    };
+    t.init();
+    t.backup(&[("a.txt", "one")]);
+    let store = t.store();
+    let pack = store.list("data/").unwrap().remove(0).key;
+    let version = store
+        .list_versions(&pack)
+        .unwrap()
+        .into_iter()
+        .find(|v| !v.delete_marker)
+        .unwrap();
+    // What an attacker with the server's credentials tries: the version
+    // itself, not just a delete marker. coffer never asks for the
+    // governance bypass, and storage refuses.
+    let refused = store.delete_version(&pack, &version.version).unwrap_err();
+    assert!(
+        refused.to_string().contains("AccessDenied") || refused.to_string().contains("denied"),
+        "{refused}"
+    );
+    // A plain delete only hides it: the locked version stays.
+    store.delete(&pack).unwrap();
+    assert_eq!(store.stat(&pack).unwrap(), None);
+    assert!(
+        store
+            .list_versions(&pack)
+            .unwrap()
+            .iter()
+            .any(|v| v.version == version.version),
+        "the locked version survives a delete"
+    );
+}
