@@ -25,7 +25,8 @@ pub use index::BlobLocation;
 pub use tx::Tx;
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt.
-const SCHEMA_VERSION: i64 = 5;
+/// 6: snapshots keep the time storage recorded writing them (`stored`).
+const SCHEMA_VERSION: i64 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -268,7 +269,7 @@ impl Catalog {
                  CREATE TABLE IF NOT EXISTS verified (snapshot BLOB PRIMARY KEY, time TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS damage (id BLOB PRIMARY KEY, json TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS sound_packs (id BLOB PRIMARY KEY, size INTEGER NOT NULL, modified TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL, stored TEXT);
                  CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
                      ctime INTEGER NOT NULL, ino INTEGER NOT NULL, content BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, profile TEXT NOT NULL, started TEXT NOT NULL,

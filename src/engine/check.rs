@@ -1177,6 +1177,7 @@ mod tests {
             refs: vec![BlobId([1; 32])],
             tree_index: None,
             summary: Default::default(),
+            stored: None,
         };
         let none = HashMap::new();
         let e = reference_list(&snap, &none).unwrap_err();
