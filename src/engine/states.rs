@@ -31,11 +31,16 @@ pub fn is_suspect(snap: &Snapshot) -> bool {
 /// Why `snap` is suspect, in words for the operator; None if it is not.
 pub fn suspicion(snap: &Snapshot) -> Option<String> {
     let stored = snap.stored.filter(|_| is_suspect(snap))?;
-    Some(format!(
+    Some(claim_against_storage(snap.time, stored))
+}
+
+/// "it claims T but storage recorded writing it at S".
+pub fn claim_against_storage(claimed: Timestamp, stored: Timestamp) -> String {
+    format!(
         "it claims {} but storage recorded writing it at {}",
-        crate::time::utc_text(snap.time),
+        crate::time::utc_text(claimed),
         crate::time::utc_text(stored)
-    ))
+    )
 }
 
 /// The time retention judges `snap` by: the earlier of its claim and the
