@@ -31,6 +31,7 @@ mod s3;
 mod s3server;
 mod seaweed;
 mod selection;
+mod suspect;
 mod tamper;
 mod time_formats;
 mod transport;
