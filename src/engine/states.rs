@@ -36,10 +36,12 @@ pub fn suspicion(snap: &Snapshot) -> Option<String> {
 
 /// "it claims T but storage recorded writing it at S".
 pub fn claim_against_storage(claimed: Timestamp, stored: Timestamp) -> String {
+    // Whole seconds: S3 gives no more, and the gap is minutes or years.
+    let when = |t: Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
     format!(
         "it claims {} but storage recorded writing it at {}",
-        crate::time::utc_text(claimed),
-        crate::time::utc_text(stored)
+        when(claimed),
+        when(stored)
     )
 }
 
