@@ -4,6 +4,8 @@ use super::{Context, Exit, print_json, text};
 use crate::engine::check::check as run_check;
 use crate::engine::rebuild::rebuild;
 use crate::engine::{SnapshotState, is_suspect, snapshot_states, suspicion, sync};
+use crate::repo::ids::SnapshotId;
+use crate::repo::snapshot::Snapshot;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
@@ -134,21 +136,27 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
             println!("  {}: {}", id.short(), why.as_deref().unwrap_or(""));
         }
     }
+    print_suspect(&snaps);
+    Ok(Exit::Success)
+}
+
+/// Below the table: the suspect snapshots, each with why.
+fn print_suspect(snaps: &[(SnapshotId, Snapshot)]) {
     let suspect: Vec<_> = snaps
         .iter()
         .filter_map(|(id, s)| Some((id, suspicion(s)?)))
         .collect();
-    if !suspect.is_empty() {
-        println!(
-            "{} suspect: each claims a time more than {} later than storage wrote it (planted, or a clock running ahead); `latest` and retention pass them over; choose one by id only if you trust it",
-            suspect.len(),
-            crate::engine::forget::format_duration(crate::engine::CLOCK_SKEW)
-        );
-        for (id, why) in suspect {
-            println!("  {}: {why}", id.short());
-        }
+    if suspect.is_empty() {
+        return;
     }
-    Ok(Exit::Success)
+    println!(
+        "{} suspect: each claims a time more than {} later than storage wrote it (planted, or a clock running ahead); `latest` and retention pass them over; choose one by id only if you trust it",
+        suspect.len(),
+        crate::engine::forget::format_duration(crate::engine::CLOCK_SKEW)
+    );
+    for (id, why) in suspect {
+        println!("  {}: {why}", id.short());
+    }
 }
 
 /// The state column: `suspect` instead of complete or verified (a damaged

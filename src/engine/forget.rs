@@ -7,12 +7,12 @@
 //! if any rule keeps it; the newest is always kept, so a server that was off
 //! for longer than `keep_within` does not lose its last good backup.
 //!
-//! A snapshot is judged by [`retention_time`], never later than storage
-//! recorded writing it. A suspect one ([`is_suspect`]: planted, or from a
-//! machine whose clock runs ahead) takes no place that counts (newest,
-//! last N, hourly … monthly), so planted snapshots can not push real ones
-//! out; only `keep_within` keeps it, or being the newest of a group that
-//! has nothing else.
+//! A snapshot is judged by [`retention_time`]: a suspect one
+//! ([`is_suspect`]: planted, or from a machine whose clock runs ahead) by
+//! the time storage recorded writing it, not its claim. A suspect one takes
+//! no place that counts (newest, last N, hourly … monthly), so planted
+//! snapshots can not push real ones out; only `keep_within` keeps it, or
+//! being the newest of a group that has nothing else.
 
 use super::{is_suspect, retention_time, sync_snapshots};
 use crate::Result;

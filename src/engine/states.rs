@@ -45,14 +45,20 @@ pub fn claim_against_storage(claimed: Timestamp, stored: Timestamp) -> String {
     )
 }
 
-/// The time retention judges `snap` by: the earlier of its claim and the
-/// time storage recorded. A claim later than the write can not be true (a
-/// planted or clock-skewed snapshot must not look newer than it is); an
-/// earlier one is believed, as a backdated import (`backup --time`) or a
-/// repository copied to new storage rightly claims.
+/// The time retention judges `snap` by: for a suspect one, the time storage
+/// recorded (min(claimed, stored): a claim later than the write can not be
+/// true, and a planted snapshot must not look newer than it is); else its
+/// claim. An earlier claim is believed, as a backdated import (`backup
+/// --time`) or a repository copied to new storage rightly makes. A claim
+/// later by less than [`CLOCK_SKEW`] is kept too: S3 records whole seconds
+/// and clocks differ a little, so taking the minimum there would tie or
+/// swap honest snapshots written within a second, and `keep_last` and
+/// "newest" go by their order.
 pub fn retention_time(snap: &Snapshot) -> Timestamp {
-    snap.stored
-        .map_or(snap.time, |stored| snap.time.min(stored))
+    match snap.stored {
+        Some(stored) if is_suspect(snap) => snap.time.min(stored),
+        _ => snap.time,
+    }
 }
 
 /// How whole a snapshot is, as far as can be told without reading data.
@@ -208,17 +214,23 @@ mod tests {
     }
 
     #[test]
-    fn retention_believes_the_earlier_of_claim_and_storage() {
+    fn retention_believes_storage_over_a_suspect_claim_only() {
         let t = |s: &str| s.parse::<Timestamp>().unwrap();
         let stored = Some("2026-12-07T03:00:00Z");
         assert_eq!(
             retention_time(&snap("2099-01-01T00:00:00Z", stored)),
             t("2026-12-07T03:00:00Z")
         );
-        // Within the skew too: never later than storage wrote it.
+        // Within the skew the claim stands: two backups in one second on
+        // S3 (whole seconds) keep their order.
+        let (a, b) = (
+            snap("2026-12-07T03:00:00.2Z", stored),
+            snap("2026-12-07T03:00:00.7Z", stored),
+        );
+        assert!(retention_time(&a) < retention_time(&b));
         assert_eq!(
             retention_time(&snap("2026-12-07T03:05:00Z", stored)),
-            t("2026-12-07T03:00:00Z")
+            t("2026-12-07T03:05:00Z")
         );
         assert_eq!(
             retention_time(&snap("2026-03-01T10:00:00Z", stored)),
