@@ -379,6 +379,24 @@ mod tests {
         assert_eq!(kept(&d), ["11-02 01:00"]);
     }
 
+    /// Caught by the S3 prune test: storage records whole seconds, so two
+    /// backups in one second must keep the order their claims give.
+    #[test]
+    fn backups_within_one_stored_second_keep_their_order() {
+        let snaps = vec![
+            stored("2026-11-03T01:00:00.200Z", "2026-11-03T01:00:00Z"),
+            stored("2026-11-03T01:00:00.700Z", "2026-11-03T01:00:00Z"),
+        ];
+        let p = Retention {
+            keep_last: 1,
+            ..policy()
+        };
+        let now = "2026-11-03T02:00:00Z".parse().unwrap();
+        let d = plan(&snaps, &p, &Filter::default(), &TimeZone::UTC, now);
+        let kept: Vec<Timestamp> = d.iter().filter(|d| d.keep).map(|d| d.time).collect();
+        assert_eq!(kept, [snaps[1].1.time]);
+    }
+
     #[test]
     fn a_group_of_only_suspect_snapshots_keeps_its_newest_and_backdated_ones_count() {
         // A machine whose clock runs a day ahead: every snapshot suspect.
