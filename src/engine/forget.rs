@@ -289,6 +289,7 @@ mod tests {
 
     fn policy() -> Retention {
         Retention {
+            run_by: Default::default(),
             keep_within: jiff::SignedDuration::ZERO,
             keep_last: 0,
             keep_hourly: 0,
