@@ -33,6 +33,13 @@ const BUCKET_ADMIN: &[&str] = &[
 /// and the capability probe's objects. Nothing history depends on.
 const AGENT_DELETES: &[&str] = &["lock", "locks/*", "probe/*"];
 
+fn agent_deletes(bucket: &str, prefix: &str) -> Vec<String> {
+    AGENT_DELETES
+        .iter()
+        .map(|k| format!("arn:aws:s3:::{bucket}/{prefix}{k}"))
+        .collect()
+}
+
 /// The IAM policy document for `role` on `bucket`, limited to `prefix`
 /// ("" for the whole bucket, else "a/b/").
 pub fn iam_policy(role: Role, bucket: &str, prefix: &str) -> Value {
@@ -61,9 +68,7 @@ pub fn iam_policy(role: Role, bucket: &str, prefix: &str) -> Value {
                 "Sid": "CofferAgentOwnLockAndProbe",
                 "Effect": "Allow",
                 "Action": ["s3:DeleteObject"],
-                "Resource": AGENT_DELETES.iter()
-                    .map(|k| format!("arn:aws:s3:::{bucket}/{prefix}{k}"))
-                    .collect::<Vec<_>>(),
+                "Resource": agent_deletes(bucket, prefix),
             }));
             deny.extend(["s3:DeleteObjectVersion", "s3:PutLifecycleConfiguration"]);
         }
@@ -135,9 +140,7 @@ pub fn iam_policy(role: Role, bucket: &str, prefix: &str) -> Value {
             "Sid": "CofferAgentDeletesNoHistory",
             "Effect": "Deny",
             "Action": ["s3:DeleteObject"],
-            "NotResource": AGENT_DELETES.iter()
-                .map(|k| format!("arn:aws:s3:::{bucket}/{prefix}{k}"))
-                .collect::<Vec<_>>(),
+            "NotResource": agent_deletes(bucket, prefix),
         }));
     }
     json!({"Version": "2012-10-17", "Statement": all})
