@@ -480,6 +480,7 @@ struct Piped {
 
 fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupReport> {
     let (repo, progress) = (job.repo, job.progress);
+    let started = jiff::Timestamp::now();
     progress.phase("index", None);
     // We hold the lock: temporary files in the repository are a killed writer's.
     repo.store.remove_stale_temp()?;
@@ -500,6 +501,13 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
     // the flag is set, no commit (the packs stored are indexed).
     if job.cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
+    }
+    // What this run wrote was written after it started: locked at least
+    // until then + the lock period, which the pass needs not ask storage.
+    let mut listed = listed;
+    for (id, index) in &piped.indexes {
+        listed.insert(id.key(), started);
+        listed.extend(index.packs.iter().map(|p| (p.id.key(), started)));
     }
     let mut report = commit(job, catalog, piped)?;
     // The new snapshot needs what it references for its whole window.
