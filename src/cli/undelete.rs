@@ -19,6 +19,9 @@ use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
 use jiff::Timestamp;
 
+/// Where packs are (counted in the text output, not listed).
+const PACK_PREFIX: &str = "data/";
+
 #[derive(Args, Debug)]
 pub struct UndeleteArgs {
     /// Print what would be restored and hidden; change nothing.
@@ -26,12 +29,20 @@ pub struct UndeleteArgs {
     dry_run: bool,
 }
 
-/// What undelete never touches, or never hides (see the engine's docs).
+/// What undelete never touches, or never hides (see the engine's docs):
+/// the writer locks, the storage probes and the record of what they found
+/// (`capabilities`: the writer that undelete is probes again when it is
+/// missing, and its own finding is as good as the old one).
 fn spare() -> Spare {
     Spare {
-        untouched: [LOCK_KEY, LOCKS_PREFIX, crate::repo::caps::PROBE_PREFIX]
-            .map(String::from)
-            .to_vec(),
+        untouched: [
+            LOCK_KEY,
+            LOCKS_PREFIX,
+            crate::repo::caps::PROBE_PREFIX,
+            crate::repo::caps::CAPS_KEY,
+        ]
+        .map(String::from)
+        .to_vec(),
         never_hidden: vec![crate::repo::audit::PREFIX.to_string()],
     }
 }
@@ -130,7 +141,20 @@ fn show(
             restored: done.map_or(0, |d| d.restored),
         });
     }
-    for r in &plan.restore {
+    // Packs are many and say nothing one by one: counted, not listed.
+    let (packs, others): (Vec<_>, Vec<_>) = plan
+        .restore
+        .iter()
+        .partition(|r| r.key.starts_with(PACK_PREFIX));
+    if !packs.is_empty() {
+        let copies = packs.iter().filter(|r| r.revert == Revert::Copy).count();
+        println!(
+            "restore {} pack(s) under {PACK_PREFIX}: {} by removing delete markers, {copies} by a copy",
+            packs.len(),
+            packs.len() - copies
+        );
+    }
+    for r in others {
         let how = match &r.revert {
             Revert::RemoveMarkers { markers } => {
                 format!("remove {} delete marker(s)", markers.len())
@@ -146,10 +170,10 @@ fn show(
     for key in &plan.hide {
         println!("hide {}: not there as of {when}", text::name_str(key));
     }
-    for key in &plan.spared {
+    if !plan.spared.is_empty() {
         println!(
-            "leave {}: not undone (lock, probe or audit event)",
-            text::name_str(key)
+            "leave {} object(s) as they are: writer locks, storage probes, audit events",
+            plan.spared.len()
         );
     }
     let verb = if done.is_some() { "" } else { "would " };

@@ -12,10 +12,14 @@
 //! - A key that did not exist at TIME (a planted snapshot, a forged object)
 //!   is hidden behind a delete marker: its versions stay, so a later
 //!   `undelete --as-of` can bring it back.
-//! - Some keys are left alone ([`Spare`]): the writer lock objects and the
-//!   storage probes belong to whoever runs now; audit events newer than
-//!   TIME are not hidden (the operator's own are signed, and `audit` shows
-//!   forged ones apart).
+//! - Some keys are left alone ([`Spare`], the caller's list): the writer
+//!   lock objects and the storage probes belong to whoever runs now; audit
+//!   events newer than TIME are not hidden: they are the record of what
+//!   happened (the operator's own are signed, and `audit` shows the
+//!   agent's and forged ones apart).
+//! - A key restored by a copy has a new version id: a later plan for the
+//!   same TIME copies it again (same bytes; harmless, and rare: only keys
+//!   overwritten since TIME).
 
 use crate::repo::store::Store;
 use crate::storage::VersionInfo;
