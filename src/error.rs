@@ -63,6 +63,16 @@ pub enum Error {
     /// `--at` (or `as of`) before the first snapshot.
     #[error("no snapshot at or before {at}; list them with `coffer snapshots`")]
     NoSnapshotBefore { at: String },
+    /// `latest` (or `--at`) when every snapshot it could choose is suspect.
+    #[error(
+        "every snapshot{} is suspect: the newest, {newest}: {why}; choose a snapshot by id (`coffer snapshots` lists them) if you trust it",
+        if *at { " at or before that time" } else { "" }
+    )]
+    AllSuspect {
+        at: bool,
+        newest: String,
+        why: String,
+    },
     /// None at all, or none that the filters let through.
     #[error("no snapshots (that match the filters); list them with `coffer snapshots`")]
     NoSnapshots,

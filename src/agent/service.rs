@@ -254,7 +254,8 @@ impl Agent {
         if report.status.succeeded() {
             info!(profile = %name, status = %report.status, seconds = report.seconds,
                 snapshot = report.snapshot.as_deref().unwrap_or(""), bytes_added = report.bytes_added,
-                forgotten = report.forgotten, pruned_bytes = report.pruned_bytes, "run finished");
+                forgotten = report.forgotten, pruned_bytes = report.pruned_bytes,
+                retention_by = ?report.retention_by, "run finished");
         } else {
             error!(profile = %name, status = %report.status, seconds = report.seconds,
                 error = report.error.as_deref().unwrap_or(""), "run failed");

@@ -26,7 +26,8 @@ pub use index::BlobLocation;
 pub use tx::Tx;
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt.
-const SCHEMA_VERSION: i64 = 5;
+/// 6: snapshots keep the time storage recorded writing them (`stored`).
+const SCHEMA_VERSION: i64 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -269,7 +270,7 @@ impl Catalog {
                  CREATE TABLE IF NOT EXISTS verified (snapshot BLOB PRIMARY KEY, time TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS damage (id BLOB PRIMARY KEY, json TEXT NOT NULL);
                  CREATE TABLE IF NOT EXISTS sound_packs (id BLOB PRIMARY KEY, size INTEGER NOT NULL, modified TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL, stored TEXT);
                  CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
                      ctime INTEGER NOT NULL, ino INTEGER NOT NULL, content BLOB NOT NULL);
                  CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, profile TEXT NOT NULL, started TEXT NOT NULL,
@@ -427,6 +428,70 @@ mod tests {
         assert!(err.to_string().contains("run this again"), "{err}");
         other.execute_batch("COMMIT;").unwrap();
         cat.audit("me", "restore", "x").unwrap();
+    }
+
+    fn snapshot(stored: Option<&str>) -> Snapshot {
+        Snapshot {
+            time: "2099-01-01T00:00:00Z".parse().unwrap(),
+            host: "h".into(),
+            profile: "p".into(),
+            paths: vec!["/srv".into()],
+            tree: vec![],
+            refs: vec![],
+            tree_index: None,
+            summary: Default::default(),
+            stored: stored.map(|t| t.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn snapshots_keep_the_time_storage_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let mut cat = Catalog::open(&path, "repo").unwrap();
+        let (a, b) = (SnapshotId([1; 32]), SnapshotId([2; 32]));
+        cat.put_snapshot(&a, &snapshot(Some("2026-12-07T03:00:00.5Z")))
+            .unwrap();
+        // A backup records its own before a listing gave the time.
+        cat.put_snapshot(&b, &snapshot(None)).unwrap();
+        assert_eq!(cat.snapshots_unstamped().unwrap(), HashSet::from([b]));
+        let tx = cat.begin().unwrap();
+        tx.set_snapshot_stored(&b, "2026-12-07T04:00:00Z".parse().unwrap())
+            .unwrap();
+        tx.commit().unwrap();
+        assert!(cat.snapshots_unstamped().unwrap().is_empty());
+        let stored: Vec<String> = cat
+            .snapshots()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| crate::time::rfc3339(s.stored.unwrap()))
+            .collect();
+        assert_eq!(stored, ["2026-12-07T03:00:00.500Z", "2026-12-07T04:00:00Z"]);
+    }
+
+    /// A catalog of the schema before storage times were kept is dropped and
+    /// rebuilt, so no snapshot in it lacks its storage time for good.
+    #[test]
+    fn a_catalog_of_the_previous_schema_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE snapshots (id BLOB PRIMARY KEY, time TEXT NOT NULL, json TEXT NOT NULL);
+                 INSERT INTO snapshots VALUES (x'01', '2026-01-01T00:00:00+00:00', '{}');
+                 PRAGMA user_version = 5;",
+            )
+            .unwrap();
+        }
+        let cat = Catalog::open(&path, "repo").unwrap();
+        assert!(cat.snapshot_ids().unwrap().is_empty());
+        cat.put_snapshot(
+            &SnapshotId([3; 32]),
+            &snapshot(Some("2026-12-07T03:00:00Z")),
+        )
+        .unwrap();
+        assert_eq!(cat.snapshots().unwrap().len(), 1);
     }
 
     #[test]

@@ -5,12 +5,26 @@ use super::*;
 /// The writes, on the catalog's connection or inside a [`Tx`].
 pub(super) fn insert(conn: &Connection, id: &SnapshotId, snap: &Snapshot) -> rusqlite::Result<()> {
     conn.execute(
-        "INSERT OR REPLACE INTO snapshots (id, time, json) VALUES (?1, ?2, ?3)",
+        "INSERT OR REPLACE INTO snapshots (id, time, json, stored) VALUES (?1, ?2, ?3, ?4)",
         params![
             &id.0[..],
             crate::time::rfc3339_offset(snap.time),
-            serde_json::to_string(snap).unwrap_or_default()
+            serde_json::to_string(snap).unwrap_or_default(),
+            snap.stored.map(crate::time::rfc3339_offset)
         ],
+    )
+    .map(|_| ())
+}
+
+/// Records when storage wrote a snapshot the catalog already holds.
+pub(super) fn set_stored(
+    conn: &Connection,
+    id: &SnapshotId,
+    stored: jiff::Timestamp,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE snapshots SET stored = ?2 WHERE id = ?1",
+        params![&id.0[..], crate::time::rfc3339_offset(stored)],
     )
     .map(|_| ())
 }
@@ -37,15 +51,29 @@ impl Catalog {
         delete(&self.conn, id).map_err(|e| self.err(e))
     }
 
+    /// The snapshots whose storage time is not recorded yet (a backup
+    /// records its snapshot before any listing showed it).
+    pub fn snapshots_unstamped(&self) -> Result<HashSet<SnapshotId>, CatalogError> {
+        Ok(self
+            .ids("SELECT id FROM snapshots WHERE stored IS NULL")?
+            .into_iter()
+            .map(SnapshotId)
+            .collect())
+    }
+
     /// Snapshots sorted by time, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>, CatalogError> {
         let mut out = Vec::new();
         self.each_row(
-            "SELECT id, json FROM snapshots ORDER BY time, id",
+            "SELECT id, json, stored FROM snapshots ORDER BY time, id",
             [],
             |r| {
                 let json: String = r.get(1)?;
-                if let (Some(id), Ok(s)) = (id32(r.get(0)?), serde_json::from_str(&json)) {
+                let stored: Option<String> = r.get(2)?;
+                if let (Some(id), Ok(mut s)) =
+                    (id32(r.get(0)?), serde_json::from_str::<Snapshot>(&json))
+                {
+                    s.stored = stored.and_then(|t| crate::time::parse(&t).ok());
                     out.push((SnapshotId(id), s));
                 }
                 Ok(())

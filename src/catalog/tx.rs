@@ -53,6 +53,15 @@ impl Tx<'_> {
         snapshots::delete(&self.tx, id).map_err(|e| self.err(e))
     }
 
+    /// Records when storage wrote a snapshot the catalog holds.
+    pub fn set_snapshot_stored(
+        &self,
+        id: &SnapshotId,
+        stored: jiff::Timestamp,
+    ) -> Result<(), CatalogError> {
+        snapshots::set_stored(&self.tx, id, stored).map_err(|e| self.err(e))
+    }
+
     pub fn put_damage(&self, id: &[u8; 32], record: &DamageRecord) -> Result<(), CatalogError> {
         health::insert_damage(&self.tx, id, record).map_err(|e| self.err(e))
     }

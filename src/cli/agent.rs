@@ -357,6 +357,11 @@ fn print_report(r: &JobReport) {
     for s in &r.skipped {
         eprintln!("coffer: skipped {}", text::message(s));
     }
+    if r.retention_by == crate::config::RetentionBy::Maintainer {
+        eprintln!(
+            "coffer: retention left to the maintainer (the profile's [retention] run_by): nothing forgotten or pruned here"
+        );
+    }
 }
 
 pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {

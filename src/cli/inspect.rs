@@ -3,7 +3,9 @@
 use super::{Context, Exit, print_json, text};
 use crate::engine::check::check as run_check;
 use crate::engine::rebuild::rebuild;
-use crate::engine::{SnapshotState, snapshot_states, sync};
+use crate::engine::{SnapshotState, is_suspect, snapshot_states, suspicion, sync};
+use crate::repo::ids::SnapshotId;
+use crate::repo::snapshot::Snapshot;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
@@ -59,6 +61,8 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
                 profile: &s.profile,
                 short_id: id.short(),
                 state: state.0,
+                stored: s.stored.map(crate::time::rfc3339_secs),
+                suspect: is_suspect(s),
                 time: crate::time::rfc3339_secs(s.time),
                 tree_blobs: s.tree.len(),
             })
@@ -110,10 +114,7 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
             text::name_str(&s.profile),
             s.summary.files,
             super::backup::human(s.summary.bytes),
-            serde_json::to_value(state.0)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
+            state_text(state.0, is_suspect(s)),
             s.paths
                 .iter()
                 .map(|p| text::name_str(p))
@@ -135,7 +136,39 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
             println!("  {}: {}", id.short(), why.as_deref().unwrap_or(""));
         }
     }
+    print_suspect(&snaps);
     Ok(Exit::Success)
+}
+
+/// Below the table: the suspect snapshots, each with why.
+fn print_suspect(snaps: &[(SnapshotId, Snapshot)]) {
+    let suspect: Vec<_> = snaps
+        .iter()
+        .filter_map(|(id, s)| Some((id, suspicion(s)?)))
+        .collect();
+    if suspect.is_empty() {
+        return;
+    }
+    println!(
+        "{} suspect: each claims a time more than {} later than storage wrote it (planted, or a clock running ahead); `latest` and retention pass them over; choose one by id only if you trust it",
+        suspect.len(),
+        crate::engine::forget::format_duration(crate::engine::CLOCK_SKEW)
+    );
+    for (id, why) in suspect {
+        println!("  {}: {why}", id.short());
+    }
+}
+
+/// The state column: `suspect` instead of complete or verified (a damaged
+/// one stays `damaged`: it is listed under both).
+fn state_text(state: SnapshotState, suspect: bool) -> String {
+    match state {
+        SnapshotState::Complete | SnapshotState::Verified if suspect => "suspect".into(),
+        _ => serde_json::to_value(state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+    }
 }
 
 pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
@@ -191,8 +224,14 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
                 println!("  affects file: {}", text::name_str(f));
             }
         }
+        for s in &report.suspect {
+            println!(
+                "SUSPECT {}: {s}; `latest` and retention pass it over (planted, or its writer's clock runs ahead)",
+                s.object
+            );
+        }
         println!(
-            "checked {} snapshots, {} packs, {} blobs{}: {}",
+            "checked {} snapshots, {} packs, {} blobs{}: {}{}",
             report.snapshots,
             report.packs,
             report.blobs,
@@ -207,6 +246,10 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
                 "LOCK GAPS FOUND"
             } else {
                 "DAMAGE FOUND"
+            },
+            match report.suspect.len() {
+                0 => String::new(),
+                n => format!(" ({n} suspect snapshot{})", if n == 1 { "" } else { "s" }),
             }
         );
     }

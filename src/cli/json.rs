@@ -50,6 +50,10 @@ pub struct SnapshotRow<'a> {
     pub profile: &'a str,
     pub short_id: String,
     pub state: crate::engine::SnapshotState,
+    /// When storage recorded writing it (null where the backend gives no time).
+    pub stored: Option<String>,
+    /// It claims a time later than `stored` (beyond the clock skew): never `latest`.
+    pub suspect: bool,
     pub time: String,
     pub tree_blobs: usize,
 }

@@ -53,11 +53,12 @@ pub fn open_view(ctx: &Context, filter: &FilterArgs) -> Result<View> {
 }
 
 /// Chooses one snapshot as [`View::pick`] does; what the operator should
-/// hear about the choice goes to stderr, each ending in `hint`. Returns its
-/// place in [`View::snaps`].
+/// hear about the choice goes to stderr, one line each, those about damage
+/// ending in `hint`. Returns its place in [`View::snaps`].
 pub fn pick(view: &View, spec: Option<&str>, at: Option<Timestamp>, hint: &str) -> Result<usize> {
     let choice = view.pick(spec, at)?;
     for note in &choice.notes {
+        let hint = if note.is_damage() { hint } else { "" };
         super::warn(&format!("{note}{hint}"));
     }
     Ok(choice.index)

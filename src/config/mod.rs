@@ -114,6 +114,7 @@ struct ScheduleFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RetentionFile {
+    run_by: Option<RetentionBy>,
     keep_within: Option<String>,
     keep_last: Option<u32>,
     keep_hourly: Option<u32>,
@@ -225,8 +226,23 @@ pub struct Notify {
     pub on_success: bool,
 }
 
+/// Who applies a profile's retention (forget and prune).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionBy {
+    /// The agent, after each backup.
+    #[default]
+    Agent,
+    /// A maintainer host or role with delete rights: the agent's
+    /// credentials can only add (an append-only agent, docs/IMMUTABILITY.md),
+    /// so its runs leave retention out and say so.
+    Maintainer,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Retention {
+    /// `[retention] run_by`.
+    pub run_by: RetentionBy,
     pub keep_within: jiff::SignedDuration,
     pub keep_last: u32,
     pub keep_hourly: u32,
@@ -240,6 +256,7 @@ pub struct Retention {
 impl Default for Retention {
     fn default() -> Self {
         Retention {
+            run_by: RetentionBy::Agent,
             keep_within: crate::time::days(90),
             keep_last: 0,
             keep_hourly: 0,
@@ -545,6 +562,7 @@ fn parse_schedule(s: ScheduleFile) -> Result<Schedule, String> {
 fn parse_retention(r: RetentionFile) -> Result<Retention, String> {
     let d = Retention::default();
     Ok(Retention {
+        run_by: r.run_by.unwrap_or_default(),
         keep_within: match r.keep_within {
             Some(k) => parse_duration(&k).map_err(|e| format!("retention.keep_within: {e}"))?,
             None => d.keep_within,

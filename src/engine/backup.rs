@@ -509,7 +509,7 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
     }));
     report.locks_extended = pass.extended;
     report.orphans_adopted = orphans_adopted;
-    report.warnings = warnings;
+    report.warnings = [warnings, std::mem::take(&mut report.warnings)].concat();
     Ok(report)
 }
 
@@ -648,7 +648,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         .map(|b| b.raw_length)
         .sum();
     summary.skipped = skipped.len() as u64;
-    let snap = Snapshot {
+    let mut snap = Snapshot {
         time: job.opts.time.unwrap_or_else(jiff::Timestamp::now),
         host: job.opts.host.clone().unwrap_or_else(hostname),
         profile: job.opts.profile.clone(),
@@ -661,8 +661,22 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         refs: finished.refs,
         tree_index: finished.tree_index,
         summary: summary.clone(),
+        stored: None,
     };
     let snapshot = job.repo.write_snapshot(&snap)?;
+    // Storage's record of the write judges this machine's clock, as every
+    // reader will judge the snapshot; a listing that fails costs only that.
+    snap.stored = super::snapshot_stored(job.repo, &snapshot).ok().flatten();
+    let warnings = super::suspicion(&snap)
+        .map(|why| {
+            format!(
+                "snapshot {} is suspect: {why}; this machine's clock (or --time) is more than {} ahead of storage's, so `latest` and retention pass its snapshots over: set the clock right (NTP)",
+                snapshot.short(),
+                super::forget::format_duration(super::CLOCK_SKEW)
+            )
+        })
+        .into_iter()
+        .collect();
     // The index objects, the snapshot and the file cache that relies on
     // them: in the catalog together or not at all.
     let tx = catalog.begin()?;
@@ -680,7 +694,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         changed,
         orphans_adopted: 0,
         locks_extended: 0,
-        warnings: Vec::new(),
+        warnings,
     })
 }
 

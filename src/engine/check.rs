@@ -48,6 +48,9 @@ pub struct CheckReport {
     pub damage_recorded: Vec<String>,
     /// Damage records deleted: every pack they name read back whole.
     pub damage_cleared: Vec<String>,
+    /// Snapshots that claim a time later than storage recorded writing
+    /// them ([`super::is_suspect`]). Not damage: `ok` is not changed by them.
+    pub suspect: Vec<SuspectSnapshot>,
     /// Ids of the snapshots no problem names (verified, with `read_data`
     /// and the identity).
     #[serde(skip)]
@@ -66,6 +69,30 @@ pub struct LockGapRow {
     /// there is none).
     #[serde(skip)]
     pub ends: jiff::Timestamp,
+}
+
+/// A snapshot whose claimed time storage's record contradicts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuspectSnapshot {
+    /// Its object (`snapshots/…`).
+    pub object: String,
+    /// Its short id.
+    pub snapshot: String,
+    /// The time it claims.
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub time: jiff::Timestamp,
+    /// When storage recorded writing it.
+    #[serde(with = "crate::time::serde_rfc3339")]
+    pub stored: jiff::Timestamp,
+}
+
+impl std::fmt::Display for SuspectSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&super::states::claim_against_storage(
+            self.time,
+            self.stored,
+        ))
+    }
 }
 
 /// One damaged object: why, and the blobs it can no longer give.
@@ -435,17 +462,35 @@ fn lock_gaps(
     }
 }
 
-/// Reads every snapshot; one that can not be read is a problem.
+/// Reads every snapshot; one that can not be read is a problem, one that
+/// claims a time later than storage recorded writing it is suspect.
 fn read_snapshots(
     repo: &Repository,
     report: &mut CheckReport,
 ) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let snap_ids = repo.list_snapshot_ids()?;
+    let listed: Vec<(SnapshotId, Option<jiff::Timestamp>)> = repo
+        .store
+        .list("snapshots/")?
+        .into_iter()
+        .filter_map(|o| Some((SnapshotId::from_key(&o.key)?, o.modified)))
+        .collect();
+    let snap_ids: Vec<SnapshotId> = listed.iter().map(|(id, _)| *id).collect();
     report.snapshots = snap_ids.len();
     let mut snaps = Vec::with_capacity(snap_ids.len());
-    for (id, read) in snap_ids.iter().zip(repo.read_snapshots(&snap_ids)) {
+    for ((id, stored), read) in listed.iter().zip(repo.read_snapshots(&snap_ids)) {
         match read {
-            Ok(s) => snaps.push((*id, s)),
+            Ok(mut s) => {
+                s.stored = *stored;
+                if let Some(stored) = s.stored.filter(|_| super::is_suspect(&s)) {
+                    report.suspect.push(SuspectSnapshot {
+                        object: id.key(),
+                        snapshot: id.short(),
+                        time: s.time,
+                        stored,
+                    });
+                }
+                snaps.push((*id, s));
+            }
             Err(e) => {
                 let e = crate::Error::from(e);
                 if !is_bad_object(&e) {
@@ -1248,6 +1293,7 @@ mod tests {
             refs: vec![BlobId([1; 32])],
             tree_index: None,
             summary: Default::default(),
+            stored: None,
         };
         let none = HashMap::new();
         let e = reference_list(&snap, &none).unwrap_err();

@@ -926,6 +926,7 @@ mod tests {
                     bytes,
                     ..Summary::default()
                 },
+                stored: None,
             },
         )
     }

@@ -6,8 +6,15 @@
 //! never removes another server's history. Within a group a snapshot is kept
 //! if any rule keeps it; the newest is always kept, so a server that was off
 //! for longer than `keep_within` does not lose its last good backup.
+//!
+//! A snapshot is judged by [`retention_time`]: a suspect one
+//! ([`is_suspect`]: planted, or from a machine whose clock runs ahead) by
+//! the time storage recorded writing it, not its claim. A suspect one takes
+//! no place that counts (newest, last N, hourly … monthly), so planted
+//! snapshots can not push real ones out; only `keep_within` keeps it, or
+//! being the newest of a group that has nothing else.
 
-use super::sync_snapshots;
+use super::{is_suspect, retention_time, sync_snapshots};
 use crate::Result;
 use crate::catalog::Catalog;
 use crate::config::Retention;
@@ -91,21 +98,37 @@ pub fn plan(
     let mut out = Vec::new();
     for (_, mut group) in groups {
         // Newest first; ties broken by id so the plan is deterministic.
-        group.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.0.cmp(&a.0.0)));
+        group.sort_by(|a, b| {
+            retention_time(&b.1)
+                .cmp(&retention_time(&a.1))
+                .then(b.0.0.cmp(&a.0.0))
+        });
+        let all_suspect = group.iter().all(|x| is_suspect(&x.1));
         let mut last_key: [Option<(i32, i32, i32, i32)>; 4] = [None; 4];
         let mut kept_in: [u32; 4] = [0; 4];
-        for (i, (id, s)) in group.iter().map(|x| (&x.0, &x.1)).enumerate() {
+        // Places that count: the snapshots before this one that are not suspect.
+        let mut i = 0usize;
+        for (n, (id, s)) in group.iter().map(|x| (&x.0, &x.1)).enumerate() {
             let mut reasons = Vec::new();
-            if i == 0 {
-                reasons.push("newest".to_string());
-            }
-            if now.duration_since(s.time) < policy.keep_within {
+            let time = retention_time(s);
+            if now.duration_since(time) < policy.keep_within {
                 reasons.push(format!("within {within}"));
+            }
+            if is_suspect(s) {
+                if all_suspect && n == 0 {
+                    reasons.insert(0, "newest".to_string());
+                }
+                out.push(decision(id, s, reasons));
+                continue;
+            }
+            if i == 0 {
+                reasons.insert(0, "newest".to_string());
             }
             if (i as u32) < policy.keep_last {
                 reasons.push(format!("last {}/{}", i + 1, policy.keep_last));
             }
-            let keys = period_keys(s.time, tz);
+            i += 1;
+            let keys = period_keys(time, tz);
             for (b, (name, limit)) in buckets.iter().enumerate() {
                 if last_key[b] != Some(keys[b]) {
                     last_key[b] = Some(keys[b]);
@@ -115,18 +138,23 @@ pub fn plan(
                     }
                 }
             }
-            out.push(Decision {
-                id: *id,
-                time: s.time,
-                host: s.host.clone(),
-                profile: s.profile.clone(),
-                keep: !reasons.is_empty(),
-                reasons,
-            });
+            out.push(decision(id, s, reasons));
         }
     }
     out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.0.cmp(&b.id.0)));
     out
+}
+
+/// The verdict on `s`: kept if any of `reasons` keeps it.
+fn decision(id: &SnapshotId, s: &Snapshot, reasons: Vec<String>) -> Decision {
+    Decision {
+        id: *id,
+        time: s.time,
+        host: s.host.clone(),
+        profile: s.profile.clone(),
+        keep: !reasons.is_empty(),
+        reasons,
+    }
 }
 
 /// `90d`, `36h`, `15m`: the largest whole unit.
@@ -254,12 +282,14 @@ mod tests {
                 refs: vec![],
                 tree_index: None,
                 summary: Summary::default(),
+                stored: None,
             },
         )
     }
 
     fn policy() -> Retention {
         Retention {
+            run_by: Default::default(),
             keep_within: jiff::SignedDuration::ZERO,
             keep_last: 0,
             keep_hourly: 0,
@@ -303,6 +333,92 @@ mod tests {
         let d = plan(&snaps, &policy(), &Filter::default(), &TimeZone::UTC, now);
         assert_eq!(kept(&d), ["11-03 01:00"]);
         assert_eq!(d.iter().find(|d| d.keep).unwrap().reasons, ["newest"]);
+    }
+
+    /// A snapshot claiming `claims`, written to storage at `stored`.
+    fn stored(claims: &str, stored: &str) -> (SnapshotId, Snapshot) {
+        let (id, mut s) = snap(claims, "a");
+        s.stored = Some(stored.parse().unwrap());
+        (id, s)
+    }
+
+    #[test]
+    fn a_planted_snapshot_is_not_the_newest_and_takes_no_place() {
+        let snaps = vec![
+            stored("2026-11-01T01:00:00Z", "2026-11-01T01:00:30Z"),
+            stored("2026-11-02T01:00:00Z", "2026-11-02T01:00:30Z"),
+            // Planted on 11-03, claiming 2099.
+            stored("2099-01-01T00:00:00Z", "2026-11-03T01:00:00Z"),
+        ];
+        let now = "2026-11-03T02:00:00Z".parse().unwrap();
+        let last_one = Retention {
+            keep_last: 1,
+            keep_daily: 1,
+            ..policy()
+        };
+        let d = plan(&snaps, &last_one, &Filter::default(), &TimeZone::UTC, now);
+        let verdict = |t: &str| {
+            d.iter()
+                .find(|d| d.time == t.parse::<Timestamp>().unwrap())
+                .unwrap()
+        };
+        let real = verdict("2026-11-02T01:00:00Z");
+        assert!(real.keep);
+        assert_eq!(real.reasons, ["newest", "last 1/1", "daily 1/1"]);
+        assert!(!verdict("2099-01-01T00:00:00Z").keep);
+        assert!(!verdict("2026-11-01T01:00:00Z").keep);
+        // keep-within judges it by when storage wrote it: an hour ago, not in 2099.
+        let within = Retention {
+            keep_within: jiff::SignedDuration::from_hours(2),
+            ..policy()
+        };
+        let d = plan(&snaps, &within, &Filter::default(), &TimeZone::UTC, now);
+        let planted = d.iter().find(|d| d.time == snaps[2].1.time).unwrap();
+        assert_eq!(planted.reasons, ["within 2h"]);
+        let later = now + crate::time::days(1);
+        let d = plan(&snaps, &within, &Filter::default(), &TimeZone::UTC, later);
+        assert_eq!(kept(&d), ["11-02 01:00"]);
+    }
+
+    /// Caught by the S3 prune test: storage records whole seconds, so two
+    /// backups in one second must keep the order their claims give.
+    #[test]
+    fn backups_within_one_stored_second_keep_their_order() {
+        let snaps = vec![
+            stored("2026-11-03T01:00:00.200Z", "2026-11-03T01:00:00Z"),
+            stored("2026-11-03T01:00:00.700Z", "2026-11-03T01:00:00Z"),
+        ];
+        let p = Retention {
+            keep_last: 1,
+            ..policy()
+        };
+        let now = "2026-11-03T02:00:00Z".parse().unwrap();
+        let d = plan(&snaps, &p, &Filter::default(), &TimeZone::UTC, now);
+        let kept: Vec<Timestamp> = d.iter().filter(|d| d.keep).map(|d| d.time).collect();
+        assert_eq!(kept, [snaps[1].1.time]);
+    }
+
+    #[test]
+    fn a_group_of_only_suspect_snapshots_keeps_its_newest_and_backdated_ones_count() {
+        // A machine whose clock runs a day ahead: every snapshot suspect.
+        let snaps = vec![
+            stored("2026-11-02T01:00:00Z", "2026-11-01T01:00:00Z"),
+            stored("2026-11-03T01:00:00Z", "2026-11-02T01:00:00Z"),
+        ];
+        let now = "2026-11-03T02:00:00Z".parse().unwrap();
+        let d = plan(&snaps, &policy(), &Filter::default(), &TimeZone::UTC, now);
+        assert_eq!(kept(&d), ["11-03 01:00"]);
+        // Backdated imports (claims earlier than written) count as claimed.
+        let snaps = vec![
+            stored("2026-03-01T10:00:00Z", "2026-11-03T01:00:00Z"),
+            stored("2026-03-02T10:00:00Z", "2026-11-03T01:00:01Z"),
+        ];
+        let p = Retention {
+            keep_last: 1,
+            ..policy()
+        };
+        let d = plan(&snaps, &p, &Filter::default(), &TimeZone::UTC, now);
+        assert_eq!(kept(&d), ["03-02 10:00"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@
 pub mod hooks;
 
 use crate::catalog::{Catalog, RunRecord};
-use crate::config::{Profile, Retention};
+use crate::config::{Profile, Retention, RetentionBy};
 use crate::engine::Progress;
 use crate::engine::backup::{BackupOptions, BackupReport, backup};
 use crate::engine::copy::{CopyReport, copy};
@@ -50,6 +50,9 @@ pub struct JobReport {
     pub forgotten: usize,
     pub pruned_packs: usize,
     pub pruned_bytes: u64,
+    /// Who applies retention: with `maintainer`, this run did not.
+    #[serde(default)]
+    pub retention_by: RetentionBy,
     pub snapshots: usize,
     /// Bytes of packs in the repository after the run.
     pub storage_bytes: u64,
@@ -183,6 +186,7 @@ pub struct RetentionOverrides {
 pub fn retention(profile: Option<&Profile>, o: &RetentionOverrides) -> Retention {
     let base = profile.map(|p| p.retention.clone()).unwrap_or_default();
     Retention {
+        run_by: base.run_by,
         keep_within: o.keep_within.unwrap_or(base.keep_within),
         keep_last: o.keep_last.unwrap_or(base.keep_last),
         keep_hourly: o.keep_hourly.unwrap_or(base.keep_hourly),
@@ -306,17 +310,21 @@ impl JobPlan {
             })
         };
         let none = Default::default();
+        // An append-only agent leaves retention to the maintainer.
+        let retains = profile.retention.run_by == RetentionBy::Agent;
         JobPlan {
             before: hook(&profile.hooks.before),
-            forget: Some(forget_options(
-                Some(profile),
-                &none,
-                &FilterOverrides::default(),
-                now,
-                false,
-                lock_wait,
-            )),
-            prune: profile.prune.enabled.then(|| {
+            forget: retains.then(|| {
+                forget_options(
+                    Some(profile),
+                    &none,
+                    &FilterOverrides::default(),
+                    now,
+                    false,
+                    lock_wait,
+                )
+            }),
+            prune: (retains && profile.prune.enabled).then(|| {
                 prune_options(Some(profile), &PruneOverrides::default(), false, lock_wait)
             }),
             after: hook(&profile.hooks.after),
@@ -513,7 +521,10 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> JobReport {
     let began = Instant::now();
-    let report = JobReport::new(&profile.name, started);
+    let report = JobReport {
+        retention_by: profile.retention.run_by,
+        ..JobReport::new(&profile.name, started)
+    };
     let (repo, mut catalog) = match open(profile) {
         Ok(x) => x,
         Err(e) => {

@@ -34,10 +34,13 @@ pub use read::{
     Run, coalesce, for_each_entry, for_each_entry_under, read_blobs, read_span, read_stream,
 };
 pub use refs::{RefsPiece, decode_refs, snapshot_refs, walk_refs};
-pub use states::{SnapshotState, newest_whole, snapshot_states};
+pub use states::{
+    CLOCK_SKEW, Newest, SnapshotState, is_suspect, newest_whole, retention_time, snapshot_states,
+    suspicion,
+};
 pub use sync::{
     Adopted, BadObject, Skipped, Snapshots, Synced, adopt_orphan_packs, is_bad_object, one_line,
-    sync, sync_index, sync_snapshots,
+    snapshot_stored, sync, sync_index, sync_snapshots,
 };
 pub use walk::ExcludeError;
 

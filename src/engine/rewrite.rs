@@ -92,6 +92,7 @@ impl WrittenList {
             refs: self.refs,
             tree_index: self.tree_index,
             summary,
+            stored: None,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! until), and a snapshot named by id prefix, `latest` (the newest complete
 //! one) or a time (the newest at or before it); and, after a restore, the
 //! older snapshots that hold intact what the chosen one could not give.
+//! `latest` and a time never choose a suspect snapshot (one that claims a
+//! time later than storage wrote it: [`is_suspect`]); an id still does.
 //!
 //! Times are RFC 3339 (`2026-11-20T14:00:00+01:00`), a local date and time
 //! (`2026-11-20 14:00`, in the zone of `TZ`), a date (`2026-11-20`: its end for
@@ -13,7 +15,7 @@
 
 use super::health::Health;
 use super::restore::{Failure, Overwrite, RestoreOptions, RestoreReport, restore};
-use super::{NoProgress, Skipped, for_each_entry, newest_whole, sync};
+use super::{Newest, NoProgress, for_each_entry, is_suspect, newest_whole, suspicion, sync};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
@@ -148,6 +150,21 @@ pub enum Note {
         using: (SnapshotId, Timestamp),
         why: String,
     },
+    /// `skipped` is suspect (`why`), so the older `using` was chosen.
+    SkippedSuspect {
+        skipped: SnapshotId,
+        why: String,
+        using: (SnapshotId, Timestamp),
+    },
+    /// The snapshot named by id is suspect (`why`); chosen as asked.
+    ChosenSuspect { id: SnapshotId, why: String },
+}
+
+impl Note {
+    /// Whether the note is about damage (what `--fallback` can make good).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Note::SkippedDamaged { .. } | Note::AllDamaged { .. })
+    }
 }
 
 impl std::fmt::Display for Note {
@@ -172,6 +189,22 @@ impl std::fmt::Display for Note {
                 if *at { " at or before that time" } else { "" },
                 using.0.short(),
                 when(&using.1),
+            ),
+            Note::SkippedSuspect {
+                skipped,
+                why,
+                using,
+            } => write!(
+                f,
+                "passed over suspect snapshot {}: {why}; using {} ({})",
+                skipped.short(),
+                using.0.short(),
+                when(&using.1)
+            ),
+            Note::ChosenSuspect { id, why } => write!(
+                f,
+                "snapshot {} is suspect: {why}; it may have been planted: use it only if you trust it",
+                id.short()
             ),
         }
     }
@@ -211,11 +244,12 @@ impl View {
     }
 
     /// Chooses one snapshot: the newest at or before `at`, an id prefix, or
-    /// `latest`, the newest that is not damaged (checked newest first, so
-    /// only the snapshots passed over and the chosen one have their
-    /// reference lists read). When every snapshot is damaged, `latest` is the
-    /// newest, with a note. The one place restore, ls, cat, export, find and
-    /// diff choose a snapshot.
+    /// `latest`, the newest that is neither suspect nor damaged (checked
+    /// newest first, so only the snapshots passed over and the chosen one
+    /// have their reference lists read). When every snapshot is damaged,
+    /// `latest` is the newest that is not suspect, with a note; when every
+    /// one is suspect, [`Error::AllSuspect`]. The one place restore, ls,
+    /// cat, export and diff choose a snapshot.
     pub fn pick(&self, spec: Option<&str>, at: Option<Timestamp>) -> Result<Choice> {
         let snaps = &self.snaps;
         let before = match at {
@@ -233,15 +267,18 @@ impl View {
         if at.is_none() && spec != "latest" {
             let id = Repository::resolve_snapshot(snaps, spec)?.0;
             let index = snaps.iter().position(|(s, _)| *s == id).unwrap_or_default();
-            return Ok(Choice {
-                index,
-                notes: Vec::new(),
-            });
+            let notes = snaps
+                .get(index)
+                .and_then(|(_, s)| suspicion(s))
+                .map(|why| Note::ChosenSuspect { id, why })
+                .into_iter()
+                .collect();
+            return Ok(Choice { index, notes });
         }
         if snaps.is_empty() {
             return Err(Error::NoSnapshots);
         }
-        let (whole, skipped) = newest_whole(
+        let found = newest_whole(
             &self.repo,
             &self.catalog,
             &self.blobs,
@@ -249,7 +286,7 @@ impl View {
             snaps,
             before,
         )?;
-        Ok(choice(snaps, before, at.is_some(), whole, skipped))
+        choice(snaps, before, at.is_some(), found)
     }
 
     /// For each path the restore in `report` could not give, the newest
@@ -275,6 +312,10 @@ impl View {
         for j in (0..index.min(self.snaps.len())).rev() {
             if missing.is_empty() {
                 break;
+            }
+            // Files are not taken from a snapshot that may have been planted.
+            if is_suspect(&self.snaps[j].1) {
+                continue;
             }
             let mut here = HashSet::new();
             // A list that can not be read holds nothing to recover from.
@@ -353,37 +394,72 @@ impl View {
 }
 
 /// The choice among `snaps` once [`newest_whole`] answered: the whole one
-/// it found (noting the damaged ones passed over), else the newest at or
-/// before `before` (noting that all are damaged). `snaps` is not empty.
+/// it found, else the newest damaged one that is not suspect (noting that
+/// all are damaged), noting the snapshots passed over, newest first. When
+/// every one at or before `before` is suspect, none is chosen. `snaps` is
+/// not empty.
 fn choice(
     snaps: &[(SnapshotId, Snapshot)],
     before: Option<usize>,
     at: bool,
-    whole: Option<usize>,
-    skipped: Vec<Skipped>,
-) -> Choice {
+    found: Newest,
+) -> Result<Choice> {
     let it = |i: usize| (snaps[i].0, snaps[i].1.time);
-    if let Some(w) = whole {
-        let notes = skipped
-            .into_iter()
-            .map(|(i, why)| Note::SkippedDamaged {
+    let Newest {
+        whole,
+        damaged,
+        suspect,
+    } = found;
+    let all_damaged = whole.is_none();
+    let index = match (whole, damaged.first(), suspect.first()) {
+        (Some(w), _, _) => w,
+        (None, Some((d, _)), _) => *d,
+        (None, None, Some(&newest)) => {
+            let snap = &snaps[newest].1;
+            return Err(Error::AllSuspect {
+                at,
+                newest: snaps[newest].0.short(),
+                why: suspicion(snap).unwrap_or_default(),
+            });
+        }
+        (None, None, None) => before.unwrap_or(snaps.len().saturating_sub(1)),
+    };
+    let mut notes: Vec<(usize, Note)> = suspect
+        .into_iter()
+        .filter(|i| *i > index)
+        .map(|i| {
+            let why = suspicion(&snaps[i].1).unwrap_or_default();
+            let note = Note::SkippedSuspect {
+                skipped: snaps[i].0,
+                why,
+                using: it(index),
+            };
+            (i, note)
+        })
+        .collect();
+    if all_damaged {
+        let why = damaged.into_iter().next().map(|s| s.1).unwrap_or_default();
+        let note = Note::AllDamaged {
+            at,
+            using: it(index),
+            why,
+        };
+        notes.push((index, note));
+    } else {
+        notes.extend(damaged.into_iter().map(|(i, why)| {
+            let note = Note::SkippedDamaged {
                 skipped: it(i),
                 why,
-                using: it(w),
-            })
-            .collect();
-        return Choice { index: w, notes };
+                using: it(index),
+            };
+            (i, note)
+        }));
     }
-    let newest = before.unwrap_or(snaps.len().saturating_sub(1));
-    let why = skipped.into_iter().next().map(|s| s.1).unwrap_or_default();
-    Choice {
-        index: newest,
-        notes: vec![Note::AllDamaged {
-            at,
-            using: it(newest),
-            why,
-        }],
-    }
+    notes.sort_by_key(|n| std::cmp::Reverse(n.0));
+    Ok(Choice {
+        index,
+        notes: notes.into_iter().map(|(_, n)| n).collect(),
+    })
 }
 
 /// One file the chosen snapshot could not give, and where it is intact.
@@ -446,6 +522,7 @@ mod tests {
             refs: Vec::new(),
             tree_index: None,
             summary: Default::default(),
+            stored: None,
         }
     }
 
@@ -511,13 +588,21 @@ mod tests {
                 (id(n), snap("h", "p", &["/"], &t))
             })
             .collect();
+        let found = |whole, damaged: Vec<(usize, &str)>, suspect| Newest {
+            whole,
+            damaged: damaged
+                .into_iter()
+                .map(|(i, w)| (i, w.to_string()))
+                .collect(),
+            suspect,
+        };
         let c = choice(
             &snaps,
             None,
             false,
-            Some(0),
-            vec![(2, "x".into()), (1, "y".into())],
-        );
+            found(Some(0), vec![(2, "x"), (1, "y")], vec![]),
+        )
+        .unwrap();
         assert_eq!(c.index, 0);
         assert_eq!(c.notes.len(), 2);
         let first = c.notes[0].to_string();
@@ -530,9 +615,9 @@ mod tests {
             &snaps,
             Some(1),
             true,
-            None,
-            vec![(1, "a".into()), (0, "b".into())],
-        );
+            found(None, vec![(1, "a"), (0, "b")], vec![]),
+        )
+        .unwrap();
         assert_eq!(c.index, 1);
         assert_eq!(
             c.notes,
@@ -547,8 +632,79 @@ mod tests {
                 .to_string()
                 .starts_with("every snapshot at or before that time is damaged; using the newest")
         );
-        let c = choice(&snaps, None, false, None, vec![]);
+        let c = choice(&snaps, None, false, found(None, vec![], vec![])).unwrap();
         assert_eq!(c.index, 2);
+    }
+
+    /// Three snapshots; the newest claims 2099 but was stored in 2026.
+    fn with_planted() -> Vec<(SnapshotId, Snapshot)> {
+        let mut snaps: Vec<_> = (0..2u8)
+            .map(|n| {
+                let t = format!("2026-11-2{n}T12:00:00Z");
+                let mut s = snap("h", "p", &["/"], &t);
+                s.stored = Some(s.time);
+                (id(n), s)
+            })
+            .collect();
+        let mut planted = snap("h", "p", &["/"], "2099-01-01T00:00:00Z");
+        planted.stored = Some("2026-11-22T12:00:00Z".parse().unwrap());
+        snaps.push((id(9), planted));
+        snaps
+    }
+
+    #[test]
+    fn a_choice_passes_over_suspect_snapshots_and_says_so() {
+        let snaps = with_planted();
+        let found = Newest {
+            whole: Some(1),
+            damaged: vec![],
+            suspect: vec![2],
+        };
+        let c = choice(&snaps, None, false, found).unwrap();
+        assert_eq!(c.index, 1);
+        assert_eq!(c.notes.len(), 1);
+        assert!(!c.notes[0].is_damage());
+        assert_eq!(
+            c.notes[0].to_string(),
+            format!(
+                "passed over suspect snapshot {}: it claims 2099-01-01 00:00:00 UTC but storage recorded writing it at 2026-11-22 12:00:00 UTC; using {} (2026-11-21 12:00:00 UTC)",
+                id(9).short(),
+                id(1).short()
+            )
+        );
+        // The rest damaged: the newest of them that is not suspect, never the planted one.
+        let found = Newest {
+            whole: None,
+            damaged: vec![(1, "gone".into()), (0, "gone too".into())],
+            suspect: vec![2],
+        };
+        let c = choice(&snaps, None, false, found).unwrap();
+        assert_eq!(c.index, 1);
+        assert!(matches!(c.notes[0], Note::SkippedSuspect { skipped, .. } if skipped == id(9)));
+        assert!(
+            matches!(&c.notes[1], Note::AllDamaged { using, why, .. } if using.0 == id(1) && why == "gone")
+        );
+    }
+
+    #[test]
+    fn when_every_snapshot_is_suspect_none_is_chosen() {
+        // Only the planted one (a filter let no other through).
+        let snaps = &with_planted()[2..];
+        let found = Newest {
+            whole: None,
+            damaged: vec![],
+            suspect: vec![0],
+        };
+        let err = choice(snaps, None, false, found).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::AllSuspect { at: false, .. }), "{text}");
+        assert_eq!(
+            text,
+            format!(
+                "every snapshot is suspect: the newest, {}: it claims 2099-01-01 00:00:00 UTC but storage recorded writing it at 2026-11-22 12:00:00 UTC; choose a snapshot by id (`coffer snapshots` lists them) if you trust it",
+                id(9).short()
+            )
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! How whole each snapshot is, and the choice of the newest whole one.
+//! How whole each snapshot is, whether its time can be believed, and the
+//! choice of the newest whole one whose time can.
 
 use super::health::Health;
 use super::{RefsPiece, Skipped, walk_refs};
@@ -7,7 +8,58 @@ use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
+use jiff::{SignedDuration, Timestamp};
 use std::collections::HashMap;
+
+/// How far a snapshot's claimed time may run ahead of the time storage
+/// recorded writing its object before the snapshot is suspect. A snapshot
+/// is written at the end of its backup, after the time it claims, so an
+/// honest one only runs ahead by the agent's clock error; NTP keeps that to
+/// well under a second, and ten minutes allows a clock that drifted
+/// unsynced for weeks, while a snapshot planted to win `latest` must claim
+/// a time past every real one and so, soon, far ahead of storage's.
+pub const CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(600);
+
+/// Whether `snap` claims a time later than storage recorded writing it,
+/// by more than [`CLOCK_SKEW`]: planted to win `latest`, or written by a
+/// machine whose clock runs ahead. Without a storage time, not suspect.
+pub fn is_suspect(snap: &Snapshot) -> bool {
+    snap.stored
+        .is_some_and(|stored| snap.time.duration_since(stored) > CLOCK_SKEW)
+}
+
+/// Why `snap` is suspect, in words for the operator; None if it is not.
+pub fn suspicion(snap: &Snapshot) -> Option<String> {
+    let stored = snap.stored.filter(|_| is_suspect(snap))?;
+    Some(claim_against_storage(snap.time, stored))
+}
+
+/// "it claims T but storage recorded writing it at S".
+pub fn claim_against_storage(claimed: Timestamp, stored: Timestamp) -> String {
+    // Whole seconds: S3 gives no more, and the gap is minutes or years.
+    let when = |t: Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
+    format!(
+        "it claims {} but storage recorded writing it at {}",
+        when(claimed),
+        when(stored)
+    )
+}
+
+/// The time retention judges `snap` by: for a suspect one, the time storage
+/// recorded (min(claimed, stored): a claim later than the write can not be
+/// true, and a planted snapshot must not look newer than it is); else its
+/// claim. An earlier claim is believed, as a backdated import (`backup
+/// --time`) or a repository copied to new storage rightly makes. A claim
+/// later by less than [`CLOCK_SKEW`] is kept too: S3 records whole seconds
+/// and clocks differ a little, so taking the minimum there would tie or
+/// swap honest snapshots written within a second, and `keep_last` and
+/// "newest" go by their order.
+pub fn retention_time(snap: &Snapshot) -> Timestamp {
+    match snap.stored {
+        Some(stored) if is_suspect(snap) => snap.time.min(stored),
+        _ => snap.time,
+    }
+}
 
 /// How whole a snapshot is, as far as can be told without reading data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -79,11 +131,22 @@ pub fn snapshot_states(
         .collect())
 }
 
-/// The place in `snaps` (oldest first) of the newest snapshot at or before
-/// `before` (a place; all when None) that is not damaged, and the damaged
-/// ones passed over on the way (place, why), newest first. Checks newest
-/// first and stops at the first whole one, so choosing `latest` reads one
-/// snapshot's reference list, not all of them.
+/// What [`newest_whole`] found, places in `snaps`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Newest {
+    /// The newest snapshot that is neither damaged nor suspect.
+    pub whole: Option<usize>,
+    /// The damaged ones passed over on the way (place, why), newest first.
+    pub damaged: Vec<Skipped>,
+    /// The suspect ones passed over on the way ([`is_suspect`]), newest first.
+    pub suspect: Vec<usize>,
+}
+
+/// The newest snapshot at or before `before` (a place in `snaps`, oldest
+/// first; all when None) that is neither suspect nor damaged, and those
+/// passed over on the way. Checks newest first and stops at the first
+/// whole one, so choosing `latest` reads one snapshot's reference list,
+/// not all of them; a suspect one is passed over unread.
 pub fn newest_whole(
     repo: &Repository,
     catalog: &Catalog,
@@ -91,15 +154,91 @@ pub fn newest_whole(
     health: &Health,
     snaps: &[(SnapshotId, Snapshot)],
     before: Option<usize>,
-) -> Result<(Option<usize>, Vec<Skipped>)> {
+) -> Result<Newest> {
     let end = before.map_or(snaps.len(), |b| (b + 1).min(snaps.len()));
-    let mut skipped = Vec::new();
+    let mut found = Newest::default();
     for i in (0..end).rev() {
+        if is_suspect(&snaps[i].1) {
+            found.suspect.push(i);
+            continue;
+        }
         let state = snapshot_states(repo, catalog, blobs, health, &snaps[i..=i])?;
         match state.into_iter().next() {
-            Some((SnapshotState::Damaged, why)) => skipped.push((i, why.unwrap_or_default())),
-            _ => return Ok((Some(i), skipped)),
+            Some((SnapshotState::Damaged, why)) => found.damaged.push((i, why.unwrap_or_default())),
+            _ => {
+                found.whole = Some(i);
+                return Ok(found);
+            }
         }
     }
-    Ok((None, skipped))
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(time: &str, stored: Option<&str>) -> Snapshot {
+        Snapshot {
+            time: time.parse().unwrap(),
+            host: "h".into(),
+            profile: "p".into(),
+            paths: vec!["/".into()],
+            tree: Vec::new(),
+            refs: Vec::new(),
+            tree_index: None,
+            summary: Default::default(),
+            stored: stored.map(|t| t.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_claim_later_than_storage_beyond_the_skew_is_suspect() {
+        let stored = Some("2026-12-07T03:00:00Z");
+        // Planted far ahead.
+        assert!(is_suspect(&snap("2099-01-01T00:00:00Z", stored)));
+        // Just past the skew, and just within it.
+        assert!(is_suspect(&snap("2026-12-07T03:10:01Z", stored)));
+        assert!(!is_suspect(&snap("2026-12-07T03:10:00Z", stored)));
+        // Written after the time it claims: an honest backup, or a backdated one.
+        assert!(!is_suspect(&snap("2026-12-07T02:59:00Z", stored)));
+        assert!(!is_suspect(&snap("2020-01-01T00:00:00Z", stored)));
+        // Storage gave no time: nothing to judge by.
+        assert!(!is_suspect(&snap("2099-01-01T00:00:00Z", None)));
+        let why = suspicion(&snap("2099-01-01T00:00:00Z", stored)).unwrap();
+        assert_eq!(
+            why,
+            "it claims 2099-01-01 00:00:00 UTC but storage recorded writing it at 2026-12-07 03:00:00 UTC"
+        );
+        assert_eq!(suspicion(&snap("2026-12-07T02:59:00Z", stored)), None);
+    }
+
+    #[test]
+    fn retention_believes_storage_over_a_suspect_claim_only() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let stored = Some("2026-12-07T03:00:00Z");
+        assert_eq!(
+            retention_time(&snap("2099-01-01T00:00:00Z", stored)),
+            t("2026-12-07T03:00:00Z")
+        );
+        // Within the skew the claim stands: two backups in one second on
+        // S3 (whole seconds) keep their order.
+        let (a, b) = (
+            snap("2026-12-07T03:00:00.2Z", stored),
+            snap("2026-12-07T03:00:00.7Z", stored),
+        );
+        assert!(retention_time(&a) < retention_time(&b));
+        assert_eq!(
+            retention_time(&snap("2026-12-07T03:05:00Z", stored)),
+            t("2026-12-07T03:05:00Z")
+        );
+        assert_eq!(
+            retention_time(&snap("2026-03-01T10:00:00Z", stored)),
+            t("2026-03-01T10:00:00Z")
+        );
+        assert_eq!(
+            retention_time(&snap("2099-01-01T00:00:00Z", None)),
+            t("2099-01-01T00:00:00Z")
+        );
+    }
 }

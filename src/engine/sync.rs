@@ -166,6 +166,8 @@ struct Fetched<I, T> {
     in_repo: HashSet<I>,
     new: Vec<(I, T)>,
     bad: Vec<BadObject>,
+    /// When storage recorded writing each, where its listing says.
+    times: HashMap<I, jiff::Timestamp>,
 }
 
 /// Reads `new` objects several at once (opening one, decrypt, decompress,
@@ -226,17 +228,49 @@ fn fetch_indexes(repo: &Repository, known: &HashSet<IndexId>) -> Result<FetchedI
     })
 }
 
+/// Lists the snapshots with the time storage recorded for each (what a
+/// snapshot's own claim is judged by: [`super::is_suspect`]) and reads
+/// the new ones.
 fn fetch_snapshots(
     repo: &Repository,
     known: &HashSet<SnapshotId>,
 ) -> Result<Fetched<SnapshotId, Snapshot>> {
-    let in_repo: HashSet<_> = repo.list_snapshot_ids()?.into_iter().collect();
+    let mut in_repo = HashSet::new();
+    let mut times = HashMap::new();
+    for o in repo.store.list("snapshots/")? {
+        if let Some(id) = SnapshotId::from_key(&o.key) {
+            in_repo.insert(id);
+            if let Some(t) = o.modified {
+                times.insert(id, t);
+            }
+        }
+    }
     let new: Vec<SnapshotId> = in_repo.difference(known).copied().collect();
     let threads = repo.store.read_concurrency();
-    let (new, bad) = read_new(new, threads, SnapshotId::key, |id| {
+    let (mut new, bad) = read_new(new, threads, SnapshotId::key, |id| {
         Ok(repo.read_snapshot(id)?)
     })?;
-    Ok(Fetched { in_repo, new, bad })
+    for (id, snap) in &mut new {
+        snap.stored = times.get(id).copied();
+    }
+    Ok(Fetched {
+        in_repo,
+        new,
+        bad,
+        times,
+    })
+}
+
+/// When storage recorded writing snapshot `id`, if it says: a listing of
+/// its one key (a backup checks its own clock against storage's with it).
+pub fn snapshot_stored(repo: &Repository, id: &SnapshotId) -> Result<Option<jiff::Timestamp>> {
+    let key = id.key();
+    Ok(repo
+        .store
+        .list(&key)?
+        .into_iter()
+        .find(|o| o.key == key)
+        .and_then(|o| o.modified))
 }
 
 fn fetch_damage(
@@ -260,7 +294,12 @@ fn fetch_damage(
             None => Err(crate::Error::Stopped("damage record vanished")),
         },
     )?;
-    Ok(Fetched { in_repo, new, bad })
+    Ok(Fetched {
+        in_repo,
+        new,
+        bad,
+        times: HashMap::new(),
+    })
 }
 
 /// Records the fetched index objects in the catalog; returns the whole blob
@@ -283,17 +322,26 @@ fn apply_indexes(
     Ok(blobs)
 }
 
+/// Records the fetched snapshots in the catalog, forgets those gone, and
+/// stamps those recorded before a listing gave their storage time (a
+/// backup's own) with it.
 fn apply_snapshots(
     catalog: &mut Catalog,
     known: &HashSet<SnapshotId>,
     fetched: Fetched<SnapshotId, Snapshot>,
 ) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let unstamped = catalog.snapshots_unstamped()?;
     let tx = catalog.begin()?;
     for gone in known.difference(&fetched.in_repo) {
         tx.remove_snapshot(gone)?;
     }
     for (id, snap) in &fetched.new {
         tx.put_snapshot(id, snap)?;
+    }
+    for id in unstamped.intersection(&fetched.in_repo) {
+        if let Some(t) = fetched.times.get(id) {
+            tx.set_snapshot_stored(id, *t)?;
+        }
     }
     tx.commit()?;
     Ok(catalog.snapshots()?)

@@ -24,6 +24,11 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_index: Option<BlobId>,
     pub summary: Summary,
+    /// When storage recorded writing this snapshot's object (its listing's
+    /// time), where the backend gives one: not part of the object, which
+    /// the writer could claim anything in. See `engine::suspect`.
+    #[serde(skip)]
+    pub stored: Option<Timestamp>,
 }
 
 impl Snapshot {

@@ -160,6 +160,10 @@ impl Store {
         }
         out
     }
+    /// See [`Storage::apply_lifecycle`].
+    pub fn apply_lifecycle(&self) -> Result<(), StorageError> {
+        self.run(self.storage.apply_lifecycle())
+    }
     /// See [`Storage::list_versions`].
     pub fn list_versions(&self, prefix: &str) -> Result<Vec<VersionInfo>, StorageError> {
         self.run(self.storage.list_versions(prefix))

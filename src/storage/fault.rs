@@ -242,6 +242,9 @@ impl Storage for Faulty {
         self.apply(key, self.inner.restore_version(key, version))
             .await
     }
+    async fn apply_lifecycle(&self) -> Result<(), StorageError> {
+        self.inner.apply_lifecycle().await
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub use as_of::AsOf;
 pub use local::LocalStorage;
 pub use retention::{LockMode, Retention, VersionInfo, WriteLock};
 pub use retry::Retry;
-pub use s3::policy::{Role, iam_policy};
+pub use s3::policy::{Role, iam_policy, lifecycle_id as s3_lifecycle_id, lifecycle_rule};
 pub use s3::{ChecksumSetting, S3Options, S3Storage, parse_url as parse_s3_url};
 pub use setup::SetupError;
 
@@ -374,6 +374,12 @@ pub trait Storage: Send + Sync {
     async fn restore_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
         let _ = (key, version);
         Err(self.unsupported("restoring versions", "versioning"))
+    }
+    /// Adds (or replaces, by its id) the bucket lifecycle rule that clears
+    /// what retention let go under `prefix` (see [`lifecycle_rule`]);
+    /// the bucket's other rules stay.
+    async fn apply_lifecycle(&self) -> Result<(), StorageError> {
+        Err(self.unsupported("a lifecycle rule", "lifecycle rules"))
     }
     /// The refusal of something this backend does not have.
     fn unsupported(&self, what: &'static str, needs: &'static str) -> StorageError {

@@ -156,4 +156,7 @@ impl Storage for Retry {
     async fn restore_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
         self.run(|| self.inner.restore_version(key, version)).await
     }
+    async fn apply_lifecycle(&self) -> Result<(), StorageError> {
+        self.run(|| self.inner.apply_lifecycle()).await
+    }
 }

@@ -472,6 +472,9 @@ impl Storage for S3Storage {
     async fn restore_version(&self, key: &str, version: &str) -> Result<(), StorageError> {
         self.copy_version(key, version).await
     }
+    async fn apply_lifecycle(&self) -> Result<(), StorageError> {
+        self.put_lifecycle().await
+    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,7 @@ impl Forger {
             refs: vec![refs_id],
             tree_index,
             summary: Summary::default(),
+            stored: None,
         };
         self.repo
             .write_snapshot(&snap)

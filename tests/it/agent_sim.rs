@@ -143,6 +143,7 @@ impl Runner for SimRunner {
                         refs: vec![],
                         tree_index: None,
                         summary: Summary::default(),
+                        stored: None,
                     },
                 ));
                 let plan = JobPlan::run(&profile, clock.now(), Duration::ZERO);

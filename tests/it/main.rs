@@ -34,6 +34,7 @@ mod s3server;
 mod seaweed;
 mod selection;
 mod signing;
+mod suspect;
 mod tamper;
 mod time_formats;
 mod transport;

@@ -368,3 +368,86 @@ fn a_locked_version_can_not_be_deleted_with_the_agents_credentials() {
         "the locked version survives a delete"
     );
 }
+
+#[test]
+fn an_append_only_agent_leaves_retention_to_the_maintainer() {
+    let env = TestEnv::with_repo();
+    let src = env.root.join("web-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "one").unwrap();
+    let profile = env.root.join("web.toml");
+    let toml = |run_by: &str| {
+        format!(
+            "name = \"web\"\nsources = [{src:?}]\nrepository = {repo:?}\nagent_key = {key:?}\ncatalog = {cat:?}\n\n[retention]\nrun_by = \"{run_by}\"\nkeep_last = 1\n",
+            src = src.display().to_string(),
+            repo = env.repo_url.to_string_lossy(),
+            key = env.agent_key.display().to_string(),
+            cat = env.catalog.display().to_string(),
+        )
+    };
+    std::fs::write(&profile, toml("maintainer")).unwrap();
+    let state = env.root.join("state");
+    let run = || {
+        env.run([
+            OsStr::new("run"),
+            "--profile".as_ref(),
+            profile.as_os_str(),
+            "--state-dir".as_ref(),
+            state.as_os_str(),
+        ])
+    };
+    for content in ["one", "two"] {
+        std::fs::write(src.join("a.txt"), content).unwrap();
+        let out = run();
+        out.expect_ok();
+        out.expect_stderr_contains("retention left to the maintainer");
+    }
+    let count = |env: &TestEnv| {
+        env.agent(["--json", "snapshots"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(&env), 2, "the agent forgot nothing");
+    // The maintainer applies the same policy with its own credentials.
+    env.run([
+        OsStr::new("forget"),
+        "--prune".as_ref(),
+        "--keep-within".as_ref(),
+        "0s".as_ref(),
+        "--profile".as_ref(),
+        profile.as_os_str(),
+    ])
+    .expect_ok();
+    assert_eq!(count(&env), 1, "the maintainer's run keeps the last one");
+    // A bad value is refused with the key named.
+    std::fs::write(&profile, toml("nobody")).unwrap();
+    let out = run();
+    out.expect_failure();
+    out.expect_stderr_contains(
+        "line 8: unknown variant `nobody`, expected `agent` or `maintainer`",
+    );
+}
+
+#[test]
+fn the_lifecycle_rule_is_printed_and_applied() {
+    let Some(t) = Locked::new("locked-lifecycle") else {
+        return;
+    };
+    t.init();
+    let out = t.agent(["policy", "--lifecycle"]);
+    out.expect_ok();
+    let rule = &out.json()["Rules"][0];
+    assert_eq!(rule["ID"], "coffer-repo");
+    assert_eq!(rule["Filter"]["Prefix"], "repo/");
+    // Applied twice: the second replaces the first (same id), no error.
+    for _ in 0..2 {
+        t.agent(["policy", "--lifecycle", "--apply"]).expect_ok();
+    }
+    // A local repository has no lifecycle rules; --apply needs --lifecycle.
+    let env = TestEnv::with_repo();
+    env.agent(["policy", "--lifecycle"]).expect_failure();
+    t.agent(["policy", "--role", "agent", "--apply"])
+        .expect_code(2);
+}

@@ -42,11 +42,7 @@ fn three_months_of_six_a_day_keep_the_window_and_storage_stays_flat() {
     };
     let policy = Retention {
         keep_within: coffer::time::days(90),
-        keep_last: 0,
-        keep_hourly: 0,
-        keep_daily: 0,
-        keep_weekly: 0,
-        keep_monthly: 0,
+        ..Retention::default()
     };
     let prune_opts = PruneOptions {
         grace: SignedDuration::ZERO,

@@ -41,6 +41,7 @@ fn snapshot_at(time: &str) -> Snapshot {
         refs: vec![],
         tree_index: None,
         summary: Summary::default(),
+        stored: None,
     }
 }
 

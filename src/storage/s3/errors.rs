@@ -78,6 +78,9 @@ impl S3Storage {
             "CreateBucket" => ("s3:CreateBucket", true),
             "GetBucketLocation" => ("s3:GetBucketLocation", true),
             "AbortMultipartUpload" => ("s3:AbortMultipartUpload", false),
+            "PutObjectRetention" => ("s3:PutObjectRetention", false),
+            "DeleteObjectVersion" => ("s3:DeleteObjectVersion", false),
+            "ListObjectVersions" => ("s3:ListBucketVersions", true),
             _ => ("s3:PutObject", false),
         };
         if bucket_level {
@@ -202,7 +205,14 @@ impl S3Storage {
                     ))
                 } else {
                     refused(format!(
-                        "{label} on {op}: the credentials lack {lacks} (or a bucket policy denies it)"
+                        "{label} on {op}: the credentials lack {lacks} (or a bucket policy denies it){}",
+                        if op == "DeleteObjectVersion" {
+                            "; or the version is under Object Lock, which no one can delete before its date"
+                        } else if matches!(op, "DeleteObject" | "DeleteObjects") {
+                            "; an append-only agent can not apply retention: set `run_by = \"maintainer\"` in the profile's [retention] and run forget and prune with the maintainer's credentials (docs/IMMUTABILITY.md)"
+                        } else {
+                            ""
+                        }
                     ))
                 }
             }

@@ -143,6 +143,41 @@ pub fn iam_policy(role: Role, bucket: &str, prefix: &str) -> Value {
     json!({"Version": "2012-10-17", "Statement": all})
 }
 
+/// The id of the lifecycle rule for a repository at `prefix`.
+pub fn lifecycle_id(prefix: &str) -> String {
+    let p = prefix.trim_end_matches('/');
+    let id = if p.is_empty() {
+        "coffer".to_string()
+    } else {
+        format!("coffer-{p}")
+    };
+    id.chars().take(255).collect()
+}
+
+/// Days a version stays after it stopped being current. Storage removes
+/// no version before its lock ends, so this only decides how soon what
+/// the locks let go is cleared: the next day.
+pub const NONCURRENT_DAYS: i32 = 1;
+/// Days before an upload that never completed is aborted.
+pub const ABORT_UPLOAD_DAYS: i32 = 7;
+
+/// The bucket lifecycle rule that clears, under `prefix`, the versions
+/// retention let go once their lock has ended, the delete markers left
+/// alone, and uploads that never completed; as the document for
+/// `aws s3api put-bucket-lifecycle-configuration`.
+pub fn lifecycle_rule(prefix: &str) -> Value {
+    json!({
+        "Rules": [{
+            "ID": lifecycle_id(prefix),
+            "Status": "Enabled",
+            "Filter": {"Prefix": prefix},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_DAYS},
+            "Expiration": {"ExpiredObjectDeleteMarker": true},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_UPLOAD_DAYS},
+        }]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +288,16 @@ mod tests {
                 assert!(!allowed.contains(&a.to_string()), "{role:?}: {a}");
             }
         }
+    }
+
+    #[test]
+    fn the_lifecycle_rule_is_limited_to_the_prefix_and_named_after_it() {
+        let r = lifecycle_rule("fleet/web-1/");
+        let rule = &r["Rules"][0];
+        assert_eq!(rule["ID"], "coffer-fleet/web-1");
+        assert_eq!(rule["Filter"]["Prefix"], "fleet/web-1/");
+        assert_eq!(rule["NoncurrentVersionExpiration"]["NoncurrentDays"], 1);
+        assert_eq!(lifecycle_id(""), "coffer");
     }
 
     #[test]

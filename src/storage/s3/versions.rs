@@ -171,7 +171,7 @@ impl S3Storage {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.error("DeleteObject", key, e))
+            .map_err(|e| self.error("DeleteObjectVersion", key, e))
     }
 
     /// Copies `version` over the current one inside storage: the version
@@ -196,6 +196,71 @@ impl S3Storage {
             .await
             .map(|_| ())
             .map_err(|e| self.error("CopyObject", key, e))
+    }
+}
+
+impl S3Storage {
+    /// Adds this repository's lifecycle rule to the bucket's, replacing an
+    /// earlier one of the same id and keeping every other rule.
+    pub(super) async fn put_lifecycle(&self) -> Result<(), StorageError> {
+        use aws_sdk_s3::types::{
+            AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+            LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
+        };
+        use policy::{ABORT_UPLOAD_DAYS, NONCURRENT_DAYS, lifecycle_id};
+        let id = lifecycle_id(&self.prefix);
+        let mut rules: Vec<LifecycleRule> = match self
+            .client
+            .get_bucket_lifecycle_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => out.rules().to_vec(),
+            Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => Vec::new(),
+            Err(e) => return Err(self.error("GetBucketLifecycleConfiguration", "", e)),
+        };
+        rules.retain(|r| r.id() != Some(id.as_str()));
+        let build = |e: aws_sdk_s3::error::BuildError| StorageError::Unavailable {
+            location: self.location(),
+            message: e.to_string(),
+        };
+        rules.push(
+            LifecycleRule::builder()
+                .id(&id)
+                .status(ExpirationStatus::Enabled)
+                .filter(LifecycleRuleFilter::builder().prefix(&self.prefix).build())
+                .noncurrent_version_expiration(
+                    NoncurrentVersionExpiration::builder()
+                        .noncurrent_days(NONCURRENT_DAYS)
+                        .build(),
+                )
+                .expiration(
+                    LifecycleExpiration::builder()
+                        .expired_object_delete_marker(true)
+                        .build(),
+                )
+                .abort_incomplete_multipart_upload(
+                    AbortIncompleteMultipartUpload::builder()
+                        .days_after_initiation(ABORT_UPLOAD_DAYS)
+                        .build(),
+                )
+                .build()
+                .map_err(build)?,
+        );
+        self.client
+            .put_bucket_lifecycle_configuration()
+            .bucket(&self.bucket)
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .map_err(build)?,
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error("PutBucketLifecycleConfiguration", "", e))
     }
 }
 
