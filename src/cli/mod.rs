@@ -518,4 +518,42 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
     }
+
+    #[test]
+    fn as_of_goes_with_reading_commands_and_undelete_needs_it() {
+        use clap::Parser;
+        let misuse = |args: &[&str]| {
+            let cli =
+                super::Cli::try_parse_from(std::iter::once("coffer").chain(args.iter().copied()))
+                    .unwrap();
+            super::as_of_misuse(&cli)
+        };
+        for ok in [
+            &["snapshots", "--as-of", "3h ago"][..],
+            &[
+                "--as-of",
+                "2026-12-01 10:00",
+                "restore",
+                "latest",
+                "--target",
+                "t",
+            ],
+            &["cat", "latest", "a", "--as-of", "now"],
+            &["check", "--as-of", "now"],
+            &["undelete", "--as-of", "now", "--dry-run"],
+            &["backup", "src"],
+            &["snapshots"],
+        ] {
+            assert_eq!(misuse(ok), None, "{ok:?}");
+        }
+        for (bad, says) in [
+            (&["backup", "src", "--as-of", "now"][..], "--as-of reads"),
+            (&["forget", "--as-of", "now"], "--as-of reads"),
+            (&["prune", "--as-of", "now"], "--as-of reads"),
+            (&["undelete"], "undelete needs --as-of"),
+        ] {
+            let m = misuse(bad).unwrap_or_else(|| panic!("{bad:?} passes"));
+            assert!(m.contains(says), "{bad:?}: {m}");
+        }
+    }
 }

@@ -71,8 +71,10 @@ pub fn run(ctx: &Context, args: UndeleteArgs) -> Result<Exit> {
     let plan = plan(&store.list_versions("")?, at, &spare());
     lock.confirm()?;
     let done = execute(&store, &plan);
-    lock.release()?;
+    // What was done is shown whether or not the lock goes back cleanly.
+    let released = lock.release();
     show(ctx, &past, at, &plan, Some(&done))?;
+    released?;
     record(ctx, &plan, at);
     if done.failed.is_empty() {
         Ok(Exit::Success)
