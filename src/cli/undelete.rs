@@ -61,6 +61,9 @@ pub fn run(ctx: &Context, args: UndeleteArgs) -> Result<Exit> {
         .open_operator()
         .context("the repository as of then can not be opened")?;
     let store = ctx.current_store()?;
+    // What undelete writes (the writer lock, a version copied back) is
+    // locked as every writer's objects are: a copy is a new version.
+    store.set_write_lock(past.config.object_lock.map(|l| l.write_lock()))?;
     if args.dry_run {
         let plan = plan(&store.list_versions("")?, at, &spare());
         show(ctx, &past, at, &plan, None)?;

@@ -17,9 +17,8 @@
 //!   events newer than TIME are not hidden: they are the record of what
 //!   happened (the operator's own are signed, and `audit` shows the
 //!   agent's and forged ones apart).
-//! - A key restored by a copy has a new version id: a later plan for the
-//!   same TIME copies it again (same bytes; harmless, and rare: only keys
-//!   overwritten since TIME).
+//! - A key restored by a copy has a new version id, but the same size and
+//!   entity tag: a later plan for the same TIME counts it as unchanged.
 
 use crate::repo::store::Store;
 use crate::storage::VersionInfo;
@@ -102,7 +101,7 @@ pub fn plan(versions: &[VersionInfo], at: Timestamp, spare: &Spare) -> Plan {
         newest_first(&mut all);
         let now = all.first().filter(|v| !v.delete_marker);
         match (then.get(key), now) {
-            (Some(t), Some(n)) if t.version == n.version => out.unchanged += 1,
+            (Some(t), Some(n)) if same_bytes(t, n) => out.unchanged += 1,
             (None, None) => {}
             _ if Spare::names(&spare.untouched, key) => out.spared.push(key.to_string()),
             (Some(t), _) => {
@@ -128,6 +127,14 @@ pub fn plan(versions: &[VersionInfo], at: Timestamp, spare: &Spare) -> Plan {
         }
     }
     out
+}
+
+/// Whether the current version `now` holds what `then` held: the same
+/// version, or a copy of it (same size and entity tag; a copy back by an
+/// earlier undelete is a new version with the same bytes).
+fn same_bytes(then: &VersionInfo, now: &VersionInfo) -> bool {
+    then.version == now.version
+        || (then.size == now.size && then.etag.is_some() && then.etag == now.etag)
 }
 
 /// A key's versions newest first: by the time storage recorded, and in the
@@ -199,6 +206,7 @@ mod tests {
             size: if marker { 0 } else { 7 },
             delete_marker: marker,
             latest,
+            etag: None,
         }
     }
 
@@ -292,6 +300,41 @@ mod tests {
         assert!(p.restore.is_empty(), "{p:?}");
         assert_eq!(p.hide, ["data/old", "lockfile"]);
         assert_eq!(p.unchanged, 0);
+    }
+
+    #[test]
+    fn a_copy_back_counts_as_the_old_version_and_a_forgery_does_not() {
+        let tagged = |version: &str, secs, size, tag: &str, latest| VersionInfo {
+            size,
+            etag: Some(tag.into()),
+            ..v("keyring", version, secs, false, latest)
+        };
+        let then = tagged("k1", 10, 7, "aa", false);
+        let forged = tagged("k2", 200, 7, "bb", false);
+        let copied = tagged("k3", 300, 7, "aa", true);
+        let p = plan(&[then.clone(), forged.clone(), copied], at(100), &spare());
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(p.unchanged, 1);
+        let p = plan(
+            &[
+                then.clone(),
+                VersionInfo {
+                    latest: true,
+                    ..forged
+                },
+            ],
+            at(100),
+            &spare(),
+        );
+        assert_eq!(p.restore[0].revert, Revert::Copy);
+        // Without tags (a backend that gives none) only the version id counts.
+        let untagged = |v: VersionInfo| VersionInfo { etag: None, ..v };
+        let p = plan(
+            &[untagged(then), untagged(tagged("k3", 300, 7, "aa", true))],
+            at(100),
+            &spare(),
+        );
+        assert_eq!(p.restore.len(), 1);
     }
 
     #[test]

@@ -195,6 +195,7 @@ mod tests {
             size,
             delete_marker: marker,
             latest: false,
+            etag: None,
         }
     }
 

@@ -113,8 +113,9 @@ fn after_an_attack_the_history_is_read_as_of_before_and_undeleted() {
     }
     let forged = format!("snapshots/{}", "f".repeat(64));
     store.put(&forged, Bytes::from_static(b"forged")).unwrap();
+    store.put("keyring", Bytes::from_static(b"forged")).unwrap();
     eprintln!(
-        "attack: planted a 2099 snapshot, forgot and pruned, deleted {} objects, forged {forged}",
+        "attack: planted a 2099 snapshot, forgot and pruned, deleted {} objects, forged {forged} and the keyring",
         current.len()
     );
     let now = t.operator(["snapshots"]);
@@ -184,10 +185,18 @@ fn after_an_attack_the_history_is_read_as_of_before_and_undeleted() {
     let restore = plan["plan"]["restore"].as_array().unwrap();
     for key in [format!("snapshots/{t1}"), format!("snapshots/{t2}")] {
         assert!(
-            restore.iter().any(|r| r["key"] == key.as_str()),
+            restore
+                .iter()
+                .any(|r| r["key"] == key.as_str() && r["by"] == "remove_markers"),
             "{key}: {plan}"
         );
     }
+    assert!(
+        restore
+            .iter()
+            .any(|r| r["key"] == "keyring" && r["by"] == "copy"),
+        "the overwritten keyring is copied back: {plan}"
+    );
 
     // The real run: the history is whole again, without --as-of.
     let out = t.operator(["undelete", "--as-of", &when]);
@@ -278,4 +287,17 @@ fn as_of_and_undelete_refuse_bad_inputs() {
     out.expect_ok();
     out.expect_stderr_contains("not recorded in the audit log (--as-of writes nothing)");
     assert_eq!(versions(&t), before, "nothing written");
+    // Undelete as of now has nothing to do, and says so in --json.
+    let out = t.operator(["undelete", "--as-of", "now", "--json"]);
+    out.expect_ok();
+    let done = out.json();
+    assert_eq!(done["dry_run"], false);
+    assert_eq!(done["restored"], 0);
+    assert_eq!(done["hidden"], 0);
+    assert_eq!(done["failed"].as_array().unwrap().len(), 0);
+    assert!(
+        done["plan"]["restore"].as_array().unwrap().is_empty(),
+        "{done}"
+    );
+    assert!(done["plan"]["unchanged"].as_u64().unwrap() >= 5, "{done}");
 }
