@@ -28,6 +28,9 @@ impl AsOf {
     /// [`StorageError::NothingThen`], which names the oldest version there is.
     pub async fn new(inner: Box<dyn Storage>, at: Timestamp) -> Result<AsOf, StorageError> {
         let all = inner.list_versions("").await?;
+        if unversioned(&all) {
+            return Err(inner.unsupported("reading earlier versions", "versioning"));
+        }
         let then = state_at(&all, at);
         if then.is_empty() {
             return Err(StorageError::NothingThen {
@@ -56,6 +59,12 @@ impl AsOf {
             ),
         }
     }
+}
+
+/// Whether a listing is that of a bucket without versioning: S3 lists
+/// each object there once, as version `null`, and keeps nothing earlier.
+fn unversioned(all: &[VersionInfo]) -> bool {
+    !all.is_empty() && all.iter().all(|v| v.version == "null")
 }
 
 /// Key → the version current at `at`, from a listing of every version.
@@ -220,6 +229,24 @@ mod tests {
         assert_eq!(listed("index/"), [("index/i".to_string(), 6)]);
         assert_eq!(listed("").len(), 3);
         assert!(listed("snapshots/").is_empty());
+    }
+
+    #[test]
+    fn a_bucket_without_versioning_is_told_apart() {
+        let plain = [
+            v("config", "null", 1, 1, false),
+            v("keyring", "null", 2, 1, false),
+        ];
+        assert!(unversioned(&plain));
+        let later = [
+            v("config", "null", 1, 1, false),
+            v("keyring", "k2", 2, 1, false),
+        ];
+        assert!(
+            !unversioned(&later),
+            "versioning turned on later keeps what follows"
+        );
+        assert!(!unversioned(&[]));
     }
 
     #[test]

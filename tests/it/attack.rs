@@ -263,6 +263,22 @@ fn as_of_and_undelete_refuse_bad_inputs() {
     };
     t.init();
     t.backup(&[("a.txt", "one")]);
+    // A bucket without versioning keeps nothing earlier.
+    let Some(plain) = Locked::new("as-of-plain") else {
+        return;
+    };
+    plain
+        .agent([
+            "init",
+            "--create-bucket",
+            "--recipient",
+            &plain.env.recipient,
+        ])
+        .expect_ok();
+    let out = plain.operator(["snapshots", "--as-of", "now"]);
+    out.expect_code(1).expect_short_stderr(2);
+    out.expect_stderr_contains("needs S3 storage with versioning");
+    drop(plain);
     // Before the repository existed.
     let out = t.operator(["snapshots", "--as-of", "2001-01-01T00:00:00Z"]);
     out.expect_code(1).expect_short_stderr(2);
