@@ -28,6 +28,15 @@ fn since(s: &str) -> Result<Timestamp, String> {
 /// action: it is a warning on stderr; without a usable signing key the event
 /// is recorded unsigned, and a warning says so.
 pub fn record(ctx: &Context, repo: &Repository, catalog: &Catalog, action: &str, detail: &str) {
+    if let Some(at) = repo.store.as_of() {
+        // A reading of the past writes nothing; the present may be an
+        // attacker's state, which `undelete` would hide again anyway.
+        super::warn(&format!(
+            "the {action} reads the repository as of {} and is not recorded in the audit log (--as-of writes nothing)",
+            crate::time::rfc3339_secs(at)
+        ));
+        return;
+    }
     let key = match ctx.signing_key() {
         Ok(Some(key)) => Some(key),
         Ok(None) => {

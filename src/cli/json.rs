@@ -416,3 +416,22 @@ mod tests {
         );
     }
 }
+
+/// `undelete --json`: the plan (restored keys with the version and how,
+/// hidden keys, spared keys, how many were unchanged) and what was done.
+#[derive(Serialize)]
+pub struct Undeleted {
+    pub as_of: String,
+    pub dry_run: bool,
+    pub failed: Vec<UndeleteFailure>,
+    pub hidden: usize,
+    pub plan: Value,
+    pub restored: usize,
+}
+
+/// A key `undelete` could not restore or hide.
+#[derive(Serialize)]
+pub struct UndeleteFailure {
+    pub key: String,
+    pub reason: String,
+}

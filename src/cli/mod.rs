@@ -18,6 +18,7 @@ mod restore;
 mod select;
 mod signal;
 pub mod text;
+mod undelete;
 
 use crate::catalog::Catalog;
 use crate::config::Profile;
@@ -75,6 +76,11 @@ pub struct Cli {
     /// Wait this long for another writer's lock (e.g. 10m) instead of failing at once.
     #[arg(long, global = true, value_parser = crate::config::parse_duration)]
     lock_wait: Option<jiff::SignedDuration>,
+    /// Read the repository as it stood at TIME, from object versions (S3
+    /// with versioning): for snapshots, ls, restore, cat, export, find,
+    /// diff, check; and the state `undelete` brings back.
+    #[arg(long, global = true, value_name = "TIME", value_parser = select::at)]
+    as_of: Option<jiff::Timestamp>,
     #[command(subcommand)]
     command: Command,
 }
@@ -134,6 +140,60 @@ enum Command {
     Status(agent::StatusArgs),
     /// Print the least-privilege IAM policy of a role (agent, maintainer, operator) for an S3 repository.
     Policy(policy::PolicyArgs),
+    /// Make the repository as it stood at --as-of TIME current again (after an attack).
+    Undelete(undelete::UndeleteArgs),
+}
+
+impl Command {
+    /// Whether `--as-of` applies: the commands that only read the
+    /// repository, and `undelete`, which brings that state back.
+    fn takes_as_of(&self) -> bool {
+        matches!(
+            self,
+            Command::Snapshots(_)
+                | Command::Ls(_)
+                | Command::Restore(_)
+                | Command::Cat(_)
+                | Command::Export(_)
+                | Command::Find(_)
+                | Command::Diff(_)
+                | Command::Check(_)
+                | Command::Undelete(_)
+        )
+    }
+}
+
+/// A private folder for the throwaway catalog of `--as-of` (the real one
+/// caches the current state), removed when the command ends.
+#[derive(Default)]
+pub struct Scratch(std::sync::OnceLock<PathBuf>);
+
+impl Scratch {
+    fn dir(&self) -> Result<PathBuf> {
+        if let Some(d) = self.0.get() {
+            return Ok(d.clone());
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "coffer-as-of-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
+        let _ = self.0.set(dir.clone());
+        Ok(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.get() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 /// Everything a command needs, resolved once.
@@ -146,6 +206,10 @@ pub struct Context {
     pub json: bool,
     pub quiet: bool,
     pub lock_wait: std::time::Duration,
+    /// `--as-of`: every store this context opens reads the repository as
+    /// it stood then, and the catalog is a throwaway one.
+    pub as_of: Option<jiff::Timestamp>,
+    scratch: Scratch,
     /// The passphrase that opened the identity, kept for the signing key
     /// beside it (same passphrase), so it is asked for once.
     pub passphrase: std::sync::OnceLock<String>,
@@ -158,7 +222,16 @@ impl Context {
         })
     }
 
+    /// The repository's storage: as of `--as-of` when given, else now.
     fn store(&self) -> Result<Store> {
+        match self.as_of {
+            Some(at) => Ok(Store::open_as_of(self.repo_url()?, &self.s3_options(), at)?),
+            None => self.current_store(),
+        }
+    }
+
+    /// The repository's storage as it is now, whatever `--as-of` says.
+    fn current_store(&self) -> Result<Store> {
         let url = self.repo_url()?;
         Ok(Store::open(url, &self.s3_options())?)
     }
@@ -274,8 +347,12 @@ impl Context {
         Catalog::default_path(&repo.config.id)
     }
 
+    /// The catalog; with `--as-of`, a throwaway one in a private folder.
     pub fn open_catalog(&self, repo: &Repository) -> Result<Catalog> {
-        let path = self.catalog_path(repo);
+        let path = match self.as_of {
+            Some(_) => self.scratch.dir()?.join("catalog.db"),
+            None => self.catalog_path(repo),
+        };
         Ok(Catalog::open(&path, &repo.config.id)?)
     }
 
@@ -346,6 +423,10 @@ pub fn run() -> Result<Exit> {
             return Ok(code);
         }
     };
+    if let Some(problem) = as_of_misuse(&cli) {
+        eprintln!("coffer: error: {problem}");
+        return Ok(Exit::Usage);
+    }
     let profile = cli.profile.as_deref().map(Profile::load).transpose()?;
     let pick = |flag: Option<PathBuf>, from_profile: Option<&PathBuf>| {
         flag.or_else(|| from_profile.cloned())
@@ -369,6 +450,8 @@ pub fn run() -> Result<Exit> {
         ),
         json: cli.json,
         quiet: cli.quiet,
+        as_of: cli.as_of,
+        scratch: Scratch::default(),
         passphrase: std::sync::OnceLock::new(),
         lock_wait: cli
             .lock_wait
@@ -399,6 +482,21 @@ pub fn run() -> Result<Exit> {
         Command::Agent(args) => agent::agent(&ctx, args),
         Command::Status(args) => agent::status(&ctx, args),
         Command::Policy(args) => policy::run(&ctx, args),
+        Command::Undelete(args) => undelete::run(&ctx, args),
+    }
+}
+
+/// What is wrong with `--as-of` on this command line, if anything: it
+/// only goes with the reading commands and `undelete`, which needs it.
+fn as_of_misuse(cli: &Cli) -> Option<&'static str> {
+    match (&cli.command, cli.as_of) {
+        (Command::Undelete(_), None) => {
+            Some("undelete needs --as-of TIME: the time whose state to bring back")
+        }
+        (c, Some(_)) if !c.takes_as_of() => Some(
+            "--as-of reads the repository as it stood then and writes nothing: only snapshots, ls, restore, cat, export, find, diff, check and undelete take it",
+        ),
+        _ => None,
     }
 }
 
@@ -419,5 +517,43 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn as_of_goes_with_reading_commands_and_undelete_needs_it() {
+        use clap::Parser;
+        let misuse = |args: &[&str]| {
+            let cli =
+                super::Cli::try_parse_from(std::iter::once("coffer").chain(args.iter().copied()))
+                    .unwrap();
+            super::as_of_misuse(&cli)
+        };
+        for ok in [
+            &["snapshots", "--as-of", "3h ago"][..],
+            &[
+                "--as-of",
+                "2026-12-01 10:00",
+                "restore",
+                "latest",
+                "--target",
+                "t",
+            ],
+            &["cat", "latest", "a", "--as-of", "now"],
+            &["check", "--as-of", "now"],
+            &["undelete", "--as-of", "now", "--dry-run"],
+            &["backup", "src"],
+            &["snapshots"],
+        ] {
+            assert_eq!(misuse(ok), None, "{ok:?}");
+        }
+        for (bad, says) in [
+            (&["backup", "src", "--as-of", "now"][..], "--as-of reads"),
+            (&["forget", "--as-of", "now"], "--as-of reads"),
+            (&["prune", "--as-of", "now"], "--as-of reads"),
+            (&["undelete"], "undelete needs --as-of"),
+        ] {
+            let m = misuse(bad).unwrap_or_else(|| panic!("{bad:?} passes"));
+            assert!(m.contains(says), "{bad:?}: {m}");
+        }
     }
 }

@@ -420,6 +420,13 @@ fn lock_gaps(
     let Some(lock) = repo.config.object_lock else {
         return;
     };
+    if repo.store.as_of().is_some() {
+        // Storage keeps the locks of current versions, not of the past read.
+        report
+            .notes
+            .push("locks are not checked with --as-of".into());
+        return;
+    }
     let window = crate::time::days(i64::from(lock.window_days));
     let snapshots: Vec<(String, jiff::Timestamp)> =
         snaps.iter().map(|(id, s)| (id.key(), s.time)).collect();

@@ -23,6 +23,7 @@ mod rewrite;
 pub mod select;
 mod states;
 mod sync;
+pub mod undelete;
 mod walk;
 
 use crate::Result;

@@ -134,6 +134,11 @@ impl Repository {
     /// one holds. Create-only: an identical record is left as it is. Needs
     /// only the recipients, so the agent writes them too.
     pub fn write_damage(&self, record: &DamageRecord) -> Result<Vec<String>, RepoError> {
+        if self.store.as_of().is_some() {
+            // Damage found in the past (`--as-of`) is reported, not recorded:
+            // nothing is written while reading it.
+            return Ok(Vec::new());
+        }
         let empty = || DamageRecord {
             packs: Vec::new(),
             snapshots: Vec::new(),

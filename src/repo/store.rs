@@ -11,6 +11,8 @@ pub struct Store {
     storage: Arc<dyn Storage>,
     tuning: Tuning,
     runtime: tokio::runtime::Runtime,
+    /// Set when the store reads the past (`--as-of`, [`Store::open_as_of`]).
+    as_of: Option<jiff::Timestamp>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, StorageError> {
@@ -35,7 +37,31 @@ impl Store {
             storage: Arc::from(opened.storage),
             tuning: opened.tuning,
             runtime,
+            as_of: None,
         })
+    }
+
+    /// Opens the storage a repository URL names as it stood at `at`, read
+    /// only (see [`crate::storage::AsOf`]): one listing of every version.
+    pub fn open_as_of(
+        url: &str,
+        s3: &crate::storage::S3Options,
+        at: jiff::Timestamp,
+    ) -> Result<Store, StorageError> {
+        let runtime = runtime()?;
+        let opened = runtime.block_on(crate::storage::open(url, s3))?;
+        let past = runtime.block_on(crate::storage::AsOf::new(opened.storage, at))?;
+        Ok(Store {
+            storage: Arc::new(past),
+            tuning: opened.tuning,
+            runtime,
+            as_of: Some(at),
+        })
+    }
+
+    /// The time this store reads the repository as of, if it reads the past.
+    pub fn as_of(&self) -> Option<jiff::Timestamp> {
+        self.as_of
     }
 
     /// Wraps an already built backend (tests, decorators) with the tuning
@@ -45,6 +71,7 @@ impl Store {
             storage: Arc::from(opened.storage),
             tuning: opened.tuning,
             runtime: runtime()?,
+            as_of: None,
         })
     }
 

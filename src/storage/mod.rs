@@ -1,6 +1,7 @@
 //! Storage backends: move opaque bytes under string keys. Nothing here knows the
 //! repository format. Keys are `/`-separated relative names (`data/ab/ab12…`).
 
+mod as_of;
 pub mod fault;
 mod local;
 pub mod retention;
@@ -8,6 +9,7 @@ mod retry;
 mod s3;
 mod setup;
 
+pub use as_of::AsOf;
 pub use local::LocalStorage;
 pub use retention::{LockMode, Retention, VersionInfo, WriteLock};
 pub use retry::Retry;
@@ -63,6 +65,14 @@ pub enum StorageError {
         what: &'static str,
         needs: &'static str,
     },
+    /// Reading as of a time before anything was stored at the location
+    /// (`--as-of`): names the oldest version there is, if any.
+    #[error("{location}: nothing existed at {}; {}", crate::time::rfc3339_secs(*at), oldest_text(*oldest))]
+    NothingThen {
+        location: String,
+        at: jiff::Timestamp,
+        oldest: Option<jiff::Timestamp>,
+    },
     /// A transient failure that lasted through every attempt of the retry
     /// layer (the message is the last attempt's).
     #[error("{location}: {message} (gave up after {attempts} attempts)")]
@@ -107,6 +117,17 @@ impl Cap {
     }
 }
 
+/// When the oldest version at a location was stored, in words.
+fn oldest_text(oldest: Option<jiff::Timestamp>) -> String {
+    match oldest {
+        Some(t) => format!(
+            "the oldest version stored is from {}",
+            crate::time::rfc3339_secs(t)
+        ),
+        None => "no version is stored there at all".into(),
+    }
+}
+
 /// `"KEY: "`, or nothing for a message about the whole location.
 fn keyed(key: &str) -> String {
     if key.is_empty() {
@@ -143,6 +164,7 @@ impl StorageError {
             | StorageError::Refused { .. }
             | StorageError::Setup { .. }
             | StorageError::Unsupported { .. }
+            | StorageError::NothingThen { .. }
             | StorageError::GaveUp { .. } => false,
         }
     }
@@ -158,6 +180,7 @@ impl StorageError {
             | StorageError::Refused { .. }
             | StorageError::Setup { .. }
             | StorageError::Unsupported { .. }
+            | StorageError::NothingThen { .. }
             | StorageError::GaveUp { .. } => false,
         }
     }

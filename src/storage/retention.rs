@@ -65,6 +65,9 @@ pub struct VersionInfo {
     pub delete_marker: bool,
     /// The current version (or marker) of its key.
     pub latest: bool,
+    /// The version's entity tag, where storage gives one (not for a
+    /// marker): the same bytes stored by a copy have the same tag.
+    pub etag: Option<String>,
 }
 
 /// For each key, the version that was current at `at`: the newest version
@@ -98,6 +101,7 @@ mod tests {
             size: 1,
             delete_marker: marker,
             latest: false,
+            etag: None,
         }
     }
 

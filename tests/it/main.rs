@@ -6,6 +6,7 @@ mod env;
 mod adversarial;
 mod agent;
 mod agent_sim;
+mod attack;
 mod audit;
 mod bad_input;
 mod caps;

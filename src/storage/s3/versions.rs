@@ -109,7 +109,8 @@ impl S3Storage {
                             modified: Option<&DateTime>,
                             size: u64,
                             marker: bool,
-                            latest: bool| {
+                            latest: bool,
+                            etag: Option<&str>| {
                 let (Some(k), Some(v), Some(m)) = (
                     key.and_then(|k| k.strip_prefix(&self.prefix)),
                     version,
@@ -124,6 +125,7 @@ impl S3Storage {
                     size,
                     delete_marker: marker,
                     latest,
+                    etag: etag.map(str::to_string),
                 });
             };
             for v in page.versions() {
@@ -134,6 +136,7 @@ impl S3Storage {
                     v.size().unwrap_or(0).max(0) as u64,
                     false,
                     v.is_latest().unwrap_or(false),
+                    v.e_tag(),
                 );
             }
             for d in page.delete_markers() {
@@ -144,6 +147,7 @@ impl S3Storage {
                     0,
                     true,
                     d.is_latest().unwrap_or(false),
+                    None,
                 );
             }
             if !page.is_truncated().unwrap_or(false) {
@@ -184,18 +188,25 @@ impl S3Storage {
             urlencoding_path(&full),
             urlencoding_path(version)
         );
-        let (mode, until) = self.lock_now();
+        // The lock is set by a second request: a copy that carries one is
+        // refused by servers that want a checksum of it (moto; a copy has
+        // no body to take one of).
+        let lock = *self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.client
             .copy_object()
             .bucket(&self.bucket)
             .key(&full)
             .copy_source(source)
-            .set_object_lock_mode(mode)
-            .set_object_lock_retain_until_date(until)
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| self.error("CopyObject", key, e))
+            .map_err(|e| self.error("CopyObject", key, e))?;
+        match lock {
+            Some(l) => {
+                self.put_retention(key, l.retention_from(jiff::Timestamp::now()))
+                    .await
+            }
+            None => Ok(()),
+        }
     }
 }
 
