@@ -43,12 +43,12 @@ impl Catalog {
         Ok(())
     }
 
-    /// Records lock ends, and forgets the objects not in `keep` (deleted,
-    /// or no longer needed by history), in one transaction.
+    /// Records lock ends, and forgets the objects in `gone` (deleted, or
+    /// no longer needed by history), in one transaction.
     pub fn record_locks(
         &mut self,
         untils: &[(String, Timestamp)],
-        keep: &HashSet<String>,
+        gone: &[String],
     ) -> Result<(), CatalogError> {
         self.ensure_locks()?;
         let path = self.path.clone();
@@ -63,15 +63,6 @@ impl Catalog {
                 .map_err(err)?;
             for (k, t) in untils {
                 put.execute(params![k, t.as_second()]).map_err(err)?;
-            }
-            let mut gone = Vec::new();
-            let mut st = tx.prepare("SELECT key FROM locks").map_err(err)?;
-            let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(err)?;
-            for k in rows {
-                let k = k.map_err(err)?;
-                if !keep.contains(&k) {
-                    gone.push(k);
-                }
             }
             let mut del = tx
                 .prepare("DELETE FROM locks WHERE key = ?1")
@@ -94,10 +85,9 @@ mod tests {
         let mut c = Catalog::open(&dir.path().join("c.sqlite"), "r").unwrap();
         assert!(c.lock_untils().unwrap().is_empty());
         let t = |s| Timestamp::from_second(s).unwrap();
-        let keep: HashSet<String> = ["a".into(), "b".into()].into();
-        c.record_locks(&[("a".into(), t(10)), ("b".into(), t(20))], &keep)
+        c.record_locks(&[("a".into(), t(10)), ("b".into(), t(20))], &[])
             .unwrap();
-        c.record_locks(&[("a".into(), t(30))], &["a".to_string()].into())
+        c.record_locks(&[("a".into(), t(30))], &["b".to_string()])
             .unwrap();
         let got = c.lock_untils().unwrap();
         assert_eq!(got.len(), 1);

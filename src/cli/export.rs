@@ -196,6 +196,21 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
             report.files, report.bytes, report.archive_bytes
         ),
     );
+    print_exported(ctx, &id, &report, format, &shown, seconds, to_stdout)?;
+    Ok(Exit::Success)
+}
+
+/// What an export wrote: JSON, or one line for people (nothing when the
+/// archive itself went to standard output).
+fn print_exported(
+    ctx: &Context,
+    id: &crate::repo::ids::SnapshotId,
+    report: &crate::engine::export::ExportReport,
+    format: Format,
+    shown: &str,
+    seconds: f64,
+    to_stdout: bool,
+) -> Result<()> {
     if ctx.json {
         print_json(&super::json::Exported {
             archive_bytes: report.archive_bytes,
@@ -204,7 +219,7 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
             files: report.files,
             format: format.name(),
             links: report.links,
-            output: &shown,
+            output: shown,
             seconds,
             snapshot: id.to_hex(),
             special: report.special,
@@ -221,5 +236,5 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
             super::backup::human(report.archive_bytes),
         );
     }
-    Ok(Exit::Success)
+    Ok(())
 }

@@ -18,7 +18,7 @@ use crate::catalog::Catalog;
 use crate::repo::{CONFIG_KEY, KEYRING_COPY_KEY, KEYRING_KEY, Repository};
 use crate::storage::Retention;
 use jiff::Timestamp;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// What a pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -126,8 +126,15 @@ pub fn extend(
             },
         }
     }
-    let keep: HashSet<String> = needed.into_keys().collect();
-    catalog.record_locks(&known, &keep)?;
+    // Only what changed is written: a pass with nothing due writes nothing.
+    known.retain(|(k, t)| ledger.get(k) != Some(t));
+    let gone: Vec<String> = ledger
+        .into_keys()
+        .filter(|k| !needed.contains_key(k))
+        .collect();
+    if !known.is_empty() || !gone.is_empty() {
+        catalog.record_locks(&known, &gone)?;
+    }
     Ok(pass)
 }
 
