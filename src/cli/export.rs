@@ -196,7 +196,7 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
             report.files, report.bytes, report.archive_bytes
         ),
     );
-    print_exported(ctx, &id, &report, format, &shown, seconds, to_stdout)?;
+    print_exported(ctx, id, &report, format, &shown, seconds, to_stdout)?;
     Ok(Exit::Success)
 }
 
