@@ -33,8 +33,9 @@ pub fn read_span(store: &crate::repo::store::Store) -> (u64, u64) {
 }
 
 /// Reads and opens blobs in the order of `ids`, several requests in flight.
-/// Neighbours in the same pack, in order, share a read ([`read_span`]): a
-/// file list written in one piece is fetched in a few requests. A shared
+/// Neighbours in the same pack share a read ([`read_span`]), whatever
+/// their order there: a file list written in one piece is fetched in a
+/// few requests. A shared
 /// read that fails is retried blob by blob, so every intact blob is still
 /// read. A blob missing from the index ends the stream with an error at
 /// its place.
@@ -53,9 +54,7 @@ pub fn read_blobs<'a>(
     });
     let (gap, max) = read_span(&repo.store);
     let mut runs: Vec<(Read, u64, Vec<BlobLocation>)> = Vec::new();
-    for same_pack in locs.chunk_by(|a, b| {
-        a.pack == b.pack && b.entry.offset >= a.entry.offset.saturating_add(a.entry.length)
-    }) {
+    for same_pack in locs.chunk_by(|a, b| a.pack == b.pack) {
         for run in coalesce(same_pack, |l| (l.entry.offset, l.entry.length), gap, max) {
             let read = run.read(same_pack[0].pack.key());
             runs.push((read, run.offset, same_pack[run.items].to_vec()));
@@ -230,21 +229,61 @@ pub fn coalesce<T>(items: &[T], span: impl Fn(&T) -> (u64, u64), gap: u64, max: 
     while let Some((start, length)) = items.get(i).map(&span) {
         // Saturating: numbers from an index are bounded when it is read, but
         // a catalog filled by an older coffer was not.
-        let mut end = start.saturating_add(length);
+        let (mut lo, mut hi) = (start, start.saturating_add(length));
         let mut j = i + 1;
-        while let Some((offset, length)) = items.get(j).map(&span)
-            && offset <= end.saturating_add(gap)
-            && offset.saturating_add(length) - start <= max
-        {
-            end = end.max(offset.saturating_add(length));
+        // Items need not come in offset order (a file list's first blob may
+        // be stored after the rest): a run is any stretch of neighbours,
+        // before or after, that one read of at most `max` covers.
+        while let Some((offset, length)) = items.get(j).map(&span) {
+            let end = offset.saturating_add(length);
+            let near = offset <= hi.saturating_add(gap) && end.saturating_add(gap) >= lo;
+            if !near || hi.max(end) - lo.min(offset) > max {
+                break;
+            }
+            (lo, hi) = (lo.min(offset), hi.max(end));
             j += 1;
         }
         out.push(Run {
             items: i..j,
-            offset: start,
-            length: end - start,
+            offset: lo,
+            length: hi - lo,
         });
         i = j;
     }
     out
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::coalesce;
+
+    fn runs(items: &[(u64, u64)], gap: u64, max: u64) -> Vec<(usize, usize, u64, u64)> {
+        coalesce(items, |i| *i, gap, max)
+            .into_iter()
+            .map(|r| (r.items.start, r.items.end, r.offset, r.length))
+            .collect()
+    }
+
+    #[test]
+    fn a_list_whose_first_blob_is_stored_last_is_one_read() {
+        // The first blob lies after the rest (written last), as a file
+        // list's can: within the gap a read bridges, one read covers them
+        // all, the blobs sliced in list order.
+        let items = [(900, 100), (0, 300), (300, 300), (600, 300)];
+        assert_eq!(runs(&items, 1000, 4096), [(0, 4, 0, 1000)]);
+        // Farther than the gap: the first is read alone, the rest together.
+        assert_eq!(runs(&items, 0, 4096), [(0, 1, 900, 100), (1, 4, 0, 900)]);
+        // In order, as before.
+        let sorted = [(0, 300), (300, 300), (600, 300), (900, 100)];
+        assert_eq!(runs(&sorted, 0, 4096), [(0, 4, 0, 1000)]);
+    }
+
+    #[test]
+    fn far_or_too_wide_neighbours_start_a_new_read() {
+        let items = [(5000, 100), (0, 100)];
+        assert_eq!(runs(&items, 1000, 10_000).len(), 2, "too far apart");
+        let items = [(0, 600), (600, 600)];
+        assert_eq!(runs(&items, 0, 1000).len(), 2, "wider than max");
+        assert!(runs(&[], 0, 1000).is_empty());
+    }
 }
