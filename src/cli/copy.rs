@@ -35,6 +35,9 @@ pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
                 "the target's lock is released; what was copied stays, and the next `coffer copy` goes on from there",
             )
         })?;
+    for w in &report.warnings {
+        super::warn(w);
+    }
     if ctx.json {
         print_json(&super::json::Copied {
             bytes_copied: report.bytes_copied,

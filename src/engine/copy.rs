@@ -51,13 +51,24 @@ pub fn copy(
     } else if !target.exists()? {
         target.create_location()?;
     }
+    // A copy of a repository under Object Lock is locked the same way where
+    // the target can hold a lock (a copy without locks is what a
+    // compromised server could wipe); a folder can not, and is told so.
+    let unlocked = match target.set_write_lock(repo.config.object_lock.map(|l| l.write_lock())) {
+        Err(crate::storage::StorageError::Unsupported { .. }) => Some(format!(
+            "{}: the copy's objects are not locked: it has no Object Lock (the repository's objects are)",
+            target.location()
+        )),
+        other => other.map(|_| None)?,
+    };
     let lock = WriterLock::take(
         target,
         &repo.keys,
         repo.config.pack_size,
         std::time::Duration::ZERO,
     )?;
-    let report = lock.release_after(copy_objects(repo, target, progress, cancel))?;
+    let mut report = lock.release_after(copy_objects(repo, target, progress, cancel))?;
+    report.warnings.extend(unlocked);
     // Everything else is copied; damaged packs must not pass for a whole copy.
     if let Some((pack, why)) = report.damaged.first() {
         return Err(RepoError::Corrupt {

@@ -451,3 +451,36 @@ fn the_lifecycle_rule_is_printed_and_applied() {
     t.agent(["policy", "--role", "agent", "--apply"])
         .expect_code(2);
 }
+
+#[test]
+fn a_copy_of_a_locked_repository_is_locked_where_the_target_can_be() {
+    let Some(t) = Locked::new("locked-copy-src") else {
+        return;
+    };
+    t.init();
+    t.backup(&[("a.txt", "one")]);
+    // Another bucket with Object Lock: every object copied is locked.
+    let target = Store::open("s3://locked-copy-dst/repo", &{
+        let mut o = t.opts.clone();
+        o.object_lock = Some(LockMode::Governance);
+        o
+    })
+    .unwrap();
+    target.create_location().unwrap();
+    t.agent(["copy", "--to", "s3://locked-copy-dst/repo"])
+        .expect_ok();
+    let keys = history_keys(&target);
+    assert!(keys.iter().any(|k| k.starts_with("data/")), "{keys:?}");
+    for key in &keys {
+        let r = target.retention(key).unwrap();
+        assert!(
+            r.is_some_and(|r| r.mode == LockMode::Governance),
+            "{key} is copied without its lock"
+        );
+    }
+    // A folder can hold no lock: the copy is made, and says so.
+    let folder = t.env.root.join("dr-copy");
+    let out = t.agent([OsStr::new("copy"), "--to".as_ref(), folder.as_os_str()]);
+    out.expect_ok();
+    out.expect_stderr_contains("the copy's objects are not locked");
+}
