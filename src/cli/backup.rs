@@ -42,7 +42,8 @@ fn auto_init(ctx: &Context) -> Result<()> {
             "auto_init needs `identity` and `agent_key` paths in the profile"
         ));
     };
-    let recipient = if identity.exists() {
+    let existed = identity.exists();
+    let recipient = if existed {
         ctx.load_identity(identity)?.identities[0].to_public()
     } else {
         OperatorIdentity::generate(identity, None)?
@@ -55,10 +56,18 @@ fn auto_init(ctx: &Context) -> Result<()> {
     )?;
     agent.save(agent_key)?;
     if !ctx.quiet && !ctx.json {
+        let keys = if existed {
+            format!("used identity {}", identity.display())
+        } else {
+            format!(
+                "created identity {} (signing key {})",
+                identity.display(),
+                crate::repo::keys::signing_key_path(identity).display()
+            )
+        };
         eprintln!(
-            "first run of profile {}: created identity {}, agent key {} and repository {}",
+            "first run of profile {}: {keys}, created agent key {} and repository {}",
             profile.name,
-            identity.display(),
             agent_key.display(),
             ctx.repo_url()?
         );
