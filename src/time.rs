@@ -26,6 +26,12 @@ pub fn from_std(d: std::time::Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
+/// A file time in nanoseconds as RFC 3339 (with as many fraction digits as
+/// it needs, see [`rfc3339`]); empty where it is no instant.
+pub fn rfc3339_nanos(ns: i64) -> String {
+    from_unix_nanos(ns).map(rfc3339).unwrap_or_default()
+}
+
 /// The instant `ns` nanoseconds after the Unix epoch, where it is one.
 pub fn from_unix_nanos(ns: i64) -> Option<Timestamp> {
     Timestamp::from_nanosecond(i128::from(ns)).ok()

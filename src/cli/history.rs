@@ -28,12 +28,6 @@ pub struct DiffArgs {
     filter: select::FilterArgs,
 }
 
-fn rfc3339_ns(ns: i64) -> String {
-    crate::time::from_unix_nanos(ns)
-        .map(crate::time::rfc3339)
-        .unwrap_or_default()
-}
-
 fn time(t: &jiff::Timestamp) -> String {
     crate::time::rfc3339_secs(*t)
 }
@@ -101,7 +95,7 @@ pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
                 "  {:<8} {:>12}  {}  in {held}",
                 v.kind.name(),
                 v.size,
-                rfc3339_ns(v.mtime)
+                crate::time::rfc3339_nanos(v.mtime)
             );
         }
     }

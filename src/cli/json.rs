@@ -276,9 +276,7 @@ impl Serialize for FindJson<'_> {
                     .iter()
                     .map(|v| VersionJson {
                         size: v.size,
-                        mtime: crate::time::from_unix_nanos(v.mtime)
-                            .map(crate::time::rfc3339)
-                            .unwrap_or_default(),
+                        mtime: crate::time::rfc3339_nanos(v.mtime),
                         kind: v.kind.name(),
                         snapshots: Held {
                             which: &v.snapshots,

@@ -282,13 +282,6 @@ fn read_file(
     Ok((content, changed))
 }
 
-/// The blobs this backup may build on: those whose copy storage holds
-/// (one listing of `data/`), at its indexed size, that no read found bad
-/// (damage records) and whose pack was not replaced after it was indexed
-/// (read whole to tell). Everything else the source still has is stored
-/// again, so a new snapshot never references lost data. Packs no index
-/// lists are adopted first. Returns the blobs, the packs adopted, and
-/// warnings for the operator.
 /// When storage wrote each pack and index object, as the sync listed them
 /// (what [`super::locks::extend`] takes for objects not in its ledger).
 type Listed = HashMap<String, jiff::Timestamp>;
@@ -312,6 +305,13 @@ fn listed_times(synced: &super::Synced) -> Listed {
     packs.chain(indexes).collect()
 }
 
+/// The blobs this backup may build on: those whose copy storage holds
+/// (one listing of `data/`), at its indexed size, that no read found bad
+/// (damage records) and whose pack was not replaced after it was indexed
+/// (read whole to tell). Everything else the source still has is stored
+/// again, so a new snapshot never references lost data. Packs no index
+/// lists are adopted first. Returns the blobs, the packs adopted, and
+/// warnings for the operator.
 fn vouched_blobs(repo: &Repository, catalog: &mut Catalog) -> Result<Vouched> {
     let synced = super::sync_index(repo, catalog)?;
     let listed = listed_times(&synced);
@@ -510,12 +510,21 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
         listed.extend(index.packs.iter().map(|p| (p.id.key(), started)));
     }
     let mut report = commit(job, catalog, piped)?;
-    // The new snapshot needs what it references for its whole window.
-    let pass = super::locks::extend(repo, catalog, &listed, jiff::Timestamp::now())?;
-    warnings.extend(pass.failed.iter().map(|(key, why)| {
-        format!("{key}: its Object Lock could not be lengthened ({why}); the next backup tries again, `coffer check` shows the gap")
-    }));
-    report.locks_extended = pass.extended;
+    // The new snapshot needs what it references for its whole window. The
+    // snapshot is saved by now: a pass that fails is a warning, not a
+    // failed backup, and the next backup's pass tries again.
+    match super::locks::extend(repo, catalog, &listed, jiff::Timestamp::now()) {
+        Ok(pass) => {
+            warnings.extend(pass.failed.iter().map(|(key, why)| {
+                format!("{key}: its Object Lock could not be lengthened ({why}); the next backup tries again, `coffer check` shows the gap")
+            }));
+            report.locks_extended = pass.extended;
+        }
+        Err(e) => warnings.push(format!(
+            "Object Locks were not lengthened ({}); the next backup tries again, `coffer check` shows any gap",
+            super::one_line(&e.to_string())
+        )),
+    }
     report.orphans_adopted = orphans_adopted;
     report.warnings = [warnings, std::mem::take(&mut report.warnings)].concat();
     Ok(report)

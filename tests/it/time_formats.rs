@@ -191,9 +191,9 @@ fn locked_error_names_the_time_as_before() {
     );
 }
 
-/// The human and JSON forms the CLI prints for a snapshot's time.
-#[test]
-fn cli_prints_snapshot_times_as_before() {
+/// A repository with two snapshots of one file, dated 2026-03-01
+/// 10:00:00.5 UTC and 2026-03-02 09:30 +01:00 (`backup --time`).
+fn two_backdated_snapshots() -> TestEnv {
     let env = TestEnv::with_repo();
     let src = env.path("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -202,6 +202,13 @@ fn cli_prints_snapshot_times_as_before() {
         .expect_ok();
     env.backup_raw(&[&src], &["--time", "2026-03-02T09:30:00+01:00"])
         .expect_ok();
+    env
+}
+
+/// The human and JSON forms the CLI prints for a snapshot's time.
+#[test]
+fn cli_prints_snapshot_times_as_before() {
+    let env = two_backdated_snapshots();
     let tz = [("TZ", std::ffi::OsStr::new("UTC"))];
 
     let json = env.operator(["snapshots", "--json"]);
@@ -238,14 +245,7 @@ fn cli_prints_snapshot_times_as_before() {
 /// Restore, forget and audit name times in their own human forms.
 #[test]
 fn cli_restore_forget_and_audit_print_times_as_before() {
-    let env = TestEnv::with_repo();
-    let src = env.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("f"), b"x").unwrap();
-    env.backup_raw(&[&src], &["--time", "2026-03-01T10:00:00.5Z"])
-        .expect_ok();
-    env.backup_raw(&[&src], &["--time", "2026-03-02T09:30:00+01:00"])
-        .expect_ok();
+    let env = two_backdated_snapshots();
     let target = env.path("out");
     let t = target.to_str().unwrap();
     let restore = env.operator(["restore", "latest", "--target", t]);
