@@ -285,6 +285,17 @@ fn print_prune(r: &crate::engine::prune::PruneReport) {
             r.damaged_kept
         );
     }
+    if let Some(v) = &r.versions {
+        println!(
+            "locked versions: {} past their first lock checked, {} deleted ({}), {} still locked, {} left by a refusal; {} delete marker(s) removed",
+            v.checked,
+            v.deleted,
+            h(v.bytes_deleted),
+            v.still_locked,
+            v.refused,
+            v.markers_deleted
+        );
+    }
     for w in &r.warnings {
         super::warn(w);
     }

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod check;
 pub mod copy;
 pub mod erase;
+pub mod expire;
 pub mod export;
 pub mod forget;
 pub mod health;

@@ -90,6 +90,10 @@ pub struct PruneReport {
     /// Objects skipped or kept, and why.
     pub warnings: Vec<String>,
     pub dry_run: bool,
+    /// On a repository under Object Lock: the old versions whose lock had
+    /// ended (see [`super::expire`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<super::expire::Expired>,
 }
 
 /// Why prune can not go on.
@@ -449,7 +453,9 @@ pub fn prune(
 ) -> Result<PruneReport> {
     if opts.dry_run {
         let facts = gather(repo, catalog, None)?;
-        return Ok(plan(&facts, opts).report(&facts, true));
+        let mut report = plan(&facts, opts).report(&facts, true);
+        clear_expired(repo, &mut report);
+        return Ok(report);
     }
     let mut lock = WriterLock::of(repo, opts.lock_wait)?;
     let pruned = prune_locked(repo, catalog, opts, &mut lock, cancel);
@@ -472,7 +478,19 @@ pub(crate) fn prune_locked(
     let plan = plan(&facts, opts);
     let mut report = plan.report(&facts, false);
     execute(repo, catalog, facts, &plan, lock, cancel, &mut report)?;
+    clear_expired(repo, &mut report);
     Ok(report)
+}
+
+/// Clears the versions whose lock has ended. Prune's own work is done by
+/// then, so a failure here is a warning: the next prune tries again.
+fn clear_expired(repo: &Repository, report: &mut PruneReport) {
+    match super::expire::run(repo, Timestamp::now(), report.dry_run, &mut report.warnings) {
+        Ok(v) => report.versions = v,
+        Err(e) => report.warnings.push(format!(
+            "versions whose lock has ended were not cleared ({e}); the next prune tries again"
+        )),
+    }
 }
 
 /// Reads what prune decides by: the index, snapshots and damage records

@@ -7,6 +7,9 @@ use bytes::Bytes;
 use std::future::Future;
 use std::sync::Arc;
 
+/// One version of an object: `(key, version id)`.
+pub type VersionRef = (String, String);
+
 pub struct Store {
     storage: Arc<dyn Storage>,
     tuning: Tuning,
@@ -113,7 +116,7 @@ impl Store {
     }
     /// See [`Storage::retention`].
     pub fn retention(&self, key: &str) -> Result<Option<Retention>, StorageError> {
-        self.run(self.storage.retention(key))
+        self.run(self.storage.retention(key, None))
     }
     /// See [`Storage::extend_retention`].
     pub fn extend_retention(&self, key: &str, r: Retention) -> Result<(), StorageError> {
@@ -124,7 +127,26 @@ impl Store {
         &self,
         keys: &[String],
     ) -> Vec<(String, Result<Option<Retention>, StorageError>)> {
-        self.each(keys, |s, k| async move { s.retention(&k).await })
+        self.each(keys, |s, k| async move { s.retention(&k, None).await })
+    }
+    /// The locks of several versions, each a `(key, version)`, at once.
+    pub fn version_retentions(
+        &self,
+        versions: &[VersionRef],
+    ) -> Vec<(VersionRef, Result<Option<Retention>, StorageError>)> {
+        self.each(versions, |s, (k, v)| async move {
+            s.retention(&k, Some(&v)).await
+        })
+    }
+    /// Deletes several versions or delete markers, each a `(key, version)`,
+    /// at once; storage refuses a locked one.
+    pub fn delete_versions(
+        &self,
+        versions: &[VersionRef],
+    ) -> Vec<(VersionRef, Result<(), StorageError>)> {
+        self.each(versions, |s, (k, v)| async move {
+            s.delete_version(&k, &v).await
+        })
     }
     /// Several [`Store::extend_retention`] at once.
     pub fn extend_retentions(
@@ -138,10 +160,11 @@ impl Store {
         )
     }
     /// `op` on every key, `read_concurrency` in flight; answers in key order.
-    fn each<T, F, Fut>(&self, keys: &[String], op: F) -> Vec<(String, T)>
+    fn each<K, T, F, Fut>(&self, keys: &[K], op: F) -> Vec<(K, T)>
     where
+        K: Clone,
         T: Send + 'static,
-        F: Fn(Arc<dyn Storage>, String) -> Fut,
+        F: Fn(Arc<dyn Storage>, K) -> Fut,
         Fut: Future<Output = T> + Send + 'static,
     {
         let mut out = Vec::with_capacity(keys.len());

@@ -150,9 +150,16 @@ impl Storage for AsOf {
         // Nothing is written, so there is nothing to lock.
         Ok(())
     }
-    async fn retention(&self, key: &str) -> Result<Option<super::Retention>, StorageError> {
-        // Storage keeps the lock of the current version, not of the one
-        // read here: answering with it would be about another object.
+    async fn retention(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<super::Retention>, StorageError> {
+        if let Some(v) = version {
+            return self.inner.retention(key, Some(v)).await;
+        }
+        // The current version's lock is not the lock of the version read
+        // here: answering with it would be about another object.
         Err(StorageError::Refused {
             location: self.inner.location(),
             key: key.to_string(),

@@ -203,8 +203,12 @@ impl Storage for Faulty {
     fn set_write_lock(&self, lock: Option<super::WriteLock>) -> Result<(), StorageError> {
         self.inner.set_write_lock(lock)
     }
-    async fn retention(&self, key: &str) -> Result<Option<super::Retention>, StorageError> {
-        self.apply(key, self.inner.retention(key)).await
+    async fn retention(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<super::Retention>, StorageError> {
+        self.apply(key, self.inner.retention(key, version)).await
     }
     async fn extend_retention(&self, key: &str, r: super::Retention) -> Result<(), StorageError> {
         self.apply(key, self.inner.extend_retention(key, r)).await

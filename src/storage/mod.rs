@@ -327,9 +327,14 @@ pub trait Storage: Send + Sync {
             Some(_) => Err(self.unsupported("Object Lock", "Object Lock")),
         }
     }
-    /// The lock of an object's current version; None if it has none.
-    async fn retention(&self, key: &str) -> Result<Option<Retention>, StorageError> {
-        let _ = key;
+    /// The lock of an object's current version, or of `version`; None if
+    /// it has none.
+    async fn retention(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<Retention>, StorageError> {
+        let _ = (key, version);
         Err(self.unsupported("reading a lock", "Object Lock"))
     }
     /// Sets the lock of an object's current version to `r`. Storage

@@ -440,8 +440,12 @@ impl Storage for S3Storage {
         self.set_lock(lock);
         Ok(())
     }
-    async fn retention(&self, key: &str) -> Result<Option<super::Retention>, StorageError> {
-        self.head_retention(key).await
+    async fn retention(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<super::Retention>, StorageError> {
+        self.head_retention(key, version).await
     }
     async fn extend_retention(&self, key: &str, r: super::Retention) -> Result<(), StorageError> {
         self.put_retention(key, r).await

@@ -16,7 +16,7 @@ use coffer::repo::keys::AgentKey;
 use coffer::repo::store::Store;
 use coffer::storage::{LockMode, Retention, S3Options};
 use jiff::{SignedDuration, Timestamp};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::{OsStr, OsString};
 
 /// A test environment whose repository is `s3://BUCKET/repo` on moto.
@@ -483,4 +483,123 @@ fn a_copy_of_a_locked_repository_is_locked_where_the_target_can_be() {
     let out = t.agent([OsStr::new("copy"), "--to".as_ref(), folder.as_os_str()]);
     out.expect_ok();
     out.expect_stderr_contains("the copy's objects are not locked");
+}
+
+#[test]
+fn prune_deletes_versions_whose_lock_has_ended_and_nothing_still_locked() {
+    let Some(t) = Locked::new("locked-expire") else {
+        return;
+    };
+    t.init();
+    t.backup(&[("a.txt", "one"), ("b.txt", "two")]);
+    t.backup(&[("a.txt", "one, changed")]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = coffer::time::rfc3339_secs(Timestamp::now());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // An object written with a lock of two seconds, then deleted: once the
+    // lock ends, nothing holds its version.
+    let store = t.store();
+    store
+        .set_write_lock(Some(coffer::storage::WriteLock {
+            mode: LockMode::Governance,
+            period: SignedDuration::from_secs(2),
+        }))
+        .unwrap();
+    store
+        .put("scratch/short-lived", bytes::Bytes::from_static(b"x"))
+        .unwrap();
+    store.delete("scratch/short-lived").unwrap();
+    // Forget and prune: deletions are delete markers; every version is
+    // younger than the shortest lock, so none is even asked about.
+    t.agent(["forget", "--keep-within", "0s", "--keep-last", "1"])
+        .expect_ok();
+    let out = t.agent(["--json", "prune", "--max-unused", "0", "--grace", "0s"]);
+    out.expect_ok();
+    let pruned = out.json();
+    let gone =
+        pruned["packs_deleted"].as_u64().unwrap() + pruned["packs_repacked"].as_u64().unwrap();
+    assert!(gone > 0, "{pruned}");
+    let versions = &pruned["versions"];
+    assert_eq!(versions["checked"], 0, "{versions}");
+    assert_eq!(versions["deleted"], 0, "{versions}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+
+    let agent = AgentKey::load(&t.env.agent_key).unwrap();
+    let repo = Repository::open_agent(t.store(), &agent).unwrap();
+    let all = || repo.store.list_versions("").unwrap();
+    let held = all();
+    // Asked about every non-current version (a shortest lock of one
+    // second): storage's locks decide. The scratch version's has ended.
+    let mut warnings = Vec::new();
+    let done = coffer::engine::expire::pass(
+        &repo,
+        SignedDuration::from_secs(1),
+        Timestamp::now(),
+        false,
+        &mut warnings,
+    )
+    .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // What went: the scratch object and init's storage probes (written
+    // before the repository was locked), versions and markers alike.
+    let left: Vec<_> = all();
+    let gone: BTreeSet<String> = held
+        .iter()
+        .filter(|v| !left.contains(v))
+        .map(|v| v.key.clone())
+        .collect();
+    assert!(gone.contains("scratch/short-lived"), "{gone:?}");
+    assert!(
+        gone.iter()
+            .all(|k| k == "scratch/short-lived" || k.starts_with("probe/")),
+        "{gone:?}"
+    );
+    assert_eq!(done.deleted + done.markers_deleted, held.len() - left.len());
+    assert_eq!(done.checked, done.deleted + done.still_locked, "{done:?}");
+    // What stays: every other non-current version, each still locked;
+    // prune's deleted packs among them.
+    let stays: Vec<_> = left
+        .iter()
+        .filter(|v| !v.latest && !v.delete_marker)
+        .collect();
+    assert_eq!(stays.len(), done.still_locked, "{done:?}");
+    assert!(
+        stays.iter().any(|v| v.key.starts_with("data/")),
+        "{stays:?}"
+    );
+    for v in &stays {
+        let r = repo
+            .store
+            .version_retentions(&[(v.key.clone(), v.version.clone())]);
+        let until = r[0].1.as_ref().unwrap().unwrap().until;
+        assert!(until > Timestamp::now(), "{v:?} {until}");
+    }
+
+    // A clock far ahead of storage's: coffer reads every lock as ended,
+    // storage refuses, and it says so; nothing is lost.
+    let mut warnings = Vec::new();
+    let ahead = Timestamp::now().checked_add(days(400)).unwrap();
+    let refused = coffer::engine::expire::pass(
+        &repo,
+        SignedDuration::from_secs(1),
+        ahead,
+        false,
+        &mut warnings,
+    )
+    .unwrap();
+    assert_eq!(refused.refused, done.still_locked, "{refused:?}");
+    assert_eq!(refused.deleted, 0, "{refused:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("storage refused to delete")),
+        "{warnings:?}"
+    );
+    assert_eq!(all(), left);
+    // The history before the prune is still there to read, and the
+    // repository is whole.
+    let listed = t.operator(["--json", "snapshots", "--as-of", &before]);
+    listed.expect_ok();
+    assert_eq!(listed.json().as_array().unwrap().len(), 2);
+    t.operator(["check", "--read-data"]).expect_ok();
 }

@@ -48,6 +48,7 @@ impl S3Storage {
     pub(super) async fn head_retention(
         &self,
         key: &str,
+        version: Option<&str>,
     ) -> Result<Option<Retention>, StorageError> {
         // HeadObject carries the lock; GetObjectRetention is not
         // implemented alike everywhere (moto answers 500).
@@ -56,6 +57,7 @@ impl S3Storage {
             .head_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
+            .set_version_id(version.map(str::to_string))
             .send()
             .await
             .map_err(|e| self.error("HeadObject", key, e))?;
