@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# scripts/bench-lock.sh: what Object Lock costs a backup. The same data backed
-# up to S3 over TLS onto a bucket with Object Lock (governance) and onto one
-# without, side by side, on moto (the S3 server here that implements Object
+# scripts/bench-lock.sh: what Object Lock costs a backup and a prune. The same
+# data backed up to S3 over TLS onto a bucket with Object Lock (governance) and
+# onto one without, side by side, then forgotten but for the last snapshot and
+# pruned (on the locked bucket prune also reads the bucket's versions and
+# clears those whose lock has ended), on moto (the S3 server here that implements Object
 # Lock; s3s-fs does not). Times are the median of BENCH_REPS runs, the order
 # of the two alternating; requests are counted from moto's access log. Both
 # send upload checksums, as on AWS by default: a locked upload must carry one,
@@ -63,11 +65,11 @@ export AWS_ENDPOINT_URL=https://127.0.0.1:$PORT AWS_CA_BUNDLE=$R/ca.pem AWS_REGI
 requests() { grep -cE '"(GET|PUT|POST|DELETE|HEAD) ' "$R/moto.log" || true; }
 "$COFFER" key generate --output "$R/operator.key" > "$R/recipient" 2>/dev/null
 declare -A T=() N=()
-run() {   # run KIND REP STEP: one backup, timed and counted
-  local kind=$1 rep=$2 step=$3 r0 r1 t0 t1
+run() {   # run KIND REP STEP COMMAND...: one coffer command, timed and counted
+  local kind=$1 rep=$2 step=$3 r0 r1 t0 t1; shift 3
   r0=$(requests); t0=$(date +%s.%N)
-  "$COFFER" backup --repo "s3://$kind-$rep/repo" --agent-key "$R/$kind-$rep.key" \
-    --catalog "$R/$kind-$rep.sqlite" --quiet "$W/dataset" >&2 || die "$kind backup failed"
+  "$COFFER" "$@" --repo "s3://$kind-$rep/repo" --agent-key "$R/$kind-$rep.key" \
+    --catalog "$R/$kind-$rep.sqlite" --quiet >&2 || die "$kind $step failed"
   t1=$(date +%s.%N); sleep 0.3; r1=$(requests)
   T[$kind.$step]+="$(echo "$t1 - $t0" | bc) "; N[$kind.$step]+="$((r1 - r0)) "
 }
@@ -77,8 +79,11 @@ for rep in $(seq "$REPS"); do
     lock=(); [ "$kind" = locked ] && lock=(--object-lock governance)
     "$COFFER" init --repo "s3://$kind-$rep/repo" --create-bucket "${lock[@]}" \
       --recipient "$(cat "$R/recipient")" --agent-key "$R/$kind-$rep.key" --quiet >&2
-    run "$kind" "$rep" first
-    run "$kind" "$rep" nochange
+    run "$kind" "$rep" first backup "$W/dataset"
+    run "$kind" "$rep" nochange backup "$W/dataset"
+    "$COFFER" forget --keep-within 0s --keep-last 1 --repo "s3://$kind-$rep/repo" \
+      --agent-key "$R/$kind-$rep.key" --catalog "$R/$kind-$rep.sqlite" --quiet >&2
+    run "$kind" "$rep" prune prune
   done
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -88,13 +93,13 @@ out=$W/results.md
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), coffer \`$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')\`, data set $params ($(du -sm "$W/dataset" | cut -f1) MiB), medians of $REPS"
   echo
-  echo "| backup | plain | locked | ratio locked/plain | requests plain / locked |"
+  echo "| step | plain | locked | ratio locked/plain | requests plain / locked |"
   echo "|---|---|---|---|---|"
-  for step in first nochange; do
+  for step in first nochange prune; do
     p=$(echo "${T[plain.$step]}" | median); l=$(echo "${T[locked.$step]}" | median)
     printf '| %s | %.2f s | %.2f s | %.2f | %s / %s |\n' "$step" "$p" "$l" "$(echo "$l / $p" | bc -l)" \
       "$(echo "${N[plain.$step]}" | median)" "$(echo "${N[locked.$step]}" | median)"
   done
   echo
-  for k in plain.first locked.first plain.nochange locked.nochange; do echo "- $k, every run (s): ${T[$k]}; requests: ${N[$k]}"; done
+  for k in plain.first locked.first plain.nochange locked.nochange plain.prune locked.prune; do echo "- $k, every run (s): ${T[$k]}; requests: ${N[$k]}"; done
 } | tee "$out"
