@@ -23,6 +23,7 @@ mod tx;
 
 pub use files::CachedFile;
 pub use index::BlobLocation;
+pub use locks::OWN_LOCKS;
 pub use tx::Tx;
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt.

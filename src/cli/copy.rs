@@ -23,8 +23,9 @@ pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
         .map(|p| p.s3.clone())
         .unwrap_or_default();
     let target = Store::open(&args.to, &s3)?;
+    let mut catalog = ctx.open_catalog(&repo)?;
     let bar = ctx.progress();
-    let result = copy(&repo, &target, &bar, cancel.flag());
+    let result = copy(&repo, &target, &mut catalog, &bar, cancel.flag());
     bar.finish();
     let report = result
         .with_context(|| format!("copy to {}", args.to))
@@ -41,6 +42,7 @@ pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
     if ctx.json {
         print_json(&super::json::Copied {
             bytes_copied: report.bytes_copied,
+            locks_extended: report.locks_extended,
             objects_copied: report.objects_copied,
             objects_present: report.objects_present,
             to: target.location(),
@@ -53,6 +55,12 @@ pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
             target.location(),
             report.objects_present
         );
+        if report.locks_extended > 0 {
+            println!(
+                "lengthened the Object Lock of {} object(s) of the copy",
+                report.locks_extended
+            );
+        }
     }
     Ok(Exit::Success)
 }

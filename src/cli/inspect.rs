@@ -184,7 +184,8 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
             .iter()
             .map(|g| (g.object.clone(), g.ends))
             .collect();
-        ctx.open_catalog(&repo)?.correct_locks(&gaps)?;
+        ctx.open_catalog(&repo)?
+            .correct_locks(crate::catalog::OWN_LOCKS, &gaps)?;
     }
     if args.read_data && repo.keys.is_operator() {
         // Every blob was decrypted: snapshots no problem names are verified.

@@ -97,6 +97,8 @@ pub struct DiffSummary {
 #[derive(Serialize)]
 pub struct Copied {
     pub bytes_copied: u64,
+    /// Objects of a locked copy whose lock was lengthened.
+    pub locks_extended: usize,
     pub objects_copied: u64,
     pub objects_present: u64,
     pub to: String,
@@ -370,6 +372,7 @@ mod tests {
         };
         let copied = Copied {
             bytes_copied: 1,
+            locks_extended: 4,
             objects_copied: 2,
             objects_present: 3,
             to: "t".into(),

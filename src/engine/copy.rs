@@ -5,13 +5,15 @@
 //! interrupted first copy is not yet a repository and the next run resumes.
 
 use super::Progress;
+use crate::catalog::Catalog;
 use crate::repo::ids::PackId;
 use crate::repo::limits;
 use crate::repo::lock::WriterLock;
 use crate::repo::store::Store;
 use crate::repo::{CONFIG_KEY, KEYRING_COPY_KEY, KEYRING_KEY, RepoError, Repository};
 use crate::{Error, Result};
-use std::collections::HashSet;
+use jiff::Timestamp;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Debug, Default)]
@@ -23,15 +25,20 @@ pub struct CopyReport {
     /// Packs not copied because they do not hash to their names in the
     /// source (recorded there as damaged): (pack, why).
     pub damaged: Vec<(PackId, String)>,
+    /// Objects of the copy whose Object Lock was lengthened.
+    pub locks_extended: usize,
     pub warnings: Vec<String>,
 }
 
 /// Copies every object `target` lacks from `repo`'s storage. `cancel`
 /// stops it between objects with [`Error::Interrupted`] (what was sent
 /// stays; the next copy goes on from there); the target's lock is released.
+/// A locked copy then has its locks lengthened as backups lengthen the
+/// repository's, with its own rows in `catalog`'s ledger.
 pub fn copy(
     repo: &Repository,
     target: &Store,
+    catalog: &mut Catalog,
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<CopyReport> {
@@ -67,7 +74,14 @@ pub fn copy(
         repo.config.pack_size,
         std::time::Duration::ZERO,
     )?;
-    let mut report = lock.release_after(copy_objects(repo, target, progress, cancel))?;
+    let started = Timestamp::now();
+    let copied = copy_objects(repo, target, progress, cancel).map(|(mut report, held)| {
+        if unlocked.is_none() {
+            lengthen_locks(repo, target, catalog, &held, started, &mut report);
+        }
+        report
+    });
+    let mut report = lock.release_after(copied)?;
     report.warnings.extend(unlocked);
     // Everything else is copied; damaged packs must not pass for a whole copy.
     if let Some((pack, why)) = report.damaged.first() {
@@ -88,26 +102,71 @@ pub fn copy(
     Ok(report)
 }
 
+/// The copy's objects history depends on (its packs and index objects, the
+/// config and keyrings), with the time the target stored each where known:
+/// what its locks must cover, as [`super::locks::needed`] is for the
+/// repository.
+type Held = HashMap<String, Option<Timestamp>>;
+
+/// The lock pass on a locked copy, at the end of the copy (the target's
+/// writer lock held). What the copy holds is copied and stays copied if
+/// this fails: a failure is a warning, and the next copy tries again.
+fn lengthen_locks(
+    repo: &Repository,
+    target: &Store,
+    catalog: &mut Catalog,
+    held: &Held,
+    now: Timestamp,
+    report: &mut CopyReport,
+) {
+    let Some(lock) = repo.config.object_lock else {
+        return;
+    };
+    let place = target.location();
+    match super::locks::extend_at(target, &place, lock, catalog, held, now) {
+        Ok(pass) => {
+            report.locks_extended = pass.extended;
+            report.warnings.extend(pass.failed.iter().map(|(key, why)| {
+                format!("{place}: {key}: its Object Lock could not be lengthened ({why}); the next copy tries again")
+            }));
+        }
+        Err(e) => report.warnings.push(format!(
+            "{place}: the copy's Object Locks were not lengthened ({}); the next copy tries again",
+            super::one_line(&e.to_string())
+        )),
+    }
+}
+
 fn copy_objects(
     repo: &Repository,
     target: &Store,
     progress: &dyn Progress,
     cancel: &AtomicBool,
-) -> Result<CopyReport> {
+) -> Result<(CopyReport, Held)> {
     let mut report = CopyReport::default();
+    let mut held = Held::new();
+    let started = Timestamp::now();
     // Data, then index, then snapshots, then the config: each layer only
     // refers to what is already there.
     for prefix in ["data/", "index/", "snapshots/", "audit/"] {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
-        let have: HashSet<String> = target.list(prefix)?.into_iter().map(|o| o.key).collect();
-        let todo: Vec<_> = repo
+        let have: HashMap<String, Option<Timestamp>> = target
+            .list(prefix)?
+            .into_iter()
+            .map(|o| (o.key, o.modified))
+            .collect();
+        let (present, todo): (Vec<_>, Vec<_>) = repo
             .store
             .list(prefix)?
             .into_iter()
-            .filter(|o| !have.contains(&o.key))
-            .collect();
+            .partition(|o| have.contains_key(&o.key));
+        // What the source holds, the copy must keep locked: not what only
+        // the copy still has (the source pruned it).
+        if matches!(prefix, "data/" | "index/") {
+            held.extend(present.iter().map(|o| (o.key.clone(), have[&o.key])));
+        }
         report.objects_present += have.len() as u64;
         progress.phase(
             prefix.trim_end_matches('/'),
@@ -128,7 +187,7 @@ fn copy_objects(
                 PackId::from_key(&obj.key).is_some() && unverified.swap(false, Ordering::Relaxed);
             let res = copy_one(repo, target, &obj.key, verify);
             match &res {
-                Ok(Copied::Sent(n)) => progress.advance(*n),
+                Ok(Copied::Sent(_, n)) => progress.advance(*n),
                 Ok(Copied::Damaged(..)) => {}
                 Err(_) => failed.store(true, Ordering::Relaxed),
             }
@@ -136,9 +195,12 @@ fn copy_objects(
         });
         for res in results.into_iter().flatten() {
             match res {
-                Ok(Copied::Sent(n)) => {
+                Ok(Copied::Sent(key, n)) => {
                     report.objects_copied += 1;
                     report.bytes_copied += n;
+                    if matches!(prefix, "data/" | "index/") {
+                        held.insert(key, Some(started));
+                    }
                 }
                 // One bad pack does not stop the rest; it is recorded.
                 Ok(Copied::Damaged(pack, why)) => report.damaged.push((pack, why)),
@@ -170,20 +232,24 @@ fn copy_objects(
     }
     for key in [KEYRING_KEY, KEYRING_COPY_KEY, CONFIG_KEY] {
         // A repository made before the keyring had a copy has none.
+        if key == KEYRING_COPY_KEY && repo.store.stat(key)?.is_none() {
+            continue;
+        }
         if target.stat(key)?.is_none()
-            && (key != KEYRING_COPY_KEY || repo.store.stat(key)?.is_some())
-            && let Copied::Sent(n) = copy_one(repo, target, key, false)?
+            && let Copied::Sent(_, n) = copy_one(repo, target, key, false)?
         {
             report.bytes_copied += n;
             report.objects_copied += 1;
         }
+        held.insert(key.to_string(), None);
     }
-    Ok(report)
+    Ok((report, held))
 }
 
 /// What became of one object.
 enum Copied {
-    Sent(u64),
+    /// Sent: the key and its size.
+    Sent(String, u64),
     /// A pack that does not hash to its name: not sent (pack, why).
     Damaged(PackId, String),
 }
@@ -208,5 +274,5 @@ fn copy_one(repo: &Repository, target: &Store, key: &str, verify: bool) -> Resul
     if verify {
         crate::repo::caps::verify_upload(target, key, n, &tail)?;
     }
-    Ok(Copied::Sent(n))
+    Ok(Copied::Sent(key.to_string(), n))
 }

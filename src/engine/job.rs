@@ -451,12 +451,13 @@ fn steps(
     done.backup = Some(b);
     if let Some((to, s3)) = &plan.copy_to {
         let target = Store::open(to, s3).map_err(|e| saved(StepError::CopyTarget(e)))?;
-        let copied = copy(repo, &target, &crate::engine::NoProgress, cancel).map_err(|e| {
-            saved(StepError::Copy {
-                to: to.clone(),
-                source: e,
-            })
-        })?;
+        let copied =
+            copy(repo, &target, catalog, &crate::engine::NoProgress, cancel).map_err(|e| {
+                saved(StepError::Copy {
+                    to: to.clone(),
+                    source: e,
+                })
+            })?;
         done.copied = Some((copied, target.location()));
     }
     if let Some(f) = &plan.forget {

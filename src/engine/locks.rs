@@ -14,8 +14,9 @@
 //! window + margin, each outlives its own window.
 
 use crate::Result;
-use crate::catalog::Catalog;
-use crate::repo::{CONFIG_KEY, KEYRING_COPY_KEY, KEYRING_KEY, Repository};
+use crate::catalog::{Catalog, OWN_LOCKS};
+use crate::repo::store::Store;
+use crate::repo::{CONFIG_KEY, KEYRING_COPY_KEY, KEYRING_KEY, LockConfig, Repository};
 use crate::storage::Retention;
 use jiff::Timestamp;
 use std::collections::HashMap;
@@ -91,17 +92,32 @@ pub fn extend(
     let Some(lock) = repo.config.object_lock else {
         return Ok(LockPass::default());
     };
+    let needed = needed(catalog, listed)?;
+    extend_at(&repo.store, OWN_LOCKS, lock, catalog, &needed, now)
+}
+
+/// The pass over the objects in `needed` (key → time stored, if known) on
+/// `store`, whose ledger rows are `place`'s: the repository's own, or a
+/// copy's (`coffer copy` keeps its copies' locks as backups keep the
+/// repository's).
+pub fn extend_at(
+    store: &Store,
+    place: &str,
+    lock: LockConfig,
+    catalog: &mut Catalog,
+    needed: &HashMap<String, Option<Timestamp>>,
+    now: Timestamp,
+) -> Result<LockPass> {
     let window = crate::time::days(i64::from(lock.window_days));
     let need = now.saturating_add(window).unwrap_or(Timestamp::MAX);
     let to = lock.write_lock().retention_from(now);
-    let needed = needed(catalog, listed)?;
-    let ledger = catalog.lock_untils()?;
-    let (mut due, mut known, unknown) = plan(&needed, &ledger, lock.write_lock().period, need);
+    let ledger = catalog.lock_untils(place)?;
+    let (mut due, mut known, unknown) = plan(needed, &ledger, lock.write_lock().period, need);
     let mut pass = LockPass {
         read: unknown.len(),
         ..LockPass::default()
     };
-    for (key, read) in repo.store.retentions(&unknown) {
+    for (key, read) in store.retentions(&unknown) {
         match read {
             Ok(Some(r)) if r.until >= need => known.push((key, r.until)),
             Ok(_) => due.push(key),
@@ -110,7 +126,7 @@ pub fn extend(
                 .push((key, crate::engine::one_line(&e.to_string()))),
         }
     }
-    for (key, res) in repo.store.extend_retentions(&due, to) {
+    for (key, res) in store.extend_retentions(&due, to) {
         match res {
             Ok(()) => {
                 pass.extended += 1;
@@ -118,7 +134,7 @@ pub fn extend(
             }
             // A lock already longer than ours (a bucket default of a year)
             // is refused as a shortening: read it, and keep it if it covers.
-            Err(e) => match repo.store.retention(&key) {
+            Err(e) => match store.retention(&key) {
                 Ok(Some(Retention { until, .. })) if until >= need => known.push((key, until)),
                 _ => pass
                     .failed
@@ -133,7 +149,7 @@ pub fn extend(
         .filter(|k| !needed.contains_key(k))
         .collect();
     if !known.is_empty() || !gone.is_empty() {
-        catalog.record_locks(&known, &gone)?;
+        catalog.record_locks(place, &known, &gone)?;
     }
     Ok(pass)
 }

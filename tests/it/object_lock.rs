@@ -483,6 +483,47 @@ fn a_copy_of_a_locked_repository_is_locked_where_the_target_can_be() {
             "{key} is copied without its lock"
         );
     }
+    // The copy's locks are kept like the repository's: its own ledger
+    // rows, so the next copy asks storage nothing and lengthens nothing...
+    let out = t.agent(["--json", "copy", "--to", "s3://locked-copy-dst/repo"]);
+    out.expect_ok();
+    assert_eq!(out.json()["locks_extended"], 0);
+    let agent = AgentKey::load(&t.env.agent_key).unwrap();
+    let repo = Repository::open_agent(t.store(), &agent).unwrap();
+    let mut catalog = coffer::catalog::Catalog::open(&t.env.catalog, &repo.config.id).unwrap();
+    let place = target.location();
+    let ledger = catalog.lock_untils(&place).unwrap();
+    let copied: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.starts_with("snapshots/"))
+        .collect();
+    for key in &copied {
+        assert!(ledger.contains_key(*key), "{key} not in the copy's ledger");
+    }
+    // ...until less than the window is left: on day 31 (window 10, margin
+    // 30) each is lengthened to cover the window from then.
+    let held: HashMap<String, Option<Timestamp>> =
+        copied.iter().map(|k| ((*k).clone(), None)).collect();
+    let day31 = Timestamp::now().checked_add(days(31)).unwrap();
+    let lock = repo.config.object_lock.unwrap();
+    let pass = coffer::engine::locks::extend_at(&target, &place, lock, &mut catalog, &held, day31)
+        .unwrap();
+    assert_eq!(pass.extended, copied.len(), "{pass:?}");
+    for key in &copied {
+        let until = target.retention(key).unwrap().unwrap().until;
+        assert!(
+            until >= day31.checked_add(days(10)).unwrap(),
+            "{key}: {until}"
+        );
+    }
+    // The repository's own ledger is apart: the source was not touched.
+    assert!(
+        catalog
+            .lock_untils(coffer::catalog::OWN_LOCKS)
+            .unwrap()
+            .values()
+            .all(|u| *u < day31.checked_add(days(10)).unwrap())
+    );
     // A folder can hold no lock: the copy is made, and says so.
     let folder = t.env.root.join("dr-copy");
     let out = t.agent([OsStr::new("copy"), "--to".as_ref(), folder.as_os_str()]);
