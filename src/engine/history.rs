@@ -289,13 +289,15 @@ impl Parsed {
             }
             start += nl + 1;
         }
-        buf.drain(..start);
-        // The unfinished line is carried into the next blob: never past the cap.
-        check_line_length(buf.len()).map_err(corrupt)?;
+        // The unfinished line is carried into the next blob: never past the
+        // cap. Copied out, not drained: a drained buffer keeps the whole
+        // blob's allocation, and the memo keeps every blob's tail.
+        let tail = buf[start..].to_vec();
+        check_line_length(tail.len()).map_err(corrupt)?;
         Ok(Parsed {
             matches,
             resolved: None,
-            tail: buf,
+            tail,
         })
     }
 }
@@ -532,5 +534,35 @@ mod tests {
                 .matches("d/n\u{e4}me".as_bytes())
         );
         assert!(Pattern::new("[").is_err());
+    }
+
+    /// The memo keeps one `Parsed` per tree blob of the whole history: each
+    /// must hold its unfinished line, not the blob it was cut from.
+    #[test]
+    fn a_parsed_blob_keeps_its_tail_not_its_bytes() {
+        let mut data = Vec::new();
+        for i in 0..5_000 {
+            Entry {
+                path: format!("srv/d{}/f{i:06}.txt", i % 50).into_bytes(),
+                kind: EntryKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 1,
+                ctime: 1,
+                ino: i,
+                size: 0,
+                content: vec![],
+                target: None,
+                rdev: 0,
+            }
+            .write_line(&mut data);
+        }
+        data.extend_from_slice(b"srv/unfinished");
+        assert!(data.len() > 200_000);
+        let parsed = Parsed::new(b"", &data, &Pattern::new("f000007.txt").unwrap(), "t").unwrap();
+        assert_eq!(parsed.matches.len(), 1);
+        assert_eq!(parsed.tail, b"srv/unfinished");
+        assert!(parsed.tail.capacity() < 1024, "{}", parsed.tail.capacity());
     }
 }
