@@ -216,7 +216,13 @@ impl Catalog {
         loop {
             match cat
                 .conn
-                .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL;")
+                // The WAL grows to the largest transaction (a first backup
+                // of a million files writes hundreds of MB) and keeps that
+                // size; the limit truncates it back after each checkpoint.
+                .execute_batch(
+                    "PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL;
+                     PRAGMA journal_size_limit = 4194304;",
+                )
             {
                 Ok(()) => break,
                 Err(e) if is_busy(&e) && tries < 200 => {
