@@ -160,12 +160,12 @@ impl Agent {
     }
 
     fn refresh_metrics(&self) {
-        let states: Vec<(String, ProfileState, Timestamp, bool)> = self
+        let states: Vec<(&Profile, ProfileState, Timestamp, bool)> = self
             .slots
             .values()
             .map(|s| {
                 (
-                    s.profile.name.clone(),
+                    &s.profile,
                     ProfileState::load(&self.opts.state_dir, &s.profile.name),
                     s.next,
                     self.is_running(&s.profile.name),
@@ -174,8 +174,9 @@ impl Agent {
             .collect();
         let views: Vec<ProfileView> = states
             .iter()
-            .map(|(n, st, next, running)| ProfileView {
-                name: n,
+            .map(|(p, st, next, running)| ProfileView {
+                name: &p.name,
+                repository: &p.repository,
                 state: st,
                 next_run: Some(*next),
                 running: *running,

@@ -830,8 +830,11 @@ fn agent_binary_runs_a_profile_reports_and_stops_on_sigterm() {
         "coffer_last_run_timestamp_seconds",
         "coffer_last_run_duration_seconds",
         "coffer_last_run_added_bytes",
-        "coffer_snapshots",
+        "coffer_repository_snapshots",
         "coffer_repository_bytes",
+        "coffer_repository_stats_timestamp_seconds",
+        "coffer_last_run_status",
+        "coffer_last_run_skipped_files",
     ] {
         assert!(
             families(&samples).contains(name),
