@@ -249,14 +249,25 @@ mod tests {
         });
         let text = render(&[view("web", &st)], 0);
         let p = "{profile=\"web\"}";
-        assert_eq!(value(&text, &format!("coffer_last_run_success{p}")), Some(0.0));
-        assert_eq!(value(&text, &format!("coffer_last_run_skipped_files{p}")), Some(2.0));
+        assert_eq!(
+            value(&text, &format!("coffer_last_run_success{p}")),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&text, &format!("coffer_last_run_skipped_files{p}")),
+            Some(2.0)
+        );
         assert_eq!(
             value(&text, &format!("coffer_last_success_timestamp_seconds{p}")),
             Some(0.0),
             "never ok: the series is there, at 0\n{text}"
         );
-        for (status, v) in [("ok", 0.0), ("partial", 1.0), ("failed", 0.0), ("cancelled", 0.0)] {
+        for (status, v) in [
+            ("ok", 0.0),
+            ("partial", 1.0),
+            ("failed", 0.0),
+            ("cancelled", 0.0),
+        ] {
             let s = format!("coffer_last_run_status{{profile=\"web\",status=\"{status}\"}}");
             assert_eq!(value(&text, &s), Some(v), "{s}\n{text}");
         }
@@ -265,10 +276,19 @@ mod tests {
             assert_eq!(value(&text, &s), Some(v), "{s}\n{text}");
         }
         let r = "{profile=\"web\",repository=\"s3://bucket/coffer\"}";
-        assert_eq!(value(&text, &format!("coffer_repository_snapshots{r}")), Some(4.0));
-        assert_eq!(value(&text, &format!("coffer_repository_bytes{r}")), Some(100.0));
         assert_eq!(
-            value(&text, &format!("coffer_repository_stats_timestamp_seconds{r}")),
+            value(&text, &format!("coffer_repository_snapshots{r}")),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(&text, &format!("coffer_repository_bytes{r}")),
+            Some(100.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("coffer_repository_stats_timestamp_seconds{r}")
+            ),
             Some(crate::time::unix_seconds(t0) as f64)
         );
     }
@@ -278,7 +298,10 @@ mod tests {
         let st = ProfileState::default();
         let text = render(&[view("new", &st)], 1);
         assert_eq!(
-            value(&text, "coffer_last_success_timestamp_seconds{profile=\"new\"}"),
+            value(
+                &text,
+                "coffer_last_success_timestamp_seconds{profile=\"new\"}"
+            ),
             Some(0.0)
         );
         assert!(!text.contains("coffer_repository_bytes{"), "{text}");
@@ -300,18 +323,33 @@ mod tests {
         st.finished(&JobReport::failed("web", t1, "down".into()));
         let text = render(&[view("web", &st)], 0);
         let r = "{profile=\"web\",repository=\"s3://bucket/coffer\"}";
-        assert_eq!(value(&text, &format!("coffer_repository_snapshots{r}")), Some(9.0));
-        assert_eq!(value(&text, &format!("coffer_repository_bytes{r}")), Some(700.0));
         assert_eq!(
-            value(&text, &format!("coffer_repository_stats_timestamp_seconds{r}")),
+            value(&text, &format!("coffer_repository_snapshots{r}")),
+            Some(9.0)
+        );
+        assert_eq!(
+            value(&text, &format!("coffer_repository_bytes{r}")),
+            Some(700.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("coffer_repository_stats_timestamp_seconds{r}")
+            ),
             Some(crate::time::unix_seconds(t0) as f64)
         );
         assert_eq!(
-            value(&text, "coffer_last_run_status{profile=\"web\",status=\"failed\"}"),
+            value(
+                &text,
+                "coffer_last_run_status{profile=\"web\",status=\"failed\"}"
+            ),
             Some(1.0)
         );
         assert_eq!(
-            value(&text, "coffer_last_success_timestamp_seconds{profile=\"web\"}"),
+            value(
+                &text,
+                "coffer_last_success_timestamp_seconds{profile=\"web\"}"
+            ),
             Some(crate::time::unix_seconds(t0) as f64)
         );
     }

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod metrics;
 pub mod notify;
+pub mod preflight;
 pub mod schedule;
 pub mod service;
 pub mod state;

@@ -149,6 +149,9 @@ impl Agent {
             .map(|p| {
                 let next = planned(&p, &self.opts.state_dir, now);
                 info!(profile = %p.name, next_run = %crate::time::rfc3339_offset(next), "profile loaded");
+                for problem in super::preflight::schedule_problems(&p.schedule) {
+                    warn!(profile = %p.name, problem = %problem.message, "schedule problem (coffer agent --check lists them)");
+                }
                 (p.name.clone(), Slot { profile: p, next })
             })
             .collect();

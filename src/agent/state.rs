@@ -58,7 +58,7 @@ impl RepositoryFigures {
     /// The figures a run counted, if it got that far: a run that counted
     /// the repository always counts at least the snapshot it saved.
     pub fn of(report: &JobReport) -> Option<RepositoryFigures> {
-        (report.snapshots > 0).then(|| RepositoryFigures {
+        (report.snapshots > 0).then_some(RepositoryFigures {
             snapshots: report.snapshots,
             storage_bytes: report.storage_bytes,
             at: report.started,
@@ -120,9 +120,7 @@ pub enum Found {
     /// The first candidate that holds state of the profiles.
     Dir(PathBuf),
     /// None does; the unreadable ones with their reason.
-    None {
-        unreadable: Vec<(PathBuf, String)>,
-    },
+    None { unreadable: Vec<(PathBuf, String)> },
 }
 
 /// The first of `candidates` (the user's own folder, then the installed
@@ -307,7 +305,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(old.repository_figures().map(|f| (f.snapshots, f.at)), Some((3, t1)));
+        assert_eq!(
+            old.repository_figures().map(|f| (f.snapshots, f.at)),
+            Some((3, t1))
+        );
     }
 
     #[test]
@@ -343,7 +344,10 @@ mod tests {
             ..Default::default()
         };
         st.save(&installed).unwrap();
-        assert_eq!(find_dir(&candidates, &["web"]), Found::Dir(installed.clone()));
+        assert_eq!(
+            find_dir(&candidates, &["web"]),
+            Found::Dir(installed.clone())
+        );
         // Another profile's state does not count.
         assert_eq!(
             find_dir(&candidates, &["db"]),

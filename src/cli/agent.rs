@@ -112,9 +112,14 @@ pub struct AgentArgs {
     /// How long SIGTERM waits for running backups to stop.
     #[arg(long, default_value = "100s", value_parser = duration)]
     stop_timeout: jiff::SignedDuration,
-    /// Check every profile in the folder, print the plan, and exit (2 if any is broken).
+    /// Check every profile in the folder (sources, agent key, storage and
+    /// repository, TLS settings, schedule), print each one's next six runs,
+    /// and exit (2 if anything is wrong).
     #[arg(long)]
     check: bool,
+    /// With --check: do not contact storage (settings are still checked).
+    #[arg(long, requires = "check")]
+    offline: bool,
 }
 
 #[derive(Args, Debug)]
@@ -367,24 +372,7 @@ fn print_report(r: &JobReport) {
 pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
     let state_dir = a.state_dir.clone().unwrap_or_else(state::default_dir);
     if a.check {
-        let (good, bad) = load_profiles(&a.profiles_dir)?;
-        let now = jiff::Timestamp::now();
-        for p in &good {
-            println!(
-                "ok      {} ({}): next run {}",
-                text::name_str(&p.name),
-                text::path(&p.file),
-                crate::time::rfc3339_offset(planned(p, &state_dir, now))
-            );
-        }
-        for (path, e) in &bad {
-            println!("BROKEN  {}: {}", text::path(path), text::message(e));
-        }
-        return Ok(if bad.is_empty() {
-            Exit::Success
-        } else {
-            Exit::Usage
-        });
+        return agent_check(ctx, &a.profiles_dir, &state_dir, a.offline);
     }
     let json = matches!(a.log_format, LogFormat::Json);
     let builder = tracing_subscriber::fmt()
@@ -433,6 +421,94 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// How many runs `agent --check` lists per profile (as `systemd-analyze
+/// calendar --iterations=6` would).
+const CHECK_RUNS: usize = 6;
+
+/// `coffer agent --check`: every profile of the folder through the
+/// pre-flight (`agent::preflight`); one line per problem, naming the
+/// profile, the thing and the fix. Exit 2 if anything is wrong.
+fn agent_check(
+    ctx: &Context,
+    dir: &std::path::Path,
+    state_dir: &std::path::Path,
+    offline: bool,
+) -> Result<Exit> {
+    use crate::agent::preflight::{check_profile, next_runs};
+    let (good, bad) = load_profiles(dir)?;
+    let mut folder_problems = Vec::new();
+    if good.is_empty() && bad.is_empty() {
+        folder_problems.push(format!(
+            "{}: no profiles (*.toml) in this folder, so the agent would run nothing; write one (see docs/AGENT.md) or pass --profiles DIR",
+            text::path(dir)
+        ));
+    }
+    let now = jiff::Timestamp::now();
+    let host = crate::repo::lock::hostname();
+    let checked: Vec<_> = good
+        .iter()
+        .map(|p| {
+            let st = ProfileState::load(state_dir, &p.name);
+            let offset = crate::agent::schedule::jitter_offset(&p.schedule, &host, &p.name);
+            let runs = next_runs(&p.schedule, offset, &st.starts, now, CHECK_RUNS);
+            (p, check_profile(p, offline), runs)
+        })
+        .collect();
+    let ok = folder_problems.is_empty()
+        && bad.is_empty()
+        && checked.iter().all(|(_, c, _)| c.problems.is_empty());
+    if ctx.json {
+        print_json(&super::json::AgentCheck {
+            broken: bad
+                .iter()
+                .map(|(file, error)| BrokenRow { file, error })
+                .collect(),
+            folder_problems,
+            ok,
+            profiles: checked
+                .iter()
+                .map(|(p, c, runs)| super::json::AgentCheckRow {
+                    file: &p.file,
+                    next_runs: runs.clone(),
+                    not_checked: &c.skipped,
+                    problems: &c.problems,
+                    profile: &p.name,
+                })
+                .collect(),
+        })?;
+    } else {
+        for line in &folder_problems {
+            println!("error   {}", text::message(line));
+        }
+        for (p, c, runs) in &checked {
+            let who = format!("{} ({})", text::name_str(&p.name), text::path(&p.file));
+            let verdict = if c.problems.is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            };
+            let first = runs.first().copied().unwrap_or(now);
+            println!(
+                "{verdict:<7} {who}: next run {}",
+                crate::time::rfc3339_offset(first)
+            );
+            for t in runs.iter().skip(1) {
+                println!("          then {}", crate::time::rfc3339_offset(*t));
+            }
+            for s in &c.skipped {
+                println!("          not checked: {s}");
+            }
+            for e in &c.problems {
+                println!("error   {who}: {}: {}", e.what, text::message(&e.message));
+            }
+        }
+        for (path, e) in &bad {
+            println!("BROKEN  {}: {}", text::path(path), text::message(e));
+        }
+    }
+    Ok(if ok { Exit::Success } else { Exit::Usage })
+}
+
 /// The agent's signals: SIGTERM or SIGINT end it; each SIGHUP reloads.
 fn signals() -> std::io::Result<(
     impl std::future::Future<Output = ()>,
@@ -466,8 +542,13 @@ impl StatusRow {
     ) -> StatusRow {
         let st = ProfileState::load(state_dir, &p.name);
         let last = st.last.as_ref();
+        let figures = st.repository_figures();
         StatusRow {
             profile: p.name.clone(),
+            repository: p.repository.clone(),
+            repository_counted: figures.as_ref().map(|f| f.at),
+            runs_partial: st.runs_partial,
+            skipped_files: last.map(|l| l.skipped.len()),
             file: p.file.clone(),
             running_since: st.running_since,
             last_run: last.map(|l| l.started),
@@ -478,8 +559,8 @@ impl StatusRow {
             last_error: last.and_then(|l| l.error.clone()),
             last_success: st.last_success,
             next_run: planned(p, state_dir, now),
-            snapshots: last.map(|l| l.snapshots),
-            storage_bytes: last.map(|l| l.storage_bytes),
+            snapshots: figures.as_ref().map(|f| f.snapshots),
+            storage_bytes: figures.as_ref().map(|f| f.storage_bytes),
             runs_ok: st.runs_ok,
             runs_failed: st.runs_failed,
         }
@@ -497,7 +578,7 @@ impl StatusRow {
             (None, None) => "-",
         };
         println!(
-            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  {}",
+            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>10} {:>11}  {}",
             text::name_str(&self.profile),
             time(self.last_run),
             result,
@@ -515,12 +596,51 @@ impl StatusRow {
     }
 }
 
+/// The state folder `status` reads: the one named, else the user's own if
+/// it holds state of these profiles, else the installed agent's; says on
+/// stderr which it read when it looked for one, and what to do if none.
+fn status_state_dir(named: Option<PathBuf>, profiles: &[crate::config::Profile]) -> PathBuf {
+    if let Some(dir) = named {
+        return dir;
+    }
+    let own = state::default_dir();
+    let candidates = [own.clone(), state::installed_dir()];
+    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    match state::find_dir(&candidates, &names) {
+        state::Found::Dir(dir) => {
+            eprintln!(
+                "coffer: agent state read from {} (set COFFER_STATE_DIR or pass --state-dir to read another)",
+                text::path(&dir)
+            );
+            dir
+        }
+        state::Found::None { unreadable } => {
+            for (dir, why) in &unreadable {
+                eprintln!(
+                    "coffer: cannot read the agent state in {}: {}; run as root or as the agent's user",
+                    text::path(dir),
+                    text::message(why)
+                );
+            }
+            let looked: Vec<String> = candidates
+                .iter()
+                .map(|d| text::path(d).into_owned())
+                .collect();
+            eprintln!(
+                "coffer: no agent state for these profiles in {}: they have not run here yet, or the agent keeps its state elsewhere; set COFFER_STATE_DIR or pass --state-dir",
+                looked.join(" or ")
+            );
+            own
+        }
+    }
+}
+
 pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
-    let state_dir = a.state_dir.unwrap_or_else(state::default_dir);
     let (profiles, broken) = match &ctx.profile {
         Some(p) => (vec![p.clone()], vec![]),
         None => load_profiles(&a.profiles_dir)?,
     };
+    let state_dir = status_state_dir(a.state_dir, &profiles);
     let now = jiff::Timestamp::now();
     let rows: Vec<StatusRow> = profiles
         .iter()
@@ -537,15 +657,15 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
         })?;
     } else {
         println!(
-            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  last error",
+            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>10} {:>11}  last error",
             "profile",
             "last run (UTC)",
             "result",
             "took",
             "added",
             "next run (UTC)",
-            "snaps",
-            "stored"
+            "repo snaps",
+            "repo stored"
         );
         for r in &rows {
             r.print();

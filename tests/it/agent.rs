@@ -1455,8 +1455,15 @@ fn agent_check_validates_the_profile_folder() {
     let env = TestEnv::with_repo();
     let profiles = env.source_dir("profiles");
     let state = env.path("state");
-    write_profile(&env, &profiles, "a", 3, "");
-    write_profile(&env, &profiles, "b", 3, "");
+    // Every 8 h, three a day: a schedule the pre-flight accepts (the 2 s of
+    // the service tests asks for more runs than the cap lets start).
+    for p in ["a", "b"] {
+        let file = write_profile(&env, &profiles, p, 3, "");
+        let text = fs::read_to_string(&file)
+            .unwrap()
+            .replace("interval = \"2s\"", "interval = \"8h\"");
+        write_file(&file, text.as_bytes());
+    }
     let broken = write_broken_profile(&env, &profiles);
     let check = |env: &TestEnv| {
         env.run([
@@ -1479,37 +1486,61 @@ fn agent_check_validates_the_profile_folder() {
     );
 
     fs::remove_file(&broken).unwrap();
+    let before = Timestamp::now();
     let out = check(&env);
+    let after = Timestamp::now();
     out.expect_ok();
-    let now = Timestamp::now();
+    let slot = |t: Timestamp, h: i64| {
+        Timestamp::from_second((t.as_second() / (h * 3600) + 1) * h * 3600).unwrap()
+    };
     for p in ["a", "b"] {
-        let line = out
+        let (i, line) = out
             .stdout
             .lines()
-            .find(|l| l.contains(&format!("{p}.toml")))
+            .enumerate()
+            .find(|(_, l)| l.contains(&format!("{p}.toml")))
             .unwrap_or_else(|| panic!("--check must list profile {p}\n{out}"));
+        assert!(line.starts_with("ok "), "{p} is fine\n{out}");
         let next = line
             .split("next run ")
             .nth(1)
             .and_then(rfc3339)
             .unwrap_or_else(|| panic!("--check must print {p}'s next run as a time\n{out}"));
         assert!(
-            next > now - jiff::SignedDuration::from_secs(5)
-                && next < now + jiff::SignedDuration::from_secs(10),
-            "{p} (every 2 s, never run) is due within seconds, --check says {next}\n{out}"
+            next == slot(before, 8) || next == slot(after, 8),
+            "{p} (every 8 h, no jitter, never run) runs at the next 8-hour slot, --check says {next}\n{out}"
         );
+        // Then five more, 8 h apart (three a day fit the cap of three).
+        let then: Vec<Timestamp> = out
+            .stdout
+            .lines()
+            .skip(i + 1)
+            .take(5)
+            .map(|l| {
+                l.trim()
+                    .strip_prefix("then ")
+                    .and_then(rfc3339)
+                    .unwrap_or_else(|| panic!("--check must list {p}'s next six runs\n{out}"))
+            })
+            .collect();
+        let mut at = next;
+        for t in then {
+            assert_eq!(t, at + jiff::SignedDuration::from_hours(8), "{p}\n{out}");
+            at = t;
+        }
     }
     assert!(
         !state.exists() || fs::read_dir(&state).unwrap().next().is_none(),
         "--check must not write state"
     );
 
-    // The plan follows the state files: a missed hourly slot is caught up at
-    // once (unless catch_up = false), and a used-up cap waits for tomorrow.
+    // The plan follows the state files: a missed 4-hourly slot is caught up
+    // at once (unless catch_up = false), and a used-up cap waits for tomorrow.
     let (tz, offset) = day_zone();
     let hourly = |name: &str, catch_up: bool, max_per_day: u32| {
+        let every = 24 / max_per_day;
         let text = profile_toml(&env, name, &env.root, max_per_day, "")
-            .replace("interval = \"2s\"", "interval = \"1h\"")
+            .replace("interval = \"2s\"", &format!("interval = \"{every}h\""))
             .replace("catch_up = true", &format!("catch_up = {catch_up}"));
         write_file(&profiles.join(format!("{name}.toml")), text.as_bytes());
     };
@@ -1525,9 +1556,9 @@ fn agent_check_validates_the_profile_folder() {
     };
     let now = Timestamp::now();
     hourly("missed", true, 6);
-    seed_state("missed", &[now - jiff::SignedDuration::from_hours(2)]);
+    seed_state("missed", &[now - jiff::SignedDuration::from_hours(5)]);
     hourly("nocatchup", false, 6);
-    seed_state("nocatchup", &[now - jiff::SignedDuration::from_hours(2)]);
+    seed_state("nocatchup", &[now - jiff::SignedDuration::from_hours(5)]);
     hourly("capped", true, 2);
     let today = |h: i64| {
         utc_midnight(now + jiff::SignedDuration::from_hours(offset))
@@ -1552,19 +1583,202 @@ fn agent_check_validates_the_profile_folder() {
     assert!(
         missed >= before - jiff::SignedDuration::from_secs(1)
             && missed <= after + jiff::SignedDuration::from_secs(1),
-        "a slot passed since the last start (2 h ago, every 1 h): one catch-up run now, \
+        "a slot passed since the last start (5 h ago, every 4 h): one catch-up run now, \
          --check says {missed}\n{out}"
     );
-    let hour = |t: Timestamp| Timestamp::from_second((t.as_second() / 3600 + 1) * 3600).unwrap();
     let nocatchup = next_of("nocatchup");
     assert!(
-        nocatchup == hour(before) || nocatchup == hour(after),
-        "with catch_up = false the next run is the next hourly slot ({}), --check says {nocatchup}\n{out}",
-        hour(before)
+        nocatchup == slot(before, 4) || nocatchup == slot(after, 4),
+        "with catch_up = false the next run is the next 4-hour slot ({}), --check says {nocatchup}\n{out}",
+        slot(before, 4)
     );
     assert_eq!(
         next_of("capped"),
         next_local_midnight(offset),
         "max_per_day = 2 with two starts today ({tz}): the next run is tomorrow\n{out}"
+    );
+}
+
+/// `coffer agent --check` is a pre-flight: what would fail at the scheduled
+/// time fails now, one line per problem naming the profile, the thing and
+/// the fix, every profile checked. Each of these said `ok` before.
+#[test]
+fn agent_check_finds_what_would_fail_at_the_scheduled_time() {
+    let env = TestEnv::with_repo();
+    let profiles = env.source_dir("profiles");
+    let state = env.path("state");
+    let check = |extra: &[&str]| {
+        let mut args: Vec<OsString> = vec![
+            "agent".into(),
+            "--check".into(),
+            "--profiles".into(),
+            profiles.clone().into(),
+            "--state-dir".into(),
+            state.clone().into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        env.run(args)
+    };
+    // An empty folder: the agent would run nothing.
+    let out = check(&[]);
+    out.expect_code(2);
+    assert!(
+        out.stdout.contains("no profiles (*.toml) in this folder"),
+        "{out}"
+    );
+
+    let good = |name: &str| {
+        profile_toml(&env, name, &env.root, 6, "").replace("interval = \"2s\"", "interval = \"4h\"")
+    };
+    let write = |name: &str, text: String| {
+        write_file(&profiles.join(format!("{name}.toml")), text.as_bytes());
+    };
+    write("fine", good("fine"));
+    let typo = env.root.join("dta");
+    fs::create_dir_all(env.root.join("data")).unwrap();
+    write(
+        "typo",
+        good("typo").replace(&toml_str(&env.root), &toml_str(&typo)),
+    );
+    let key = toml_str(&env.agent_key);
+    write(
+        "nokey",
+        good("nokey").replace(&format!("agent_key = {key}\n"), ""),
+    );
+    write(
+        "badkey",
+        good("badkey").replace(&key, &toml_str(env.path("no-such.key"))),
+    );
+    let repo = toml_str(env.repo_url.to_str().unwrap());
+    write(
+        "norepo",
+        good("norepo").replace(&repo, &toml_str(env.path("no-repo-here"))),
+    );
+    write(
+        "http",
+        good("http").replace(&repo, "\"s3://acme-backups/web\"")
+            + "\n[s3]\nendpoint = \"http://storage.example.com:9000\"\n",
+    );
+    write(
+        "seven",
+        good("seven").replace(
+            "interval = \"4h\"",
+            "times = [\"00:00\", \"03:00\", \"06:00\", \"09:00\", \"12:00\", \"15:00\", \"18:00\"]",
+        ),
+    );
+    write(
+        "hourly",
+        good("hourly").replace("interval = \"4h\"", "interval = \"1h\""),
+    );
+    write(
+        "twodays",
+        good("twodays").replace("interval = \"4h\"", "interval = \"48h\""),
+    );
+
+    let out = check(&[]);
+    out.expect_code(2);
+    let errors = |name: &str| -> Vec<&str> {
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("error ") && l.contains(&format!("{name} (")))
+            .collect()
+    };
+    let verdict = |name: &str| -> &str {
+        out.stdout
+            .lines()
+            .find(|l| l.contains(&format!("{name}.toml")) && l.contains("next run "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("--check must list {name}\n{out}"))
+    };
+    let expect = |name: &str, what: &str, words: &[&str]| {
+        let e = errors(name);
+        assert_eq!(verdict(name), "FAILED", "{name}\n{out}");
+        assert!(
+            e.iter()
+                .any(|l| l.contains(&format!(": {what}: ")) && words.iter().all(|w| l.contains(w))),
+            "{name}: one line on {what} with {words:?}\n{out}"
+        );
+    };
+    assert_eq!(verdict("fine"), "ok", "{out}");
+    assert!(errors("fine").is_empty(), "{out}");
+    expect(
+        "typo",
+        "sources",
+        &["dta does not exist", "did you mean", "data", "sources"],
+    );
+    expect("nokey", "agent_key", &["not set", "set agent_key"]);
+    expect("badkey", "agent_key", &["not found", "coffer init"]);
+    expect("norepo", "repository", &["no-repo-here", "coffer init"]);
+    expect("http", "s3", &["plain HTTP", "https://"]);
+    expect(
+        "seven",
+        "schedule",
+        &["7 entries", "never run", "remove times"],
+    );
+    expect(
+        "hourly",
+        "schedule",
+        &["24 runs a day", "none for 19h", "interval = \"4h\""],
+    );
+    expect("twodays", "schedule", &["more than a day", "24h"]);
+    // One problem, one line each: the fine profile's neighbours did not
+    // hide each other.
+    for name in [
+        "typo", "nokey", "badkey", "norepo", "http", "seven", "hourly", "twodays",
+    ] {
+        assert_eq!(
+            errors(name).len(),
+            1,
+            "{name}: exactly its own problem\n{out}"
+        );
+    }
+    println!("agent --check of a broken folder:\n{}", out.stdout);
+
+    // --offline leaves the storage alone but still refuses plain http.
+    let out = check(&["--offline"]);
+    out.expect_code(2);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("http (") && l.contains(": s3: ") && l.contains("plain HTTP")),
+        "{out}"
+    );
+
+    // --json: the same findings, and each profile's next six runs.
+    let mut args: Vec<OsString> = vec!["--json".into()];
+    args.extend(
+        [
+            "agent",
+            "--check",
+            "--offline",
+            "--profiles",
+            profiles.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]
+        .iter()
+        .map(OsString::from),
+    );
+    let out = env.run(args);
+    out.expect_code(2);
+    let v = out.json();
+    assert_eq!(v["ok"], false, "{v:#}");
+    let rows = v["profiles"].as_array().unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["profile"] == name).unwrap();
+    assert_eq!(
+        row("fine")["problems"].as_array().unwrap().len(),
+        0,
+        "{v:#}"
+    );
+    assert_eq!(
+        row("fine")["next_runs"].as_array().unwrap().len(),
+        6,
+        "{v:#}"
+    );
+    assert_eq!(row("hourly")["problems"][0]["what"], "schedule", "{v:#}");
+    assert_eq!(
+        row("http")["not_checked"].as_array().map(|a| a.len()),
+        Some(0),
+        "a settings error stops before the network, nothing to skip\n{v:#}"
     );
 }
