@@ -17,6 +17,7 @@ use super::metrics::{self, ProfileView};
 use super::notify::Notifier;
 use super::schedule::{jitter_offset, next_run};
 use super::state::ProfileState;
+use super::systemd::ServiceManager;
 use crate::config::Profile;
 use crate::engine::job::JobReport;
 use crate::repo::lock::hostname;
@@ -128,6 +129,7 @@ struct Agent {
     running: HashMap<String, watch::Sender<Stop>>,
     metrics: Arc<Mutex<String>>,
     notifier: Arc<Notifier>,
+    manager: ServiceManager,
 }
 
 impl Agent {
@@ -160,6 +162,21 @@ impl Agent {
 
     fn is_running(&self, name: &str) -> bool {
         self.running.contains_key(name)
+    }
+
+    /// What the service manager shows (`systemctl status`): runs under
+    /// way and the next one due.
+    fn tell_status(&self) {
+        let mut running: Vec<&str> = self.running.keys().map(String::as_str).collect();
+        running.sort_unstable();
+        let next = self
+            .slots
+            .values()
+            .filter(|s| !self.is_running(&s.profile.name))
+            .min_by_key(|s| s.next)
+            .map(|s| (s.profile.name.as_str(), s.next));
+        let text = super::systemd::status_text(self.slots.len(), self.broken, &running, next);
+        self.manager.status(&text);
     }
 
     fn refresh_metrics(&self) {
@@ -341,6 +358,9 @@ async fn run_child(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    for var in super::systemd::CHILD_UNSET {
+        cmd.env_remove(var);
+    }
     // SAFETY: prctl in the child before exec: if the agent dies, the run gets
     // SIGTERM and stops cleanly instead of running on unsupervised.
     unsafe {
@@ -377,8 +397,19 @@ async fn run_child(
     let log_task = tokio::spawn(async move {
         if let Some(err) = stderr {
             let mut lines = BufReader::new(err).lines();
+            // A run writes its lines with a priority prefix (`journal`);
+            // a line without one is a warning, as it always was.
             while let Ok(Some(line)) = lines.next_line().await {
-                warn!(profile = %name, "{line}");
+                use super::journal::{level_of, split_priority};
+                let (priority, text) = split_priority(&line);
+                match priority.map(level_of) {
+                    Some(tracing::Level::ERROR) => error!(profile = %name, "{text}"),
+                    Some(tracing::Level::INFO) => info!(profile = %name, "{text}"),
+                    Some(tracing::Level::DEBUG | tracing::Level::TRACE) => {
+                        tracing::debug!(profile = %name, "{text}")
+                    }
+                    _ => warn!(profile = %name, "{text}"),
+                }
             }
         }
     });
@@ -464,6 +495,7 @@ pub async fn serve(
         running: HashMap::new(),
         metrics: Arc::new(Mutex::new(String::new())),
         notifier: Arc::new(Notifier::new()),
+        manager: ServiceManager::from_env(),
     };
     if let Some(listen) = &opts.metrics_listen {
         let listener = metrics_listener(listen).await?;
@@ -478,6 +510,13 @@ pub async fn serve(
         broken = agent.broken,
         "agent started"
     );
+    agent.manager.ready("started");
+    agent.tell_status();
+    // WATCHDOG=1 from this loop: if the loop hangs, the pings stop.
+    let mut watchdog = agent
+        .manager
+        .watchdog_every()
+        .map(|every| tokio::time::interval(every));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut tick = tokio::time::interval(
         opts.metrics_refresh
@@ -491,19 +530,35 @@ pub async fn serve(
         if agent.running.len() > before {
             // coffer_running shows the new runs now, not at the next tick.
             agent.refresh_metrics();
+            agent.tell_status();
         }
+        let watchdog_tick = async {
+            match watchdog.as_mut() {
+                Some(w) => {
+                    w.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         let wake = agent.clock.sleep_until(agent.wake_at(free));
         tokio::select! {
             _ = &mut shutdown => break,
             r = reload.recv(), if reload_open => match r {
                 Some(()) => {
                     info!("SIGHUP: reloading profiles");
+                    agent.manager.reloading();
                     agent.reload();
+                    agent.manager.ready("reloaded");
+                    agent.tell_status();
                 }
                 None => reload_open = false,
             },
-            Some((name, report)) = done_rx.recv() => agent.finished(name, report),
+            Some((name, report)) = done_rx.recv() => {
+                agent.finished(name, report);
+                agent.tell_status();
+            }
             _ = tick.tick() => agent.refresh_metrics(),
+            _ = watchdog_tick => agent.manager.watchdog(),
             _ = wake => {}
         }
     }
@@ -513,6 +568,7 @@ pub async fn serve(
 
 /// Asks every run to stop and waits for them (then stops them at once).
 async fn stop_runs(agent: &mut Agent, done_rx: &mut mpsc::UnboundedReceiver<Done>) {
+    agent.manager.stopping();
     info!(
         runs = agent.running.len(),
         "stopping: asking running backups to stop"

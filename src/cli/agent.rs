@@ -15,6 +15,7 @@ use crate::engine::job::{
 use crate::engine::prune::prune;
 use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 fn duration(s: &str) -> Result<jiff::SignedDuration, String> {
@@ -317,9 +318,21 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
     let cancel = super::signal::Cancel::install()?;
     let state_dir = a.state_dir.unwrap_or_else(state::default_dir);
     let started = jiff::Timestamp::now();
-    let report = state::record_around(&state_dir, &profile.name, a.scheduled, started, || {
-        job::run(profile, started, ctx.lock_wait, cancel.flag())
+    // Without a terminal (the agent's child, a timer, cron) a long run
+    // says how far it got every few minutes.
+    let lines = (!std::io::stderr().is_terminal() && !ctx.quiet).then(|| {
+        use std::os::fd::AsFd;
+        let journal = crate::agent::journal::is_journal(std::io::stderr().as_fd());
+        ProgressLines::start(a.scheduled || journal)
     });
+    let progress: &dyn crate::engine::Progress = match &lines {
+        Some(l) => l,
+        None => &crate::engine::NoProgress,
+    };
+    let report = state::record_around(&state_dir, &profile.name, a.scheduled, started, || {
+        job::run(profile, started, ctx.lock_wait, cancel.flag(), progress)
+    });
+    drop(lines);
     if ctx.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !ctx.quiet {
@@ -374,16 +387,7 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
     if a.check {
         return agent_check(ctx, &a.profiles_dir, &state_dir, a.offline);
     }
-    let json = matches!(a.log_format, LogFormat::Json);
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stdout)
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
+    init_logging(a.log_format);
     let runner = ChildRunner {
         exe: std::env::current_exe().context("finding the coffer binary")?,
         state_dir: state_dir.clone(),
@@ -419,6 +423,114 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
         .map_err(anyhow::Error::from)
     })?;
     Ok(Exit::Success)
+}
+
+/// How often a run without a terminal says how far it got: often enough
+/// to see a two-hour backup move, rare enough not to flood the journal.
+/// `COFFER_PROGRESS_INTERVAL` (a duration, e.g. `30s`) changes it, for
+/// tests and the impatient.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn progress_every() -> std::time::Duration {
+    std::env::var("COFFER_PROGRESS_INTERVAL")
+        .ok()
+        .and_then(|v| parse_duration(&v).ok())
+        .and_then(|d| std::time::Duration::try_from(d).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(PROGRESS_EVERY)
+}
+
+/// One progress line: the phase, what was read, the average rate.
+fn progress_line(phase: &str, bytes: u64, elapsed: std::time::Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    format!(
+        "progress: {phase}: {} read in {}, {}/s",
+        super::backup::human(bytes),
+        crate::engine::forget::format_duration(jiff::SignedDuration::from_secs(
+            elapsed.as_secs() as i64
+        )),
+        super::backup::human((bytes as f64 / secs) as u64)
+    )
+}
+
+/// Progress as a line on stderr every [`progress_every`], at info priority
+/// (`<6>`) when `prefixed` (the agent's child, or stderr is the journal).
+struct ProgressLines {
+    seen: std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::Mutex<String>)>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressLines {
+    fn start(prefixed: bool) -> ProgressLines {
+        let seen = std::sync::Arc::new((
+            std::sync::atomic::AtomicU64::new(0),
+            std::sync::Mutex::new("starting".to_string()),
+        ));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let every = progress_every();
+        let shared = seen.clone();
+        let ticker = std::thread::spawn(move || {
+            let began = std::time::Instant::now();
+            let prefix = if prefixed { "<6>" } else { "" };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                let bytes = shared.0.load(std::sync::atomic::Ordering::Relaxed);
+                let phase = shared.1.lock().map(|p| p.clone()).unwrap_or_default();
+                eprintln!("{prefix}{}", progress_line(&phase, bytes, began.elapsed()));
+            }
+        });
+        ProgressLines {
+            seen,
+            stop: Some(stop),
+            ticker: Some(ticker),
+        }
+    }
+}
+
+impl crate::engine::Progress for ProgressLines {
+    fn phase(&self, name: &str, _total: Option<u64>) {
+        if let Ok(mut p) = self.seen.1.lock() {
+            *p = name.to_string();
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        self.seen
+            .0
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for ProgressLines {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The agent's log: one line per event on stdout, plain or JSON, each with
+/// its journald priority (`<3>` … `<7>`) when stdout is the journal.
+fn init_logging(format: LogFormat) {
+    use crate::agent::journal::{Prefixed, is_journal};
+    use std::os::fd::AsFd;
+    let journal = is_journal(std::io::stdout().as_fd());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .map_event_format(|f| Prefixed::new(f, journal))
+            .init(),
+        LogFormat::Plain => builder
+            .map_event_format(|f| Prefixed::new(f, journal))
+            .init(),
+    }
 }
 
 /// How many runs `agent --check` lists per profile (as `systemd-analyze
@@ -680,4 +792,20 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
     } else {
         Exit::Success
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_progress_line_says_phase_bytes_time_and_rate() {
+        let line = progress_line("backup", 600 << 20, std::time::Duration::from_secs(120));
+        assert!(line.starts_with("progress: backup: "), "{line}");
+        assert!(line.contains("600.0 MiB read in 2m"), "{line}");
+        assert!(line.contains("5.0 MiB/s"), "{line}");
+        // No division by zero at the very start.
+        let line = progress_line("index", 0, std::time::Duration::ZERO);
+        assert!(line.contains("0 B read in 0s, 0 B/s"), "{line}");
+    }
 }
