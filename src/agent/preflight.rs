@@ -81,8 +81,17 @@ pub fn schedule_problems(s: &Schedule) -> Vec<Problem> {
                 out.push(Problem::new(
                     "schedule",
                     format!(
-                        "interval = \"{text}\" asks for {slots} runs a day but at most {max} start (max_per_day; {MAX_PER_DAY} at most): they run in the first {} of the day, then none for {}; use interval = \"{}\" or longer, or times = [...] with at most {max} entries",
-                        crate::engine::forget::format_duration(SignedDuration::from_secs(last_run)),
+                        "interval = \"{text}\" asks for {slots} runs a day but at most {max} start (max_per_day; {MAX_PER_DAY} at most): {}, then none for {}; use interval = \"{}\" or longer, or times = [...] with at most {max} entries",
+                        if max > 1 {
+                            format!(
+                                "they start in the first {} of the day",
+                                crate::engine::forget::format_duration(SignedDuration::from_secs(
+                                    last_run
+                                ))
+                            )
+                        } else {
+                            "one starts at the day's first slot".to_string()
+                        },
                         crate::engine::forget::format_duration(gap),
                         shortest_interval(max)
                     ),

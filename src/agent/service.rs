@@ -281,6 +281,16 @@ impl Agent {
             error!(profile = %name, status = %report.status, seconds = report.seconds,
                 error = report.error.as_deref().unwrap_or(""), "run failed");
         }
+        // A partial run's unreadable files, one warning each (the first ones:
+        // a folder of thousands must not flood the journal).
+        const SKIPPED_LOGGED: usize = 20;
+        for s in report.skipped.iter().take(SKIPPED_LOGGED) {
+            warn!(profile = %name, file = %s, "file skipped: it could not be read");
+        }
+        if report.skipped.len() > SKIPPED_LOGGED {
+            warn!(profile = %name, more = report.skipped.len() - SKIPPED_LOGGED,
+                "more files skipped (coffer --json run lists them all)");
+        }
         let now = self.clock.now();
         if let Some(slot) = self.slots.get_mut(&name) {
             let notify = slot.profile.notify.clone();

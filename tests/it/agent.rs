@@ -1782,3 +1782,334 @@ fn agent_check_finds_what_would_fail_at_the_scheduled_time() {
         "a settings error stops before the network, nothing to skip\n{v:#}"
     );
 }
+
+/// A log line written for the journal: its `<N>` priority and the JSON event.
+fn journal_event(line: &str) -> Option<(u8, Value)> {
+    let rest = line.strip_prefix('<')?;
+    let (p, json) = rest.split_once('>')?;
+    Some((p.parse().ok()?, serde_json::from_str(json).ok()?))
+}
+
+/// `promtool test rules` input: each scraped sample as a constant series.
+fn promtool_series(metrics: &str) -> String {
+    let mut out = String::new();
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        if let Some((series, value)) = line.rsplit_once(' ') {
+            out.push_str(&format!(
+                "      - series: '{series}'\n        values: '{value}+0x30'\n"
+            ));
+        }
+    }
+    out
+}
+
+/// The agent as systemd and Prometheus see it, with the real binary: log
+/// lines carry journald priorities when stdout is the journal; it speaks
+/// sd_notify on a real datagram socket (READY, STATUS, WATCHDOG at half of
+/// WATCHDOG_USEC, STOPPING); a run without a terminal logs progress at info;
+/// a partial run and a never-successful profile show in the metrics as what
+/// they are, and the alert rules in docs/coffer-alerts.yml fire on them
+/// (`promtool test rules`, when promtool is installed).
+// Long: one agent process, checked from the outside as systemd and Prometheus see it.
+#[test]
+fn agent_speaks_to_journald_systemd_and_prometheus() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::net::UnixDatagram;
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::with_repo();
+    let profiles = env.source_dir("profiles");
+    let state = env.path("state");
+    // "big": enough data for progress lines, and one file nobody may read.
+    let src = env.source_dir("src-big");
+    write_random_file(&src.join("big.bin"), 32 * MIB, 17);
+    let secret = src.join("secret.txt");
+    write_file(&secret, b"not for you\n");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    write_file(
+        &profiles.join("big.toml"),
+        profile_toml(&env, "big", &src, 1, "").as_bytes(),
+    );
+    // "never": its repository is not there, so it never succeeds.
+    let repo = toml_str(env.repo_url.to_str().unwrap());
+    write_file(
+        &profiles.join("never.toml"),
+        profile_toml(&env, "never", &src, 1, "")
+            .replace(&repo, &toml_str(env.path("no-repo-here")))
+            .as_bytes(),
+    );
+
+    let log = env.unique_path("journal.log");
+    let log_file = fs::File::create(&log).unwrap();
+    let meta = log_file.metadata().unwrap();
+    let sock_path = env.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let listener = {
+        let (messages, done) = (messages.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    messages.lock().unwrap().push(text);
+                }
+            }
+        })
+    };
+    let textfile = env.path("coffer.prom");
+    let args = agent_args(
+        &profiles,
+        &state,
+        &["--metrics-file", textfile.to_str().unwrap()],
+    );
+    let mut cmd = env.command(&args);
+    cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("COFFER_PROGRESS_INTERVAL", "20ms")
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(Stdio::null());
+    // Root reads every file: without these two capabilities it reads what
+    // its modes allow, as the service user does.
+    if unsafe { libc::geteuid() } == 0 {
+        unsafe {
+            cmd.pre_exec(|| {
+                for cap in [1, 2] {
+                    // CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+                    if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let log_text = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+    let describe = || format!("log:\n{}", truncate(&log_text()));
+
+    let metrics = wait_for(
+        "a partial run of big and a failed run of never in the metrics textfile",
+        Duration::from_secs(90),
+        || {
+            let text = fs::read_to_string(&textfile).ok()?;
+            (text.contains("coffer_last_run_status{profile=\"big\",status=\"partial\"} 1")
+                && text.contains("coffer_last_run_status{profile=\"never\",status=\"failed\"} 1")
+                && text.contains("coffer_running{profile=\"big\"} 0"))
+            .then_some(text)
+        },
+        describe,
+    );
+    println!("metrics after a partial run and a never-successful profile:\n{metrics}");
+    let samples = parse_metrics(&metrics).unwrap();
+    let big = [("profile", "big")];
+    let never = [("profile", "never")];
+    assert_eq!(
+        metric(&samples, "coffer_last_run_success", &big),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&samples, "coffer_last_run_skipped_files", &big),
+        Some(1.0),
+        "{metrics}"
+    );
+    for p in [&big, &never] {
+        assert_eq!(
+            metric(&samples, "coffer_last_success_timestamp_seconds", p),
+            Some(0.0),
+            "{metrics}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &samples,
+            "coffer_runs_total",
+            &[("profile", "big"), ("result", "partial")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &samples,
+            "coffer_runs_total",
+            &[("profile", "big"), ("result", "ok")]
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    let repo_url = format!("file://{}", env.repo_url.to_str().unwrap());
+    let big_repo = [("profile", "big"), ("repository", repo_url.as_str())];
+    assert!(
+        metric(&samples, "coffer_repository_snapshots", &big_repo).is_some_and(|v| v >= 1.0),
+        "repository figures are labelled with the repository\n{metrics}"
+    );
+    assert!(
+        metric(
+            &samples,
+            "coffer_repository_stats_timestamp_seconds",
+            &big_repo
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("coffer_repository_bytes{profile=\"never\""),
+        "a profile whose runs never counted the repository has no figures, not zeros\n{metrics}"
+    );
+
+    // Stop, and read what systemd and the journal saw.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not stop\n{}",
+            describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, Ordering::Relaxed);
+    listener.join().unwrap();
+    let messages = messages.lock().unwrap().clone();
+    let has = |m: &str| {
+        messages
+            .iter()
+            .filter(|x| x.lines().any(|l| l == m))
+            .count()
+    };
+    assert_eq!(has("READY=1"), 1, "READY=1 once at start\n{messages:?}");
+    assert!(
+        has("WATCHDOG=1") >= 2,
+        "WATCHDOG=1 every 200 ms\n{messages:?}"
+    );
+    assert_eq!(has("STOPPING=1"), 1, "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("STATUS=2 profile(s)") && m.contains("next: ")),
+        "STATUS= says what is loaded and next\n{messages:?}"
+    );
+    let ready_at = messages.iter().position(|m| m.contains("READY=1")).unwrap();
+    let stopping_at = messages
+        .iter()
+        .position(|m| m.contains("STOPPING=1"))
+        .unwrap();
+    assert!(ready_at < stopping_at, "{messages:?}");
+
+    // Every line has its priority; the JSON level agrees with it.
+    let text = log_text();
+    let events: Vec<(u8, Value)> = text
+        .lines()
+        .map(|l| journal_event(l).unwrap_or_else(|| panic!("not <N>{{json}}: {l:?}\n{text}")))
+        .collect();
+    for (p, e) in &events {
+        let want = match e["level"].as_str() {
+            Some("ERROR") => 3,
+            Some("WARN") => 4,
+            Some("INFO") => 6,
+            _ => 7,
+        };
+        assert_eq!(*p, want, "{e}");
+    }
+    let find = |p: u8, f: &dyn Fn(&Value) -> bool| events.iter().any(|(q, e)| *q == p && f(e));
+    let msg = |e: &Value, m: &str| e["message"].as_str().is_some_and(|x| x.starts_with(m));
+    assert!(
+        find(3, &|e| msg(e, "run failed") && e["profile"] == "never"),
+        "the failed run is an error (journalctl -p err)\n{text}"
+    );
+    assert!(
+        find(4, &|e| msg(e, "schedule problem") && e["profile"] == "big"),
+        "every 2 s at most once a day is a warning\n{text}"
+    );
+    assert!(
+        find(4, &|e| e["profile"] == "big"
+            && e.to_string().contains("secret.txt")),
+        "the skipped file is a warning\n{text}"
+    );
+    assert!(
+        find(6, &|e| msg(e, "progress: ") && e["profile"] == "big"),
+        "the run's progress lines are info\n{text}"
+    );
+
+    // The alert rules, on these very series.
+    let Ok(promtool) = which("promtool") else {
+        eprintln!(
+            "promtool not found (apt-get install prometheus): the alert rules in docs/coffer-alerts.yml were not run"
+        );
+        return;
+    };
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/coffer-alerts.yml");
+    let test = format!(
+        r#"rule_files:
+  - {rules}
+evaluation_interval: 1h
+tests:
+  - interval: 1h
+    input_series:
+{series}    alert_rule_test:
+      - eval_time: 25h
+        alertname: CofferBackupStale
+        exp_alerts:
+          - exp_labels: {{severity: critical, profile: big}}
+            exp_annotations:
+              summary: "coffer profile big: no complete backup for more than a day"
+          - exp_labels: {{severity: critical, profile: never}}
+            exp_annotations:
+              summary: "coffer profile never: no complete backup for more than a day"
+      - eval_time: 25h
+        alertname: CofferBackupPartial
+        exp_alerts:
+          - exp_labels: {{severity: warning, profile: big, status: partial}}
+            exp_annotations:
+              summary: "coffer profile big: the last run skipped unreadable files"
+      - eval_time: 25h
+        alertname: CofferBackupFailed
+        exp_alerts:
+          - exp_labels: {{severity: warning, profile: never, status: failed}}
+            exp_annotations:
+              summary: "coffer profile never: the last run ended failed"
+      - eval_time: 25h
+        alertname: CofferProfileBroken
+        exp_alerts: []
+      - eval_time: 25h
+        alertname: CofferRepositoryStatsStale
+        exp_alerts: []
+"#,
+        rules = rules.display(),
+        series = promtool_series(&metrics),
+    );
+    let test_file = env.path("alerts.test.yml");
+    write_file(&test_file, test.as_bytes());
+    let out = std::process::Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(&test_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules failed\n{}\n{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The path of a program on $PATH.
+fn which(program: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
