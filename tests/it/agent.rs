@@ -2113,3 +2113,82 @@ fn which(program: &str) -> Result<PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// `coffer status` without COFFER_STATE_DIR (`sudo coffer status` on an
+/// installed server) reads the installed agent's state folder when the
+/// user's own has nothing, and says which it read; with neither, it says so
+/// and how to point it at the right one. Before, every profile showed `never`.
+#[test]
+fn status_finds_the_installed_agents_state() {
+    let env = TestEnv::with_repo();
+    let profiles = env.source_dir("profiles");
+    write_profile(&env, &profiles, "web", 6, "");
+    let installed = env.path("var-lib-coffer");
+    let status_of = |env: &TestEnv| {
+        env.run_with_env(
+            [
+                "status".as_ref(),
+                "--profiles".as_ref(),
+                profiles.as_os_str(),
+                "--json".as_ref(),
+            ],
+            &[("COFFER_INSTALLED_STATE_DIR", installed.as_os_str())],
+        )
+    };
+    let out = status_of(&env);
+    assert!(
+        out.stderr.contains("no agent state for these profiles")
+            && out.stderr.contains(installed.to_str().unwrap())
+            && out.stderr.contains("COFFER_STATE_DIR")
+            && out.stderr.contains("--state-dir"),
+        "nothing anywhere: say where it looked and what to set\n{out}"
+    );
+    assert!(out.json()["profiles"][0]["last_run"].is_null(), "{out}");
+
+    // The installed agent ran the profile once (`coffer run` with its folder).
+    let run = env.run_with_env(
+        [
+            "run".as_ref(),
+            "--profile".as_ref(),
+            profiles.join("web.toml").as_os_str(),
+        ],
+        &[("COFFER_STATE_DIR", installed.as_os_str())],
+    );
+    run.expect_ok();
+    let out = status_of(&env);
+    assert!(
+        out.stderr.contains(&format!(
+            "agent state read from {}",
+            installed.to_str().unwrap()
+        )),
+        "say which folder was read\n{out}"
+    );
+    let row = &out.json()["profiles"][0];
+    assert_eq!(row["result"], "ok", "{out}");
+    assert_eq!(row["runs_ok"], 1, "{out}");
+    assert_eq!(row["snapshots"], 1, "{out}");
+    assert!(row["repository_counted"].is_string(), "{out}");
+    assert!(
+        row["repository"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("file://")),
+        "{out}"
+    );
+    // Named explicitly, no guessing and no note.
+    let own = env.path("own-state");
+    let out = env.run_with_env(
+        [
+            "status".as_ref(),
+            "--profiles".as_ref(),
+            profiles.as_os_str(),
+            "--state-dir".as_ref(),
+            own.as_os_str(),
+        ],
+        &[("COFFER_INSTALLED_STATE_DIR", installed.as_os_str())],
+    );
+    assert!(!out.stderr.contains("agent state"), "{out}");
+    assert!(
+        out.stdout.contains("repo snaps") && out.stdout.contains("repo stored"),
+        "the storage columns say they are the repository's\n{out}"
+    );
+}
