@@ -1602,6 +1602,7 @@ fn agent_check_validates_the_profile_folder() {
 /// `coffer agent --check` is a pre-flight: what would fail at the scheduled
 /// time fails now, one line per problem naming the profile, the thing and
 /// the fix, every profile checked. Each of these said `ok` before.
+// Long: one folder of nine profiles, each a reproduction from the issue.
 #[test]
 fn agent_check_finds_what_would_fail_at_the_scheduled_time() {
     let env = TestEnv::with_repo();
