@@ -3,8 +3,11 @@
 //! copy, retention, prune) is the engine's use case `engine::job`.
 
 pub mod clock;
+pub mod journal;
 pub mod metrics;
 pub mod notify;
+pub mod preflight;
 pub mod schedule;
 pub mod service;
 pub mod state;
+pub mod systemd;

@@ -17,6 +17,7 @@ use super::metrics::{self, ProfileView};
 use super::notify::Notifier;
 use super::schedule::{jitter_offset, next_run};
 use super::state::ProfileState;
+use super::systemd::ServiceManager;
 use crate::config::Profile;
 use crate::engine::job::JobReport;
 use crate::repo::lock::hostname;
@@ -128,6 +129,7 @@ struct Agent {
     running: HashMap<String, watch::Sender<Stop>>,
     metrics: Arc<Mutex<String>>,
     notifier: Arc<Notifier>,
+    manager: ServiceManager,
 }
 
 impl Agent {
@@ -149,6 +151,9 @@ impl Agent {
             .map(|p| {
                 let next = planned(&p, &self.opts.state_dir, now);
                 info!(profile = %p.name, next_run = %crate::time::rfc3339_offset(next), "profile loaded");
+                for problem in super::preflight::schedule_problems(&p.schedule) {
+                    warn!(profile = %p.name, problem = %problem.message, "schedule problem (coffer agent --check lists them)");
+                }
                 (p.name.clone(), Slot { profile: p, next })
             })
             .collect();
@@ -159,13 +164,28 @@ impl Agent {
         self.running.contains_key(name)
     }
 
+    /// What the service manager shows (`systemctl status`): runs under
+    /// way and the next one due.
+    fn tell_status(&self) {
+        let mut running: Vec<&str> = self.running.keys().map(String::as_str).collect();
+        running.sort_unstable();
+        let next = self
+            .slots
+            .values()
+            .filter(|s| !self.is_running(&s.profile.name))
+            .min_by_key(|s| s.next)
+            .map(|s| (s.profile.name.as_str(), s.next));
+        let text = super::systemd::status_text(self.slots.len(), self.broken, &running, next);
+        self.manager.status(&text);
+    }
+
     fn refresh_metrics(&self) {
-        let states: Vec<(String, ProfileState, Timestamp, bool)> = self
+        let states: Vec<(&Profile, ProfileState, Timestamp, bool)> = self
             .slots
             .values()
             .map(|s| {
                 (
-                    s.profile.name.clone(),
+                    &s.profile,
                     ProfileState::load(&self.opts.state_dir, &s.profile.name),
                     s.next,
                     self.is_running(&s.profile.name),
@@ -174,8 +194,9 @@ impl Agent {
             .collect();
         let views: Vec<ProfileView> = states
             .iter()
-            .map(|(n, st, next, running)| ProfileView {
-                name: n,
+            .map(|(p, st, next, running)| ProfileView {
+                name: &p.name,
+                repository: &p.repository,
                 state: st,
                 next_run: Some(*next),
                 running: *running,
@@ -260,6 +281,16 @@ impl Agent {
             error!(profile = %name, status = %report.status, seconds = report.seconds,
                 error = report.error.as_deref().unwrap_or(""), "run failed");
         }
+        // A partial run's unreadable files, one warning each (the first ones:
+        // a folder of thousands must not flood the journal).
+        const SKIPPED_LOGGED: usize = 20;
+        for s in report.skipped.iter().take(SKIPPED_LOGGED) {
+            warn!(profile = %name, file = %s, "file skipped: it could not be read");
+        }
+        if report.skipped.len() > SKIPPED_LOGGED {
+            warn!(profile = %name, more = report.skipped.len() - SKIPPED_LOGGED,
+                "more files skipped (coffer --json run lists them all)");
+        }
         let now = self.clock.now();
         if let Some(slot) = self.slots.get_mut(&name) {
             let notify = slot.profile.notify.clone();
@@ -337,6 +368,9 @@ async fn run_child(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    for var in super::systemd::CHILD_UNSET {
+        cmd.env_remove(var);
+    }
     // SAFETY: prctl in the child before exec: if the agent dies, the run gets
     // SIGTERM and stops cleanly instead of running on unsupervised.
     unsafe {
@@ -373,8 +407,19 @@ async fn run_child(
     let log_task = tokio::spawn(async move {
         if let Some(err) = stderr {
             let mut lines = BufReader::new(err).lines();
+            // A run writes its lines with a priority prefix (`journal`);
+            // a line without one is a warning, as it always was.
             while let Ok(Some(line)) = lines.next_line().await {
-                warn!(profile = %name, "{line}");
+                use super::journal::{level_of, split_priority};
+                let (priority, text) = split_priority(&line);
+                match priority.map(level_of) {
+                    Some(tracing::Level::ERROR) => error!(profile = %name, "{text}"),
+                    Some(tracing::Level::INFO) => info!(profile = %name, "{text}"),
+                    Some(tracing::Level::DEBUG | tracing::Level::TRACE) => {
+                        tracing::debug!(profile = %name, "{text}")
+                    }
+                    _ => warn!(profile = %name, "{text}"),
+                }
             }
         }
     });
@@ -460,6 +505,7 @@ pub async fn serve(
         running: HashMap::new(),
         metrics: Arc::new(Mutex::new(String::new())),
         notifier: Arc::new(Notifier::new()),
+        manager: ServiceManager::from_env(),
     };
     if let Some(listen) = &opts.metrics_listen {
         let listener = metrics_listener(listen).await?;
@@ -474,6 +520,13 @@ pub async fn serve(
         broken = agent.broken,
         "agent started"
     );
+    agent.manager.ready("started");
+    agent.tell_status();
+    // WATCHDOG=1 from this loop: if the loop hangs, the pings stop.
+    let mut watchdog = agent
+        .manager
+        .watchdog_every()
+        .map(|every| tokio::time::interval(every));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut tick = tokio::time::interval(
         opts.metrics_refresh
@@ -487,19 +540,35 @@ pub async fn serve(
         if agent.running.len() > before {
             // coffer_running shows the new runs now, not at the next tick.
             agent.refresh_metrics();
+            agent.tell_status();
         }
+        let watchdog_tick = async {
+            match watchdog.as_mut() {
+                Some(w) => {
+                    w.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         let wake = agent.clock.sleep_until(agent.wake_at(free));
         tokio::select! {
             _ = &mut shutdown => break,
             r = reload.recv(), if reload_open => match r {
                 Some(()) => {
                     info!("SIGHUP: reloading profiles");
+                    agent.manager.reloading();
                     agent.reload();
+                    agent.manager.ready("reloaded");
+                    agent.tell_status();
                 }
                 None => reload_open = false,
             },
-            Some((name, report)) = done_rx.recv() => agent.finished(name, report),
+            Some((name, report)) = done_rx.recv() => {
+                agent.finished(name, report);
+                agent.tell_status();
+            }
             _ = tick.tick() => agent.refresh_metrics(),
+            _ = watchdog_tick => agent.manager.watchdog(),
             _ = wake => {}
         }
     }
@@ -509,6 +578,7 @@ pub async fn serve(
 
 /// Asks every run to stop and waits for them (then stops them at once).
 async fn stop_runs(agent: &mut Agent, done_rx: &mut mpsc::UnboundedReceiver<Done>) {
+    agent.manager.stopping();
     info!(
         runs = agent.running.len(),
         "stopping: asking running backups to stop"

@@ -15,6 +15,7 @@ use crate::engine::job::{
 use crate::engine::prune::prune;
 use anyhow::{Context as _, Result, anyhow};
 use clap::Args;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 fn duration(s: &str) -> Result<jiff::SignedDuration, String> {
@@ -112,9 +113,14 @@ pub struct AgentArgs {
     /// How long SIGTERM waits for running backups to stop.
     #[arg(long, default_value = "100s", value_parser = duration)]
     stop_timeout: jiff::SignedDuration,
-    /// Check every profile in the folder, print the plan, and exit (2 if any is broken).
+    /// Check every profile in the folder (sources, agent key, storage and
+    /// repository, TLS settings, schedule), print each one's next six runs,
+    /// and exit (2 if anything is wrong).
     #[arg(long)]
     check: bool,
+    /// With --check: do not contact storage (settings are still checked).
+    #[arg(long, requires = "check")]
+    offline: bool,
 }
 
 #[derive(Args, Debug)]
@@ -323,9 +329,21 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
     let cancel = super::signal::Cancel::install()?;
     let state_dir = a.state_dir.unwrap_or_else(state::default_dir);
     let started = jiff::Timestamp::now();
-    let report = state::record_around(&state_dir, &profile.name, a.scheduled, started, || {
-        job::run(profile, started, ctx.lock_wait, cancel.flag())
+    // Without a terminal (the agent's child, a timer, cron) a long run
+    // says how far it got every few minutes.
+    let lines = (!std::io::stderr().is_terminal() && !ctx.quiet).then(|| {
+        use std::os::fd::AsFd;
+        let journal = crate::agent::journal::is_journal(std::io::stderr().as_fd());
+        ProgressLines::start(a.scheduled || journal)
     });
+    let progress: &dyn crate::engine::Progress = match &lines {
+        Some(l) => l,
+        None => &crate::engine::NoProgress,
+    };
+    let report = state::record_around(&state_dir, &profile.name, a.scheduled, started, || {
+        job::run(profile, started, ctx.lock_wait, cancel.flag(), progress)
+    });
+    drop(lines);
     if ctx.json {
         println!("{}", serde_json::to_string(&report)?);
     } else if !ctx.quiet {
@@ -378,35 +396,9 @@ fn print_report(r: &JobReport) {
 pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
     let state_dir = a.state_dir.clone().unwrap_or_else(state::default_dir);
     if a.check {
-        let (good, bad) = load_profiles(&a.profiles_dir)?;
-        let now = jiff::Timestamp::now();
-        for p in &good {
-            println!(
-                "ok      {} ({}): next run {}",
-                text::name_str(&p.name),
-                text::path(&p.file),
-                crate::time::rfc3339_offset(planned(p, &state_dir, now))
-            );
-        }
-        for (path, e) in &bad {
-            println!("BROKEN  {}: {}", text::path(path), text::message(e));
-        }
-        return Ok(if bad.is_empty() {
-            Exit::Success
-        } else {
-            Exit::Usage
-        });
+        return agent_check(ctx, &a.profiles_dir, &state_dir, a.offline);
     }
-    let json = matches!(a.log_format, LogFormat::Json);
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stdout)
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false);
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
+    init_logging(a.log_format);
     let runner = ChildRunner {
         exe: std::env::current_exe().context("finding the coffer binary")?,
         state_dir: state_dir.clone(),
@@ -444,6 +436,202 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// How often a run without a terminal says how far it got: often enough
+/// to see a two-hour backup move, rare enough not to flood the journal.
+/// `COFFER_PROGRESS_INTERVAL` (a duration, e.g. `30s`) changes it, for
+/// tests and the impatient.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn progress_every() -> std::time::Duration {
+    std::env::var("COFFER_PROGRESS_INTERVAL")
+        .ok()
+        .and_then(|v| parse_duration(&v).ok())
+        .and_then(|d| std::time::Duration::try_from(d).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(PROGRESS_EVERY)
+}
+
+/// One progress line: the phase, what was read, the average rate.
+fn progress_line(phase: &str, bytes: u64, elapsed: std::time::Duration) -> String {
+    let secs = elapsed.as_secs_f64().max(0.001);
+    format!(
+        "progress: {phase}: {} read in {}, {}/s",
+        super::backup::human(bytes),
+        crate::engine::forget::format_duration(jiff::SignedDuration::from_secs(
+            elapsed.as_secs() as i64
+        )),
+        super::backup::human((bytes as f64 / secs) as u64)
+    )
+}
+
+/// Progress as a line on stderr every [`progress_every`], at info priority
+/// (`<6>`) when `prefixed` (the agent's child, or stderr is the journal).
+struct ProgressLines {
+    seen: std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::Mutex<String>)>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressLines {
+    fn start(prefixed: bool) -> ProgressLines {
+        let seen = std::sync::Arc::new((
+            std::sync::atomic::AtomicU64::new(0),
+            std::sync::Mutex::new("starting".to_string()),
+        ));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let every = progress_every();
+        let shared = seen.clone();
+        let ticker = std::thread::spawn(move || {
+            let began = std::time::Instant::now();
+            let prefix = if prefixed { "<6>" } else { "" };
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                let bytes = shared.0.load(std::sync::atomic::Ordering::Relaxed);
+                let phase = shared.1.lock().map(|p| p.clone()).unwrap_or_default();
+                eprintln!("{prefix}{}", progress_line(&phase, bytes, began.elapsed()));
+            }
+        });
+        ProgressLines {
+            seen,
+            stop: Some(stop),
+            ticker: Some(ticker),
+        }
+    }
+}
+
+impl crate::engine::Progress for ProgressLines {
+    fn phase(&self, name: &str, _total: Option<u64>) {
+        if let Ok(mut p) = self.seen.1.lock() {
+            *p = name.to_string();
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        self.seen
+            .0
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for ProgressLines {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The agent's log: one line per event on stdout, plain or JSON, each with
+/// its journald priority (`<3>` … `<7>`) when stdout is the journal.
+fn init_logging(format: LogFormat) {
+    use crate::agent::journal::{Prefixed, is_journal};
+    use std::os::fd::AsFd;
+    let journal = is_journal(std::io::stdout().as_fd());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stdout)
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .map_event_format(|f| Prefixed::new(f, journal))
+            .init(),
+        LogFormat::Plain => builder
+            .map_event_format(|f| Prefixed::new(f, journal))
+            .init(),
+    }
+}
+
+/// How many runs `agent --check` lists per profile (as `systemd-analyze
+/// calendar --iterations=6` would).
+const CHECK_RUNS: usize = 6;
+
+/// `coffer agent --check`: every profile of the folder through the
+/// pre-flight (`agent::preflight`); one line per problem, naming the
+/// profile, the thing and the fix. Exit 2 if anything is wrong.
+fn agent_check(
+    ctx: &Context,
+    dir: &std::path::Path,
+    state_dir: &std::path::Path,
+    offline: bool,
+) -> Result<Exit> {
+    use crate::agent::preflight::{check_profile, next_runs};
+    let (good, bad) = load_profiles(dir)?;
+    let mut folder_problems = Vec::new();
+    if good.is_empty() && bad.is_empty() {
+        folder_problems.push(format!(
+            "{}: no profiles (*.toml) in this folder, so the agent would run nothing; write one (see docs/AGENT.md) or pass --profiles DIR",
+            text::path(dir)
+        ));
+    }
+    let now = jiff::Timestamp::now();
+    let host = crate::repo::lock::hostname();
+    let checked: Vec<_> = good
+        .iter()
+        .map(|p| {
+            let st = ProfileState::load(state_dir, &p.name);
+            let offset = crate::agent::schedule::jitter_offset(&p.schedule, &host, &p.name);
+            let runs = next_runs(&p.schedule, offset, &st.starts, now, CHECK_RUNS);
+            (p, check_profile(p, offline), runs)
+        })
+        .collect();
+    let ok = folder_problems.is_empty()
+        && bad.is_empty()
+        && checked.iter().all(|(_, c, _)| c.problems.is_empty());
+    if ctx.json {
+        print_json(&super::json::AgentCheck {
+            broken: bad
+                .iter()
+                .map(|(file, error)| BrokenRow { file, error })
+                .collect(),
+            folder_problems,
+            ok,
+            profiles: checked
+                .iter()
+                .map(|(p, c, runs)| super::json::AgentCheckRow {
+                    file: &p.file,
+                    next_runs: runs.clone(),
+                    not_checked: &c.skipped,
+                    problems: &c.problems,
+                    profile: &p.name,
+                })
+                .collect(),
+        })?;
+    } else {
+        for line in &folder_problems {
+            println!("error   {}", text::message(line));
+        }
+        for (p, c, runs) in &checked {
+            let who = format!("{} ({})", text::name_str(&p.name), text::path(&p.file));
+            let verdict = if c.problems.is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            };
+            let first = runs.first().copied().unwrap_or(now);
+            println!(
+                "{verdict:<7} {who}: next run {}",
+                crate::time::rfc3339_offset(first)
+            );
+            for t in runs.iter().skip(1) {
+                println!("          then {}", crate::time::rfc3339_offset(*t));
+            }
+            for s in &c.skipped {
+                println!("          not checked: {s}");
+            }
+            for e in &c.problems {
+                println!("error   {who}: {}: {}", e.what, text::message(&e.message));
+            }
+        }
+        for (path, e) in &bad {
+            println!("BROKEN  {}: {}", text::path(path), text::message(e));
+        }
+    }
+    Ok(if ok { Exit::Success } else { Exit::Usage })
+}
+
 /// The agent's signals: SIGTERM or SIGINT end it; each SIGHUP reloads.
 fn signals() -> std::io::Result<(
     impl std::future::Future<Output = ()>,
@@ -477,8 +665,13 @@ impl StatusRow {
     ) -> StatusRow {
         let st = ProfileState::load(state_dir, &p.name);
         let last = st.last.as_ref();
+        let figures = st.repository_figures();
         StatusRow {
             profile: p.name.clone(),
+            repository: p.repository.clone(),
+            repository_counted: figures.as_ref().map(|f| f.at),
+            runs_partial: st.runs_partial,
+            skipped_files: last.map(|l| l.skipped.len()),
             file: p.file.clone(),
             running_since: st.running_since,
             last_run: last.map(|l| l.started),
@@ -489,8 +682,8 @@ impl StatusRow {
             last_error: last.and_then(|l| l.error.clone()),
             last_success: st.last_success,
             next_run: planned(p, state_dir, now),
-            snapshots: last.map(|l| l.snapshots),
-            storage_bytes: last.map(|l| l.storage_bytes),
+            snapshots: figures.as_ref().map(|f| f.snapshots),
+            storage_bytes: figures.as_ref().map(|f| f.storage_bytes),
             runs_ok: st.runs_ok,
             runs_failed: st.runs_failed,
         }
@@ -508,7 +701,7 @@ impl StatusRow {
             (None, None) => "-",
         };
         println!(
-            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  {}",
+            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>10} {:>11}  {}",
             text::name_str(&self.profile),
             time(self.last_run),
             result,
@@ -526,12 +719,51 @@ impl StatusRow {
     }
 }
 
+/// The state folder `status` reads: the one named, else the user's own if
+/// it holds state of these profiles, else the installed agent's; says on
+/// stderr which it read when it looked for one, and what to do if none.
+fn status_state_dir(named: Option<PathBuf>, profiles: &[crate::config::Profile]) -> PathBuf {
+    if let Some(dir) = named {
+        return dir;
+    }
+    let own = state::default_dir();
+    let candidates = [own.clone(), state::installed_dir()];
+    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+    match state::find_dir(&candidates, &names) {
+        state::Found::Dir(dir) => {
+            eprintln!(
+                "coffer: agent state read from {} (set COFFER_STATE_DIR or pass --state-dir to read another)",
+                text::path(&dir)
+            );
+            dir
+        }
+        state::Found::None { unreadable } => {
+            for (dir, why) in &unreadable {
+                eprintln!(
+                    "coffer: cannot read the agent state in {}: {}; run as root or as the agent's user",
+                    text::path(dir),
+                    text::message(why)
+                );
+            }
+            let looked: Vec<String> = candidates
+                .iter()
+                .map(|d| text::path(d).into_owned())
+                .collect();
+            eprintln!(
+                "coffer: no agent state for these profiles in {}: they have not run here yet, or the agent keeps its state elsewhere; set COFFER_STATE_DIR or pass --state-dir",
+                looked.join(" or ")
+            );
+            own
+        }
+    }
+}
+
 pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
-    let state_dir = a.state_dir.unwrap_or_else(state::default_dir);
     let (profiles, broken) = match &ctx.profile {
         Some(p) => (vec![p.clone()], vec![]),
         None => load_profiles(&a.profiles_dir)?,
     };
+    let state_dir = status_state_dir(a.state_dir, &profiles);
     let now = jiff::Timestamp::now();
     let rows: Vec<StatusRow> = profiles
         .iter()
@@ -548,15 +780,15 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
         })?;
     } else {
         println!(
-            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>6} {:>10}  last error",
+            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>10} {:>11}  last error",
             "profile",
             "last run (UTC)",
             "result",
             "took",
             "added",
             "next run (UTC)",
-            "snaps",
-            "stored"
+            "repo snaps",
+            "repo stored"
         );
         for r in &rows {
             r.print();
@@ -571,4 +803,20 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
     } else {
         Exit::Success
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_progress_line_says_phase_bytes_time_and_rate() {
+        let line = progress_line("backup", 600 << 20, std::time::Duration::from_secs(120));
+        assert!(line.starts_with("progress: backup: "), "{line}");
+        assert!(line.contains("600.0 MiB read in 2m"), "{line}");
+        assert!(line.contains("5.0 MiB/s"), "{line}");
+        // No division by zero at the very start.
+        let line = progress_line("index", 0, std::time::Duration::ZERO);
+        assert!(line.contains("0 B read in 0s, 0 B/s"), "{line}");
+    }
 }

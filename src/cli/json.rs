@@ -149,6 +149,30 @@ pub struct Status<'a> {
     pub profiles: &'a [StatusRow],
 }
 
+/// `agent --check --json`: every profile's problems and next runs, the
+/// files that do not parse, and problems of the folder itself.
+#[derive(Serialize)]
+pub struct AgentCheck<'a> {
+    pub broken: Vec<BrokenRow<'a>>,
+    pub folder_problems: Vec<String>,
+    pub ok: bool,
+    pub profiles: Vec<AgentCheckRow<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct AgentCheckRow<'a> {
+    pub file: &'a PathBuf,
+    #[serde(serialize_with = "rfc3339_list")]
+    pub next_runs: Vec<jiff::Timestamp>,
+    pub not_checked: &'a [String],
+    pub problems: &'a [crate::agent::preflight::Problem],
+    pub profile: &'a str,
+}
+
+fn rfc3339_list<S: serde::Serializer>(v: &[jiff::Timestamp], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|t| crate::time::rfc3339(*t)))
+}
+
 /// A library report as a sorted-key value (see the module comment).
 pub fn sorted(v: &impl Serialize) -> anyhow::Result<Value> {
     Ok(serde_json::to_value(v)?)
@@ -305,14 +329,23 @@ pub(super) struct StatusRow {
     #[serde(with = "crate::time::serde_rfc3339")]
     pub(super) next_run: jiff::Timestamp,
     pub(super) profile: String,
+    /// The repository URL `snapshots` and `storage_bytes` are counts of.
+    pub(super) repository: String,
+    /// When `snapshots` and `storage_bytes` were counted.
+    #[serde(with = "crate::time::serde_rfc3339::option")]
+    pub(super) repository_counted: Option<jiff::Timestamp>,
     pub(super) result: Option<RunStatus>,
     #[serde(with = "crate::time::serde_rfc3339::option")]
     pub(super) running_since: Option<jiff::Timestamp>,
     pub(super) runs_failed: u64,
     pub(super) runs_ok: u64,
+    pub(super) runs_partial: u64,
     pub(super) seconds: Option<f64>,
+    pub(super) skipped_files: Option<usize>,
     pub(super) snapshot: Option<String>,
+    /// Of the whole repository (every host and profile writing to it).
     pub(super) snapshots: Option<usize>,
+    /// Of the whole repository.
     pub(super) storage_bytes: Option<u64>,
 }
 

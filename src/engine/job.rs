@@ -520,6 +520,7 @@ pub fn run(
     started: Timestamp,
     lock_wait: Duration,
     cancel: &AtomicBool,
+    progress: &dyn Progress,
 ) -> JobReport {
     let began = Instant::now();
     let report = JobReport {
@@ -537,7 +538,6 @@ pub fn run(
         }
     };
     let plan = JobPlan::run(profile, started, lock_wait);
-    let progress: &dyn Progress = &crate::engine::NoProgress;
     execute(&repo, &mut catalog, &plan, progress, cancel, report, began).report
 }
 

@@ -233,7 +233,9 @@ impl Repository {
         Ok(())
     }
 
-    fn read_config(store: &Store) -> Result<RepoConfig, RepoError> {
+    /// Reads the repository's config (no key needed): whether a
+    /// repository is there at all.
+    pub fn read_config(store: &Store) -> Result<RepoConfig, RepoError> {
         Self::parse_config(store, store.get_capped(CONFIG_KEY, limits::CONFIG))
     }
 

@@ -14,7 +14,10 @@ pub use local::LocalStorage;
 pub use retention::{LockMode, Retention, VersionInfo, WriteLock};
 pub use retry::Retry;
 pub use s3::policy::{Role, iam_policy, lifecycle_id as s3_lifecycle_id, lifecycle_rule};
-pub use s3::{ChecksumSetting, S3Options, S3Storage, parse_url as parse_s3_url};
+pub use s3::{
+    ChecksumSetting, S3Options, S3Storage, check_settings as check_s3_settings,
+    parse_url as parse_s3_url,
+};
 pub use setup::SetupError;
 
 use async_trait::async_trait;

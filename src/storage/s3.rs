@@ -32,7 +32,7 @@ mod probe;
 mod upload;
 mod versions;
 
-pub use client::parse_url;
+pub use client::{check_settings, parse_url};
 pub use options::{ChecksumSetting, S3Options};
 use options::{Checksums, REQUEST_ENV, RESPONSE_ENV, resolve_checksums};
 use upload::Payload;

@@ -830,8 +830,11 @@ fn agent_binary_runs_a_profile_reports_and_stops_on_sigterm() {
         "coffer_last_run_timestamp_seconds",
         "coffer_last_run_duration_seconds",
         "coffer_last_run_added_bytes",
-        "coffer_snapshots",
+        "coffer_repository_snapshots",
         "coffer_repository_bytes",
+        "coffer_repository_stats_timestamp_seconds",
+        "coffer_last_run_status",
+        "coffer_last_run_skipped_files",
     ] {
         assert!(
             families(&samples).contains(name),
@@ -1452,8 +1455,15 @@ fn agent_check_validates_the_profile_folder() {
     let env = TestEnv::with_repo();
     let profiles = env.source_dir("profiles");
     let state = env.path("state");
-    write_profile(&env, &profiles, "a", 3, "");
-    write_profile(&env, &profiles, "b", 3, "");
+    // Every 8 h, three a day: a schedule the pre-flight accepts (the 2 s of
+    // the service tests asks for more runs than the cap lets start).
+    for p in ["a", "b"] {
+        let file = write_profile(&env, &profiles, p, 3, "");
+        let text = fs::read_to_string(&file)
+            .unwrap()
+            .replace("interval = \"2s\"", "interval = \"8h\"");
+        write_file(&file, text.as_bytes());
+    }
     let broken = write_broken_profile(&env, &profiles);
     let check = |env: &TestEnv| {
         env.run([
@@ -1476,37 +1486,61 @@ fn agent_check_validates_the_profile_folder() {
     );
 
     fs::remove_file(&broken).unwrap();
+    let before = Timestamp::now();
     let out = check(&env);
+    let after = Timestamp::now();
     out.expect_ok();
-    let now = Timestamp::now();
+    let slot = |t: Timestamp, h: i64| {
+        Timestamp::from_second((t.as_second() / (h * 3600) + 1) * h * 3600).unwrap()
+    };
     for p in ["a", "b"] {
-        let line = out
+        let (i, line) = out
             .stdout
             .lines()
-            .find(|l| l.contains(&format!("{p}.toml")))
+            .enumerate()
+            .find(|(_, l)| l.contains(&format!("{p}.toml")))
             .unwrap_or_else(|| panic!("--check must list profile {p}\n{out}"));
+        assert!(line.starts_with("ok "), "{p} is fine\n{out}");
         let next = line
             .split("next run ")
             .nth(1)
             .and_then(rfc3339)
             .unwrap_or_else(|| panic!("--check must print {p}'s next run as a time\n{out}"));
         assert!(
-            next > now - jiff::SignedDuration::from_secs(5)
-                && next < now + jiff::SignedDuration::from_secs(10),
-            "{p} (every 2 s, never run) is due within seconds, --check says {next}\n{out}"
+            next == slot(before, 8) || next == slot(after, 8),
+            "{p} (every 8 h, no jitter, never run) runs at the next 8-hour slot, --check says {next}\n{out}"
         );
+        // Then five more, 8 h apart (three a day fit the cap of three).
+        let then: Vec<Timestamp> = out
+            .stdout
+            .lines()
+            .skip(i + 1)
+            .take(5)
+            .map(|l| {
+                l.trim()
+                    .strip_prefix("then ")
+                    .and_then(rfc3339)
+                    .unwrap_or_else(|| panic!("--check must list {p}'s next six runs\n{out}"))
+            })
+            .collect();
+        let mut at = next;
+        for t in then {
+            assert_eq!(t, at + jiff::SignedDuration::from_hours(8), "{p}\n{out}");
+            at = t;
+        }
     }
     assert!(
         !state.exists() || fs::read_dir(&state).unwrap().next().is_none(),
         "--check must not write state"
     );
 
-    // The plan follows the state files: a missed hourly slot is caught up at
-    // once (unless catch_up = false), and a used-up cap waits for tomorrow.
+    // The plan follows the state files: a missed 4-hourly slot is caught up
+    // at once (unless catch_up = false), and a used-up cap waits for tomorrow.
     let (tz, offset) = day_zone();
     let hourly = |name: &str, catch_up: bool, max_per_day: u32| {
+        let every = 24 / max_per_day;
         let text = profile_toml(&env, name, &env.root, max_per_day, "")
-            .replace("interval = \"2s\"", "interval = \"1h\"")
+            .replace("interval = \"2s\"", &format!("interval = \"{every}h\""))
             .replace("catch_up = true", &format!("catch_up = {catch_up}"));
         write_file(&profiles.join(format!("{name}.toml")), text.as_bytes());
     };
@@ -1522,9 +1556,9 @@ fn agent_check_validates_the_profile_folder() {
     };
     let now = Timestamp::now();
     hourly("missed", true, 6);
-    seed_state("missed", &[now - jiff::SignedDuration::from_hours(2)]);
+    seed_state("missed", &[now - jiff::SignedDuration::from_hours(5)]);
     hourly("nocatchup", false, 6);
-    seed_state("nocatchup", &[now - jiff::SignedDuration::from_hours(2)]);
+    seed_state("nocatchup", &[now - jiff::SignedDuration::from_hours(5)]);
     hourly("capped", true, 2);
     let today = |h: i64| {
         utc_midnight(now + jiff::SignedDuration::from_hours(offset))
@@ -1549,19 +1583,613 @@ fn agent_check_validates_the_profile_folder() {
     assert!(
         missed >= before - jiff::SignedDuration::from_secs(1)
             && missed <= after + jiff::SignedDuration::from_secs(1),
-        "a slot passed since the last start (2 h ago, every 1 h): one catch-up run now, \
+        "a slot passed since the last start (5 h ago, every 4 h): one catch-up run now, \
          --check says {missed}\n{out}"
     );
-    let hour = |t: Timestamp| Timestamp::from_second((t.as_second() / 3600 + 1) * 3600).unwrap();
     let nocatchup = next_of("nocatchup");
     assert!(
-        nocatchup == hour(before) || nocatchup == hour(after),
-        "with catch_up = false the next run is the next hourly slot ({}), --check says {nocatchup}\n{out}",
-        hour(before)
+        nocatchup == slot(before, 4) || nocatchup == slot(after, 4),
+        "with catch_up = false the next run is the next 4-hour slot ({}), --check says {nocatchup}\n{out}",
+        slot(before, 4)
     );
     assert_eq!(
         next_of("capped"),
         next_local_midnight(offset),
         "max_per_day = 2 with two starts today ({tz}): the next run is tomorrow\n{out}"
+    );
+}
+
+/// `coffer agent --check` is a pre-flight: what would fail at the scheduled
+/// time fails now, one line per problem naming the profile, the thing and
+/// the fix, every profile checked. Each of these said `ok` before.
+// Long: one folder of nine profiles, each a reproduction from the issue.
+#[test]
+fn agent_check_finds_what_would_fail_at_the_scheduled_time() {
+    let env = TestEnv::with_repo();
+    let profiles = env.source_dir("profiles");
+    let state = env.path("state");
+    let check = |extra: &[&str]| {
+        let mut args: Vec<OsString> = vec![
+            "agent".into(),
+            "--check".into(),
+            "--profiles".into(),
+            profiles.clone().into(),
+            "--state-dir".into(),
+            state.clone().into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        env.run(args)
+    };
+    // An empty folder: the agent would run nothing.
+    let out = check(&[]);
+    out.expect_code(2);
+    assert!(
+        out.stdout.contains("no profiles (*.toml) in this folder"),
+        "{out}"
+    );
+
+    let good = |name: &str| {
+        profile_toml(&env, name, &env.root, 6, "").replace("interval = \"2s\"", "interval = \"4h\"")
+    };
+    let write = |name: &str, text: String| {
+        write_file(&profiles.join(format!("{name}.toml")), text.as_bytes());
+    };
+    write("fine", good("fine"));
+    let typo = env.root.join("dta");
+    fs::create_dir_all(env.root.join("data")).unwrap();
+    write(
+        "typo",
+        good("typo").replace(&toml_str(&env.root), &toml_str(&typo)),
+    );
+    let key = toml_str(&env.agent_key);
+    write(
+        "nokey",
+        good("nokey").replace(&format!("agent_key = {key}\n"), ""),
+    );
+    write(
+        "badkey",
+        good("badkey").replace(&key, &toml_str(env.path("no-such.key"))),
+    );
+    let repo = toml_str(env.repo_url.to_str().unwrap());
+    write(
+        "norepo",
+        good("norepo").replace(&repo, &toml_str(env.path("no-repo-here"))),
+    );
+    write(
+        "http",
+        good("http").replace(&repo, "\"s3://acme-backups/web\"")
+            + "\n[s3]\nendpoint = \"http://storage.example.com:9000\"\n",
+    );
+    write(
+        "seven",
+        good("seven").replace(
+            "interval = \"4h\"",
+            "times = [\"00:00\", \"03:00\", \"06:00\", \"09:00\", \"12:00\", \"15:00\", \"18:00\"]",
+        ),
+    );
+    write(
+        "hourly",
+        good("hourly").replace("interval = \"4h\"", "interval = \"1h\""),
+    );
+    write(
+        "twodays",
+        good("twodays").replace("interval = \"4h\"", "interval = \"48h\""),
+    );
+
+    let out = check(&[]);
+    out.expect_code(2);
+    let errors = |name: &str| -> Vec<&str> {
+        out.stdout
+            .lines()
+            .filter(|l| l.starts_with("error ") && l.contains(&format!("{name} (")))
+            .collect()
+    };
+    let verdict = |name: &str| -> &str {
+        out.stdout
+            .lines()
+            .find(|l| l.contains(&format!("{name}.toml")) && l.contains("next run "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("--check must list {name}\n{out}"))
+    };
+    let expect = |name: &str, what: &str, words: &[&str]| {
+        let e = errors(name);
+        assert_eq!(verdict(name), "FAILED", "{name}\n{out}");
+        assert!(
+            e.iter()
+                .any(|l| l.contains(&format!(": {what}: ")) && words.iter().all(|w| l.contains(w))),
+            "{name}: one line on {what} with {words:?}\n{out}"
+        );
+    };
+    assert_eq!(verdict("fine"), "ok", "{out}");
+    assert!(errors("fine").is_empty(), "{out}");
+    expect(
+        "typo",
+        "sources",
+        &["dta does not exist", "did you mean", "data", "sources"],
+    );
+    expect("nokey", "agent_key", &["not set", "set agent_key"]);
+    expect("badkey", "agent_key", &["not found", "coffer init"]);
+    expect("norepo", "repository", &["no-repo-here", "coffer init"]);
+    expect("http", "s3", &["plain HTTP", "https://"]);
+    expect(
+        "seven",
+        "schedule",
+        &["7 entries", "never run", "remove times"],
+    );
+    expect(
+        "hourly",
+        "schedule",
+        &["24 runs a day", "none for 19h", "interval = \"4h\""],
+    );
+    expect("twodays", "schedule", &["more than a day", "24h"]);
+    // One problem, one line each: the fine profile's neighbours did not
+    // hide each other.
+    for name in [
+        "typo", "nokey", "badkey", "norepo", "http", "seven", "hourly", "twodays",
+    ] {
+        assert_eq!(
+            errors(name).len(),
+            1,
+            "{name}: exactly its own problem\n{out}"
+        );
+    }
+    println!("agent --check of a broken folder:\n{}", out.stdout);
+
+    // --offline leaves the storage alone but still refuses plain http.
+    let out = check(&["--offline"]);
+    out.expect_code(2);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("http (") && l.contains(": s3: ") && l.contains("plain HTTP")),
+        "{out}"
+    );
+
+    // --json: the same findings, and each profile's next six runs.
+    let mut args: Vec<OsString> = vec!["--json".into()];
+    args.extend(
+        [
+            "agent",
+            "--check",
+            "--offline",
+            "--profiles",
+            profiles.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]
+        .iter()
+        .map(OsString::from),
+    );
+    let out = env.run(args);
+    out.expect_code(2);
+    let v = out.json();
+    assert_eq!(v["ok"], false, "{v:#}");
+    let rows = v["profiles"].as_array().unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["profile"] == name).unwrap();
+    assert_eq!(
+        row("fine")["problems"].as_array().unwrap().len(),
+        0,
+        "{v:#}"
+    );
+    assert_eq!(
+        row("fine")["next_runs"].as_array().unwrap().len(),
+        6,
+        "{v:#}"
+    );
+    assert_eq!(row("hourly")["problems"][0]["what"], "schedule", "{v:#}");
+    assert_eq!(
+        row("http")["not_checked"].as_array().map(|a| a.len()),
+        Some(0),
+        "a settings error stops before the network, nothing to skip\n{v:#}"
+    );
+}
+
+/// A log line written for the journal: its `<N>` priority and the JSON event.
+fn journal_event(line: &str) -> Option<(u8, Value)> {
+    let rest = line.strip_prefix('<')?;
+    let (p, json) = rest.split_once('>')?;
+    Some((p.parse().ok()?, serde_json::from_str(json).ok()?))
+}
+
+/// `promtool test rules` input: each scraped sample as a constant series.
+fn promtool_series(metrics: &str) -> String {
+    let mut out = String::new();
+    for line in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        if let Some((series, value)) = line.rsplit_once(' ') {
+            out.push_str(&format!(
+                "      - series: '{series}'\n        values: '{value}+0x30'\n"
+            ));
+        }
+    }
+    out
+}
+
+/// The agent as systemd and Prometheus see it, with the real binary: log
+/// lines carry journald priorities when stdout is the journal; it speaks
+/// sd_notify on a real datagram socket (READY, STATUS, WATCHDOG at half of
+/// WATCHDOG_USEC, STOPPING); a run without a terminal logs progress at info;
+/// a partial run and a never-successful profile show in the metrics as what
+/// they are, and the alert rules in docs/coffer-alerts.yml fire on them
+/// (`promtool test rules`, when promtool is installed).
+// Long: one agent process, checked from the outside as systemd and Prometheus see it.
+#[test]
+fn agent_speaks_to_journald_systemd_and_prometheus() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::net::UnixDatagram;
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::with_repo();
+    let profiles = env.source_dir("profiles");
+    let state = env.path("state");
+    // "big": enough data for progress lines, and one file nobody may read.
+    let src = env.source_dir("src-big");
+    write_random_file(&src.join("big.bin"), 32 * MIB, 17);
+    let secret = src.join("secret.txt");
+    write_file(&secret, b"not for you\n");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    write_file(
+        &profiles.join("big.toml"),
+        profile_toml(&env, "big", &src, 1, "").as_bytes(),
+    );
+    // "never": its repository is not there, so it never succeeds.
+    let repo = toml_str(env.repo_url.to_str().unwrap());
+    write_file(
+        &profiles.join("never.toml"),
+        profile_toml(&env, "never", &src, 1, "")
+            .replace(&repo, &toml_str(env.path("no-repo-here")))
+            .as_bytes(),
+    );
+
+    let log = env.unique_path("journal.log");
+    let log_file = fs::File::create(&log).unwrap();
+    let meta = log_file.metadata().unwrap();
+    let sock_path = env.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicBool::new(false));
+    let listener = {
+        let (messages, done) = (messages.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    messages.lock().unwrap().push(text);
+                }
+            }
+        })
+    };
+    let textfile = env.path("coffer.prom");
+    let args = agent_args(
+        &profiles,
+        &state,
+        &["--metrics-file", textfile.to_str().unwrap()],
+    );
+    let mut cmd = env.command(&args);
+    cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("COFFER_PROGRESS_INTERVAL", "20ms")
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(Stdio::null());
+    // Root reads every file: without these two capabilities it reads what
+    // its modes allow, as the service user does.
+    if unsafe { libc::geteuid() } == 0 {
+        unsafe {
+            cmd.pre_exec(|| {
+                for cap in [1, 2] {
+                    // CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+                    if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let log_text = || String::from_utf8_lossy(&fs::read(&log).unwrap_or_default()).into_owned();
+    let describe = || format!("log:\n{}", truncate(&log_text()));
+
+    let metrics = wait_for(
+        "a partial run of big and a failed run of never in the metrics textfile",
+        Duration::from_secs(90),
+        || {
+            let text = fs::read_to_string(&textfile).ok()?;
+            (text.contains("coffer_last_run_status{profile=\"big\",status=\"partial\"} 1")
+                && text.contains("coffer_last_run_status{profile=\"never\",status=\"failed\"} 1")
+                && text.contains("coffer_running{profile=\"big\"} 0"))
+            .then_some(text)
+        },
+        describe,
+    );
+    println!("metrics after a partial run and a never-successful profile:\n{metrics}");
+    let samples = parse_metrics(&metrics).unwrap();
+    let big = [("profile", "big")];
+    let never = [("profile", "never")];
+    assert_eq!(
+        metric(&samples, "coffer_last_run_success", &big),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&samples, "coffer_last_run_skipped_files", &big),
+        Some(1.0),
+        "{metrics}"
+    );
+    for p in [&big, &never] {
+        assert_eq!(
+            metric(&samples, "coffer_last_success_timestamp_seconds", p),
+            Some(0.0),
+            "{metrics}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &samples,
+            "coffer_runs_total",
+            &[("profile", "big"), ("result", "partial")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &samples,
+            "coffer_runs_total",
+            &[("profile", "big"), ("result", "ok")]
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
+    let repo_url = format!("file://{}", env.repo_url.to_str().unwrap());
+    let big_repo = [("profile", "big"), ("repository", repo_url.as_str())];
+    assert!(
+        metric(&samples, "coffer_repository_snapshots", &big_repo).is_some_and(|v| v >= 1.0),
+        "repository figures are labelled with the repository\n{metrics}"
+    );
+    assert!(
+        metric(
+            &samples,
+            "coffer_repository_stats_timestamp_seconds",
+            &big_repo
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("coffer_repository_bytes{profile=\"never\""),
+        "a profile whose runs never counted the repository has no figures, not zeros\n{metrics}"
+    );
+
+    // Stop, and read what systemd and the journal saw.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not stop\n{}",
+            describe()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, Ordering::Relaxed);
+    listener.join().unwrap();
+    let messages = messages.lock().unwrap().clone();
+    let has = |m: &str| {
+        messages
+            .iter()
+            .filter(|x| x.lines().any(|l| l == m))
+            .count()
+    };
+    assert_eq!(has("READY=1"), 1, "READY=1 once at start\n{messages:?}");
+    assert!(
+        has("WATCHDOG=1") >= 2,
+        "WATCHDOG=1 every 200 ms\n{messages:?}"
+    );
+    assert_eq!(has("STOPPING=1"), 1, "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("STATUS=2 profile(s)") && m.contains("next: ")),
+        "STATUS= says what is loaded and next\n{messages:?}"
+    );
+    let ready_at = messages.iter().position(|m| m.contains("READY=1")).unwrap();
+    let stopping_at = messages
+        .iter()
+        .position(|m| m.contains("STOPPING=1"))
+        .unwrap();
+    assert!(ready_at < stopping_at, "{messages:?}");
+
+    // Every line has its priority; the JSON level agrees with it.
+    let text = log_text();
+    let events: Vec<(u8, Value)> = text
+        .lines()
+        .map(|l| journal_event(l).unwrap_or_else(|| panic!("not <N>{{json}}: {l:?}\n{text}")))
+        .collect();
+    for (p, e) in &events {
+        let want = match e["level"].as_str() {
+            Some("ERROR") => 3,
+            Some("WARN") => 4,
+            Some("INFO") => 6,
+            _ => 7,
+        };
+        assert_eq!(*p, want, "{e}");
+    }
+    let find = |p: u8, f: &dyn Fn(&Value) -> bool| events.iter().any(|(q, e)| *q == p && f(e));
+    let msg = |e: &Value, m: &str| e["message"].as_str().is_some_and(|x| x.starts_with(m));
+    assert!(
+        find(3, &|e| msg(e, "run failed") && e["profile"] == "never"),
+        "the failed run is an error (journalctl -p err)\n{text}"
+    );
+    assert!(
+        find(4, &|e| msg(e, "schedule problem") && e["profile"] == "big"),
+        "every 2 s at most once a day is a warning\n{text}"
+    );
+    assert!(
+        find(4, &|e| e["profile"] == "big"
+            && e.to_string().contains("secret.txt")),
+        "the skipped file is a warning\n{text}"
+    );
+    assert!(
+        find(6, &|e| msg(e, "progress: ") && e["profile"] == "big"),
+        "the run's progress lines are info\n{text}"
+    );
+
+    // The alert rules, on these very series.
+    let Ok(promtool) = which("promtool") else {
+        eprintln!(
+            "promtool not found (apt-get install prometheus): the alert rules in docs/coffer-alerts.yml were not run"
+        );
+        return;
+    };
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/coffer-alerts.yml");
+    let test = format!(
+        r#"rule_files:
+  - {rules}
+evaluation_interval: 1h
+tests:
+  - interval: 1h
+    input_series:
+{series}    alert_rule_test:
+      - eval_time: 25h
+        alertname: CofferBackupStale
+        exp_alerts:
+          - exp_labels: {{severity: critical, profile: big}}
+            exp_annotations:
+              summary: "coffer profile big: no complete backup for more than a day"
+          - exp_labels: {{severity: critical, profile: never}}
+            exp_annotations:
+              summary: "coffer profile never: no complete backup for more than a day"
+      - eval_time: 25h
+        alertname: CofferBackupPartial
+        exp_alerts:
+          - exp_labels: {{severity: warning, profile: big, status: partial}}
+            exp_annotations:
+              summary: "coffer profile big: the last run skipped unreadable files"
+      - eval_time: 25h
+        alertname: CofferBackupFailed
+        exp_alerts:
+          - exp_labels: {{severity: warning, profile: never, status: failed}}
+            exp_annotations:
+              summary: "coffer profile never: the last run ended failed"
+      - eval_time: 25h
+        alertname: CofferProfileBroken
+        exp_alerts: []
+      - eval_time: 25h
+        alertname: CofferRepositoryStatsStale
+        exp_alerts: []
+"#,
+        rules = rules.display(),
+        series = promtool_series(&metrics),
+    );
+    let test_file = env.path("alerts.test.yml");
+    write_file(&test_file, test.as_bytes());
+    let out = std::process::Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(&test_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules failed\n{}\n{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The path of a program on $PATH.
+fn which(program: &str) -> Result<PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+/// `coffer status` without COFFER_STATE_DIR (`sudo coffer status` on an
+/// installed server) reads the installed agent's state folder when the
+/// user's own has nothing, and says which it read; with neither, it says so
+/// and how to point it at the right one. Before, every profile showed `never`.
+#[test]
+fn status_finds_the_installed_agents_state() {
+    let env = TestEnv::with_repo();
+    let profiles = env.source_dir("profiles");
+    write_profile(&env, &profiles, "web", 6, "");
+    let installed = env.path("var-lib-coffer");
+    let status_of = |env: &TestEnv| {
+        env.run_with_env(
+            [
+                "status".as_ref(),
+                "--profiles".as_ref(),
+                profiles.as_os_str(),
+                "--json".as_ref(),
+            ],
+            &[("COFFER_INSTALLED_STATE_DIR", installed.as_os_str())],
+        )
+    };
+    let out = status_of(&env);
+    assert!(
+        out.stderr.contains("no agent state for these profiles")
+            && out.stderr.contains(installed.to_str().unwrap())
+            && out.stderr.contains("COFFER_STATE_DIR")
+            && out.stderr.contains("--state-dir"),
+        "nothing anywhere: say where it looked and what to set\n{out}"
+    );
+    assert!(out.json()["profiles"][0]["last_run"].is_null(), "{out}");
+
+    // The installed agent ran the profile once (`coffer run` with its folder).
+    let run = env.run_with_env(
+        [
+            "run".as_ref(),
+            "--profile".as_ref(),
+            profiles.join("web.toml").as_os_str(),
+        ],
+        &[("COFFER_STATE_DIR", installed.as_os_str())],
+    );
+    run.expect_ok();
+    let out = status_of(&env);
+    assert!(
+        out.stderr.contains(&format!(
+            "agent state read from {}",
+            installed.to_str().unwrap()
+        )),
+        "say which folder was read\n{out}"
+    );
+    let row = &out.json()["profiles"][0];
+    assert_eq!(row["result"], "ok", "{out}");
+    assert_eq!(row["runs_ok"], 1, "{out}");
+    assert_eq!(row["snapshots"], 1, "{out}");
+    assert!(row["repository_counted"].is_string(), "{out}");
+    assert!(
+        row["repository"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("file://")),
+        "{out}"
+    );
+    // Named explicitly, no guessing and no note.
+    let own = env.path("own-state");
+    let out = env.run_with_env(
+        [
+            "status".as_ref(),
+            "--profiles".as_ref(),
+            profiles.as_os_str(),
+            "--state-dir".as_ref(),
+            own.as_os_str(),
+        ],
+        &[("COFFER_INSTALLED_STATE_DIR", installed.as_os_str())],
+    );
+    assert!(!out.stderr.contains("agent state"), "{out}");
+    assert!(
+        out.stdout.contains("repo snaps") && out.stdout.contains("repo stored"),
+        "the storage columns say they are the repository's\n{out}"
     );
 }

@@ -162,6 +162,7 @@ fn agent_state_file_and_metrics_keep_their_forms() {
 
     let view = ProfileView {
         name: "p",
+        repository: "",
         state: &state,
         next_run: Some("2026-05-01T18:00:00.9Z".parse().unwrap()),
         running: false,

@@ -104,13 +104,22 @@ pub fn parse_url(url: &str) -> Result<(String, String), SetupError> {
     Ok((bucket.to_string(), prefix))
 }
 
-impl S3Storage {
-    pub async fn connect(url: &str, opts: &S3Options) -> Result<S3Storage, StorageError> {
-        let fail = |problem: SetupError| StorageError::Setup {
-            location: url.to_string(),
-            problem,
-        };
-        let (bucket, prefix) = parse_url(url).map_err(fail)?;
+/// What `connect` settles before any request: the bucket, the endpoint
+/// (https unless a loopback test endpoint is allowed plain http), the
+/// checksum setting, the TLS client with its CA bundle, the credentials file.
+pub(super) struct Settings {
+    bucket: String,
+    prefix: String,
+    endpoint: Option<String>,
+    checksums: Checksums,
+    http: aws_sdk_s3::config::SharedHttpClient,
+    credentials: Option<aws_sdk_s3::config::Credentials>,
+}
+
+impl Settings {
+    /// Reads local files only (CA bundle, credentials file); no network.
+    pub(super) fn resolve(url: &str, opts: &S3Options) -> Result<Settings, SetupError> {
+        let (bucket, prefix) = parse_url(url)?;
         let endpoint = opts
             .endpoint
             .clone()
@@ -120,14 +129,14 @@ impl S3Storage {
             if let Some(rest) = ep.strip_prefix("http://") {
                 let host = rest.split(['/', ':']).next().unwrap_or("");
                 if !(opts.allow_insecure_http && is_loopback(host)) {
-                    return Err(fail(SetupError::PlainHttp {
+                    return Err(SetupError::PlainHttp {
                         endpoint: ep.clone(),
-                    }));
+                    });
                 }
             } else if !ep.starts_with("https://") {
-                return Err(fail(SetupError::EndpointScheme {
+                return Err(SetupError::EndpointScheme {
                     endpoint: ep.clone(),
-                }));
+                });
             }
         }
         let checksums = resolve_checksums(
@@ -135,14 +144,49 @@ impl S3Storage {
             endpoint.is_some(),
             env_nonempty(REQUEST_ENV).as_deref(),
             env_nonempty(RESPONSE_ENV).as_deref(),
-        )
-        .map_err(fail)?;
+        )?;
         let ca = opts
             .ca_bundle
             .clone()
             .or_else(|| env_nonempty("AWS_CA_BUNDLE").map(PathBuf::from));
         // One client for S3 and the credential providers (SSO, STS, IMDS).
-        let http = https_client(ca.as_deref()).map_err(fail)?;
+        let http = https_client(ca.as_deref())?;
+        let credentials = opts
+            .credentials_file
+            .as_deref()
+            .map(static_credentials)
+            .transpose()?;
+        Ok(Settings {
+            bucket,
+            prefix,
+            endpoint,
+            checksums,
+            http,
+            credentials,
+        })
+    }
+}
+
+/// Checks an `s3://` repository's settings without sending a request
+/// (`coffer agent --check --offline`): what `connect` would refuse first.
+pub fn check_settings(url: &str, opts: &S3Options) -> Result<(), SetupError> {
+    Settings::resolve(url, opts).map(|_| ())
+}
+
+impl S3Storage {
+    pub async fn connect(url: &str, opts: &S3Options) -> Result<S3Storage, StorageError> {
+        let fail = |problem: SetupError| StorageError::Setup {
+            location: url.to_string(),
+            problem,
+        };
+        let Settings {
+            bucket,
+            prefix,
+            endpoint,
+            checksums,
+            http,
+            credentials,
+        } = Settings::resolve(url, opts).map_err(fail)?;
         let mut loader =
             aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http.clone());
         if let Some(r) = &opts.region {
@@ -157,8 +201,8 @@ impl S3Storage {
         if let Some(ep) = &endpoint {
             b = b.endpoint_url(ep.clone());
         }
-        if let Some(file) = &opts.credentials_file {
-            b = b.credentials_provider(static_credentials(file).map_err(fail)?);
+        if let Some(c) = credentials {
+            b = b.credentials_provider(c);
         }
         b = b.force_path_style(opts.path_style.unwrap_or(endpoint.is_some()));
         b = b.http_client(http);
