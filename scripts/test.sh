@@ -3,9 +3,10 @@
 # (the stock age, zstd and jq tools for the recovery test; moto, an S3 server
 # with an atomic conditional create, for the lock race test; SeaweedFS, a
 # second independent S3 implementation for the conformance suite and the
-# round trips), then runs `cargo test`. Extra arguments go to cargo test.
-# A test whose server is missing fails (COFFER_SKIP_MOTO=1 or
-# COFFER_SKIP_SEAWEEDFS=1 skip on purpose).
+# round trips; prometheus's promtool for the alert rules), then runs `cargo
+# test`. Extra arguments go to cargo test. A test whose server or tool is
+# missing fails (COFFER_SKIP_MOTO=1, COFFER_SKIP_SEAWEEDFS=1 or
+# COFFER_SKIP_PROMTOOL=1 skip on purpose).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,9 +14,11 @@ need=()
 for tool in age zstd jq; do
   command -v "$tool" >/dev/null || need+=("$tool")
 done
+# promtool runs the alert rules of docs/coffer-alerts.yml on real scrapes.
+command -v promtool >/dev/null || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   else
     echo "test.sh: please install: ${need[*]} (apt-get install ${need[*]})" >&2
     exit 1
