@@ -200,13 +200,21 @@ fn open_secret_text(
         return Ok((text, None));
     }
     let pass = passphrase()?;
-    let id = age::scrypt::Identity::new(pass.clone().into());
+    let mut id = age::scrypt::Identity::new(pass.clone().into());
+    // age bounds the work it accepts by a timing of this machine taken now:
+    // on a busy one that bound falls below what the file was sealed with.
+    // A floor keeps every file coffer seals (SCRYPT_LOG_N) and stock `age -p`
+    // files readable however busy the machine is.
+    id.set_max_work_factor(SCRYPT_MAX_LOG_N);
     let dec = age::Decryptor::new_buffered(&raw[..])
         .map_err(|e| bad(format!("not a readable age file: {e}")))?;
     let mut r = dec
         .decrypt(std::iter::once(&id as &dyn age::Identity))
-        .map_err(|_| {
-            bad("wrong passphrase (set COFFER_PASSPHRASE or type it at the prompt)".into())
+        .map_err(|e| match e {
+            age::DecryptError::ExcessiveWork { required, .. } => bad(format!(
+                "its passphrase protection asks for 2^{required} scrypt work, more than coffer accepts (2^{SCRYPT_MAX_LOG_N}); seal it again with `age -p` on this machine"
+            )),
+            _ => bad("wrong passphrase (set COFFER_PASSPHRASE or type it at the prompt)".into()),
         })?;
     let mut out = Vec::new();
     r.read_to_end(&mut out)
@@ -214,6 +222,13 @@ fn open_secret_text(
     let text = String::from_utf8(out).map_err(|_| bad(format!("decrypted {what} is not text")))?;
     Ok((text, Some(pass)))
 }
+
+/// The scrypt work (log2 N) coffer seals passphrase-protected files with:
+/// age's usual target, about a second and 256 MiB, fixed rather than timed
+/// so that the same file opens on a slower or busier machine.
+const SCRYPT_LOG_N: u8 = 18;
+/// The most scrypt work a passphrase-protected file may ask for (1 GiB).
+const SCRYPT_MAX_LOG_N: u8 = 20;
 
 /// A secret file's bytes: the text itself, or with a passphrase an age
 /// scrypt file (as `age -p` writes), which the stock `age -d` opens.
@@ -225,7 +240,10 @@ fn seal_secret_text(
     let Some(p) = passphrase else {
         return Ok(text.as_bytes().to_vec());
     };
-    let enc = age::Encryptor::with_user_passphrase(p.to_string().into());
+    let mut recipient = age::scrypt::Recipient::new(p.to_string().into());
+    recipient.set_work_factor(SCRYPT_LOG_N);
+    let enc = age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+        .map_err(|e| io_err(path, std::io::Error::other(e.to_string())))?;
     let mut out = Vec::new();
     let mut w = enc.wrap_output(&mut out).map_err(|e| io_err(path, e))?;
     w.write_all(text.as_bytes()).map_err(|e| io_err(path, e))?;
@@ -799,5 +817,35 @@ mod tests {
             "{err}"
         );
         assert!(!id.exists());
+    }
+
+    /// Sealed at a fixed work factor, so a busier or slower machine opens
+    /// it; a file asking for more than coffer accepts says so, and is not
+    /// taken for a wrong passphrase.
+    #[test]
+    fn passphrase_work_is_fixed_and_an_excessive_one_is_named() {
+        let path = Path::new("op.key");
+        let sealed = seal_secret_text(path, "secret", Some("pw")).unwrap();
+        let header = String::from_utf8_lossy(&sealed[..120]).to_string();
+        assert!(header.contains(&format!(" {SCRYPT_LOG_N}\n")), "{header}");
+        let b64 = |n: usize| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(vec![7u8; n])
+        };
+        let greedy = format!(
+            "age-encryption.org/v1\n-> scrypt {} {}\n{}\n--- {}\n",
+            b64(16),
+            SCRYPT_MAX_LOG_N + 1,
+            b64(32),
+            b64(32)
+        );
+        let mut raw = greedy.into_bytes();
+        raw.extend_from_slice(&[0u8; 64]);
+        let err = open_secret_text(path, raw, &|| Ok("pw".into()), "identity")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("scrypt work"), "{err}");
+        assert!(!err.contains("wrong passphrase"), "{err}");
     }
 }
