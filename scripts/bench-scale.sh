@@ -490,7 +490,7 @@ ratio_met() {   # ratio_met VALUE REFERENCE LIMIT: "0.08 | ≤ 0.1 | yes" (judge
   # targets at the last checkpoint: the local figures where there are some, else S3's
   L=$LAST_CP; F=$FIRST_CP; tg=${TARGETS[0]}
   echo
-  echo "Targets at snapshot $L (from the $tg figures, but the two S3 rows):"
+  echo "Targets at snapshot $L (the first four rows from the $tg figures):"
   echo
   echo "| target | value | against | ratio | limit | met |"
   echo "|---|---|---|---|---|---|"
