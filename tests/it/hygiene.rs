@@ -95,3 +95,87 @@ fn hooks_do_not_inherit_secrets_unless_the_profile_passes_them() {
         }
     }
 }
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The catalog files in `dir` (`*.sqlite` and its `-wal`, `-shm`).
+fn catalog_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".sqlite"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Regression: the catalog (decrypted file paths, the audit log) was created
+/// 0644 in a 0755 cache folder. Now the folders coffer creates for it are
+/// 0700 and its files 0600; a cache folder and catalog files left looser by
+/// an older coffer are tightened when the catalog is opened. A folder the
+/// user named (`--catalog`) that already exists is left as it is.
+#[test]
+fn the_catalog_is_private_to_its_owner() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("data");
+    write_file(&src.join("secret-name.txt"), b"x");
+    let cache = env.home.join("fresh").join("cache");
+    let cache_env: [(&str, &OsStr); 1] = [("COFFER_CACHE_DIR", cache.as_os_str())];
+    let backup = |extra: &[&OsStr]| {
+        let mut args: Vec<&OsStr> = vec![
+            "backup".as_ref(),
+            src.as_os_str(),
+            "--repo".as_ref(),
+            env.repo_url.as_os_str(),
+            "--agent-key".as_ref(),
+            env.agent_key.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        env.run_with_env(args, &cache_env).expect_ok();
+    };
+    backup(&[]);
+    let files = catalog_files(&cache);
+    assert_eq!(files.len(), 3, "the database, its WAL and shm: {files:?}");
+    for dir in [&cache, &env.home.join("fresh")] {
+        assert_eq!(mode(dir), 0o700, "{} was created private", dir.display());
+    }
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+
+    // What an older coffer left: loose modes, tightened at the next open.
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o755)).unwrap();
+    for f in &files {
+        fs::set_permissions(f, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    backup(&[]);
+    assert_eq!(mode(&cache), 0o700);
+    for f in &catalog_files(&cache) {
+        assert_eq!(mode(f), 0o600, "{} was tightened", f.display());
+    }
+
+    // `--catalog` in a folder of the user's: the folder stays as it is, the
+    // folder coffer makes below it is private, the files are.
+    let shared = env.path("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+    let custom = shared.join("made").join("c.sqlite");
+    backup(&["--catalog".as_ref(), custom.as_os_str()]);
+    assert_eq!(
+        mode(&shared),
+        0o755,
+        "a folder coffer did not make is left alone"
+    );
+    assert_eq!(mode(&shared.join("made")), 0o700);
+    let files = catalog_files(&shared.join("made"));
+    assert_eq!(files.len(), 3, "{files:?}");
+    for f in &files {
+        assert_eq!(mode(f), 0o600, "{}", f.display());
+    }
+}
