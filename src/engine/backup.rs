@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -476,6 +476,34 @@ struct Piped {
     skipped: Vec<(String, String)>,
     changed: Vec<String>,
     new_cache: Vec<(Vec<u8>, CachedFile)>,
+    /// File-cache rows of files gone from the sources (see [`gone_from_sources`]).
+    gone: Vec<Vec<u8>>,
+}
+
+/// Whether `path` is `dir` or below it (relative paths as the file list
+/// stores them; the empty path is `/`).
+fn is_under(path: &[u8], dir: &[u8]) -> bool {
+    dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+}
+
+/// Of the file-cache rows this run did not look up, those it may forget:
+/// below one of the run's `sources` (rows of other sources, say another
+/// profile's, stay) and not below a folder it could not list (`spared`:
+/// their files may be back next time, unchanged).
+fn gone_from_sources(
+    unseen: impl IntoIterator<Item = Vec<u8>>,
+    sources: &[Vec<u8>],
+    spared: &[Vec<u8>],
+) -> Vec<Vec<u8>> {
+    unseen
+        .into_iter()
+        .filter(|p| {
+            sources.iter().any(|s| is_under(p, s)) && !spared.iter().any(|s| is_under(p, s))
+        })
+        .collect()
 }
 
 fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupReport> {
@@ -496,7 +524,7 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
         queued: Mutex::new(HashSet::new()),
     };
     progress.phase("backup", None);
-    let piped = pipeline(job, &dedup, &file_cache, lock)?;
+    let piped = pipeline(job, &dedup, file_cache, lock)?;
     // Stopping stages may have dropped blobs the file list names: once
     // the flag is set, no commit (the packs stored are indexed).
     if job.cancel.load(Ordering::Relaxed) {
@@ -536,7 +564,7 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
 fn pipeline(
     job: &Job,
     dedup: &Dedup,
-    file_cache: &HashMap<Vec<u8>, CachedFile>,
+    mut file_cache: HashMap<Vec<u8>, CachedFile>,
     lock: &mut RepoLock,
 ) -> Result<Piped> {
     let (repo, cancel) = (job.repo, job.cancel);
@@ -609,7 +637,7 @@ fn pipeline(
         let packer_handle = s.spawn(move || packer(repo, pack_rx, read_back));
 
         let mut d = Driver::new(repo, dedup, seal_tx, &meta_chunker);
-        let driven = d.drive(walk_rx, &job_tx, &done_rx, file_cache, cancel, lock);
+        let driven = d.drive(walk_rx, &job_tx, &done_rx, &mut file_cache, cancel, lock);
         drop(job_tx);
         // On failure, hang up so every stage stops, then report the first cause.
         // After a cancel, the stages that stopped are no failure of their own.
@@ -635,13 +663,20 @@ fn pipeline(
         // The packer's error first: a full spool disk stops the driver too,
         // which then only knows that the pipeline stopped.
         let indexes = packed?;
+        let finished = finished?;
+        let sources: Vec<Vec<u8>> = job.sources.iter().map(|s| walk::rel_of(s)).collect();
+        let spared: Vec<Vec<u8>> = skipped
+            .iter()
+            .map(|(p, _)| walk::rel_of(Path::new(p)))
+            .collect();
         Ok(Piped {
             indexes,
-            finished: finished?,
+            finished,
             summary,
             skipped,
             changed,
             new_cache,
+            gone: gone_from_sources(file_cache.into_keys(), &sources, &spared),
         })
     })
 }
@@ -656,6 +691,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         skipped,
         changed,
         new_cache,
+        gone,
     } = piped;
     let new_packs = || indexes.iter().flat_map(|(_, i)| i.packs.iter());
     summary.stored_added = new_packs().map(|p| p.size).sum();
@@ -702,6 +738,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
     }
     tx.put_snapshot(&snapshot, &snap)?;
     tx.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
+    tx.forget_files(gone.iter().map(Vec::as_slice))?;
     tx.commit()?;
     Ok(BackupReport {
         snapshot,
@@ -777,7 +814,7 @@ impl<'a> Driver<'a> {
         walk_rx: Receiver<WalkItem>,
         job_tx: &Sender<FileJob>,
         done_rx: &Receiver<FileDone>,
-        cache: &HashMap<Vec<u8>, CachedFile>,
+        cache: &mut HashMap<Vec<u8>, CachedFile>,
         cancel: &AtomicBool,
         lock: &mut RepoLock,
     ) -> Result<()> {
@@ -823,32 +860,12 @@ impl<'a> Driver<'a> {
                         }
                         self.hardlinks.insert(key, entry.path.clone());
                     }
-                    let hit = cache.get(&entry.path).filter(|c| {
-                        c.size == entry.size
-                            && c.mtime == entry.mtime
-                            && c.ctime == entry.ctime
-                            && c.ino == entry.ino
-                            && c.content
-                                .iter()
-                                .all(|x| self.dedup.known.contains_key(&x.blob))
-                    });
-                    if let Some(c) = hit {
+                    if self.unchanged(cache, &mut entry) {
                         self.summary.files_unchanged += 1;
-                        entry.content = c.content.clone();
                     } else if entry.size == 0 {
                         // Nothing to read; cached so the next run counts it unchanged.
-                        if cache.contains_key(&entry.path) {
-                            self.summary.files_changed += 1;
-                        } else {
-                            self.summary.files_new += 1;
-                        }
                         cache_row = true;
                     } else {
-                        if cache.contains_key(&entry.path) {
-                            self.summary.files_changed += 1;
-                        } else {
-                            self.summary.files_new += 1;
-                        }
                         cache_row = true;
                         state = SlotState::Reading;
                         job_tx
@@ -887,6 +904,30 @@ impl<'a> Driver<'a> {
         }
         self.close_bundle()?;
         self.advance()
+    }
+
+    /// Whether the file cache vouches for `entry` (same size, times and
+    /// inode, every blob still stored); if so its content is filled in,
+    /// else it is counted new or changed. Its row leaves `cache` either
+    /// way: what is left at the end are files this run did not see.
+    fn unchanged(&mut self, cache: &mut HashMap<Vec<u8>, CachedFile>, entry: &mut Entry) -> bool {
+        let Some(c) = cache.remove(&entry.path) else {
+            self.summary.files_new += 1;
+            return false;
+        };
+        let hit = c.size == entry.size
+            && c.mtime == entry.mtime
+            && c.ctime == entry.ctime
+            && c.ino == entry.ino
+            && c.content
+                .iter()
+                .all(|x| self.dedup.known.contains_key(&x.blob));
+        if hit {
+            entry.content = c.content;
+        } else {
+            self.summary.files_changed += 1;
+        }
+        hit
     }
 
     /// Blocks for the next finished file.
@@ -1122,6 +1163,37 @@ mod tests {
             &super::super::NoProgress,
             &read_bytes,
         )
+    }
+
+    /// Rows below a backed-up source that the run did not see are gone;
+    /// rows of other sources, of look-alike names (`srv2` is not below
+    /// `srv`) and below folders the run could not list are kept.
+    #[test]
+    fn the_file_cache_forgets_only_what_left_the_sources() {
+        let rows = [
+            "srv/a",
+            "srv/d/b",
+            "srv2/c",
+            "etc/x",
+            "srv",
+            "srv/locked/f",
+            "home/u/f",
+        ]
+        .map(|p| p.as_bytes().to_vec());
+        let sources = [b"srv".to_vec(), b"home/u/f".to_vec()];
+        let spared = [b"srv/locked".to_vec()];
+        let gone = gone_from_sources(rows.clone(), &sources, &spared);
+        assert_eq!(
+            gone,
+            ["srv/a", "srv/d/b", "srv", "home/u/f"].map(|p| p.as_bytes().to_vec())
+        );
+        // A backup of `/` covers every row.
+        assert_eq!(
+            gone_from_sources(rows.clone(), &[Vec::new()], &[]).len(),
+            rows.len()
+        );
+        assert!(gone_from_sources(rows, &[b"var".to_vec()], &[]).is_empty());
+        assert!(is_under(b"a/b", b"a") && is_under(b"a", b"a") && !is_under(b"ab", b"a"));
     }
 
     /// A file removed between the walk and the read is told apart from one
