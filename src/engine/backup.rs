@@ -506,6 +506,20 @@ fn gone_from_sources(
         .collect()
 }
 
+/// [`gone_from_sources`] of the file cache's rows the run did not look up.
+fn forgotten(
+    job: &Job,
+    unseen: HashMap<Vec<u8>, CachedFile>,
+    skipped: &[(String, String)],
+) -> Vec<Vec<u8>> {
+    let sources: Vec<Vec<u8>> = job.sources.iter().map(|s| walk::rel_of(s)).collect();
+    let spared: Vec<Vec<u8>> = skipped
+        .iter()
+        .map(|(p, _)| walk::rel_of(Path::new(p)))
+        .collect();
+    gone_from_sources(unseen.into_keys(), &sources, &spared)
+}
+
 fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupReport> {
     let (repo, progress) = (job.repo, job.progress);
     let started = jiff::Timestamp::now();
@@ -558,6 +572,42 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
     Ok(report)
 }
 
+/// Sets the flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts the pre-scan: a second walk of the same sources with the same
+/// excludes, stat only, whose counts (not lists: memory stays flat) give the
+/// front end a total ([`walk::count`]); only if it shows one. It stops once
+/// `stop` is set.
+fn pre_scan<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    job: &'s Job,
+    stop: &'s AtomicBool,
+) -> Result<()> {
+    if !job.progress.wants_total() {
+        return Ok(());
+    }
+    let (tx, rx) = bounded::<WalkItem>(1024);
+    let (sources, excludes, progress) = (job.sources, job.excludes, job.progress);
+    std::thread::Builder::new()
+        .name("pre-scan walker".into())
+        .stack_size(64 << 20)
+        .spawn_scoped(s, move || {
+            walk::walk(sources, excludes, &tx);
+        })
+        .map_err(|e| Error::Thread("pre-scan walker", e))?;
+    std::thread::Builder::new()
+        .name("pre-scan".into())
+        .spawn_scoped(s, move || walk::count(rx, stop, progress))
+        .map_err(|e| Error::Thread("pre-scan", e))?;
+    Ok(())
+}
+
 /// Walks, reads, chunks, seals and packs, each stage on its own threads
 /// with bounded channels between them (memory stays flat), while the
 /// driver keeps the file list in walk order.
@@ -581,6 +631,7 @@ fn pipeline(
     let (done_tx, done_rx) = unbounded::<FileDone>();
     let (seal_tx, seal_rx) = bounded::<PlainBlob>(workers);
     let (pack_tx, pack_rx) = bounded::<SealedBlob>(workers);
+    let scan_stop = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<Piped> {
         let (sources, excludes) = (job.sources, job.excludes);
         std::thread::Builder::new()
@@ -636,7 +687,10 @@ fn pipeline(
         let read_back = ReadBack::of(lock);
         let packer_handle = s.spawn(move || packer(repo, pack_rx, read_back));
 
-        let mut d = Driver::new(repo, dedup, seal_tx, &meta_chunker);
+        pre_scan(s, job, &scan_stop)?;
+        // Set however this closure ends: the pre-scan stops with the backup.
+        let _stop_scan = SetOnDrop(&scan_stop);
+        let mut d = Driver::new(repo, dedup, job.progress, seal_tx, &meta_chunker);
         let driven = d.drive(walk_rx, &job_tx, &done_rx, &mut file_cache, cancel, lock);
         drop(job_tx);
         // On failure, hang up so every stage stops, then report the first cause.
@@ -663,20 +717,14 @@ fn pipeline(
         // The packer's error first: a full spool disk stops the driver too,
         // which then only knows that the pipeline stopped.
         let indexes = packed?;
-        let finished = finished?;
-        let sources: Vec<Vec<u8>> = job.sources.iter().map(|s| walk::rel_of(s)).collect();
-        let spared: Vec<Vec<u8>> = skipped
-            .iter()
-            .map(|(p, _)| walk::rel_of(Path::new(p)))
-            .collect();
         Ok(Piped {
             indexes,
-            finished,
+            finished: finished?,
+            gone: forgotten(job, file_cache, &skipped),
             summary,
             skipped,
             changed,
             new_cache,
-            gone: gone_from_sources(file_cache.into_keys(), &sources, &spared),
         })
     })
 }
@@ -757,6 +805,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
 struct Driver<'a> {
     repo: &'a Repository,
     dedup: &'a Dedup,
+    progress: &'a dyn Progress,
     seal_tx: Sender<PlainBlob>,
     splitter: Splitter,
     /// Where each tree blob's first entry starts (format 2 repositories).
@@ -783,12 +832,14 @@ impl<'a> Driver<'a> {
     fn new(
         repo: &'a Repository,
         dedup: &'a Dedup,
+        progress: &'a dyn Progress,
         seal_tx: Sender<PlainBlob>,
         meta_chunker: &Chunker,
     ) -> Driver<'a> {
         Driver {
             repo,
             dedup,
+            progress,
             seal_tx,
             splitter: Splitter::new(meta_chunker.clone()),
             tree_index: (repo.config.version >= 2).then(TreeIndexBuilder::default),
@@ -850,6 +901,9 @@ impl<'a> Driver<'a> {
                             entry.target = Some(first.clone());
                             entry.size = 0;
                             self.summary.bytes -= m.len();
+                            // Done, as far as the pre-scan's count of names goes.
+                            self.progress.advance(m.len());
+                            self.progress.file_done();
                             self.pending.push_back(Slot {
                                 entry,
                                 cache: false,
@@ -862,9 +916,12 @@ impl<'a> Driver<'a> {
                     }
                     if self.unchanged(cache, &mut entry) {
                         self.summary.files_unchanged += 1;
+                        self.progress.advance(entry.size);
+                        self.progress.file_done();
                     } else if entry.size == 0 {
                         // Nothing to read; cached so the next run counts it unchanged.
                         cache_row = true;
+                        self.progress.file_done();
                     } else {
                         cache_row = true;
                         state = SlotState::Reading;
@@ -944,6 +1001,7 @@ impl<'a> Driver<'a> {
         let Some(slot) = self.pending.get_mut((done.seq - self.base) as usize) else {
             return;
         };
+        self.progress.file_done();
         match done.result {
             Ok((content, changed)) => {
                 if changed {
