@@ -66,11 +66,11 @@ fn template(look: Look) -> &'static str {
         Look::Spinner => "{msg:>10} {spinner} {bytes} {bytes_per_sec}",
         Look::Objects => "{msg:>10} [{bar:30}] {pos}/{len}",
         Look::Bytes => "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        Look::Counting => {
-            "{msg:>10} {spinner} {bytes} {bytes_per_sec}, {files_done} files, total {counting}"
-        }
+        // Short enough for 80 columns with everyday numbers: a wrapped
+        // line is redrawn below itself.
+        Look::Counting => "{msg:>10} {spinner} {bytes}, {files_done} files; {counting}",
         Look::Total => {
-            "{msg:>10} [{bar:30}] {done_pct} {bytes}/{total_bytes} {bytes_per_sec}, {files_done}/{total_files} files, ETA {time_left}"
+            "{msg:>10} [{bar:20}] {done_pct} {bytes}/{total_bytes}, {files_done}/{total_files} files, ETA {time_left}"
         }
     }
 }
@@ -113,10 +113,7 @@ fn counting(files: u64, bytes: u64) -> String {
     if files == 0 {
         "counting…".into()
     } else {
-        format!(
-            "counting… ({files} files, {} so far)",
-            super::backup::human(bytes)
-        )
+        format!("counting… {files} files, {}", super::backup::human(bytes))
     }
 }
 
@@ -269,7 +266,7 @@ mod tests {
         assert_eq!(clock(Some(Duration::from_secs(123))), "2:03");
         assert_eq!(clock(Some(Duration::from_secs(3723))), "1:02:03");
         assert_eq!(counting(0, 0), "counting…");
-        assert_eq!(counting(12, 2048), "counting… (12 files, 2.0 KiB so far)");
+        assert_eq!(counting(12, 2048), "counting… 12 files, 2.0 KiB");
     }
 
     #[test]
@@ -371,11 +368,11 @@ mod tests {
         let frames = screen.0.lock().unwrap().clone();
         assert!(frames[0].starts_with("     index"), "{frames:?}");
         let backup: Vec<&String> = frames.iter().filter(|f| f.contains("backup")).collect();
-        assert!(backup[0].contains("total counting…"), "{backup:?}");
+        assert!(backup[0].ends_with("0 B, 0 files; counting…"), "{backup:?}");
         assert!(
             backup
                 .iter()
-                .any(|f| f.contains("counting… (2 files, 200 B so far)")),
+                .any(|f| f.contains("1 files; counting… 2 files, 200 B")),
             "{backup:?}"
         );
         let last = backup.last().unwrap();
