@@ -60,6 +60,18 @@ pub(super) fn upsert<'a>(
     Ok(())
 }
 
+/// The deletion of file-cache rows, inside a [`Tx`].
+pub(super) fn delete<'a>(
+    conn: &Connection,
+    paths: impl IntoIterator<Item = &'a [u8]>,
+) -> rusqlite::Result<()> {
+    let mut st = conn.prepare("DELETE FROM files WHERE path = ?1")?;
+    for p in paths {
+        st.execute(params![p])?;
+    }
+    Ok(())
+}
+
 impl Catalog {
     pub fn files(&self) -> Result<HashMap<Vec<u8>, CachedFile>, CatalogError> {
         let mut out = HashMap::new();

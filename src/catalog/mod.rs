@@ -17,6 +17,7 @@ mod files;
 mod health;
 mod index;
 mod locks;
+mod private;
 mod refs;
 mod snapshots;
 mod tx;
@@ -156,22 +157,42 @@ impl Catalog {
     /// Where a repository's catalog lives unless a profile or flag says:
     /// `$COFFER_CACHE_DIR`, else `$XDG_CACHE_HOME/coffer`, else `~/.cache/coffer`.
     pub fn default_path(repo_id: &str) -> PathBuf {
-        let dir = std::env::var_os("COFFER_CACHE_DIR")
+        Self::default_dir().join(format!("{repo_id}.sqlite"))
+    }
+
+    /// The cache folder: `$COFFER_CACHE_DIR`, else `$XDG_CACHE_HOME/coffer`,
+    /// else `~/.cache/coffer`.
+    fn default_dir() -> PathBuf {
+        std::env::var_os("COFFER_CACHE_DIR")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("coffer")))
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/coffer")))
-            .unwrap_or_else(|| PathBuf::from("/var/cache/coffer"));
-        dir.join(format!("{repo_id}.sqlite"))
+            .unwrap_or_else(|| PathBuf::from("/var/cache/coffer"))
     }
 
     /// Opens (or creates) the catalog for repository `repo_id`. A catalog from
     /// another repository or schema version is discarded and started afresh.
+    /// It holds decrypted file names and the audit log: the folders made for
+    /// it are 0700, its files 0600, and looser modes an older coffer left on
+    /// them (and on the cache folder) are tightened here (docs/DESIGN-NOTES.md,
+    /// "Local files").
     pub fn open(path: &Path, repo_id: &str) -> Result<Catalog, CatalogError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io {
-                path: path.to_path_buf(),
-                message: format!("cannot create its folder: {e}"),
-            })?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| CatalogError::Io {
+                    path: path.to_path_buf(),
+                    message: format!("cannot create its folder: {e}"),
+                })?;
+            if dir == Self::default_dir() {
+                private::tighten_own_folder(dir);
+            }
+        }
+        for file in Self::files_of(path) {
+            private::tighten(&file, 0o600);
         }
         let mut cat = Self::connect(path)?;
         let (version, repo): (i64, Option<String>) = (
@@ -198,6 +219,12 @@ impl Catalog {
     }
 
     fn connect(path: &Path) -> Result<Catalog, CatalogError> {
+        // Made 0600 before SQLite opens it (SQLite would make it 0644); the
+        // WAL and shm files SQLite makes take the database's mode.
+        private::create_file(path).map_err(|e| CatalogError::Io {
+            path: path.to_path_buf(),
+            message: format!("cannot create it: {e}"),
+        })?;
         let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -253,11 +280,18 @@ impl Catalog {
 
     /// Deletes the catalog files (database, WAL, shared memory).
     pub fn remove_files(path: &Path) {
-        for suffix in ["", "-wal", "-shm"] {
+        for p in Self::files_of(path) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// The catalog's files: the database, its WAL and shared memory.
+    fn files_of(path: &Path) -> [PathBuf; 3] {
+        ["", "-wal", "-shm"].map(|suffix| {
             let mut p = path.as_os_str().to_owned();
             p.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(p));
-        }
+            PathBuf::from(p)
+        })
     }
 
     fn err(&self, source: rusqlite::Error) -> CatalogError {

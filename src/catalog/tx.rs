@@ -83,6 +83,15 @@ impl Tx<'_> {
     ) -> Result<(), CatalogError> {
         files::upsert(&self.tx, files).map_err(|e| self.err(e))
     }
+
+    /// Deletes file-cache rows (files gone from the sources): one prepared
+    /// statement, run once per row, so a backup without deletions runs none.
+    pub fn forget_files<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), CatalogError> {
+        files::delete(&self.tx, paths).map_err(|e| self.err(e))
+    }
 }
 
 #[cfg(test)]

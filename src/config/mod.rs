@@ -56,6 +56,8 @@ struct HooksFile {
     before: Option<String>,
     after: Option<String>,
     timeout: Option<String>,
+    #[serde(default)]
+    pass_env: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +201,9 @@ pub struct Hooks {
     pub before: Option<String>,
     pub after: Option<String>,
     pub timeout: jiff::SignedDuration,
+    /// Secret variables (`engine::job::hooks::is_secret`) the hooks inherit
+    /// all the same; every other variable is inherited anyway.
+    pub pass_env: Vec<String>,
 }
 
 impl Default for Hooks {
@@ -207,6 +212,7 @@ impl Default for Hooks {
             before: None,
             after: None,
             timeout: jiff::SignedDuration::from_mins(15),
+            pass_env: Vec::new(),
         }
     }
 }
@@ -600,11 +606,21 @@ fn parse_hooks(h: HooksFile) -> Result<Hooks, String> {
     if timeout < jiff::SignedDuration::from_secs(1) {
         return Err("hooks.timeout must be at least 1s".into());
     }
+    if let Some(bad) = h
+        .pass_env
+        .iter()
+        .find(|n| n.is_empty() || n.contains(['=', '\0']))
+    {
+        return Err(format!(
+            "hooks.pass_env: {bad:?} is not a variable name (names only, no '=')"
+        ));
+    }
     let nonempty = |c: Option<String>| c.filter(|c| !c.trim().is_empty());
     Ok(Hooks {
         before: nonempty(h.before),
         after: nonempty(h.after),
         timeout,
+        pass_env: h.pass_env,
     })
 }
 
@@ -733,6 +749,23 @@ keep_daily = 7
         assert_eq!(p.hooks, Hooks::default());
         assert_eq!(p.schedule.jitter, Schedule::default().jitter);
         assert_eq!(p.schedule.max_per_day, MAX_PER_DAY);
+    }
+
+    #[test]
+    fn hooks_pass_env_takes_variable_names_only() {
+        let base = "name = \"p\"\nsources = [\"/srv\"]\nrepository = \"/r\"\n[hooks]\n";
+        let p = Profile::parse(
+            &format!("{base}pass_env = [\"AWS_ACCESS_KEY_ID\"]\n"),
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(p.hooks.pass_env, ["AWS_ACCESS_KEY_ID"]);
+        for bad in ["\"\"", "\"A=b\""] {
+            let e = Profile::parse(&format!("{base}pass_env = [{bad}]\n"), Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("hooks.pass_env"), "{e}");
+        }
     }
 
     #[test]

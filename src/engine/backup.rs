@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -476,6 +476,48 @@ struct Piped {
     skipped: Vec<(String, String)>,
     changed: Vec<String>,
     new_cache: Vec<(Vec<u8>, CachedFile)>,
+    /// File-cache rows of files gone from the sources (see [`gone_from_sources`]).
+    gone: Vec<Vec<u8>>,
+}
+
+/// Whether `path` is `dir` or below it (relative paths as the file list
+/// stores them; the empty path is `/`).
+fn is_under(path: &[u8], dir: &[u8]) -> bool {
+    dir.is_empty()
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
+}
+
+/// Of the file-cache rows this run did not look up, those it may forget:
+/// below one of the run's `sources` (rows of other sources, say another
+/// profile's, stay) and not below a folder it could not list (`spared`:
+/// their files may be back next time, unchanged).
+fn gone_from_sources(
+    unseen: impl IntoIterator<Item = Vec<u8>>,
+    sources: &[Vec<u8>],
+    spared: &[Vec<u8>],
+) -> Vec<Vec<u8>> {
+    unseen
+        .into_iter()
+        .filter(|p| {
+            sources.iter().any(|s| is_under(p, s)) && !spared.iter().any(|s| is_under(p, s))
+        })
+        .collect()
+}
+
+/// [`gone_from_sources`] of the file cache's rows the run did not look up.
+fn forgotten(
+    job: &Job,
+    unseen: HashMap<Vec<u8>, CachedFile>,
+    skipped: &[(String, String)],
+) -> Vec<Vec<u8>> {
+    let sources: Vec<Vec<u8>> = job.sources.iter().map(|s| walk::rel_of(s)).collect();
+    let spared: Vec<Vec<u8>> = skipped
+        .iter()
+        .map(|(p, _)| walk::rel_of(Path::new(p)))
+        .collect();
+    gone_from_sources(unseen.into_keys(), &sources, &spared)
 }
 
 fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupReport> {
@@ -496,7 +538,7 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
         queued: Mutex::new(HashSet::new()),
     };
     progress.phase("backup", None);
-    let piped = pipeline(job, &dedup, &file_cache, lock)?;
+    let piped = pipeline(job, &dedup, file_cache, lock)?;
     // Stopping stages may have dropped blobs the file list names: once
     // the flag is set, no commit (the packs stored are indexed).
     if job.cancel.load(Ordering::Relaxed) {
@@ -530,13 +572,49 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
     Ok(report)
 }
 
+/// Sets the flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts the pre-scan: a second walk of the same sources with the same
+/// excludes, stat only, whose counts (not lists: memory stays flat) give the
+/// front end a total ([`walk::count`]); only if it shows one. It stops once
+/// `stop` is set.
+fn pre_scan<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    job: &'s Job,
+    stop: &'s AtomicBool,
+) -> Result<()> {
+    if !job.progress.wants_total() {
+        return Ok(());
+    }
+    let (tx, rx) = bounded::<WalkItem>(1024);
+    let (sources, excludes, progress) = (job.sources, job.excludes, job.progress);
+    std::thread::Builder::new()
+        .name("pre-scan walker".into())
+        .stack_size(64 << 20)
+        .spawn_scoped(s, move || {
+            walk::walk(sources, excludes, &tx);
+        })
+        .map_err(|e| Error::Thread("pre-scan walker", e))?;
+    std::thread::Builder::new()
+        .name("pre-scan".into())
+        .spawn_scoped(s, move || walk::count(rx, stop, progress))
+        .map_err(|e| Error::Thread("pre-scan", e))?;
+    Ok(())
+}
+
 /// Walks, reads, chunks, seals and packs, each stage on its own threads
 /// with bounded channels between them (memory stays flat), while the
 /// driver keeps the file list in walk order.
 fn pipeline(
     job: &Job,
     dedup: &Dedup,
-    file_cache: &HashMap<Vec<u8>, CachedFile>,
+    mut file_cache: HashMap<Vec<u8>, CachedFile>,
     lock: &mut RepoLock,
 ) -> Result<Piped> {
     let (repo, cancel) = (job.repo, job.cancel);
@@ -553,6 +631,7 @@ fn pipeline(
     let (done_tx, done_rx) = unbounded::<FileDone>();
     let (seal_tx, seal_rx) = bounded::<PlainBlob>(workers);
     let (pack_tx, pack_rx) = bounded::<SealedBlob>(workers);
+    let scan_stop = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<Piped> {
         let (sources, excludes) = (job.sources, job.excludes);
         std::thread::Builder::new()
@@ -608,8 +687,11 @@ fn pipeline(
         let read_back = ReadBack::of(lock);
         let packer_handle = s.spawn(move || packer(repo, pack_rx, read_back));
 
-        let mut d = Driver::new(repo, dedup, seal_tx, &meta_chunker);
-        let driven = d.drive(walk_rx, &job_tx, &done_rx, file_cache, cancel, lock);
+        pre_scan(s, job, &scan_stop)?;
+        // Set however this closure ends: the pre-scan stops with the backup.
+        let _stop_scan = SetOnDrop(&scan_stop);
+        let mut d = Driver::new(repo, dedup, job.progress, seal_tx, &meta_chunker);
+        let driven = d.drive(walk_rx, &job_tx, &done_rx, &mut file_cache, cancel, lock);
         drop(job_tx);
         // On failure, hang up so every stage stops, then report the first cause.
         // After a cancel, the stages that stopped are no failure of their own.
@@ -638,6 +720,7 @@ fn pipeline(
         Ok(Piped {
             indexes,
             finished: finished?,
+            gone: forgotten(job, file_cache, &skipped),
             summary,
             skipped,
             changed,
@@ -656,6 +739,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         skipped,
         changed,
         new_cache,
+        gone,
     } = piped;
     let new_packs = || indexes.iter().flat_map(|(_, i)| i.packs.iter());
     summary.stored_added = new_packs().map(|p| p.size).sum();
@@ -702,6 +786,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
     }
     tx.put_snapshot(&snapshot, &snap)?;
     tx.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
+    tx.forget_files(gone.iter().map(Vec::as_slice))?;
     tx.commit()?;
     Ok(BackupReport {
         snapshot,
@@ -720,6 +805,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
 struct Driver<'a> {
     repo: &'a Repository,
     dedup: &'a Dedup,
+    progress: &'a dyn Progress,
     seal_tx: Sender<PlainBlob>,
     splitter: Splitter,
     /// Where each tree blob's first entry starts (format 2 repositories).
@@ -746,12 +832,14 @@ impl<'a> Driver<'a> {
     fn new(
         repo: &'a Repository,
         dedup: &'a Dedup,
+        progress: &'a dyn Progress,
         seal_tx: Sender<PlainBlob>,
         meta_chunker: &Chunker,
     ) -> Driver<'a> {
         Driver {
             repo,
             dedup,
+            progress,
             seal_tx,
             splitter: Splitter::new(meta_chunker.clone()),
             tree_index: (repo.config.version >= 2).then(TreeIndexBuilder::default),
@@ -777,7 +865,7 @@ impl<'a> Driver<'a> {
         walk_rx: Receiver<WalkItem>,
         job_tx: &Sender<FileJob>,
         done_rx: &Receiver<FileDone>,
-        cache: &HashMap<Vec<u8>, CachedFile>,
+        cache: &mut HashMap<Vec<u8>, CachedFile>,
         cancel: &AtomicBool,
         lock: &mut RepoLock,
     ) -> Result<()> {
@@ -813,6 +901,9 @@ impl<'a> Driver<'a> {
                             entry.target = Some(first.clone());
                             entry.size = 0;
                             self.summary.bytes -= m.len();
+                            // Done, as far as the pre-scan's count of names goes.
+                            self.progress.advance(m.len());
+                            self.progress.file_done();
                             self.pending.push_back(Slot {
                                 entry,
                                 cache: false,
@@ -823,32 +914,15 @@ impl<'a> Driver<'a> {
                         }
                         self.hardlinks.insert(key, entry.path.clone());
                     }
-                    let hit = cache.get(&entry.path).filter(|c| {
-                        c.size == entry.size
-                            && c.mtime == entry.mtime
-                            && c.ctime == entry.ctime
-                            && c.ino == entry.ino
-                            && c.content
-                                .iter()
-                                .all(|x| self.dedup.known.contains_key(&x.blob))
-                    });
-                    if let Some(c) = hit {
+                    if self.unchanged(cache, &mut entry) {
                         self.summary.files_unchanged += 1;
-                        entry.content = c.content.clone();
+                        self.progress.advance(entry.size);
+                        self.progress.file_done();
                     } else if entry.size == 0 {
                         // Nothing to read; cached so the next run counts it unchanged.
-                        if cache.contains_key(&entry.path) {
-                            self.summary.files_changed += 1;
-                        } else {
-                            self.summary.files_new += 1;
-                        }
                         cache_row = true;
+                        self.progress.file_done();
                     } else {
-                        if cache.contains_key(&entry.path) {
-                            self.summary.files_changed += 1;
-                        } else {
-                            self.summary.files_new += 1;
-                        }
                         cache_row = true;
                         state = SlotState::Reading;
                         job_tx
@@ -889,6 +963,30 @@ impl<'a> Driver<'a> {
         self.advance()
     }
 
+    /// Whether the file cache vouches for `entry` (same size, times and
+    /// inode, every blob still stored); if so its content is filled in,
+    /// else it is counted new or changed. Its row leaves `cache` either
+    /// way: what is left at the end are files this run did not see.
+    fn unchanged(&mut self, cache: &mut HashMap<Vec<u8>, CachedFile>, entry: &mut Entry) -> bool {
+        let Some(c) = cache.remove(&entry.path) else {
+            self.summary.files_new += 1;
+            return false;
+        };
+        let hit = c.size == entry.size
+            && c.mtime == entry.mtime
+            && c.ctime == entry.ctime
+            && c.ino == entry.ino
+            && c.content
+                .iter()
+                .all(|x| self.dedup.known.contains_key(&x.blob));
+        if hit {
+            entry.content = c.content;
+        } else {
+            self.summary.files_changed += 1;
+        }
+        hit
+    }
+
     /// Blocks for the next finished file.
     fn wait_one(&mut self, done_rx: &Receiver<FileDone>, reading: &mut usize) -> Result<()> {
         let done = done_rx
@@ -903,6 +1001,7 @@ impl<'a> Driver<'a> {
         let Some(slot) = self.pending.get_mut((done.seq - self.base) as usize) else {
             return;
         };
+        self.progress.file_done();
         match done.result {
             Ok((content, changed)) => {
                 if changed {
@@ -1122,6 +1221,37 @@ mod tests {
             &super::super::NoProgress,
             &read_bytes,
         )
+    }
+
+    /// Rows below a backed-up source that the run did not see are gone;
+    /// rows of other sources, of look-alike names (`srv2` is not below
+    /// `srv`) and below folders the run could not list are kept.
+    #[test]
+    fn the_file_cache_forgets_only_what_left_the_sources() {
+        let rows = [
+            "srv/a",
+            "srv/d/b",
+            "srv2/c",
+            "etc/x",
+            "srv",
+            "srv/locked/f",
+            "home/u/f",
+        ]
+        .map(|p| p.as_bytes().to_vec());
+        let sources = [b"srv".to_vec(), b"home/u/f".to_vec()];
+        let spared = [b"srv/locked".to_vec()];
+        let gone = gone_from_sources(rows.clone(), &sources, &spared);
+        assert_eq!(
+            gone,
+            ["srv/a", "srv/d/b", "srv", "home/u/f"].map(|p| p.as_bytes().to_vec())
+        );
+        // A backup of `/` covers every row.
+        assert_eq!(
+            gone_from_sources(rows.clone(), &[Vec::new()], &[]).len(),
+            rows.len()
+        );
+        assert!(gone_from_sources(rows, &[b"var".to_vec()], &[]).is_empty());
+        assert!(is_under(b"a/b", b"a") && is_under(b"a", b"a") && !is_under(b"ab", b"a"));
     }
 
     /// A file removed between the walk and the read is told apart from one

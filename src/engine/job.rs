@@ -274,6 +274,8 @@ pub fn prune_options(
 pub struct Hook {
     pub command: String,
     pub timeout: Duration,
+    /// Secret variables it inherits all the same (`[hooks] pass_env`).
+    pub pass_env: Vec<String>,
 }
 
 /// What a job will do, in order. Steps that are `None` are left out.
@@ -307,6 +309,7 @@ impl JobPlan {
             c.clone().map(|command| Hook {
                 command,
                 timeout: profile.hooks.timeout_std(),
+                pass_env: profile.hooks.pass_env.clone(),
             })
         };
         let none = Default::default();
@@ -429,7 +432,8 @@ fn steps(
     done: &mut JobDone,
 ) -> Result<(), JobError> {
     if let Some(h) = &plan.before {
-        hooks::run("before", &h.command, &hook_env(report, false), h.timeout)
+        let env = hook_env(report, false);
+        hooks::run("before", &h.command, &env, &h.pass_env, h.timeout)
             .map_err(JobError::BeforeHook)?;
     }
     let b = backup(repo, catalog, &plan.backup, progress, cancel).map_err(JobError::Backup)?;
@@ -480,7 +484,8 @@ fn steps(
     report.storage_bytes = catalog.packs().map(|p| p.values().sum()).unwrap_or(0);
     report.status = status;
     if let Some(h) = &plan.after {
-        hooks::run("after", &h.command, &hook_env(report, true), h.timeout)
+        let env = hook_env(report, true);
+        hooks::run("after", &h.command, &env, &h.pass_env, h.timeout)
             .map_err(|e| saved(StepError::AfterHook(e)))?;
     }
     Ok(())
@@ -565,6 +570,7 @@ grace = "1h"
 before = "dump"
 after = "notify"
 timeout = "2m"
+pass_env = ["PGPASSWORD"]
 "#;
 
     fn profile(text: &str) -> Profile {
@@ -601,7 +607,8 @@ timeout = "2m"
             plan.before,
             Some(Hook {
                 command: "dump".into(),
-                timeout: two_min
+                timeout: two_min,
+                pass_env: vec!["PGPASSWORD".into()],
             })
         );
         assert_eq!(

@@ -45,12 +45,36 @@ pub use sync::{
 };
 pub use walk::ExcludeError;
 
-/// Progress reports from the engines; the CLI draws bars, tests ignore them.
+/// Progress reports from the engines, as data; the CLI draws bars, tests
+/// ignore them.
 pub trait Progress: Sync {
     /// A new phase; `total` in the phase's unit if known.
     fn phase(&self, _name: &str, _total: Option<u64>) {}
-    /// Units done in the current phase (bytes, or objects).
+    /// Units done in the current phase (bytes, or objects). A backup counts
+    /// the bytes of files it finds unchanged as done too, so that what is
+    /// done meets its pre-scan's total.
     fn advance(&self, _n: u64) {}
+    /// Whether to count a backup's files and bytes ahead of it for a total
+    /// (a pre-scan that only stats: worth it only where a total is shown).
+    fn wants_total(&self) -> bool {
+        false
+    }
+    /// The pre-scan's count so far; the last report has `done` set (none
+    /// has if the backup finished first).
+    fn counted(&self, _count: Counted) {}
+    /// A backup finished with one more file: read, found unchanged, or
+    /// skipped.
+    fn file_done(&self) {}
+}
+
+/// What a backup's pre-scan counted: regular files (every name of a hard
+/// link) and their sizes, below the sources, excludes left out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counted {
+    pub files: u64,
+    pub bytes: u64,
+    /// The whole walk is counted: these are the totals.
+    pub done: bool,
 }
 
 /// Reports nothing.

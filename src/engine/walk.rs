@@ -1,12 +1,14 @@
 //! The walker: a deterministic pre-order walk (parents first, names sorted
 //! bytewise), so file lists of unchanged trees are byte-identical and dedup.
 
+use super::{Counted, Progress};
 use crate::repo::tree::walk_order;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct Node {
     pub abs: PathBuf,
@@ -192,9 +194,78 @@ fn visit_node(abs: PathBuf, meta: Metadata, excludes: &Excludes, tx: &Sender<Wal
     true
 }
 
+/// How often the pre-scan reports its count, in files.
+const COUNT_EVERY: u64 = 1024;
+
+/// The pre-scan's counter: counts the regular files and bytes of a walk
+/// (fed by [`walk`] on another thread) and reports them to `progress`.
+/// Returns early, without a final report, once `stop` is set: dropping the
+/// receiver then stops the walk at its next send.
+pub fn count(rx: Receiver<WalkItem>, stop: &AtomicBool, progress: &dyn Progress) {
+    let mut c = Counted::default();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(WalkItem::Node(n)) if n.meta.is_file() => {
+                c.files += 1;
+                c.bytes += n.meta.len();
+                if c.files.is_multiple_of(COUNT_EVERY) {
+                    progress.counted(c);
+                }
+            }
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    c.done = true;
+    progress.counted(c);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records what a pre-scan reports.
+    #[derive(Default)]
+    struct Reports(std::sync::Mutex<Vec<Counted>>);
+    impl Progress for Reports {
+        fn counted(&self, c: Counted) {
+            self.0.lock().unwrap().push(c);
+        }
+    }
+
+    /// The pre-scan counts what the backup's walk would read: regular files
+    /// and their bytes, excludes left out; stopped, it reports no total.
+    #[test]
+    fn the_pre_scan_counts_files_and_bytes_and_stops_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/one"), b"12345").unwrap();
+        std::fs::write(root.join("a/b/two"), b"123").unwrap();
+        std::fs::write(root.join("a/b/skip.tmp"), b"1234567").unwrap();
+        std::os::unix::fs::symlink("one", root.join("a/link")).unwrap();
+        let excludes = Excludes::new(&["*.tmp".to_string()]).unwrap();
+        let run = |stop: &AtomicBool| {
+            let reports = Reports::default();
+            let (tx, rx) = crossbeam_channel::bounded(4);
+            let (sources, excludes) = ([root.join("a")], &excludes);
+            std::thread::scope(|s| {
+                s.spawn(move || walk(&sources, excludes, &tx));
+                count(rx, stop, &reports);
+            });
+            reports.0.into_inner().unwrap()
+        };
+        let done = Counted {
+            files: 2,
+            bytes: 8,
+            done: true,
+        };
+        assert_eq!(run(&AtomicBool::new(false)), [done]);
+        assert!(run(&AtomicBool::new(true)).is_empty());
+    }
 
     /// `www-old` sorts before `www/app` as a whole string, after it in walk
     /// order; the file list (and the tree index over it) needs walk order.

@@ -20,6 +20,7 @@ mod golden;
 mod heal;
 mod history;
 mod hostile;
+mod hygiene;
 mod install;
 mod interrupt;
 mod moto;

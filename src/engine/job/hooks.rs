@@ -1,7 +1,11 @@
 //! Hook commands around a backup (`[hooks]`): run by `/bin/sh -c` in their
 //! own process group, with a timeout that kills the whole group, their output
-//! kept (the last 4 KiB) for the log and the error message.
+//! kept (the last 4 KiB) for the log and the error message. A hook gets
+//! coffer's environment without its secrets ([`is_secret`]) unless the
+//! profile's `pass_env` names them: a dump script has no use for the
+//! operator's passphrase or the storage keys.
 
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,11 +21,44 @@ pub struct HookError {
 
 const KEEP: usize = 4096;
 
-/// Runs `command`; Ok(output) if it exits 0 within `timeout`.
+/// Secrets named in full: the passphrase and the AWS chain's keys.
+const SECRETS: [&str; 4] = [
+    "COFFER_PASSPHRASE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+/// Any other `COFFER_*` or `AWS_*` name with one of these in it is taken
+/// for a secret too (AWS_SECURITY_TOKEN, AWS_CONTAINER_AUTHORIZATION_TOKEN…).
+const SECRET_WORDS: [&str; 4] = ["PASSPHRASE", "PASSWORD", "SECRET", "TOKEN"];
+
+/// Whether a hook does not inherit the variable `name` by default.
+pub fn is_secret(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    SECRETS.contains(&name)
+        || (name.starts_with("COFFER_") || name.starts_with("AWS_"))
+            && SECRET_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// Of the variables `names`, those a hook must not inherit: the secrets the
+/// profile's `pass_env` does not name.
+pub fn scrubbed(names: impl IntoIterator<Item = OsString>, pass_env: &[String]) -> Vec<OsString> {
+    names
+        .into_iter()
+        .filter(|n| is_secret(n) && !pass_env.iter().any(|p| OsStr::new(p) == n))
+        .collect()
+}
+
+/// Runs `command`; Ok(output) if it exits 0 within `timeout`. It inherits
+/// this process's environment less its secrets (but those in `pass_env`),
+/// plus `env`.
 pub fn run(
     which: &'static str,
     command: &str,
     env: &[(&str, String)],
+    pass_env: &[String],
     timeout: Duration,
 ) -> Result<String, HookError> {
     use std::os::unix::process::CommandExt;
@@ -31,7 +68,11 @@ pub fn run(
         what,
         output,
     };
-    let mut child = Command::new("/bin/sh")
+    let mut cmd = Command::new("/bin/sh");
+    for name in scrubbed(std::env::vars_os().map(|(k, _)| k), pass_env) {
+        cmd.env_remove(name);
+    }
+    let mut child = cmd
         .arg("-c")
         .arg(command)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -109,6 +150,7 @@ mod tests {
             "before",
             "echo hello; echo err >&2",
             &[],
+            &[],
             Duration::from_secs(5),
         )
         .unwrap();
@@ -116,6 +158,7 @@ mod tests {
         let e = run(
             "before",
             "echo dump failed; exit 3",
+            &[],
             &[],
             Duration::from_secs(5),
         )
@@ -125,7 +168,7 @@ mod tests {
             "before hook `echo dump failed; exit 3` failed with exit code 3; output: dump failed"
         );
         let started = Instant::now();
-        let e = run("after", "sleep 30", &[], Duration::from_millis(300)).unwrap_err();
+        let e = run("after", "sleep 30", &[], &[], Duration::from_millis(300)).unwrap_err();
         assert!(e.to_string().contains("timed out"), "{e}");
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -135,9 +178,53 @@ mod tests {
             "after",
             "echo $COFFER_STATUS",
             &[("COFFER_STATUS", "ok".into())],
+            &[],
             Duration::from_secs(5),
         )
         .unwrap();
         assert_eq!(env, "ok");
+    }
+
+    /// The passphrase, the AWS keys and other COFFER_/AWS_ secrets are
+    /// scrubbed, unless passed on by name; everything else is inherited.
+    #[test]
+    fn secrets_are_scrubbed_unless_passed_on() {
+        let names = [
+            "PATH",
+            "HOME",
+            "COFFER_PASSPHRASE",
+            "COFFER_REPO",
+            "COFFER_CACHE_DIR",
+            "COFFER_NOTIFY_TOKEN",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_SECURITY_TOKEN",
+            "AWS_REGION",
+            "AWS_PROFILE",
+            "MY_TOKEN",
+        ]
+        .map(OsString::from);
+        assert_eq!(
+            scrubbed(names.clone(), &[]),
+            [
+                "COFFER_PASSPHRASE",
+                "COFFER_NOTIFY_TOKEN",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+                "AWS_SECURITY_TOKEN"
+            ]
+            .map(OsString::from)
+        );
+        let pass = ["AWS_ACCESS_KEY_ID".to_string(), "UNSET".to_string()];
+        let kept = scrubbed(names, &pass);
+        assert_eq!(kept.len(), 5);
+        assert!(!kept.contains(&OsString::from("AWS_ACCESS_KEY_ID")));
+        // A name that is not UTF-8 is no name coffer or AWS reads.
+        use std::os::unix::ffi::OsStringExt;
+        assert!(!is_secret(&OsString::from_vec(
+            b"COFFER_\xffTOKEN".to_vec()
+        )));
     }
 }
