@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Installs coffer on a server: the binary, a system user, the configuration
-# and state folders with safe modes, example profiles and the hardened
-# systemd unit for `coffer agent`. See docs/INSTALL.md.
+# Installs coffer on a server: the binary, shell completions and man pages,
+# a system user (sysusers.d), the configuration and state folders with safe
+# modes (tmpfiles.d), example profiles and the hardened systemd unit for
+# `coffer agent` (in the vendor folder /usr/lib/systemd/system). See
+# docs/INSTALL.md.
 #
-#   sudo scripts/install.sh                       # build if needed, install to /usr/local
+#   sudo scripts/install.sh                       # install target/release/coffer to /usr/local
+#   sudo scripts/install.sh --build               # build it first (cargo build --release --locked)
 #   sudo scripts/install.sh --binary ./coffer     # install a prebuilt binary
 #   DESTDIR=/tmp/stage scripts/install.sh         # stage into a folder (packaging, tests)
 #
 # Options (or the environment variables in brackets):
-#   --binary PATH   the coffer binary [default: target/release/coffer, built
-#                   with `cargo build --release --locked` if missing]
+#   --binary PATH   the coffer binary [default: release/coffer in
+#                   CARGO_TARGET_DIR or target/; never built unless --build]
+#   --build         run `cargo build --release --locked` first, then install
+#                   what it built
 #   --prefix DIR    [PREFIX, default /usr/local]
 #   --destdir DIR   [DESTDIR, default empty: install on this machine]
 #
@@ -23,14 +28,16 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DESTDIR=${DESTDIR:-}
 PREFIX=${PREFIX:-/usr/local}
 binary=
+build=false
 
-usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "install.sh: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
   case $1 in
     --binary) [ $# -ge 2 ] || die "--binary needs a path"; binary=$2; shift 2 ;;
     --binary=*) binary=${1#*=}; shift ;;
+    --build) build=true; shift ;;
     --prefix) [ $# -ge 2 ] || die "--prefix needs a folder"; PREFIX=$2; shift 2 ;;
     --prefix=*) PREFIX=${1#*=}; shift ;;
     --destdir) [ $# -ge 2 ] || die "--destdir needs a folder"; DESTDIR=$2; shift 2 ;;
@@ -65,18 +72,33 @@ fi
 note() { echo "install.sh: $*"; }
 
 # --- the binary ---------------------------------------------------------------
+# Never built behind the admin's back (a build as root, or into a staged
+# package, is a surprise): only with --build.
 if [ -z "$binary" ]; then
-  binary=$root/target/release/coffer
-  if [ ! -x "$binary" ]; then
+  binary=${CARGO_TARGET_DIR:-$root/target}/release/coffer
+  case $binary in /*) ;; *) binary=$root/$binary ;; esac
+  if $build; then
     note "building $binary (cargo build --release --locked)"
     (cd "$root" && cargo build --release --locked)
+  elif [ ! -e "$binary" ]; then
+    die "no coffer binary at $binary: build it (cargo build --release --locked), or run again with --build to have it built, or pass --binary PATH"
   fi
+elif $build; then
+  die "--build and --binary exclude each other: --build installs what cargo builds"
 fi
 { [ -f "$binary" ] && [ -x "$binary" ]; } || die "no executable coffer binary at '$binary'"
 
 # --- the coffer user -----------------------------------------------------------
+# Declared for systemd-sysusers (which also makes it on image-based systems
+# at boot); made here at once, by it where it exists, else by useradd.
+sysusers=/usr/lib/sysusers.d/coffer.conf
+install -D -m 0644 "$root/scripts/coffer.sysusers" "$DESTDIR$sysusers"
+note "installed $sysusers (mode 0644)"
 if staged; then
   note "staged install: would create the system group and user 'coffer' (home /var/lib/coffer, no login shell)"
+elif command -v systemd-sysusers >/dev/null && [ -d /run/systemd/system ]; then
+  systemd-sysusers "$sysusers"
+  note "ran systemd-sysusers $sysusers"
 else
   if ! getent group coffer >/dev/null; then
     groupadd --system coffer
@@ -118,6 +140,24 @@ dir /etc/coffer/profiles 0750 root:coffer
 dir /etc/coffer/keys 0750 root:coffer
 dir /var/lib/coffer 0700 coffer:coffer
 dir /var/cache/coffer 0700 coffer:coffer
+# The same two folders for systemd-tmpfiles (recreated at boot if missing).
+put "$root/scripts/coffer.tmpfiles" /usr/lib/tmpfiles.d/coffer.conf 0644
+
+# Shell completions and man pages, from the binary being installed.
+gen=$(mktemp -d)
+trap 'rm -rf "$gen"' EXIT
+for shell in bash zsh fish; do
+  "$binary" completions "$shell" >"$gen/coffer.$shell" ||
+    die "$binary completions $shell failed"
+done
+put "$gen/coffer.bash" "$PREFIX/share/bash-completion/completions/coffer" 0644
+put "$gen/coffer.zsh" "$PREFIX/share/zsh/site-functions/_coffer" 0644
+put "$gen/coffer.fish" "$PREFIX/share/fish/vendor_completions.d/coffer.fish" 0644
+"$binary" man "$gen/man1" || die "$binary man failed"
+for page in "$gen"/man1/*.1; do
+  install -D -m 0644 "$page" "$DESTDIR$PREFIX/share/man/man1/$(basename "$page")"
+done
+note "installed $(find "$gen/man1" -name '*.1' | wc -l) man pages in $PREFIX/share/man/man1 (man coffer)"
 
 # Example profiles: reference copies, NOT in /etc/coffer/profiles (the agent
 # would run them). demo.toml is the development demo, not for servers.
@@ -128,14 +168,27 @@ for p in "$root"/profiles/*.toml; do
   put "$p" "$examples/$(basename "$p")" 0644
 done
 
-unit=/etc/systemd/system/coffer-agent.service
-tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+# The vendor folder: /etc/systemd/system stays the admin's (drop-ins, or a
+# full copy made with `systemctl edit --full`, which wins over this one).
+unit=/usr/lib/systemd/system/coffer-agent.service
+tmp=$gen/coffer-agent.service
 sed "s|@PREFIX@|$PREFIX|g" "$root/scripts/coffer-agent.service" >"$tmp"
 if grep -q '@[A-Z_]*@' "$tmp"; then
   die "unit template has an unfilled placeholder: $(grep -o '@[A-Z_]*@' "$tmp" | head -1)"
 fi
 put "$tmp" "$unit" 0644
+# An older install.sh put the unit in /etc/systemd/system, where it would
+# hide the new one: it goes if it is that file, untouched.
+legacy=/etc/systemd/system/coffer-agent.service
+if [ -f "$DESTDIR$legacy" ]; then
+  if head -1 "$DESTDIR$legacy" | grep -qx '# coffer backup agent: a hardened systemd service\.' &&
+    grep -q '^# Installed by scripts/install.sh, which replaces ' "$DESTDIR$legacy"; then
+    rm -f "$DESTDIR$legacy"
+    note "removed $legacy (an older install put the unit there; it is now $unit)"
+  else
+    note "WARNING: $legacy exists and overrides $unit; remove it unless you wrote it on purpose (drop-ins belong in $legacy.d)"
+  fi
+fi
 
 # --- look at what the admin already has (never changed, only reported) --------
 shopt -s nullglob

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Removes what scripts/install.sh installed: the coffer binary, the systemd
-# unit (stopped and disabled first), the example profiles, and the coffer
-# folders that are left empty. See docs/INSTALL.md.
+# Removes what scripts/install.sh installed: the coffer binary, its shell
+# completions and man pages, the systemd unit (stopped and disabled first),
+# the sysusers.d and tmpfiles.d entries, the example profiles, and the
+# coffer folders that are left empty. See docs/INSTALL.md.
 #
 #   sudo scripts/uninstall.sh            # keeps state, catalogs, keys, profiles
 #   sudo scripts/uninstall.sh --purge    # also deletes /var/lib/coffer and /var/cache/coffer
@@ -75,7 +76,9 @@ prune_dir() {
 }
 
 # --- the service -------------------------------------------------------------
-unit=/etc/systemd/system/coffer-agent.service
+unit=/usr/lib/systemd/system/coffer-agent.service
+# Where an older install.sh put it, and where drop-ins live.
+etc_unit=/etc/systemd/system/coffer-agent.service
 if staged; then
   note "staged install: would run 'systemctl disable --now coffer-agent'"
   # An `systemctl --root=… enable` leaves this link behind.
@@ -87,16 +90,36 @@ elif [ -d /run/systemd/system ]; then
   fi
 fi
 remove "$unit"
+# The unit an older install.sh wrote there; a copy of your own is kept.
+if [ -f "$DESTDIR$etc_unit" ]; then
+  if grep -q '^# Installed by scripts/install.sh' "$DESTDIR$etc_unit"; then
+    remove "$etc_unit"
+  else
+    note "kept $etc_unit (not written by install.sh)"
+  fi
+fi
 if ! staged && [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl reset-failed coffer-agent.service 2>/dev/null || true
 fi
-if [ -d "$DESTDIR$unit.d" ]; then
-  note "kept your drop-ins in $unit.d (remove them yourself if no longer wanted)"
+if [ -d "$DESTDIR$etc_unit.d" ]; then
+  note "kept your drop-ins in $etc_unit.d (remove them yourself if no longer wanted)"
 fi
+# The user's declaration goes; the user stays (see above). The folders'
+# declaration goes; the folders stay until --purge.
+remove /usr/lib/sysusers.d/coffer.conf
+remove /usr/lib/tmpfiles.d/coffer.conf
 
 # --- files -----------------------------------------------------------------------
 remove "$PREFIX/bin/coffer"
+remove "$PREFIX/share/bash-completion/completions/coffer"
+remove "$PREFIX/share/zsh/site-functions/_coffer"
+remove "$PREFIX/share/fish/vendor_completions.d/coffer.fish"
+shopt -s nullglob
+for p in "$DESTDIR$PREFIX"/share/man/man1/coffer.1 "$DESTDIR$PREFIX"/share/man/man1/coffer-*.1; do
+  remove "${p#"$DESTDIR"}"
+done
+shopt -u nullglob
 shopt -s nullglob
 for p in "$DESTDIR$PREFIX"/share/coffer/profiles/*.toml; do
   remove "${p#"$DESTDIR"}"

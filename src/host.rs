@@ -27,13 +27,19 @@ pub fn proc_stat(pid: u32) -> Option<(char, u64)> {
 /// Whether a process (a lock holder, a temp file's writer) still runs on this host: not gone, not a zombie,
 /// and not a new process that happens to have the same pid.
 pub fn process_alive(pid: u32, start_ticks: Option<u64>) -> bool {
+    // 0 and negative pids name process groups for kill(): never a writer.
+    let Some(raw) = libc::pid_t::try_from(pid).ok().filter(|p| *p > 0) else {
+        return false;
+    };
     match proc_stat(pid) {
         Some((state, start)) => state != 'Z' && start_ticks.is_none_or(|t| t == start),
-        None if std::path::Path::new("/proc/self/stat").exists() => false,
+        // Not in /proc: gone, or hidden from this user (procfs with
+        // hidepid, as the agent's unit sets with ProtectProc=invisible, hides
+        // an operator's coffer running as root), or no procfs. Signal 0
+        // tells them apart: EPERM means the pid exists.
         None => {
-            // No procfs: signal 0 only checks that the pid exists.
             // SAFETY: kill with signal 0 sends nothing.
-            let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+            let rc = unsafe { libc::kill(raw, 0) };
             rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
         }
     }
@@ -96,5 +102,17 @@ mod tests {
             format!("{}-1-00ff", u32::MAX - 1).as_bytes()
         ));
         assert!(temp_writer_gone(b"garbage"));
+    }
+
+    #[test]
+    fn pids_that_name_no_single_process_are_not_alive() {
+        assert!(!process_alive(0, None));
+        assert!(
+            !process_alive(u32::MAX, None),
+            "-1 for kill(): every process"
+        );
+        assert!(!process_alive(i32::MAX as u32 + 1, None));
+        // Init exists in every pid namespace, visible in /proc or not.
+        assert!(process_alive(1, None));
     }
 }

@@ -13,7 +13,7 @@ use crate::engine::job::{
     self, FilterOverrides, JobReport, PruneOverrides, RetentionOverrides, RunStatus,
 };
 use crate::engine::prune::prune;
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -39,15 +39,20 @@ pub struct ForgetArgs {
     /// Keep every snapshot newer than this (default: the profile's, else 90d).
     #[arg(long, value_parser = duration)]
     keep_within: Option<jiff::SignedDuration>,
-    #[arg(long)]
+    /// Keep the N newest snapshots (default: the profile's, else 0).
+    #[arg(long, value_name = "N")]
     keep_last: Option<u32>,
-    #[arg(long)]
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
     keep_hourly: Option<u32>,
-    #[arg(long)]
+    /// Keep the newest snapshot of each of the last N days that have one.
+    #[arg(long, value_name = "N")]
     keep_daily: Option<u32>,
-    #[arg(long)]
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
     keep_weekly: Option<u32>,
-    #[arg(long)]
+    /// Keep the newest snapshot of each of the last N months that have one.
+    #[arg(long, value_name = "N")]
     keep_monthly: Option<u32>,
     /// Only this host's snapshots (with a profile: this machine's by default).
     #[arg(long)]
@@ -96,6 +101,7 @@ pub struct AgentArgs {
     /// The folder of profiles (*.toml) to run.
     #[arg(long = "profiles", default_value = "/etc/coffer/profiles")]
     profiles_dir: PathBuf,
+    /// Where the agent keeps each profile's state file (default: $COFFER_STATE_DIR, ~/.local/state/coffer).
     #[arg(long, env = "COFFER_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// Profiles running at once, at most.
@@ -128,6 +134,7 @@ pub struct StatusArgs {
     /// The folder of profiles (default: the agent's); --profile shows one.
     #[arg(long = "profiles", default_value = "/etc/coffer/profiles")]
     profiles_dir: PathBuf,
+    /// Where the agent keeps each profile's state file (default: $COFFER_STATE_DIR, ~/.local/state/coffer).
     #[arg(long, env = "COFFER_STATE_DIR")]
     state_dir: Option<PathBuf>,
 }
@@ -324,7 +331,7 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
     let profile = ctx
         .profile
         .as_ref()
-        .ok_or_else(|| anyhow!("`coffer run` runs a profile: pass --profile FILE"))?;
+        .ok_or_else(|| super::usage("`coffer run` runs a profile: pass --profile FILE"))?;
     // SIGTERM and SIGINT stop the run at a safe point; it reports `cancelled`.
     let cancel = super::signal::Cancel::install()?;
     let state_dir = a.state_dir.unwrap_or_else(state::default_dir);

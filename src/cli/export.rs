@@ -111,7 +111,9 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
         );
     }
     if to_stdout && ctx.json {
-        bail!("the archive goes to standard output, so --json needs --output FILE");
+        return Err(super::usage(
+            "the archive goes to standard output, so --json needs --output FILE",
+        ));
     }
     let view = select::open_view(ctx, &args.filter)?;
     let index = select::pick(&view, args.snapshot.as_deref(), args.at, "")?;

@@ -19,6 +19,7 @@ pub struct CheckArgs {
 #[derive(Subcommand, Debug)]
 pub enum CatalogCommand {
     /// Recreate the catalog from the repository.
+    #[command(after_help = super::help::CATALOG_REBUILD)]
     Rebuild,
 }
 

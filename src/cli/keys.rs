@@ -16,7 +16,9 @@ use std::str::FromStr;
 pub enum KeyCommand {
     /// Write a new operator identity and its signing key beside it
     /// (IDENTITY.sign, both mode 0600) and print its recipient.
+    #[command(after_help = super::help::KEY_GENERATE)]
     Generate {
+        /// Where to write the identity (refused if it or OUTPUT.sign exists).
         #[arg(long, short)]
         output: PathBuf,
         /// Protect it with a passphrase (COFFER_PASSPHRASE or a prompt).
@@ -24,15 +26,20 @@ pub enum KeyCommand {
         passphrase: bool,
     },
     /// Print the recipient (public key) of an identity.
+    #[command(after_help = super::help::KEY_RECIPIENT)]
     Recipient,
     /// Write a signing key beside an existing identity (IDENTITY.sign, mode
     /// 0600; the identity's passphrase protects it too) and print its public key.
+    #[command(after_help = super::help::KEY_ADD_SIGNING)]
     AddSigning,
     /// Print the public signing key of an identity, as a line for another
     /// operator's IDENTITY.signers file.
+    #[command(after_help = super::help::KEY_SIGNER)]
     Signer,
     /// Write the agent key file from the repository's keyring (operator).
+    #[command(after_help = super::help::KEY_EXPORT_AGENT)]
     ExportAgent {
+        /// Where to write the agent key file (mode 0600; refused if it exists).
         #[arg(long, short)]
         output: PathBuf,
     },
@@ -116,7 +123,7 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
             let path = ctx
                 .identity
                 .as_ref()
-                .ok_or_else(|| anyhow!("pass --identity FILE"))?;
+                .ok_or_else(|| super::usage("pass --identity FILE"))?;
             let key = ctx.signing_key()?.ok_or_else(|| {
                 anyhow!(
                     "{}: no signing key beside the identity; create one with `coffer key add-signing --identity {}`",
@@ -130,7 +137,7 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
             let path = ctx
                 .identity
                 .as_ref()
-                .ok_or_else(|| anyhow!("pass --identity FILE"))?;
+                .ok_or_else(|| super::usage("pass --identity FILE"))?;
             for id in ctx.load_identity(path)?.identities {
                 println!("{}", id.to_public());
             }
@@ -161,10 +168,9 @@ pub fn key(ctx: &Context, cmd: KeyCommand) -> Result<Exit> {
 
 /// `key add-signing`: a signing key for an identity made before signing.
 fn add_signing(ctx: &Context) -> Result<()> {
-    let path = ctx
-        .identity
-        .as_ref()
-        .ok_or_else(|| anyhow!("pass --identity FILE: the identity to add a signing key to"))?;
+    let path = ctx.identity.as_ref().ok_or_else(|| {
+        super::usage("pass --identity FILE: the identity to add a signing key to")
+    })?;
     let signing_key = signing_key_path(path);
     if signing_key.symlink_metadata().is_ok() {
         return Err(anyhow!(
@@ -290,14 +296,14 @@ pub fn init(ctx: &Context, args: InitArgs) -> Result<Exit> {
         })
         .collect::<Result<Vec<_>>>()?;
     if recipients.is_empty() {
-        return Err(anyhow!(
-            "init needs at least one --recipient age1…; create one with `coffer key generate --output operator.key`"
+        return Err(super::usage(
+            "init needs at least one --recipient age1…; create one with `coffer key generate --output operator.key`",
         ));
     }
     let agent_key_path = ctx
         .agent_key
         .clone()
-        .ok_or_else(|| anyhow!("init writes the agent key file: pass --agent-key FILE"))?;
+        .ok_or_else(|| super::usage("init writes the agent key file: pass --agent-key FILE"))?;
     if agent_key_path.exists() {
         return Err(anyhow!(
             "{} already exists; refusing to overwrite a key (choose another --agent-key path)",

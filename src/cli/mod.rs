@@ -7,6 +7,7 @@ mod backup;
 mod copy;
 mod erase;
 mod export;
+mod help;
 mod history;
 mod inspect;
 mod json;
@@ -49,37 +50,38 @@ pub enum Exit {
 #[command(
     name = "coffer",
     version,
-    about = "Encrypted, deduplicating backups (zstd + age) to a local directory or S3"
+    about = "Encrypted, deduplicating backups (zstd + age) to a local directory or S3",
+    after_help = help::COFFER
 )]
 pub struct Cli {
     /// A backup profile (TOML); command-line flags override it.
-    #[arg(long, global = true, env = "COFFER_PROFILE")]
+    #[arg(long, global = true, help_heading = help::GLOBAL, env = "COFFER_PROFILE")]
     profile: Option<PathBuf>,
-    /// Repository URL: file:///path or a plain path.
-    #[arg(long, global = true, env = "COFFER_REPO")]
+    /// Repository URL: s3://bucket/prefix (over TLS), file:///path or a plain path.
+    #[arg(long, global = true, help_heading = help::GLOBAL, env = "COFFER_REPO")]
     repo: Option<String>,
     /// The agent key file (written by `init`): writes backups, cannot read them.
-    #[arg(long, global = true, env = "COFFER_AGENT_KEY")]
+    #[arg(long, global = true, help_heading = help::GLOBAL, env = "COFFER_AGENT_KEY")]
     agent_key: Option<PathBuf>,
     /// The operator's age identity file (secret key).
-    #[arg(long, global = true, env = "COFFER_IDENTITY")]
+    #[arg(long, global = true, help_heading = help::GLOBAL, env = "COFFER_IDENTITY")]
     identity: Option<PathBuf>,
     /// The local catalog (a cache) to use.
-    #[arg(long, global = true, env = "COFFER_CATALOG")]
+    #[arg(long, global = true, help_heading = help::GLOBAL, env = "COFFER_CATALOG")]
     catalog: Option<PathBuf>,
     /// Machine-readable output on stdout.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = help::GLOBAL)]
     json: bool,
     /// No progress output.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, help_heading = help::GLOBAL)]
     quiet: bool,
     /// Wait this long for another writer's lock (e.g. 10m) instead of failing at once.
-    #[arg(long, global = true, value_parser = crate::config::parse_duration)]
+    #[arg(long, global = true, help_heading = help::GLOBAL, value_parser = crate::config::parse_duration)]
     lock_wait: Option<jiff::SignedDuration>,
     /// Read the repository as it stood at TIME, from object versions (S3
     /// with versioning): for snapshots, ls, restore, cat, export, find,
     /// diff, check; and the state `undelete` brings back.
-    #[arg(long, global = true, value_name = "TIME", value_parser = select::at)]
+    #[arg(long, global = true, help_heading = help::GLOBAL, value_name = "TIME", value_parser = select::at)]
     as_of: Option<jiff::Timestamp>,
     #[command(subcommand)]
     command: Command,
@@ -88,60 +90,96 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Operator keys.
+    #[command(after_help = help::KEY)]
     Key {
         #[command(subcommand)]
         command: keys::KeyCommand,
     },
     /// Create a repository for one or more operator recipients.
+    #[command(after_help = help::INIT)]
     Init(keys::InitArgs),
     /// Back up paths (or the profile's sources).
+    #[command(after_help = help::BACKUP)]
     Backup(backup::BackupArgs),
     /// List snapshots (filters, state: complete / verified / damaged).
+    #[command(after_help = help::SNAPSHOTS)]
     Snapshots(inspect::SnapshotsArgs),
     /// List the entries of a snapshot.
+    #[command(after_help = help::LS)]
     Ls(restore::LsArgs),
     /// Restore a snapshot, or part of it, into a folder or in place.
+    #[command(after_help = help::RESTORE)]
     Restore(restore::RestoreArgs),
     /// Write one file of a snapshot to standard output.
+    #[command(after_help = help::CAT)]
     Cat(restore::CatArgs),
     /// Write a snapshot, or part of it, as a tar (or tar.zst) archive.
+    #[command(after_help = help::EXPORT)]
     Export(export::ExportArgs),
     /// List the versions of matching files across snapshots.
+    #[command(after_help = help::FIND)]
     Find(history::FindArgs),
     /// What was added, removed and changed between two snapshots.
+    #[command(after_help = help::DIFF)]
     Diff(history::DiffArgs),
     /// Remove files from every snapshot and their data from storage (erasure requests).
+    #[command(after_help = help::ERASE)]
     Erase(erase::EraseArgs),
     /// List recorded operator actions: restores, exports, erasures, key exports.
+    #[command(after_help = help::AUDIT)]
     Audit(audit::AuditArgs),
     /// Verify the repository.
+    #[command(after_help = help::CHECK)]
     Check(inspect::CheckArgs),
     /// Replicate the repository to a second storage (ciphertext only).
+    #[command(after_help = help::COPY)]
     Copy(copy::CopyArgs),
     /// The local catalog.
+    #[command(after_help = help::CATALOG)]
     Catalog {
         #[command(subcommand)]
         command: inspect::CatalogCommand,
     },
     /// Apply a retention policy: remove snapshots it does not keep (agent key is enough).
+    #[command(after_help = help::FORGET)]
     Forget(agent::ForgetArgs),
     /// Delete data no snapshot references (agent key is enough).
+    #[command(after_help = help::PRUNE)]
     Prune(agent::PruneArgs),
     /// Repair a damaged repository: index, snapshots, keyring.
+    #[command(after_help = help::REPAIR)]
     Repair {
         #[command(subcommand)]
         command: repair::RepairCommand,
     },
     /// Run a profile's whole job now: hooks, backup, retention, prune.
+    #[command(after_help = help::RUN)]
     Run(agent::RunArgs),
     /// Run every profile in a folder on its schedule, as a service.
+    #[command(after_help = help::AGENT)]
     Agent(agent::AgentArgs),
     /// Per profile: last run, result, next run, snapshots, storage used.
+    #[command(after_help = help::STATUS)]
     Status(agent::StatusArgs),
     /// Print the least-privilege IAM policy of a role (agent, maintainer, operator) for an S3 repository.
+    #[command(after_help = help::POLICY)]
     Policy(policy::PolicyArgs),
     /// Make the repository as it stood at --as-of TIME current again (after an attack).
+    #[command(after_help = help::UNDELETE)]
     Undelete(undelete::UndeleteArgs),
+    /// Print a shell completion script on standard output.
+    #[command(after_help = help::COMPLETIONS)]
+    Completions {
+        /// The shell the script is for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command (coffer.1, coffer-backup.1, …) into a folder.
+    #[command(after_help = help::MAN)]
+    Man {
+        /// The folder (created if missing), e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
 }
 
 impl Command {
@@ -218,7 +256,7 @@ pub struct Context {
 impl Context {
     fn repo_url(&self) -> Result<&str> {
         self.repo_url.as_deref().ok_or_else(|| {
-            anyhow!("no repository given: pass --repo URL, set COFFER_REPO, or use --profile")
+            usage("no repository given: pass --repo URL, set COFFER_REPO, or use --profile")
         })
     }
 
@@ -283,14 +321,13 @@ impl Context {
     /// Opens the repository as the operator (identity required).
     pub fn open_operator(&self) -> Result<Repository> {
         let Some(path) = &self.identity else {
-            let hint = if self.agent_key.is_some() {
-                " (the agent key can write backups but never read them)"
-            } else {
-                ""
-            };
-            return Err(anyhow!(
-                "this command needs the operator identity: pass --identity FILE or set COFFER_IDENTITY{hint}"
-            ));
+            let needs = "this command needs the operator identity: pass --identity FILE or set COFFER_IDENTITY";
+            // With the agent key the command line is complete, but the key
+            // given can not do this: a refusal, not a usage error.
+            return Err(match self.agent_key {
+                Some(_) => anyhow!("{needs} (the agent key can write backups but never read them)"),
+                None => usage(needs),
+            });
         };
         let identity = self.load_identity(path)?;
         let opened = Repository::open_operator(self.store()?, identity.clone());
@@ -333,8 +370,8 @@ impl Context {
                 Ok(Repository::open_agent(self.store()?, &key)?)
             }
             None if self.identity.is_some() => self.open_operator(),
-            None => Err(anyhow!(
-                "no key given: pass --agent-key FILE (or --identity FILE), set COFFER_AGENT_KEY, or use --profile"
+            None => Err(usage(
+                "no key given: pass --agent-key FILE (or --identity FILE), set COFFER_AGENT_KEY, or use --profile",
             )),
         }
     }
@@ -395,18 +432,31 @@ pub(crate) fn if_gave_up(e: anyhow::Error, hint: &str) -> anyhow::Error {
     }
 }
 
+/// A command line that lacks what the command needs (a flag that a
+/// profile or the environment could also have given, so clap can not
+/// require it), or combines flags that do not go together: found after
+/// parsing, it exits 2 as clap's own usage errors do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// A [`UsageError`] as the `anyhow::Error` commands return.
+pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
 /// Prints a command's error on stderr and returns its exit code: 130 or
-/// 143 for a command a signal stopped, else 1.
+/// 143 for a command a signal stopped, 2 for a usage error, else 1.
 pub fn report_failure(e: &anyhow::Error) -> Exit {
-    match e.downcast_ref::<signal::Stopped>() {
-        Some(stopped) => {
-            eprintln!("coffer: {}", text::message(&stopped.to_string()));
-            stopped.exit()
-        }
-        None => {
-            eprintln!("coffer: error: {}", render_error(e));
-            Exit::Failure
-        }
+    if let Some(stopped) = e.downcast_ref::<signal::Stopped>() {
+        eprintln!("coffer: {}", text::message(&stopped.to_string()));
+        return stopped.exit();
+    }
+    eprintln!("coffer: error: {}", render_error(e));
+    if e.chain().any(|c| c.is::<UsageError>()) {
+        Exit::Usage
+    } else {
+        Exit::Failure
     }
 }
 
@@ -426,6 +476,12 @@ pub fn run() -> Result<Exit> {
     if let Some(problem) = as_of_misuse(&cli) {
         eprintln!("coffer: error: {problem}");
         return Ok(Exit::Usage);
+    }
+    // Generated from the definitions alone: no profile, key or repository.
+    match &cli.command {
+        Command::Completions { shell } => return help::completions(*shell),
+        Command::Man { dir } => return help::man_pages(dir),
+        _ => {}
     }
     let profile = cli.profile.as_deref().map(Profile::load).transpose()?;
     let pick = |flag: Option<PathBuf>, from_profile: Option<&PathBuf>| {
@@ -483,6 +539,8 @@ pub fn run() -> Result<Exit> {
         Command::Status(args) => agent::status(&ctx, args),
         Command::Policy(args) => policy::run(&ctx, args),
         Command::Undelete(args) => undelete::run(&ctx, args),
+        // Answered above, before the profile was read.
+        Command::Completions { .. } | Command::Man { .. } => Ok(Exit::Success),
     }
 }
 

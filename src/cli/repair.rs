@@ -3,16 +3,19 @@
 use super::{Context, Exit, print_json, warn};
 use crate::engine::repair::{repair_index, repair_keyring, repair_snapshots};
 use crate::repo::keys::AgentKey;
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand, Debug)]
 pub enum RepairCommand {
     /// Rebuild index objects from the packs' trailers (agent key is enough).
+    #[command(after_help = super::help::REPAIR_INDEX)]
     Index(RepairArgs),
     /// Write a repaired copy of each damaged snapshot (operator).
+    #[command(after_help = super::help::REPAIR_SNAPSHOTS)]
     Snapshots(SnapshotsArgs),
     /// Write the keyring and its copy again from the agent key file.
+    #[command(after_help = super::help::REPAIR_KEYRING)]
     Keyring(RepairArgs),
 }
 
@@ -90,8 +93,8 @@ fn index(ctx: &Context, a: RepairArgs) -> Result<Exit> {
 
 fn keyring(ctx: &Context, a: RepairArgs) -> Result<Exit> {
     let Some(path) = &ctx.agent_key else {
-        return Err(anyhow!(
-            "repair keyring writes the keyring from the agent key file: pass --agent-key FILE (or COFFER_AGENT_KEY)"
+        return Err(super::usage(
+            "repair keyring writes the keyring from the agent key file: pass --agent-key FILE (or COFFER_AGENT_KEY)",
         ));
     };
     let agent = AgentKey::load(path)?;

@@ -73,6 +73,7 @@ pub struct CatArgs {
     snapshot: String,
     /// The file's path in the snapshot.
     path: String,
+    /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago"), in place of SNAPSHOT.
     #[arg(long, value_parser = select::at)]
     at: Option<jiff::Timestamp>,
     #[command(flatten)]

@@ -13,7 +13,20 @@ use std::time::Duration;
 use crate::env::{COFFER, Output, run_command};
 
 const PREFIX: &str = "/usr/local";
-const UNIT: &str = "etc/systemd/system/coffer-agent.service";
+/// The vendor folder: a unit an admin writes in /etc/systemd/system wins over it.
+const UNIT: &str = "usr/lib/systemd/system/coffer-agent.service";
+/// Where an older install.sh put the unit (and `systemctl edit` the drop-ins).
+const ETC_UNIT: &str = "etc/systemd/system/coffer-agent.service";
+const SYSUSERS: &str = "/usr/lib/sysusers.d/coffer.conf";
+const TMPFILES: &str = "/usr/lib/tmpfiles.d/coffer.conf";
+/// Completion scripts, where each shell looks for them under PREFIX.
+const COMPLETIONS: [(&str, &str); 3] = [
+    ("bash", "share/bash-completion/completions/coffer"),
+    ("zsh", "share/zsh/site-functions/_coffer"),
+    ("fish", "share/fish/vendor_completions.d/coffer.fish"),
+];
+/// A few of the man pages (one per command).
+const MAN_PAGES: [&str; 3] = ["coffer.1", "coffer-backup.1", "coffer-key-generate.1"];
 const EXAMPLES: [&str; 2] = ["six-a-day-s3.toml", "nightly-7d.toml"];
 
 fn source_root() -> PathBuf {
@@ -97,7 +110,15 @@ fn expected_layout() -> Vec<(String, u32, bool)> {
         ("/var/lib/coffer".into(), 0o700, true),
         ("/var/cache/coffer".into(), 0o700, true),
         (format!("/{UNIT}"), 0o644, false),
+        (SYSUSERS.into(), 0o644, false),
+        (TMPFILES.into(), 0o644, false),
     ];
+    for (_, p) in COMPLETIONS {
+        v.push((format!("{PREFIX}/{p}"), 0o644, false));
+    }
+    for p in MAN_PAGES {
+        v.push((format!("{PREFIX}/share/man/man1/{p}"), 0o644, false));
+    }
     for p in EXAMPLES {
         v.push((format!("{PREFIX}/share/coffer/profiles/{p}"), 0o644, false));
     }
@@ -124,12 +145,65 @@ fn check_layout(stage: &Stage) {
             "{p} is not the example from profiles/"
         );
     }
+    check_generated(stage);
     // The demo is for development, and examples never go where the agent
     // would run them.
     assert_gone(&stage.path(&format!("{PREFIX}/share/coffer/profiles/demo.toml")));
     for p in EXAMPLES {
         assert_gone(&stage.path(&format!("/etc/coffer/profiles/{p}")));
     }
+}
+
+/// Completions are what the binary prints, man pages are roff; the
+/// sysusers.d and tmpfiles.d entries declare the user and the folders
+/// install.sh makes.
+fn check_generated(stage: &Stage) {
+    for (shell, path) in COMPLETIONS {
+        let out = Command::new(COFFER)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "coffer completions {shell}");
+        let installed = fs::read(stage.path(&format!("{PREFIX}/{path}"))).unwrap();
+        assert!(installed == out.stdout, "{path} is not the {shell} script");
+    }
+    for page in MAN_PAGES {
+        let text =
+            fs::read_to_string(stage.path(&format!("{PREFIX}/share/man/man1/{page}"))).unwrap();
+        assert!(text.contains(".SH NAME"), "{page} is no man page");
+    }
+    let lines = |path: &str| -> Vec<Vec<String>> {
+        fs::read_to_string(stage.path(path))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                // Quoted fields ("coffer backup agent") are one field.
+                let mut fields = Vec::new();
+                let mut rest = l.trim();
+                while !rest.is_empty() {
+                    let (field, tail) = match rest.strip_prefix('"') {
+                        Some(q) => q.split_once('"').unwrap_or((q, "")),
+                        None => rest.split_once(' ').unwrap_or((rest, "")),
+                    };
+                    fields.push(field.to_string());
+                    rest = tail.trim_start();
+                }
+                fields
+            })
+            .collect()
+    };
+    assert_eq!(
+        lines(SYSUSERS),
+        [["u", "coffer", "-", "coffer backup agent", "/var/lib/coffer"]]
+    );
+    assert_eq!(
+        lines(TMPFILES),
+        [
+            ["d", "/var/lib/coffer", "0700", "coffer", "coffer", "-"],
+            ["d", "/var/cache/coffer", "0700", "coffer", "coffer", "-"],
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -195,6 +269,11 @@ fn known_directives(section: &str) -> &'static [&'static str] {
             "SystemCallFilter",
             "SystemCallErrorNumber",
             "RemoveIPC",
+            "NotifyAccess",
+            "WatchdogSec",
+            "PrivateMounts",
+            "ProtectProc",
+            "ProcSubset",
         ],
         "Install" => &["WantedBy", "RequiredBy", "Alias"],
         _ => &[],
@@ -216,6 +295,7 @@ const BOOLEAN_DIRECTIVES: &[&str] = &[
     "RestrictRealtime",
     "RestrictNamespaces",
     "RemoveIPC",
+    "PrivateMounts",
 ];
 
 /// Parses a unit file the way systemd does (sections, `Key=Value`, `#`/`;`
@@ -294,7 +374,10 @@ fn check_value(key: &str, v: &str) -> Result<(), String> {
         "KillMode" => ["control-group", "mixed", "process", "none"].contains(&v),
         "Restart" => ["no", "on-failure", "on-abnormal", "always"].contains(&v),
         "KillSignal" => v.starts_with("SIG") && v.len() > 3,
-        "TimeoutStopSec" | "RestartSec" | "StartLimitIntervalSec" => is_timespan(v),
+        "TimeoutStopSec" | "RestartSec" | "StartLimitIntervalSec" | "WatchdogSec" => is_timespan(v),
+        "NotifyAccess" => ["none", "main", "exec", "all"].contains(&v),
+        "ProtectProc" => ["default", "noaccess", "invisible", "ptraceable"].contains(&v),
+        "ProcSubset" => ["all", "pid"].contains(&v),
         "StartLimitBurst" => v.parse::<u32>().is_ok(),
         "StateDirectoryMode" | "CacheDirectoryMode" | "UMask" => {
             v.len() == 4 && u32::from_str_radix(v, 8).is_ok()
@@ -354,6 +437,9 @@ fn check_unit_contents(unit: &Unit) {
             "/usr/local/bin/coffer agent --profiles /etc/coffer/profiles --log-format json",
         ),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("Type", "notify"),
+        ("NotifyAccess", "main"),
+        ("WatchdogSec", "5min"),
         ("KillSignal", "SIGTERM"),
         ("KillMode", "mixed"),
         ("TimeoutStopSec", "120"),
@@ -369,6 +455,9 @@ fn check_unit_contents(unit: &Unit) {
         ("ProtectHome", "read-only"),
         ("PrivateTmp", "yes"),
         ("PrivateDevices", "yes"),
+        ("PrivateMounts", "yes"),
+        ("ProtectProc", "invisible"),
+        ("ProcSubset", "pid"),
         ("ProtectKernelTunables", "yes"),
         ("ProtectKernelModules", "yes"),
         ("ProtectKernelLogs", "yes"),
@@ -456,7 +545,7 @@ fn systemd_verify(stage: &Stage, analyze: &Path, unit_text: &str) {
                 "systemd-analyze security: overall exposure {s} (0 = locked down, 10 = unprotected)"
             );
             assert!(
-                s <= 3.0,
+                s <= 1.8,
                 "the unit's exposure rose to {s}; was a hardening line dropped?\n{}",
                 out.all_output()
             );
@@ -492,6 +581,25 @@ fn install_stages_every_file_with_safe_modes_and_a_valid_unit() {
     assert!(parse_unit(&text.replace("ProtectSystem=strict", "ProtectSystem=strictt")).is_err());
     assert!(parse_unit(&text.replace("[Service]", "[Servce]")).is_err());
 
+    // systemd-sysusers reads the declaration as it would at boot (it
+    // writes nothing with --dry-run).
+    if let Some(sysusers) = find_in_path("systemd-sysusers") {
+        let mut cmd = Command::new(sysusers);
+        cmd.arg("--dry-run")
+            .arg(format!("--root={}", stage.root.display()))
+            .arg(stage.path(SYSUSERS));
+        let out = run_command(
+            cmd,
+            "systemd-sysusers --dry-run".into(),
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.ok() && out.all_output().contains("Creating user 'coffer'"),
+            "systemd-sysusers: {}\n{}",
+            out.describe_status(),
+            out.all_output()
+        );
+    }
     match find_in_path("systemd-analyze") {
         Some(analyze) => systemd_verify(&stage, &analyze, &text),
         None => eprintln!(
@@ -551,6 +659,109 @@ fn install_warns_about_a_loose_key_file_without_touching_it() {
     assert_eq!(mode(&key), 0o644);
 }
 
+/// A `cargo` first in PATH that records each call in `cargo.log` and
+/// "builds" by copying the test binary to where cargo would put it.
+fn fake_cargo(stage: &Stage) -> (String, PathBuf) {
+    let dir = stage.root.parent().unwrap().join("fake-bin");
+    fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("cargo.log");
+    let script = dir.join("cargo");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$*\" >>'{}'\nmkdir -p \"$CARGO_TARGET_DIR/release\" && cp '{COFFER}' \"$CARGO_TARGET_DIR/release/coffer\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (path, log)
+}
+
+// The issue's reproduction: a staged install without --binary ran cargo.
+#[test]
+fn install_without_binary_takes_the_built_one_and_builds_only_when_asked() {
+    let stage = Stage::new();
+    let (path, log) = fake_cargo(&stage);
+    let target = stage.root.parent().unwrap().join("cargo-target");
+    let target_s = target.to_str().unwrap();
+    let vars = [("PATH", path.as_str()), ("CARGO_TARGET_DIR", target_s)];
+
+    // Nothing built: an error that says how, and nothing installed.
+    let out = stage.run("install.sh", &[], &vars);
+    assert_eq!(out.code, Some(1), "{}", out.all_output());
+    assert!(
+        out.stderr.contains("--build") && out.stderr.contains("--binary"),
+        "{}",
+        out.all_output()
+    );
+    assert!(!log.exists(), "cargo ran: {}", out.all_output());
+    assert!(fs::read_dir(&stage.root).unwrap().next().is_none());
+
+    // Built already: installed as it is.
+    fs::create_dir_all(target.join("release")).unwrap();
+    fs::copy(COFFER, target.join("release/coffer")).unwrap();
+    let out = stage.run("install.sh", &[], &vars);
+    out.expect_ok();
+    assert!(!log.exists(), "cargo ran: {}", out.all_output());
+    check_layout(&stage);
+
+    // --build: cargo builds, the result is installed.
+    fs::remove_dir_all(&target).unwrap();
+    let out = stage.run("install.sh", &["--build"], &vars);
+    out.expect_ok();
+    assert_eq!(
+        fs::read_to_string(&log).unwrap().trim(),
+        "build --release --locked"
+    );
+    check_layout(&stage);
+
+    let out = stage.run("install.sh", &["--build", "--binary", COFFER], &vars);
+    assert_eq!(out.code, Some(1), "{}", out.all_output());
+}
+
+/// An older install.sh put the unit in /etc/systemd/system, where it would
+/// hide the new one in the vendor folder: it goes, a unit the admin wrote
+/// there stays (with a warning), and uninstall removes only the former.
+#[test]
+fn install_moves_the_unit_out_of_etc_but_keeps_the_admins_own() {
+    let stage = Stage::new();
+    let old = stage.path(&format!("/{ETC_UNIT}"));
+    fs::create_dir_all(old.parent().unwrap()).unwrap();
+    let old_text = "# coffer backup agent: a hardened systemd service.\n#\n# Installed by scripts/install.sh, which replaces /usr/local with the install\n[Service]\nType=simple\n";
+    fs::write(&old, old_text).unwrap();
+    let out = stage.install();
+    assert_gone(&old);
+    assert!(
+        out.stdout
+            .contains("removed /etc/systemd/system/coffer-agent.service"),
+        "{}",
+        out.all_output()
+    );
+
+    let mine = "[Service]\nExecStart=/opt/coffer agent\n";
+    fs::write(&old, mine).unwrap();
+    let out = stage.install();
+    assert_eq!(fs::read_to_string(&old).unwrap(), mine);
+    assert!(
+        out.stdout
+            .contains("WARNING: /etc/systemd/system/coffer-agent.service exists"),
+        "{}",
+        out.all_output()
+    );
+    stage.uninstall(&[]).expect_ok();
+    assert_eq!(fs::read_to_string(&old).unwrap(), mine);
+
+    fs::write(&old, old_text).unwrap();
+    stage.uninstall(&[]).expect_ok();
+    assert_gone(&old);
+}
+
 #[test]
 fn install_refuses_a_prefix_systemd_would_misread() {
     let stage = Stage::new();
@@ -575,7 +786,7 @@ fn uninstall_removes_the_installation_and_keeps_data_until_purge() {
     let profile = stage.path("/etc/coffer/profiles/web-1.toml");
     let key = stage.path("/etc/coffer/keys/web-1.agent.key");
     let repo = stage.path("/srv/backup/coffer");
-    let drop_in = stage.path(&format!("/{UNIT}.d/override.conf"));
+    let drop_in = stage.path(&format!("/{ETC_UNIT}.d/override.conf"));
     let state = stage.path("/var/lib/coffer/web-1.state.json");
     let catalog = stage.path("/var/cache/coffer/0123abcd.sqlite");
     fs::write(&profile, "name = \"web-1\"\n").unwrap();
@@ -593,6 +804,16 @@ fn uninstall_removes_the_installation_and_keeps_data_until_purge() {
     out.expect_ok();
     assert_gone(&stage.path(&format!("{PREFIX}/bin/coffer")));
     assert_gone(&stage.path(UNIT));
+    assert_gone(&stage.path(SYSUSERS));
+    assert_gone(&stage.path(TMPFILES));
+    for (_, p) in COMPLETIONS {
+        assert_gone(&stage.path(&format!("{PREFIX}/{p}")));
+    }
+    let man = stage.path(&format!("{PREFIX}/share/man/man1"));
+    let left: Vec<_> = fs::read_dir(&man)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "man pages left: {left:?}");
     assert_gone(&stage.path(&format!("{PREFIX}/share/coffer")));
     for kept in [
         &profile,

@@ -10,6 +10,7 @@ mod attack;
 mod audit;
 mod bad_input;
 mod caps;
+mod cli;
 mod crash;
 mod dedup;
 mod disaster;
