@@ -49,11 +49,14 @@ pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
         })?;
     } else if !ctx.quiet {
         println!(
-            "copied {} objects ({}) to {}; {} were already there",
-            report.objects_copied,
+            "copied {} ({}) to {}; {} already there",
+            super::text::count(report.objects_copied as u64, "object", "objects"),
             super::backup::human(report.bytes_copied),
             target.location(),
-            report.objects_present
+            match report.objects_present {
+                1 => "1 was".to_string(),
+                n => format!("{n} were"),
+            }
         );
         if report.locks_extended > 0 {
             println!(

@@ -67,13 +67,22 @@ pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
     if found.is_empty() {
         if !ctx.quiet {
             eprintln!(
-                "coffer: nothing matches {:?} in {} snapshot(s)",
+                "coffer: nothing matches {:?} in {}",
                 args.pattern,
-                view.snaps.len()
+                text::count(view.snaps.len() as u64, "snapshot", "snapshots")
             );
         }
         return Ok(Exit::Success);
     }
+    // The same references in the time people read.
+    let refs: Vec<SnapRef> = view
+        .snaps
+        .iter()
+        .map(|(id, s)| SnapRef {
+            id: id.short(),
+            time: crate::time::human(s.time),
+        })
+        .collect();
     for f in &found {
         println!("/{}", text::name(&f.path));
         for v in &f.versions {
@@ -95,7 +104,7 @@ pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
                 "  {:<8} {:>12}  {}  in {held}",
                 v.kind.name(),
                 v.size,
-                crate::time::rfc3339_nanos(v.mtime)
+                crate::time::human_nanos(v.mtime)
             );
         }
     }
@@ -151,9 +160,9 @@ pub fn diff(ctx: &Context, args: DiffArgs) -> Result<Exit> {
         println!(
             "{} ({}) → {} ({}): {added} added, {removed} removed, {changed} changed",
             sa.0.short(),
-            time(&sa.1.time),
+            crate::time::human(sa.1.time),
             sb.0.short(),
-            time(&sb.1.time)
+            crate::time::human(sb.1.time)
         );
     }
     Ok(Exit::Success)

@@ -70,9 +70,12 @@ pub struct Cli {
     /// Machine-readable output on stdout.
     #[arg(long, global = true)]
     json: bool,
-    /// No progress output.
+    /// No progress, tables or summaries: only what the command exists to print, and errors and warnings.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Times for people in UTC (default: the local time zone, from TZ).
+    #[arg(long, global = true)]
+    utc: bool,
     /// Wait this long for another writer's lock (e.g. 10m) instead of failing at once.
     #[arg(long, global = true, value_parser = crate::config::parse_duration)]
     lock_wait: Option<jiff::SignedDuration>,
@@ -427,6 +430,7 @@ pub fn run() -> Result<Exit> {
         eprintln!("coffer: error: {problem}");
         return Ok(Exit::Usage);
     }
+    crate::time::show_in_utc(cli.utc);
     let profile = cli.profile.as_deref().map(Profile::load).transpose()?;
     let pick = |flag: Option<PathBuf>, from_profile: Option<&PathBuf>| {
         flag.or_else(|| from_profile.cloned())

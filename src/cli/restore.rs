@@ -164,7 +164,7 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
                 "{:<8} {:>12} {}  /{}{}",
                 e.kind.name(),
                 e.size,
-                rfc3339_ns(e.mtime),
+                crate::time::human_nanos(e.mtime),
                 text::name(&e.path),
                 suffix
             );
@@ -215,12 +215,12 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
         &c.catalog,
         "restore",
         &format!(
-            "snapshot {} to {} include {:?} exclude {:?}: {} files, {} failed, {} from older snapshots",
+            "snapshot {} to {} include {:?} exclude {:?}: {}, {} failed, {} from older snapshots",
             id.short(),
             target.display(),
             args.include,
             args.exclude,
-            report.files,
+            text::count(report.files, "file", "files"),
             report.failures.len(),
             recovered.iter().filter(|r| r.restored).count()
         ),
@@ -246,9 +246,8 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     eprintln!(
-        "coffer: error: {} entr{} of snapshot {} could not be restored (listed above); the others were restored. If the reasons name the repository's data, `coffer check --read-data` tells what is damaged{}.",
-        still_failed.len(),
-        if still_failed.len() == 1 { "y" } else { "ies" },
+        "coffer: error: {} of snapshot {} could not be restored (listed above); the others were restored. If the reasons name the repository's data, `coffer check --read-data` tells what is damaged{}.",
+        text::count(still_failed.len() as u64, "entry", "entries"),
         id.short(),
         if args.fallback {
             ""
@@ -285,10 +284,10 @@ fn print_plan(ctx: &Context, id: &SnapshotId, plan: &RestorePlan) -> Result<()> 
         );
     }
     println!(
-        "dry run of snapshot {} into {}: {} entries, {} would be skipped; nothing written",
+        "dry run of snapshot {} into {}: {}, {} would be skipped; nothing written",
         id.short(),
         text::path(&plan.target),
-        plan.entries.len(),
+        text::count(plan.entries.len() as u64, "entry", "entries"),
         plan.skipped
     );
     Ok(())
@@ -341,21 +340,24 @@ fn print_restored(
     verify: bool,
 ) {
     println!(
-        "restored snapshot {} ({}) to {}: {} files ({}), {} folders, {} links{}{}",
+        "restored snapshot {} ({}) to {}: {} ({}), {}, {}{}{}",
         id.short(),
-        snap.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        crate::time::human(snap.time),
         text::path(target),
-        report.files,
+        text::count(report.files, "file", "files"),
         super::backup::human(report.bytes),
-        report.dirs,
-        report.links,
+        text::count(report.dirs, "folder", "folders"),
+        text::count(report.links, "link", "links"),
         if report.skipped > 0 {
             format!(", {} existing left as they were", report.skipped)
         } else {
             String::new()
         },
         if verify {
-            format!("; {} files read back and verified", report.verified)
+            format!(
+                "; {} read back and verified",
+                text::count(report.verified, "file", "files")
+            )
         } else {
             String::new()
         }
@@ -370,12 +372,12 @@ fn print_recovered(recovered: &[Recovered]) {
             (Some((sid, t)), true) => println!(
                 "restored /{p} from older snapshot {} ({})",
                 sid.short(),
-                t.strftime("%Y-%m-%d %H:%M:%S UTC")
+                crate::time::human(*t)
             ),
             (Some((sid, t)), false) => println!(
                 "/{p} is intact in older snapshot {} ({}){}",
                 sid.short(),
-                t.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                crate::time::human(*t),
                 match &r.error {
                     Some(e) =>
                         format!(", but restoring it from there failed: {}", text::message(e)),

@@ -169,7 +169,7 @@ impl Note {
 
 impl std::fmt::Display for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let when = |t: &Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC");
+        let when = |t: &Timestamp| crate::time::human(*t);
         match self {
             Note::SkippedDamaged {
                 skipped,
@@ -258,7 +258,7 @@ impl View {
                     .iter()
                     .rposition(|(_, s)| s.time <= t)
                     .ok_or_else(|| Error::NoSnapshotBefore {
-                        at: crate::time::rfc3339_offset(t),
+                        at: crate::time::human(t),
                     })?,
             ),
             None => None,
@@ -526,6 +526,10 @@ mod tests {
         }
     }
 
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
     fn id(n: u8) -> SnapshotId {
         SnapshotId([n; 32])
     }
@@ -607,7 +611,13 @@ mod tests {
         assert_eq!(c.notes.len(), 2);
         let first = c.notes[0].to_string();
         assert!(
-            first.starts_with(&format!("skipped damaged snapshot {} (2026-11-22 12:00:00 UTC): x; using {} (2026-11-20 12:00:00 UTC)", id(2).short(), id(0).short())),
+            first.starts_with(&format!(
+                "skipped damaged snapshot {} ({}): x; using {} ({})",
+                id(2).short(),
+                crate::time::human(snaps[2].1.time),
+                id(0).short(),
+                crate::time::human(snaps[0].1.time)
+            )),
             "{first}"
         );
         // None whole: the newest at or before the bound, with the first reason.
@@ -667,9 +677,12 @@ mod tests {
         assert_eq!(
             c.notes[0].to_string(),
             format!(
-                "passed over suspect snapshot {}: it claims 2099-01-01 00:00:00 UTC but storage recorded writing it at 2026-11-22 12:00:00 UTC; using {} (2026-11-21 12:00:00 UTC)",
+                "passed over suspect snapshot {}: it claims {} but storage recorded writing it at {}; using {} ({})",
                 id(9).short(),
-                id(1).short()
+                crate::time::human(t("2099-01-01T00:00:00Z")),
+                crate::time::human(t("2026-11-22T12:00:00Z")),
+                id(1).short(),
+                crate::time::human(t("2026-11-21T12:00:00Z")),
             )
         );
         // The rest damaged: the newest of them that is not suspect, never the planted one.
@@ -701,8 +714,10 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "every snapshot is suspect: the newest, {}: it claims 2099-01-01 00:00:00 UTC but storage recorded writing it at 2026-11-22 12:00:00 UTC; choose a snapshot by id (`coffer snapshots` lists them) if you trust it",
-                id(9).short()
+                "every snapshot is suspect: the newest, {}: it claims {} but storage recorded writing it at {}; choose a snapshot by id (`coffer snapshots` lists them) if you trust it",
+                id(9).short(),
+                crate::time::human(t("2099-01-01T00:00:00Z")),
+                crate::time::human(t("2026-11-22T12:00:00Z")),
             )
         );
     }
