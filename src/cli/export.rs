@@ -30,6 +30,12 @@ pub struct ExportArgs {
     output: PathBuf,
 }
 
+impl ExportArgs {
+    pub fn at_misuse(&self) -> Option<String> {
+        select::at_misuse(self.snapshot.as_deref(), self.at.is_some())
+    }
+}
+
 /// `--format`'s values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum ArchiveFormat {

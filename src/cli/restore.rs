@@ -69,14 +69,41 @@ pub struct RestoreArgs {
 
 #[derive(Args, Debug)]
 pub struct CatArgs {
-    /// Snapshot id prefix or `latest`.
-    snapshot: String,
-    /// The file's path in the snapshot.
-    path: String,
+    /// The snapshot (id prefix or `latest`; left out: `latest`, or the one --at names) and the file's path in it.
+    #[arg(value_name = "[SNAPSHOT] PATH", num_args = 1..=2, required = true)]
+    words: Vec<String>,
+    /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago").
     #[arg(long, value_parser = select::at)]
     at: Option<jiff::Timestamp>,
     #[command(flatten)]
     filter: select::FilterArgs,
+}
+
+impl CatArgs {
+    /// The snapshot named (if any) and the path.
+    fn spec_and_path(&self) -> (Option<&str>, &str) {
+        match self.words.as_slice() {
+            [snapshot, path, ..] => (Some(snapshot), path),
+            [path] => (None, path),
+            [] => (None, ""),
+        }
+    }
+
+    pub fn at_misuse(&self) -> Option<String> {
+        select::at_misuse(self.spec_and_path().0, self.at.is_some())
+    }
+}
+
+impl LsArgs {
+    pub fn at_misuse(&self) -> Option<String> {
+        select::at_misuse(self.snapshot.as_deref(), self.at.is_some())
+    }
+}
+
+impl RestoreArgs {
+    pub fn at_misuse(&self) -> Option<String> {
+        select::at_misuse(self.snapshot.as_deref(), self.at.is_some())
+    }
 }
 
 /// `--overwrite`: the values of [`Overwrite`]. (No doc comments on the
@@ -390,9 +417,10 @@ fn print_recovered(recovered: &[Recovered]) {
 }
 
 pub fn cat(ctx: &Context, args: CatArgs) -> Result<Exit> {
-    let (c, index) = choose(ctx, Some(&args.snapshot), args.at, &args.filter)?;
+    let (spec, path) = args.spec_and_path();
+    let (c, index) = choose(ctx, spec, args.at, &args.filter)?;
     let (id, snap) = &c.snaps[index];
-    let path = args.path.trim_start_matches('/');
+    let path = path.trim_start_matches('/');
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let n = write_file(&c.repo, &c.blobs, snap, path.as_bytes(), &mut out)

@@ -488,7 +488,7 @@ pub fn backup(
     if sources.is_empty() {
         return Err(Error::NoSources);
     }
-    let excludes = Excludes::new(&opts.exclude)?;
+    let excludes = Excludes::new(&opts.exclude, "exclude")?;
     let job = Job {
         repo,
         opts,

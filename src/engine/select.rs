@@ -158,6 +158,9 @@ pub enum Note {
     },
     /// The snapshot named by id is suspect (`why`); chosen as asked.
     ChosenSuspect { id: SnapshotId, why: String },
+    /// `latest` or a time chose among the snapshots of `hosts` hosts (no
+    /// `--host` narrowed them): the newest, of `host`.
+    HostChosen { host: String, hosts: usize },
 }
 
 impl Note {
@@ -200,6 +203,10 @@ impl std::fmt::Display for Note {
                 skipped.short(),
                 using.0.short(),
                 when(&using.1)
+            ),
+            Note::HostChosen { host, hosts } => write!(
+                f,
+                "the snapshots come from {hosts} hosts; using the newest, of host {host}: pass --host to choose"
             ),
             Note::ChosenSuspect { id, why } => write!(
                 f,
@@ -286,7 +293,9 @@ impl View {
             snaps,
             before,
         )?;
-        choice(snaps, before, at.is_some(), found)
+        let mut chosen = choice(snaps, before, at.is_some(), found)?;
+        chosen.notes.extend(host_note(snaps, chosen.index));
+        Ok(chosen)
     }
 
     /// For each path the restore in `report` could not give, the newest
@@ -459,6 +468,18 @@ fn choice(
     Ok(Choice {
         index,
         notes: notes.into_iter().map(|(_, n)| n).collect(),
+    })
+}
+
+/// When `snaps` come from more than one host, which one `latest` or a
+/// time chose (`index`): a prefix shared by several hosts would otherwise
+/// hand one host's files to the operator of another without a word.
+fn host_note(snaps: &[(SnapshotId, Snapshot)], index: usize) -> Option<Note> {
+    let hosts: HashSet<&str> = snaps.iter().map(|(_, s)| s.host.as_str()).collect();
+    let host = &snaps.get(index)?.1.host;
+    (hosts.len() > 1).then(|| Note::HostChosen {
+        host: host.clone(),
+        hosts: hosts.len(),
     })
 }
 
@@ -697,6 +718,27 @@ mod tests {
         assert!(
             matches!(&c.notes[1], Note::AllDamaged { using, why, .. } if using.0 == id(1) && why == "gone")
         );
+    }
+
+    #[test]
+    fn a_choice_among_several_hosts_names_the_host() {
+        let snaps = vec![
+            (id(1), snap("web-1", "p", &["/"], "2026-11-20T12:00:00Z")),
+            (id(2), snap("web-2", "p", &["/"], "2026-11-21T12:00:00Z")),
+        ];
+        let note = host_note(&snaps, 1);
+        assert_eq!(
+            note,
+            Some(Note::HostChosen {
+                host: "web-2".into(),
+                hosts: 2
+            })
+        );
+        assert_eq!(
+            note.map(|n| n.to_string()).unwrap_or_default(),
+            "the snapshots come from 2 hosts; using the newest, of host web-2: pass --host to choose"
+        );
+        assert_eq!(host_note(&snaps[..1], 0), None);
     }
 
     #[test]
