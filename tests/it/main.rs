@@ -38,3 +38,4 @@ mod suspect;
 mod tamper;
 mod time_formats;
 mod transport;
+mod words;
