@@ -188,7 +188,7 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
     if ctx.json {
         print_json(&report)?;
     } else {
-        for n in &report.notes {
+        for n in report.notes.iter().filter(|_| !ctx.quiet) {
             println!("note: {}", text::message(n));
         }
         for g in &report.lock_gaps {
@@ -217,34 +217,36 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
                 s.object
             );
         }
-        println!(
-            "checked {}, {}, {}{}: {}{}",
-            super::text::count(report.snapshots as u64, "snapshot", "snapshots"),
-            super::text::count(report.packs as u64, "pack", "packs"),
-            super::text::count(report.blobs as u64, "blob", "blobs"),
-            if args.read_data {
-                format!(
-                    ", read {}",
-                    super::text::count(report.packs_read as u64, "pack", "packs")
-                )
-            } else {
-                String::new()
-            },
-            if report.ok {
-                "no problems found"
-            } else if report.problems.is_empty() {
-                "LOCK GAPS FOUND"
-            } else {
-                "DAMAGE FOUND"
-            },
-            match report.suspect.len() {
-                0 => String::new(),
-                n => format!(
-                    " ({})",
-                    super::text::count(n as u64, "suspect snapshot", "suspect snapshots")
-                ),
-            }
-        );
+        if !ctx.quiet {
+            println!(
+                "checked {}, {}, {}{}: {}{}",
+                super::text::count(report.snapshots as u64, "snapshot", "snapshots"),
+                super::text::count(report.packs as u64, "pack", "packs"),
+                super::text::count(report.blobs as u64, "blob", "blobs"),
+                if args.read_data {
+                    format!(
+                        ", read {}",
+                        super::text::count(report.packs_read as u64, "pack", "packs")
+                    )
+                } else {
+                    String::new()
+                },
+                if report.ok {
+                    "no problems found"
+                } else if report.problems.is_empty() {
+                    "LOCK GAPS FOUND"
+                } else {
+                    "DAMAGE FOUND"
+                },
+                match report.suspect.len() {
+                    0 => String::new(),
+                    n => format!(
+                        " ({})",
+                        super::text::count(n as u64, "suspect snapshot", "suspect snapshots")
+                    ),
+                }
+            );
+        }
     }
     if report.ok {
         Ok(Exit::Success)

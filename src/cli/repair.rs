@@ -56,7 +56,7 @@ fn index(ctx: &Context, a: RepairArgs) -> Result<Exit> {
     )?;
     if ctx.json {
         print_json(&r)?;
-    } else {
+    } else if !ctx.quiet {
         let verb = if r.dry_run { "would index" } else { "indexed" };
         println!(
             "repair index{}: {verb} {} from their trailers in {}; {} {}",
@@ -110,7 +110,7 @@ fn keyring(ctx: &Context, a: RepairArgs) -> Result<Exit> {
             dry_run: a.dry_run,
             written: &written,
         })?;
-    } else {
+    } else if !ctx.quiet {
         println!(
             "repair keyring{}: {} {} from {}",
             if a.dry_run { " (dry run)" } else { "" },
@@ -152,7 +152,9 @@ fn snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     if r.snapshots.is_empty() {
-        println!("repair snapshots: no snapshot is damaged");
+        if !ctx.quiet {
+            println!("repair snapshots: no snapshot is damaged");
+        }
         return Ok(Exit::Success);
     }
     for s in &r.snapshots {

@@ -185,7 +185,12 @@ fn show(
         );
     }
     let verb = if done.is_some() { "" } else { "would " };
-    println!(
+    let summary = |line: String| {
+        if !ctx.quiet {
+            println!("{line}");
+        }
+    };
+    summary(format!(
         "as of {when}: {verb}restore {}, {verb}hide {}, {} already as they were{}",
         super::text::count(plan.restore.len() as u64, "object", "objects"),
         plan.hide.len(),
@@ -195,17 +200,17 @@ fn show(
         } else {
             ""
         }
-    );
+    ));
     if let Some(d) = done {
         for (key, reason) in &d.failed {
             println!("FAILED {}: {}", text::name_str(key), text::message(reason));
         }
-        println!(
+        summary(format!(
             "restored {}, hid {}, {} failed",
             d.restored,
             d.hidden,
             d.failed.len()
-        );
+        ));
     }
     Ok(())
 }

@@ -137,6 +137,9 @@ fn quiet_forget_and_prune_print_nothing_but_json_still_prints() {
     let json = env.agent(["prune", "--quiet", "--json"]);
     json.expect_ok();
     assert!(json.json().is_object(), "{json}");
+    let check = env.operator(["check", "--quiet"]);
+    check.expect_ok();
+    assert_eq!(check.stdout, "", "{check}");
     // cat exists to print content: --quiet keeps it.
     let rel = src.join("f");
     let cat = env.operator(["cat", "latest", rel.to_str().unwrap(), "--quiet"]);
