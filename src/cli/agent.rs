@@ -399,7 +399,8 @@ pub fn agent(ctx: &Context, a: AgentArgs) -> Result<Exit> {
                 "ok      {} ({}): next run {}",
                 text::name_str(&p.name),
                 text::path(&p.file),
-                crate::time::human(planned(p, &state_dir, now))
+                // RFC 3339: a validation line scripts and installers read.
+                crate::time::rfc3339_offset(planned(p, &state_dir, now))
             );
         }
         for (path, e) in &bad {

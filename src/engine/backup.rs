@@ -827,6 +827,7 @@ impl<'a> Driver<'a> {
         }
     }
 
+    // Long: one loop owns the window of in-flight reads and each kind's counts.
     fn drive(
         &mut self,
         walk_rx: Receiver<WalkItem>,
