@@ -222,8 +222,7 @@ impl Catalog {
                 .execute_batch(
                     "PRAGMA synchronous = NORMAL; PRAGMA journal_mode = WAL;
                      PRAGMA journal_size_limit = 4194304;",
-                )
-            {
+                ) {
                 Ok(()) => break,
                 Err(e) if is_busy(&e) && tries < 200 => {
                     tries += 1;

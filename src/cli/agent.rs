@@ -299,15 +299,15 @@ fn print_prune(r: &crate::engine::prune::PruneReport, quiet: bool) {
             text::count(r.damaged_kept as u64, "pack", "packs")
         );
     }
-    if let Some(v) = &r.versions {
+    if let Some(v) = r.versions.as_ref().filter(|_| !quiet) {
         println!(
-            "locked versions: {} past their first lock checked, {} deleted ({}), {} still locked, {} left by a refusal; {} delete marker(s) removed",
+            "locked versions: {} past their first lock checked, {} deleted ({}), {} still locked, {} left by a refusal; {} removed",
             v.checked,
             v.deleted,
             h(v.bytes_deleted),
             v.still_locked,
             v.refused,
-            v.markers_deleted
+            text::count(v.markers_deleted as u64, "delete marker", "delete markers")
         );
     }
     for w in &r.warnings {

@@ -60,8 +60,8 @@ pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
         );
         if report.locks_extended > 0 {
             println!(
-                "lengthened the Object Lock of {} object(s) of the copy",
-                report.locks_extended
+                "lengthened the Object Lock of {} of the copy",
+                super::text::count(report.locks_extended as u64, "object", "objects")
             );
         }
     }
