@@ -96,8 +96,9 @@ pub struct Seen {
 /// skipped after all is taken out of it again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Counted {
-    /// Not a file, or a hard link (counted in [`Seen::hardlinks`]).
+    /// Not a file.
     Not,
+    /// A second name of a file ([`Seen::hardlinks`]).
     Hardlink,
     New,
     Changed,
@@ -1160,6 +1161,32 @@ impl<'a> Driver<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_counted_then_skipped_leaves_no_trace_in_the_counts() {
+        let (mut summary, mut seen) = (Summary::default(), Seen::default());
+        for c in [
+            Counted::New,
+            Counted::Changed,
+            Counted::Unchanged,
+            Counted::Hardlink,
+        ] {
+            c.apply(&mut summary, &mut seen, false);
+        }
+        Counted::Not.apply(&mut summary, &mut seen, false);
+        assert_eq!(summary.files, 4);
+        assert_eq!(
+            summary.files_new + summary.files_changed + summary.files_unchanged + seen.hardlinks,
+            summary.files
+        );
+        Counted::New.apply(&mut summary, &mut seen, true);
+        Counted::Hardlink.apply(&mut summary, &mut seen, true);
+        assert_eq!(
+            (summary.files, summary.files_new, seen.hardlinks),
+            (2, 0, 0)
+        );
+        assert_eq!((summary.files_changed, summary.files_unchanged), (1, 1));
+    }
     use crate::repo::chunker::ChunkerParams;
     use crate::repo::keys::{AgentKey, Keys};
 
