@@ -41,6 +41,17 @@ pub enum Error {
     Source { path: PathBuf, reason: String },
     #[error("nothing to back up: name at least one path")]
     NoSources,
+    /// Includes of a restore or export that select no entry of the snapshot.
+    #[error(
+        "{} {} nothing in the snapshot{}; `coffer ls SNAPSHOT` lists what it holds (a pattern without '/' matches names anywhere, one with '/' the whole path)",
+        patterns.iter().map(|p| format!("--include {p:?}")).collect::<Vec<_>>().join(", "),
+        if patterns.len() == 1 { "selects" } else { "select" },
+        if *excludes { " (after the excludes)" } else { "" }
+    )]
+    NothingSelected {
+        patterns: Vec<String>,
+        excludes: bool,
+    },
     /// A glob (`--include`, `find`, …) that does not parse.
     #[error("{what} {pattern:?}: {reason}")]
     Pattern {

@@ -10,10 +10,52 @@
 //! as the instant needs, in those steps) and `Z` in JSON; the same with
 //! `+00:00` in catalog rows. jiff's own printer trims the fraction to the
 //! last non-zero digit instead, hence the helpers here.
+//!
+//! People see one form everywhere (tables, messages, errors): [`human`],
+//! whole seconds in the local zone with its name, or in UTC under `--utc`.
+//! JSON the CLI prints uses [`rfc3339_secs`].
 
 use serde::{Deserialize, Deserializer, Serializer};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use jiff::{SignedDuration, Timestamp};
+
+/// Whether [`human`] shows UTC instead of the local zone. Process-wide
+/// because library errors and notes render times through `Display`, which
+/// takes no arguments; only the CLI sets it, once, from `--utc`.
+static PEOPLE_IN_UTC: AtomicBool = AtomicBool::new(false);
+
+/// `--utc`: every time shown to people is shown in UTC from now on.
+pub fn show_in_utc(on: bool) {
+    PEOPLE_IN_UTC.store(on, Ordering::Relaxed);
+}
+
+/// The zone times are shown to people in: UTC under `--utc`, else `TZ`.
+pub fn people_zone() -> jiff::tz::TimeZone {
+    if PEOPLE_IN_UTC.load(Ordering::Relaxed) {
+        jiff::tz::TimeZone::UTC
+    } else {
+        jiff::tz::TimeZone::system()
+    }
+}
+
+/// `2026-05-01 12:00:00 CEST`: every time shown to a person (whole
+/// seconds, in [`people_zone`]).
+pub fn human(t: Timestamp) -> String {
+    human_in(t, &people_zone())
+}
+
+/// [`human`] in a given zone.
+pub fn human_in(t: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    t.to_zoned(tz.clone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+/// [`human`] of a file time in nanoseconds; empty where it is no instant.
+pub fn human_nanos(ns: i64) -> String {
+    from_unix_nanos(ns).map(human).unwrap_or_default()
+}
 
 /// `n` days of 24 hours.
 pub const fn days(n: i64) -> SignedDuration {
@@ -67,15 +109,6 @@ pub fn rfc3339_secs(t: Timestamp) -> String {
 pub fn rfc3339_offset(t: Timestamp) -> String {
     let digits = fraction_digits(t);
     format!("{:.digits$}", t.display_with_offset(jiff::tz::Offset::UTC))
-}
-
-/// `2026-05-01 10:00:00.500 UTC`: an instant named in a message.
-pub fn utc_text(t: Timestamp) -> String {
-    let s = rfc3339(t);
-    match s.strip_suffix('Z') {
-        Some(s) => format!("{} UTC", s.replacen('T', " ", 1)),
-        None => s,
-    }
 }
 
 /// Reads any RFC 3339 instant (any fraction length, any offset), as the
@@ -163,10 +196,27 @@ mod tests {
         let x = t("2026-05-01T12:00:00.25+02:00");
         assert_eq!(rfc3339_secs(x), "2026-05-01T10:00:00Z");
         assert_eq!(rfc3339_offset(x), "2026-05-01T10:00:00.250+00:00");
-        assert_eq!(utc_text(x), "2026-05-01 10:00:00.250 UTC");
         assert_eq!(
             rfc3339_offset(t("2026-05-01T10:00:00Z")),
             "2026-05-01T10:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn people_see_whole_seconds_with_the_zone_name() {
+        let x = t("2026-05-01T10:00:00.999999Z");
+        assert_eq!(
+            human_in(x, &jiff::tz::TimeZone::UTC),
+            "2026-05-01 10:00:00 UTC"
+        );
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        assert_eq!(human_in(x, &berlin), "2026-05-01 12:00:00 CEST");
+        let kolkata = jiff::tz::TimeZone::get("Asia/Kolkata").unwrap();
+        assert_eq!(human_in(x, &kolkata), "2026-05-01 15:30:00 IST");
+        let shown = human_nanos(1_500_000_000);
+        assert!(
+            shown.starts_with("1970-01-01 ") && !shown.contains('.'),
+            "{shown}"
         );
     }
 

@@ -197,6 +197,21 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
         })?;
         return Ok(Exit::Success);
     }
+    if !ctx.quiet {
+        print_forget(&report, &policy, a.prune);
+    }
+    if let Some(p) = &pruned {
+        print_prune(p, ctx.quiet);
+    }
+    Ok(Exit::Success)
+}
+
+/// The policy, each snapshot and what retention decided, and the sum.
+fn print_forget(
+    report: &crate::engine::forget::ForgetReport,
+    policy: &crate::config::Retention,
+    prune_after: bool,
+) {
     println!(
         "policy: keep within {}, last {}, hourly {}, daily {}, weekly {}, monthly {} (and always the newest)",
         format_duration(policy.keep_within),
@@ -207,14 +222,14 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
         policy.keep_monthly
     );
     println!(
-        "{:<9} {:<20} {:<16} {:<12} {:<6}  why",
-        "id", "time (UTC)", "host", "profile", ""
+        "{:<9} {:<23} {:<16} {:<12} {:<6}  why",
+        "id", "time", "host", "profile", ""
     );
     for d in &report.decisions {
         println!(
-            "{:<9} {:<20} {:<16} {:<12} {:<6}  {}",
+            "{:<9} {:<23} {:<16} {:<12} {:<6}  {}",
             d.id.short(),
-            d.time.strftime("%Y-%m-%d %H:%M:%S"),
+            crate::time::human(d.time),
             text::name_str(&d.host),
             text::name_str(&d.profile),
             if d.keep { "keep" } else { "remove" },
@@ -227,23 +242,19 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
     }
     let kept = report.decisions.iter().filter(|d| d.keep).count();
     println!(
-        "{} {} snapshot(s), kept {kept}{}",
+        "{} {}, kept {kept}{}",
         if report.dry_run {
             "would remove"
         } else {
             "removed"
         },
-        report.removed,
-        if report.dry_run || a.prune {
+        text::count(report.removed as u64, "snapshot", "snapshots"),
+        if report.dry_run || prune_after {
             ""
         } else {
             "; their data goes at the next `coffer prune`"
         }
     );
-    if let Some(p) = &pruned {
-        print_prune(p);
-    }
-    Ok(Exit::Success)
 }
 
 fn run_prune(
@@ -272,41 +283,44 @@ fn run_prune(
     })
 }
 
-fn print_prune(r: &crate::engine::prune::PruneReport) {
+/// A prune's sum (unless `quiet`) and its warnings.
+fn print_prune(r: &crate::engine::prune::PruneReport, quiet: bool) {
     let h = super::backup::human;
-    println!(
-        "{}: {} of {} packs deleted, {} repacked ({} copied into {} new), {} orphaned deleted, {} left by the grace period; {} freed, {} unused left in partly used packs; {} index object(s) rewritten",
-        if r.dry_run {
-            "prune (dry run)"
-        } else {
-            "prune"
-        },
-        r.packs_deleted,
-        r.packs,
-        r.packs_repacked,
-        h(r.bytes_repacked),
-        r.packs_written,
-        r.orphans_deleted,
-        r.kept_by_grace,
-        h(r.bytes_freed),
-        h(r.unused_left),
-        r.indexes_rewritten
-    );
-    if r.damaged_kept > 0 {
+    if !quiet {
         println!(
-            "{} pack(s) kept because they hold needed blobs a read found bad (`coffer check` names them)",
-            r.damaged_kept
+            "{}: {} of {} deleted, {} repacked ({} copied into {} new), {} orphaned deleted, {} left by the grace period; {} freed, {} unused left in partly used packs; {} rewritten",
+            if r.dry_run {
+                "prune (dry run)"
+            } else {
+                "prune"
+            },
+            r.packs_deleted,
+            text::count(r.packs as u64, "pack", "packs"),
+            r.packs_repacked,
+            h(r.bytes_repacked),
+            r.packs_written,
+            r.orphans_deleted,
+            r.kept_by_grace,
+            h(r.bytes_freed),
+            h(r.unused_left),
+            text::count(r.indexes_rewritten as u64, "index object", "index objects")
         );
     }
-    if let Some(v) = &r.versions {
+    if r.damaged_kept > 0 {
         println!(
-            "locked versions: {} past their first lock checked, {} deleted ({}), {} still locked, {} left by a refusal; {} delete marker(s) removed",
+            "{} kept because they hold needed blobs a read found bad (`coffer check` names them)",
+            text::count(r.damaged_kept as u64, "pack", "packs")
+        );
+    }
+    if let Some(v) = r.versions.as_ref().filter(|_| !quiet) {
+        println!(
+            "locked versions: {} past their first lock checked, {} deleted ({}), {} still locked, {} left by a refusal; {} removed",
             v.checked,
             v.deleted,
             h(v.bytes_deleted),
             v.still_locked,
             v.refused,
-            v.markers_deleted
+            text::count(v.markers_deleted as u64, "delete marker", "delete markers")
         );
     }
     for w in &r.warnings {
@@ -322,7 +336,7 @@ pub fn prune_cmd(ctx: &Context, a: PruneArgs) -> Result<Exit> {
     if ctx.json {
         print_json(&report)?;
     } else {
-        print_prune(&report);
+        print_prune(&report, ctx.quiet);
     }
     Ok(Exit::Success)
 }
@@ -373,21 +387,21 @@ pub fn run(ctx: &Context, a: RunArgs) -> Result<Exit> {
 fn print_report(r: &JobReport) {
     let h = super::backup::human;
     println!(
-        "{} run of {}: {} in {:.1}s; snapshot {}, {} files ({}), {} added; {} snapshot(s) forgotten, {} pruned; {} snapshots, {} stored",
+        "{} run of {}: {} in {:.1}s; snapshot {}, {} ({}), {} added; {} forgotten, {} pruned; {}, {} stored",
         r.status,
         text::name_str(&r.profile),
-        r.started.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        crate::time::human(r.started),
         r.seconds,
         r.snapshot
             .as_deref()
             .map(|s| &s[..8.min(s.len())])
             .unwrap_or("-"),
-        r.files,
+        super::text::count(r.files, "file", "files"),
         h(r.bytes),
         h(r.bytes_added),
-        r.forgotten,
+        super::text::count(r.forgotten as u64, "snapshot", "snapshots"),
         h(r.pruned_bytes),
-        r.snapshots,
+        super::text::count(r.snapshots as u64, "snapshot", "snapshots"),
         h(r.storage_bytes)
     );
     for s in &r.skipped {
@@ -698,8 +712,7 @@ impl StatusRow {
 
     fn print(&self) {
         let time = |t: Option<jiff::Timestamp>| {
-            t.map(|x| x.strftime("%Y-%m-%d %H:%M").to_string())
-                .unwrap_or_else(|| "never".into())
+            t.map(crate::time::human).unwrap_or_else(|| "never".into())
         };
         let bytes = |n: Option<u64>| n.map(super::backup::human).unwrap_or_else(|| "-".into());
         let result = match (self.running_since, self.result) {
@@ -708,7 +721,7 @@ impl StatusRow {
             (None, None) => "-",
         };
         println!(
-            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>10} {:>11}  {}",
+            "{:<14} {:<23} {:<9} {:>7} {:>10} {:<23} {:>10} {:>11}  {}",
             text::name_str(&self.profile),
             time(self.last_run),
             result,
@@ -787,13 +800,13 @@ pub fn status(ctx: &Context, a: StatusArgs) -> Result<Exit> {
         })?;
     } else {
         println!(
-            "{:<14} {:<17} {:<9} {:>7} {:>10} {:<17} {:>10} {:>11}  last error",
+            "{:<14} {:<23} {:<9} {:>7} {:>10} {:<23} {:>10} {:>11}  last error",
             "profile",
-            "last run (UTC)",
+            "last run",
             "result",
             "took",
             "added",
-            "next run (UTC)",
+            "next run",
             "repo snaps",
             "repo stored"
         );

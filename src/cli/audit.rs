@@ -33,7 +33,7 @@ pub fn record(ctx: &Context, repo: &Repository, catalog: &Catalog, action: &str,
         // attacker's state, which `undelete` would hide again anyway.
         super::warn(&format!(
             "the {action} reads the repository as of {} and is not recorded in the audit log (--as-of writes nothing)",
-            crate::time::rfc3339_secs(at)
+            crate::time::human(at)
         ));
         return;
     }
@@ -114,8 +114,8 @@ fn print_text(entries: &[AuditEntry]) {
         println!();
     }
     println!(
-        "NOT THE OPERATOR'S: {} event(s) no trusted signing key signed; anyone who can write to the repository (the agent too) could have written these:",
-        others.len()
+        "NOT THE OPERATOR'S: {} no trusted signing key signed; anyone who can write to the repository (the agent too) could have written these:",
+        super::text::count(others.len() as u64, "event", "events")
     );
     for e in &others {
         let why = match (e.signed, e.signer.as_deref()) {
@@ -130,9 +130,7 @@ fn print_text(entries: &[AuditEntry]) {
 fn line(e: &AuditEntry) -> String {
     format!(
         "{}  {:<24} {:<10} {}{}",
-        e.time
-            .to_zoned(jiff::tz::TimeZone::system())
-            .strftime("%Y-%m-%d %H:%M:%S %z"),
+        crate::time::human(e.time),
         text::name_str(&e.actor),
         text::name_str(&e.action),
         text::message(&e.detail),

@@ -2,9 +2,11 @@
 
 use super::json::{BackupJson, SkippedRow};
 use super::{Context, Exit, print_json, text};
+use crate::engine::backup::Seen;
 use crate::engine::job::{self, BackupOverrides, JobError, JobPlan, JobReport, StepError};
 use crate::repo::Repository;
 use crate::repo::keys::OperatorIdentity;
+use crate::repo::snapshot::Summary;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use std::path::PathBuf;
@@ -148,8 +150,8 @@ pub fn run(ctx: &Context, args: BackupArgs) -> Result<Exit> {
         Ok(Exit::Success)
     } else {
         eprintln!(
-            "coffer: backup finished but {} item(s) could not be read (exit code 3)",
-            report.skipped.len()
+            "coffer: backup finished but {} could not be read (exit code 3)",
+            text::count(report.skipped.len() as u64, "item", "items")
         );
         Ok(Exit::Partial)
     }
@@ -190,6 +192,10 @@ fn print_backup(ctx: &Context, report: &crate::engine::backup::BackupReport) -> 
             files_new: s.files_new,
             files_changed: s.files_changed,
             files_unchanged: s.files_unchanged,
+            hardlinks: report.seen.hardlinks,
+            symlinks: report.seen.symlinks,
+            special: report.seen.other,
+            sockets: report.seen.sockets,
             data_added: s.data_added,
             stored_added: s.stored_added,
             packs_added: report.packs_added,
@@ -200,14 +206,9 @@ fn print_backup(ctx: &Context, report: &crate::engine::backup::BackupReport) -> 
         })?;
     } else if !ctx.quiet {
         println!(
-            "snapshot {} saved: {} files, {} folders, {} ({} new, {} changed, {} unchanged files); added {} of data, {} stored, in {:.1}s",
+            "snapshot {} saved: {}; added {} of data, {} stored, in {:.1}s",
             report.snapshot.short(),
-            s.files,
-            s.dirs,
-            human(s.bytes),
-            s.files_new,
-            s.files_changed,
-            s.files_unchanged,
+            seen_text(s, &report.seen, report.skipped.len() as u64),
             human(s.data_added),
             human(s.stored_added),
             s.seconds
@@ -232,6 +233,41 @@ fn print_backup(ctx: &Context, report: &crate::engine::backup::BackupReport) -> 
     Ok(())
 }
 
+/// Everything a backup met, in words, so the counts add up: files (with
+/// what became of them), folders, symlinks, special files, sockets left
+/// out, items that could not be read; the last four only when there are any.
+fn seen_text(s: &Summary, seen: &Seen, unreadable: u64) -> String {
+    let mut how = vec![
+        format!("{} new", s.files_new),
+        format!("{} changed", s.files_changed),
+        format!("{} unchanged", s.files_unchanged),
+    ];
+    if seen.hardlinks > 0 {
+        how.push(text::count(seen.hardlinks, "hard link", "hard links"));
+    }
+    let mut parts = vec![
+        format!(
+            "{} ({}; {})",
+            text::count(s.files, "file", "files"),
+            human(s.bytes),
+            how.join(", ")
+        ),
+        text::count(s.dirs, "folder", "folders"),
+    ];
+    let optional = [
+        (seen.symlinks, "symlink", "symlinks"),
+        (seen.other, "special file", "special files"),
+        (seen.sockets, "socket left out", "sockets left out"),
+        (unreadable, "item not readable", "items not readable"),
+    ];
+    for (n, one, many) in optional {
+        if n > 0 {
+            parts.push(text::count(n, one, many));
+        }
+    }
+    parts.join(", ")
+}
+
 pub fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
@@ -244,5 +280,40 @@ pub fn human(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_line_names_everything_seen_with_plurals() {
+        let s = Summary {
+            files: 45008,
+            dirs: 1,
+            bytes: 2048,
+            files_new: 45002,
+            ..Summary::default()
+        };
+        let seen = Seen {
+            hardlinks: 6,
+            symlinks: 1,
+            other: 2,
+            sockets: 0,
+        };
+        assert_eq!(
+            seen_text(&s, &seen, 1),
+            "45008 files (2.0 KiB; 45002 new, 0 changed, 0 unchanged, 6 hard links), 1 folder, 1 symlink, 2 special files, 1 item not readable"
+        );
+        let one = Summary {
+            files: 1,
+            files_unchanged: 1,
+            ..Summary::default()
+        };
+        assert_eq!(
+            seen_text(&one, &Seen::default(), 0),
+            "1 file (0 B; 0 new, 0 changed, 1 unchanged), 0 folders"
+        );
     }
 }

@@ -49,16 +49,19 @@ pub fn run(ctx: &Context, args: CopyArgs) -> Result<Exit> {
         })?;
     } else if !ctx.quiet {
         println!(
-            "copied {} objects ({}) to {}; {} were already there",
-            report.objects_copied,
+            "copied {} ({}) to {}; {} already there",
+            super::text::count(report.objects_copied as u64, "object", "objects"),
             super::backup::human(report.bytes_copied),
             target.location(),
-            report.objects_present
+            match report.objects_present {
+                1 => "1 was".to_string(),
+                n => format!("{n} were"),
+            }
         );
         if report.locks_extended > 0 {
             println!(
-                "lengthened the Object Lock of {} object(s) of the copy",
-                report.locks_extended
+                "lengthened the Object Lock of {} of the copy",
+                super::text::count(report.locks_extended as u64, "object", "objects")
             );
         }
     }

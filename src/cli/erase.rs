@@ -64,8 +64,8 @@ pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
     }
     if report.still_stored > 0 {
         eprintln!(
-            "coffer: warning: {} blob(s) that held erased data are still stored (the storage's clock is ahead of this machine's, so their packs looked new); run the same erase again",
-            report.still_stored
+            "coffer: warning: {} that held erased data still stored (the storage's clock is ahead of this machine's, so their packs looked new); run the same erase again",
+            super::text::count(report.still_stored as u64, "blob", "blobs")
         );
     }
     Ok(Exit::Success)
@@ -74,13 +74,13 @@ pub fn run(ctx: &Context, args: EraseArgs) -> Result<Exit> {
 /// The audit record: what was asked and what it did (counts, not the paths).
 fn detail(r: &EraseReport) -> String {
     format!(
-        "paths {:?}: {} snapshot(s) rewritten, {} entries removed ({} distinct paths), {} bundle(s) re-stored for {} kept files, {} freed",
+        "paths {:?}: {} rewritten, {} removed ({}), {} re-stored for {}, {} freed",
         r.patterns,
-        r.snapshots.len(),
-        r.entries_removed,
-        r.paths.len(),
-        r.bundles_restored,
-        r.files_restored,
+        super::text::count(r.snapshots.len() as u64, "snapshot", "snapshots"),
+        super::text::count(r.entries_removed, "entry", "entries"),
+        super::text::count(r.paths.len() as u64, "distinct path", "distinct paths"),
+        super::text::count(r.bundles_restored as u64, "bundle", "bundles"),
+        super::text::count(r.files_restored, "kept file", "kept files"),
         human(r.bytes_freed)
     )
 }
@@ -89,12 +89,12 @@ fn print(r: &EraseReport) {
     let verb = if r.dry_run { "would lose" } else { "lost" };
     for s in &r.snapshots {
         let short = &s.id[..8.min(s.id.len())];
-        let then = s.time.strftime("%Y-%m-%d %H:%M:%S UTC");
+        let then = crate::time::human(s.time);
         let what = if s.entries_removed > 0 {
             format!(
-                "{verb} {} entries ({} files, {})",
-                s.entries_removed,
-                s.files_removed,
+                "{verb} {} ({}, {})",
+                super::text::count(s.entries_removed, "entry", "entries"),
+                super::text::count(s.files_removed, "file", "files"),
                 human(s.bytes_removed)
             )
         } else {
@@ -105,8 +105,8 @@ fn print(r: &EraseReport) {
                 format!("; already rewritten as {} by an earlier erase", &n[..8])
             }
             (Some(n), _) if s.files_restored > 0 => format!(
-                "; {} kept files re-stored; now {}",
-                s.files_restored,
+                "; {} re-stored; now {}",
+                super::text::count(s.files_restored, "kept file", "kept files"),
                 &n[..8]
             ),
             (Some(n), _) => format!("; now {}", &n[..8]),
@@ -127,10 +127,10 @@ fn print(r: &EraseReport) {
     }
     if r.dry_run {
         println!(
-            "dry run: {} snapshot(s) would be rewritten, {} entries removed, {} bundle(s) re-stored; nothing changed",
-            r.snapshots.len(),
-            r.entries_removed,
-            r.bundles_restored
+            "dry run: {} would be rewritten, {} removed, {} re-stored; nothing changed",
+            super::text::count(r.snapshots.len() as u64, "snapshot", "snapshots"),
+            super::text::count(r.entries_removed, "entry", "entries"),
+            super::text::count(r.bundles_restored as u64, "bundle", "bundles")
         );
     } else {
         let (deleted, repacked) = r
@@ -139,11 +139,12 @@ fn print(r: &EraseReport) {
             .map(|p| (p.packs_deleted, p.packs_repacked))
             .unwrap_or_default();
         println!(
-            "{} snapshot(s) rewritten, {} entries removed, {} bundle(s) re-stored; {} freed ({deleted} pack(s) deleted, {repacked} repacked)",
-            r.snapshots.len(),
-            r.entries_removed,
-            r.bundles_restored,
-            human(r.bytes_freed)
+            "{} rewritten, {} removed, {} re-stored; {} freed ({} deleted, {repacked} repacked)",
+            super::text::count(r.snapshots.len() as u64, "snapshot", "snapshots"),
+            super::text::count(r.entries_removed, "entry", "entries"),
+            super::text::count(r.bundles_restored as u64, "bundle", "bundles"),
+            human(r.bytes_freed),
+            super::text::count(deleted as u64, "pack", "packs")
         );
     }
     if r.snapshots.is_empty() {

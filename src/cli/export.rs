@@ -30,6 +30,12 @@ pub struct ExportArgs {
     output: PathBuf,
 }
 
+impl ExportArgs {
+    pub fn at_misuse(&self) -> Option<String> {
+        select::at_misuse(self.snapshot.as_deref(), self.at.is_some())
+    }
+}
+
 /// `--format`'s values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum ArchiveFormat {
@@ -194,8 +200,10 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
         &view.catalog,
         "export",
         &format!(
-            "{what}: {} files, {} bytes, archive {} bytes",
-            report.files, report.bytes, report.archive_bytes
+            "{what}: {}, {} bytes, archive {} bytes",
+            super::text::count(report.files, "file", "files"),
+            report.bytes,
+            report.archive_bytes
         ),
     );
     print_exported(ctx, id, &report, format, &shown, seconds, to_stdout)?;
@@ -228,13 +236,13 @@ fn print_exported(
         })?;
     } else if !ctx.quiet && !to_stdout {
         println!(
-            "exported snapshot {} to {shown} ({}): {} files ({}), {} folders, {} links; archive {} in {seconds:.1} s",
+            "exported snapshot {} to {shown} ({}): {} ({}), {}, {}; archive {} in {seconds:.1} s",
             id.short(),
             format.name(),
-            report.files,
+            super::text::count(report.files, "file", "files"),
             super::backup::human(report.bytes),
-            report.dirs,
-            report.links,
+            super::text::count(report.dirs, "folder", "folders"),
+            super::text::count(report.links, "link", "links"),
             super::backup::human(report.archive_bytes),
         );
     }

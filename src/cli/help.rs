@@ -90,7 +90,7 @@ pub(super) const RESTORE: &str = "Examples:
 
 pub(super) const CAT: &str = "Examples:
   coffer cat latest etc/nginx/nginx.conf --repo s3://acme-backups/web-1 --identity operator.key
-  coffer cat latest srv/db/dump.sql --at '2 days ago' --profile /etc/coffer/profiles/web-1.toml --identity operator.key > dump.sql";
+  coffer cat srv/db/dump.sql --at '2 days ago' --profile /etc/coffer/profiles/web-1.toml --identity operator.key > dump.sql";
 
 pub(super) const EXPORT: &str = "Examples:
   coffer export latest --output web-1.tar.zst --repo s3://acme-backups/web-1 --identity operator.key
@@ -103,7 +103,8 @@ pub(super) const FIND: &str = "Examples:
 
 pub(super) const DIFF: &str = "Examples:
   coffer diff 1a2b3c4d latest --repo s3://acme-backups/web-1 --identity operator.key
-  coffer diff 1a2b 5e6f --json --profile /etc/coffer/profiles/web-1.toml --identity operator.key";
+  coffer diff 1a2b 5e6f --json --profile /etc/coffer/profiles/web-1.toml --identity operator.key
+  coffer diff --at '2026-11-01' --at '2026-11-20 14:00' --profile /etc/coffer/profiles/web-1.toml --identity operator.key";
 
 pub(super) const ERASE: &str = "Examples:
   coffer erase --path 'home/alice' --dry-run --repo s3://acme-backups/files-1 --identity operator.key

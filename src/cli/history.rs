@@ -20,12 +20,38 @@ pub struct FindArgs {
 
 #[derive(Args, Debug)]
 pub struct DiffArgs {
-    /// The snapshot to compare from: id prefix or `latest`.
-    a: String,
-    /// The snapshot to compare to: id prefix or `latest`.
-    b: String,
+    /// The snapshot to compare from: id prefix or `latest` (or give --at).
+    a: Option<String>,
+    /// The snapshot to compare to: id prefix or `latest` (or give --at).
+    b: Option<String>,
+    /// The newest snapshot at or before this time, for a side no SNAPSHOT names (twice: from, then to).
+    #[arg(long, value_parser = select::at)]
+    at: Vec<jiff::Timestamp>,
     #[command(flatten)]
     filter: select::FilterArgs,
+}
+
+/// One side of a diff: a snapshot named by id (or `latest`), or by time.
+type Side<'a> = (Option<&'a str>, Option<jiff::Timestamp>);
+
+impl DiffArgs {
+    /// The two sides, from and to: the SNAPSHOTs given, in order, then the
+    /// `--at` times, in order. Anything but two in all is a usage error.
+    pub fn sides(&self) -> Result<[Side<'_>; 2], String> {
+        let named = [&self.a, &self.b]
+            .into_iter()
+            .flatten()
+            .map(|s| (Some(s.as_str()), None));
+        let timed = self.at.iter().map(|t| (None, Some(*t)));
+        let all: Vec<Side<'_>> = named.chain(timed).collect();
+        match all.as_slice() {
+            [from, to] => Ok([*from, *to]),
+            _ => Err(format!(
+                "diff compares two snapshots; {} given: name them by SNAPSHOT (id or `latest`) or --at TIME, e.g. `diff A B`, `diff A --at T`, `diff --at T1 --at T2`",
+                all.len()
+            )),
+        }
+    }
 }
 
 fn time(t: &jiff::Timestamp) -> String {
@@ -67,13 +93,22 @@ pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
     if found.is_empty() {
         if !ctx.quiet {
             eprintln!(
-                "coffer: nothing matches {:?} in {} snapshot(s)",
+                "coffer: nothing matches {:?} in {}",
                 args.pattern,
-                view.snaps.len()
+                text::count(view.snaps.len() as u64, "snapshot", "snapshots")
             );
         }
         return Ok(Exit::Success);
     }
+    // The same references in the time people read.
+    let refs: Vec<SnapRef> = view
+        .snaps
+        .iter()
+        .map(|(id, s)| SnapRef {
+            id: id.short(),
+            time: crate::time::human(s.time),
+        })
+        .collect();
     for f in &found {
         println!("/{}", text::name(&f.path));
         for v in &f.versions {
@@ -95,7 +130,7 @@ pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
                 "  {:<8} {:>12}  {}  in {held}",
                 v.kind.name(),
                 v.size,
-                crate::time::rfc3339_nanos(v.mtime)
+                crate::time::human_nanos(v.mtime)
             );
         }
     }
@@ -103,9 +138,10 @@ pub fn find(ctx: &Context, args: FindArgs) -> Result<Exit> {
 }
 
 pub fn diff(ctx: &Context, args: DiffArgs) -> Result<Exit> {
+    let [(spec_a, at_a), (spec_b, at_b)] = args.sides().map_err(|e| anyhow::anyhow!(e))?;
     let view = select::open_view(ctx, &args.filter)?;
-    let a = select::pick(&view, Some(&args.a), None, "")?;
-    let b = select::pick(&view, Some(&args.b), None, "")?;
+    let a = select::pick(&view, spec_a, at_a, "")?;
+    let b = select::pick(&view, spec_b, at_b, "")?;
     let (sa, sb) = (&view.snaps[a], &view.snaps[b]);
     let report = history::diff(&view.repo, &view.blobs, sa, sb)
         .with_context(|| format!("diff of {} and {}", sa.0.short(), sb.0.short()))?;
@@ -151,9 +187,9 @@ pub fn diff(ctx: &Context, args: DiffArgs) -> Result<Exit> {
         println!(
             "{} ({}) → {} ({}): {added} added, {removed} removed, {changed} changed",
             sa.0.short(),
-            time(&sa.1.time),
+            crate::time::human(sa.1.time),
             sb.0.short(),
-            time(&sb.1.time)
+            crate::time::human(sb.1.time)
         );
     }
     Ok(Exit::Success)

@@ -27,9 +27,6 @@ pub enum CatalogCommand {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     filter: super::select::FilterArgs,
-    /// Times in UTC (default: the local time zone, from TZ).
-    #[arg(long)]
-    utc: bool,
 }
 
 pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
@@ -82,15 +79,8 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
         );
         return Ok(Exit::Success);
     }
-    let tz = if args.utc {
-        jiff::tz::TimeZone::UTC
-    } else {
-        jiff::tz::TimeZone::system()
-    };
-    let zone = tz
-        .iana_name()
-        .unwrap_or(if args.utc { "UTC" } else { "local" })
-        .to_string();
+    let tz = crate::time::people_zone();
+    let zone = tz.iana_name().unwrap_or("local").to_string();
     println!(
         "{:<9} {:<25} {:<16} {:<12} {:>8} {:>10} {:<9} paths",
         "id",
@@ -102,11 +92,7 @@ pub fn snapshots(ctx: &Context, args: SnapshotsArgs) -> Result<Exit> {
         "state"
     );
     for ((id, s), state) in snaps.iter().zip(&states) {
-        let t = s
-            .time
-            .to_zoned(tz.clone())
-            .strftime("%Y-%m-%d %H:%M:%S %Z")
-            .to_string();
+        let t = crate::time::human_in(s.time, &tz);
         println!(
             "{:<9} {:<25} {:<16} {:<12} {:>8} {:>10} {:<9} {}",
             id.short(),
@@ -203,7 +189,7 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
     if ctx.json {
         print_json(&report)?;
     } else {
-        for n in &report.notes {
+        for n in report.notes.iter().filter(|_| !ctx.quiet) {
             println!("note: {}", text::message(n));
         }
         for g in &report.lock_gaps {
@@ -232,28 +218,36 @@ pub fn check(ctx: &Context, args: CheckArgs) -> Result<Exit> {
                 s.object
             );
         }
-        println!(
-            "checked {} snapshots, {} packs, {} blobs{}: {}{}",
-            report.snapshots,
-            report.packs,
-            report.blobs,
-            if args.read_data {
-                format!(", read {} packs", report.packs_read)
-            } else {
-                String::new()
-            },
-            if report.ok {
-                "no problems found"
-            } else if report.problems.is_empty() {
-                "LOCK GAPS FOUND"
-            } else {
-                "DAMAGE FOUND"
-            },
-            match report.suspect.len() {
-                0 => String::new(),
-                n => format!(" ({n} suspect snapshot{})", if n == 1 { "" } else { "s" }),
-            }
-        );
+        if !ctx.quiet {
+            println!(
+                "checked {}, {}, {}{}: {}{}",
+                super::text::count(report.snapshots as u64, "snapshot", "snapshots"),
+                super::text::count(report.packs as u64, "pack", "packs"),
+                super::text::count(report.blobs as u64, "blob", "blobs"),
+                if args.read_data {
+                    format!(
+                        ", read {}",
+                        super::text::count(report.packs_read as u64, "pack", "packs")
+                    )
+                } else {
+                    String::new()
+                },
+                if report.ok {
+                    "no problems found"
+                } else if report.problems.is_empty() {
+                    "LOCK GAPS FOUND"
+                } else {
+                    "DAMAGE FOUND"
+                },
+                match report.suspect.len() {
+                    0 => String::new(),
+                    n => format!(
+                        " ({})",
+                        super::text::count(n as u64, "suspect snapshot", "suspect snapshots")
+                    ),
+                }
+            );
+        }
     }
     if report.ok {
         Ok(Exit::Success)
@@ -300,11 +294,11 @@ pub fn catalog(ctx: &Context, cmd: CatalogCommand) -> Result<Exit> {
                 })?;
             } else if !ctx.quiet {
                 println!(
-                    "catalog {} rebuilt: {} blobs, {} snapshots, {} cached files{}",
+                    "catalog {} rebuilt: {}, {}, {}{}",
                     text::path(&path),
-                    r.blobs,
-                    r.snapshots,
-                    r.files,
+                    super::text::count(r.blobs as u64, "blob", "blobs"),
+                    super::text::count(r.snapshots as u64, "snapshot", "snapshots"),
+                    super::text::count(r.files as u64, "cached file", "cached files"),
                     if repo.keys.is_operator() {
                         ""
                     } else {

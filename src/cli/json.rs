@@ -188,6 +188,13 @@ pub(super) struct BackupJson<'a> {
     pub(super) files_new: u64,
     pub(super) files_changed: u64,
     pub(super) files_unchanged: u64,
+    /// Of `files`: second names of a file stored once.
+    pub(super) hardlinks: u64,
+    pub(super) symlinks: u64,
+    /// Fifos and device nodes.
+    pub(super) special: u64,
+    /// Left out (not stored).
+    pub(super) sockets: u64,
     pub(super) data_added: u64,
     pub(super) stored_added: u64,
     pub(super) packs_added: u64,

@@ -72,9 +72,12 @@ pub struct Cli {
     /// Machine-readable output on stdout.
     #[arg(long, global = true, help_heading = help::GLOBAL)]
     json: bool,
-    /// No progress output.
+    /// No progress, tables or summaries: only what the command exists to print, and errors and warnings.
     #[arg(long, short, global = true, help_heading = help::GLOBAL)]
     quiet: bool,
+    /// Times for people in UTC (default: the local time zone, from TZ).
+    #[arg(long, global = true, help_heading = help::GLOBAL)]
+    utc: bool,
     /// Wait this long for another writer's lock (e.g. 10m) instead of failing at once.
     #[arg(long, global = true, help_heading = help::GLOBAL, value_parser = crate::config::parse_duration)]
     lock_wait: Option<jiff::SignedDuration>,
@@ -185,6 +188,19 @@ enum Command {
 impl Command {
     /// Whether `--as-of` applies: the commands that only read the
     /// repository, and `undelete`, which brings that state back.
+    /// A snapshot named twice, by id and by `--at`, or `diff` not given
+    /// two snapshots: a usage error.
+    fn at_misuse(&self) -> Option<String> {
+        match self {
+            Command::Ls(a) => a.at_misuse(),
+            Command::Restore(a) => a.at_misuse(),
+            Command::Cat(a) => a.at_misuse(),
+            Command::Export(a) => a.at_misuse(),
+            Command::Diff(a) => a.sides().err(),
+            _ => None,
+        }
+    }
+
     fn takes_as_of(&self) -> bool {
         matches!(
             self,
@@ -483,6 +499,11 @@ pub fn run() -> Result<Exit> {
         Command::Man { dir } => return help::man_pages(dir),
         _ => {}
     }
+    if let Some(problem) = cli.command.at_misuse() {
+        eprintln!("coffer: error: {}", text::message(&problem));
+        return Ok(Exit::Usage);
+    }
+    crate::time::show_in_utc(cli.utc);
     let profile = cli.profile.as_deref().map(Profile::load).transpose()?;
     let pick = |flag: Option<PathBuf>, from_profile: Option<&PathBuf>| {
         flag.or_else(|| from_profile.cloned())
@@ -575,6 +596,56 @@ mod tests {
     fn the_command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn at_names_a_snapshot_once_and_diff_takes_two_sides() {
+        use clap::Parser;
+        let parse = |args: &[&str]| {
+            super::Cli::try_parse_from(std::iter::once("coffer").chain(args.iter().copied()))
+                .unwrap()
+        };
+        let misuse = |args: &[&str]| parse(args).command.at_misuse();
+        for ok in [
+            &["cat", "--at", "now", "srv/f"][..],
+            &["cat", "latest", "srv/f", "--at", "now"],
+            &["cat", "1a2b3c4d", "srv/f"],
+            &["ls", "--at", "now"],
+            &["restore", "--at", "now", "--target", "t"],
+            &["export", "latest", "--at", "now"],
+            &["diff", "a1b2", "c3d4"],
+            &["diff", "a1b2", "--at", "now"],
+            &["diff", "--at", "3h ago", "--at", "now"],
+        ] {
+            assert_eq!(misuse(ok), None, "{ok:?}");
+        }
+        for bad in [
+            &["cat", "1a2b3c4d", "srv/f", "--at", "now"][..],
+            &["ls", "1a2b", "--at", "now"],
+            &["restore", "1a2b", "--at", "now", "--target", "t"],
+            &["export", "1a2b", "--at", "now"],
+            &["diff", "a1b2"],
+            &["diff", "--at", "now"],
+            &["diff", "a1b2", "c3d4", "--at", "now"],
+        ] {
+            assert!(misuse(bad).is_some(), "{bad:?} passes");
+        }
+        // The sides of a diff: SNAPSHOTs first, then the --at times, in order.
+        let super::Command::Diff(d) =
+            parse(&["diff", "--at", "2026-01-01T00:00:00Z", "a1b2"]).command
+        else {
+            panic!("not a diff")
+        };
+        let [from, to] = d.sides().unwrap();
+        assert_eq!(from, (Some("a1b2"), None));
+        assert_eq!(
+            to.1.map(|t| t.to_string()).as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        let super::Command::Cat(c) = parse(&["cat", "srv/f"]).command else {
+            panic!("not a cat")
+        };
+        assert_eq!(c.at_misuse(), None);
     }
 
     #[test]

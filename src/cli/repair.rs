@@ -59,14 +59,22 @@ fn index(ctx: &Context, a: RepairArgs) -> Result<Exit> {
     )?;
     if ctx.json {
         print_json(&r)?;
-    } else {
+    } else if !ctx.quiet {
         let verb = if r.dry_run { "would index" } else { "indexed" };
         println!(
-            "repair index{}: {verb} {} pack(s) from their trailers in {} new index object(s); {} unreadable index object(s) {}",
+            "repair index{}: {verb} {} from their trailers in {}; {} {}",
             if r.dry_run { " (dry run)" } else { "" },
-            r.packs_indexed,
-            r.indexes_written,
-            r.indexes_removed,
+            super::text::count(r.packs_indexed as u64, "pack", "packs"),
+            super::text::count(
+                r.indexes_written as u64,
+                "new index object",
+                "new index objects"
+            ),
+            super::text::count(
+                r.indexes_removed as u64,
+                "unreadable index object",
+                "unreadable index objects"
+            ),
             if r.dry_run {
                 "would be removed"
             } else {
@@ -75,8 +83,8 @@ fn index(ctx: &Context, a: RepairArgs) -> Result<Exit> {
         );
         if r.packs_missing > 0 {
             println!(
-                "{} pack(s) the index lists are missing from storage: `coffer check` names the snapshots that lose data; the next backup stores again what the sources still hold",
-                r.packs_missing
+                "{} the index lists missing from storage: `coffer check` names the snapshots that lose data; the next backup stores again what the sources still hold",
+                super::text::count(r.packs_missing as u64, "pack", "packs")
             );
         }
     }
@@ -105,7 +113,7 @@ fn keyring(ctx: &Context, a: RepairArgs) -> Result<Exit> {
             dry_run: a.dry_run,
             written: &written,
         })?;
-    } else {
+    } else if !ctx.quiet {
         println!(
             "repair keyring{}: {} {} from {}",
             if a.dry_run { " (dry run)" } else { "" },
@@ -147,33 +155,35 @@ fn snapshots(ctx: &Context, a: SnapshotsArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     if r.snapshots.is_empty() {
-        println!("repair snapshots: no snapshot is damaged");
+        if !ctx.quiet {
+            println!("repair snapshots: no snapshot is damaged");
+        }
         return Ok(Exit::Success);
     }
     for s in &r.snapshots {
         let short = &s.id[..8.min(s.id.len())];
         println!(
             "snapshot {short} ({}, {} / {}): {}",
-            s.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            crate::time::human(s.time),
             s.host,
             s.profile,
             s.damage
         );
         match (&s.new_id, r.dry_run) {
             (_, true) => println!(
-                "  would write a repaired snapshot: {} file(s) from older snapshots, {} left out",
-                s.replaced.len(),
+                "  would write a repaired snapshot: {} from older snapshots, {} left out",
+                super::text::count(s.replaced.len() as u64, "file", "files"),
                 s.lost.len()
             ),
             (Some(id), false) => println!(
-                "  repaired as {}{}: {} file(s) from older snapshots, {} left out",
+                "  repaired as {}{}: {} from older snapshots, {} left out",
                 &id[..8.min(id.len())],
                 if s.forgotten {
                     "; the damaged original is forgotten"
                 } else {
                     "; the damaged original stays (--forget deletes it)"
                 },
-                s.replaced.len(),
+                super::text::count(s.replaced.len() as u64, "file", "files"),
                 s.lost.len()
             ),
             (None, false) => {}

@@ -69,15 +69,41 @@ pub struct RestoreArgs {
 
 #[derive(Args, Debug)]
 pub struct CatArgs {
-    /// Snapshot id prefix or `latest`.
-    snapshot: String,
-    /// The file's path in the snapshot.
-    path: String,
-    /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago"), in place of SNAPSHOT.
+    /// The snapshot (id prefix or `latest`; left out: `latest`, or the one --at names) and the file's path in it.
+    #[arg(value_name = "[SNAPSHOT] PATH", num_args = 1..=2, required = true)]
+    words: Vec<String>,
+    /// The newest snapshot at or before this time (RFC 3339, "2026-11-20 14:00", a date, "2 days ago").
     #[arg(long, value_parser = select::at)]
     at: Option<jiff::Timestamp>,
     #[command(flatten)]
     filter: select::FilterArgs,
+}
+
+impl CatArgs {
+    /// The snapshot named (if any) and the path.
+    fn spec_and_path(&self) -> (Option<&str>, &str) {
+        match self.words.as_slice() {
+            [snapshot, path, ..] => (Some(snapshot), path),
+            [path] => (None, path),
+            [] => (None, ""),
+        }
+    }
+
+    pub fn at_misuse(&self) -> Option<String> {
+        select::at_misuse(self.spec_and_path().0, self.at.is_some())
+    }
+}
+
+impl LsArgs {
+    pub fn at_misuse(&self) -> Option<String> {
+        select::at_misuse(self.snapshot.as_deref(), self.at.is_some())
+    }
+}
+
+impl RestoreArgs {
+    pub fn at_misuse(&self) -> Option<String> {
+        select::at_misuse(self.snapshot.as_deref(), self.at.is_some())
+    }
 }
 
 /// `--overwrite`: the values of [`Overwrite`]. (No doc comments on the
@@ -165,7 +191,7 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
                 "{:<8} {:>12} {}  /{}{}",
                 e.kind.name(),
                 e.size,
-                rfc3339_ns(e.mtime),
+                crate::time::human_nanos(e.mtime),
                 text::name(&e.path),
                 suffix
             );
@@ -216,12 +242,12 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
         &c.catalog,
         "restore",
         &format!(
-            "snapshot {} to {} include {:?} exclude {:?}: {} files, {} failed, {} from older snapshots",
+            "snapshot {} to {} include {:?} exclude {:?}: {}, {} failed, {} from older snapshots",
             id.short(),
             target.display(),
             args.include,
             args.exclude,
-            report.files,
+            text::count(report.files, "file", "files"),
             report.failures.len(),
             recovered.iter().filter(|r| r.restored).count()
         ),
@@ -247,9 +273,8 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     eprintln!(
-        "coffer: error: {} entr{} of snapshot {} could not be restored (listed above); the others were restored. If the reasons name the repository's data, `coffer check --read-data` tells what is damaged{}.",
-        still_failed.len(),
-        if still_failed.len() == 1 { "y" } else { "ies" },
+        "coffer: error: {} of snapshot {} could not be restored (listed above); the others were restored. If the reasons name the repository's data, `coffer check --read-data` tells what is damaged{}.",
+        text::count(still_failed.len() as u64, "entry", "entries"),
         id.short(),
         if args.fallback {
             ""
@@ -286,10 +311,10 @@ fn print_plan(ctx: &Context, id: &SnapshotId, plan: &RestorePlan) -> Result<()> 
         );
     }
     println!(
-        "dry run of snapshot {} into {}: {} entries, {} would be skipped; nothing written",
+        "dry run of snapshot {} into {}: {}, {} would be skipped; nothing written",
         id.short(),
         text::path(&plan.target),
-        plan.entries.len(),
+        text::count(plan.entries.len() as u64, "entry", "entries"),
         plan.skipped
     );
     Ok(())
@@ -342,21 +367,24 @@ fn print_restored(
     verify: bool,
 ) {
     println!(
-        "restored snapshot {} ({}) to {}: {} files ({}), {} folders, {} links{}{}",
+        "restored snapshot {} ({}) to {}: {} ({}), {}, {}{}{}",
         id.short(),
-        snap.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        crate::time::human(snap.time),
         text::path(target),
-        report.files,
+        text::count(report.files, "file", "files"),
         super::backup::human(report.bytes),
-        report.dirs,
-        report.links,
+        text::count(report.dirs, "folder", "folders"),
+        text::count(report.links, "link", "links"),
         if report.skipped > 0 {
             format!(", {} existing left as they were", report.skipped)
         } else {
             String::new()
         },
         if verify {
-            format!("; {} files read back and verified", report.verified)
+            format!(
+                "; {} read back and verified",
+                text::count(report.verified, "file", "files")
+            )
         } else {
             String::new()
         }
@@ -371,12 +399,12 @@ fn print_recovered(recovered: &[Recovered]) {
             (Some((sid, t)), true) => println!(
                 "restored /{p} from older snapshot {} ({})",
                 sid.short(),
-                t.strftime("%Y-%m-%d %H:%M:%S UTC")
+                crate::time::human(*t)
             ),
             (Some((sid, t)), false) => println!(
                 "/{p} is intact in older snapshot {} ({}){}",
                 sid.short(),
-                t.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                crate::time::human(*t),
                 match &r.error {
                     Some(e) =>
                         format!(", but restoring it from there failed: {}", text::message(e)),
@@ -389,9 +417,10 @@ fn print_recovered(recovered: &[Recovered]) {
 }
 
 pub fn cat(ctx: &Context, args: CatArgs) -> Result<Exit> {
-    let (c, index) = choose(ctx, Some(&args.snapshot), args.at, &args.filter)?;
+    let (spec, path) = args.spec_and_path();
+    let (c, index) = choose(ctx, spec, args.at, &args.filter)?;
     let (id, snap) = &c.snaps[index];
-    let path = args.path.trim_start_matches('/');
+    let path = path.trim_start_matches('/');
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let n = write_file(&c.repo, &c.blobs, snap, path.as_bytes(), &mut out)

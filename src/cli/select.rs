@@ -40,6 +40,18 @@ impl FilterArgs {
     }
 }
 
+/// What is wrong with naming a snapshot by id and by `--at` at once (one
+/// would silently win over the other); `latest` goes with `--at`: the
+/// newest at that time.
+pub fn at_misuse(spec: Option<&str>, at: bool) -> Option<String> {
+    match spec {
+        Some(s) if at && s != "latest" => Some(format!(
+            "snapshot {s:?} and --at both name the snapshot: give an id or --at TIME, not both"
+        )),
+        _ => None,
+    }
+}
+
 /// Opens the repository as the operator and syncs the catalog with it.
 /// Objects that can not be read are named on stderr and skipped.
 pub fn open_view(ctx: &Context, filter: &FilterArgs) -> Result<View> {
@@ -59,7 +71,21 @@ pub fn pick(view: &View, spec: Option<&str>, at: Option<Timestamp>, hint: &str) 
     let choice = view.pick(spec, at)?;
     for note in &choice.notes {
         let hint = if note.is_damage() { hint } else { "" };
-        super::warn(&format!("{note}{hint}"));
+        super::warn(&super::text::message(&format!("{note}{hint}")));
     }
     Ok(choice.index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_and_at_together_are_refused_latest_and_at_are_not() {
+        assert_eq!(at_misuse(Some("latest"), true), None);
+        assert_eq!(at_misuse(None, true), None);
+        assert_eq!(at_misuse(Some("1a2b3c4d"), false), None);
+        let m = at_misuse(Some("1a2b3c4d"), true).unwrap_or_default();
+        assert!(m.contains("\"1a2b3c4d\" and --at"), "{m}");
+    }
 }

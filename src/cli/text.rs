@@ -11,6 +11,16 @@ use std::borrow::Cow;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+/// `1 file`, `2 files`, `0 files`: a count and its noun, in the singular
+/// only for one. Every count the CLI prints for people goes through here.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
 /// A name (raw bytes: a snapshot path, a file name) for a terminal.
 pub fn name(raw: &[u8]) -> Cow<'_, str> {
     if raw.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'\\') {
@@ -106,6 +116,15 @@ mod tests {
                 "byte {b:#x} shown as {shown:?}"
             );
         }
+    }
+
+    #[test]
+    fn counts_take_the_singular_only_for_one() {
+        assert_eq!(count(0, "file", "files"), "0 files");
+        assert_eq!(count(1, "file", "files"), "1 file");
+        assert_eq!(count(2, "entry", "entries"), "2 entries");
+        assert_eq!(count(1, "entry", "entries"), "1 entry");
+        assert_eq!(count(45008, "file", "files"), "45008 files");
     }
 
     #[test]

@@ -125,10 +125,9 @@ fn show(
     plan: &Plan,
     done: Option<&crate::engine::undelete::Done>,
 ) -> Result<()> {
-    let when = crate::time::rfc3339_secs(at);
     if ctx.json {
         return print_json(&Undeleted {
-            as_of: when,
+            as_of: crate::time::rfc3339_secs(at),
             dry_run: done.is_none(),
             failed: done
                 .map(|d| {
@@ -146,6 +145,7 @@ fn show(
             restored: done.map_or(0, |d| d.restored),
         });
     }
+    let when = crate::time::human(at);
     // Packs are many and say nothing one by one: counted, not listed.
     let (packs, others): (Vec<_>, Vec<_>) = plan
         .restore
@@ -154,15 +154,18 @@ fn show(
     if !packs.is_empty() {
         let copies = packs.iter().filter(|r| r.revert == Revert::Copy).count();
         println!(
-            "restore {} pack(s) under {PACK_PREFIX}: {} by removing delete markers, {copies} by a copy",
-            packs.len(),
+            "restore {} under {PACK_PREFIX}: {} by removing delete markers, {copies} by a copy",
+            super::text::count(packs.len() as u64, "pack", "packs"),
             packs.len() - copies
         );
     }
     for r in others {
         let how = match &r.revert {
             Revert::RemoveMarkers { markers } => {
-                format!("remove {} delete marker(s)", markers.len())
+                format!(
+                    "remove {}",
+                    super::text::count(markers.len() as u64, "delete marker", "delete markers")
+                )
             }
             Revert::Copy => format!("copy version {} over the current one", r.version),
         };
@@ -177,14 +180,19 @@ fn show(
     }
     if !plan.spared.is_empty() {
         println!(
-            "leave {} object(s) as they are: writer locks, storage probes, audit events",
-            plan.spared.len()
+            "leave {} as they are: writer locks, storage probes, audit events",
+            super::text::count(plan.spared.len() as u64, "object", "objects")
         );
     }
     let verb = if done.is_some() { "" } else { "would " };
-    println!(
-        "as of {when}: {verb}restore {} object(s), {verb}hide {}, {} already as they were{}",
-        plan.restore.len(),
+    let summary = |line: String| {
+        if !ctx.quiet {
+            println!("{line}");
+        }
+    };
+    summary(format!(
+        "as of {when}: {verb}restore {}, {verb}hide {}, {} already as they were{}",
+        super::text::count(plan.restore.len() as u64, "object", "objects"),
         plan.hide.len(),
         plan.unchanged,
         if done.is_none() {
@@ -192,17 +200,17 @@ fn show(
         } else {
             ""
         }
-    );
+    ));
     if let Some(d) = done {
         for (key, reason) in &d.failed {
             println!("FAILED {}: {}", text::name_str(key), text::message(reason));
         }
-        println!(
+        summary(format!(
             "restored {}, hid {}, {} failed",
             d.restored,
             d.hidden,
             d.failed.len()
-        );
+        ));
     }
     Ok(())
 }
@@ -218,7 +226,7 @@ fn snapshot_note(past: &Repository, key: &str) -> String {
             " (snapshot {} of {} at {})",
             id.short(),
             text::name_str(&s.host),
-            crate::time::rfc3339_secs(s.time)
+            crate::time::human(s.time)
         ),
         Err(_) => format!(" (snapshot {}, unreadable)", id.short()),
     }

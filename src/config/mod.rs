@@ -505,9 +505,7 @@ fn check_top_level(raw: &ProfileFile) -> Result<(), String> {
             raw.compression
         ));
     }
-    for g in &raw.exclude {
-        globset::Glob::new(g).map_err(|e| format!("exclude {g:?}: {e}"))?;
-    }
+    crate::engine::glob::Globs::new(&raw.exclude, "exclude").map_err(|e| e.to_string())?;
     for (key, url) in [
         ("repository", Some(&raw.repository)),
         ("copy_to", raw.copy_to.as_ref()),

@@ -7,13 +7,15 @@ use crate::repo::Repository;
 use crate::repo::audit::{Signed, verify};
 use crate::repo::keys::{SigningKey, TrustedSigners};
 
-/// Who runs this process, as `user@host`, for audit events.
+/// Who runs this process, as `user@host`, for audit events: `USER`, else
+/// `LOGNAME`, else the name the system gives the uid, else `uid<N>`.
 pub fn audit_actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| {
             // SAFETY: getuid has no preconditions.
-            format!("uid{}", unsafe { libc::getuid() })
+            let uid = unsafe { libc::getuid() };
+            crate::host::user_name(uid).unwrap_or_else(|| format!("uid{uid}"))
         });
     format!("{user}@{}", crate::repo::lock::hostname())
 }

@@ -73,6 +73,56 @@ pub struct BackupReport {
     pub locks_extended: usize,
     /// What the operator should know: objects skipped, data stored again.
     pub warnings: Vec<String>,
+    /// What the walk met besides files and folders (not stored in the
+    /// snapshot's summary): with it the counts add up to what was seen.
+    pub seen: Seen,
+}
+
+/// Counts of a backup beyond [`Summary`]: files, dirs, symlinks, other,
+/// sockets and skipped items add up to every item the walk met.
+/// `hardlinks` is part of `files` (second names of a file stored once):
+/// new, changed, unchanged and hard-linked files add up to `files`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub hardlinks: u64,
+    pub symlinks: u64,
+    /// Fifos and device nodes.
+    pub other: u64,
+    /// Sockets: left out (their servers make them again).
+    pub sockets: u64,
+}
+
+/// Which of [`Summary`]'s file counts a file went to, so a file that is
+/// skipped after all is taken out of it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counted {
+    /// Not a file.
+    Not,
+    /// A second name of a file ([`Seen::hardlinks`]).
+    Hardlink,
+    New,
+    Changed,
+    Unchanged,
+}
+
+impl Counted {
+    /// Counts one file in `summary` (and `seen`): +1, or -1 with `undo`.
+    fn apply(self, summary: &mut Summary, seen: &mut Seen, undo: bool) {
+        let slot = match self {
+            Counted::Not => return,
+            Counted::Hardlink => &mut seen.hardlinks,
+            Counted::New => &mut summary.files_new,
+            Counted::Changed => &mut summary.files_changed,
+            Counted::Unchanged => &mut summary.files_unchanged,
+        };
+        if undo {
+            *slot = slot.saturating_sub(1);
+            summary.files = summary.files.saturating_sub(1);
+        } else {
+            *slot += 1;
+            summary.files += 1;
+        }
+    }
 }
 
 /// Files below this size are bundled with their neighbours into one blob, so
@@ -154,6 +204,8 @@ struct Slot {
     /// The file-cache row to save once the entry is final (read files only).
     cache: bool,
     state: SlotState,
+    /// Where the file was counted.
+    counted: Counted,
 }
 
 enum SlotState {
@@ -170,7 +222,9 @@ fn nanos(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
-fn entry_of(node: &Node) -> Option<Entry> {
+/// The entry of a node; `Ok(None)` for a socket (left out), an error for a
+/// symlink whose target can not be read.
+fn entry_of(node: &Node) -> std::result::Result<Option<Entry>, String> {
     let m = &node.meta;
     let ft = m.file_type();
     let kind = if ft.is_file() {
@@ -186,21 +240,16 @@ fn entry_of(node: &Node) -> Option<Entry> {
     } else if ft.is_block_device() {
         EntryKind::Blockdev
     } else {
-        return None; // sockets: recreated by their servers, not backed up
+        return Ok(None); // sockets: recreated by their servers, not backed up
     };
     let target = if kind == EntryKind::Symlink {
         use std::os::unix::ffi::OsStrExt;
-        Some(
-            std::fs::read_link(&node.abs)
-                .ok()?
-                .as_os_str()
-                .as_bytes()
-                .to_vec(),
-        )
+        let t = std::fs::read_link(&node.abs).map_err(|e| e.to_string())?;
+        Some(t.as_os_str().as_bytes().to_vec())
     } else {
         None
     };
-    Some(Entry {
+    Ok(Some(Entry {
         path: node.rel.clone(),
         kind,
         mode: m.mode() & 0o7777,
@@ -217,7 +266,7 @@ fn entry_of(node: &Node) -> Option<Entry> {
         } else {
             0
         },
-    })
+    }))
 }
 
 /// Reads, chunks and hashes one file; new chunks go to the sealers.
@@ -440,7 +489,7 @@ pub fn backup(
     if sources.is_empty() {
         return Err(Error::NoSources);
     }
-    let excludes = Excludes::new(&opts.exclude)?;
+    let excludes = Excludes::new(&opts.exclude, "exclude")?;
     let job = Job {
         repo,
         opts,
@@ -473,6 +522,7 @@ struct Piped {
     indexes: Vec<(IndexId, IndexFile)>,
     finished: Finished,
     summary: Summary,
+    seen: Seen,
     skipped: Vec<(String, String)>,
     changed: Vec<String>,
     new_cache: Vec<(Vec<u8>, CachedFile)>,
@@ -705,6 +755,7 @@ fn pipeline(
         let Driver {
             seal_tx,
             summary,
+            seen,
             skipped,
             changed,
             new_cache,
@@ -722,6 +773,7 @@ fn pipeline(
             finished: finished?,
             gone: forgotten(job, file_cache, &skipped),
             summary,
+            seen,
             skipped,
             changed,
             new_cache,
@@ -736,6 +788,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         indexes,
         finished,
         mut summary,
+        seen,
         skipped,
         changed,
         new_cache,
@@ -797,6 +850,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         orphans_adopted: 0,
         locks_extended: 0,
         warnings,
+        seen,
     })
 }
 
@@ -821,6 +875,7 @@ struct Driver<'a> {
     bundle_no: u64,
     bundles: HashMap<u64, BlobId>,
     summary: Summary,
+    seen: Seen,
     skipped: Vec<(String, String)>,
     changed: Vec<String>,
     new_cache: Vec<(Vec<u8>, CachedFile)>,
@@ -852,6 +907,7 @@ impl<'a> Driver<'a> {
             bundle_no: 0,
             bundles: HashMap::new(),
             summary: Summary::default(),
+            seen: Seen::default(),
             skipped: Vec::new(),
             changed: Vec::new(),
             new_cache: Vec::new(),
@@ -860,6 +916,7 @@ impl<'a> Driver<'a> {
         }
     }
 
+    // Long: one loop owns the window of in-flight reads and each kind's counts.
     fn drive(
         &mut self,
         walk_rx: Receiver<WalkItem>,
@@ -882,17 +939,25 @@ impl<'a> Driver<'a> {
                     continue;
                 }
             };
-            let Some(mut entry) = entry_of(&node) else {
-                continue;
+            let mut entry = match entry_of(&node) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => {
+                    self.seen.sockets += 1;
+                    continue;
+                }
+                Err(error) => {
+                    self.skipped.push((node.abs.display().to_string(), error));
+                    continue;
+                }
             };
             let seq = self.base + self.pending.len() as u64;
             let mut state = SlotState::Ready;
             let mut cache_row = false;
+            let mut counted = Counted::Not;
             match entry.kind {
                 EntryKind::Dir => self.summary.dirs += 1,
+                EntryKind::Symlink => self.seen.symlinks += 1,
                 EntryKind::File => {
-                    self.summary.files += 1;
-                    self.summary.bytes += entry.size;
                     let m = &node.meta;
                     if m.nlink() > 1 {
                         let key = (m.dev(), m.ino());
@@ -900,7 +965,7 @@ impl<'a> Driver<'a> {
                             entry.kind = EntryKind::Hardlink;
                             entry.target = Some(first.clone());
                             entry.size = 0;
-                            self.summary.bytes -= m.len();
+                            Counted::Hardlink.apply(&mut self.summary, &mut self.seen, false);
                             // Done, as far as the pre-scan's count of names goes.
                             self.progress.advance(m.len());
                             self.progress.file_done();
@@ -908,14 +973,17 @@ impl<'a> Driver<'a> {
                                 entry,
                                 cache: false,
                                 state,
+                                counted: Counted::Hardlink,
                             });
                             self.advance()?;
                             continue;
                         }
                         self.hardlinks.insert(key, entry.path.clone());
                     }
-                    if self.unchanged(cache, &mut entry) {
-                        self.summary.files_unchanged += 1;
+                    self.summary.bytes += entry.size;
+                    counted = self.classify(cache, &mut entry);
+                    counted.apply(&mut self.summary, &mut self.seen, false);
+                    if counted == Counted::Unchanged {
                         self.progress.advance(entry.size);
                         self.progress.file_done();
                     } else if entry.size == 0 {
@@ -935,12 +1003,13 @@ impl<'a> Driver<'a> {
                         reading += 1;
                     }
                 }
-                _ => {}
+                _ => self.seen.other += 1,
             }
             self.pending.push_back(Slot {
                 entry,
                 cache: cache_row,
                 state,
+                counted,
             });
             // Collect what is done; wait when too far ahead.
             while let Ok(done) = done_rx.try_recv() {
@@ -964,13 +1033,12 @@ impl<'a> Driver<'a> {
     }
 
     /// Whether the file cache vouches for `entry` (same size, times and
-    /// inode, every blob still stored); if so its content is filled in,
-    /// else it is counted new or changed. Its row leaves `cache` either
-    /// way: what is left at the end are files this run did not see.
-    fn unchanged(&mut self, cache: &mut HashMap<Vec<u8>, CachedFile>, entry: &mut Entry) -> bool {
+    /// inode, every blob still stored: then its content is filled in), or
+    /// it is new or changed. Its row leaves `cache` either way: what is
+    /// left at the end are files this run did not see.
+    fn classify(&mut self, cache: &mut HashMap<Vec<u8>, CachedFile>, entry: &mut Entry) -> Counted {
         let Some(c) = cache.remove(&entry.path) else {
-            self.summary.files_new += 1;
-            return false;
+            return Counted::New;
         };
         let hit = c.size == entry.size
             && c.mtime == entry.mtime
@@ -981,10 +1049,16 @@ impl<'a> Driver<'a> {
                 .all(|x| self.dedup.known.contains_key(&x.blob));
         if hit {
             entry.content = c.content;
+            Counted::Unchanged
         } else {
-            self.summary.files_changed += 1;
+            Counted::Changed
         }
-        hit
+    }
+
+    /// Takes a file that is skipped after all out of the counts.
+    fn uncount(&mut self, slot: &Slot) {
+        slot.counted.apply(&mut self.summary, &mut self.seen, true);
+        self.summary.bytes = self.summary.bytes.saturating_sub(slot.entry.size);
     }
 
     /// Blocks for the next finished file.
@@ -1073,8 +1147,7 @@ impl<'a> Driver<'a> {
             self.cursor -= 1;
             if let SlotState::Failed = slot.state {
                 // Skipped: reported, not in the snapshot (and its counts undone).
-                self.summary.files -= 1;
-                self.summary.bytes = self.summary.bytes.saturating_sub(slot.entry.size);
+                self.uncount(&slot);
                 continue;
             }
             if let SlotState::Bundled(n) = slot.state {
@@ -1093,8 +1166,7 @@ impl<'a> Driver<'a> {
                 );
                 self.skipped
                     .push((format!("/{}", slot.entry.path_display()), why));
-                self.summary.files -= 1;
-                self.summary.bytes = self.summary.bytes.saturating_sub(slot.entry.size);
+                self.uncount(&slot);
                 continue;
             }
             for x in &slot.entry.content {
@@ -1191,6 +1263,32 @@ impl<'a> Driver<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_counted_then_skipped_leaves_no_trace_in_the_counts() {
+        let (mut summary, mut seen) = (Summary::default(), Seen::default());
+        for c in [
+            Counted::New,
+            Counted::Changed,
+            Counted::Unchanged,
+            Counted::Hardlink,
+        ] {
+            c.apply(&mut summary, &mut seen, false);
+        }
+        Counted::Not.apply(&mut summary, &mut seen, false);
+        assert_eq!(summary.files, 4);
+        assert_eq!(
+            summary.files_new + summary.files_changed + summary.files_unchanged + seen.hardlinks,
+            summary.files
+        );
+        Counted::New.apply(&mut summary, &mut seen, true);
+        Counted::Hardlink.apply(&mut summary, &mut seen, true);
+        assert_eq!(
+            (summary.files, summary.files_new, seen.hardlinks),
+            (2, 0, 0)
+        );
+        assert_eq!((summary.files_changed, summary.files_unchanged), (1, 1));
+    }
     use crate::repo::chunker::ChunkerParams;
     use crate::repo::keys::{AgentKey, Keys};
 

@@ -138,8 +138,10 @@ pub fn export<W: Write>(
         None => snap.summary.bytes,
         Some(sel) => {
             let mut total = 0;
+            let mut used = sel.includes_used();
             for_each_entry(repo, blobs, snap, |e| {
                 if sel.selects(&e.path) {
+                    sel.note(&mut used, &e.path);
                     total += e.size;
                     if let (EntryKind::Hardlink, Some(t)) = (e.kind, &e.target)
                         && !sel.selects(t)
@@ -149,6 +151,7 @@ pub fn export<W: Write>(
                 }
                 Ok(())
             })?;
+            sel.require_used(&used)?;
             total
         }
     };

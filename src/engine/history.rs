@@ -2,50 +2,38 @@
 //! every snapshot; [`diff`] tells what changed between two snapshots.
 
 use crate::catalog::BlobLocation;
+use crate::engine::glob::{GlobError, Globs};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Entry, EntryKind, Extent, TreeParser, check_line_length, walk_order};
 use crate::{Error, Result};
-use globset::{GlobBuilder, GlobMatcher};
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{HashMap, VecDeque};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 
-/// A `find` pattern, matched the way backup excludes are: a glob without `/`
-/// matches the file name anywhere, one with `/` the whole snapshot path (no
-/// leading `/`; one given is ignored). `*` does not cross `/`; `**` does.
-pub struct Pattern {
-    glob: GlobMatcher,
-    by_name: bool,
-}
+/// A `find` pattern, under the one glob rule ([`crate::engine::glob`]), as
+/// backup excludes and restore includes: a glob without `/` matches the
+/// file name anywhere, one with `/` the whole snapshot path (a leading `/`
+/// is optional). `*` does not cross `/`; `**` does.
+pub struct Pattern(Globs);
 
 impl Pattern {
     pub fn new(pattern: &str) -> Result<Pattern> {
-        let by_name = !pattern.contains('/');
-        let p = pattern.trim_start_matches('/');
-        let glob = GlobBuilder::new(p)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()
+        Globs::new(&[pattern.to_string()], "pattern")
+            .map(Pattern)
             .map_err(|e| Error::Pattern {
                 what: "pattern",
                 pattern: pattern.to_string(),
-                reason: e.to_string(),
-            })?
-            .compile_matcher();
-        Ok(Pattern { glob, by_name })
+                reason: match e {
+                    GlobError::Pattern { error, .. } => error.to_string(),
+                    GlobError::Set(error) => error.to_string(),
+                },
+            })
     }
 
     pub fn matches(&self, path: &[u8]) -> bool {
-        let p = if self.by_name {
-            path.rsplit(|&b| b == b'/').next().unwrap_or(path)
-        } else {
-            path
-        };
-        self.glob.is_match(OsStr::from_bytes(p))
+        self.0.is_match(path)
     }
 }
 

@@ -167,7 +167,7 @@ pub struct LockGap {
 impl LockGap {
     /// The finding, in words, for `check`.
     pub fn text(&self) -> String {
-        let needed = crate::time::utc_text(self.needed);
+        let needed = crate::time::human(self.needed);
         match (&self.why, self.until) {
             (Some(why), _) => format!(
                 "its Object Lock can not be read ({why}); history needs it locked until {needed}"
@@ -177,7 +177,7 @@ impl LockGap {
             }
             (None, Some(u)) => format!(
                 "its Object Lock ends {}, but history needs it until {needed}: the next backup lengthens it",
-                crate::time::utc_text(u)
+                crate::time::human(u)
             ),
         }
     }

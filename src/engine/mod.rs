@@ -9,6 +9,7 @@ pub mod erase;
 pub mod expire;
 pub mod export;
 pub mod forget;
+pub mod glob;
 pub mod health;
 pub mod history;
 pub mod job;

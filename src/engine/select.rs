@@ -158,6 +158,9 @@ pub enum Note {
     },
     /// The snapshot named by id is suspect (`why`); chosen as asked.
     ChosenSuspect { id: SnapshotId, why: String },
+    /// `latest` or a time chose among the snapshots of `hosts` hosts (no
+    /// `--host` narrowed them): the newest, of `host`.
+    HostChosen { host: String, hosts: usize },
 }
 
 impl Note {
@@ -169,7 +172,7 @@ impl Note {
 
 impl std::fmt::Display for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let when = |t: &Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC");
+        let when = |t: &Timestamp| crate::time::human(*t);
         match self {
             Note::SkippedDamaged {
                 skipped,
@@ -200,6 +203,10 @@ impl std::fmt::Display for Note {
                 skipped.short(),
                 using.0.short(),
                 when(&using.1)
+            ),
+            Note::HostChosen { host, hosts } => write!(
+                f,
+                "the snapshots come from {hosts} hosts; using the newest, of host {host}: pass --host to choose"
             ),
             Note::ChosenSuspect { id, why } => write!(
                 f,
@@ -258,7 +265,7 @@ impl View {
                     .iter()
                     .rposition(|(_, s)| s.time <= t)
                     .ok_or_else(|| Error::NoSnapshotBefore {
-                        at: crate::time::rfc3339_offset(t),
+                        at: crate::time::human(t),
                     })?,
             ),
             None => None,
@@ -286,7 +293,9 @@ impl View {
             snaps,
             before,
         )?;
-        choice(snaps, before, at.is_some(), found)
+        let mut chosen = choice(snaps, before, at.is_some(), found)?;
+        chosen.notes.extend(host_note(snaps, chosen.index));
+        Ok(chosen)
     }
 
     /// For each path the restore in `report` could not give, the newest
@@ -462,6 +471,18 @@ fn choice(
     })
 }
 
+/// When `snaps` come from more than one host, which one `latest` or a
+/// time chose (`index`): a prefix shared by several hosts would otherwise
+/// hand one host's files to the operator of another without a word.
+fn host_note(snaps: &[(SnapshotId, Snapshot)], index: usize) -> Option<Note> {
+    let hosts: HashSet<&str> = snaps.iter().map(|(_, s)| s.host.as_str()).collect();
+    let host = &snaps.get(index)?.1.host;
+    (hosts.len() > 1).then(|| Note::HostChosen {
+        host: host.clone(),
+        hosts: hosts.len(),
+    })
+}
+
 /// One file the chosen snapshot could not give, and where it is intact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recovered {
@@ -524,6 +545,10 @@ mod tests {
             summary: Default::default(),
             stored: None,
         }
+    }
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
     }
 
     fn id(n: u8) -> SnapshotId {
@@ -607,7 +632,13 @@ mod tests {
         assert_eq!(c.notes.len(), 2);
         let first = c.notes[0].to_string();
         assert!(
-            first.starts_with(&format!("skipped damaged snapshot {} (2026-11-22 12:00:00 UTC): x; using {} (2026-11-20 12:00:00 UTC)", id(2).short(), id(0).short())),
+            first.starts_with(&format!(
+                "skipped damaged snapshot {} ({}): x; using {} ({})",
+                id(2).short(),
+                crate::time::human(snaps[2].1.time),
+                id(0).short(),
+                crate::time::human(snaps[0].1.time)
+            )),
             "{first}"
         );
         // None whole: the newest at or before the bound, with the first reason.
@@ -667,9 +698,12 @@ mod tests {
         assert_eq!(
             c.notes[0].to_string(),
             format!(
-                "passed over suspect snapshot {}: it claims 2099-01-01 00:00:00 UTC but storage recorded writing it at 2026-11-22 12:00:00 UTC; using {} (2026-11-21 12:00:00 UTC)",
+                "passed over suspect snapshot {}: it claims {} but storage recorded writing it at {}; using {} ({})",
                 id(9).short(),
-                id(1).short()
+                crate::time::human(t("2099-01-01T00:00:00Z")),
+                crate::time::human(t("2026-11-22T12:00:00Z")),
+                id(1).short(),
+                crate::time::human(t("2026-11-21T12:00:00Z")),
             )
         );
         // The rest damaged: the newest of them that is not suspect, never the planted one.
@@ -687,6 +721,27 @@ mod tests {
     }
 
     #[test]
+    fn a_choice_among_several_hosts_names_the_host() {
+        let snaps = vec![
+            (id(1), snap("web-1", "p", &["/"], "2026-11-20T12:00:00Z")),
+            (id(2), snap("web-2", "p", &["/"], "2026-11-21T12:00:00Z")),
+        ];
+        let note = host_note(&snaps, 1);
+        assert_eq!(
+            note,
+            Some(Note::HostChosen {
+                host: "web-2".into(),
+                hosts: 2
+            })
+        );
+        assert_eq!(
+            note.map(|n| n.to_string()).unwrap_or_default(),
+            "the snapshots come from 2 hosts; using the newest, of host web-2: pass --host to choose"
+        );
+        assert_eq!(host_note(&snaps[..1], 0), None);
+    }
+
+    #[test]
     fn when_every_snapshot_is_suspect_none_is_chosen() {
         // Only the planted one (a filter let no other through).
         let snaps = &with_planted()[2..];
@@ -701,8 +756,10 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "every snapshot is suspect: the newest, {}: it claims 2099-01-01 00:00:00 UTC but storage recorded writing it at 2026-11-22 12:00:00 UTC; choose a snapshot by id (`coffer snapshots` lists them) if you trust it",
-                id(9).short()
+                "every snapshot is suspect: the newest, {}: it claims {} but storage recorded writing it at {}; choose a snapshot by id (`coffer snapshots` lists them) if you trust it",
+                id(9).short(),
+                crate::time::human(t("2099-01-01T00:00:00Z")),
+                crate::time::human(t("2026-11-22T12:00:00Z")),
             )
         );
     }

@@ -37,7 +37,7 @@ pub fn suspicion(snap: &Snapshot) -> Option<String> {
 /// "it claims T but storage recorded writing it at S".
 pub fn claim_against_storage(claimed: Timestamp, stored: Timestamp) -> String {
     // Whole seconds: S3 gives no more, and the gap is minutes or years.
-    let when = |t: Timestamp| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let when = crate::time::human;
     format!(
         "it claims {} but storage recorded writing it at {}",
         when(claimed),
@@ -206,9 +206,14 @@ mod tests {
         // Storage gave no time: nothing to judge by.
         assert!(!is_suspect(&snap("2099-01-01T00:00:00Z", None)));
         let why = suspicion(&snap("2099-01-01T00:00:00Z", stored)).unwrap();
+        let human = |s: &str| crate::time::human(s.parse().unwrap());
         assert_eq!(
             why,
-            "it claims 2099-01-01 00:00:00 UTC but storage recorded writing it at 2026-12-07 03:00:00 UTC"
+            format!(
+                "it claims {} but storage recorded writing it at {}",
+                human("2099-01-01T00:00:00Z"),
+                human("2026-12-07T03:00:00Z")
+            )
         );
         assert_eq!(suspicion(&snap("2026-12-07T02:59:00Z", stored)), None);
     }

@@ -4,7 +4,6 @@
 use super::{Counted, Progress};
 use crate::repo::tree::walk_order;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -26,54 +25,13 @@ pub enum WalkItem {
     },
 }
 
-/// Exclude globs: a pattern with `/` matches the absolute path, one without
-/// matches the file name anywhere.
-pub struct Excludes {
-    by_name: GlobSet,
-    by_path: GlobSet,
-}
+/// Backup's excludes: the one glob rule of [`super::glob`], matched
+/// against each path below a source (without its leading `/`).
+pub use super::glob::{GlobError as ExcludeError, Globs as Excludes};
 
-/// An exclude glob that does not parse.
-#[derive(Debug, thiserror::Error)]
-pub enum ExcludeError {
-    #[error("exclude {pattern:?}: {error}")]
-    Pattern {
-        pattern: String,
-        error: globset::Error,
-    },
-    /// The set of globs could not be compiled (globset's message).
-    #[error("{0}")]
-    Set(globset::Error),
-}
-
-impl Excludes {
-    pub fn new(patterns: &[String]) -> Result<Excludes, ExcludeError> {
-        let mut by_name = GlobSetBuilder::new();
-        let mut by_path = GlobSetBuilder::new();
-        for p in patterns {
-            let g = GlobBuilder::new(p)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|error| ExcludeError::Pattern {
-                    pattern: p.clone(),
-                    error,
-                })?;
-            if p.contains('/') {
-                by_path.add(g);
-            } else {
-                by_name.add(g);
-            }
-        }
-        Ok(Excludes {
-            by_name: by_name.build().map_err(ExcludeError::Set)?,
-            by_path: by_path.build().map_err(ExcludeError::Set)?,
-        })
-    }
-
-    fn excluded(&self, abs: &Path) -> bool {
-        abs.file_name().is_some_and(|n| self.by_name.is_match(n)) || self.by_path.is_match(abs)
-    }
+fn excluded(excludes: &Excludes, abs: &Path) -> bool {
+    let b = abs.as_os_str().as_bytes();
+    excludes.is_match(b.strip_prefix(b"/").unwrap_or(b))
 }
 
 pub fn rel_of(abs: &Path) -> Vec<u8> {
@@ -174,7 +132,7 @@ fn visit_node(abs: PathBuf, meta: Metadata, excludes: &Excludes, tx: &Sender<Wal
     children.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     for child in children {
         let path = child.path();
-        if excludes.excluded(&path) {
+        if excluded(excludes, &path) {
             continue;
         }
         // DirEntry::metadata is fstatat on the open folder: no path walk, no follow.
@@ -247,7 +205,7 @@ mod tests {
         std::fs::write(root.join("a/b/two"), b"123").unwrap();
         std::fs::write(root.join("a/b/skip.tmp"), b"1234567").unwrap();
         std::os::unix::fs::symlink("one", root.join("a/link")).unwrap();
-        let excludes = Excludes::new(&["*.tmp".to_string()]).unwrap();
+        let excludes = Excludes::new(&["*.tmp".to_string()], "exclude").unwrap();
         let run = |stop: &AtomicBool| {
             let reports = Reports::default();
             let (tx, rx) = crossbeam_channel::bounded(4);
@@ -279,7 +237,7 @@ mod tests {
         }
         let (tx, rx) = crossbeam_channel::unbounded();
         let sources = [root.join("www-old"), root.join("www/app")];
-        assert!(walk(&sources, &Excludes::new(&[]).unwrap(), &tx));
+        assert!(walk(&sources, &Excludes::new(&[], "exclude").unwrap(), &tx));
         drop(tx);
         let rels: Vec<Vec<u8>> = rx
             .iter()

@@ -83,7 +83,7 @@ pub enum RepoError {
     Corrupt { object: String, reason: String },
     #[error(
         "repository is locked by {host} (pid {pid}) since {}; wait for that backup to finish, or delete the `{object}` object if it is certainly dead",
-        crate::time::utc_text(*.since)
+        crate::time::human(*.since)
     )]
     Locked {
         host: String,

@@ -55,7 +55,7 @@ impl AsOf {
             key: key.to_string(),
             message: format!(
                 "the repository is read as of {} (--as-of): nothing is written",
-                crate::time::rfc3339_secs(self.at)
+                crate::time::human(self.at)
             ),
         }
     }

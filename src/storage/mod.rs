@@ -70,7 +70,7 @@ pub enum StorageError {
     },
     /// Reading as of a time before anything was stored at the location
     /// (`--as-of`): names the oldest version there is, if any.
-    #[error("{location}: nothing existed at {}; {}", crate::time::rfc3339_secs(*at), oldest_text(*oldest))]
+    #[error("{location}: nothing existed at {}; {}", crate::time::human(*at), oldest_text(*oldest))]
     NothingThen {
         location: String,
         at: jiff::Timestamp,
@@ -125,7 +125,7 @@ fn oldest_text(oldest: Option<jiff::Timestamp>) -> String {
     match oldest {
         Some(t) => format!(
             "the oldest version stored is from {}",
-            crate::time::rfc3339_secs(t)
+            crate::time::human(t)
         ),
         None => "no version is stored there at all".into(),
     }

@@ -40,3 +40,4 @@ mod suspect;
 mod tamper;
 mod time_formats;
 mod transport;
+mod words;

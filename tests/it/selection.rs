@@ -490,3 +490,142 @@ fn sibling_sources_with_a_common_prefix_are_found_by_path() {
         }
     }
 }
+
+/// Regression: `--include '*.bin'` restored nothing (a top-level name only)
+/// while `--exclude '*.bin'` matched names anywhere; an include that
+/// matched nothing exited 0 without a word.
+#[test]
+fn include_and_exclude_follow_one_rule_and_an_empty_include_fails() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    write_file(&src.join("a/x.bin"), b"x");
+    write_file(&src.join("b/c/y.bin"), b"y");
+    write_file(&src.join("z.txt"), b"z");
+    env.backup(&[&src]);
+    let files = |extra: &[&str]| -> Vec<String> {
+        let t = env.unique_path("t");
+        fs::create_dir(&t).unwrap();
+        let extra: Vec<&std::ffi::OsStr> = extra.iter().map(|s| s.as_ref()).collect();
+        env.restore_raw("latest", &t, &extra).expect_ok();
+        let mut names: Vec<String> = crate::env::regular_files(&restored_path(&t, &src))
+            .into_iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(files(&["--include", "*.bin"]), ["a/x.bin", "b/c/y.bin"]);
+    assert_eq!(files(&["--exclude", "*.bin"]), ["z.txt"]);
+    // With '/', the whole path from the root: a leading '/' is optional.
+    let anchored = format!("{}/b/**", src.to_str().unwrap());
+    assert_eq!(files(&["--include", &anchored]), ["b/c/y.bin"]);
+    assert_eq!(files(&["--exclude", &anchored]), ["a/x.bin", "z.txt"]);
+
+    let t = env.unique_path("t");
+    let none = env.restore_raw(
+        "latest",
+        &t,
+        &[
+            "--include".as_ref(),
+            "*.bin".as_ref(),
+            "--include".as_ref(),
+            "*.nope".as_ref(),
+        ],
+    );
+    none.expect_code(1);
+    none.expect_stderr_contains("--include \"*.nope\" selects nothing in the snapshot");
+    assert!(!t.exists(), "nothing is written: {none}");
+    let export = env.operator(["export", "--include", "*.nope", "--output", "/dev/null"]);
+    export.expect_code(1);
+    export.expect_stderr_contains("--include \"*.nope\" selects nothing");
+    let find = env.operator(["find", "*.bin"]);
+    find.expect_ok();
+    assert!(
+        find.stdout.contains("/a/x.bin") && find.stdout.contains("/b/c/y.bin"),
+        "{}",
+        find.stdout
+    );
+}
+
+/// Regression: `cat ID --at now` printed the latest version (the id was
+/// ignored), `cat --at T PATH` was a usage error, and diff had no --at.
+#[test]
+fn at_and_an_id_conflict_and_at_alone_names_the_snapshot() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    write_file(&src.join("f"), b"one");
+    env.backup_raw(&[&src], &["--time", "2026-03-01T10:00:00Z"])
+        .expect_ok();
+    write_file(&src.join("f"), b"two");
+    env.backup_raw(&[&src], &["--time", "2026-03-02T10:00:00Z"])
+        .expect_ok();
+    let all = snapshots_with(&env, &[]);
+    let first = &ids(&all)[0][..8];
+    let rel = src.join("f");
+    let rel = rel.to_str().unwrap();
+
+    let both = env.operator(["cat", first, rel, "--at", "now"]);
+    both.expect_code(2);
+    both.expect_stderr_contains("and --at both name the snapshot");
+    for cmd in [
+        &["ls", first, "--at", "now"][..],
+        &["export", first, "--at", "now"],
+    ] {
+        env.operator(cmd).expect_code(2);
+    }
+    let at = env.operator(["cat", "--at", "2026-03-01T12:00:00Z", rel]);
+    at.expect_ok();
+    assert_eq!(at.stdout, "one");
+    let by_id = env.operator(["cat", first, rel]);
+    by_id.expect_ok();
+    assert_eq!(by_id.stdout, "one");
+
+    let diff = env.operator([
+        "diff",
+        "--at",
+        "2026-03-01T12:00:00Z",
+        "--at",
+        "2026-03-02T12:00:00Z",
+    ]);
+    diff.expect_ok();
+    assert!(
+        diff.stdout.contains(&format!("M  {rel}")) && diff.stdout.contains("1 changed"),
+        "{}",
+        diff.stdout
+    );
+    let mixed = env.operator(["diff", first, "--at", "now", "--json"]);
+    mixed.expect_ok();
+    assert_eq!(mixed.json()["from"], first);
+    assert_eq!(mixed.json()["to"], &ids(&all)[1][..8]);
+    env.operator(["diff", "--at", "now"]).expect_code(2);
+}
+
+/// Regression: in a prefix shared by several hosts, `latest` without
+/// `--host` took the newest of any host without a word.
+#[test]
+fn latest_among_several_hosts_says_which_host_it_chose() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    write_file(&src.join("f"), b"one");
+    env.backup_raw(
+        &[&src],
+        &["--host", "web-1", "--time", "2026-03-01T10:00:00Z"],
+    )
+    .expect_ok();
+    write_file(&src.join("f"), b"two");
+    env.backup_raw(
+        &[&src],
+        &["--host", "web-2", "--time", "2026-03-02T10:00:00Z"],
+    )
+    .expect_ok();
+    let rel = src.join("f");
+    let rel = rel.to_str().unwrap();
+    let any = env.operator(["cat", "latest", rel]);
+    any.expect_ok();
+    assert_eq!(any.stdout, "two");
+    any.expect_stderr_contains("come from 2 hosts; using the newest, of host web-2: pass --host");
+    let one = env.operator(["cat", "latest", rel, "--host", "web-1"]);
+    one.expect_ok();
+    assert_eq!(one.stdout, "one");
+    assert!(!one.stderr.contains("hosts"), "{one}");
+}

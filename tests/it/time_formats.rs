@@ -178,6 +178,89 @@ fn agent_state_file_and_metrics_keep_their_forms() {
     );
 }
 
+/// Times for people were in five forms; now one: local time with the zone's
+/// name, whole seconds, in every table and message; `--utc` shows UTC.
+#[test]
+fn people_see_one_time_form_in_every_output_and_utc_on_request() {
+    let env = two_backdated_snapshots();
+    let run = |args: &[&str], tz: &str| {
+        let mut all: Vec<std::ffi::OsString> = args.iter().map(|a| a.into()).collect();
+        all.extend(env.operator_flags());
+        env.run_with_env(all, &[("TZ", std::ffi::OsStr::new(tz))])
+    };
+    let berlin = "Europe/Berlin";
+    let no_machine_form = |text: &str| {
+        assert!(
+            !text.contains("T10:00:00") && !text.contains(".500") && !text.contains("+0"),
+            "{text}"
+        );
+    };
+    let snaps = run(&["snapshots"], berlin);
+    snaps.expect_ok();
+    assert!(snaps.stdout.contains("2026-03-01 11:00:00 CET"), "{snaps}");
+    let find = run(&["find", "f"], berlin);
+    find.expect_ok();
+    assert!(find.stdout.contains("2026-03-01 11:00:00 CET"), "{find}");
+    no_machine_form(&find.stdout);
+    let forget = run(
+        &[
+            "forget",
+            "--keep-within",
+            "0s",
+            "--keep-last",
+            "1",
+            "--dry-run",
+        ],
+        berlin,
+    );
+    forget.expect_ok();
+    assert!(
+        forget.stdout.contains(" 2026-03-01 11:00:00 CET ") && !forget.stdout.contains("(UTC)"),
+        "{forget}"
+    );
+    let ls = run(&["ls", "latest"], berlin);
+    ls.expect_ok();
+    assert!(
+        ls.stdout.contains(" CET  /") || ls.stdout.contains(" CEST  /"),
+        "{ls}"
+    );
+    let early = run(&["ls", "--at", "2020-01-01"], berlin);
+    early.expect_code(1);
+    early.expect_stderr_contains("no snapshot at or before 2020-01-01 23:59:59 CET");
+    no_machine_form(&early.stderr);
+    let diff = run(&["diff", "--at", "2026-03-01 12:00", "--at", "now"], berlin);
+    diff.expect_ok();
+    assert!(diff.stdout.contains("(2026-03-01 11:00:00 CET)"), "{diff}");
+
+    // --utc: the same form in UTC, everywhere.
+    for args in [&["snapshots", "--utc"][..], &["--utc", "find", "f"]] {
+        let out = run(args, berlin);
+        out.expect_ok();
+        assert!(out.stdout.contains("2026-03-01 10:00:00 UTC"), "{out}");
+        assert!(!out.stdout.contains("CET"), "{out}");
+    }
+    let forget = run(
+        &[
+            "forget",
+            "--utc",
+            "--keep-within",
+            "0s",
+            "--keep-last",
+            "1",
+            "--dry-run",
+        ],
+        berlin,
+    );
+    forget.expect_ok();
+    assert!(
+        forget.stdout.contains(" 2026-03-01 10:00:00 UTC "),
+        "{forget}"
+    );
+    // JSON stays RFC 3339 in UTC whatever the zone.
+    let json = run(&["snapshots", "--json"], berlin);
+    assert_eq!(json.json()[0]["time"], "2026-03-01T10:00:00Z");
+}
+
 #[test]
 fn locked_error_names_the_time_as_before() {
     let e = RepoError::Locked {
@@ -186,10 +269,15 @@ fn locked_error_names_the_time_as_before() {
         since: "2026-05-01T10:00:00.5Z".parse().unwrap(),
         object: "lock".into(),
     };
+    // Whole seconds, in the zone people read (it showed nanoseconds).
     assert_eq!(
         e.to_string(),
-        "repository is locked by h (pid 7) since 2026-05-01 10:00:00.500 UTC; wait for that backup to finish, or delete the `lock` object if it is certainly dead"
+        format!(
+            "repository is locked by h (pid 7) since {}; wait for that backup to finish, or delete the `lock` object if it is certainly dead",
+            coffer::time::human("2026-05-01T10:00:00Z".parse().unwrap())
+        )
     );
+    assert!(!e.to_string().contains(".500"));
 }
 
 /// A repository with two snapshots of one file, dated 2026-03-01
@@ -249,7 +337,10 @@ fn cli_restore_forget_and_audit_print_times_as_before() {
     let env = two_backdated_snapshots();
     let target = env.path("out");
     let t = target.to_str().unwrap();
-    let restore = env.operator(["restore", "latest", "--target", t]);
+    let mut args: Vec<std::ffi::OsString> = vec!["restore".into(), "latest".into()];
+    args.extend(["--target".into(), t.into()]);
+    args.extend(env.operator_flags());
+    let restore = env.run_with_env(args, &[("TZ", std::ffi::OsStr::new("UTC"))]);
     restore.expect_ok();
     assert!(
         restore.stdout.contains("(2026-03-02 08:30:00 UTC)"),
@@ -282,8 +373,9 @@ fn cli_restore_forget_and_audit_print_times_as_before() {
         .lines()
         .find(|l| l.contains("restore"))
         .unwrap_or_default();
-    // `YYYY-MM-DD HH:MM:SS +0530  actor ...`
-    assert_eq!(&line[19..26], " +0530 ", "{line}");
+    // `YYYY-MM-DD HH:MM:SS IST  actor ...`: the one form for people (it
+    // was `+0530`, unlike every other table).
+    assert_eq!(&line[19..25], " IST  ", "{line}");
     let json = env.operator(["audit", "--json"]);
     json.expect_ok();
     let time = json.json()[0]["time"]

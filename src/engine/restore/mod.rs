@@ -14,16 +14,14 @@ pub use write::execute;
 
 use super::{Progress, for_each_entry};
 use crate::catalog::BlobLocation;
+use crate::engine::glob::{GlobError, Globs};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Entry, EntryKind};
 use crate::{Error, Result};
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone, Debug, Default)]
@@ -149,69 +147,50 @@ pub struct RestoreReport {
     pub verified: u64,
 }
 
-fn build_includes(patterns: &[String]) -> Result<Option<GlobSet>> {
+/// Compiles restore's globs under the one rule ([`crate::engine::glob`]).
+fn globs(patterns: &[String], what: &'static str) -> Result<Option<Globs>> {
     if patterns.is_empty() {
         return Ok(None);
     }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        let p = p.trim_start_matches('/');
-        let g = GlobBuilder::new(p)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| Error::Pattern {
-                what: "include",
-                pattern: p.to_string(),
-                reason: e.to_string(),
-            })?;
-        b.add(g);
-    }
-    b.build().map(Some).map_err(|e| Error::Pattern {
-        what: "includes",
-        pattern: patterns.join(" "),
-        reason: e.to_string(),
+    Globs::new(patterns, what).map(Some).map_err(|e| match e {
+        GlobError::Pattern {
+            what,
+            pattern,
+            error,
+        } => Error::Pattern {
+            what,
+            pattern,
+            reason: error.to_string(),
+        },
+        GlobError::Set(error) => Error::Pattern {
+            what,
+            pattern: patterns.join(" "),
+            reason: error.to_string(),
+        },
     })
 }
 
-/// Whether the path or one of its parents matches.
-fn matches_here_or_above(set: &GlobSet, path: &[u8]) -> bool {
-    let mut p: &[u8] = path;
-    loop {
-        if set.is_match(Path::new(OsStr::from_bytes(p))) {
-            return true;
-        }
-        match p.iter().rposition(|&b| b == b'/') {
-            Some(i) => p = &p[..i],
-            None => return false,
-        }
-    }
+/// What a restore selects: entries an include matches (or everything), and
+/// what is below them, minus what an exclude matches and what is below
+/// that; or an exact set.
+pub struct Selection {
+    includes: Option<Globs>,
+    excludes: Option<Globs>,
+    only: Option<HashSet<Vec<u8>>>,
 }
 
-/// What a restore selects: includes (or everything), minus excludes, or an exact set.
-pub struct Selection {
-    includes: Option<GlobSet>,
-    excludes: Option<GlobSet>,
-    only: Option<HashSet<Vec<u8>>>,
+/// Which includes have selected an entry so far ([`Selection::note`]).
+pub struct IncludesUsed {
+    used: Vec<bool>,
+    left: usize,
+    which: Vec<usize>,
 }
 
 impl Selection {
     pub fn new(opts: &RestoreOptions) -> Result<Selection> {
         Ok(Selection {
-            includes: build_includes(&opts.include)?,
-            // Like backup excludes: without a '/', a pattern names files anywhere.
-            excludes: build_includes(
-                &opts
-                    .exclude
-                    .iter()
-                    .map(|p| {
-                        if p.contains('/') {
-                            p.clone()
-                        } else {
-                            format!("**/{p}")
-                        }
-                    })
-                    .collect::<Vec<_>>(),
-            )?,
+            includes: globs(&opts.include, "include")?,
+            excludes: globs(&opts.exclude, "exclude")?,
             only: opts.only.clone(),
         })
     }
@@ -222,11 +201,52 @@ impl Selection {
         }
         self.includes
             .as_ref()
-            .is_none_or(|s| matches_here_or_above(s, path))
+            .is_none_or(|s| s.is_match_here_or_above(path))
             && !self
                 .excludes
                 .as_ref()
-                .is_some_and(|s| matches_here_or_above(s, path))
+                .is_some_and(|s| s.is_match_here_or_above(path))
+    }
+
+    /// An account of the includes that have selected something: none yet.
+    pub fn includes_used(&self) -> IncludesUsed {
+        let n = self.includes.as_ref().map_or(0, |g| g.patterns().len());
+        IncludesUsed {
+            used: vec![false; n],
+            left: n,
+            which: Vec::new(),
+        }
+    }
+
+    /// Notes the includes that select `path` (a path [`Selection::selects`]).
+    pub fn note(&self, used: &mut IncludesUsed, path: &[u8]) {
+        let Some(g) = self.includes.as_ref().filter(|_| used.left > 0) else {
+            return;
+        };
+        used.which.clear();
+        g.which_here_or_above(path, &mut used.which);
+        for &i in &used.which {
+            if !std::mem::replace(&mut used.used[i], true) {
+                used.left -= 1;
+            }
+        }
+    }
+
+    /// [`Error::NothingSelected`] naming every include that selected nothing.
+    pub fn require_used(&self, used: &IncludesUsed) -> Result<()> {
+        let (Some(g), true) = (&self.includes, used.left > 0) else {
+            return Ok(());
+        };
+        Err(Error::NothingSelected {
+            patterns: g
+                .patterns()
+                .iter()
+                .zip(&used.used)
+                .filter(|(_, u)| !**u)
+                .map(|(p, _)| p.clone())
+                .collect(),
+            excludes: self.excludes.is_some(),
+        })
     }
 }
 
@@ -244,8 +264,9 @@ fn interrupted(cancel: &AtomicBool) -> Result<()> {
     Ok(())
 }
 
-/// The entries of `snap` that `opts` selects, in walk order. Plain include
-/// paths (no glob characters) are looked up through the tree index.
+/// The entries of `snap` that `opts` selects, in walk order; an include
+/// that selects nothing is an error. Plain include paths (a `/`, no glob
+/// characters) are looked up through the tree index.
 fn list_entries(
     repo: &Repository,
     blobs: &HashMap<BlobId, BlobLocation>,
@@ -255,7 +276,8 @@ fn list_entries(
 ) -> Result<Vec<Entry>> {
     let selection = Selection::new(opts)?;
     let mut entries: Vec<Entry> = Vec::new();
-    let plain = |p: &String| !p.contains(['*', '?', '[', ']', '{', '}', '\\']);
+    let plain = |p: &String| p.contains('/') && !p.contains(['*', '?', '[', ']', '{', '}', '\\']);
+    let mut used = selection.includes_used();
     if !opts.include.is_empty() && opts.include.iter().all(plain) && opts.only.is_none() {
         let mut prefixes: Vec<Vec<u8>> = opts
             .include
@@ -269,6 +291,7 @@ fn list_entries(
             super::for_each_entry_under(repo, blobs, snap, prefix, |e| {
                 interrupted(cancel)?;
                 if selection.selects(&e.path) && seen.insert(e.path.clone()) {
+                    selection.note(&mut used, &e.path);
                     entries.push(e);
                 }
                 Ok(())
@@ -278,11 +301,13 @@ fn list_entries(
         for_each_entry(repo, blobs, snap, |e| {
             interrupted(cancel)?;
             if selection.selects(&e.path) {
+                selection.note(&mut used, &e.path);
                 entries.push(e);
             }
             Ok(())
         })?;
     }
+    selection.require_used(&used)?;
     Ok(entries)
 }
 
@@ -436,5 +461,34 @@ mod tests {
         })
         .unwrap();
         assert!(only.selects(b"x/y") && !only.selects(b"x") && !only.selects(b"x/y/z"));
+    }
+
+    #[test]
+    fn includes_follow_the_exclude_rule_and_one_that_selects_nothing_is_named() {
+        let s = Selection::new(&RestoreOptions {
+            include: vec!["*.bin".into(), "/etc".into(), "*.none".into()],
+            exclude: vec!["*.tmp".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        // Without '/', a name anywhere, as backup's excludes.
+        assert!(s.selects(b"srv/deep/a.bin") && s.selects(b"etc/x.tmp2"));
+        assert!(!s.selects(b"srv/a.tmp") && !s.selects(b"srv/a.txt"));
+        let mut used = s.includes_used();
+        for p in [&b"srv/deep/a.bin"[..], b"etc/passwd"] {
+            s.note(&mut used, p);
+        }
+        match s.require_used(&used) {
+            Err(e @ Error::NothingSelected { .. }) => assert_eq!(
+                e.to_string(),
+                "--include \"*.none\" selects nothing in the snapshot (after the excludes); `coffer ls SNAPSHOT` lists what it holds (a pattern without '/' matches names anywhere, one with '/' the whole path)"
+            ),
+            other => panic!("{other:?}"),
+        }
+        s.note(&mut used, b"x/y.none");
+        assert!(s.require_used(&used).is_ok());
+        // No includes: nothing to account for.
+        let all = Selection::new(&RestoreOptions::default()).unwrap();
+        assert!(all.require_used(&all.includes_used()).is_ok());
     }
 }
