@@ -7,6 +7,8 @@ mod backup;
 mod copy;
 mod erase;
 mod export;
+mod fleet;
+mod fleet_html;
 mod history;
 mod inspect;
 mod json;
@@ -142,6 +144,8 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Make the repository as it stood at --as-of TIME current again (after an attack).
     Undelete(undelete::UndeleteArgs),
+    /// Every repository under a bucket: last complete snapshot, age, state (--json, --html FILE, --stale 36h).
+    Fleet(fleet::FleetArgs),
 }
 
 impl Command {
@@ -483,6 +487,7 @@ pub fn run() -> Result<Exit> {
         Command::Status(args) => agent::status(&ctx, args),
         Command::Policy(args) => policy::run(&ctx, args),
         Command::Undelete(args) => undelete::run(&ctx, args),
+        Command::Fleet(args) => fleet::run(&ctx, args),
     }
 }
 

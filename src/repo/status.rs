@@ -119,7 +119,10 @@ impl Status {
         let hosts: Vec<String> =
             serde_json::from_slice(&plain).map_err(|e| corrupt(format!("hosts: {e}")))?;
         if hosts.len() > MAX_HOSTS {
-            return Err(corrupt(format!("{} hosts, more than {MAX_HOSTS}", hosts.len())));
+            return Err(corrupt(format!(
+                "{} hosts, more than {MAX_HOSTS}",
+                hosts.len()
+            )));
         }
         Ok(hosts)
     }
