@@ -22,6 +22,20 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
+# Chromium, headless, loads the page `coffer fleet --html` writes
+# (tests/it/fleet.rs): Debian's package, about 80 MB to download (~360 MB
+# installed with chromium-common). The test fails without it here; run
+# alone, it skips with a line on stderr.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    echo "test.sh: please install chromium (apt-get install chromium)" >&2
+    exit 1
+  fi
+fi
+export COFFER_REQUIRE_CHROMIUM=1
+
 venv=target/moto-venv
 if [ -z "${COFFER_MOTO_SERVER:-}" ]; then
   if [ ! -x "$venv/bin/moto_server" ]; then

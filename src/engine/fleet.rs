@@ -298,8 +298,11 @@ fn gather(store: &Store, readers: &Readers, prefix: String, level: &Level) -> Fa
         Some(Ok(s)) => readers.hosts(s, &key),
         _ => None,
     };
-    let listed: std::result::Result<Vec<_>, StorageError> =
-        store.list(&format!("{prefix}snapshots/"));
+    // `snapshots/` holds no folders: a level of it is the whole listing,
+    // and some servers answer a delimiter listing without walking the bucket.
+    let listed: std::result::Result<Vec<_>, StorageError> = store
+        .list_level(&format!("{prefix}snapshots/"))
+        .map(|l| l.objects);
     let mut notes_status = status;
     let snapshots_stored = match listed {
         Ok(l) => {

@@ -16,6 +16,7 @@ mod disaster;
 mod erase;
 mod export;
 mod faults;
+mod fleet;
 mod golden;
 mod heal;
 mod history;
