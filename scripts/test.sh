@@ -16,6 +16,11 @@ for tool in age zstd jq; do
 done
 # promtool runs the alert rules of docs/coffer-alerts.yml on real scrapes.
 command -v promtool >/dev/null || need+=(prometheus)
+# Chromium, headless, loads the page `coffer fleet --html` writes
+# (tests/it/fleet.rs): about 80 MB to download, ~360 MB installed with
+# chromium-common. The test fails without it here (COFFER_REQUIRE_CHROMIUM
+# below); run alone, it skips with a line on stderr.
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -24,6 +29,8 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+export COFFER_REQUIRE_CHROMIUM=1
 
 venv=target/moto-venv
 if [ -z "${COFFER_MOTO_SERVER:-}" ]; then

@@ -97,6 +97,11 @@ pub(super) const EXPORT: &str = "Examples:
   coffer export 1a2b3c4d --include 'home/alice' -o alice.tar --profile /etc/coffer/profiles/home.toml --identity operator.key
   coffer export latest --profile /etc/coffer/profiles/web-1.toml --identity operator.key | tar -tvf -";
 
+pub(super) const FLEET: &str = "Examples:
+  coffer fleet s3://acme-backups --stale 36h
+  coffer fleet s3://acme-backups/eu --identity operator.key --html /var/www/fleet.html
+  coffer fleet s3://acme-backups --json --depth 2";
+
 pub(super) const FIND: &str = "Examples:
   coffer find '*.docx' --repo s3://acme-backups/files-1 --identity operator.key
   coffer find 'srv/www/**/index.php' --since '30 days ago' --json --profile /etc/coffer/profiles/web-1.toml --identity operator.key";

@@ -428,7 +428,42 @@ mod tests {
             signer: "ed25519:".into(),
             signing_key: Path::new("i.sign"),
         };
+        let notes = vec!["n".to_string()];
+        let hosts = vec!["web-1".to_string()];
+        let fleet = Fleet {
+            generated: "g".into(),
+            location: "s3://b",
+            repositories: vec![FleetRepo {
+                age_seconds: Some(1),
+                damage_records: Some(0),
+                damaged: false,
+                damaged_snapshots: Some(0),
+                hosts: Some(&hosts),
+                hosts_sealed: false,
+                id: Some("i"),
+                last_complete: Some("t".into()),
+                newest_stored: None,
+                notes: &notes,
+                repository: "r",
+                snapshots: 1,
+                stale: false,
+                state: "ok",
+                status_written: None,
+                stored_bytes: Some(1),
+                strip: FleetStrip {
+                    cells: "c",
+                    per_day: 6,
+                    start: "s".into(),
+                },
+            }],
+            stale_after_seconds: None,
+            unlisted: vec![FleetUnlisted {
+                folder: "f/",
+                reason: "r",
+            }],
+        };
         for (declared, sorted) in [
+            declared_and_sorted(&fleet),
             declared_and_sorted(&generated),
             declared_and_sorted(&added),
             declared_and_sorted(&diff),
@@ -456,6 +491,55 @@ mod tests {
             r#"{"forget":{"alpha":2,"zeta":1},"prune":null}"#
         );
     }
+}
+
+/// `fleet --json` (and the data the HTML page embeds).
+#[derive(Serialize)]
+pub struct Fleet<'a> {
+    pub generated: String,
+    pub location: &'a str,
+    pub repositories: Vec<FleetRepo<'a>>,
+    pub stale_after_seconds: Option<i64>,
+    pub unlisted: Vec<FleetUnlisted<'a>>,
+}
+
+/// One repository of `fleet --json`: what storage recorded (`snapshots`,
+/// `newest_stored`) and what its status claims (the rest), judged.
+#[derive(Serialize)]
+pub struct FleetRepo<'a> {
+    pub age_seconds: Option<i64>,
+    pub damage_records: Option<u64>,
+    pub damaged: bool,
+    pub damaged_snapshots: Option<u64>,
+    pub hosts: Option<&'a [String]>,
+    /// The status holds host names only the operator or this repository's agent key opens.
+    pub hosts_sealed: bool,
+    pub id: Option<&'a str>,
+    pub last_complete: Option<String>,
+    pub newest_stored: Option<String>,
+    pub notes: &'a [String],
+    pub repository: &'a str,
+    pub snapshots: u64,
+    pub stale: bool,
+    pub state: &'static str,
+    pub status_written: Option<String>,
+    pub stored_bytes: Option<u64>,
+    pub strip: FleetStrip<'a>,
+}
+
+/// The 90-day strip: one character per schedule slot from `start`.
+#[derive(Serialize)]
+pub struct FleetStrip<'a> {
+    pub cells: &'a str,
+    pub per_day: u32,
+    pub start: String,
+}
+
+/// A folder `fleet` could not list.
+#[derive(Serialize)]
+pub struct FleetUnlisted<'a> {
+    pub folder: &'a str,
+    pub reason: &'a str,
 }
 
 /// `undelete --json`: the plan (restored keys with the version and how,

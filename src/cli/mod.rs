@@ -7,6 +7,8 @@ mod backup;
 mod copy;
 mod erase;
 mod export;
+mod fleet;
+mod fleet_html;
 mod help;
 mod history;
 mod inspect;
@@ -183,6 +185,9 @@ enum Command {
         /// The folder (created if missing), e.g. /usr/local/share/man/man1.
         dir: PathBuf,
     },
+    /// Every repository under a bucket: last complete snapshot, age, state (--json, --html FILE, --stale 36h).
+    #[command(after_help = help::FLEET)]
+    Fleet(fleet::FleetArgs),
 }
 
 impl Command {
@@ -562,6 +567,7 @@ pub fn run() -> Result<Exit> {
         Command::Undelete(args) => undelete::run(&ctx, args),
         // Answered above, before the profile was read.
         Command::Completions { .. } | Command::Man { .. } => Ok(Exit::Success),
+        Command::Fleet(args) => fleet::run(&ctx, args),
     }
 }
 

@@ -499,7 +499,11 @@ pub fn backup(
         cancel,
     };
     let mut lock = WriterLock::of(repo, opts.lock_wait)?;
-    let ran = run(&job, catalog, &mut lock);
+    let ran = run(&job, catalog, &mut lock).map(|mut r| {
+        r.warnings
+            .extend(super::fleet::refresh_status(repo, catalog));
+        r
+    });
     let mut report = lock.release_after(ran)?;
     report.summary.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -458,7 +458,11 @@ pub fn prune(
         return Ok(report);
     }
     let mut lock = WriterLock::of(repo, opts.lock_wait)?;
-    let pruned = prune_locked(repo, catalog, opts, &mut lock, cancel);
+    let pruned = prune_locked(repo, catalog, opts, &mut lock, cancel).map(|mut r| {
+        r.warnings
+            .extend(super::fleet::refresh_status(repo, catalog));
+        r
+    });
     lock.release_after(pruned)
 }
 

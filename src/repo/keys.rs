@@ -626,35 +626,46 @@ impl Keys {
         if let Some(a) = &self.agent_identity {
             ids.push(a);
         }
-        let dec = age::Decryptor::new_buffered(ciphertext).map_err(|e| RepoError::Corrupt {
-            object: what.to_string(),
-            reason: format!("not a valid age file: {e}"),
-        })?;
-        let mut r = dec.decrypt(ids.into_iter()).map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => {
-                if self.operator.is_none() {
-                    RepoError::NeedIdentity {
-                        what: what.to_string(),
-                    }
-                } else {
-                    RepoError::WrongKey {
-                        what: what.to_string(),
-                    }
+        open_with(ids, self.operator.is_some(), ciphertext, what)
+    }
+}
+
+/// Decrypts an age file with `ids`; `operator` says whether they include
+/// the operator's (which decides the error when none matches).
+pub fn open_with(
+    ids: Vec<&dyn age::Identity>,
+    operator: bool,
+    ciphertext: &[u8],
+    what: &str,
+) -> Result<Vec<u8>, RepoError> {
+    let dec = age::Decryptor::new_buffered(ciphertext).map_err(|e| RepoError::Corrupt {
+        object: what.to_string(),
+        reason: format!("not a valid age file: {e}"),
+    })?;
+    let mut r = dec.decrypt(ids.into_iter()).map_err(|e| match e {
+        age::DecryptError::NoMatchingKeys => {
+            if !operator {
+                RepoError::NeedIdentity {
+                    what: what.to_string(),
+                }
+            } else {
+                RepoError::WrongKey {
+                    what: what.to_string(),
                 }
             }
-            other => RepoError::Corrupt {
-                object: what.to_string(),
-                reason: format!("decryption failed: {other}"),
-            },
-        })?;
-        // The plaintext is shorter than the ciphertext: one allocation, no regrowth.
-        let mut out = Vec::with_capacity(ciphertext.len());
-        r.read_to_end(&mut out).map_err(|e| RepoError::Corrupt {
+        }
+        other => RepoError::Corrupt {
             object: what.to_string(),
-            reason: format!("authentication failed: {e}"),
-        })?;
-        Ok(out)
-    }
+            reason: format!("decryption failed: {other}"),
+        },
+    })?;
+    // The plaintext is shorter than the ciphertext: one allocation, no regrowth.
+    let mut out = Vec::with_capacity(ciphertext.len());
+    r.read_to_end(&mut out).map_err(|e| RepoError::Corrupt {
+        object: what.to_string(),
+        reason: format!("authentication failed: {e}"),
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]

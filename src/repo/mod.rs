@@ -13,6 +13,7 @@ pub mod lock;
 mod malformed;
 pub mod pack;
 pub mod snapshot;
+pub mod status;
 pub mod store;
 pub mod tree;
 

@@ -238,6 +238,10 @@ impl Store {
     pub fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         self.run(self.storage.list(prefix))
     }
+    /// See [`Storage::list_level`].
+    pub fn list_level(&self, prefix: &str) -> Result<crate::storage::Level, StorageError> {
+        self.run(self.storage.list_level(prefix))
+    }
     pub fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.run(self.storage.delete(key))
     }

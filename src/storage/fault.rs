@@ -184,6 +184,9 @@ impl Storage for Faulty {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         self.apply(prefix, self.inner.list(prefix)).await
     }
+    async fn list_level(&self, prefix: &str) -> Result<super::Level, StorageError> {
+        self.apply(prefix, self.inner.list_level(prefix)).await
+    }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.apply(key, self.inner.delete(key)).await
     }

@@ -104,6 +104,42 @@ impl LocalStorage {
         }
     }
 
+    /// The files and folders of the one folder `prefix` names (it ends in
+    /// `/`, or is empty for the root); a missing folder is an empty level.
+    fn list_level_sync(&self, prefix: &str) -> std::io::Result<super::Level> {
+        let mut level = super::Level::default();
+        let rd = match std::fs::read_dir(self.root.join(prefix)) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(level),
+            Err(e) => return Err(e),
+        };
+        for entry in rd {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with(".tmp-") {
+                continue;
+            }
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                level.folders.push(format!("{prefix}{name}/"));
+            } else if ft.is_file() {
+                let meta = entry.metadata()?;
+                level.objects.push(ObjectInfo {
+                    key: format!("{prefix}{name}"),
+                    size: meta.len(),
+                    modified: meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| jiff::Timestamp::try_from(t).ok()),
+                });
+            }
+        }
+        level.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        level.folders.sort();
+        Ok(level)
+    }
+
     fn list_sync(&self, prefix: &str) -> std::io::Result<Vec<ObjectInfo>> {
         // Prefixes are folders in this format (`data/`, `index/`); walk below the
         // deepest folder the prefix names and filter by the full prefix.
@@ -325,6 +361,17 @@ impl Storage for LocalStorage {
         let me = self.clone_handle();
         let p = prefix.to_string();
         blocking(move || me.list_sync(&p))
+            .await?
+            .map_err(|e| self.err(prefix, e))
+    }
+
+    async fn list_level(&self, prefix: &str) -> Result<super::Level, StorageError> {
+        if !(prefix.is_empty() || prefix.ends_with('/')) {
+            return Ok(super::Level::of_listing(prefix, self.list(prefix).await?));
+        }
+        let me = self.clone_handle();
+        let p = prefix.to_string();
+        blocking(move || me.list_level_sync(&p))
             .await?
             .map_err(|e| self.err(prefix, e))
     }

@@ -203,6 +203,45 @@ pub struct ObjectInfo {
     pub modified: Option<jiff::Timestamp>,
 }
 
+/// One level of a listing ([`Storage::list_level`]): the objects directly
+/// under a prefix and the folders (sub-prefixes, each ending in `/`) below it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Level {
+    pub objects: Vec<ObjectInfo>,
+    pub folders: Vec<String>,
+}
+
+impl Level {
+    /// The level below `prefix` of a full listing of it: what S3's delimiter
+    /// listing returns, for backends that have none.
+    pub fn of_listing(prefix: &str, listed: Vec<ObjectInfo>) -> Level {
+        let mut level = Level::default();
+        for o in listed {
+            let Some(rest) = o.key.strip_prefix(prefix) else {
+                continue;
+            };
+            match rest.find('/') {
+                Some(i) => {
+                    let folder = format!("{prefix}{}", &rest[..=i]);
+                    if level.folders.last() != Some(&folder) {
+                        level.folders.push(folder);
+                    }
+                }
+                None => level.objects.push(o),
+            }
+        }
+        level.folders.dedup();
+        level
+    }
+
+    /// The object named `name` directly in this level's prefix.
+    pub fn object(&self, prefix: &str, name: &str) -> Option<&ObjectInfo> {
+        self.objects
+            .iter()
+            .find(|o| o.key.strip_prefix(prefix) == Some(name))
+    }
+}
+
 /// How the layers above use a backend: spool folder, requests in flight,
 /// read coalescing, upload paths. Only a backend itself says (its
 /// `tuning()`); [`open`] takes it from the backend before any decorator
@@ -304,6 +343,13 @@ pub trait Storage: Send + Sync {
     async fn stat(&self, key: &str) -> Result<Option<u64>, StorageError>;
     /// All objects whose key starts with `prefix` (a folder such as `data/`).
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+    /// One level below `prefix` (empty, or ending in `/`): the objects
+    /// directly in it and its folders, without what is inside them. S3: a
+    /// delimiter listing, one request per 1,000 entries of the level, however
+    /// many objects the folders hold. This default lists everything below.
+    async fn list_level(&self, prefix: &str) -> Result<Level, StorageError> {
+        Ok(Level::of_listing(prefix, self.list(prefix).await?))
+    }
     /// Removes an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
     /// Removes many objects (S3: batches of 1000 in one request each).
@@ -518,7 +564,32 @@ pub fn check_url(url: &str) -> Result<(), SetupError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{SetupError, check_url};
+    use super::{Level, ObjectInfo, SetupError, check_url};
+
+    #[test]
+    fn a_level_of_a_full_listing_has_its_objects_and_each_folder_once() {
+        let o = |key: &str| ObjectInfo {
+            key: key.into(),
+            size: 1,
+            modified: None,
+        };
+        let listed = vec![
+            o("fleet/a/config"),
+            o("fleet/a/data/00/x"),
+            o("fleet/b/status"),
+            o("fleet/config"),
+            o("fleet/status"),
+        ];
+        let level = Level::of_listing("fleet/", listed);
+        assert_eq!(level.folders, vec!["fleet/a/", "fleet/b/"]);
+        let keys: Vec<&str> = level.objects.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, vec!["fleet/config", "fleet/status"]);
+        assert!(level.object("fleet/", "config").is_some());
+        assert!(level.object("fleet/", "keyring").is_none());
+        let root = Level::of_listing("", vec![o("config"), o("x/config")]);
+        assert_eq!(root.folders, vec!["x/"]);
+        assert!(root.object("", "config").is_some());
+    }
 
     #[test]
     fn mistyped_repository_urls_are_refused_with_what_was_meant() {

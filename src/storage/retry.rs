@@ -107,6 +107,9 @@ impl Storage for Retry {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         self.run(|| self.inner.list(prefix)).await
     }
+    async fn list_level(&self, prefix: &str) -> Result<super::Level, StorageError> {
+        self.run(|| self.inner.list_level(prefix)).await
+    }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.run(|| self.inner.delete(key)).await
     }

@@ -282,6 +282,42 @@ impl Storage for S3Storage {
         Ok(out)
     }
 
+    async fn list_level(&self, prefix: &str) -> Result<super::Level, StorageError> {
+        let mut level = super::Level::default();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("ListObjectsV2", prefix, e))?;
+            for o in page.contents() {
+                let Some(k) = o.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                level.objects.push(ObjectInfo {
+                    key: k.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    modified: o
+                        .last_modified()
+                        .and_then(|t| jiff::Timestamp::from_second(t.secs()).ok()),
+                });
+            }
+            level.folders.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|c| c.prefix()?.strip_prefix(&self.prefix))
+                    .map(str::to_string),
+            );
+        }
+        level.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        level.folders.sort();
+        Ok(level)
+    }
+
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.client
             .delete_object()

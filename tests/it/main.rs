@@ -17,6 +17,7 @@ mod disaster;
 mod erase;
 mod export;
 mod faults;
+mod fleet;
 mod golden;
 mod heal;
 mod history;
