@@ -90,11 +90,12 @@ impl Notifier {
         }
     }
 
-    /// A run ended: ping success or failure; webhook on failure (and success if asked).
+    /// A run ended: ping success or failure; webhook on failure or a
+    /// partial run (files left out), and on success if asked.
     pub async fn finished(&self, n: &Notify, report: &JobReport) -> Vec<NotifyError> {
         let failed = !report.status.succeeded();
         let body = serde_json::json!({
-            "event": if failed { "failure" } else { "success" },
+            "event": event(report.status),
             "report": report,
         })
         .to_string();
@@ -110,7 +111,7 @@ impl Notifier {
             }
         }
         if let Some(w) = &n.webhook
-            && (failed || n.on_success)
+            && webhook_due(report.status, n.on_success)
             && let Err(e) = self.send("POST", w, Some(body)).await
         {
             errors.push(e);
@@ -119,8 +120,44 @@ impl Notifier {
     }
 }
 
+/// The webhook's `event` for a run that ended so.
+fn event(status: crate::catalog::RunStatus) -> &'static str {
+    use crate::catalog::RunStatus::*;
+    match status {
+        Ok => "success",
+        // The snapshot was saved, but without some files: not a success
+        // to report as one.
+        Partial => "partial",
+        Failed | Cancelled => "failure",
+    }
+}
+
+/// Whether the webhook hears of a run that ended so: unless it simply
+/// succeeded, always; then only if asked.
+fn webhook_due(status: crate::catalog::RunStatus, on_success: bool) -> bool {
+    status != crate::catalog::RunStatus::Ok || on_success
+}
+
 impl Default for Notifier {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::RunStatus;
+
+    #[test]
+    fn a_partial_run_is_reported_as_partial_and_always_to_the_webhook() {
+        assert_eq!(event(RunStatus::Ok), "success");
+        assert_eq!(event(RunStatus::Partial), "partial");
+        assert_eq!(event(RunStatus::Failed), "failure");
+        assert_eq!(event(RunStatus::Cancelled), "failure");
+        assert!(!webhook_due(RunStatus::Ok, false));
+        assert!(webhook_due(RunStatus::Ok, true));
+        assert!(webhook_due(RunStatus::Partial, false));
+        assert!(webhook_due(RunStatus::Failed, false));
     }
 }

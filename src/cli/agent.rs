@@ -472,11 +472,13 @@ fn progress_every() -> std::time::Duration {
         .unwrap_or(PROGRESS_EVERY)
 }
 
-/// One progress line: the phase, what was read, the average rate.
-fn progress_line(phase: &str, bytes: u64, elapsed: std::time::Duration) -> String {
+/// One progress line: the phase, the files done and bytes read, the
+/// average rate.
+fn progress_line(phase: &str, files: u64, bytes: u64, elapsed: std::time::Duration) -> String {
     let secs = elapsed.as_secs_f64().max(0.001);
     format!(
-        "progress: {phase}: {} read in {}, {}/s",
+        "progress: {phase}: {}, {} read in {}, {}/s",
+        super::text::count(files, "file", "files"),
         super::backup::human(bytes),
         crate::engine::forget::format_duration(jiff::SignedDuration::from_secs(
             elapsed.as_secs() as i64
@@ -485,20 +487,29 @@ fn progress_line(phase: &str, bytes: u64, elapsed: std::time::Duration) -> Strin
     )
 }
 
+/// What a run reported so far, shared with the ticker thread.
+#[derive(Default)]
+struct Seen {
+    files: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    phase: std::sync::Mutex<String>,
+}
+
 /// Progress as a line on stderr every [`progress_every`], at info priority
 /// (`<6>`) when `prefixed` (the agent's child, or stderr is the journal).
 struct ProgressLines {
-    seen: std::sync::Arc<(std::sync::atomic::AtomicU64, std::sync::Mutex<String>)>,
+    seen: std::sync::Arc<Seen>,
     stop: Option<std::sync::mpsc::Sender<()>>,
     ticker: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ProgressLines {
     fn start(prefixed: bool) -> ProgressLines {
-        let seen = std::sync::Arc::new((
-            std::sync::atomic::AtomicU64::new(0),
-            std::sync::Mutex::new("starting".to_string()),
-        ));
+        use std::sync::atomic::Ordering::Relaxed;
+        let seen = std::sync::Arc::new(Seen {
+            phase: std::sync::Mutex::new("starting".to_string()),
+            ..Seen::default()
+        });
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let every = progress_every();
         let shared = seen.clone();
@@ -507,9 +518,12 @@ impl ProgressLines {
             let prefix = if prefixed { "<6>" } else { "" };
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
             {
-                let bytes = shared.0.load(std::sync::atomic::Ordering::Relaxed);
-                let phase = shared.1.lock().map(|p| p.clone()).unwrap_or_default();
-                eprintln!("{prefix}{}", progress_line(&phase, bytes, began.elapsed()));
+                let phase = shared.phase.lock().map(|p| p.clone()).unwrap_or_default();
+                let (files, bytes) = (shared.files.load(Relaxed), shared.bytes.load(Relaxed));
+                eprintln!(
+                    "{prefix}{}",
+                    progress_line(&phase, files, bytes, began.elapsed())
+                );
             }
         });
         ProgressLines {
@@ -522,15 +536,21 @@ impl ProgressLines {
 
 impl crate::engine::Progress for ProgressLines {
     fn phase(&self, name: &str, _total: Option<u64>) {
-        if let Ok(mut p) = self.seen.1.lock() {
+        if let Ok(mut p) = self.seen.phase.lock() {
             *p = name.to_string();
         }
     }
 
     fn advance(&self, n: u64) {
         self.seen
-            .0
+            .bytes
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn file_done(&self) {
+        self.seen
+            .files
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -830,13 +850,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_progress_line_says_phase_bytes_time_and_rate() {
-        let line = progress_line("backup", 600 << 20, std::time::Duration::from_secs(120));
-        assert!(line.starts_with("progress: backup: "), "{line}");
+    fn a_progress_line_says_phase_files_bytes_time_and_rate() {
+        let line = progress_line(
+            "backup",
+            1200,
+            600 << 20,
+            std::time::Duration::from_secs(120),
+        );
+        assert!(line.starts_with("progress: backup: 1200 files, "), "{line}");
         assert!(line.contains("600.0 MiB read in 2m"), "{line}");
         assert!(line.contains("5.0 MiB/s"), "{line}");
         // No division by zero at the very start.
-        let line = progress_line("index", 0, std::time::Duration::ZERO);
-        assert!(line.contains("0 B read in 0s, 0 B/s"), "{line}");
+        let line = progress_line("index", 1, 0, std::time::Duration::ZERO);
+        assert!(line.contains("1 file, 0 B read in 0s, 0 B/s"), "{line}");
     }
 }
