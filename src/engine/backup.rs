@@ -823,8 +823,13 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
     };
     let snapshot = job.repo.write_snapshot(&snap)?;
     // Storage's record of the write judges this machine's clock, as every
-    // reader will judge the snapshot; a listing that fails costs only that.
-    snap.stored = super::snapshot_stored(job.repo, &snapshot).ok().flatten();
+    // reader will judge the snapshot: the server's time in its answer to
+    // the write, else a listing of the key (one that fails costs only that).
+    snap.stored = job
+        .repo
+        .store
+        .clock()
+        .or_else(|| super::snapshot_stored(job.repo, &snapshot).ok().flatten());
     let warnings = super::suspicion(&snap)
         .map(|why| {
             format!(

@@ -110,6 +110,10 @@ impl Store {
     pub fn object_lock(&self) -> Result<Option<String>, StorageError> {
         self.run(self.storage.object_lock())
     }
+    /// See [`Storage::clock`].
+    pub fn clock(&self) -> Option<jiff::Timestamp> {
+        self.storage.clock()
+    }
     /// See [`Storage::set_write_lock`].
     pub fn set_write_lock(&self, lock: Option<WriteLock>) -> Result<(), StorageError> {
         self.storage.set_write_lock(lock)

@@ -368,6 +368,12 @@ pub trait Storage: Send + Sync {
     // them keeps these defaults: asking for a lock or a version is refused
     // with `Unsupported`, never silently ignored.
 
+    /// Storage's own time at its last answer, where answers carry one (an
+    /// S3 server's `Date`): right after a write, when storage recorded it,
+    /// learnt without another request. None where it is not known.
+    fn clock(&self) -> Option<jiff::Timestamp> {
+        None
+    }
     /// Locks every object written from now on (`put`, `put_file`,
     /// `create`) with `lock`; None writes without a lock.
     fn set_write_lock(&self, lock: Option<WriteLock>) -> Result<(), StorageError> {

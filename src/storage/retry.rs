@@ -125,6 +125,9 @@ impl Storage for Retry {
     fn set_write_lock(&self, lock: Option<super::WriteLock>) -> Result<(), StorageError> {
         self.inner.set_write_lock(lock)
     }
+    fn clock(&self) -> Option<jiff::Timestamp> {
+        self.inner.clock()
+    }
     async fn retention(
         &self,
         key: &str,

@@ -53,6 +53,8 @@ pub struct S3Storage {
     checksums: Checksums,
     /// The Object Lock every new object gets (`set_write_lock`).
     write_lock: std::sync::Mutex<Option<super::WriteLock>>,
+    /// The server's time at its last answer.
+    clock: client::ServerClock,
 }
 
 impl S3Storage {
@@ -223,6 +225,10 @@ impl Storage for S3Storage {
             let _ = tokio::fs::remove_file(path).await;
         }
         res
+    }
+
+    fn clock(&self) -> Option<jiff::Timestamp> {
+        self.clock.last()
     }
 
     async fn create(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {

@@ -50,6 +50,43 @@ pub(super) fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Notes the server's clock from each answer's `Date` header: what a
+/// writer needs to know when storage recorded its write, without a listing
+/// to ask (the suspect-snapshot check, docs/IMMUTABILITY.md).
+#[derive(Debug, Default, Clone)]
+pub(super) struct ServerClock(pub(super) std::sync::Arc<std::sync::Mutex<Option<jiff::Timestamp>>>);
+
+impl ServerClock {
+    pub(super) fn last(&self) -> Option<jiff::Timestamp> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Intercept for ServerClock {
+    fn name(&self) -> &'static str {
+        "coffer-server-clock"
+    }
+    fn read_before_deserialization(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        // An HTTP date ("Mon, 07 Dec 2026 07:26:30 GMT"); one that does not
+        // parse is left out, and the writer lists the object instead.
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|d| jiff::fmt::rfc2822::parse(d).ok())
+            .map(|z| z.timestamp());
+        if let Some(t) = date {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        }
+        Ok(())
+    }
+}
+
 /// Refuses any request that is not https, whatever the configuration says.
 #[derive(Debug)]
 pub(super) struct HttpsOnly {
@@ -223,6 +260,8 @@ impl S3Storage {
         b = b.interceptor(HttpsOnly {
             allow_loopback_http: opts.allow_insecure_http,
         });
+        let clock = ServerClock::default();
+        b = b.interceptor(clock.clone());
         let client = Client::from_conf(b.build());
         let storage = S3Storage {
             client,
@@ -232,6 +271,7 @@ impl S3Storage {
             endpoint: endpoint.unwrap_or_else(|| "AWS S3".into()),
             checksums,
             write_lock: std::sync::Mutex::new(None),
+            clock,
         };
         if !opts.allowed_regions.is_empty() {
             storage.check_residency().await?;
