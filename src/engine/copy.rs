@@ -231,15 +231,15 @@ fn copy_objects(
         return Err(Error::Interrupted);
     }
     for key in [KEYRING_KEY, KEYRING_COPY_KEY, CONFIG_KEY] {
-        // A repository made before the keyring had a copy has none.
-        if key == KEYRING_COPY_KEY && repo.store.stat(key)?.is_none() {
-            continue;
-        }
-        if target.stat(key)?.is_none()
-            && let Copied::Sent(_, n) = copy_one(repo, target, key, false)?
-        {
-            report.bytes_copied += n;
-            report.objects_copied += 1;
+        if target.stat(key)?.is_none() {
+            // A repository made before the keyring had a copy has none.
+            if key == KEYRING_COPY_KEY && repo.store.stat(key)?.is_none() {
+                continue;
+            }
+            if let Copied::Sent(_, n) = copy_one(repo, target, key, false)? {
+                report.bytes_copied += n;
+                report.objects_copied += 1;
+            }
         }
         held.insert(key.to_string(), None);
     }

@@ -30,28 +30,20 @@ fn snapshots_with(env: &TestEnv, extra: &[&str]) -> Vec<Value> {
     out.json().as_array().cloned().unwrap_or_default()
 }
 
+/// Writes `content` to `src/f` and backs `src` up as `host` at `time`.
+fn backup_as(env: &TestEnv, src: &std::path::Path, content: &str, host: &str, time: &str) {
+    write_file(&src.join("f"), content.as_bytes());
+    env.backup_raw(&[src], &["--host", host, "--time", time])
+        .expect_ok();
+}
+
 #[test]
 fn filters_latest_and_at_choose_the_right_snapshot() {
     let env = TestEnv::with_repo();
     let src = env.source_dir("src");
-    write_file(&src.join("f"), b"one");
-    env.backup_raw(
-        &[&src],
-        &["--host", "web-1", "--time", "2026-03-01T10:00:00Z"],
-    )
-    .expect_ok();
-    write_file(&src.join("f"), b"two");
-    env.backup_raw(
-        &[&src],
-        &["--host", "web-2", "--time", "2026-03-01T20:00:00Z"],
-    )
-    .expect_ok();
-    write_file(&src.join("f"), b"three");
-    env.backup_raw(
-        &[&src],
-        &["--host", "web-1", "--time", "2026-03-02T09:00:00Z"],
-    )
-    .expect_ok();
+    backup_as(&env, &src, "one", "web-1", "2026-03-01T10:00:00Z");
+    backup_as(&env, &src, "two", "web-2", "2026-03-01T20:00:00Z");
+    backup_as(&env, &src, "three", "web-1", "2026-03-02T09:00:00Z");
     let all = snapshots_with(&env, &[]);
     assert_eq!(all.len(), 3);
     assert!(
@@ -606,18 +598,8 @@ fn at_and_an_id_conflict_and_at_alone_names_the_snapshot() {
 fn latest_among_several_hosts_says_which_host_it_chose() {
     let env = TestEnv::with_repo();
     let src = env.source_dir("src");
-    write_file(&src.join("f"), b"one");
-    env.backup_raw(
-        &[&src],
-        &["--host", "web-1", "--time", "2026-03-01T10:00:00Z"],
-    )
-    .expect_ok();
-    write_file(&src.join("f"), b"two");
-    env.backup_raw(
-        &[&src],
-        &["--host", "web-2", "--time", "2026-03-02T10:00:00Z"],
-    )
-    .expect_ok();
+    backup_as(&env, &src, "one", "web-1", "2026-03-01T10:00:00Z");
+    backup_as(&env, &src, "two", "web-2", "2026-03-02T10:00:00Z");
     let rel = src.join("f");
     let rel = rel.to_str().unwrap();
     let any = env.operator(["cat", "latest", rel]);
