@@ -36,6 +36,17 @@ use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 
+/// Each backup writes at least one index object, and a reader with an
+/// empty catalog reads every one: 540 after three months of six backups a
+/// day. Once more than this many are small, prune merges the small ones.
+const SMALL_INDEXES_KEPT: usize = 8;
+
+/// An index object is small below a quarter of the limits a writer splits
+/// at ([`crate::repo::limits`]): merging those stays within one object's
+/// bounds for a few rounds, and big ones are never rewritten for it.
+const SMALL_INDEX_BLOBS: usize = crate::repo::limits::MAX_INDEX_BLOBS / 4;
+const SMALL_INDEX_PACKS: usize = crate::repo::limits::MAX_INDEX_PACKS / 4;
+
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
     /// Unreferenced packs younger than this are left alone: defence in depth
@@ -198,7 +209,9 @@ pub struct PrunePlan {
 impl PrunePlan {
     /// Whether the plan writes or deletes anything in storage.
     pub fn has_work(&self) -> bool {
-        self.packs.iter().any(PackPlan::goes) || !self.vanished.is_empty()
+        self.packs.iter().any(PackPlan::goes)
+            || !self.vanished.is_empty()
+            || !self.indexes_replaced.is_empty()
     }
 
     /// The packs to delete (those repacked too), by id.
@@ -349,18 +362,47 @@ pub fn plan(facts: &PruneFacts, opts: &PruneOptions) -> PrunePlan {
         .copied()
         .collect();
     vanished.sort();
-    let indexes_replaced = packs
+    let mut indexes_replaced: BTreeSet<IndexId> = packs
         .iter()
         .filter(|p| p.goes())
         .map(|p| p.pack)
         .chain(vanished.iter().copied())
         .flat_map(|p| facts.pack_indexes.get(&p).into_iter().flatten().copied())
         .collect();
+    indexes_replaced.extend(small_indexes(&facts.pack_indexes, &contents));
     PrunePlan {
         packs,
         repack,
         vanished,
         indexes_replaced,
+    }
+}
+
+/// The small index objects, when there are more than [`SMALL_INDEXES_KEPT`]
+/// of them: replaced by one (or a few) holding what they list, so the
+/// objects a cold reader fetches stay few however long the history.
+fn small_indexes(
+    pack_indexes: &HashMap<PackId, Vec<IndexId>>,
+    contents: &HashMap<PackId, Vec<PackEntry>>,
+) -> Vec<IndexId> {
+    let mut sizes: HashMap<IndexId, (usize, usize)> = HashMap::new();
+    for (pack, idxs) in pack_indexes {
+        let blobs = contents.get(pack).map_or(0, Vec::len);
+        for i in idxs {
+            let s = sizes.entry(*i).or_default();
+            s.0 += 1;
+            s.1 += blobs;
+        }
+    }
+    let small: Vec<IndexId> = sizes
+        .into_iter()
+        .filter(|(_, (packs, blobs))| *packs < SMALL_INDEX_PACKS && *blobs < SMALL_INDEX_BLOBS)
+        .map(|(i, _)| i)
+        .collect();
+    if small.len() > SMALL_INDEXES_KEPT {
+        small
+    } else {
+        Vec::new()
     }
 }
 
@@ -1098,5 +1140,60 @@ mod tests {
         assert_eq!(kept[0].id, PackId([1; 32]));
         let offsets: Vec<u64> = kept[0].blobs.iter().map(|e| e.offset).collect();
         assert_eq!(offsets, vec![0, 500], "blobs by offset");
+    }
+
+    #[test]
+    fn small_index_objects_are_merged_once_there_are_more_than_eight() {
+        let mut r = Repo::new();
+        // Nine backups, one live pack and one index object each: all kept,
+        // yet every index object is replaced and every pack survives them.
+        for n in 1..=9 {
+            r.pack(n, 100, true, true, &[(n + 10, 0, 5, true)]);
+        }
+        let p = plan(&r.facts, &opts());
+        assert!(p.doomed().is_empty(), "consolidating deletes no pack");
+        assert!(p.has_work(), "merging index objects is work");
+        let replaced: Vec<u8> = p.indexes_replaced.iter().map(|i| i.0[0]).collect();
+        assert_eq!(replaced, (101..=109).collect::<Vec<u8>>());
+        let kept = survivors(
+            &r.facts.pack_indexes,
+            &r.facts.indexed_sizes,
+            &r.facts.contents(),
+            &p.indexes_replaced,
+            &HashSet::new(),
+        );
+        assert_eq!(kept.len(), 9, "every pack is listed again");
+
+        // Eight small ones stay as they are: nothing to do.
+        let mut r = Repo::new();
+        for n in 1..=8 {
+            r.pack(n, 100, true, true, &[(n + 10, 0, 5, true)]);
+        }
+        let p = plan(&r.facts, &opts());
+        assert!(p.indexes_replaced.is_empty() && !p.has_work());
+    }
+
+    #[test]
+    fn a_big_index_object_is_not_rewritten_to_merge_small_ones() {
+        let mut contents: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+        let mut pack_indexes: HashMap<PackId, Vec<IndexId>> = HashMap::new();
+        let entry = PackEntry {
+            id: BlobId([0; 32]),
+            kind: BlobKind::Data,
+            offset: 0,
+            length: 1,
+            raw_length: 1,
+        };
+        for n in 0..10u8 {
+            let blobs = if n == 0 { SMALL_INDEX_BLOBS } else { 1 };
+            contents.insert(PackId([n; 32]), vec![entry; blobs]);
+            pack_indexes.insert(PackId([n; 32]), vec![IndexId([n; 32])]);
+        }
+        let mut small = small_indexes(&pack_indexes, &contents);
+        small.sort();
+        assert_eq!(
+            small,
+            (1..10u8).map(|n| IndexId([n; 32])).collect::<Vec<_>>()
+        );
     }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 on_both_backends!(
     prune_removes_what_only_forgotten_snapshots_used,
     a_backup_running_beside_prune_loses_nothing,
+    prune_merges_the_index_objects_of_many_backups,
 );
 
 fn pack_keys(env: &TestEnv) -> BTreeSet<String> {
@@ -135,6 +136,42 @@ fn prune_removes_what_only_forgotten_snapshots_used(backend: Backend) {
     // A fresh catalog (another machine) sees the same repository.
     std::fs::remove_file(&env.catalog).unwrap();
     env.check(true).expect_ok();
+}
+
+/// Every backup writes an index object and a reader with an empty catalog
+/// reads them all; prune merges the small ones once there are more than 8.
+fn prune_merges_the_index_objects_of_many_backups(backend: Backend) {
+    let env = TestEnv::with_repo_on(backend);
+    let src = env.source_dir("src");
+    let index_objects = || crate::env::list_files(&env.repo.join("index")).len();
+    for n in 0..12 {
+        write_random_file(&src.join(format!("f{n}")), 64 * 1024, n);
+        env.backup(&[&src]);
+    }
+    assert_eq!(index_objects(), 12, "one index object per backup");
+    let out = env.agent(["prune", "--json"]);
+    out.expect_ok();
+    let r = out.json();
+    assert_eq!(u64_field(&r, "indexes_rewritten"), 12, "{out}");
+    assert_eq!(
+        (
+            u64_field(&r, "packs_deleted"),
+            u64_field(&r, "packs_repacked")
+        ),
+        (0, 0),
+        "merging index objects moves no pack\n{out}"
+    );
+    assert_eq!(index_objects(), 1, "the twelve merged into one");
+    // Under the threshold nothing is rewritten.
+    let again = env.agent(["prune", "--json"]);
+    again.expect_ok();
+    assert_eq!(u64_field(&again.json(), "indexes_rewritten"), 0, "{again}");
+    // Another machine (an empty catalog) finds every blob through the one
+    // object: every blob verifies and the latest snapshot restores whole.
+    std::fs::remove_file(&env.catalog).unwrap();
+    env.check(true).expect_ok();
+    let latest = env.restore("latest");
+    assert_same_tree(&src, &crate::env::restored_path(&latest, &src));
 }
 
 fn a_backup_running_beside_prune_loses_nothing(backend: Backend) {
