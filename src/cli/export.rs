@@ -121,8 +121,8 @@ pub fn export(ctx: &Context, args: ExportArgs) -> Result<Exit> {
             "the archive goes to standard output, so --json needs --output FILE",
         ));
     }
-    let view = select::open_view(ctx, &args.filter)?;
-    let index = select::pick(&view, args.snapshot.as_deref(), args.at, "")?;
+    let (view, index) =
+        select::open_one(ctx, &args.filter, (args.snapshot.as_deref(), args.at), "")?;
     let (id, snap) = &view.snaps[index];
     let opts = ExportOptions {
         include: args.include.clone(),

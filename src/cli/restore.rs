@@ -135,10 +135,8 @@ fn choose(
     at: Option<jiff::Timestamp>,
     filter: &select::FilterArgs,
 ) -> Result<(View, usize)> {
-    let view = select::open_view(ctx, filter)?;
     let hint = "; --fallback recovers what older ones hold";
-    let index = select::pick(&view, spec, at, hint)?;
-    Ok((view, index))
+    select::open_one(ctx, filter, (spec, at), hint)
 }
 
 fn rfc3339_ns(ns: i64) -> String {
@@ -201,7 +199,7 @@ pub fn ls(ctx: &Context, args: LsArgs) -> Result<Exit> {
 }
 
 pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
-    let (c, index) = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
+    let (mut c, mut index) = choose(ctx, args.snapshot.as_deref(), args.at, &args.filter)?;
     // Installed once keys are loaded: a passphrase prompt stays killable.
     let cancel = super::signal::Cancel::install()?;
     let (id, snap) = c.snaps[index].clone();
@@ -233,6 +231,8 @@ pub fn restore(ctx: &Context, args: RestoreArgs) -> Result<Exit> {
     let recovered = if report.failures.is_empty() {
         Vec::new()
     } else {
+        // The search needs the history the choice did not read.
+        (c, index) = select::whole(c, &args.filter, index)?;
         c.fallback(index, &report, &opts, args.fallback, cancel.flag())
             .map_err(|e| cancel.explain("restore", e.into(), STOPPED))?
     };

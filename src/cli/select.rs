@@ -64,15 +64,50 @@ pub fn open_view(ctx: &Context, filter: &FilterArgs) -> Result<View> {
     Ok(view)
 }
 
+/// Opens the view and chooses one snapshot ([`View::open_one`]: with a
+/// cold catalog, only the snapshots that decide are read); warnings and
+/// notes go to stderr as [`pick`] sends them.
+pub fn open_one(
+    ctx: &Context,
+    filter: &FilterArgs,
+    choice: (Option<&str>, Option<Timestamp>),
+    hint: &str,
+) -> Result<(View, usize)> {
+    let repo = ctx.open_operator()?;
+    let catalog = ctx.open_catalog(&repo)?;
+    let (view, choice, warnings) = View::open_one(repo, catalog, &filter.filter(), choice)?;
+    for w in &warnings {
+        super::warn(w);
+    }
+    tell(&choice, hint);
+    Ok((view, choice.index))
+}
+
+/// The view over the whole history, for a search of older snapshots
+/// ([`View::whole`]); `index` follows the chosen snapshot.
+pub fn whole(view: View, filter: &FilterArgs, index: usize) -> Result<(View, usize)> {
+    let (view, index, warnings) = view.whole(&filter.filter(), index)?;
+    for w in &warnings {
+        super::warn(w);
+    }
+    Ok((view, index))
+}
+
+/// What the operator should hear about a choice, one line each on stderr,
+/// those about damage ending in `hint`.
+fn tell(choice: &crate::engine::select::Choice, hint: &str) {
+    for note in &choice.notes {
+        let hint = if note.is_damage() { hint } else { "" };
+        super::warn(&super::text::message(&format!("{note}{hint}")));
+    }
+}
+
 /// Chooses one snapshot as [`View::pick`] does; what the operator should
 /// hear about the choice goes to stderr, one line each, those about damage
 /// ending in `hint`. Returns its place in [`View::snaps`].
 pub fn pick(view: &View, spec: Option<&str>, at: Option<Timestamp>, hint: &str) -> Result<usize> {
     let choice = view.pick(spec, at)?;
-    for note in &choice.notes {
-        let hint = if note.is_damage() { hint } else { "" };
-        super::warn(&super::text::message(&format!("{note}{hint}")));
-    }
+    tell(&choice, hint);
     Ok(choice.index)
 }
 

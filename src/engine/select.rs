@@ -15,7 +15,8 @@
 
 use super::health::Health;
 use super::restore::{Failure, Overwrite, RestoreOptions, RestoreReport, restore};
-use super::{Newest, NoProgress, for_each_entry, is_suspect, newest_whole, suspicion, sync};
+use super::sync::{Wanted, sync_wanting};
+use super::{Newest, NoProgress, for_each_entry, is_suspect, newest_whole, suspicion};
 use crate::catalog::{BlobLocation, Catalog};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
@@ -132,6 +133,8 @@ pub struct View {
     /// The packs in storage and what is known bad.
     pub health: Health,
     pub snaps: Vec<(SnapshotId, Snapshot)>,
+    /// Some snapshot in storage was left unread ([`View::open_one`]).
+    pub partial: bool,
 }
 
 /// Something the operator should hear about a choice of snapshot.
@@ -217,6 +220,15 @@ impl std::fmt::Display for Note {
     }
 }
 
+/// Adds the warnings of a second sync that the first did not give.
+pub fn merge_warnings(warnings: &mut Vec<String>, more: Vec<String>) {
+    for w in more {
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    }
+}
+
 /// A snapshot chosen by [`View::pick`]: its place in [`View::snaps`], and
 /// what the operator should hear about the choice.
 #[derive(Debug)]
@@ -231,10 +243,19 @@ impl View {
     /// that could not be read (they are skipped).
     pub fn open(
         repo: Repository,
-        mut catalog: Catalog,
+        catalog: Catalog,
         filter: &Filter,
     ) -> Result<(View, Vec<String>)> {
-        let synced = sync(&repo, &mut catalog)?;
+        Self::open_wanting(repo, catalog, filter, &Wanted::All)
+    }
+
+    fn open_wanting(
+        repo: Repository,
+        mut catalog: Catalog,
+        filter: &Filter,
+        wanted: &Wanted,
+    ) -> Result<(View, Vec<String>)> {
+        let synced = sync_wanting(&repo, &mut catalog, wanted)?;
         let warnings = synced.warnings();
         let view = View {
             repo,
@@ -246,8 +267,63 @@ impl View {
                 .into_iter()
                 .filter(|(_, s)| filter.matches(s))
                 .collect(),
+            partial: synced.partial,
         };
         Ok((view, warnings))
+    }
+
+    /// Opens the view to choose one snapshot (restore, ls, cat, export) and
+    /// chooses it as [`View::pick`] does. Of the snapshots the catalog
+    /// lacks (all, on a new machine) it reads only those that decide the
+    /// choice: an id's matches, or for `latest` the newest by storage time
+    /// ([`Wanted::Newest`]), not the whole history. A choice that is not
+    /// plain (the newest damaged or suspect, no match) is made again over
+    /// the whole history, so it is the same choice with the same notes,
+    /// but for [`Note::HostChosen`], which then counts the hosts of the
+    /// snapshots read. [`View::whole`] reads the rest (what
+    /// [`View::fallback`] searches).
+    pub fn open_one(
+        repo: Repository,
+        catalog: Catalog,
+        filter: &Filter,
+        (spec, at): (Option<&str>, Option<Timestamp>),
+    ) -> Result<(View, Choice, Vec<String>)> {
+        let spec_l = spec.unwrap_or("latest").to_ascii_lowercase();
+        let keeps = |s: &Snapshot| filter.matches(s);
+        let wanted = match (at, spec_l.as_str()) {
+            (None, "latest") => Wanted::Newest(&keeps),
+            (None, p) if p.len() >= 4 && p.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Wanted::Prefix(p)
+            }
+            _ => Wanted::All,
+        };
+        let (view, mut warnings) = Self::open_wanting(repo, catalog, filter, &wanted)?;
+        if view.partial {
+            let plain = |c: &Choice| c.notes.iter().all(|n| matches!(n, Note::HostChosen { .. }));
+            match view.pick(spec, at) {
+                Ok(c) if plain(&c) => return Ok((view, c, warnings)),
+                // Decided over the whole history below.
+                _ => {}
+            }
+        }
+        let (view, _, more) = view.whole(filter, 0)?;
+        merge_warnings(&mut warnings, more);
+        let choice = view.pick(spec, at)?;
+        Ok((view, choice, warnings))
+    }
+
+    /// The view over the whole history: reads what [`View::open_one`] left
+    /// unread, and moves `index` (a place in `snaps`) to the same snapshot.
+    pub fn whole(self, filter: &Filter, index: usize) -> Result<(View, usize, Vec<String>)> {
+        if !self.partial {
+            return Ok((self, index, Vec::new()));
+        }
+        let id = self.snaps.get(index).map(|(id, _)| *id);
+        let (view, warnings) = Self::open_wanting(self.repo, self.catalog, filter, &Wanted::All)?;
+        let index = id
+            .and_then(|id| view.snaps.iter().position(|(s, _)| *s == id))
+            .unwrap_or(index);
+        Ok((view, index, warnings))
     }
 
     /// Chooses one snapshot: the newest at or before `at`, an id prefix, or

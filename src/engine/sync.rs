@@ -18,6 +18,9 @@ use std::collections::{HashMap, HashSet};
 pub struct Synced {
     pub blobs: HashMap<BlobId, BlobLocation>,
     pub snaps: Vec<(SnapshotId, Snapshot)>,
+    /// Some snapshot in storage was left unread ([`Wanted`]): `snaps` is
+    /// not the whole history.
+    pub partial: bool,
     /// The packs in storage and what is known bad (see [`health`]).
     pub health: Health,
     /// When storage wrote each index object (for [`Health::suspects`]).
@@ -68,15 +71,34 @@ pub fn is_bad_object(e: &crate::Error) -> bool {
 /// objects are fetched at once: with a cold catalog (a new machine) they
 /// would otherwise wait on one another.
 pub fn sync(repo: &Repository, catalog: &mut Catalog) -> Result<Synced> {
-    sync_parts(repo, catalog, true)
+    sync_parts(repo, catalog, Some(&Wanted::All))
 }
 
 /// [`sync`] without the snapshots (a backup needs only the index).
 pub fn sync_index(repo: &Repository, catalog: &mut Catalog) -> Result<Synced> {
-    sync_parts(repo, catalog, false)
+    sync_parts(repo, catalog, None)
 }
 
-fn sync_parts(repo: &Repository, catalog: &mut Catalog, with_snaps: bool) -> Result<Synced> {
+/// Which of the snapshots the catalog lacks a sync reads.
+pub enum Wanted<'a> {
+    /// Every one: listings, retention, find.
+    All,
+    /// Those whose id starts with this (lowercase hex) prefix: one named by id.
+    Prefix(&'a str),
+    /// Enough to know the newest that `keeps` lets through and is not
+    /// suspect (`latest`): newest first by storage time, stopping where
+    /// no snapshot left could claim a later time without being suspect.
+    Newest(&'a dyn Fn(&Snapshot) -> bool),
+}
+
+/// [`sync`] reading only the snapshots `wanted` needs; `partial` in the
+/// answer says whether some listed snapshot was left unread (a later
+/// sync reads it: the catalog records what was read and nothing else).
+pub fn sync_wanting(repo: &Repository, catalog: &mut Catalog, wanted: &Wanted) -> Result<Synced> {
+    sync_parts(repo, catalog, Some(wanted))
+}
+
+fn sync_parts(repo: &Repository, catalog: &mut Catalog, wanted: Option<&Wanted>) -> Result<Synced> {
     let known_indexes = catalog.known_indexes()?;
     let known_snaps = catalog.snapshot_ids()?;
     let known_damage = catalog.damage_records()?;
@@ -85,7 +107,7 @@ fn sync_parts(repo: &Repository, catalog: &mut Catalog, with_snaps: bool) -> Res
         let indexes = s.spawn(|| fetch_indexes(repo, &known_indexes));
         let packs = s.spawn(|| repo.store.list("data/"));
         let damage = s.spawn(|| fetch_damage(repo, &known_damage_ids));
-        let snaps = with_snaps.then(|| fetch_snapshots(repo, &known_snaps));
+        let snaps = wanted.map(|w| fetch_snapshots(repo, &known_snaps, w));
         // A panic there is a bug, not bad input: it goes on as one.
         fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
             h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -131,9 +153,11 @@ fn sync_parts(repo: &Repository, catalog: &mut Catalog, with_snaps: bool) -> Res
     }
     let health = Health::new(stored, &indexed, records);
     let blobs = apply_indexes(catalog, indexes.new, &health)?;
+    let mut partial = false;
     let snaps = match snaps {
         Some(fetched) => {
             let fetched = fetched?;
+            partial = fetched.unread > 0;
             bad_objects.extend(fetched.bad.iter().cloned());
             apply_snapshots(catalog, &known_snaps, fetched)?
         }
@@ -142,6 +166,7 @@ fn sync_parts(repo: &Repository, catalog: &mut Catalog, with_snaps: bool) -> Res
     Ok(Synced {
         blobs,
         snaps,
+        partial,
         health,
         index_times: indexes.times,
         bad_objects,
@@ -155,7 +180,7 @@ pub fn sync_snapshots(
     catalog: &mut Catalog,
 ) -> Result<(Snapshots, Vec<BadObject>)> {
     let known = catalog.snapshot_ids()?;
-    let fetched = fetch_snapshots(repo, &known)?;
+    let fetched = fetch_snapshots(repo, &known, &Wanted::All)?;
     let bad = fetched.bad.clone();
     Ok((apply_snapshots(catalog, &known, fetched)?, bad))
 }
@@ -168,6 +193,8 @@ struct Fetched<I, T> {
     bad: Vec<BadObject>,
     /// When storage recorded writing each, where its listing says.
     times: HashMap<I, jiff::Timestamp>,
+    /// How many the catalog lacks were left unread ([`Wanted`]).
+    unread: usize,
 }
 
 /// Reads `new` objects several at once (opening one, decrypt, decompress,
@@ -234,6 +261,7 @@ fn fetch_indexes(repo: &Repository, known: &HashSet<IndexId>) -> Result<FetchedI
 fn fetch_snapshots(
     repo: &Repository,
     known: &HashSet<SnapshotId>,
+    wanted: &Wanted,
 ) -> Result<Fetched<SnapshotId, Snapshot>> {
     let mut in_repo = HashSet::new();
     let mut times = HashMap::new();
@@ -245,20 +273,83 @@ fn fetch_snapshots(
             }
         }
     }
-    let new: Vec<SnapshotId> = in_repo.difference(known).copied().collect();
-    let threads = repo.store.read_concurrency();
-    let (mut new, bad) = read_new(new, threads, SnapshotId::key, |id| {
-        Ok(repo.read_snapshot(id)?)
-    })?;
-    for (id, snap) in &mut new {
-        snap.stored = times.get(id).copied();
-    }
+    let lacking: Vec<SnapshotId> = in_repo.difference(known).copied().collect();
+    let threads = repo.store.read_concurrency().max(1);
+    let read = |ids: Vec<SnapshotId>| -> Result<Sorted<SnapshotId, Snapshot>> {
+        let (mut new, bad) = read_new(ids, threads, SnapshotId::key, |id| {
+            Ok(repo.read_snapshot(id)?)
+        })?;
+        for (id, snap) in &mut new {
+            snap.stored = times.get(id).copied();
+        }
+        Ok((new, bad))
+    };
+    let timed: Option<Vec<(jiff::Timestamp, SnapshotId)>> = lacking
+        .iter()
+        .map(|id| times.get(id).map(|t| (*t, *id)))
+        .collect();
+    let (new, bad, unread) = match (wanted, timed) {
+        (Wanted::Prefix(p), _) => {
+            let (hit, miss): (Vec<_>, Vec<_>) = lacking
+                .into_iter()
+                .partition(|id| id.to_hex().starts_with(p));
+            let (new, bad) = read(hit)?;
+            (new, bad, miss.len())
+        }
+        (Wanted::Newest(keeps), Some(mut timed)) => {
+            timed.sort();
+            newest_first(timed, threads, read, *keeps)?
+        }
+        // `All`, or `Newest` without a storage time for each: nothing
+        // bounds the search.
+        _ => {
+            let (new, bad) = read(lacking)?;
+            (new, bad, 0)
+        }
+    };
     Ok(Fetched {
         in_repo,
         new,
         bad,
         times,
+        unread,
     })
+}
+
+/// Reads `timed` (oldest first by storage time) newest first, `batch` at a
+/// time, until none left can hold the newest claim `keeps` lets through:
+/// an unread snapshot stored before that claim less [`super::CLOCK_SKEW`]
+/// either claims an earlier time or is suspect. Returns what was read, the
+/// bad objects, and how many were left unread.
+fn newest_first(
+    mut timed: Vec<(jiff::Timestamp, SnapshotId)>,
+    batch: usize,
+    read: impl Fn(Vec<SnapshotId>) -> Result<Sorted<SnapshotId, Snapshot>>,
+    keeps: &dyn Fn(&Snapshot) -> bool,
+) -> Result<(Snapshots, Vec<BadObject>, usize)> {
+    let (mut new, mut bad) = (Vec::new(), Vec::new());
+    let mut newest: Option<jiff::Timestamp> = None;
+    while let Some((stored, _)) = timed.last() {
+        if newest.is_some_and(|t| *stored + super::CLOCK_SKEW < t) {
+            break;
+        }
+        let ids = timed
+            .split_off(timed.len().saturating_sub(batch))
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        let (got, skipped) = read(ids)?;
+        for (_, s) in got
+            .iter()
+            .filter(|(_, s)| keeps(s) && !super::is_suspect(s))
+        {
+            newest = newest.max(Some(s.time));
+        }
+        new.extend(got);
+        bad.extend(skipped);
+    }
+    bad.sort();
+    Ok((new, bad, timed.len()))
 }
 
 /// When storage recorded writing snapshot `id`, if it says: a listing of
@@ -299,6 +390,7 @@ fn fetch_damage(
         new,
         bad,
         times: HashMap::new(),
+        unread: 0,
     })
 }
 

@@ -11,6 +11,7 @@ mod audit;
 mod bad_input;
 mod caps;
 mod cli;
+mod cold;
 mod crash;
 mod dedup;
 mod disaster;
