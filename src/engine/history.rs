@@ -10,7 +10,7 @@ use crate::repo::tree::{Entry, EntryKind, Extent, TreeParser, check_line_length,
 use crate::{Error, Result};
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry as Slot;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// A `find` pattern, under the one glob rule ([`crate::engine::glob`]), as
 /// backup excludes and restore includes: a glob without `/` matches the
@@ -178,14 +178,34 @@ pub fn find(
     let mut memo: HashMap<(BlobId, Vec<u8>), Parsed> = HashMap::new();
     let mut found: Vec<Found> = Vec::new();
     let mut slot_of: HashMap<Vec<u8>, usize> = HashMap::new();
+    // Blobs parsed before: each snapshot's others are read together, in
+    // ranged reads that neighbours share, not one request each.
+    let mut seen: HashSet<BlobId> = HashSet::new();
     for (n, (sid, snap)) in snaps.iter().enumerate() {
         let what = format!("file list of snapshot {}", sid.short());
+        let mut fresh: Vec<BlobId> = Vec::new();
+        for id in &snap.tree {
+            if blobs.contains_key(id) && seen.insert(*id) {
+                fresh.push(*id);
+            }
+        }
+        let (mut stream, mut next) = (super::read_blobs(repo, blobs, &fresh), 0);
         let mut pending: Vec<u8> = Vec::new();
         for id in &snap.tree {
             let parsed = match memo.entry((*id, pending)) {
                 Slot::Occupied(o) => o.into_mut(),
                 Slot::Vacant(v) => {
-                    let data = read_tree_blob(repo, blobs, id, &what)?;
+                    // A blob's first use is in order in `fresh`; a later one
+                    // after another tail (rare) is read alone.
+                    let data = match fresh.get(next) == Some(id) {
+                        true => {
+                            next += 1;
+                            stream
+                                .next()
+                                .unwrap_or_else(|| read_tree_blob(repo, blobs, id, &what))?
+                        }
+                        false => read_tree_blob(repo, blobs, id, &what)?,
+                    };
                     let parsed = Parsed::new(&v.key().1, &data, pattern, &what)?;
                     v.insert(parsed)
                 }

@@ -363,6 +363,41 @@ fn backed_up_long_file_list(contents: bool) -> (TestEnv, std::path::PathBuf, u64
     (env, src, tree_blobs)
 }
 
+/// `find` over a history reads each snapshot's file-list blobs that no
+/// earlier snapshot had in shared ranged reads, not one request per blob.
+#[test]
+fn find_reads_the_file_lists_in_shared_reads() {
+    let (env, src, tree_blobs) = backed_up_long_file_list(false);
+    // A second snapshot with a change in every fourth folder: new blobs
+    // spread over the list.
+    for d in (0..40u64).step_by(4) {
+        let f = src.join(format!(
+            "directory-with-a-long-name-{d:03}/file-with-a-longish-name-00005.txt"
+        ));
+        write_file(&f, b"changed");
+    }
+    env.backup(&[&src]);
+    let server = env.s3.as_ref().unwrap();
+    let requests = || server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    env.operator(["snapshots"]).expect_ok();
+    let before = requests();
+    let out = env.operator(["find", "--json", "file-with-a-longish-name-00005.txt"]);
+    out.expect_ok();
+    let used = requests() - before;
+    let found = out.json();
+    let versions = found[0]["versions"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        (found.as_array().map_or(0, Vec::len), versions),
+        (40, 2),
+        "40 paths, the first of two versions\n{out}"
+    );
+    eprintln!("find over 2 snapshots: {used} requests; one file list has {tree_blobs} blobs");
+    assert!(
+        used * 2 < tree_blobs,
+        "find made {used} requests for 2 file lists of {tree_blobs} blobs"
+    );
+}
+
 /// Format 2's tree index: `cat` of one file in a large file list reads the
 /// index and a tree blob or two, not the whole list (counted as requests on
 /// the S3 server), and a restore of one path does the same.
