@@ -737,30 +737,6 @@ mod tests {
         );
     }
 
-    /// Saving a row as it already is writes nothing (a backup hands over
-    /// every unchanged file); a changed one is replaced.
-    #[test]
-    fn saving_an_unchanged_row_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cat = Catalog::open(&dir.path().join("c.sqlite"), "repo").unwrap();
-        let (a, b) = (cached(4), cached(5));
-        cat.save_files([(&b"/a"[..], &a), (&b"/b"[..], &b)])
-            .unwrap();
-        let before = cat.conn.total_changes();
-        cat.save_files([(&b"/a"[..], &a), (&b"/b"[..], &b)])
-            .unwrap();
-        assert_eq!(cat.conn.total_changes(), before);
-        let mut b2 = b.clone();
-        b2.content.pop();
-        cat.save_files([(&b"/a"[..], &a), (&b"/b"[..], &b2)])
-            .unwrap();
-        assert_eq!(cat.conn.total_changes(), before + 1);
-        assert_eq!(
-            cat.files().unwrap(),
-            HashMap::from([(b"/a".to_vec(), a), (b"/b".to_vec(), b2)])
-        );
-    }
-
     #[test]
     fn extents_round_trip_and_reject_garbage() {
         let ext = vec![
