@@ -28,10 +28,13 @@ pub use locks::OWN_LOCKS;
 pub use tx::Tx;
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt,
-/// except a version-6 one, which is migrated (`files::migrate_from_6`).
+/// except one of `MIGRATED_FROM`, which is migrated (`files::migrate_from_6`).
 /// 6: snapshots keep the time storage recorded writing them (`stored`).
 /// 7: the file cache is a `WITHOUT ROWID` table (each path stored once).
 const SCHEMA_VERSION: i64 = 7;
+
+/// The one older version migrated rather than dropped.
+const MIGRATED_FROM: i64 = 6;
 
 /// How long a statement waits for another process's lock on the catalog.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -48,13 +51,18 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// still make no fsync; below this size the WAL is not worth the fsyncs.
 const CHECKPOINT_WAL_BYTES: u64 = 1 << 20;
 
-/// Checkpoints the WAL into the database and truncates it to zero bytes,
-/// without waiting: while another process reads or writes the catalog it
-/// is left as it is (later commits fold it in). Errors are ignored: the
-/// WAL stays, which costs only its space.
+/// Checkpoints the WAL into the database and truncates it to zero bytes.
 fn truncate_wal(conn: &Connection) {
+    without_waiting(conn, "PRAGMA wal_checkpoint(TRUNCATE);");
+}
+
+/// Runs `sql`, housekeeping that can wait (a checkpoint, a compaction),
+/// only if no other process holds a lock it needs: else it is left for
+/// later (later commits fold the WAL in, free pages are reused). Errors are
+/// ignored for the same reason: skipping it costs only disk space.
+fn without_waiting(conn: &Connection, sql: &str) {
     let _ = conn.busy_timeout(std::time::Duration::ZERO);
-    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    let _ = conn.execute_batch(sql);
     let _ = conn.busy_timeout(BUSY_TIMEOUT);
 }
 
@@ -236,18 +244,18 @@ impl Catalog {
         );
         // Version 0 is a catalog another process is creating right now (two
         // profiles of one repository starting together): not to be deleted.
-        let stale = version != 0 && version != SCHEMA_VERSION && version != 6;
-        let other_repo = repo.as_deref().is_some_and(|r| r != repo_id);
-        // A migration that fails but for a busy lock is a catalog not worth
-        // keeping: started afresh, as a stale one.
-        let unmigrated = !stale && !other_repo && version == 6 && {
+        let stale = version != 0 && version != SCHEMA_VERSION && version != MIGRATED_FROM;
+        let mut discard = stale || repo.as_deref().is_some_and(|r| r != repo_id);
+        if !discard && version == MIGRATED_FROM {
+            // A migration that fails but for another process's lock leaves
+            // a catalog not worth keeping: started afresh, as a stale one.
             match cat.migrate() {
-                Ok(()) => false,
-                Err(CatalogError::Busy { path }) => return Err(CatalogError::Busy { path }),
-                Err(_) => true,
+                Ok(()) => {}
+                Err(e @ CatalogError::Busy { .. }) => return Err(e),
+                Err(_) => discard = true,
             }
-        };
-        if stale || other_repo || unmigrated {
+        }
+        if discard {
             drop(cat);
             Self::remove_files(path);
             cat = Self::connect(path)?;
@@ -258,13 +266,14 @@ impl Catalog {
 
     /// Migrates a version-6 catalog (see [`files::migrate_from_6`]), then
     /// gives back the space the old table held: its pages would otherwise
-    /// stay free inside the file, as large as before. The compaction is a
-    /// one-off; if another process keeps it from running now, the free
-    /// pages are reused as the catalog grows.
+    /// stay free inside the file, as large as before (0.08 s for the whole
+    /// command that migrated a 20,000-file catalog, debug build, 5.8 MB and
+    /// a 4 MiB WAL to 3.6 MB). If another process keeps the compaction from
+    /// running now, the free pages are reused as the catalog grows.
     fn migrate(&mut self) -> Result<(), CatalogError> {
         let migrated = files::migrate_from_6(&mut self.conn).map_err(|e| self.err(e))?;
         if migrated {
-            let _ = self.conn.execute_batch("VACUUM;");
+            without_waiting(&self.conn, "VACUUM;");
             truncate_wal(&self.conn);
         }
         Ok(())
