@@ -7,19 +7,25 @@ use super::*;
 /// error, a panic, an early return), it is rolled back and leaves nothing.
 pub struct Tx<'a> {
     tx: rusqlite::Transaction<'a>,
+    conn: &'a Connection,
     path: &'a Path,
+    /// File-cache rows were written: a backup or a rebuild, not a command
+    /// that only reads (which must make no fsync, see `Catalog::connect`).
+    wrote_files: std::cell::Cell<bool>,
 }
 
 impl Catalog {
     /// Starts a write transaction; the catalog is borrowed until it ends.
     pub fn begin(&mut self) -> Result<Tx<'_>, CatalogError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        // Unchecked only in that it takes a shared borrow, kept for the
+        // checkpoint after the commit; `&mut self` still makes it the only one.
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
             .map_err(|e| CatalogError::sqlite(self.path.clone(), e))?;
         Ok(Tx {
             tx,
+            conn: &self.conn,
             path: &self.path,
+            wrote_files: std::cell::Cell::new(false),
         })
     }
 }
@@ -30,9 +36,19 @@ impl Tx<'_> {
     }
 
     /// Makes everything written through this transaction visible, at once.
+    /// A commit that wrote the file cache and leaves the WAL large (a
+    /// backup of many new or changed files) folds the WAL into the database
+    /// and cuts it to nothing (see `CHECKPOINT_WAL_BYTES`).
     pub fn commit(self) -> Result<(), CatalogError> {
-        let path = self.path.to_path_buf();
-        self.tx.commit().map_err(|e| CatalogError::sqlite(path, e))
+        let (conn, path, wrote_files) = (self.conn, self.path, self.wrote_files.get());
+        self.tx
+            .commit()
+            .map_err(|e| CatalogError::sqlite(path.to_path_buf(), e))?;
+        let wal = std::fs::metadata(&Catalog::files_of(path)[1]);
+        if wrote_files && wal.is_ok_and(|m| m.len() >= CHECKPOINT_WAL_BYTES) {
+            truncate_wal(conn);
+        }
+        Ok(())
     }
 
     /// Records an index object and the packs it lists.
@@ -81,6 +97,7 @@ impl Tx<'_> {
         &self,
         files: impl IntoIterator<Item = (&'a [u8], &'a CachedFile)>,
     ) -> Result<(), CatalogError> {
+        self.wrote_files.set(true);
         files::upsert(&self.tx, files).map_err(|e| self.err(e))
     }
 
@@ -90,6 +107,7 @@ impl Tx<'_> {
         &self,
         paths: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), CatalogError> {
+        self.wrote_files.set(true);
         files::delete(&self.tx, paths).map_err(|e| self.err(e))
     }
 }
@@ -170,5 +188,99 @@ mod tests {
         tx.commit().unwrap();
         assert!(cat.known_indexes().unwrap().is_empty() && cat.packs().unwrap().is_empty());
         assert!(cat.damage_records().unwrap().is_empty());
+    }
+
+    fn wal_len(path: &Path) -> u64 {
+        std::fs::metadata(&Catalog::files_of(path)[1])
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// A file cache large enough that its commit leaves a WAL over
+    /// `CHECKPOINT_WAL_BYTES`: 4,000 files of ten pieces each.
+    fn many_files() -> Vec<(Vec<u8>, CachedFile)> {
+        (0..4000u32)
+            .map(|n| {
+                let mut f = file();
+                f.content = (0..10u8)
+                    .map(|i| crate::repo::tree::Extent {
+                        blob: crate::repo::ids::BlobId([i ^ n as u8; 32]),
+                        offset: u64::from(n),
+                        length: 10,
+                    })
+                    .collect();
+                (format!("/srv/{n:06}").into_bytes(), f)
+            })
+            .collect()
+    }
+
+    /// A commit that writes much of the file cache leaves no WAL behind; one
+    /// as large that does not write the file cache (as a command that only
+    /// reads may sync many index objects) leaves the WAL alone.
+    #[test]
+    fn a_large_file_cache_commit_truncates_the_wal_and_others_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let mut cat = Catalog::open(&path, "repo").unwrap();
+        let rows = many_files();
+        let tx = cat.begin().unwrap();
+        tx.save_files(rows.iter().map(|(p, f)| (p.as_slice(), f)))
+            .unwrap();
+        tx.commit().unwrap();
+        assert_eq!(wal_len(&path), 0);
+        assert_eq!(cat.files().unwrap().len(), rows.len());
+
+        let big = IndexFile {
+            packs: vec![IndexedPack {
+                id: PackId([1; 32]),
+                size: 100,
+                blobs: (0..40_000u32)
+                    .map(|n| crate::repo::pack::PackEntry {
+                        id: crate::repo::ids::BlobId(*blake3::hash(&n.to_le_bytes()).as_bytes()),
+                        kind: crate::repo::pack::BlobKind::Data,
+                        offset: u64::from(n),
+                        length: 1,
+                        raw_length: 1,
+                    })
+                    .collect(),
+            }],
+        };
+        let tx = cat.begin().unwrap();
+        tx.add_index(&IndexId([3; 32]), &big).unwrap();
+        tx.commit().unwrap();
+        assert!(wal_len(&path) >= CHECKPOINT_WAL_BYTES, "{}", wal_len(&path));
+    }
+
+    /// The checkpoint does not wait for another process reading the
+    /// catalog: the commit returns, the WAL stays until a later commit.
+    #[test]
+    fn the_checkpoint_does_not_wait_for_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let mut cat = Catalog::open(&path, "repo").unwrap();
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN;").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+            .unwrap();
+        let rows = many_files();
+        let started = std::time::Instant::now();
+        let tx = cat.begin().unwrap();
+        tx.save_files(rows.iter().map(|(p, f)| (p.as_slice(), f)))
+            .unwrap();
+        tx.commit().unwrap();
+        assert!(
+            started.elapsed() < BUSY_TIMEOUT / 2,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(wal_len(&path) > 0);
+        reader.execute_batch("COMMIT;").unwrap();
+        // The next commit that writes the file cache folds it in.
+        let tx = cat.begin().unwrap();
+        tx.forget_files([rows[0].0.as_slice()]).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(wal_len(&path), 0);
+        assert_eq!(cat.files().unwrap().len(), rows.len() - 1);
     }
 }
