@@ -22,7 +22,7 @@ mod refs;
 mod snapshots;
 mod tx;
 
-pub use files::CachedFile;
+pub use files::{CachedFile, FileCacheStream};
 pub use index::BlobLocation;
 pub use locks::OWN_LOCKS;
 pub use tx::Tx;

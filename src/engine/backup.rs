@@ -1,6 +1,7 @@
 //! Backup: walk → read/chunk/hash → dedup → compress/seal → pack → upload,
 //! then index, then the snapshot that commits it (docs/FORMAT.md, "Write order").
 
+use super::file_cache::CacheCursor;
 use super::health::{stamp, unusable_ids, usable_blobs};
 use super::packer::{Packer, ReadBack};
 use super::walk::{self, Excludes, Node, WalkItem};
@@ -532,11 +533,13 @@ struct Piped {
     new_cache: Vec<(Vec<u8>, CachedFile)>,
     /// File-cache rows of files gone from the sources (see [`gone_from_sources`]).
     gone: Vec<Vec<u8>>,
+    /// Why the file cache was read only in part, if it was.
+    cache_warning: Option<String>,
 }
 
 /// Whether `path` is `dir` or below it (relative paths as the file list
 /// stores them; the empty path is `/`).
-fn is_under(path: &[u8], dir: &[u8]) -> bool {
+pub(super) fn is_under(path: &[u8], dir: &[u8]) -> bool {
     dir.is_empty()
         || path
             .strip_prefix(dir)
@@ -560,18 +563,28 @@ fn gone_from_sources(
         .collect()
 }
 
-/// [`gone_from_sources`] of the file cache's rows the run did not look up.
+/// The run's sources as the file list and the file cache name them.
+fn source_paths(job: &Job) -> Vec<Vec<u8>> {
+    job.sources.iter().map(|s| walk::rel_of(s)).collect()
+}
+
+/// [`gone_from_sources`] of the file cache's rows the run did not look
+/// up, and why the cache was read only in part, if it was.
 fn forgotten(
     job: &Job,
-    unseen: HashMap<Vec<u8>, CachedFile>,
+    cache: CacheCursor,
     skipped: &[(String, String)],
-) -> Vec<Vec<u8>> {
-    let sources: Vec<Vec<u8>> = job.sources.iter().map(|s| walk::rel_of(s)).collect();
+) -> (Vec<Vec<u8>>, Option<String>) {
+    let (unseen, error) = cache.finish();
     let spared: Vec<Vec<u8>> = skipped
         .iter()
         .map(|(p, _)| walk::rel_of(Path::new(p)))
         .collect();
-    gone_from_sources(unseen.into_keys(), &sources, &spared)
+    let gone = gone_from_sources(unseen, &source_paths(job), &spared);
+    let warning = error.map(|e| {
+        format!("the file cache could not be read to its end ({e}); the files after that point were read again")
+    });
+    (gone, warning)
 }
 
 fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupReport> {
@@ -586,7 +599,7 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
         mut warnings,
         listed,
     } = vouched_blobs(repo, catalog)?;
-    let file_cache = catalog.files()?;
+    let file_cache = CacheCursor::new(Some(catalog.file_cache_stream()?), source_paths(job));
     let dedup = Dedup {
         known,
         queued: Mutex::new(HashSet::new()),
@@ -668,7 +681,7 @@ fn pre_scan<'s>(
 fn pipeline(
     job: &Job,
     dedup: &Dedup,
-    mut file_cache: HashMap<Vec<u8>, CachedFile>,
+    mut file_cache: CacheCursor,
     lock: &mut RepoLock,
 ) -> Result<Piped> {
     let (repo, cancel) = (job.repo, job.cancel);
@@ -772,10 +785,12 @@ fn pipeline(
         // The packer's error first: a full spool disk stops the driver too,
         // which then only knows that the pipeline stopped.
         let indexes = packed?;
+        let (gone, cache_warning) = forgotten(job, file_cache, &skipped);
         Ok(Piped {
             indexes,
             finished: finished?,
-            gone: forgotten(job, file_cache, &skipped),
+            gone,
+            cache_warning,
             summary,
             seen,
             skipped,
@@ -797,6 +812,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         changed,
         new_cache,
         gone,
+        cache_warning,
     } = piped;
     let new_packs = || indexes.iter().flat_map(|(_, i)| i.packs.iter());
     summary.stored_added = new_packs().map(|p| p.size).sum();
@@ -839,6 +855,7 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
             )
         })
         .into_iter()
+        .chain(cache_warning)
         .collect();
     // The index objects, the snapshot and the file cache that relies on
     // them: in the catalog together or not at all.
@@ -847,8 +864,10 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         tx.add_index(id, index)?;
     }
     tx.put_snapshot(&snapshot, &snap)?;
-    tx.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
+    // Forgotten first: a file looked up out of walk order was read again
+    // and is saved, though the cursor had passed its old row.
     tx.forget_files(gone.iter().map(Vec::as_slice))?;
+    tx.save_files(new_cache.iter().map(|(p, f)| (p.as_slice(), f)))?;
     tx.commit()?;
     Ok(BackupReport {
         snapshot,
@@ -931,7 +950,7 @@ impl<'a> Driver<'a> {
         walk_rx: Receiver<WalkItem>,
         job_tx: &Sender<FileJob>,
         done_rx: &Receiver<FileDone>,
-        cache: &mut HashMap<Vec<u8>, CachedFile>,
+        cache: &mut CacheCursor,
         cancel: &AtomicBool,
         lock: &mut RepoLock,
     ) -> Result<()> {
@@ -1045,8 +1064,8 @@ impl<'a> Driver<'a> {
     /// inode, every blob still stored: then its content is filled in), or
     /// it is new or changed. Its row leaves `cache` either way: what is
     /// left at the end are files this run did not see.
-    fn classify(&mut self, cache: &mut HashMap<Vec<u8>, CachedFile>, entry: &mut Entry) -> Counted {
-        let Some(c) = cache.remove(&entry.path) else {
+    fn classify(&mut self, cache: &mut CacheCursor, entry: &mut Entry) -> Counted {
+        let Some(c) = cache.take(&entry.path) else {
             return Counted::New;
         };
         let hit = c.size == entry.size

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod erase;
 pub mod expire;
 pub mod export;
+mod file_cache;
 pub mod fleet;
 pub mod forget;
 pub mod glob;
