@@ -605,7 +605,7 @@ fn run(job: &Job, catalog: &mut Catalog, lock: &mut RepoLock) -> Result<BackupRe
         queued: Mutex::new(HashSet::new()),
     };
     progress.phase("backup", None);
-    let piped = pipeline(job, &dedup, file_cache, lock)?;
+    let piped = pipeline(job, &dedup, file_cache, lock, catalog)?;
     // Stopping stages may have dropped blobs the file list names: once
     // the flag is set, no commit (the packs stored are indexed).
     if job.cancel.load(Ordering::Relaxed) {
@@ -683,6 +683,7 @@ fn pipeline(
     dedup: &Dedup,
     mut file_cache: CacheCursor,
     lock: &mut RepoLock,
+    catalog: &mut Catalog,
 ) -> Result<Piped> {
     let (repo, cancel) = (job.repo, job.cancel);
     let seed = repo.keys.chunker_seed();
@@ -757,7 +758,7 @@ fn pipeline(
         pre_scan(s, job, &scan_stop)?;
         // Set however this closure ends: the pre-scan stops with the backup.
         let _stop_scan = SetOnDrop(&scan_stop);
-        let mut d = Driver::new(repo, dedup, job.progress, seal_tx, &meta_chunker);
+        let mut d = Driver::new(repo, dedup, job.progress, seal_tx, &meta_chunker, catalog);
         let driven = d.drive(walk_rx, &job_tx, &done_rx, &mut file_cache, cancel, lock);
         drop(job_tx);
         // On failure, hang up so every stage stops, then report the first cause.
@@ -857,8 +858,9 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         .into_iter()
         .chain(cache_warning)
         .collect();
-    // The index objects, the snapshot and the file cache that relies on
-    // them: in the catalog together or not at all.
+    // The index objects, the snapshot, the last file-cache rows (the
+    // others were saved as the run went, see CACHE_ROWS) and the rows of
+    // files gone: in the catalog together or not at all.
     let tx = catalog.begin()?;
     for (id, index) in &indexes {
         tx.add_index(id, index)?;
@@ -906,10 +908,18 @@ struct Driver<'a> {
     seen: Seen,
     skipped: Vec<(String, String)>,
     changed: Vec<String>,
+    /// File-cache rows of the files read, saved [`CACHE_ROWS`] at a time.
     new_cache: Vec<(Vec<u8>, CachedFile)>,
+    catalog: &'a mut Catalog,
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     line: Vec<u8>,
 }
+
+/// File-cache rows a backup holds before it saves them: a first backup of
+/// a million files would otherwise hold them all (some 250 MB) to the end.
+/// Saving before the snapshot is safe: a row is used only when the index
+/// lists every blob it names, so the rows of a run that fails cost nothing.
+const CACHE_ROWS: usize = 16 * 1024;
 
 impl<'a> Driver<'a> {
     fn new(
@@ -918,8 +928,10 @@ impl<'a> Driver<'a> {
         progress: &'a dyn Progress,
         seal_tx: Sender<PlainBlob>,
         meta_chunker: &Chunker,
+        catalog: &'a mut Catalog,
     ) -> Driver<'a> {
         Driver {
+            catalog,
             repo,
             dedup,
             progress,
@@ -1211,6 +1223,11 @@ impl<'a> Driver<'a> {
                         content: slot.entry.content.clone(),
                     },
                 ));
+                if self.new_cache.len() >= CACHE_ROWS {
+                    let rows = std::mem::take(&mut self.new_cache);
+                    self.catalog
+                        .save_files(rows.iter().map(|(p, f)| (p.as_slice(), f)))?;
+                }
             }
             let line = std::mem::take(&mut self.line);
             if let Some(ix) = &mut self.tree_index {

@@ -184,3 +184,40 @@ on_both_backends!(
     backup_without_catalog_dedups_against_repository,
     catalog_rebuild_restores_file_cache,
 );
+
+/// The file cache of a first backup of more files than it holds in memory
+/// at once (16,384 rows: the rest are saved as the run goes) is whole: the
+/// next backup reads none of them, and a file deleted between the two
+/// loses its row (a third backup counts the file new when it is back).
+#[test]
+fn the_file_cache_of_many_files_is_saved_whole() {
+    let env = TestEnv::with_repo();
+    let src = env.path("src");
+    let n = 17_000u64;
+    for d in 0..17 {
+        let dir = src.join(format!("d{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            fs::write(dir.join(format!("f{f:04}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let first = env.backup(&[&src]);
+    assert_eq!(u64_field(&first, "files_new"), n, "{first}");
+    fs::remove_file(src.join("d03/f0007")).unwrap();
+    let second = env.backup(&[&src]);
+    assert_eq!(
+        (
+            u64_field(&second, "files_unchanged"),
+            u64_field(&second, "files_new") + u64_field(&second, "files_changed")
+        ),
+        (n - 1, 0),
+        "every file's row was kept\n{second}"
+    );
+    fs::write(src.join("d03/f0007"), "3/7").unwrap();
+    let third = env.backup(&[&src]);
+    assert_eq!(
+        u64_field(&third, "files_new"),
+        1,
+        "the deleted file's row went\n{third}"
+    );
+}
