@@ -16,12 +16,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 /// backup excludes and restore includes: a glob without `/` matches the
 /// file name anywhere, one with `/` the whole snapshot path (a leading `/`
 /// is optional). `*` does not cross `/`; `**` does.
-pub struct Pattern(Globs);
+pub struct Pattern(Globs, Option<memchr::memmem::Finder<'static>>);
 
 impl Pattern {
     pub fn new(pattern: &str) -> Result<Pattern> {
+        let needle =
+            required_literal(pattern).map(|l| memchr::memmem::Finder::new(&l).into_owned());
         Globs::new(&[pattern.to_string()], "pattern")
-            .map(Pattern)
+            .map(|g| Pattern(g, needle))
             .map_err(|e| Error::Pattern {
                 what: "pattern",
                 pattern: pattern.to_string(),
@@ -35,6 +37,66 @@ impl Pattern {
     pub fn matches(&self, path: &[u8]) -> bool {
         self.0.is_match(path)
     }
+
+    /// Whether a file-list line may hold a match, from its bytes alone: a
+    /// line without the pattern's [`required_literal`] can not, unless its
+    /// path is hex-encoded or it has an escape (JSON may write a character
+    /// another way), and is not parsed. Parsing every line of every new
+    /// list blob was most of `find`'s time.
+    fn may_match(&self, line: &[u8]) -> bool {
+        match &self.1 {
+            Some(needle) => {
+                needle.find(line).is_some()
+                    || memchr::memchr(b'\\', line).is_some()
+                    || memchr::memmem::find(line, b"\"path_hex\"").is_some()
+            }
+            None => true,
+        }
+    }
+}
+
+/// The longest run of characters every match of the glob `pattern`
+/// contains, written by JSON as they are (a quote, a backslash or a control
+/// character ends a run): a line without it can not match. None when there
+/// is none.
+fn required_literal(pattern: &str) -> Option<Vec<u8>> {
+    let (mut best, mut run): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+    let mut chars = pattern.chars();
+    let mut depth = 0usize;
+    let end_run = |best: &mut Vec<u8>, run: &mut Vec<u8>| {
+        if run.len() > best.len() {
+            *best = std::mem::take(run);
+        }
+        run.clear();
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if depth == 0 => match chars.next() {
+                Some(e) if !escaped_in_json(e) => {
+                    run.extend_from_slice(e.encode_utf8(&mut [0; 4]).as_bytes())
+                }
+                _ => end_run(&mut best, &mut run),
+            },
+            _ if escaped_in_json(c) => end_run(&mut best, &mut run),
+            '*' | '?' => end_run(&mut best, &mut run),
+            '[' | '{' => {
+                end_run(&mut best, &mut run);
+                depth += 1;
+            }
+            ']' | '}' if depth > 0 => depth -= 1,
+            // A leading `/` anchors the pattern; the list's paths have none.
+            '/' if run.is_empty() && best.is_empty() && depth == 0 => {}
+            _ if depth == 0 => run.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            _ => {}
+        }
+    }
+    end_run(&mut best, &mut run);
+    (!best.is_empty()).then_some(best)
+}
+
+/// Whether JSON (the file list's) writes `c` as an escape.
+fn escaped_in_json(c: char) -> bool {
+    c == '"' || c == '\\' || c < ' '
 }
 
 /// One version of a path: the same type, size, mtime, target and content
@@ -288,14 +350,17 @@ impl Parsed {
             object: what.to_string(),
             reason: format!("bad file list entry: {m}"),
         };
-        while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
-            let e = check_line_length(nl)
-                .and_then(|()| Entry::parse_line(&buf[start..start + nl]))
-                .map_err(corrupt)?;
+        while let Some(nl) = memchr::memchr(b'\n', &buf[start..]) {
+            check_line_length(nl).map_err(corrupt)?;
+            let line = &buf[start..start + nl];
+            start += nl + 1;
+            if !pattern.may_match(line) {
+                continue;
+            }
+            let e = Entry::parse_line(line).map_err(corrupt)?;
             if e.kind != EntryKind::Dir && pattern.matches(&e.path) {
                 matches.push(e);
             }
-            start += nl + 1;
         }
         // The unfinished line is carried into the next blob: never past the
         // cap. Copied out, not drained: a drained buffer keeps the whole
@@ -521,6 +586,48 @@ fn diff_unordered(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_required_literal_is_in_every_match_and_as_json_writes_it() {
+        let lit = |p: &str| required_literal(p).map(|l| String::from_utf8(l).unwrap());
+        assert_eq!(lit("nginx.conf").as_deref(), Some("nginx.conf"));
+        assert_eq!(lit("*.conf").as_deref(), Some(".conf"));
+        assert_eq!(lit("/etc/*/nginx.conf").as_deref(), Some("/nginx.conf"));
+        assert_eq!(lit("/etc/x*").as_deref(), Some("etc/x"));
+        assert_eq!(lit("a[bc]defg").as_deref(), Some("defg"));
+        assert_eq!(
+            lit("{report,invoice}-2026.pdf").as_deref(),
+            Some("-2026.pdf")
+        );
+        assert_eq!(lit(r"a\*b").as_deref(), Some("a*b"));
+        assert_eq!(lit("n\u{e4}me").as_deref(), Some("n\u{e4}me"));
+        // Nothing every match holds, or nothing JSON writes as it is.
+        assert_eq!(lit("*"), None);
+        assert_eq!(lit("[ab]"), None);
+        assert_eq!(lit("say\"hi\"").as_deref(), Some("say"), "no quote");
+        assert_eq!(lit(r#"ab\\c"#).as_deref(), Some("ab"), "no backslash");
+    }
+
+    #[test]
+    fn lines_without_the_literal_are_skipped_unless_written_another_way() {
+        let p = Pattern::new("*.conf").unwrap();
+        let line = |path: &str| {
+            let mut out = Vec::new();
+            let e = Entry {
+                path: path.as_bytes().to_vec(),
+                ..Entry::parse_line(br#"{"path":"x","type":"file","mode":420,"uid":0,"gid":0,"mtime":0,"ctime":0,"ino":1,"size":0,"content":[]}"#).unwrap()
+            };
+            e.write_line(&mut out);
+            out
+        };
+        assert!(p.may_match(&line("etc/a.conf")));
+        assert!(!p.may_match(&line("etc/a.txt")));
+        // Escaped or hex-encoded paths are parsed, whatever they hold.
+        assert!(p.may_match(&line("etc/\"q\".txt")));
+        assert!(p.may_match(br#"{"path_hex":"ff2e636f6e66","type":"file"}"#));
+        assert!(p.may_match(br#"{"path":"etc/a\u002econf","type":"file"}"#));
+        assert!(Pattern::new("*").unwrap().may_match(b"anything"));
+    }
 
     #[test]
     fn patterns_match_like_excludes() {
