@@ -82,7 +82,7 @@ for c in $CHECKPOINTS; do
   [[ $c =~ ^[0-9]+$ && $c -ge 1 && $c -le $SNAPSHOTS ]] || die "checkpoint $c is not a snapshot number in 1..$SNAPSHOTS"
 done
 LAST_CP=$(tr ' ' '\n' <<< "$CHECKPOINTS" | grep . | sort -n | tail -n1)
-FIRST_CP=$(tr ' ' '\n' <<< "$CHECKPOINTS" | grep . | sort -n | head -n1)
+FIRST_CP=$(tr ' ' '\n' <<< "$CHECKPOINTS" | grep . | sort -n | sed -n 1p)
 . "$ROOT/scripts/bench-s3.sh"
 
 # --- 0. tools ------------------------------------------------------------------------
@@ -365,7 +365,7 @@ for ((k = 1; k <= SNAPSHOTS; k++)); do
     both check "$tg" "$k"
   done
   # expiry: the oldest day goes (see the header); none while the history is shorter
-  OLDEST=$(printf '%s\n' "${TIMES[@]}" | sort -n | head -n1)
+  OLDEST=$(printf '%s\n' "${TIMES[@]}" | sort -n | sed -n 1p)   # sed reads it all: head would end sort with SIGPIPE, which pipefail turns into an exit
   WIN=$((NEWEST - OLDEST - 22 * 3600)); [ "$WIN" -le $((KEEP_DAYS * 86400)) ] || WIN=$((KEEP_DAYS * 86400))
   if [ "$WIN" -gt 0 ]; then
     BOUNDARY=$((NEWEST - WIN))
