@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// The write of a cached reference-list blob (here or in a [`Tx`]).
+pub(super) fn insert(conn: &Connection, id: &BlobId, data: &[u8]) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO refs (id, data) VALUES (?1, ?2)",
+        params![&id.0[..], data],
+    )
+    .map(|_| ())
+}
+
 impl Catalog {
     /// A cached reference-list blob (plaintext), if this catalog has read it.
     pub fn refs_blob(&self, id: &BlobId) -> Result<Option<Vec<u8>>, CatalogError> {
@@ -24,13 +33,7 @@ impl Catalog {
 
     /// Caches a reference-list blob: they never change, so prune reads each once.
     pub fn put_refs_blob(&self, id: &BlobId, data: &[u8]) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT OR IGNORE INTO refs (id, data) VALUES (?1, ?2)",
-                params![&id.0[..], data],
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        insert(&self.conn, id, data).map_err(|e| self.err(e))
     }
 
     /// Drops cached reference blobs no longer in the index.

@@ -61,6 +61,11 @@ impl Tx<'_> {
         index::delete(&self.tx, id).map_err(|e| self.err(e))
     }
 
+    /// Caches a reference-list blob ([`Catalog::put_refs_blob`]).
+    pub fn put_refs_blob(&self, id: &BlobId, data: &[u8]) -> Result<(), CatalogError> {
+        refs::insert(&self.tx, id, data).map_err(|e| self.err(e))
+    }
+
     pub fn put_snapshot(&self, id: &SnapshotId, snap: &Snapshot) -> Result<(), CatalogError> {
         snapshots::insert(&self.tx, id, snap).map_err(|e| self.err(e))
     }

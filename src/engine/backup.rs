@@ -58,6 +58,9 @@ struct Finished {
     tree: Vec<BlobId>,
     refs: Vec<BlobId>,
     tree_index: Option<BlobId>,
+    /// The plaintext of each new `refs` blob: for the catalog's cache, so
+    /// that `snapshots` and prune here never fetch what this run wrote.
+    refs_plain: Vec<(BlobId, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -866,6 +869,9 @@ fn commit(job: &Job, catalog: &mut Catalog, piped: Piped) -> Result<BackupReport
         tx.add_index(id, index)?;
     }
     tx.put_snapshot(&snapshot, &snap)?;
+    for (id, data) in &finished.refs_plain {
+        tx.put_refs_blob(id, data)?;
+    }
     // Forgotten first: a file looked up out of walk order was read again
     // and is saved, though the cursor had passed its old row.
     tx.forget_files(gone.iter().map(Vec::as_slice))?;
@@ -1293,14 +1299,17 @@ impl<'a> Driver<'a> {
         let mut ref_splitter = Splitter::new(meta_chunker.clone());
         let mut chunks = ref_splitter.push(&bytes);
         chunks.extend(ref_splitter.finish());
-        let mut ref_ids = Vec::new();
+        let (mut ref_ids, mut refs_plain) = (Vec::new(), Vec::new());
         for chunk in chunks {
-            ref_ids.push(self.store_blob(BlobKind::Refs, chunk)?);
+            let id = self.store_blob(BlobKind::Refs, chunk.clone())?;
+            ref_ids.push(id);
+            refs_plain.push((id, chunk));
         }
         Ok(Finished {
             tree: std::mem::take(&mut self.tree),
             refs: ref_ids,
             tree_index,
+            refs_plain,
         })
     }
 }

@@ -363,6 +363,33 @@ fn backed_up_long_file_list(contents: bool) -> (TestEnv, std::path::PathBuf, u64
     (env, src, tree_blobs)
 }
 
+/// `snapshots` on the machine that made the backups reads no reference
+/// list: each backup keeps its own in the catalog (they say whether a
+/// snapshot is damaged). Before, every snapshot cost a ranged read.
+#[test]
+fn snapshots_after_backups_here_read_no_reference_list() {
+    let env = TestEnv::with_repo_on(Backend::S3);
+    let src = env.source_dir("src");
+    for n in 0..6 {
+        write_file(&src.join("f"), format!("version {n}").as_bytes());
+        env.backup(&[&src]);
+    }
+    let server = env.s3.as_ref().unwrap();
+    let requests = || server.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let before = requests();
+    let out = env.operator(["snapshots", "--json"]);
+    out.expect_ok();
+    let used = requests() - before;
+    assert_eq!(out.json().as_array().map_or(0, Vec::len), 6, "{out}");
+    eprintln!("snapshots of 6 backups made here: {used} requests");
+    // config, keyring, and the listings of snapshots/, index/, data/ and
+    // damage/: 6 (12 when each snapshot's reference list was read).
+    assert!(
+        used <= 6,
+        "{used} requests: more than the keys and the listings"
+    );
+}
+
 /// `find` over a history reads each snapshot's file-list blobs that no
 /// earlier snapshot had in shared ranged reads, not one request per blob.
 #[test]
