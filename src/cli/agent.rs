@@ -174,6 +174,9 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
     let repo = ctx.open_agent()?;
     let mut catalog = ctx.open_catalog(&repo)?;
     let report = forget(&repo, &mut catalog, &opts)?;
+    for w in &report.warnings {
+        super::warn(w);
+    }
     let pruned = if a.prune && !a.dry_run {
         Some(run_prune(
             ctx,

@@ -173,6 +173,8 @@ pub struct ForgetReport {
     pub decisions: Vec<Decision>,
     pub removed: usize,
     pub dry_run: bool,
+    /// What was not done that the operator should hear of.
+    pub warnings: Vec<String>,
 }
 
 /// How to apply a policy.
@@ -218,6 +220,7 @@ impl ForgetPlan {
             removed: self.removals().len(),
             decisions: self.decisions,
             dry_run,
+            warnings: Vec::new(),
         }
     }
 }
@@ -258,7 +261,14 @@ fn forget_locked(
         }
         tx.commit()?;
     }
-    Ok(plan.report(false))
+    let mut report = plan.report(false);
+    // The fleet view counts snapshots: told at once, not at the next backup.
+    if !gone.is_empty() {
+        report
+            .warnings
+            .extend(super::fleet::refresh_status(repo, catalog));
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -422,6 +422,14 @@ fn hook_env(report: &JobReport, after: bool) -> Vec<(&'static str, String)> {
     env
 }
 
+/// Retention's warnings go out with the backup's (its output prints
+/// them, and `--json` lists them): they were dropped before.
+fn warn_with_backup(done: &mut JobDone, warnings: Vec<String>) {
+    if let Some(b) = &mut done.backup {
+        b.warnings.extend(warnings);
+    }
+}
+
 fn steps(
     repo: &Repository,
     catalog: &mut Catalog,
@@ -472,6 +480,7 @@ fn steps(
         };
         let forgot = forget(repo, catalog, &opts).map_err(|e| saved(StepError::Retention(e)))?;
         report.forgotten = forgot.removed;
+        warn_with_backup(done, forgot.warnings);
     }
     if let Some(p) = &plan.prune
         && !cancel.load(Ordering::Relaxed)
@@ -479,6 +488,7 @@ fn steps(
         let pruned = prune(repo, catalog, p, cancel).map_err(|e| saved(StepError::Prune(e)))?;
         report.pruned_packs = pruned.packs_deleted + pruned.packs_repacked + pruned.orphans_deleted;
         report.pruned_bytes = pruned.bytes_freed;
+        warn_with_backup(done, pruned.warnings);
     }
     report.snapshots = catalog.snapshots().map(|s| s.len()).unwrap_or(0);
     report.storage_bytes = catalog.packs().map(|p| p.values().sum()).unwrap_or(0);

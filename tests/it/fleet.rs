@@ -388,3 +388,24 @@ fn fleet_reads_a_local_folder_and_lists_a_repository_without_status() {
     out.expect_ok();
     assert_eq!(out.json()["repositories"][0]["repository"], ".");
 }
+
+/// A forget that removes snapshots writes the status again: the fleet
+/// view's counts follow at once, not at the next backup or prune.
+#[test]
+fn forget_rewrites_the_status_object() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    for n in 0..3 {
+        write_file(&src.join("f"), format!("version {n}").as_bytes());
+        env.backup(&[&src]);
+    }
+    let counted = || {
+        let bytes = fs::read(env.repo.join("status")).unwrap();
+        Status::parse(&bytes, "status").unwrap().snapshots
+    };
+    assert_eq!(counted(), 3);
+    let out = env.agent(["forget", "--keep-last", "1", "--keep-within", "0s"]);
+    out.expect_ok();
+    assert_eq!(env.snapshots().len(), 1, "{out}");
+    assert_eq!(counted(), 1, "the status counts what forget left");
+}
