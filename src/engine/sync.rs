@@ -493,3 +493,95 @@ pub fn adopt_orphan_packs(
         unreadable,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::snapshot::Summary;
+    use jiff::{SignedDuration, Timestamp};
+
+    /// Snapshot `n` stored at `t0 + n` hours, claiming `claim(n)`, of `host(n)`.
+    fn history(
+        count: u8,
+        claim: impl Fn(u8, Timestamp) -> Timestamp,
+        host: impl Fn(u8) -> &'static str,
+    ) -> (Vec<(Timestamp, SnapshotId)>, HashMap<SnapshotId, Snapshot>) {
+        let t0: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        let (mut timed, mut objects) = (Vec::new(), HashMap::new());
+        for n in 0..count {
+            let stored = t0 + SignedDuration::from_hours(n as i64);
+            let id = SnapshotId([n; 32]);
+            timed.push((stored, id));
+            let snap = Snapshot {
+                time: claim(n, stored),
+                host: host(n).into(),
+                profile: "p".into(),
+                paths: vec![],
+                tree: vec![],
+                refs: vec![],
+                tree_index: None,
+                summary: Summary::default(),
+                stored: Some(stored),
+            };
+            objects.insert(id, snap);
+        }
+        (timed, objects)
+    }
+
+    /// Which snapshots `newest_first` reads, newest first, and how many it leaves.
+    fn reads(
+        timed: Vec<(Timestamp, SnapshotId)>,
+        objects: &HashMap<SnapshotId, Snapshot>,
+        keeps: &dyn Fn(&Snapshot) -> bool,
+    ) -> (Vec<u8>, usize) {
+        let read = |ids: Vec<SnapshotId>| -> Result<Sorted<SnapshotId, Snapshot>> {
+            Ok((
+                ids.iter().map(|id| (*id, objects[id].clone())).collect(),
+                Vec::new(),
+            ))
+        };
+        let (got, _, unread) = newest_first(timed, 2, read, keeps).unwrap();
+        let mut ids: Vec<u8> = got.iter().map(|(id, _)| id.0[0]).collect();
+        ids.sort_by(|a, b| b.cmp(a));
+        (ids, unread)
+    }
+
+    #[test]
+    fn newest_first_stops_when_no_unread_snapshot_can_claim_a_later_time() {
+        let minute = SignedDuration::from_mins(1);
+        let all = |_: &Snapshot| true;
+        // Hourly, each claiming a minute before storage: one batch of two.
+        let (timed, objects) = history(10, |_, s| s - minute, |_| "a");
+        assert_eq!(reads(timed, &objects, &all), (vec![9, 8], 8));
+        // The newest is suspect (it claims a day ahead): it decides nothing.
+        let (timed, objects) = history(
+            10,
+            |n, s| {
+                if n == 9 {
+                    s + SignedDuration::from_hours(24)
+                } else {
+                    s - minute
+                }
+            },
+            |_| "a",
+        );
+        assert_eq!(reads(timed, &objects, &all), (vec![9, 8], 8));
+        // Backdated claims (an import): nothing bounds them, all are read.
+        let (timed, objects) = history(
+            6,
+            |n, _| {
+                "2020-01-01T00:00:00Z".parse::<Timestamp>().unwrap()
+                    + SignedDuration::from_hours(n as i64)
+            },
+            |_| "a",
+        );
+        assert_eq!(reads(timed, &objects, &all).1, 0);
+        // Only host b's count: read until one of b's decides.
+        let (timed, objects) = history(10, |_, s| s - minute, |n| if n == 3 { "b" } else { "a" });
+        let b = |s: &Snapshot| s.host == "b";
+        assert_eq!(
+            reads(timed, &objects, &b),
+            (vec![9, 8, 7, 6, 5, 4, 3, 2], 2)
+        );
+    }
+}
