@@ -258,18 +258,25 @@ impl FileCacheStream {
     }
 }
 
+/// A file-cache row of `size` bytes and no content, for tests here and in
+/// the engine.
+#[cfg(test)]
+pub(crate) fn sample_row(size: u64) -> CachedFile {
+    CachedFile {
+        size,
+        mtime: 1,
+        ctime: 2,
+        ino: 3,
+        content: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn file(size: u64) -> CachedFile {
-        CachedFile {
-            size,
-            mtime: 1,
-            ctime: 2,
-            ino: 3,
-            content: Vec::new(),
-        }
+        sample_row(size)
     }
 
     /// The stream gives the rows in walk order (a folder's files before a

@@ -22,6 +22,8 @@ mod refs;
 mod snapshots;
 mod tx;
 
+#[cfg(test)]
+pub(crate) use files::sample_row;
 pub use files::{CachedFile, FileCacheStream};
 pub use index::BlobLocation;
 pub use locks::OWN_LOCKS;

@@ -78,16 +78,7 @@ impl CacheCursor {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
-
-    fn file(size: u64) -> CachedFile {
-        CachedFile {
-            size,
-            mtime: 1,
-            ctime: 2,
-            ino: 3,
-            content: Vec::new(),
-        }
-    }
+    use crate::catalog::sample_row as file;
 
     #[test]
     fn lookups_in_walk_order_find_their_rows_and_the_rest_is_unseen() {
