@@ -277,8 +277,9 @@ impl View {
     /// lacks (all, on a new machine) it reads only those that decide the
     /// choice: an id's matches, or for `latest` the newest by storage time
     /// ([`Wanted::Newest`]), not the whole history. A choice that is not
-    /// plain (the newest damaged or suspect, no match) is made again over
-    /// the whole history, so it is the same choice with the same notes,
+    /// plain (the newest damaged or suspect, no match; a note on a snapshot
+    /// named by id is plain) is made again over the whole history, so it
+    /// is the same choice with the same notes,
     /// but for [`Note::HostChosen`], which then counts the hosts of the
     /// snapshots read. [`View::whole`] reads the rest (what
     /// [`View::fallback`] searches).
@@ -299,7 +300,12 @@ impl View {
         };
         let (view, mut warnings) = Self::open_wanting(repo, catalog, filter, &wanted)?;
         if view.partial {
-            let plain = |c: &Choice| c.notes.iter().all(|n| matches!(n, Note::HostChosen { .. }));
+            // A note on the one snapshot named by id needs no other snapshot.
+            let plain = |c: &Choice| {
+                c.notes
+                    .iter()
+                    .all(|n| matches!(n, Note::HostChosen { .. } | Note::ChosenSuspect { .. }))
+            };
             match view.pick(spec, at) {
                 Ok(c) if plain(&c) => return Ok((view, c, warnings)),
                 // Decided over the whole history below.

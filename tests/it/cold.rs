@@ -87,8 +87,9 @@ fn a_cold_choice_passes_over_a_planted_snapshot_as_a_warm_one_does(backend: Back
     six_a_day_history(&env, &src);
     // The attacker's snapshot, stored last, claims 2099: suspect.
     let empty = env.source_dir("empty");
-    env.backup_raw(&[&empty], &["--time", "2099-01-01T00:00:00Z"])
-        .expect_ok();
+    let planted = env.backup_raw(&[&empty], &["--time", "2099-01-01T00:00:00Z"]);
+    planted.expect_ok();
+    let planted = str_field(&planted.json(), "snapshot").to_string();
     let choose = |name: &str| {
         let target = env.path(name);
         let out = env.restore_raw("latest", &target, &[]);
@@ -101,4 +102,15 @@ fn a_cold_choice_passes_over_a_planted_snapshot_as_a_warm_one_does(backend: Back
     let cold = choose("cold");
     assert_eq!(warm, (b"version 11".to_vec(), true), "the warm choice");
     assert_eq!(cold, warm, "a cold catalog chooses the same, and says so");
+    // Named by id, the planted one is read alone, restored as asked, and
+    // called suspect: its note needs no other snapshot.
+    std::fs::remove_file(&env.catalog).unwrap();
+    let out = env.restore_raw(&planted[..12], &env.path("planted"), &[]);
+    out.expect_ok();
+    assert!(out.stderr.contains("is suspect"), "{out}");
+    assert_eq!(
+        catalog_snapshots(&env.catalog),
+        1,
+        "only the one named is read"
+    );
 }
