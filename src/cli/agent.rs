@@ -161,7 +161,7 @@ impl ForgetArgs {
 }
 
 pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
-    let opts = job::forget_options(
+    let mut opts = job::forget_options(
         ctx.profile.as_ref(),
         &a.policy(),
         &a.filter(),
@@ -169,6 +169,7 @@ pub fn forget_cmd(ctx: &Context, a: ForgetArgs) -> Result<Exit> {
         a.dry_run,
         ctx.lock_wait,
     );
+    opts.prune_follows = a.prune && !a.dry_run;
     let policy = opts.policy.clone();
     let cancel = super::signal::Cancel::install()?;
     let repo = ctx.open_agent()?;

@@ -189,6 +189,8 @@ pub struct ForgetOptions {
     /// Plan only: no lock, nothing deleted.
     pub dry_run: bool,
     pub lock_wait: std::time::Duration,
+    /// A prune follows (it writes the fleet status): forget need not.
+    pub prune_follows: bool,
 }
 
 /// What applying a policy does: the verdict on every snapshot it judges;
@@ -263,7 +265,7 @@ fn forget_locked(
     }
     let mut report = plan.report(false);
     // The fleet view counts snapshots: told at once, not at the next backup.
-    if !gone.is_empty() {
+    if !gone.is_empty() && !opts.prune_follows {
         report
             .warnings
             .extend(super::fleet::refresh_status(repo, catalog));
@@ -508,6 +510,7 @@ mod tests {
             now: "2026-11-03T02:00:00Z".parse().unwrap(),
             dry_run: true,
             lock_wait: std::time::Duration::ZERO,
+            prune_follows: false,
         };
         let plan = ForgetPlan::new(&snaps, &opts);
         assert_eq!(plan.removals(), vec![snaps[0].0]);

@@ -234,6 +234,7 @@ pub fn forget_options(
         now,
         dry_run,
         lock_wait,
+        prune_follows: false,
     }
 }
 
@@ -476,6 +477,7 @@ fn steps(
         // "Now" for keep_within is after the backup, as the snapshot's age is.
         let opts = ForgetOptions {
             now: Timestamp::now().max(f.now),
+            prune_follows: plan.prune.is_some(),
             ..f.clone()
         };
         let forgot = forget(repo, catalog, &opts).map_err(|e| saved(StepError::Retention(e)))?;

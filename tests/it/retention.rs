@@ -103,6 +103,7 @@ fn three_months_of_six_a_day_keep_the_window_and_storage_stays_flat() {
                 now,
                 dry_run: false,
                 lock_wait: Default::default(),
+                prune_follows: false,
             },
         )
         .unwrap();
