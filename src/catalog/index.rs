@@ -168,7 +168,17 @@ impl Catalog {
             .prepare("SELECT blobs FROM indexes ORDER BY rowid")
             .map_err(|e| self.err(e))?;
         let mut rows = st.query([]).map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
+        // Sized once (at most one entry per stored row's bytes): growing a
+        // map of every blob in the history rehashes it again and again.
+        let bytes: i64 = self
+            .conn
+            .query_row(
+                "SELECT COALESCE(SUM(length(blobs)), 0) FROM indexes",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let mut out = HashMap::with_capacity(usize::try_from(bytes).unwrap_or(0) / ROW_BLOB);
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             let data = row
                 .get_ref(0)

@@ -27,6 +27,7 @@ pub(crate) use files::sample_row;
 pub use files::{CachedFile, FileCacheStream};
 pub use index::BlobLocation;
 pub use locks::OWN_LOCKS;
+pub use snapshots::SnapshotHead;
 pub use tx::Tx;
 
 /// Bump when the schema changes: an older catalog is dropped and rebuilt,
@@ -570,6 +571,35 @@ mod tests {
             .map(|(_, s)| crate::time::rfc3339(s.stored.unwrap()))
             .collect();
         assert_eq!(stored, ["2026-12-07T03:00:00.500Z", "2026-12-07T04:00:00Z"]);
+    }
+
+    /// The heads a survey reads agree with the whole snapshots, in the same
+    /// order, and a host name with quotes and escapes comes through as written.
+    #[test]
+    fn snapshot_heads_are_the_snapshots_without_their_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(&dir.path().join("c.sqlite"), "repo").unwrap();
+        let mut late = snapshot(None);
+        late.time = "2026-12-08T00:00:00.25Z".parse().unwrap();
+        late.host = "web \"01\"\n\u{e9}".into();
+        late.tree = vec![BlobId([7; 32]); 3];
+        cat.put_snapshot(&SnapshotId([9; 32]), &late).unwrap();
+        cat.put_snapshot(
+            &SnapshotId([4; 32]),
+            &snapshot(Some("2026-12-07T03:00:00Z")),
+        )
+        .unwrap();
+        let heads = cat.snapshot_heads().unwrap();
+        let whole = cat.snapshots().unwrap();
+        assert_eq!(heads.len(), 2);
+        assert_eq!(cat.snapshot_count().unwrap(), 2);
+        for (h, (id, s)) in heads.iter().zip(&whole) {
+            assert_eq!(
+                (h.id, h.time, &h.host, h.stored),
+                (*id, s.time, &s.host, s.stored)
+            );
+        }
+        assert_eq!(heads[0].host, "web \"01\"\n\u{e9}");
     }
 
     /// A catalog of the schema before storage times were kept is dropped and

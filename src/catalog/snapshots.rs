@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// A snapshot as [`Catalog::snapshot_heads`] reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotHead {
+    pub id: SnapshotId,
+    pub time: jiff::Timestamp,
+    pub host: String,
+    /// When storage recorded writing it, as in [`Snapshot::stored`].
+    pub stored: Option<jiff::Timestamp>,
+}
+
 /// The writes, on the catalog's connection or inside a [`Tx`].
 pub(super) fn insert(conn: &Connection, id: &SnapshotId, snap: &Snapshot) -> rusqlite::Result<()> {
     conn.execute(
@@ -59,6 +69,41 @@ impl Catalog {
             .into_iter()
             .map(SnapshotId)
             .collect())
+    }
+
+    pub fn snapshot_count(&self) -> Result<u64, CatalogError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM snapshots", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every snapshot's time, host and storage time, sorted as
+    /// [`Catalog::snapshots`]: what a survey of the whole history needs,
+    /// read without the file-list ids each snapshot carries (those grow
+    /// with the server: a thousand or more ids each at a million files).
+    pub fn snapshot_heads(&self) -> Result<Vec<SnapshotHead>, CatalogError> {
+        let mut out = Vec::new();
+        self.each_row(
+            "SELECT id, time, json_extract(json, '$.host'), stored FROM snapshots ORDER BY time, id",
+            [],
+            |r| {
+                let id = id32(r.get(0)?);
+                let time = crate::time::parse(&r.get::<_, String>(1)?).ok();
+                let host: Option<String> = r.get(2)?;
+                let stored: Option<String> = r.get(3)?;
+                if let (Some(id), Some(time), Some(host)) = (id, time, host) {
+                    out.push(SnapshotHead {
+                        id: SnapshotId(id),
+                        time,
+                        host,
+                        stored: stored.and_then(|t| crate::time::parse(&t).ok()),
+                    });
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
     /// Snapshots sorted by time, oldest first.

@@ -437,7 +437,7 @@ fn vouched_blobs(repo: &Repository, catalog: &mut Catalog) -> Result<Vouched> {
         ));
     }
     Ok(Vouched {
-        blobs: usable_blobs(&known, &health),
+        blobs: usable_blobs(known, &health),
         adopted: adopted.packs.len(),
         warnings,
         listed,

@@ -4,9 +4,9 @@
 //! snapshots or packs. Also the writer's side: the status object a backup
 //! and a prune leave behind.
 
-use super::{is_suspect, par_map};
+use super::{claims_past_storage, par_map};
 use crate::Result;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, SnapshotHead};
 use crate::repo::keys::{AgentKey, OperatorIdentity};
 use crate::repo::status::{self, Recent, STATUS_KEY, Status};
 use crate::repo::store::Store;
@@ -35,27 +35,27 @@ const SCHEDULE_DAYS: i64 = 14;
 /// The repository's status as the catalog knows it after a backup or a
 /// prune: no request but the write.
 pub fn status_of(repo: &Repository, catalog: &Catalog, now: Timestamp) -> Result<Status> {
-    let snaps = catalog.snapshots()?;
+    let snaps = catalog.snapshot_heads()?;
     let records = catalog.damage_records()?;
     let damaged: HashSet<_> = records
         .iter()
         .flat_map(|(_, r)| r.snapshots.iter().map(|s| s.id))
         .collect();
     let whole =
-        |(id, s): &&(_, crate::repo::snapshot::Snapshot)| !damaged.contains(id) && !is_suspect(s);
+        |s: &&SnapshotHead| !damaged.contains(&s.id) && !claims_past_storage(s.time, s.stored);
     let hosts: Vec<String> = snaps
         .iter()
-        .map(|(_, s)| s.host.clone())
+        .map(|s| s.host.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let since = now - crate::time::days(status::RECENT_DAYS);
     let mut recent: Vec<Recent> = snaps
         .iter()
-        .filter(|(_, s)| s.time >= since)
-        .map(|(id, s)| Recent {
+        .filter(|s| s.time >= since)
+        .map(|s| Recent {
             time: s.time,
-            damaged: damaged.contains(id),
+            damaged: damaged.contains(&s.id),
         })
         .collect();
     recent.drain(..recent.len().saturating_sub(status::MAX_RECENT));
@@ -65,10 +65,10 @@ pub fn status_of(repo: &Repository, catalog: &Catalog, now: Timestamp) -> Result
         repository: repo.config.id.clone(),
         written: now,
         snapshots: snaps.len() as u64,
-        oldest: snaps.first().map(|(_, s)| s.time),
-        last_snapshot: snaps.last().map(|(_, s)| s.time),
-        last_complete: snaps.iter().rev().find(whole).map(|(_, s)| s.time),
-        damaged_snapshots: snaps.iter().filter(|(id, _)| damaged.contains(id)).count() as u64,
+        oldest: snaps.first().map(|s| s.time),
+        last_snapshot: snaps.last().map(|s| s.time),
+        last_complete: snaps.iter().rev().find(whole).map(|s| s.time),
+        damaged_snapshots: snaps.iter().filter(|s| damaged.contains(&s.id)).count() as u64,
         damage_records: records.len() as u64,
         stored_bytes: catalog.packs()?.values().sum(),
         recent,

@@ -174,13 +174,12 @@ pub fn stamp(t: Option<Timestamp>) -> String {
 
 /// The blobs of `map` whose chosen copy can be used.
 pub fn usable_blobs(
-    map: &HashMap<BlobId, BlobLocation>,
+    mut map: HashMap<BlobId, BlobLocation>,
     health: &Health,
 ) -> HashMap<BlobId, BlobLocation> {
-    map.iter()
-        .filter(|(_, l)| health.usable(l))
-        .map(|(id, l)| (*id, *l))
-        .collect()
+    // In place: the map is the history's every blob, not to be held twice.
+    map.retain(|_, l| health.usable(l));
+    map
 }
 
 /// Ids of the blobs whose chosen copy can not be used.

@@ -492,7 +492,7 @@ fn steps(
         report.pruned_bytes = pruned.bytes_freed;
         warn_with_backup(done, pruned.warnings);
     }
-    report.snapshots = catalog.snapshots().map(|s| s.len()).unwrap_or(0);
+    report.snapshots = catalog.snapshot_count().unwrap_or(0) as usize;
     report.storage_bytes = catalog.packs().map(|p| p.values().sum()).unwrap_or(0);
     report.status = status;
     if let Some(h) = &plan.after {

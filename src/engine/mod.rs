@@ -39,8 +39,8 @@ pub use read::{
 };
 pub use refs::{RefsPiece, decode_refs, snapshot_refs, walk_refs};
 pub use states::{
-    CLOCK_SKEW, Newest, SnapshotState, is_suspect, newest_whole, retention_time, snapshot_states,
-    suspicion,
+    CLOCK_SKEW, Newest, SnapshotState, claims_past_storage, is_suspect, newest_whole,
+    retention_time, snapshot_states, suspicion,
 };
 pub use sync::{
     Adopted, BadObject, Skipped, Snapshots, Synced, adopt_orphan_packs, is_bad_object, one_line,

@@ -24,8 +24,12 @@ pub const CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(600);
 /// by more than [`CLOCK_SKEW`]: planted to win `latest`, or written by a
 /// machine whose clock runs ahead. Without a storage time, not suspect.
 pub fn is_suspect(snap: &Snapshot) -> bool {
-    snap.stored
-        .is_some_and(|stored| snap.time.duration_since(stored) > CLOCK_SKEW)
+    claims_past_storage(snap.time, snap.stored)
+}
+
+/// [`is_suspect`] of a snapshot claiming `time` that storage recorded at `stored`.
+pub fn claims_past_storage(time: Timestamp, stored: Option<Timestamp>) -> bool {
+    stored.is_some_and(|stored| time.duration_since(stored) > CLOCK_SKEW)
 }
 
 /// Why `snap` is suspect, in words for the operator; None if it is not.
