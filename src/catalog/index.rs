@@ -24,28 +24,15 @@ impl BlobLocation {
     /// unless only the earlier copy is `usable` (a backup stored a blob
     /// again because its first copy was lost: the new one must win, in
     /// whatever order the objects are read).
-    pub fn lay_over(
-        map: &mut HashMap<BlobId, BlobLocation>,
-        index: &IndexFile,
-        usable: &dyn Fn(&BlobLocation) -> bool,
-    ) {
+    pub fn lay_over(map: &mut BlobMap, index: &IndexFile, usable: &dyn Fn(&BlobLocation) -> bool) {
         for l in Self::all_in(index) {
             l.put(map, usable);
         }
     }
 
     /// Puts this copy in the map, unless the map's copy is usable and this one is not.
-    fn put(self, map: &mut HashMap<BlobId, BlobLocation>, usable: &dyn Fn(&BlobLocation) -> bool) {
-        match map.entry(self.entry.id) {
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                if !usable(o.get()) || usable(&self) {
-                    o.insert(self);
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(self);
-            }
-        }
+    fn put(self, map: &mut BlobMap, usable: &dyn Fn(&BlobLocation) -> bool) {
+        map.insert_unless(self, usable);
     }
 }
 
@@ -80,7 +67,7 @@ pub(super) fn encode_index(index: &IndexFile) -> Vec<u8> {
 /// Lays the blobs of an encoded index row over `map` (a later row wins).
 pub(super) fn decode_index(
     mut b: &[u8],
-    map: &mut HashMap<BlobId, BlobLocation>,
+    map: &mut BlobMap,
     usable: &dyn Fn(&BlobLocation) -> bool,
 ) -> Option<()> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -154,7 +141,7 @@ impl Catalog {
 
     /// Every blob the index objects list and where it is. A blob two objects
     /// list (in two packs) is where the one recorded later says.
-    pub fn blobs(&self) -> Result<HashMap<BlobId, BlobLocation>, CatalogError> {
+    pub fn blobs(&self) -> Result<BlobMap, CatalogError> {
         self.blobs_preferring(&|_| true)
     }
 
@@ -162,7 +149,7 @@ impl Catalog {
     pub fn blobs_preferring(
         &self,
         usable: &dyn Fn(&BlobLocation) -> bool,
-    ) -> Result<HashMap<BlobId, BlobLocation>, CatalogError> {
+    ) -> Result<BlobMap, CatalogError> {
         let mut st = self
             .conn
             .prepare("SELECT blobs FROM indexes ORDER BY rowid")
@@ -178,7 +165,7 @@ impl Catalog {
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))?;
-        let mut out = HashMap::with_capacity(usize::try_from(bytes).unwrap_or(0) / ROW_BLOB);
+        let mut out = BlobMap::with_capacity(usize::try_from(bytes).unwrap_or(0) / ROW_BLOB);
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             let data = row
                 .get_ref(0)

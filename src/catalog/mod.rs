@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod blob_map;
 mod files;
 mod health;
 mod index;
@@ -22,6 +23,7 @@ mod refs;
 mod snapshots;
 mod tx;
 
+pub use blob_map::{BlobCopies, BlobMap};
 #[cfg(test)]
 pub(crate) use files::sample_row;
 pub use files::{CachedFile, FileCacheStream};
@@ -828,13 +830,13 @@ mod tests {
         c.add_index(&b, &index(20, &[(2, 100)])).unwrap();
         let m = c.blobs().unwrap();
         assert_eq!(m.len(), 2);
-        let two = m[&BlobId([2; 32])];
+        let two = m.get(&BlobId([2; 32])).unwrap();
         assert_eq!((two.pack, two.entry.offset), (PackId([20; 32]), 100));
         assert_eq!(two.entry.raw_length, u64::MAX);
         assert_eq!(two.entry.kind, BlobKind::Tree);
         c.remove_index(&b).unwrap();
         let m = c.blobs().unwrap();
-        let two = m[&BlobId([2; 32])];
+        let two = m.get(&BlobId([2; 32])).unwrap();
         assert_eq!((two.pack, two.entry.offset), (PackId([10; 32]), 7));
         assert_eq!(c.packs().unwrap().len(), 1);
     }

@@ -6,7 +6,7 @@ use super::health::{stamp, unusable_ids, usable_blobs};
 use super::packer::{Packer, ReadBack};
 use super::walk::{self, Excludes, Node, WalkItem};
 use super::{Progress, adopt_orphan_packs};
-use crate::catalog::{BlobLocation, CachedFile, Catalog};
+use crate::catalog::{BlobLocation, BlobMap, CachedFile, Catalog};
 use crate::repo::Repository;
 use crate::repo::chunker::{Chunker, Splitter};
 use crate::repo::damage::{BadPack, DamageRecord};
@@ -145,7 +145,7 @@ const PACKS_PER_INDEX: usize = 32;
 
 /// Blobs known to exist (repository) or already queued in this run.
 struct Dedup {
-    known: HashMap<BlobId, BlobLocation>,
+    known: BlobMap,
     queued: Mutex<HashSet<BlobId>>,
 }
 
@@ -342,7 +342,7 @@ type Listed = HashMap<String, jiff::Timestamp>;
 /// What a backup starts from: the blobs it may reference, the packs it
 /// adopted, warnings, and when each pack and index object was stored.
 struct Vouched {
-    blobs: HashMap<BlobId, BlobLocation>,
+    blobs: BlobMap,
     adopted: usize,
     warnings: Vec<String>,
     listed: Listed,
@@ -1357,7 +1357,7 @@ mod tests {
         let id = age::x25519::Identity::generate();
         let keys = Keys::from_agent_key(&AgentKey::generate("t".into(), vec![id.to_public()]));
         let dedup = Dedup {
-            known: HashMap::new(),
+            known: BlobMap::default(),
             queued: Mutex::new(HashSet::new()),
         };
         let job = FileJob { seq: 0, abs, meta };

@@ -8,7 +8,7 @@
 use super::health::{Health, PackInfo};
 use super::{Progress, decode_refs, for_each_entry, is_bad_object, read_blobs};
 use crate::Result;
-use crate::catalog::BlobLocation;
+use crate::catalog::{BlobCopies, BlobLocation, BlobMap};
 use crate::repo::Repository;
 use crate::repo::damage::{BadPack, DamageRecord};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
@@ -327,7 +327,7 @@ fn bad_copy(health: &Health, damaged: &BTreeMap<String, Damage>, loc: &BlobLocat
 fn execute(repo: &Repository, plan: CheckPlan, progress: &dyn Progress) -> Result<CheckReport> {
     let CheckPlan {
         read_data,
-        index,
+        mut index,
         mut health,
         sizes,
         mut damaged,
@@ -356,29 +356,18 @@ fn execute(repo: &Repository, plan: CheckPlan, progress: &dyn Progress) -> Resul
         health = clear_stale_records(repo, health, &sizes, &sound, &mut report);
     }
     // A blob is lost when no copy of it is good.
-    let copies = &index.copies;
     let lost_blobs: HashSet<BlobId> = damaged
         .values()
         .flat_map(|d| d.blobs.iter())
-        .filter(|b| {
-            copies
-                .get(b)
-                .is_none_or(|c| c.iter().all(|l| bad_copy(&health, &damaged, l)))
-        })
+        .filter(|b| index.copies.of(b).all(|l| bad_copy(&health, &damaged, &l)))
         .copied()
         .collect();
     let snaps = read_snapshots(repo, &mut report)?;
     lock_gaps(repo, &index, &snaps, &mut report);
-    // One good copy of each blob, for reading reference lists and file lists.
-    let good: HashMap<BlobId, BlobLocation> = copies
-        .iter()
-        .filter_map(|(id, c)| {
-            c.iter()
-                .find(|l| !bad_copy(&health, &damaged, l))
-                .or(c.first())
-                .map(|l| (*id, *l))
-        })
-        .collect();
+    // One good copy of each blob (the first, if none is good), for reading
+    // reference lists and file lists; the copies go as it is made.
+    let good: BlobMap =
+        std::mem::take(&mut index.copies).into_chosen(|l| !bad_copy(&health, &damaged, l));
     check_file_lists(
         repo,
         &good,
@@ -389,7 +378,6 @@ fn execute(repo: &Repository, plan: CheckPlan, progress: &dyn Progress) -> Resul
         &mut found,
     );
     let traced = Traced {
-        copies,
         damaged: &damaged,
         lost: &lost_blobs,
         health: &health,
@@ -520,7 +508,6 @@ type Affected = HashMap<String, Vec<(SnapshotId, Snapshot)>>;
 
 /// What tracing damage to snapshots goes by.
 struct Traced<'a> {
-    copies: &'a HashMap<BlobId, Vec<BlobLocation>>,
     damaged: &'a BTreeMap<String, Damage>,
     /// Blobs no good copy of is left.
     lost: &'a HashSet<BlobId>,
@@ -534,17 +521,16 @@ impl Traced<'_> {
     fn snapshots(
         &self,
         repo: &Repository,
-        good: &HashMap<BlobId, BlobLocation>,
+        good: &BlobMap,
         snaps: &[(SnapshotId, Snapshot)],
         read_data: bool,
         report: &mut CheckReport,
     ) -> (HashSet<SnapshotId>, Affected) {
-        let refs_blobs = read_reference_blobs(repo, good, snaps);
         let mut affected: Affected = HashMap::new();
         let mut named: HashSet<SnapshotId> = HashSet::new();
         // With --read-data and the identity the lists are judged afresh.
         let fresh = read_data && repo.keys.is_operator();
-        for (id, snap) in snaps {
+        for_each_reference_list(repo, good, snaps, |id, snap, refs| {
             if let Some(why) = self.health.snapshot_problem(id).filter(|_| !fresh) {
                 named.insert(*id);
                 report.problems.push(snapshot_problem(
@@ -554,7 +540,7 @@ impl Traced<'_> {
             }
             // The damaged object that held the list (or the file list)
             // costs this snapshot too: named with it.
-            let refs = match reference_list(snap, &refs_blobs) {
+            let refs = match refs {
                 Ok(r) => r,
                 Err(e) => {
                     named.insert(*id);
@@ -563,13 +549,13 @@ impl Traced<'_> {
                         format!("reference list unreadable: {e}"),
                     ));
                     self.costs(&snap.refs, snap, id, &mut affected);
-                    continue;
+                    return;
                 }
             };
             let missing = refs
                 .iter()
                 .chain(&snap.refs)
-                .filter(|b| !self.copies.contains_key(b))
+                .filter(|b| !good.contains_key(b))
                 .count();
             if missing > 0 {
                 named.insert(*id);
@@ -581,7 +567,7 @@ impl Traced<'_> {
             if self.costs(&refs, snap, id, &mut affected) {
                 named.insert(*id);
             }
-        }
+        });
         (named, affected)
     }
 
@@ -612,29 +598,53 @@ impl Traced<'_> {
     }
 }
 
-/// Reads the blobs of every snapshot's reference list: consecutive
-/// snapshots share most of them, so each distinct blob is read once.
-fn read_reference_blobs(
+/// Snapshots whose reference lists are read together: their new blobs in
+/// shared requests (on S3 several in flight), while what is held stays one
+/// window's lists, not the history's.
+const REFS_WINDOW: usize = 32;
+
+/// Hands `f` each snapshot's reference list, in order. Consecutive
+/// snapshots share most of their list's blobs: a blob is read once while
+/// windows in a row need it.
+fn for_each_reference_list(
     repo: &Repository,
-    good: &HashMap<BlobId, BlobLocation>,
+    good: &BlobMap,
     snaps: &[(SnapshotId, Snapshot)],
-) -> HashMap<BlobId, std::result::Result<Vec<u8>, ListUnreadable>> {
-    let mut wanted: Vec<BlobId> = snaps
-        .iter()
-        .flat_map(|(_, s)| s.refs.iter().copied())
-        .filter(|b| good.contains_key(b))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    wanted.sort_by_key(|b| good.get(b).map(|l| (l.pack.0, l.entry.offset)));
-    wanted
-        .iter()
-        .copied()
-        .zip(
-            read_blobs(repo, good, &wanted)
-                .map(|r| r.map_err(|e| ListUnreadable::Read(e.to_string()))),
-        )
-        .collect()
+    f: impl FnMut(&SnapshotId, &Snapshot, std::result::Result<Vec<BlobId>, ListUnreadable>),
+) {
+    let read = |wanted: &[BlobId]| -> Vec<_> {
+        read_blobs(repo, good, wanted)
+            .map(|r| r.map_err(|e| ListUnreadable::Read(e.to_string())))
+            .collect()
+    };
+    each_reference_list(good, snaps, REFS_WINDOW, read, f);
+}
+
+/// [`for_each_reference_list`] with the window and the reads given.
+fn each_reference_list(
+    good: &BlobMap,
+    snaps: &[(SnapshotId, Snapshot)],
+    window: usize,
+    mut read: impl FnMut(&[BlobId]) -> Vec<std::result::Result<Vec<u8>, ListUnreadable>>,
+    mut f: impl FnMut(&SnapshotId, &Snapshot, std::result::Result<Vec<BlobId>, ListUnreadable>),
+) {
+    let mut held: HashMap<BlobId, std::result::Result<Vec<u8>, ListUnreadable>> = HashMap::new();
+    for window in snaps.chunks(window.max(1)) {
+        let needed: HashSet<BlobId> = window
+            .iter()
+            .flat_map(|(_, s)| s.refs.iter().copied())
+            .collect();
+        held.retain(|b, _| needed.contains(b));
+        let mut wanted: Vec<BlobId> = needed
+            .into_iter()
+            .filter(|b| good.contains_key(b) && !held.contains_key(b))
+            .collect();
+        wanted.sort_by_key(|b| good.get(b).map(|l| (l.pack.0, l.entry.offset)));
+        held.extend(wanted.iter().copied().zip(read(&wanted)));
+        for (id, snap) in window {
+            f(id, snap, reference_list(snap, &held));
+        }
+    }
 }
 
 /// One problem per damaged object: the snapshots it costs and, with the
@@ -643,7 +653,7 @@ fn name_damage(
     repo: &Repository,
     damaged: BTreeMap<String, Damage>,
     mut affected: Affected,
-    good: &HashMap<BlobId, BlobLocation>,
+    good: &BlobMap,
     lost: &HashSet<BlobId>,
     report: &mut CheckReport,
 ) {
@@ -833,7 +843,7 @@ fn pack_blobs(packs: &HashMap<PackId, (u64, Vec<PackEntry>)>, pack: &PackId) -> 
 /// index objects that list each pack and when storage wrote them, and the
 /// index objects that can not be read.
 struct FreshIndex {
-    copies: HashMap<BlobId, Vec<BlobLocation>>,
+    copies: BlobCopies,
     packs: HashMap<PackId, (u64, Vec<PackEntry>)>,
     pack_indexes: HashMap<PackId, Vec<IndexId>>,
     index_times: HashMap<IndexId, jiff::Timestamp>,
@@ -842,7 +852,7 @@ struct FreshIndex {
 
 fn read_index_fresh(repo: &Repository) -> Result<FreshIndex> {
     let mut fresh = FreshIndex {
-        copies: HashMap::new(),
+        copies: BlobCopies::default(),
         packs: HashMap::new(),
         pack_indexes: HashMap::new(),
         index_times: HashMap::new(),
@@ -864,11 +874,7 @@ fn read_index_fresh(repo: &Repository) -> Result<FreshIndex> {
                 for p in index.packs {
                     fresh.pack_indexes.entry(p.id).or_default().push(*id);
                     for &entry in &p.blobs {
-                        let loc = BlobLocation { pack: p.id, entry };
-                        let c = fresh.copies.entry(entry.id).or_default();
-                        if !c.contains(&loc) {
-                            c.push(loc);
-                        }
+                        fresh.copies.add(BlobLocation { pack: p.id, entry });
                     }
                     fresh.packs.insert(p.id, (p.size, p.blobs));
                 }
@@ -1014,7 +1020,7 @@ enum ListPass {
 /// identity (file lists are sealed to the operator).
 fn check_file_lists(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snaps: &[(SnapshotId, Snapshot)],
     read_data: bool,
     progress: &dyn Progress,
@@ -1072,7 +1078,7 @@ fn check_file_lists(
 /// paths and `cat` go through it and refuse one that does not.
 fn judge_file_list(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snap: &Snapshot,
     mut rules: ListCheck,
     found: &mut Vec<(String, Option<String>)>,
@@ -1175,7 +1181,7 @@ mod tests {
     /// 100 bytes and a size of 200; storage holds `stored` (pack, size).
     fn facts(n: u8, stored: &[(u8, u64)]) -> CheckFacts {
         let mut index = FreshIndex {
-            copies: HashMap::new(),
+            copies: BlobCopies::default(),
             packs: HashMap::new(),
             pack_indexes: HashMap::new(),
             index_times: HashMap::new(),
@@ -1190,9 +1196,7 @@ mod tests {
                 length: 100,
                 raw_length: 100,
             };
-            index
-                .copies
-                .insert(entry.id, vec![BlobLocation { pack, entry }]);
+            index.copies.add(BlobLocation { pack, entry });
             index.packs.insert(pack, (200, vec![entry]));
         }
         CheckFacts {
@@ -1306,5 +1310,83 @@ mod tests {
             reference_list(&snap, &failed).unwrap_err().to_string(),
             "gone"
         );
+    }
+
+    /// Reference lists are read a window at a time: a blob every snapshot
+    /// shares is read once, each snapshot gets its own list, and a blob no
+    /// index holds costs only the snapshots that need it.
+    #[test]
+    fn reference_lists_are_read_once_a_window_at_a_time() {
+        let id = |n: u32| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&n.to_le_bytes());
+            BlobId(b)
+        };
+        let piece = |b: &BlobId| b.0.iter().rev().copied().collect::<Vec<u8>>();
+        let shared = id(1_000);
+        let unindexed = id(2_000);
+        let mut snaps = Vec::new();
+        for n in 0..70u32 {
+            let mut s = Snapshot {
+                time: jiff::Timestamp::UNIX_EPOCH,
+                host: "h".into(),
+                profile: "p".into(),
+                paths: vec![],
+                tree: vec![],
+                refs: vec![shared, id(n)],
+                tree_index: None,
+                summary: Default::default(),
+                stored: None,
+            };
+            if n == 40 {
+                s.refs.push(unindexed);
+            }
+            snaps.push((SnapshotId([n as u8; 32]), s));
+        }
+        let good: BlobMap = (0..70)
+            .map(id)
+            .chain([shared])
+            .map(|b| BlobLocation {
+                pack: PackId([9; 32]),
+                entry: PackEntry {
+                    id: b,
+                    kind: BlobKind::Refs,
+                    offset: 0,
+                    length: 32,
+                    raw_length: 32,
+                },
+            })
+            .collect();
+        let mut reads: HashMap<BlobId, usize> = HashMap::new();
+        let mut lists = Vec::new();
+        each_reference_list(
+            &good,
+            &snaps,
+            32,
+            |wanted| {
+                assert!(wanted.len() <= 33, "one window's blobs at a time");
+                wanted
+                    .iter()
+                    .map(|b| {
+                        *reads.entry(*b).or_default() += 1;
+                        Ok(piece(b))
+                    })
+                    .collect()
+            },
+            |sid, _, list| lists.push((*sid, list)),
+        );
+        assert_eq!(reads[&shared], 1, "the shared blob is read once");
+        assert!(reads.values().all(|n| *n == 1), "{reads:?}");
+        assert_eq!(reads.len(), 71);
+        assert_eq!(lists.len(), 70);
+        for (n, (sid, list)) in lists.into_iter().enumerate() {
+            assert_eq!(sid, SnapshotId([n as u8; 32]));
+            if n == 40 {
+                assert!(matches!(list, Err(ListUnreadable::Missing(b)) if b == unindexed));
+                continue;
+            }
+            let want = decode_refs([piece(&shared).as_slice(), piece(&id(n as u32)).as_slice()]);
+            assert_eq!(list.unwrap(), want.unwrap());
+        }
     }
 }

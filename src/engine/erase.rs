@@ -30,7 +30,7 @@
 use super::prune::{PruneOptions, PruneReport, prune_locked};
 use super::rewrite::{BlobWriter, ListWriter};
 use super::{Progress, RefsPiece, stop, sync_index, sync_snapshots, walk_refs};
-use crate::catalog::{BlobLocation, Catalog};
+use crate::catalog::{BlobMap, Catalog};
 use crate::repo::RepoError;
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
@@ -208,7 +208,7 @@ struct TreeCache {
 /// Streams a snapshot's entries (like [`super::for_each_entry`], with the cache).
 fn stream(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     cache: &mut TreeCache,
     sid: &SnapshotId,
     snap: &Snapshot,
@@ -332,7 +332,7 @@ impl Scan {
         e: Entry,
         m: &Matcher,
         erased_files: &mut HashSet<Vec<u8>>,
-        blobs: &HashMap<BlobId, BlobLocation>,
+        blobs: &BlobMap,
     ) {
         if m.erases(&e, erased_files) {
             let loss = &mut self.losses[n];
@@ -373,7 +373,7 @@ impl Scan {
 /// ranges of which blobs the erased and the kept files use.
 fn scan(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snaps: &[(SnapshotId, Snapshot)],
     m: &Matcher,
     progress: &dyn Progress,
@@ -431,7 +431,7 @@ fn mixed_bundles(
 fn bundle_users(
     repo: &Repository,
     catalog: &Catalog,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snaps: &[(SnapshotId, Snapshot)],
     mixed: &HashMap<BlobId, Intervals>,
 ) -> Result<Vec<bool>> {
@@ -525,7 +525,7 @@ fn plan(
 
 /// The index and snapshots, read; what erase works on.
 struct Gathered {
-    blobs: HashMap<BlobId, BlobLocation>,
+    blobs: BlobMap,
     snaps: Vec<(SnapshotId, Snapshot)>,
 }
 

@@ -10,7 +10,7 @@
 
 use super::restore::{RestoreOptions, Selection};
 use super::{Progress, for_each_entry};
-use crate::catalog::BlobLocation;
+use crate::catalog::BlobMap;
 use crate::repo::Repository;
 use crate::repo::ids::BlobId;
 use crate::repo::snapshot::Snapshot;
@@ -115,7 +115,7 @@ enum Item {
 /// epilogue), so a reader notices; the caller removes a partial file.
 pub fn export<W: Write>(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snap: &Snapshot,
     opts: &ExportOptions,
     out: W,
@@ -212,7 +212,7 @@ pub fn export<W: Write>(
 }
 
 /// Reads one blob; an error names the blob and its pack.
-fn fetch(repo: &Repository, blobs: &HashMap<BlobId, BlobLocation>, id: &BlobId) -> Fetched {
+fn fetch(repo: &Repository, blobs: &BlobMap, id: &BlobId) -> Fetched {
     let loc = blobs
         .get(id)
         .ok_or_else(|| ContentError::NotIndexed { blob: id.short() })?;

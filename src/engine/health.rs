@@ -4,7 +4,7 @@
 //! which blobs a backup may deduplicate against, and which snapshots are
 //! damaged. Built from the listings `sync` makes anyway: no extra reads.
 
-use crate::catalog::BlobLocation;
+use crate::catalog::{BlobLocation, BlobMap};
 use crate::repo::damage::DamageRecord;
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
 use jiff::Timestamp;
@@ -173,20 +173,17 @@ pub fn stamp(t: Option<Timestamp>) -> String {
 }
 
 /// The blobs of `map` whose chosen copy can be used.
-pub fn usable_blobs(
-    mut map: HashMap<BlobId, BlobLocation>,
-    health: &Health,
-) -> HashMap<BlobId, BlobLocation> {
+pub fn usable_blobs(mut map: BlobMap, health: &Health) -> BlobMap {
     // In place: the map is the history's every blob, not to be held twice.
-    map.retain(|_, l| health.usable(l));
+    map.retain(|l| health.usable(l));
     map
 }
 
 /// Ids of the blobs whose chosen copy can not be used.
-pub fn unusable_ids(map: &HashMap<BlobId, BlobLocation>, health: &Health) -> HashSet<BlobId> {
+pub fn unusable_ids(map: &BlobMap, health: &Health) -> HashSet<BlobId> {
     map.iter()
         .filter(|(_, l)| !health.usable(l))
-        .map(|(id, _)| *id)
+        .map(|(id, _)| id)
         .collect()
 }
 

@@ -1,7 +1,7 @@
 //! History across snapshots: [`find`] lists the versions of matching files in
 //! every snapshot; [`diff`] tells what changed between two snapshots.
 
-use crate::catalog::BlobLocation;
+use crate::catalog::BlobMap;
 use crate::engine::glob::{GlobError, Globs};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
@@ -135,14 +135,14 @@ type Piece = (BlobId, u64, u64);
 /// read counts as different.
 pub struct Contents<'a> {
     repo: &'a Repository,
-    blobs: &'a HashMap<BlobId, BlobLocation>,
+    blobs: &'a BlobMap,
     /// Content list (blob, offset, length per piece) → BLAKE3 of its bytes.
     hashes: HashMap<Vec<Piece>, Option<[u8; 32]>>,
     last: Option<(BlobId, Vec<u8>)>,
 }
 
 impl<'a> Contents<'a> {
-    pub fn new(repo: &'a Repository, blobs: &'a HashMap<BlobId, BlobLocation>) -> Self {
+    pub fn new(repo: &'a Repository, blobs: &'a BlobMap) -> Self {
         Contents {
             repo,
             blobs,
@@ -231,7 +231,7 @@ pub struct Found {
 /// 0.55 s, so parsing every list whole would take about 27 s.
 pub fn find(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snaps: &[(SnapshotId, Snapshot)],
     pattern: &Pattern,
 ) -> Result<Vec<Found>> {
@@ -375,12 +375,7 @@ impl Parsed {
     }
 }
 
-fn read_tree_blob(
-    repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
-    id: &BlobId,
-    what: &str,
-) -> Result<Vec<u8>> {
+fn read_tree_blob(repo: &Repository, blobs: &BlobMap, id: &BlobId, what: &str) -> Result<Vec<u8>> {
     let loc = blobs
         .get(id)
         .ok_or_else(|| crate::repo::RepoError::Corrupt {
@@ -449,7 +444,7 @@ impl DiffReport {
 /// A snapshot's file list, pulled entry by entry (one tree blob in memory).
 struct EntryStream<'a> {
     repo: &'a Repository,
-    blobs: &'a HashMap<BlobId, BlobLocation>,
+    blobs: &'a BlobMap,
     ids: &'a [BlobId],
     what: String,
     next_blob: usize,
@@ -463,7 +458,7 @@ struct EntryStream<'a> {
 impl<'a> EntryStream<'a> {
     fn new(
         repo: &'a Repository,
-        blobs: &'a HashMap<BlobId, BlobLocation>,
+        blobs: &'a BlobMap,
         (id, snap): &'a (SnapshotId, Snapshot),
     ) -> Self {
         EntryStream {
@@ -510,7 +505,7 @@ impl<'a> EntryStream<'a> {
 /// `-` before `/`); such a list is compared through a map of `b` instead.
 pub fn diff(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     a: &(SnapshotId, Snapshot),
     b: &(SnapshotId, Snapshot),
 ) -> Result<DiffReport> {
@@ -558,7 +553,7 @@ pub fn diff(
 /// `diff` for file lists not in path order: `b` in a map, `a` streamed.
 fn diff_unordered(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     a: &(SnapshotId, Snapshot),
     b: &(SnapshotId, Snapshot),
 ) -> Result<DiffReport> {

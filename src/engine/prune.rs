@@ -23,7 +23,7 @@ use super::health::{Health, PackInfo};
 use super::packer::Packer;
 use super::{Run, adopt_orphan_packs, stop, sync, walk_refs};
 use crate::Result;
-use crate::catalog::{BlobLocation, Catalog};
+use crate::catalog::{BlobLocation, BlobMap, Catalog};
 use crate::repo::Repository;
 use crate::repo::damage::{BadPack, DamageRecord};
 use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
@@ -275,7 +275,7 @@ pub struct PruneFacts {
     /// The packs in storage and what is known bad.
     pub health: Health,
     /// Every blob, at the one location readers use.
-    pub blobs: HashMap<BlobId, BlobLocation>,
+    pub blobs: BlobMap,
     /// Every blob some snapshot needs.
     pub live: HashSet<BlobId>,
     /// Each indexed pack's size, as its index says.
@@ -305,7 +305,7 @@ impl PruneFacts {
         self.blobs
             .iter()
             .filter(|(id, l)| {
-                self.live.contains(*id)
+                self.live.contains(id)
                     && self.health.stored.contains_key(&l.pack)
                     && !self.health.usable(l)
             })
@@ -594,7 +594,7 @@ fn live_set(
     repo: &Repository,
     catalog: &Catalog,
     snaps: &[(SnapshotId, Snapshot)],
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
 ) -> Result<HashSet<BlobId>> {
     let mut live: HashSet<BlobId> = HashSet::new();
     for (_, s) in snaps {
@@ -933,7 +933,7 @@ mod tests {
                     length,
                     raw_length: length,
                 };
-                self.facts.blobs.insert(id, BlobLocation { pack, entry });
+                self.facts.blobs.insert(BlobLocation { pack, entry });
                 if live {
                     self.facts.live.insert(id);
                 }

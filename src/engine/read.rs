@@ -2,17 +2,16 @@
 //! neighbours share ([`coalesce`]), several in flight.
 
 use crate::Result;
-use crate::catalog::BlobLocation;
+use crate::catalog::{BlobLocation, BlobMap};
 use crate::repo::Repository;
 use crate::repo::ids::BlobId;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::store::Read;
-use std::collections::HashMap;
 
 /// Reads the blobs of a stream (tree or refs) in order, handing each to `f`.
 pub fn read_stream(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     ids: &[BlobId],
     mut f: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
@@ -41,10 +40,10 @@ pub fn read_span(store: &crate::repo::store::Store) -> (u64, u64) {
 /// its place.
 pub fn read_blobs<'a>(
     repo: &'a Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     ids: &[BlobId],
 ) -> impl Iterator<Item = Result<Vec<u8>>> + 'a {
-    let locs: Vec<BlobLocation> = ids.iter().map_while(|id| blobs.get(id).copied()).collect();
+    let locs: Vec<BlobLocation> = ids.iter().map_while(|id| blobs.get(id)).collect();
     let missing = ids.get(locs.len()).map(|id| {
         Err(crate::repo::RepoError::Corrupt {
             object: format!("blob {}", id.short()),
@@ -102,7 +101,7 @@ pub fn read_blobs<'a>(
 /// The entries of a snapshot's file list, streamed blob by blob.
 pub fn for_each_entry(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snap: &Snapshot,
     mut f: impl FnMut(crate::repo::tree::Entry) -> Result<()>,
 ) -> Result<()> {
@@ -124,7 +123,7 @@ pub fn for_each_entry(
 /// whole file list. Without one, the whole list is read.
 pub fn for_each_entry_under(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snap: &Snapshot,
     prefix: &[u8],
     mut f: impl FnMut(crate::repo::tree::Entry) -> Result<()>,

@@ -3,18 +3,14 @@
 
 use super::{is_bad_object, read_blobs};
 use crate::Result;
-use crate::catalog::{BlobLocation, Catalog};
+use crate::catalog::{BlobMap, Catalog};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
 use std::collections::{HashMap, HashSet};
 
 /// The blob ids a snapshot references (its refs stream).
-pub fn snapshot_refs(
-    repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
-    snap: &Snapshot,
-) -> Result<Vec<BlobId>> {
+pub fn snapshot_refs(repo: &Repository, blobs: &BlobMap, snap: &Snapshot) -> Result<Vec<BlobId>> {
     let mut parts = Vec::with_capacity(snap.refs.len());
     for data in read_blobs(repo, blobs, &snap.refs) {
         parts.push(data?);
@@ -77,7 +73,7 @@ fn corrupt_refs(sid: &SnapshotId, reason: &str) -> crate::Error {
 pub fn walk_refs(
     repo: &Repository,
     catalog: &Catalog,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snaps: &[(SnapshotId, Snapshot)],
     mut f: impl FnMut(usize, RefsPiece, Option<&[BlobId]>) -> Result<()>,
 ) -> Result<Vec<(usize, crate::Error)>> {
@@ -110,7 +106,7 @@ pub fn walk_refs(
 fn prefetch(
     repo: &Repository,
     catalog: &Catalog,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snaps: &[(SnapshotId, Snapshot)],
 ) -> Result<()> {
     let cached = catalog.refs_blob_ids()?;
@@ -153,7 +149,7 @@ impl From<crate::catalog::CatalogError> for Stop {
 struct RefsWalker<'a> {
     repo: &'a Repository,
     catalog: &'a Catalog,
-    blobs: &'a HashMap<BlobId, BlobLocation>,
+    blobs: &'a BlobMap,
     /// Pieces handed out with their ids already.
     seen: HashSet<RefsPiece>,
     /// The blobs of the snapshot at hand and its neighbour.

@@ -15,9 +15,9 @@ use super::health::Health;
 use super::rewrite::{BlobWriter, ListWriter};
 use super::{Progress, SnapshotState, adopt_orphan_packs, snapshot_states, stop, sync, sync_index};
 use crate::Result;
-use crate::catalog::{BlobLocation, Catalog};
+use crate::catalog::{BlobMap, Catalog};
 use crate::repo::Repository;
-use crate::repo::ids::{BlobId, PackId, SnapshotId};
+use crate::repo::ids::{PackId, SnapshotId};
 use crate::repo::index::IndexFile;
 use crate::repo::keys::AgentKey;
 use crate::repo::lock::WriterLock;
@@ -197,7 +197,7 @@ enum Item {
 /// line end).
 fn read_list_with_gaps(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     health: &Health,
     snap: &Snapshot,
 ) -> Result<Vec<Item>> {
@@ -256,17 +256,17 @@ fn read_list_with_gaps(
 }
 
 /// A file's entry whose every piece can be read.
-fn intact(e: &Entry, blobs: &HashMap<BlobId, BlobLocation>, health: &Health) -> bool {
+fn intact(e: &Entry, blobs: &BlobMap, health: &Health) -> bool {
     e.content
         .iter()
-        .all(|x| blobs.get(&x.blob).is_some_and(|l| health.usable(l)))
+        .all(|x| blobs.get(&x.blob).is_some_and(|l| health.usable(&l)))
 }
 
 /// What is lost from a file list as read: files with a piece that can not
 /// be read, and the ranges of the list between the entries around each gap.
 fn lost_and_gaps(
     items: &[Item],
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     health: &Health,
 ) -> (HashSet<Vec<u8>>, Vec<PathRange>) {
     let mut lost: HashSet<Vec<u8>> = HashSet::new();
@@ -302,7 +302,7 @@ fn lost_and_gaps(
 /// unreadable file-list blobs; and what was done, for the report.
 fn plan_repair(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     health: &Health,
     snaps: &[(SnapshotId, Snapshot)],
     n: usize,
@@ -521,6 +521,8 @@ fn repair_snapshots_locked(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::BlobLocation;
+    use crate::repo::ids::BlobId;
     use crate::repo::pack::{BlobKind, PackEntry};
     use crate::repo::tree::Extent;
 
@@ -556,7 +558,7 @@ mod tests {
             length: 10,
             raw_length: 10,
         };
-        let blobs = HashMap::from([(entry.id, BlobLocation { pack, entry })]);
+        let blobs = BlobMap::from_iter([BlobLocation { pack, entry }]);
         let stored = HashMap::from([(
             pack,
             crate::engine::health::PackInfo {

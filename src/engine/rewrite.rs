@@ -4,7 +4,7 @@
 
 use super::packer::{Packer, ReadBack};
 use crate::Result;
-use crate::catalog::BlobLocation;
+use crate::catalog::BlobMap;
 use crate::repo::Repository;
 use crate::repo::chunker::{Chunker, Splitter};
 use crate::repo::ids::BlobId;
@@ -12,24 +12,20 @@ use crate::repo::index::IndexedPack;
 use crate::repo::pack::{BlobKind, seal_blob};
 use crate::repo::snapshot::{Snapshot, Summary};
 use crate::repo::tree::{Entry, TreeIndexBuilder};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 /// Seals new blobs into packs; a blob the repository holds (usable) or
 /// this writer already took is not stored twice.
 pub(crate) struct BlobWriter<'a> {
     pub repo: &'a Repository,
-    pub known: &'a HashMap<BlobId, BlobLocation>,
+    pub known: &'a BlobMap,
     queued: HashSet<BlobId>,
     packer: Packer<'a>,
     pub blobs_written: usize,
 }
 
 impl<'a> BlobWriter<'a> {
-    pub fn new(
-        repo: &'a Repository,
-        known: &'a HashMap<BlobId, BlobLocation>,
-        read_back: ReadBack,
-    ) -> Self {
+    pub fn new(repo: &'a Repository, known: &'a BlobMap, read_back: ReadBack) -> Self {
         BlobWriter {
             repo,
             known,

@@ -17,7 +17,7 @@ use super::health::Health;
 use super::restore::{Failure, Overwrite, RestoreOptions, RestoreReport, restore};
 use super::sync::{Wanted, sync_wanting};
 use super::{Newest, NoProgress, for_each_entry, is_suspect, newest_whole, suspicion};
-use crate::catalog::{BlobLocation, Catalog};
+use crate::catalog::{BlobMap, Catalog};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
@@ -129,7 +129,7 @@ pub fn parse_when(s: &str, end: bool, now: Timestamp) -> std::result::Result<Tim
 pub struct View {
     pub repo: Repository,
     pub catalog: Catalog,
-    pub blobs: HashMap<BlobId, BlobLocation>,
+    pub blobs: BlobMap,
     /// The packs in storage and what is known bad.
     pub health: Health,
     pub snaps: Vec<(SnapshotId, Snapshot)>,
@@ -395,7 +395,7 @@ impl View {
     ) -> Result<Vec<Recovered>> {
         let intact = |id: &BlobId| {
             !report.bad_blobs.contains(id)
-                && self.blobs.get(id).is_some_and(|l| self.health.usable(l))
+                && self.blobs.get(id).is_some_and(|l| self.health.usable(&l))
         };
         let mut missing: HashSet<Vec<u8>> =
             report.failures.iter().map(|f| f.path.clone()).collect();

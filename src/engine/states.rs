@@ -4,7 +4,7 @@
 use super::health::Health;
 use super::{RefsPiece, Skipped, walk_refs};
 use crate::Result;
-use crate::catalog::{BlobLocation, Catalog};
+use crate::catalog::{BlobMap, Catalog};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::snapshot::Snapshot;
@@ -84,14 +84,14 @@ pub enum SnapshotState {
 pub fn snapshot_states(
     repo: &Repository,
     catalog: &Catalog,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     health: &Health,
     snaps: &[(SnapshotId, Snapshot)],
 ) -> Result<Vec<(SnapshotState, Option<String>)>> {
     let why_not = |id: &BlobId| -> Option<String> {
         match blobs.get(id) {
             None => Some(format!("blob {} is in no index", id.short())),
-            Some(l) => health.problem(l),
+            Some(l) => health.problem(&l),
         }
     };
     let verified = catalog.verified_snapshots()?;
@@ -154,7 +154,7 @@ pub struct Newest {
 pub fn newest_whole(
     repo: &Repository,
     catalog: &Catalog,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     health: &Health,
     snaps: &[(SnapshotId, Snapshot)],
     before: Option<usize>,

@@ -5,10 +5,10 @@
 use super::health::{self, Health};
 use super::par_map;
 use crate::Result;
-use crate::catalog::{BlobLocation, Catalog};
+use crate::catalog::{BlobLocation, BlobMap, Catalog};
 use crate::repo::Repository;
 use crate::repo::damage::{DamageObject, DamageRecord};
-use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId};
+use crate::repo::ids::{IndexId, PackId, SnapshotId};
 use crate::repo::index::{IndexFile, IndexedPack};
 use crate::repo::snapshot::Snapshot;
 use std::collections::{HashMap, HashSet};
@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 /// What the repository holds, read into the catalog: every blob and where it
 /// is, every snapshot (oldest first), and every pack in storage.
 pub struct Synced {
-    pub blobs: HashMap<BlobId, BlobLocation>,
+    pub blobs: BlobMap,
     pub snaps: Vec<(SnapshotId, Snapshot)>,
     /// Some snapshot in storage was left unread ([`Wanted`]): `snaps` is
     /// not the whole history.
@@ -402,7 +402,7 @@ fn apply_indexes(
     catalog: &mut Catalog,
     new: Vec<(IndexId, IndexFile)>,
     health: &Health,
-) -> Result<HashMap<BlobId, BlobLocation>> {
+) -> Result<BlobMap> {
     let usable = |l: &BlobLocation| health.usable(l);
     let mut blobs = catalog.blobs_preferring(&usable)?;
     let tx = catalog.begin()?;

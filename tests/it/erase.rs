@@ -7,13 +7,13 @@ use crate::env::{
     Backend, TestEnv, on_both_backends, random_bytes, restored_path, stored_form, str_field,
     u64_field, write_file,
 };
-use coffer::catalog::BlobLocation;
+use coffer::catalog::{BlobLocation, BlobMap};
 use coffer::repo::Repository;
 use coffer::repo::ids::{BlobId, SnapshotId};
 use coffer::repo::keys::OperatorIdentity;
 use coffer::repo::store::Store;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 on_both_backends!(erase_removes_files_and_their_data);
@@ -132,18 +132,15 @@ fn open_repo(repo_dir: &Path, identity: &Path) -> Repository {
     Repository::open_operator(store, identity).unwrap()
 }
 
-fn blob_map(repo: &Repository) -> HashMap<BlobId, BlobLocation> {
-    let mut map = HashMap::new();
+fn blob_map(repo: &Repository) -> BlobMap {
+    let mut map = BlobMap::default();
     for ix in repo.list_indexes().unwrap() {
         for p in repo.read_index(&ix).unwrap().packs {
             for b in p.blobs {
-                map.insert(
-                    b.id,
-                    BlobLocation {
-                        pack: p.id,
-                        entry: b,
-                    },
-                );
+                map.insert(BlobLocation {
+                    pack: p.id,
+                    entry: b,
+                });
             }
         }
     }

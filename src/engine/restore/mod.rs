@@ -13,14 +13,14 @@ pub use plan::{Existing, PackWork, Piece, PlanInput, PlannedEntry, RestorePlan, 
 pub use write::execute;
 
 use super::{Progress, for_each_entry};
-use crate::catalog::BlobLocation;
+use crate::catalog::BlobMap;
 use crate::engine::glob::{GlobError, Globs};
 use crate::repo::Repository;
 use crate::repo::ids::{BlobId, PackId};
 use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::{Entry, EntryKind};
 use crate::{Error, Result};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -269,7 +269,7 @@ fn interrupted(cancel: &AtomicBool) -> Result<()> {
 /// characters) are looked up through the tree index.
 fn list_entries(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snap: &Snapshot,
     opts: &RestoreOptions,
     cancel: &AtomicBool,
@@ -315,7 +315,7 @@ fn list_entries(
 /// nothing (a dry run is this and nothing more).
 pub fn prepare(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snap: &Snapshot,
     opts: &RestoreOptions,
     cancel: &AtomicBool,
@@ -337,7 +337,7 @@ pub fn prepare(
 /// Restores `snap` as `opts` says: [`prepare`], then [`execute`].
 pub fn restore(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snap: &Snapshot,
     opts: &RestoreOptions,
     progress: &dyn Progress,
@@ -351,7 +351,7 @@ pub fn restore(
 /// followed to its file). Returns the bytes written.
 pub fn write_file(
     repo: &Repository,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
     snap: &Snapshot,
     path: &[u8],
     out: &mut dyn std::io::Write,

@@ -5,7 +5,7 @@
 //! lookup, so tests build entries and a blob map and assert on the plan.
 
 use super::{Action, FailKind, Failure, Overwrite, RestoreOptions};
-use crate::catalog::BlobLocation;
+use crate::catalog::BlobMap;
 use crate::engine::{Run, coalesce};
 use crate::repo::ids::{BlobId, PackId};
 use crate::repo::pack::PackEntry;
@@ -137,7 +137,7 @@ pub struct PlanInput<'a> {
     pub opts: &'a RestoreOptions,
     pub fresh: bool,
     pub lookup: &'a dyn Fn(&Path) -> Option<Existing>,
-    pub blobs: &'a HashMap<BlobId, BlobLocation>,
+    pub blobs: &'a BlobMap,
     /// Largest gap read through, and longest read ([`crate::engine::read_span`]).
     pub span: (u64, u64),
 }
@@ -275,7 +275,7 @@ fn place(
 /// feed, blobs by offset), and the blobs the index lacks with their files.
 fn by_pack(
     by_blob: HashMap<BlobId, Vec<Piece>>,
-    blobs: &HashMap<BlobId, BlobLocation>,
+    blobs: &BlobMap,
 ) -> (Vec<PackWork>, Vec<(BlobId, Vec<usize>)>) {
     let mut packs: HashMap<PackId, Vec<(PackEntry, Vec<Piece>)>> = HashMap::new();
     let mut missing = Vec::new();
@@ -301,6 +301,7 @@ fn by_pack(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::BlobLocation;
     use crate::repo::pack::BlobKind;
     use crate::repo::tree::Extent;
     use std::cell::RefCell;
@@ -361,7 +362,7 @@ mod tests {
         opts: &RestoreOptions,
         fresh: bool,
         lookup: &dyn Fn(&Path) -> Option<Existing>,
-        blobs: &HashMap<BlobId, BlobLocation>,
+        blobs: &BlobMap,
     ) -> RestorePlan {
         plan(
             entries,
@@ -380,13 +381,14 @@ mod tests {
     /// share a read, a blob the index lacks is named with its files.
     #[test]
     fn a_fresh_target_plans_reads_by_pack_and_names_missing_blobs() {
-        let blobs: HashMap<_, _> = [
+        let blobs: BlobMap = [
             located(1, 9, 0, 500, 400),
             located(2, 9, 550, 300, 300),
             located(3, 9, 5000, 100, 100),
             located(4, 7, 0, 100, 50),
         ]
         .into_iter()
+        .map(|(_, l)| l)
         .collect();
         let entries = vec![
             entry("a", EntryKind::Dir, &[]),
@@ -437,7 +439,7 @@ mod tests {
     /// beside its place.
     #[test]
     fn existing_entries_are_skipped_replaced_or_refused_by_policy() {
-        let blobs: HashMap<_, _> = [located(1, 9, 0, 100, 10)].into_iter().collect();
+        let blobs: BlobMap = [located(1, 9, 0, 100, 10).1].into_iter().collect();
         let same = entry("same", EntryKind::File, &[(1, 0, 10)]);
         let mut link = entry("link", EntryKind::Symlink, &[]);
         link.target = Some(b"same".to_vec());
@@ -528,7 +530,7 @@ mod tests {
     /// blob is refused before anything is created.
     #[test]
     fn malformed_lists_are_refused_in_the_plan() {
-        let blobs: HashMap<_, _> = [located(1, 9, 0, 100, 10)].into_iter().collect();
+        let blobs: BlobMap = [located(1, 9, 0, 100, 10).1].into_iter().collect();
         let entries = vec![
             entry("a", EntryKind::File, &[(1, 0, 10)]),
             entry("a", EntryKind::File, &[(1, 0, 10)]),
