@@ -84,6 +84,7 @@ done
 LAST_CP=$(tr ' ' '\n' <<< "$CHECKPOINTS" | grep . | sort -n | tail -n1)
 FIRST_CP=$(tr ' ' '\n' <<< "$CHECKPOINTS" | grep . | sort -n | sed -n 1p)
 . "$ROOT/scripts/bench-s3.sh"
+. "$ROOT/scripts/bench-fs.sh"
 
 # --- 0. tools ------------------------------------------------------------------------
 missing=()
@@ -138,6 +139,7 @@ if [ ! -f "$TREE.made" ]; then
 fi
 DATA=$W/data
 RAW=$W/raw
+restore_fs_choose   # unmounts an earlier run's restore targets first
 for d in "$W"/restore-*; do rm -rf "$d"; done
 rm -rf "$DATA" "$DATA".* "$W/coffer" "$W/restic" "$W/s3srv" "$RAW"
 mkdir -p "$RAW" "$W/coffer" "$W/restic"
@@ -290,15 +292,15 @@ verify_tree() {   # verify_tree DIR WHAT
   diff -rq "$DATA" "$got" > "$RAW/restore.diff" 2>&1 || die "$2: restored content differs (diff -rq, $(wc -l < "$RAW/restore.diff") lines: $RAW/restore.diff)"
   meta() { (cd "$1" && find . ! -type d -printf '%y %P %m %s %T@\n' | sed -E 's/\.[0-9]+$//' | sort); }
   diff <(meta "$DATA") <(meta "$got") > "$RAW/restore.meta.diff" || die "$2: restored type/mode/size/mtime differ ($RAW/restore.meta.diff)"
-  rm -rf "$1"
+  drop_target "$1"
 }
 coffer_restore() {
-  rm -rf "$W/restore-full"
+  fresh_target "$W/restore-full" "$(du -sb "$DATA" | cut -f1)" || die "no fresh restore target ($RFS)"
   coffer_op "$1" restore "$2" "$(ccat "$1")" restore latest --target "$W/restore-full" -q
   verify_tree "$W/restore-full" "coffer ($1) full restore at snapshot $2"
 }
 restic_restore() {
-  rm -rf "$W/restore-full"; rrepo "$1"
+  fresh_target "$W/restore-full" "$(du -sb "$DATA" | cut -f1)" || die "no fresh restore target ($RFS)"; rrepo "$1"
   measure "$1" restic restore "$2" "${RR[@]}" restore latest --target "$W/restore-full" --quiet
   verify_tree "$W/restore-full" "restic ($1) full restore at snapshot $2"
 }
@@ -516,4 +518,6 @@ ratio_met() {   # ratio_met VALUE REFERENCE LIMIT: "0.08 | ≤ 0.1 | yes" (judge
   done
   echo
   echo "Every restore verified: one-file restores byte for byte, full restores by diff -r and each file's type, mode, size and mtime; both tools removed the same snapshots at every expiry."
+  if [ "$RFS" = ext4 ]; then echo "Full restores each write to a fresh ext4 (loop-mounted sparse image)."
+  else echo "Full restores write to a folder of the work disk (BENCH_RESTORE_FS=dir or no loop mount here)."; fi
 } | tee "$W/scale-results.md"

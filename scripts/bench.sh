@@ -77,6 +77,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 die() { printf '\nBENCH FAILED: %s\n' "$*" >&2; exit 1; }
 
 . "$ROOT/scripts/bench-s3.sh"
+. "$ROOT/scripts/bench-fs.sh"
 [ -x "$BENCH/make-dataset.sh" ] || die "no $BENCH/make-dataset.sh (set COFFER_SHARED)"
 
 # --- 0. tools ----------------------------------------------------------------
@@ -114,51 +115,13 @@ fi
 
 # Fresh state for this run: the working copy, repositories, caches, restores.
 DATA=$W/data
-for m in "$W"/restore-*; do mountpoint -q "$m" && umount "$m"; done 2>/dev/null || true
+restore_fs_choose   # also unmounts an earlier run's restore targets
 rm -rf "$DATA" "$W/coffer" "$W/restic" "$W"/restore-* "$W/raw"
 log "copying data set to $DATA"
 cp -a "$W/dataset" "$DATA"
 mkdir -p "$W/coffer" "$W/restic" "$W/raw"
 nfiles=$(find "$DATA" -type f | wc -l)
 nbytes=$(du -sb "$DATA" | cut -f1)
-
-# loop_mount IMAGE DIR: the image's loop device reads and writes it with
-# direct I/O. With a plain `mount -o loop`, every restored page was cached
-# twice (the file system's page and the image file's), a 2.2 GiB restore made
-# 4.4 GiB dirty, and the kernel's dirty-page throttling stalled whichever
-# restore crossed the limit: coffer's local restore took 4.0 to 9.5 s in one
-# run. The device is detached when the file system is unmounted.
-loop_mount() {
-  local dev
-  # some losetup versions attach, then fail over direct I/O: never leave one attached
-  if ! dev=$(losetup --find --show --direct-io=on "$1"); then
-    [ -z "$dev" ] || losetup -d "$dev"
-    return 1
-  fi
-  mount "$dev" "$2" || { losetup -d "$dev"; return 1; }
-  losetup -d "$dev"   # busy: detached at umount
-}
-# Full-restore targets: a fresh ext4 each, or a plain folder (BENCH_RESTORE_FS).
-RFS=${BENCH_RESTORE_FS:-}
-if [ -z "$RFS" ]; then
-  RFS=dir
-  if [ "$(id -u)" -eq 0 ] && command -v mkfs.ext4 >/dev/null; then
-    truncate -s 64M "$W/fs-probe.img" && mkfs.ext4 -q -F "$W/fs-probe.img" && mkdir -p "$W/fs-probe" &&
-      loop_mount "$W/fs-probe.img" "$W/fs-probe" 2>/dev/null && umount "$W/fs-probe" && RFS=ext4
-    rm -rf "$W/fs-probe" "$W/fs-probe.img"
-  fi
-fi
-case $RFS in ext4|dir) ;; *) die "BENCH_RESTORE_FS must be ext4 or dir" ;; esac
-log "full restores write to: $RFS"
-# fresh_target DIR: an empty DIR, on a new file system of its own with ext4
-fresh_target() {
-  drop_target "$1"; mkdir -p "$1"
-  [ "$RFS" = ext4 ] || return 0
-  truncate -s $(((nbytes * 2 >> 20) + 1024))M "$1.img" &&
-    mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" &&
-    loop_mount "$1.img" "$1" && sync
-}
-drop_target() { if mountpoint -q "$1"; then umount "$1"; fi; rm -rf "$1" "$1.img"; }
 
 LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -176,7 +139,7 @@ ZSTD_S=$(tail -n1 "$W/raw/zstd.time")
 # of the data set into a fresh target pays that cost here, outside every
 # measurement.
 log "warm-up: one untimed copy of the data set into a fresh restore target"
-fresh_target "$W/restore-warmup" && cp -a "$DATA" "$W/restore-warmup/" && sync
+fresh_target "$W/restore-warmup" "$nbytes" && cp -a "$DATA" "$W/restore-warmup/" && sync
 drop_target "$W/restore-warmup"
 
 # --- measuring -------------------------------------------------------------------
@@ -232,7 +195,7 @@ coffer_init() {
   run coffer init "$COFFER" init --repo "$C/repo" --recipient "$(tail -n1 "$W/raw/coffer.keygen.out")" --agent-key "$C/agent.key"
 }
 coffer_backup()  { run coffer "$1" "$COFFER" backup --repo "$C/repo" --agent-key "$C/agent.key" --catalog "$C/catalog.sqlite" --quiet "$DATA"; }
-coffer_restore() { fresh_target "$W/restore-coffer" && run coffer restore "$COFFER" restore latest --repo "$C/repo" --identity "$C/operator.key" --catalog "$C/catalog.sqlite" --target "$W/restore-coffer" --quiet; }
+coffer_restore() { fresh_target "$W/restore-coffer" "$nbytes" && run coffer restore "$COFFER" restore latest --repo "$C/repo" --identity "$C/operator.key" --catalog "$C/catalog.sqlite" --target "$W/restore-coffer" --quiet; }
 
 # restic: repository format 2 (needed for compression), cache inside $W.
 R=$W/restic
@@ -241,7 +204,7 @@ RESTIC=(restic --repo "$R/repo" --cache-dir "$R/cache" --compression auto)
 restic_setup()   { rm -rf "$R/repo" "$R/cache"; run restic init "${RESTIC[@]}" init --repository-version 2; }
 restic_init()    { restic_setup; }
 restic_backup()  { run restic "$1" "${RESTIC[@]}" backup --quiet "$DATA"; }
-restic_restore() { fresh_target "$W/restore-restic" && run restic restore "${RESTIC[@]}" restore latest --target "$W/restore-restic" --quiet; }
+restic_restore() { fresh_target "$W/restore-restic" "$nbytes" && run restic restore "${RESTIC[@]}" restore latest --target "$W/restore-restic" --quiet; }
 
 TOOLS=(); want coffer && TOOLS+=(coffer); want restic && TOOLS+=(restic)
 # each step: the order of the tools alternates (first, then reversed)
@@ -411,7 +374,7 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
     for c in cold warm; do
       for _ in $(seq "$FULL_REPS"); do
         [ "$c" = warm ] || rm -rf "$C/catalog-s3full.sqlite"*
-        fresh_target "$W/restore-s3-coffer-$c" && s3run coffer "s3full.$c" "$COFFER" restore latest "${CS3[@]}" --identity "$C/operator.key" \
+        fresh_target "$W/restore-s3-coffer-$c" "$nbytes" && s3run coffer "s3full.$c" "$COFFER" restore latest "${CS3[@]}" --identity "$C/operator.key" \
           --catalog "$C/catalog-s3full.sqlite" --target "$W/restore-s3-coffer-$c" --quiet &&
           verify coffer "s3-coffer-$c" || return 1
       done
@@ -424,7 +387,7 @@ if [ "${BENCH_S3:-1}" = 1 ]; then
     for c in cold warm; do
       for _ in $(seq "$FULL_REPS"); do
         [ "$c" = warm ] || rm -rf "$R/cache-s3full"
-        fresh_target "$W/restore-s3-restic-$c" && s3run restic "s3full.$c" "${RS3[@]}" --cache-dir "$R/cache-s3full" restore latest \
+        fresh_target "$W/restore-s3-restic-$c" "$nbytes" && s3run restic "s3full.$c" "${RS3[@]}" --cache-dir "$R/cache-s3full" restore latest \
           --target "$W/restore-s3-restic-$c" --quiet &&
           verify restic "s3-restic-$c" || return 1
       done
