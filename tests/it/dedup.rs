@@ -3,7 +3,10 @@
 //! the catalog (a cache) is lost.
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use serde_json::Value;
 
 use crate::env::*;
 
@@ -220,4 +223,200 @@ fn the_file_cache_of_many_files_is_saved_whole() {
         1,
         "the deleted file's row went\n{third}"
     );
+}
+
+/// The type of a file-cache row's content in its SQLite record when it is
+/// one piece of 48 bytes (a blob of N bytes is of type 2N + 12).
+const ONE_PIECE: u8 = 48 * 2 + 12;
+
+/// The file cache's key of `file`: its path as the file list names it, each
+/// '/' a NUL byte.
+fn cache_key(file: &Path) -> Vec<u8> {
+    stored_form(file)
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|&b| if b == b'/' { 0 } else { b })
+        .collect()
+}
+
+/// Damages the file cache's row of `file` in the catalog's database file, as
+/// a bad disk would: its record's header says the content is one byte longer
+/// than the record holds. A lookup by path reads only the path and still
+/// works, and so do the other tables, but a read of the whole row fails
+/// ("database disk image is malformed"), so the backup's read of the cache
+/// in walk order stops there. Returns how many rows such a read gives first.
+fn damage_file_cache_row(catalog: &Path, file: &Path) -> usize {
+    {
+        // Every page in the database file, none left in the WAL.
+        let conn = rusqlite::Connection::open(catalog).expect("open the catalog");
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            .expect("checkpoint the catalog");
+        assert_eq!(busy, 0, "nothing else has the catalog open");
+    }
+    let key = cache_key(file);
+    let mut db = fs::read(catalog).unwrap();
+    let at: Vec<usize> = db
+        .windows(key.len())
+        .enumerate()
+        .filter(|(_, w)| *w == key.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        at.len(),
+        1,
+        "the key of {} once in the catalog",
+        file.display()
+    );
+    // The content's type is the header's last byte, just before the path.
+    assert_eq!(db[at[0] - 1], ONE_PIECE, "a row of one piece");
+    db[at[0] - 1] += 2;
+    fs::write(catalog, &db).unwrap();
+
+    let conn = rusqlite::Connection::open(catalog).expect("open the catalog");
+    let snapshots: i64 = conn
+        .query_row("SELECT count(*) FROM snapshots", [], |r| r.get(0))
+        .expect("the other tables are readable");
+    assert!(snapshots > 0);
+    let mut st = conn
+        .prepare("SELECT path, size, mtime, ctime, ino, content FROM files ORDER BY path")
+        .unwrap();
+    let mut rows = st.query([]).unwrap();
+    let mut read = 0;
+    let error = loop {
+        match rows.next() {
+            Ok(Some(_)) => read += 1,
+            Ok(None) => panic!("the whole file cache was read ({read} rows)"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt),
+        "{error}"
+    );
+    read
+}
+
+/// (unchanged, changed, new) files of a `backup --json` report.
+fn file_counts(report: &Value) -> (u64, u64, u64) {
+    (
+        u64_field(report, "files_unchanged"),
+        u64_field(report, "files_changed"),
+        u64_field(report, "files_new"),
+    )
+}
+
+/// The warnings of a `backup --json` report that say the file cache was
+/// read only in part.
+fn cache_warnings(report: &Value) -> Vec<&str> {
+    report["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("\"warnings\" must be an array\n{report}"))
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|w| w.starts_with("the file cache could not be read to its end"))
+        .collect()
+}
+
+/// `n` small files f00, f01, ... in `src`, each of one piece.
+fn numbered_files(src: &Path, n: usize) {
+    for i in 0..n {
+        write_file(
+            &src.join(format!("f{i:02}")),
+            format!("version 1 of file {i}").as_bytes(),
+        );
+    }
+}
+
+/// A file cache that cannot be read to its end (a row damaged on disk)
+/// costs time, never a wrong backup: the backup succeeds and says so, the
+/// files from the damaged row on are read again (none is taken for
+/// unchanged), the snapshot restores whole, and as the damaged row was a
+/// file's that is still there, it is written afresh: the next backup reads
+/// the whole cache and finds every file unchanged.
+#[test]
+fn a_file_cache_unreadable_part_way_costs_a_read_of_the_rest() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    numbered_files(&src, 10);
+    let first = env.backup(&[&src]);
+    assert_eq!(file_counts(&first), (0, 0, 10), "{first}");
+    assert_eq!(damage_file_cache_row(&env.catalog, &src.join("f05")), 5);
+    // A change before the damaged row, which the cache tells, and one after.
+    write_file(&src.join("f02"), b"version 2 of file 2");
+    write_file(&src.join("f08"), b"version 2 of file 8");
+
+    let second = env.backup(&[&src]);
+    assert_eq!(
+        file_counts(&second),
+        (4, 1, 5),
+        "f00 to f04 as the cache has them (f02 changed), f05 to f09 read again\n{second}"
+    );
+    let warned = cache_warnings(&second);
+    assert_eq!(warned.len(), 1, "{second}");
+    // SQLite's own words for the damage, and the cure.
+    assert!(
+        warned[0].contains("malformed") && warned[0].contains("coffer catalog rebuild"),
+        "{second}"
+    );
+    let target = env.restore("latest");
+    assert_trees_equal(&src, &restored_path(&target, &src));
+    assert_eq!(
+        fs::read(restored_path(&target, &src).join("f08")).unwrap(),
+        b"version 2 of file 8"
+    );
+
+    let third = env.backup(&[&src]);
+    assert_eq!(
+        file_counts(&third),
+        (10, 0, 0),
+        "every row is back\n{third}"
+    );
+    assert!(cache_warnings(&third).is_empty(), "{third}");
+}
+
+/// The damaged row of a file deleted since is not written again, so every
+/// backup stops reading the cache there and reads the files after it again;
+/// but the rows of the files still there are kept (those before the damage
+/// are never taken for files gone, those after are written again), and
+/// `catalog rebuild` ends it.
+#[test]
+fn a_lasting_damage_in_the_file_cache_drops_no_row_of_a_file_still_there() {
+    let env = TestEnv::with_repo();
+    let src = env.source_dir("src");
+    numbered_files(&src, 10);
+    env.backup(&[&src]);
+    fs::remove_file(src.join("f05")).unwrap();
+    assert_eq!(damage_file_cache_row(&env.catalog, &src.join("f05")), 5);
+
+    for run in ["second", "third"] {
+        let report = env.backup(&[&src]);
+        assert_eq!(
+            file_counts(&report),
+            (5, 0, 4),
+            "{run} backup: f00 to f04 as the cache has them, f06 to f09 read again\n{report}"
+        );
+        assert_eq!(cache_warnings(&report).len(), 1, "{run} backup\n{report}");
+    }
+    let conn = rusqlite::Connection::open(&env.catalog).unwrap();
+    for i in (0..10).filter(|&i| i != 5) {
+        let key = cache_key(&src.join(format!("f{i:02}")));
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM files WHERE path = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(rows, 1, "the row of f{i:02}");
+    }
+    drop(conn);
+    let target = env.restore("latest");
+    assert_trees_equal(&src, &restored_path(&target, &src));
+
+    // With the identity: the file cache too.
+    env.operator(["catalog", "rebuild"]).expect_ok();
+    let after = env.backup(&[&src]);
+    assert_eq!(file_counts(&after), (9, 0, 0), "{after}");
+    assert!(cache_warnings(&after).is_empty(), "{after}");
 }
