@@ -538,15 +538,9 @@ mod tests {
 
     fn snapshot(stored: Option<&str>) -> Snapshot {
         Snapshot {
-            time: "2099-01-01T00:00:00Z".parse().unwrap(),
-            host: "h".into(),
-            profile: "p".into(),
             paths: vec!["/srv".into()],
-            tree: vec![],
-            refs: vec![],
-            tree_index: None,
-            summary: Default::default(),
             stored: stored.map(|t| t.parse().unwrap()),
+            ..Snapshot::bare("2099-01-01T00:00:00Z".parse().unwrap(), "h")
         }
     }
 

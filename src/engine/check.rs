@@ -1289,15 +1289,8 @@ mod tests {
     #[test]
     fn a_reference_list_names_what_keeps_it_from_being_read() {
         let snap = Snapshot {
-            time: jiff::Timestamp::now(),
-            host: "h".into(),
-            profile: "p".into(),
-            paths: vec![],
-            tree: vec![],
             refs: vec![BlobId([1; 32])],
-            tree_index: None,
-            summary: Default::default(),
-            stored: None,
+            ..Snapshot::bare(jiff::Timestamp::now(), "h")
         };
         let none = HashMap::new();
         let e = reference_list(&snap, &none).unwrap_err();
@@ -1328,15 +1321,8 @@ mod tests {
         let mut snaps = Vec::new();
         for n in 0..70u32 {
             let mut s = Snapshot {
-                time: jiff::Timestamp::UNIX_EPOCH,
-                host: "h".into(),
-                profile: "p".into(),
-                paths: vec![],
-                tree: vec![],
                 refs: vec![shared, id(n)],
-                tree_index: None,
-                summary: Default::default(),
-                stored: None,
+                ..Snapshot::bare(jiff::Timestamp::UNIX_EPOCH, "h")
             };
             if n == 40 {
                 s.refs.push(unindexed);

@@ -914,19 +914,13 @@ mod tests {
         (
             SnapshotId([id; 32]),
             Snapshot {
-                time: "2026-11-20T12:00:00Z".parse().unwrap(),
-                host: "h".into(),
-                profile: "p".into(),
                 paths: vec!["/srv".into()],
-                tree: vec![],
-                refs: vec![],
-                tree_index: None,
                 summary: Summary {
                     files,
                     bytes,
                     ..Summary::default()
                 },
-                stored: None,
+                ..Snapshot::bare("2026-11-20T12:00:00Z".parse().unwrap(), "h")
             },
         )
     }

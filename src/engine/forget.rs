@@ -276,27 +276,13 @@ fn forget_locked(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::snapshot::Summary;
 
     fn snap(t: &str, host: &str) -> (SnapshotId, Snapshot) {
         let time: Timestamp = t.parse().unwrap();
         let mut id = [0u8; 32];
         id[..8].copy_from_slice(&time.as_second().to_be_bytes());
         id[8] = host.len() as u8;
-        (
-            SnapshotId(id),
-            Snapshot {
-                time,
-                host: host.into(),
-                profile: "p".into(),
-                paths: vec![],
-                tree: vec![],
-                refs: vec![],
-                tree_index: None,
-                summary: Summary::default(),
-                stored: None,
-            },
-        )
+        (SnapshotId(id), Snapshot::bare(time, host))
     }
 
     fn policy() -> Retention {

@@ -617,15 +617,9 @@ mod tests {
 
     fn snap(host: &str, profile: &str, paths: &[&str], time: &str) -> Snapshot {
         Snapshot {
-            time: time.parse().unwrap(),
-            host: host.into(),
             profile: profile.into(),
             paths: paths.iter().map(|p| p.to_string()).collect(),
-            tree: Vec::new(),
-            refs: Vec::new(),
-            tree_index: None,
-            summary: Default::default(),
-            stored: None,
+            ..Snapshot::bare(time.parse().unwrap(), host)
         }
     }
 

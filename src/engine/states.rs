@@ -184,15 +184,9 @@ mod tests {
 
     fn snap(time: &str, stored: Option<&str>) -> Snapshot {
         Snapshot {
-            time: time.parse().unwrap(),
-            host: "h".into(),
-            profile: "p".into(),
             paths: vec!["/".into()],
-            tree: Vec::new(),
-            refs: Vec::new(),
-            tree_index: None,
-            summary: Default::default(),
             stored: stored.map(|t| t.parse().unwrap()),
+            ..Snapshot::bare(time.parse().unwrap(), "h")
         }
     }
 

@@ -497,7 +497,6 @@ pub fn adopt_orphan_packs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::snapshot::Summary;
     use jiff::{SignedDuration, Timestamp};
 
     /// Snapshot `n` stored at `t0 + n` hours, claiming `claim(n)`, of `host(n)`.
@@ -513,15 +512,8 @@ mod tests {
             let id = SnapshotId([n; 32]);
             timed.push((stored, id));
             let snap = Snapshot {
-                time: claim(n, stored),
-                host: host(n).into(),
-                profile: "p".into(),
-                paths: vec![],
-                tree: vec![],
-                refs: vec![],
-                tree_index: None,
-                summary: Summary::default(),
                 stored: Some(stored),
+                ..Snapshot::bare(claim(n, stored), host(n))
             };
             objects.insert(id, snap);
         }

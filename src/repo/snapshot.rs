@@ -32,6 +32,22 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of nothing, for tests to set what they look at.
+    #[cfg(test)]
+    pub fn bare(time: Timestamp, host: &str) -> Snapshot {
+        Snapshot {
+            time,
+            host: host.into(),
+            profile: "p".into(),
+            paths: Vec::new(),
+            tree: Vec::new(),
+            refs: Vec::new(),
+            tree_index: None,
+            summary: Summary::default(),
+            stored: None,
+        }
+    }
+
     /// The tree index, if lookups may go through it. Before sources were
     /// sorted in walk order, a snapshot of `/x/www-old` and `/x/www/app`
     /// listed them out of order, with an index; a lookup through it would
