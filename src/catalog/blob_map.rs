@@ -35,6 +35,8 @@ pub struct BlobMap {
     /// Locations whose numbers do not fit a slot: none in a repository
     /// coffer wrote, but a catalog row is not trusted to fit.
     wide: HashMap<BlobId, BlobLocation>,
+    /// The pack numbered last: an index lists a pack's blobs together.
+    last: Option<(PackId, u32)>,
 }
 
 impl BlobMap {
@@ -165,15 +167,17 @@ impl BlobMap {
             u32::try_from(e.length).ok()?,
             u32::try_from(e.raw_length).ok()?,
         );
-        let pack = match self.numbers.get(&l.pack) {
-            Some(n) => *n,
-            None => {
+        let pack = match (self.last, self.numbers.get(&l.pack)) {
+            (Some((p, n)), _) if p == l.pack => n,
+            (_, Some(n)) => *n,
+            (_, None) => {
                 let n = u32::try_from(self.packs.len()).ok()?;
                 self.packs.push(l.pack);
                 self.numbers.insert(l.pack, n);
                 n
             }
         };
+        self.last = Some((l.pack, pack));
         Some(Slot {
             pack,
             offset,
@@ -323,6 +327,13 @@ mod tests {
         map.insert_unless(at(2, 66, 0), &good);
         map.insert_unless(at(2, 9, 5 << 32), &good);
         assert_eq!(map.get(&BlobId([2; 32])), Some(at(2, 9, 5 << 32)));
+        // A kept copy kept whole (past 4 GiB) is not replaced by one that is not kept.
+        map.insert_unless(at(2, 66, 8), &good);
+        assert_eq!(map.get(&BlobId([2; 32])), Some(at(2, 9, 5 << 32)));
+        // Of two copies neither kept, the later one.
+        map.insert_unless(at(3, 66, 0), &good);
+        map.insert_unless(at(3, 66, 64), &good);
+        assert_eq!(map.get(&BlobId([3; 32])), Some(at(3, 66, 64)));
     }
 
     #[test]

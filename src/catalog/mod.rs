@@ -596,6 +596,17 @@ mod tests {
             );
         }
         assert_eq!(heads[0].host, "web \"01\"\n\u{e9}");
+        // A damaged row costs only itself.
+        for (id, json) in [(1u8, "{not json"), (2, r#"{"host":7}"#)] {
+            cat.conn
+                .execute(
+                    "INSERT INTO snapshots (id, time, json) VALUES (?1, '2026-01-01T00:00:00+00:00', ?2)",
+                    params![&[id; 32][..], json],
+                )
+                .unwrap();
+        }
+        assert_eq!(cat.snapshot_heads().unwrap(), heads);
+        assert_eq!(cat.snapshots().unwrap().len(), 2);
     }
 
     /// A catalog of the schema before storage times were kept is dropped and

@@ -85,7 +85,10 @@ impl Catalog {
     pub fn snapshot_heads(&self) -> Result<Vec<SnapshotHead>, CatalogError> {
         let mut out = Vec::new();
         self.each_row(
-            "SELECT id, time, json_extract(json, '$.host'), stored FROM snapshots ORDER BY time, id",
+            // A row whose JSON or host is not what a backup writes is
+            // skipped, as `snapshots` skips it, not an error for them all.
+            "SELECT id, time, CASE WHEN json_valid(json) AND json_type(json, '$.host') = 'text'
+                 THEN json_extract(json, '$.host') END, stored FROM snapshots ORDER BY time, id",
             [],
             |r| {
                 let id = id32(r.get(0)?);

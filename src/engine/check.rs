@@ -599,13 +599,15 @@ impl Traced<'_> {
 }
 
 /// Snapshots whose reference lists are read together: their new blobs in
-/// shared requests (on S3 several in flight), while what is held stays one
-/// window's lists, not the history's.
+/// shared requests (on S3 several in flight).
 const REFS_WINDOW: usize = 32;
 
-/// Hands `f` each snapshot's reference list, in order. Consecutive
-/// snapshots share most of their list's blobs: a blob is read once while
-/// windows in a row need it.
+/// Hands `f` each snapshot's reference list, in order. Each blob is read
+/// once, when a window first needs it, and held only until the last
+/// snapshot that needs it: what is held is the lists still to come of the
+/// repository's series (one list each, as consecutive snapshots of a series
+/// share most blobs, whatever other servers' snapshots lie between), not
+/// the history's.
 fn for_each_reference_list(
     repo: &Repository,
     good: &BlobMap,
@@ -628,20 +630,28 @@ fn each_reference_list(
     mut read: impl FnMut(&[BlobId]) -> Vec<std::result::Result<Vec<u8>, ListUnreadable>>,
     mut f: impl FnMut(&SnapshotId, &Snapshot, std::result::Result<Vec<BlobId>, ListUnreadable>),
 ) {
+    // The last snapshot that needs each blob: one entry per distinct blob.
+    let mut last_use: HashMap<BlobId, usize> = HashMap::new();
+    for (n, (_, s)) in snaps.iter().enumerate() {
+        for b in &s.refs {
+            last_use.insert(*b, n);
+        }
+    }
+    let window = window.max(1);
     let mut held: HashMap<BlobId, std::result::Result<Vec<u8>, ListUnreadable>> = HashMap::new();
-    for window in snaps.chunks(window.max(1)) {
-        let needed: HashSet<BlobId> = window
+    for (w, batch) in snaps.chunks(window).enumerate() {
+        let start = w * window;
+        held.retain(|b, _| last_use.get(b).is_some_and(|last| *last >= start));
+        let mut wanted: Vec<BlobId> = batch
             .iter()
             .flat_map(|(_, s)| s.refs.iter().copied())
-            .collect();
-        held.retain(|b, _| needed.contains(b));
-        let mut wanted: Vec<BlobId> = needed
-            .into_iter()
             .filter(|b| good.contains_key(b) && !held.contains_key(b))
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
         wanted.sort_by_key(|b| good.get(b).map(|l| (l.pack.0, l.entry.offset)));
         held.extend(wanted.iter().copied().zip(read(&wanted)));
-        for (id, snap) in window {
+        for (id, snap) in batch {
             f(id, snap, reference_list(snap, &held));
         }
     }
@@ -1303,6 +1313,72 @@ mod tests {
             reference_list(&snap, &failed).unwrap_err().to_string(),
             "gone"
         );
+    }
+
+    /// Servers sharing a repository interleave their snapshots: each
+    /// series' blobs are still read once, and dropped after their last use.
+    #[test]
+    fn interleaved_series_read_each_blob_once() {
+        let id = |n: u32| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&n.to_le_bytes());
+            BlobId(b)
+        };
+        // 40 servers, 5 snapshots each, taken in turn: server h's list is
+        // its own blob, the same in every snapshot but the last.
+        let mut snaps = Vec::new();
+        for round in 0..5u32 {
+            for h in 0..40u32 {
+                let list = if round == 4 { id(1000 + h) } else { id(h) };
+                let s = Snapshot {
+                    refs: vec![list],
+                    ..Snapshot::bare(jiff::Timestamp::UNIX_EPOCH, "h")
+                };
+                snaps.push((SnapshotId([(round * 40 + h) as u8; 32]), s));
+            }
+        }
+        let good: BlobMap = (0..40)
+            .chain(1000..1040)
+            .map(|n| BlobLocation {
+                pack: PackId([9; 32]),
+                entry: PackEntry {
+                    id: id(n),
+                    kind: BlobKind::Refs,
+                    offset: u64::from(n),
+                    length: 32,
+                    raw_length: 32,
+                },
+            })
+            .collect();
+        let mut reads: HashMap<BlobId, usize> = HashMap::new();
+        let mut most_held = 0;
+        let mut lists = 0;
+        each_reference_list(
+            &good,
+            &snaps,
+            32,
+            |wanted| {
+                most_held = most_held.max(wanted.len());
+                wanted
+                    .iter()
+                    .map(|b| {
+                        *reads.entry(*b).or_default() += 1;
+                        Ok(b.0.to_vec())
+                    })
+                    .collect()
+            },
+            |_, snap, list| {
+                assert_eq!(list.unwrap(), snap.refs);
+                lists += 1;
+            },
+        );
+        assert_eq!(lists, 200);
+        assert_eq!(reads.len(), 80);
+        assert!(
+            reads.values().all(|n| *n == 1),
+            "a blob read twice: {reads:?}"
+        );
+        assert!(most_held <= 32);
     }
 
     /// Reference lists are read a window at a time: a blob every snapshot
