@@ -630,13 +630,7 @@ fn each_reference_list(
     mut read: impl FnMut(&[BlobId]) -> Vec<std::result::Result<Vec<u8>, ListUnreadable>>,
     mut f: impl FnMut(&SnapshotId, &Snapshot, std::result::Result<Vec<BlobId>, ListUnreadable>),
 ) {
-    // The last snapshot that needs each blob: one entry per distinct blob.
-    let mut last_use: HashMap<BlobId, usize> = HashMap::new();
-    for (n, (_, s)) in snaps.iter().enumerate() {
-        for b in &s.refs {
-            last_use.insert(*b, n);
-        }
-    }
+    let last_use = super::read::last_uses(snaps.iter().map(|(_, s)| s.refs.as_slice()));
     let window = window.max(1);
     let mut held: HashMap<BlobId, std::result::Result<Vec<u8>, ListUnreadable>> = HashMap::new();
     for (w, batch) in snaps.chunks(window).enumerate() {

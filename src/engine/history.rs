@@ -243,6 +243,9 @@ pub fn find(
     // Blobs parsed before: each snapshot's others are read together, in
     // ranged reads that neighbours share, not one request each.
     let mut seen: HashSet<BlobId> = HashSet::new();
+    // What is kept of a blob goes after the last snapshot that lists it, so
+    // the memo holds the lists still to come, not the history's every blob.
+    let last_use = super::read::last_uses(snaps.iter().map(|(_, s)| s.tree.as_slice()));
     for (n, (sid, snap)) in snaps.iter().enumerate() {
         let what = format!("file list of snapshot {}", sid.short());
         let mut fresh: Vec<BlobId> = Vec::new();
@@ -319,6 +322,9 @@ pub fn find(
             }
             .into());
         }
+        let spent = |id: &BlobId| last_use.get(id).is_none_or(|last| *last <= n);
+        memo.retain(|(id, _), _| !spent(id));
+        seen.retain(|id| !spent(id));
     }
     for f in &mut found {
         // Oldest first: a version first met in a later blob of the same

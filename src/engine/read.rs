@@ -7,6 +7,7 @@ use crate::repo::Repository;
 use crate::repo::ids::BlobId;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::store::Read;
+use std::collections::HashMap;
 
 /// Reads the blobs of a stream (tree or refs) in order, handing each to `f`.
 pub fn read_stream(
@@ -252,6 +253,19 @@ pub fn coalesce<T>(items: &[T], span: impl Fn(&T) -> (u64, u64), gap: u64, max: 
     out
 }
 
+/// The index of the last of `lists` that names each blob: a reader going
+/// through a history's lists in order holds what it keeps of a blob (read,
+/// parsed) until then, and no longer.
+pub(super) fn last_uses<'a>(lists: impl Iterator<Item = &'a [BlobId]>) -> HashMap<BlobId, usize> {
+    let mut last = HashMap::new();
+    for (n, ids) in lists.enumerate() {
+        for id in ids {
+            last.insert(*id, n);
+        }
+    }
+    last
+}
+
 #[cfg(test)]
 mod coalesce_tests {
     use super::coalesce;
@@ -284,5 +298,18 @@ mod coalesce_tests {
         let items = [(0, 600), (600, 600)];
         assert_eq!(runs(&items, 0, 1000).len(), 2, "wider than max");
         assert!(runs(&[], 0, 1000).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_uses_names_the_last_list_of_each_blob() {
+        let (a, b, c) = (BlobId([1; 32]), BlobId([2; 32]), BlobId([3; 32]));
+        let lists = [vec![a, b], vec![b], vec![c, a], vec![]];
+        let last = last_uses(lists.iter().map(Vec::as_slice));
+        assert_eq!(last, HashMap::from([(a, 2), (b, 1), (c, 2)]));
     }
 }
