@@ -607,6 +607,7 @@ mod tests {
         }
         assert_eq!(cat.snapshot_heads().unwrap(), heads);
         assert_eq!(cat.snapshots().unwrap().len(), 2);
+        assert_eq!(cat.snapshot_count().unwrap(), 2);
     }
 
     /// A catalog of the schema before storage times were kept is dropped and

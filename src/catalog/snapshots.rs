@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// A row whose JSON and host are what a backup writes: any other is skipped
+/// by the heads and their count, as [`Catalog::snapshots`] skips it.
+const WHOLE_HEAD: &str = "json_valid(json) AND json_type(json, '$.host') = 'text'";
+
 /// A snapshot as [`Catalog::snapshot_heads`] reads it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SnapshotHead {
@@ -71,9 +75,14 @@ impl Catalog {
             .collect())
     }
 
+    /// The snapshots [`Catalog::snapshot_heads`] reads, counted.
     pub fn snapshot_count(&self) -> Result<u64, CatalogError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM snapshots", [], |r| r.get::<_, i64>(0))
+            .query_row(
+                &format!("SELECT COUNT(*) FROM snapshots WHERE {WHOLE_HEAD}"),
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n.max(0) as u64)
             .map_err(|e| self.err(e))
     }
@@ -85,10 +94,10 @@ impl Catalog {
     pub fn snapshot_heads(&self) -> Result<Vec<SnapshotHead>, CatalogError> {
         let mut out = Vec::new();
         self.each_row(
-            // A row whose JSON or host is not what a backup writes is
-            // skipped, as `snapshots` skips it, not an error for them all.
-            "SELECT id, time, CASE WHEN json_valid(json) AND json_type(json, '$.host') = 'text'
-                 THEN json_extract(json, '$.host') END, stored FROM snapshots ORDER BY time, id",
+            &format!(
+                "SELECT id, time, CASE WHEN {WHOLE_HEAD} THEN json_extract(json, '$.host') END,
+                 stored FROM snapshots ORDER BY time, id"
+            ),
             [],
             |r| {
                 let id = id32(r.get(0)?);
