@@ -1309,15 +1309,33 @@ mod tests {
         );
     }
 
+    /// Blob `n` of a test's reference lists.
+    fn id(n: u32) -> BlobId {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&n.to_le_bytes());
+        BlobId(b)
+    }
+
+    /// A map of 32-byte refs blobs, one after another in one pack.
+    fn refs_blobs(ids: impl Iterator<Item = BlobId>) -> BlobMap {
+        ids.enumerate()
+            .map(|(n, id)| BlobLocation {
+                pack: PackId([9; 32]),
+                entry: PackEntry {
+                    id,
+                    kind: BlobKind::Refs,
+                    offset: 32 * n as u64,
+                    length: 32,
+                    raw_length: 32,
+                },
+            })
+            .collect()
+    }
+
     /// Servers sharing a repository interleave their snapshots: each
     /// series' blobs are still read once, and dropped after their last use.
     #[test]
     fn interleaved_series_read_each_blob_once() {
-        let id = |n: u32| {
-            let mut b = [0u8; 32];
-            b[..4].copy_from_slice(&n.to_le_bytes());
-            BlobId(b)
-        };
         // 40 servers, 5 snapshots each, taken in turn: server h's list is
         // its own blob, the same in every snapshot but the last.
         let mut snaps = Vec::new();
@@ -1331,19 +1349,7 @@ mod tests {
                 snaps.push((SnapshotId([(round * 40 + h) as u8; 32]), s));
             }
         }
-        let good: BlobMap = (0..40)
-            .chain(1000..1040)
-            .map(|n| BlobLocation {
-                pack: PackId([9; 32]),
-                entry: PackEntry {
-                    id: id(n),
-                    kind: BlobKind::Refs,
-                    offset: u64::from(n),
-                    length: 32,
-                    raw_length: 32,
-                },
-            })
-            .collect();
+        let good = refs_blobs((0..40).chain(1000..1040).map(id));
         let mut reads: HashMap<BlobId, usize> = HashMap::new();
         let mut most_held = 0;
         let mut lists = 0;
@@ -1380,11 +1386,6 @@ mod tests {
     /// index holds costs only the snapshots that need it.
     #[test]
     fn reference_lists_are_read_once_a_window_at_a_time() {
-        let id = |n: u32| {
-            let mut b = [0u8; 32];
-            b[..4].copy_from_slice(&n.to_le_bytes());
-            BlobId(b)
-        };
         let piece = |b: &BlobId| b.0.iter().rev().copied().collect::<Vec<u8>>();
         let shared = id(1_000);
         let unindexed = id(2_000);
@@ -1399,20 +1400,7 @@ mod tests {
             }
             snaps.push((SnapshotId([n as u8; 32]), s));
         }
-        let good: BlobMap = (0..70)
-            .map(id)
-            .chain([shared])
-            .map(|b| BlobLocation {
-                pack: PackId([9; 32]),
-                entry: PackEntry {
-                    id: b,
-                    kind: BlobKind::Refs,
-                    offset: 0,
-                    length: 32,
-                    raw_length: 32,
-                },
-            })
-            .collect();
+        let good = refs_blobs((0..70).map(id).chain([shared]));
         let mut reads: HashMap<BlobId, usize> = HashMap::new();
         let mut lists = Vec::new();
         each_reference_list(
