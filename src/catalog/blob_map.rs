@@ -70,16 +70,20 @@ impl BlobMap {
     /// Puts `l` under its blob's id, replacing any location there; returns that one.
     pub fn insert(&mut self, l: BlobLocation) -> Option<BlobLocation> {
         let id = l.entry.id;
-        let old = self.remove(&id);
+        // One lookup for the common case: a blob in neither half, or in
+        // the compact one; the other half is looked at only when it can hold it.
         match self.slot(&l) {
-            Some(s) => {
-                self.slots.insert(id, s);
-            }
+            Some(s) => match self.slots.insert(id, s) {
+                Some(old) => Some(self.location(id, &old)),
+                None if self.wide.is_empty() => None,
+                None => self.wide.remove(&id),
+            },
             None => {
-                self.wide.insert(id, l);
+                let compact = self.slots.remove(&id).map(|o| self.location(id, &o));
+                let wide = self.wide.insert(id, l);
+                compact.or(wide)
             }
         }
-        old
     }
 
     /// Puts `l` in the map unless the map's location of its blob is `keep`
